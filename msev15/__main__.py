@@ -1,0 +1,3 @@
+from msev15.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,378 @@
+"""One typed, frozen Settings object, read once from the environment and an optional .env file.
+
+Every variable is declared once in ``VARIABLES`` (name, default, parser, meaning). That table
+builds ``Settings``, validates it, masks secrets, and is what ``.env.example`` and the README's
+configuration reference are checked against, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PROVIDERS = ("auto", "azure", "openai", "offline")
+MASK = "********"
+
+
+class SettingsError(ValueError):
+    """Raised with one line per bad variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --- parsers: take the raw string, return the value or raise ValueError(expected) ---------------
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or not lo <= value <= hi:
+            raise ValueError(f"an integer between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or value != value or not lo <= value <= hi:
+            raise ValueError(f"a number between {lo:g} and {hi:g}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _url(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("an http(s) URL such as http://localhost:8000/mcp, or empty")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError("an http(s) URL with a valid port") from None
+    return value
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    items = tuple(o.strip() for o in raw.split(",") if o.strip())
+    if not items:
+        raise ValueError("'*' or a comma-separated list of origins such as https://app.example.com")
+    for origin in items:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ValueError(f"'*' or origins like https://app.example.com (bad: {origin!r})")
+    return items
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    items = tuple(i.strip() for i in raw.split(",") if i.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"comma-separated IP addresses or CIDR networks (bad: {item!r})") from None
+    return items
+
+
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+
+
+def _email(raw: str) -> str:
+    value = raw.strip()
+    if value and not _EMAIL_RE.match(value):
+        raise ValueError("an email address such as support@example.com, or empty")
+    return value
+
+
+def _domains(raw: str) -> tuple[str, ...]:
+    items = tuple(d.strip().lower() for d in raw.split(",") if d.strip())
+    for item in items:
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+", item):
+            raise ValueError(f"comma-separated domain names (bad: {item!r})")
+    return items
+
+
+def _text(raw: str) -> str:
+    value = raw.strip()
+    if "\r" in value or "\n" in value:
+        raise ValueError("a single line of text")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    doc: str
+    group: str
+    secret: bool = False
+
+    @property
+    def attr(self) -> str:
+        return self.name.lower()
+
+
+_S, _L, _A, _M, _D, _E, _G = "Server", "LLM", "Agent", "MCP", "Orders", "Email", "Logging"
+
+VARIABLES: tuple[Var, ...] = (
+    Var("SERVER_HOST", "0.0.0.0", _str, "Interface to bind.", _S),
+    Var("SERVER_PORT", "9080", _int(1, 65535), "TCP port to listen on.", _S),
+    Var("LOG_LEVEL", "INFO", _choice(*LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL.", _S),
+    Var("ENABLE_CORS", "true", _bool, "Send CORS headers (aiohttp-cors).", _S),
+    Var("CORS_ORIGINS", "*", _origins, "'*' or a comma-separated list of allowed origins.", _S),
+    Var("ENABLE_RATE_LIMITING", "false", _bool, "Per-IP sliding-window rate limiting.", _S),
+    Var("RATE_LIMIT_PER_MINUTE", "100", _int(1, 1_000_000), "Requests per client IP per 60 s window.", _S),
+    Var("TRUSTED_PROXIES", "", _networks, "Proxies whose X-Forwarded-For is believed (IPs or CIDRs).", _S),
+    Var("SHUTDOWN_TIMEOUT_SECONDS", "30", _float(0.1, 3600), "How long in-flight turns may run after SIGTERM.", _S),
+    Var("MAX_BODY_BYTES", "1048576", _int(1024, 64 * 1024 * 1024), "Largest accepted request body.", _S),
+    Var("REDOC_JS_URL", "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        _url, "Where /redoc loads ReDoc from (point it at a mirror when offline).", _S),
+    Var("LLM_PROVIDER", "auto", _choice(*PROVIDERS), "auto, azure, openai or offline.", _A),
+    Var("AZURE_AI_PROJECT_ENDPOINT", "", _url, "Azure AI project endpoint (informational).", _L),
+    Var("AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME", "gpt-4o", _text, "Azure OpenAI deployment to call.", _L),
+    Var("AZURE_OPENAI_ENDPOINT", "", _url, "Azure OpenAI resource endpoint.", _L),
+    Var("AZURE_OPENAI_API_KEY", "", _str, "Azure OpenAI API key.", _L, secret=True),
+    Var("AZURE_OPENAI_API_VERSION", "2024-10-21", _text, "Azure OpenAI API version.", _L),
+    Var("OPENAI_BASE_URL", "", _url, "OpenAI-compatible base URL (OpenAI, Ollama, vLLM, llama.cpp).", _L),
+    Var("OPENAI_API_KEY", "", _str, "API key for the OpenAI-compatible endpoint.", _L, secret=True),
+    Var("OPENAI_MODEL", "gpt-4o-mini", _text, "Model name for the OpenAI-compatible endpoint.", _L),
+    Var("LLM_MAX_RETRIES", "2", _int(0, 10), "Retries of transient model errors (429, 5xx, timeouts).", _L),
+    Var("LLM_TIMEOUT_SECONDS", "60", _float(1, 600), "Timeout of one model request.", _L),
+    Var("SYSTEM_PROMPT_FILE", "", _str, "File with the agent's system prompt (built-in one if empty).", _A),
+    Var("AGENT_MAX_CONCURRENT_TURNS", "100", _int(1, 100_000), "Turns of different sessions run at once.", _A),
+    Var("AGENT_MAX_TOOL_ROUNDS", "8", _int(1, 50), "Model/tool round trips in one turn.", _A),
+    Var("TOOL_TIMEOUT_SECONDS", "30", _float(0.1, 600), "Timeout of one tool call.", _A),
+    Var("SESSION_TTL_SECONDS", "86400", _int(1, 365 * 86400), "Idle sessions expire after this long.", _A),
+    Var("SESSION_MAX_CONTEXT_MESSAGES", "40", _int(1, 1000), "History messages sent to the model.", _A),
+    Var("MAX_MESSAGE_CHARS", "16000", _int(1, 1_000_000), "Longest accepted user message.", _A),
+    Var("MCP_SERVER_URL", "http://localhost:8000/mcp", _url, "Complaints MCP server (Streamable HTTP).", _M),
+    Var("MCP_SERVER_REQUIRED", "false", _bool, "Refuse readiness (and start-up) without the MCP server.", _M),
+    Var("MCP_CONNECT_TIMEOUT_SECONDS", "10", _float(0.1, 600), "Wait at start when MCP is required.", _M),
+    Var("ESCALATION_MCP_URL", "", _url, "EscalationComms MCP server (adds the sendemail tool).", _M),
+    Var("ORDER_DB_PATH", "./data/orders.db", _str, "SQLite file of the orders.", _D),
+    Var("ORDER_DB_SEED", "true", _bool, "Seed demo orders for the default tenant on an empty database.", _D),
+    Var("SMTP_SERVER", "", _text, "SMTP host; empty writes mail to EMAIL_OUTBOX_DIR instead.", _E),
+    Var("SMTP_PORT", "587", _int(1, 65535), "587 STARTTLS, 465 implicit TLS, other ports plain.", _E),
+    Var("SENDER_EMAIL", "", _email, "From address (and SMTP login).", _E),
+    Var("SENDER_PASSWORD", "", _str, "SMTP password; login is skipped when empty.", _E, secret=True),
+    Var("SENDER_NAME", "Customer Service", _text, "Display name of the From address.", _E),
+    Var("EMAIL_OUTBOX_DIR", "./data/outbox", _str, "Folder of .eml files when no SMTP server is set.", _E),
+    Var("EMAIL_MAX_RECIPIENTS", "20", _int(1, 1000), "Most recipients (to+cc+bcc) per message.", _E),
+    Var("EMAIL_ALLOWED_DOMAINS", "", _domains, "If set, only these recipient domains are allowed.", _E),
+    Var("EMAIL_ATTACHMENTS_DIR", "./data/attachments", _str, "The only folder attachments may come from.", _E),
+    Var("EMAIL_MAX_ATTACHMENT_BYTES", "10485760", _int(1, 100 * 1024 * 1024), "Largest attachment.", _E),
+    Var("SMTP_TIMEOUT_SECONDS", "30", _float(0.1, 600), "Timeout of one SMTP operation.", _E),
+    Var("LOG_TO_FILE", "true", _bool, "Also write logs to a rotating file.", _G),
+    Var("LOG_FILE_PATH", "./logs/app.log", _str, "Log file (its folder is created).", _G),
+    Var("LOG_MAX_SIZE_MB", "100", _int(1, 100_000), "Rotate the log file at this size.", _G),
+    Var("LOG_BACKUP_COUNT", "5", _int(0, 1000), "Rotated log files kept.", _G),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server_host: str
+    server_port: int
+    log_level: str
+    enable_cors: bool
+    cors_origins: tuple[str, ...]
+    enable_rate_limiting: bool
+    rate_limit_per_minute: int
+    trusted_proxies: tuple[str, ...]
+    shutdown_timeout_seconds: float
+    max_body_bytes: int
+    redoc_js_url: str
+    llm_provider: str
+    azure_ai_project_endpoint: str
+    azure_openai_responses_deployment_name: str
+    azure_openai_endpoint: str
+    azure_openai_api_key: str
+    azure_openai_api_version: str
+    openai_base_url: str
+    openai_api_key: str
+    openai_model: str
+    llm_max_retries: int
+    llm_timeout_seconds: float
+    system_prompt_file: str
+    agent_max_concurrent_turns: int
+    agent_max_tool_rounds: int
+    tool_timeout_seconds: float
+    session_ttl_seconds: int
+    session_max_context_messages: int
+    max_message_chars: int
+    mcp_server_url: str
+    mcp_server_required: bool
+    mcp_connect_timeout_seconds: float
+    escalation_mcp_url: str
+    order_db_path: str
+    order_db_seed: bool
+    smtp_server: str
+    smtp_port: int
+    sender_email: str
+    sender_password: str
+    sender_name: str
+    email_outbox_dir: str
+    email_max_recipients: int
+    email_allowed_domains: tuple[str, ...]
+    email_attachments_dir: str
+    email_max_attachment_bytes: int
+    smtp_timeout_seconds: float
+    log_to_file: bool
+    log_file_path: str
+    log_max_size_mb: int
+    log_backup_count: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = None) -> Settings:
+        """Environment wins over the .env file, which wins over the defaults.
+
+        Raises :class:`SettingsError` listing every bad variable at once.
+        """
+        environ = os.environ if environ is None else environ
+        file_values = read_env_file(env_file) if env_file else {}
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for var in VARIABLES:
+            raw = environ.get(var.name, file_values.get(var.name, var.default))
+            try:
+                values[var.attr] = var.parse(raw)
+            except ValueError as exc:
+                shown = MASK if var.secret else raw
+                problems.append(f"{var.name} must be {exc}, got {shown!r}")
+        if problems:
+            raise SettingsError(problems)
+        return cls(**values)
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> Settings:
+        """Embedded defaults with overrides (by attribute name); for tests and tools."""
+        return dataclasses.replace(cls.from_env({}), **overrides)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting by variable name, secrets masked: safe to print or log."""
+        out: dict[str, Any] = {}
+        for var in VARIABLES:
+            value = getattr(self, var.attr)
+            out[var.name] = MASK if var.secret and value else value
+        return out
+
+    def secrets(self) -> tuple[str, ...]:
+        """The configured secret values (to scrub them from any log line)."""
+        return tuple(v for var in VARIABLES if var.secret and (v := getattr(self, var.attr)))
+
+    @property
+    def smtp_configured(self) -> bool:
+        return bool(self.smtp_server)
+
+    @property
+    def provider(self) -> str:
+        """The LLM provider actually used (``auto`` resolved)."""
+        if self.llm_provider != "auto":
+            return self.llm_provider
+        if self.azure_openai_endpoint and self.azure_openai_api_key:
+            return "azure"
+        if self.openai_base_url:
+            return "openai"
+        return "offline"
+
+    @property
+    def model_name(self) -> str:
+        return {
+            "azure": self.azure_openai_responses_deployment_name,
+            "openai": self.openai_model,
+        }.get(self.provider, "offline assistant")
+
+    def problems(self) -> list[str]:
+        """Cross-field problems found once all values parse (reported like parse errors)."""
+        found = []
+        if self.llm_provider == "azure" and not (self.azure_openai_endpoint and self.azure_openai_api_key):
+            found.append("LLM_PROVIDER=azure needs AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY")
+        if self.llm_provider == "openai" and not self.openai_base_url:
+            found.append("LLM_PROVIDER=openai needs OPENAI_BASE_URL")
+        if self.system_prompt_file and not Path(self.system_prompt_file).is_file():
+            found.append(f"SYSTEM_PROMPT_FILE must be a readable file, got {self.system_prompt_file!r}")
+        return found
+
+
+_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """Parse a .env file: KEY=VALUE lines, # comments, optional quotes and ``export``."""
+    values: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError([f"env file {str(path)!r} does not exist"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError([f"env file {str(path)!r} cannot be read: {exc}"]) from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise SettingsError([f"env file {str(path)!r} line {number}: expected KEY=VALUE"])
+        key, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def load_settings(env_file: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings for the CLI: ``--env-file`` if given, else ``./.env`` when it exists."""
+    if env_file is None and Path(".env").is_file():
+        env_file = ".env"
+    settings = Settings.from_env(environ, env_file)
+    problems = settings.problems()
+    if problems:
+        raise SettingsError(problems)
+    return settings
