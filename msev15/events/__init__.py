@@ -1,0 +1,1 @@
+"""The in-process event bus, the turn events, and the logging subscriber."""

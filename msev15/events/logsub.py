@@ -1,0 +1,65 @@
+"""The logging subscriber: one tenant-aware line per turn start, tool call and turn end.
+
+Tokens are logged only at DEBUG (and then the subscription asks for them; otherwise the bus
+never even queues them here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from msev15.events.bus import EventBus
+from msev15.events.types import Token, ToolCalled, ToolFinished, TurnCompleted, TurnEvent, TurnFailed, TurnRequested
+
+log = logging.getLogger("api.turns")
+
+
+def _context(event: TurnEvent) -> dict[str, str]:
+    return {"session": event.session_id, "tenant": event.tenant_id, "request_id": event.request_id}
+
+
+def log_event(event: TurnEvent) -> None:
+    extra = _context(event)
+    kind = type(event)
+    if kind is Token:
+        log.debug("token %r", event.content, extra=extra)
+    elif kind is TurnRequested:
+        log.info("User message received (%d chars, %s)", len(event.message),
+                 "stream" if event.stream else "json", extra=extra)
+    elif kind is ToolCalled:
+        log.info("Tool call %s (%s)", event.name, event.call_id, extra=extra)
+    elif kind is ToolFinished:
+        if event.ok:
+            log.info("Tool result %s ok", event.name, extra=extra)
+        else:
+            log.warning("Tool result %s failed: %s", event.name, event.error, extra=extra)
+    elif kind is TurnCompleted:
+        log.info("Turn completed (%d messages in session)", event.message_count, extra=extra)
+    elif kind is TurnFailed:
+        log.warning("Turn failed: %s: %s", event.error, event.message, extra=extra)
+
+
+class LoggingSubscriber:
+    def __init__(self, bus: EventBus) -> None:
+        types: tuple[type, ...] = (TurnRequested, ToolCalled, ToolFinished, TurnCompleted, TurnFailed)
+        if log.isEnabledFor(logging.DEBUG):
+            types += (Token,)
+        self._sub = bus.subscribe(types=types)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="events:log")
+
+    async def _run(self) -> None:
+        while True:
+            log_event(await self._sub.get())
+
+    async def close(self) -> None:
+        """Stop, writing whatever is still queued first."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while self._sub.pending():
+            log_event(self._sub.get_nowait())
+        self._sub.close()

@@ -1,0 +1,82 @@
+"""The events of a chat turn. Small frozen values; serialized for the wire in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent:
+    turn_id: str
+    tenant_id: str
+    session_id: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequested(TurnEvent):
+    message: str
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Token(TurnEvent):
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalled(TurnEvent):
+    name: str
+    call_id: str
+    arguments: Any = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished(TurnEvent):
+    name: str
+    call_id: str
+    ok: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCompleted(TurnEvent):
+    message: str
+    message_count: int
+    usage: dict[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFailed(TurnEvent):
+    error: str
+    message: str
+    status: int = 500
+
+
+TERMINAL = (TurnCompleted, TurnFailed)
+CLIENT_EVENTS = (Token, ToolCalled, ToolFinished, TurnCompleted, TurnFailed)
+
+
+def to_wire(event: TurnEvent) -> dict[str, Any] | None:
+    """The SSE ``data:`` object of an event, ``type`` first; None for events not sent to clients."""
+    if type(event) is Token:
+        return {"type": "token", "content": event.content, "session_id": event.session_id}
+    if type(event) is ToolCalled:
+        return {"type": "tool_call", "name": event.name, "call_id": event.call_id,
+                "arguments": event.arguments, "session_id": event.session_id}
+    if type(event) is ToolFinished:
+        wire = {"type": "tool_result", "name": event.name, "call_id": event.call_id,
+                "ok": event.ok, "session_id": event.session_id}
+        if event.error:
+            wire["error"] = event.error
+        return wire
+    if type(event) is TurnCompleted:
+        wire = {"type": "done", "session_id": event.session_id, "message_count": event.message_count}
+        if event.usage:
+            wire["usage"] = event.usage
+        return wire
+    if type(event) is TurnFailed:
+        return {"type": "error", "error": event.error, "message": event.message,
+                "request_id": event.request_id, "session_id": event.session_id}
+    return None
