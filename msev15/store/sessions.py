@@ -1,0 +1,156 @@
+"""In-memory conversation history, isolated per tenant.
+
+Each tenant has its own ``OrderedDict`` of sessions kept in last-activity order (oldest first), so
+listing newest-first at any offset walks from the end without sorting, expiry pops from the front,
+and reads, writes and deletes are O(1). A session holds every message the model needs for context
+(tool calls and results included); the history endpoint shows only the user and assistant
+messages (``visible``).
+
+A turn's messages are committed together when the turn completes; a failed turn commits nothing
+(the session is exactly as it was before the turn), so history never holds half an answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+class Message:
+    """One stored message. ``extra`` holds tool calls (assistant) or the call id (tool)."""
+
+    __slots__ = ("role", "content", "ts", "extra")
+
+    def __init__(self, role: str, content: str | None, ts: float, extra: Any = None) -> None:
+        self.role = role
+        self.content = content
+        self.ts = ts
+        self.extra = extra
+
+    @property
+    def visible(self) -> bool:
+        return self.role == "user" or (self.role == "assistant" and self.extra is None)
+
+    def to_model(self) -> dict[str, Any]:
+        """The OpenAI Chat Completions shape."""
+        if self.role == "tool":
+            return {"role": "tool", "tool_call_id": self.extra, "content": self.content}
+        if self.extra is not None:
+            return {"role": "assistant", "content": self.content, "tool_calls": self.extra}
+        return {"role": self.role, "content": self.content}
+
+
+class Session:
+    __slots__ = ("session_id", "created_at", "last_activity", "messages", "visible_count")
+
+    def __init__(self, session_id: str, now: float) -> None:
+        self.session_id = session_id
+        self.created_at = now
+        self.last_activity = now
+        self.messages: list[Message] = []
+        self.visible_count = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    total: int
+    sessions: list[Session]
+
+
+class SessionStore:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        self.ttl = ttl_seconds
+        self._clock = clock
+        self._tenants: dict[str, OrderedDict[str, Session]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(sessions) for sessions in self._tenants.values())
+
+    def _live(self, tenant_id: str, session_id: str) -> Session | None:
+        sessions = self._tenants.get(tenant_id)
+        session = sessions.get(session_id) if sessions else None
+        if session is not None and session.last_activity + self.ttl <= self._clock():
+            self._drop(tenant_id, session_id)
+            return None
+        return session
+
+    def _drop(self, tenant_id: str, session_id: str) -> Session | None:
+        sessions = self._tenants.get(tenant_id)
+        if not sessions:
+            return None
+        session = sessions.pop(session_id, None)
+        if not sessions:
+            del self._tenants[tenant_id]
+        return session
+
+    def get(self, tenant_id: str, session_id: str) -> Session | None:
+        return self._live(tenant_id, session_id)
+
+    def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` messages for the model, never starting inside a tool exchange."""
+        session = self._live(tenant_id, session_id)
+        if session is None:
+            return []
+        tail = session.messages[-limit:]
+        start = next((i for i, m in enumerate(tail) if m.role == "user"), len(tail))
+        return [m.to_model() for m in tail[start:]]
+
+    def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
+                    steps: Iterable[dict[str, Any]], answer: str) -> int:
+        """Append a whole turn (user message, tool exchange, answer). Returns the visible count."""
+        now = self._clock()
+        session = self._live(tenant_id, session_id)
+        sessions = self._tenants.setdefault(tenant_id, OrderedDict())
+        if session is None:
+            session = sessions[session_id] = Session(session_id, started_at)
+        else:
+            sessions.move_to_end(session_id)
+        append = session.messages.append
+        append(Message("user", user_text, started_at))
+        for step in steps:
+            if step["role"] == "tool":
+                append(Message("tool", step["content"], now, step["tool_call_id"]))
+            else:
+                append(Message("assistant", step.get("content"), now, step["tool_calls"]))
+        append(Message("assistant", answer, now))
+        session.visible_count += 2
+        session.last_activity = now
+        return session.visible_count
+
+    def page(self, tenant_id: str, limit: int, offset: int) -> Page:
+        """Newest activity first. Cost is O(offset + limit), never a sort of the tenant."""
+        self._expire_tenant(tenant_id, self._clock() - self.ttl)
+        sessions = self._tenants.get(tenant_id)
+        if not sessions:
+            return Page(0, [])
+        window = itertools.islice(reversed(sessions.values()), offset, offset + limit)
+        return Page(len(sessions), list(window))
+
+    def delete(self, tenant_id: str, session_id: str) -> int | None:
+        """Remove a session; the number of visible messages deleted, or None if unknown."""
+        if self._live(tenant_id, session_id) is None:
+            return None
+        session = self._drop(tenant_id, session_id)
+        return session.visible_count if session else None
+
+    def expire(self) -> int:
+        """Drop sessions idle for longer than the TTL. O(expired + tenants)."""
+        cutoff = self._clock() - self.ttl
+        return sum(self._expire_tenant(tenant_id, cutoff) for tenant_id in list(self._tenants))
+
+    def _expire_tenant(self, tenant_id: str, cutoff: float) -> int:
+        sessions = self._tenants.get(tenant_id)
+        dropped = 0
+        while sessions:
+            session = next(iter(sessions.values()))
+            if session.last_activity > cutoff:
+                break
+            sessions.popitem(last=False)
+            dropped += 1
+        if sessions is not None and not sessions:
+            del self._tenants[tenant_id]
+        return dropped
