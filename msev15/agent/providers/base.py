@@ -1,0 +1,48 @@
+"""What every LLM provider gives the tool loop: a stream of text tokens, then one reply."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    """The end of one model round: the full text and the tool calls it asked for."""
+
+    text: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    usage: dict[str, int] | None = field(default=None)
+
+
+class LLMError(Exception):
+    """A model failure the client sees: ``code`` for the envelope, ``status`` for /chat."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class Provider(Protocol):
+    name: str
+    model: str
+
+    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
+        """Yield text tokens as they arrive, then exactly one ModelReply. Raise LLMError."""
+        ...
+
+    async def probe(self) -> str:
+        """Readiness: "healthy", "offline", or a short problem such as "unreachable"."""
+        ...
+
+    async def close(self) -> None: ...

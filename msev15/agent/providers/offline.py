@@ -1,0 +1,310 @@
+"""The offline assistant: a small deterministic model with no network.
+
+It reads the conversation the way a real model would (OpenAI message list plus tool schemas),
+asks for tool calls through the same loop, and streams its answers word by word. It understands
+the core requests — orders, email, complaints, escalation — and asks for what is missing.
+Tool arguments are only sent when the tool's schema has them, so it works with whatever tools
+an MCP server offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import re
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from msev15.agent.providers.base import ModelReply, ToolCallRequest
+
+_ORDER_ID = re.compile(r"\b(ORD-[A-Z0-9]{4,})\b", re.I)
+_COMPLAINT_ID = re.compile(r"\b(CMP-[A-Z0-9]{4,})\b", re.I)
+_CUSTOMER = re.compile(r"\bcustomer(?:\s*id)?\s*[:#]?\s*([A-Za-z0-9][\w-]*\d[\w-]*|[A-Z]{2,}[\w-]*)", re.I)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_SKU = re.compile(r"\bsku\s*[:#]?\s*([A-Za-z0-9][\w-]*)", re.I)
+_QTY = re.compile(r"\b(\d{1,6})\s*(?:x\b|×|units?\b|pcs\b|pieces\b|items?\b|of\b)", re.I)
+_PRICE = re.compile(r"(?:price|at|for|@)\s*[:]?\s*[$€£]?\s*(\d+(?:\.\d{1,2})?)\b(?!\s*(?:x|units?|pcs))", re.I)
+_ADDRESS = re.compile(r"(?:ship(?:ping)?(?:\s+it)?\s+to|address(?:\s+is)?|deliver(?:ed)?\s+to)\s*[:]?\s*(.+?)(?:\s*$|\.\s)", re.I)
+_STATUSES = ("pending", "confirmed", "shipped", "delivered", "cancelled")
+_STATUS = re.compile(r"\b(" + "|".join(_STATUSES) + r"|canceled)\b", re.I)
+_SUBJECT = re.compile(r"subject\s*[:=]?\s*[\"']?(.+?)[\"']?(?:\s+(?:saying|body|with (?:the )?body|and (?:say|tell)|message)\b|$)", re.I)
+_BODY = re.compile(r"(?:saying|body\s*[:=]?|message\s*[:=]|tell(?:ing)? (?:them|him|her)(?: that)?)\s*[\"']?(.+?)[\"']?\s*$", re.I | re.S)
+_LIMIT = re.compile(r"\b(?:last|recent|latest|top|first)\s+(\d{1,3})\b", re.I)
+_RESOLUTION = re.compile(r"(?:resolution|resolved with|because|note)\s*[:=]?\s*(.+)$", re.I | re.S)
+_GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|greetings)\b", re.I)
+_THANKS = re.compile(r"\b(thanks|thank you|cheers)\b", re.I)
+
+_CATEGORIES = {
+    "delivery": ("late", "deliver", "shipping", "arriv", "lost", "parcel", "package", "courier"),
+    "billing": ("charge", "bill", "refund", "invoice", "payment", "overcharg"),
+    "product": ("broken", "damaged", "defect", "faulty", "quality", "wrong item"),
+    "service": ("rude", "support", "service", "agent", "wait"),
+}
+
+CAPABILITIES = (
+    "I'm CustomerServiceAgent. I can look up orders (by order id, by customer, or by SKU, "
+    "address or status), create orders, change an order's status, list recent orders, send "
+    "emails, check the mail connection, register, find and resolve complaints, and open a "
+    "support ticket when I can't help."
+)
+
+
+def _words(text: str) -> list[str]:
+    """Split into stream tokens that join back to the exact text."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def _tool(tools: dict[str, dict[str, Any]], *names: str) -> str | None:
+    """The available tool for one of ``names`` (exact, or an MCP prefix like ``x_name``)."""
+    for name in names:
+        if name in tools:
+            return name
+        for available in tools:
+            if available.endswith("_" + name):
+                return available
+    return None
+
+
+def _props(tools: dict[str, dict[str, Any]], name: str) -> tuple[dict[str, Any], list[str]]:
+    params = tools[name].get("parameters") or {}
+    return params.get("properties") or {}, list(params.get("required") or [])
+
+
+def _fit(tools: dict[str, dict[str, Any]], name: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Keep the args the schema knows; report required ones that are still missing."""
+    props, required = _props(tools, name)
+    fitted = {k: v for k, v in args.items() if v not in (None, "") and (not props or k in props)}
+    return fitted, [r for r in required if r not in fitted]
+
+
+def _last_user(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return str(message.get("content") or "")
+    return ""
+
+
+class OfflineProvider:
+    name = "offline"
+    model = "offline assistant"
+
+    def __init__(self, token_delay: float = 0.0) -> None:
+        self._delay = token_delay
+        self._calls = 0
+
+    async def probe(self) -> str:
+        return "offline"
+
+    async def close(self) -> None:
+        return None
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
+        by_name = {t["function"]["name"]: t["function"] for t in tools}
+        last = messages[-1] if messages else {}
+        if last.get("role") == "tool":
+            text, calls = self._summarise(messages), ()
+        else:
+            text, calls = self._decide(_last_user(messages), by_name)
+        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
+        tokens = _words(text)
+        for token in tokens:
+            # Yield to the loop between tokens, as a network model would, so one long answer
+            # never holds up other sessions.
+            await asyncio.sleep(self._delay)
+            yield token
+        yield ModelReply(text, calls, {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens)})
+
+    # --- deciding what to do with a user message ---------------------------------------------
+
+    def _call(self, name: str, args: dict[str, Any]) -> tuple[str, tuple[ToolCallRequest, ...]]:
+        self._calls += 1
+        return "", (ToolCallRequest(f"call_offline_{self._calls}", name, json.dumps(args)),)
+
+    def _ask(self, tools: dict[str, dict[str, Any]], name: str | None, args: dict[str, Any],
+             what: str, missing_hint: Callable[[list[str]], str] | None = None) -> tuple[str, tuple[ToolCallRequest, ...]]:
+        if name is None:
+            return f"Sorry, {what} is not available right now. Please try again later.", ()
+        fitted, missing = _fit(tools, name, args)
+        if missing:
+            nice = ", ".join(m.replace("_", " ") for m in missing)
+            hint = missing_hint(missing) if missing_hint else ""
+            return f"I can help with {what}. Please tell me the {nice}.{hint}", ()
+        return self._call(name, fitted)
+
+    def _decide(self, text: str, tools: dict[str, dict[str, Any]]) -> tuple[str, tuple[ToolCallRequest, ...]]:
+        low = text.lower()
+        order_id = _m(_ORDER_ID, text, upper=True)
+        complaint_id = _m(_COMPLAINT_ID, text, upper=True)
+        customer = _m(_CUSTOMER, text)
+        emails = _EMAIL.findall(text)
+
+        if "complain" in low or complaint_id:
+            return self._complaint(text, low, tools, complaint_id, customer, order_id)
+        if re.search(r"\b(escalat|ticket|human|speak to (someone|a person)|supervisor)", low):
+            name = _tool(tools, "sendemail")
+            args = {"ticket_id": _ticket_id(text), "customer_id": customer, "customer_email": emails[0] if emails else None,
+                    "query": text, "use_case": "UC2", "reason": "Customer asked for a human agent"}
+            return self._ask(tools, name, args, "opening a support ticket")
+        if re.search(r"\b(test|check)\b.*\b(mail|smtp|email)\b.*\bconnect", low) or "test_connection" in low:
+            return self._ask(tools, _tool(tools, "test_connection"), {}, "checking the mail connection")
+        if re.search(r"\b(send|write)\b.*\b(e-?mail|mail)\b|\be-?mail\b.*\bto\b", low) and "order" not in low.split("about")[0]:
+            subject = _m(_SUBJECT, text)
+            body = _m(_BODY, text)
+            if not body and order_id:
+                body = f"This is an update about your order {order_id}."
+            args = {"to": emails or None, "subject": subject or ("Your order " + order_id if order_id else "Message from Customer Service"),
+                    "body": body}
+            return self._ask(tools, _tool(tools, "send_email", "send_text_email"), args, "sending an email",
+                             lambda _: " For example: send an email to jane@example.com with subject Hello saying Your order shipped.")
+        if re.search(r"\b(create|place|make|new)\b.*\border\b|\border\b.*\b(create|place)", low):
+            price = _m(_PRICE, text)
+            qty = _m(_QTY, text)
+            args = {"customer_id": customer, "product_sku": _m(_SKU, text), "quantity": int(qty) if qty else None,
+                    "price": float(price) if price else None, "shipping_address": _m(_ADDRESS, text)}
+            return self._ask(tools, _tool(tools, "create_order"), args, "creating an order",
+                             lambda _: " For example: create an order for customer CUST-001, 2 x SKU WIDGET-1 at 19.99, ship to 1 Main St, Springfield.")
+        status = _m(_STATUS, text, lower=True)
+        if status == "canceled":
+            status = "cancelled"
+        if order_id and status and re.search(r"\b(mark|set|change|update|move|cancel)\b", low):
+            return self._ask(tools, _tool(tools, "update_order_status"), {"order_id": order_id, "new_status": status, "status": status},
+                             "updating an order")
+        if order_id:
+            return self._ask(tools, _tool(tools, "get_order_by_id"), {"order_id": order_id}, "looking up an order")
+        if customer and "order" in low:
+            return self._ask(tools, _tool(tools, "get_orders_by_customer"), {"customer_id": customer}, "finding a customer's orders")
+        sku = _m(_SKU, text)
+        address = _m(re.compile(r"\b(?:address|shipped to|going to)\s+(?:contains\s+|like\s+)?[\"']?(.+?)[\"']?\s*$", re.I), text)
+        if "order" in low and (sku or address or status):
+            return self._ask(tools, _tool(tools, "search_orders"), {"sku": sku, "address": address, "status": status},
+                             "searching orders")
+        if "order" in low and re.search(r"\b(all|recent|latest|list|show|last)\b", low):
+            limit = _m(_LIMIT, text)
+            return self._ask(tools, _tool(tools, "get_all_orders"), {"limit": int(limit) if limit else None}, "listing orders")
+        if "order" in low:
+            return "I can help with your order. What is the order number (it looks like ORD-XXXXXXXX), or your customer id?", ()
+        if _GREETING.search(text):
+            return "Hello! I'm CustomerServiceAgent. How can I help you today? " + CAPABILITIES.split(". ", 1)[1], ()
+        if _THANKS.search(text):
+            return "You're welcome! Is there anything else I can help you with?", ()
+        if re.search(r"\b(help|what can you do|capabilit|how does this work)\b", low):
+            return CAPABILITIES + " Just tell me what you need, for example: where is order ORD-1234ABCD?", ()
+        return ("I'm the offline assistant, so I understand a fixed set of requests. " + CAPABILITIES
+                + " Could you rephrase your request along those lines?"), ()
+
+    def _complaint(self, text: str, low: str, tools: dict[str, dict[str, Any]], complaint_id: str | None,
+                   customer: str | None, order_id: str | None) -> tuple[str, tuple[ToolCallRequest, ...]]:
+        if complaint_id and re.search(r"\b(resolve|close|fix(ed)?)\b", low):
+            resolution = _m(_RESOLUTION, text) or "Resolved by customer service."
+            return self._ask(tools, _tool(tools, "resolve_complaint"),
+                             {"complaint_id": complaint_id, "resolution": resolution}, "resolving a complaint")
+        if complaint_id:
+            return self._ask(tools, _tool(tools, "get_complaint"), {"complaint_id": complaint_id}, "looking up a complaint")
+        if re.search(r"\b(find|search|list|show|my complaints)\b", low) and customer:
+            return self._ask(tools, _tool(tools, "search_complaints"), {"customer_id": customer}, "finding complaints")
+        description = re.split(r"[:\-–]\s+", text, maxsplit=1)[-1].strip() if re.search(r"[:\-–]\s+", text) else text
+        category = next((c for c, words in _CATEGORIES.items() if any(w in low for w in words)), "other")
+        priority = "high" if re.search(r"\b(urgent|asap|immediately|furious)\b", low) else "medium"
+        args = {"customer_id": customer, "order_id": order_id, "category": category,
+                "description": description, "priority": priority}
+        return self._ask(tools, _tool(tools, "register_complaint"), args, "registering a complaint",
+                         lambda _: " For example: register a complaint for customer CUST-001 about order ORD-1234ABCD: the parcel arrived damaged.")
+
+    # --- answering from tool results ---------------------------------------------------------
+
+    def _summarise(self, messages: list[dict[str, Any]]) -> str:
+        results: list[tuple[str, Any]] = []
+        names = {}
+        for message in messages:
+            for call in message.get("tool_calls") or ():
+                names[call["id"]] = call["function"]["name"]
+        for message in reversed(messages):
+            if message.get("role") != "tool":
+                break
+            try:
+                payload = json.loads(message.get("content") or "null")
+            except ValueError:
+                payload = message.get("content")
+            results.append((names.get(message.get("tool_call_id"), "tool"), payload))
+        return " ".join(_describe(name, payload) for name, payload in reversed(results))
+
+
+def _m(pattern: re.Pattern[str], text: str, *, upper: bool = False, lower: bool = False) -> str | None:
+    match = pattern.search(text)
+    if not match:
+        return None
+    value = match.group(1).strip().rstrip(".,;")
+    return value.upper() if upper else value.lower() if lower else value
+
+
+def _ticket_id(text: str) -> str:
+    found = re.search(r"\bTKT-\d{4}-\d{4,}\b", text)
+    if found:
+        return found.group(0)
+    return f"TKT-{datetime.date.today().year}-{zlib.crc32(text.encode()) % 1_000_000:06d}"
+
+
+def _order_line(order: dict[str, Any]) -> str:
+    parts = [f"Order {order.get('order_id') or order.get('id')}"]
+    if order.get("customer_id"):
+        parts.append(f"for customer {order['customer_id']}")
+    if order.get("product_sku"):
+        parts.append(f"— {order.get('quantity', 1)} × {order['product_sku']}")
+    if isinstance(order.get("price"), int | float):
+        parts.append(f"at {order['price']:.2f}")
+    if order.get("status"):
+        parts.append(f"is {order['status']}")
+    if order.get("shipping_address"):
+        parts.append(f"(ships to {order['shipping_address']})")
+    return " ".join(str(p) for p in parts) + "."
+
+
+def _describe(name: str, payload: Any) -> str:
+    if isinstance(payload, dict) and "error" in payload and len(payload) == 1:
+        return f"I couldn't complete that: {payload['error']}"
+    if name not in _KNOWN:  # an MCP tool prefixed because of a name collision
+        name = next((k for k in _KNOWN if name.endswith("_" + k)), name)
+    if isinstance(payload, dict):
+        order = payload.get("order")
+        if isinstance(order, dict):
+            verb = {"create_order": "I've created it: ", "update_order_status": "Updated: "}.get(name, "")
+            return verb + _order_line(order)
+        orders = payload.get("orders")
+        if isinstance(orders, list):
+            if not orders:
+                return "I found no matching orders."
+            lines = " ".join(_order_line(o) for o in orders[:10] if isinstance(o, dict))
+            more = f" (and {len(orders) - 10} more)" if len(orders) > 10 else ""
+            return f"I found {len(orders)} order(s): {lines}{more}"
+        if name in ("send_email", "send_text_email", "send_html_email", "send_email_with_attachments"):
+            if payload.get("sent"):
+                where = " (saved to the outbox, since no mail server is configured)" if payload.get("delivery") == "outbox" else ""
+                return f"The email was sent to {', '.join(payload.get('recipients') or [])}{where}."
+            return f"The email was not sent: {payload.get('error') or payload}"
+        if name == "test_connection":
+            return "The mail connection works." if payload.get("ok", payload.get("connected")) else f"The mail connection failed: {payload}"
+        if name == "sendemail":
+            return (f"I've opened support ticket {payload.get('ticket_id', '')} and emailed you the details; "
+                    f"our team will reply within 24-48 hours (status: {payload.get('status')}).").replace("ticket  ", "ticket ")
+        complaint = payload.get("complaint", payload if "complaint_id" in payload else None)
+        if isinstance(complaint, dict):
+            cid = complaint.get("complaint_id") or complaint.get("id")
+            verb = {"register_complaint": "I've registered your complaint", "resolve_complaint": "I've resolved complaint"}.get(name, "Complaint")
+            return f"{verb} {cid}: status {complaint.get('status')}, {complaint.get('category', '')} — {complaint.get('description', '')}".rstrip(" —")
+        complaints = payload.get("complaints")
+        if isinstance(complaints, list):
+            if not complaints:
+                return "I found no matching complaints."
+            return f"I found {len(complaints)} complaint(s): " + "; ".join(
+                f"{c.get('complaint_id') or c.get('id')} ({c.get('status')}): {c.get('description', '')}" for c in complaints[:10])
+    return f"Done. Result: {json.dumps(payload, default=str)[:500]}"
+
+
+_KNOWN = frozenset({
+    "create_order", "get_order_by_id", "get_orders_by_customer", "search_orders", "update_order_status",
+    "get_all_orders", "send_email", "send_text_email", "send_html_email", "send_email_with_attachments",
+    "test_connection", "register_complaint", "get_complaint", "search_complaints", "update_complaint",
+    "resolve_complaint", "archive_complaint", "sendemail",
+})
