@@ -1,0 +1,60 @@
+"""The welcome banner and the goodbye lines, with the service's real values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from msev15 import __version__
+from msev15.config import Settings
+
+_WIDTH = 62
+
+
+def _boxed(text: str, indent: int) -> str:
+    # The spec's box is not centred exactly; keep its indents.
+    return "║" + (" " * indent + text).ljust(_WIDTH) + "║"
+
+
+def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
+           mcp_status: dict[str, tuple[str, bool]], warnings: Iterable[str]) -> str:
+    """``mcp_status`` maps a label to (url, connected)."""
+    cors = f"Enabled ({', '.join(settings.cors_origins)})" if settings.enable_cors else "Disabled"
+    rate = f"Enabled ({settings.rate_limit_per_minute}/min per IP)" if settings.enable_rate_limiting else "Disabled"
+    model = settings.model_name if settings.provider != "offline" else "offline assistant (built in, no network)"
+    host = "localhost" if settings.server_host in ("0.0.0.0", "::", "") else settings.server_host
+    lines = [
+        "╔" + "═" * _WIDTH + "╗",
+        _boxed("MSEv15E2E Service", 20),
+        _boxed(f"Version {__version__}", 23),
+        "╚" + "═" * _WIDTH + "╝",
+        "",
+        "Server Configuration:",
+        f"  • Host: {settings.server_host}",
+        f"  • Port: {settings.server_port}",
+        f"  • Log Level: {settings.log_level}",
+        f"  • CORS: {cors}",
+        f"  • Rate Limiting: {rate}",
+        "",
+        "Agent Configuration:",
+        f"  • Model: {model}",
+        f"  • Provider: {settings.provider}",
+        f"  • Tools: {local_tools + mcp_tools} (MCP {mcp_tools} + Local {local_tools})",
+    ]
+    for label, (url, connected) in mcp_status.items():
+        mark = "[✓ Connected]" if connected else "[⚠ Unavailable]"
+        lines.append(f"  • {label}: {url} {mark}")
+    lines += [
+        "",
+        "Logging:",
+        f"  • File: {settings.log_file_path} ({'Enabled' if settings.log_to_file else 'Disabled'})",
+        f"  • Max Size: {settings.log_max_size_mb}MB",
+        f"  • Backups: {settings.log_backup_count}",
+        "",
+    ]
+    warnings = list(warnings)
+    if warnings:
+        lines.append("Warnings:")
+        lines += [f"  ⚠ {w}" for w in warnings]
+        lines.append("")
+    lines += ["Starting server... ✓", f"API Documentation: http://{host}:{settings.server_port}/docs"]
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""``msev15 serve | complaints-mcp | escalation-mcp | config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from msev15 import __version__, keys
+from msev15.app import create_app
+from msev15.banner import banner
+from msev15.config import Settings, SettingsError, load_settings
+from msev15.logs import close_logging, flush_logging, setup_logging
+
+log = logging.getLogger("app.serve")
+
+
+def _say(*lines: str) -> None:
+    print(*lines, sep="\n", flush=True)
+
+
+class _Signals:
+    """First SIGINT/SIGTERM starts a graceful shutdown; a second one exits at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.stop = asyncio.Event()
+        self.received: int | None = None
+        self._loop = loop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.received is None:
+            self.received = sig
+            self.stop.set()
+            return
+        print(f"\nSecond signal ({signal.Signals(sig).name}) during shutdown: exiting now without draining.",
+              file=sys.stderr, flush=True)
+        flush_logging()
+        os._exit(128 + sig)
+
+    def remove(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._loop.remove_signal_handler(sig)
+
+
+async def _wait_for_mcp(app: web.Application, settings: Settings) -> str | None:
+    """Start-up never waits for MCP unless it is required; returns an error sentence or None."""
+    connections = app[keys.MCP]
+    if settings.mcp_server_required:
+        complaints = connections.get("complaints")
+        if complaints is None or not await complaints.wait_connected(settings.mcp_connect_timeout_seconds):
+            return (f"MCP server {settings.mcp_server_url} is required (MCP_SERVER_REQUIRED=true) but did not "
+                    f"connect within {settings.mcp_connect_timeout_seconds:g}s")
+        return None
+    # Give reachable servers a moment so the banner shows their real state and tool count.
+    await asyncio.gather(*(c.wait_connected(1.0) for c in connections.values()))
+    return None
+
+
+async def _serve(settings: Settings) -> int:
+    loop = asyncio.get_running_loop()
+    signals = _Signals(loop)
+    app = await create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=settings.shutdown_timeout_seconds + 2)
+    try:
+        await runner.setup()
+    except Exception as exc:
+        log.exception("start-up failed")
+        print(f"Error: the service could not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        problem = await _wait_for_mcp(app, settings)
+        if problem:
+            print(f"Error: {problem}", file=sys.stderr, flush=True)
+            return 1
+        site = web.TCPSite(runner, settings.server_host, settings.server_port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            print(f"Error: cannot listen on {settings.server_host}:{settings.server_port}: {exc.strerror or exc}",
+                  file=sys.stderr, flush=True)
+            return 1
+        state = app[keys.STATE]
+        registry = app[keys.REGISTRY]
+        connections = app[keys.MCP]
+        warnings = list(state.warnings)
+        labels = {"complaints": "MCP Server", "escalation": "Escalation MCP"}
+        for name, connection in connections.items():
+            if connection.status != "connected":
+                warnings.append(f"{labels.get(name, name)} not reachable at {connection.url}; "
+                                "continuing without its tools and reconnecting in the background")
+        _say(banner(settings, local_tools=len(registry.local_names), mcp_tools=len(registry) - len(registry.local_names),
+                    mcp_status={labels.get(n, n): (c.url, c.status == "connected") for n, c in connections.items()},
+                    warnings=warnings))
+        log.info("Serving on %s:%s", settings.server_host, settings.server_port)
+        await signals.stop.wait()
+        name = signal.Signals(signals.received or signal.SIGTERM).name
+        _say("^C Shutdown signal received..." if name == "SIGINT" else f"Shutdown signal received ({name})...")
+        log.info("Shutdown signal %s received; draining", name)
+    finally:
+        await runner.cleanup()
+    state = app[keys.STATE]
+    drained = "" if state.drained else " (some turns were cut at the deadline)"
+    _say(f"  • Closing active sessions... [{state.sessions_at_shutdown} sessions]{drained}", "  • Flushing logs...")
+    flush_logging()
+    _say("  • Closing database connections...", "  • Cleanup complete.", "Server stopped gracefully. Goodbye!")
+    signals.remove()
+    return 0
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.env_file)
+    except SettingsError as exc:
+        print("Configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.host:
+        settings = settings.replace(server_host=args.host)
+    if args.port is not None:
+        settings = settings.replace(server_port=args.port)
+    setup_logging(settings)
+    try:
+        return asyncio.run(_serve(settings))
+    finally:
+        close_logging()
+
+
+def _config_command(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.env_file)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    for name, value in settings.masked().items():
+        shown = ",".join(value) if isinstance(value, tuple) else str(value).lower() if isinstance(value, bool) else value
+        print(f"{name}={shown}")
+    return 0
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 1 and 65535")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="msev15", description="MSEv15E2E customer-service agent")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the REST + SSE service")
+    serve.add_argument("--env-file", help="read settings from this file (default: ./.env if present)")
+    serve.add_argument("--host", help="override SERVER_HOST")
+    serve.add_argument("--port", type=_port, help="override SERVER_PORT")
+    config = commands.add_parser("config", help="print the effective settings (secrets masked)")
+    config.add_argument("--env-file")
+    commands.add_parser("complaints-mcp", help="run the reference complaints MCP server", add_help=False)
+    commands.add_parser("escalation-mcp", help="run the EscalationComms MCP server", add_help=False)
+
+    # The MCP servers parse their own flags.
+    if argv and argv[0] == "complaints-mcp":
+        from msev15.complaints.cli import main as complaints_main
+
+        return complaints_main(argv[1:])
+    if argv and argv[0] == "escalation-mcp":
+        from msev15.escalation.cli import main as escalation_main
+
+        return escalation_main(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve_command(args)
+    return _config_command(args)

@@ -1,0 +1,197 @@
+"""/openapi.json built with apispec from the handlers' docstrings; /docs (Swagger UI) and /redoc.
+
+Swagger UI's assets ship in the ``swagger-ui-bundle`` package, so /docs works with no internet.
+No PyPI package ships ReDoc, so /redoc loads it from REDOC_JS_URL (a CDN by default; point it
+at a mirror for offline networks).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from aiohttp import web
+from apispec import APISpec
+from apispec.yaml_utils import load_yaml_from_docstring
+from swagger_ui_bundle import swagger_ui_path
+
+from msev15 import __version__, keys
+from msev15.handlers.validation import ID_PATTERN
+
+SPEC_KEY = web.AppKey("msev15.openapi", dict)
+DOC_PATHS = ("/openapi.json", "/docs", "/redoc")
+
+_ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128, "example": "abc-123"}
+_TS = {"type": "string", "format": "date-time", "example": "2026-02-19T10:30:00Z"}
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Id": _ID,
+    "ChatRequest": {
+        "type": "object",
+        "required": ["session_id", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "session_id": _ID,
+            "message": {"type": "string", "minLength": 1, "maxLength": 16000, "pattern": r"\S"},
+            "tenant_id": {**_ID, "description": "Defaults to \"default\"."},
+        },
+    },
+    "ChatResponse": {
+        "type": "object",
+        "required": ["session_id", "message", "timestamp", "message_count", "tenant_id"],
+        "properties": {"session_id": _ID, "message": {"type": "string"}, "timestamp": _TS,
+                       "message_count": {"type": "integer"}, "tenant_id": _ID},
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error", "message", "request_id", "timestamp"],
+        "properties": {
+            "error": {"type": "string", "example": "validation_error"},
+            "message": {"type": "string", "example": "session_id is required"},
+            "detail": {"type": "string"},
+            "field": {"type": "string"},
+            "session_id": {"type": "string"},
+            "retry_after": {"type": "integer"},
+            "request_id": {"type": "string"},
+            "timestamp": _TS,
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["role", "content", "timestamp"],
+        "properties": {"role": {"type": "string", "enum": ["user", "assistant"]},
+                       "content": {"type": "string"}, "timestamp": _TS},
+    },
+    "History": {
+        "type": "object",
+        "required": ["session_id", "tenant_id", "message_count", "created_at", "last_activity", "messages"],
+        "properties": {"session_id": _ID, "tenant_id": _ID, "message_count": {"type": "integer"},
+                       "created_at": _TS, "last_activity": _TS,
+                       "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}},
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["message", "session_id", "messages_deleted"],
+        "properties": {"message": {"type": "string"}, "session_id": _ID, "messages_deleted": {"type": "integer"}},
+    },
+    "SessionSummary": {
+        "type": "object",
+        "required": ["session_id", "message_count", "created_at", "last_activity"],
+        "properties": {"session_id": _ID, "message_count": {"type": "integer"}, "created_at": _TS, "last_activity": _TS},
+    },
+    "SessionList": {
+        "type": "object",
+        "required": ["tenant_id", "total", "limit", "offset", "sessions"],
+        "properties": {"tenant_id": _ID, "total": {"type": "integer"}, "limit": {"type": "integer"},
+                       "offset": {"type": "integer"},
+                       "sessions": {"type": "array", "items": {"$ref": "#/components/schemas/SessionSummary"}}},
+    },
+    "Health": {"type": "object", "required": ["status", "timestamp"],
+               "properties": {"status": {"type": "string", "enum": ["healthy"]}, "timestamp": _TS}},
+    "Liveness": {"type": "object", "required": ["status", "uptime_seconds"],
+                 "properties": {"status": {"type": "string", "enum": ["alive"]}, "uptime_seconds": {"type": "integer"}}},
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "checks", "warnings"],
+        "properties": {"status": {"type": "string", "enum": ["ready", "not_ready"]},
+                       "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "warnings": {"type": "array", "items": {"type": "string"}}},
+    },
+}
+
+
+def _error_response(description: str, example: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"},
+                                             "example": {**example, "request_id": "6f1c0e2a9b8d4c7e",
+                                                         "timestamp": "2026-02-19T10:30:00Z"}}}}
+
+
+_RESPONSES = {
+    "BadRequest": _error_response("Invalid input.", {"error": "validation_error", "message": "session_id is required",
+                                                     "field": "session_id"}),
+    "SessionNotFound": _error_response("Unknown session (in this tenant).", {
+        "error": "Session not found", "message": "No session 'abc-123-def' exists for this tenant.",
+        "session_id": "abc-123-def"}),
+    "TooLarge": _error_response("Body over MAX_BODY_BYTES.", {"error": "payload_too_large",
+                                                              "message": "The request body is too large."}),
+    "UnsupportedMediaType": _error_response("Body is not application/json.", {
+        "error": "unsupported_media_type", "message": "Send the body as application/json."}),
+    "RateLimited": _error_response("Rate limit exceeded.", {
+        "error": "Rate limit exceeded", "message": "Maximum 100 requests per minute per IP address", "retry_after": 30}),
+    "ServerError": _error_response("Unexpected error.", {"error": "internal_error",
+                                                         "message": "An unexpected error occurred."}),
+    "ModelError": _error_response("The language model failed.", {"error": "llm_error",
+                                                                 "message": "The language model returned an error (HTTP 500)."}),
+    "Unavailable": _error_response("Shutting down, or the model is unreachable.", {
+        "error": "shutting_down", "message": "The service is shutting down and accepts no new messages."}),
+}
+
+
+def build_spec(app: web.Application) -> dict[str, Any]:
+    spec = APISpec(
+        title="MSEv15E2E Customer Service API",
+        version=__version__,
+        openapi_version="3.0.3",
+        info={"description": "REST + Server-Sent Events API of CustomerServiceAgent. "
+                             "Every error uses the same envelope; every response carries X-Request-ID.",
+              "license": {"name": "MIT"}},
+        servers=[{"url": "/"}],
+    )
+    for name, schema in _SCHEMAS.items():
+        spec.components.schema(name, schema)
+    for name, response in _RESPONSES.items():
+        spec.components.response(name, response)
+    spec.components.security_scheme("ApiKey", {
+        "type": "apiKey", "in": "header", "name": "X-API-Key",
+        "description": "Placeholder: version 0.1.0 requires no authentication."})
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        if route.method in ("HEAD", "OPTIONS", "*") or route.resource is None:
+            continue
+        info = route.resource.get_info()
+        path = info.get("path") or info.get("formatter")
+        operation = load_yaml_from_docstring(route.handler.__doc__ or "")
+        if path and operation:
+            paths.setdefault(path, {})[route.method.lower()] = operation
+    for path, operations in sorted(paths.items()):
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SPEC_KEY])
+
+
+async def _build_on_startup(app: web.Application) -> None:
+    # Every route exists by now (CORS included); the spec is built once.
+    app[SPEC_KEY] = build_spec(app)
+
+
+_SWAGGER = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>MSEv15E2E API — Swagger UI</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>"""
+
+_REDOC = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>MSEv15E2E API — ReDoc</title></head>
+<body><redoc spec-url="/openapi.json"></redoc><script src="{src}"></script></body></html>"""
+
+
+async def swagger(request: web.Request) -> web.Response:
+    return web.Response(text=_SWAGGER, content_type="text/html")
+
+
+async def redoc(request: web.Request) -> web.Response:
+    src = html.escape(request.app[keys.SETTINGS].redoc_js_url, quote=True)
+    return web.Response(text=_REDOC.replace("{src}", src), content_type="text/html")
+
+
+def setup_docs(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/docs", swagger)
+    app.router.add_get("/redoc", redoc)
+    app.router.add_static("/docs/static", swagger_ui_path, name="swagger-static")
+    app.on_startup.append(_build_on_startup)

@@ -1,0 +1,111 @@
+"""Request ids and the one error envelope.
+
+``request_id_middleware`` takes ``X-Request-ID`` from the client (if it is a sane token) or makes
+one, binds it for logging and returns it on every response. ``error_middleware`` turns every
+failure into the spec's envelope ``{error, message, detail?, request_id, timestamp}`` with the
+right status; unexpected exceptions are logged with their traceback and become a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from msev15 import logs
+
+log = logging.getLogger("api.errors")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class ApiError(Exception):
+    """An error a handler wants the client to see, in the envelope."""
+
+    def __init__(self, status: int, error: str, message: str, detail: str | None = None,
+                 headers: Mapping[str, str] | None = None, **fields: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.fields = fields
+
+
+def envelope(error: str, message: str, detail: str | None = None, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": error, "message": message}
+    if detail:
+        body["detail"] = detail
+    body.update(fields)
+    body["request_id"] = logs.request_id_var.get()
+    body["timestamp"] = utc_now_iso()
+    return body
+
+
+def error_response(exc: ApiError) -> web.Response:
+    return web.json_response(envelope(exc.error, exc.message, exc.detail, **exc.fields),
+                             status=exc.status, headers=exc.headers)
+
+
+# Statuses aiohttp raises itself (routing, body size), mapped to our error codes and sentences.
+_HTTP_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "The request could not be understood."),
+    404: ("not_found", "No such endpoint."),
+    405: ("method_not_allowed", "This endpoint does not support that method."),
+    413: ("payload_too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "Send the body as application/json."),
+}
+
+
+# Headers a middleware wants on the response, whenever it is prepared (streams included).
+EXTRA_HEADERS = web.RequestKey("msev15.extra_headers", dict)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    logs.bind(request_id=request_id, session_id="-", tenant_id="-")
+    request[EXTRA_HEADERS] = {REQUEST_ID_HEADER: request_id}
+    return await handler(request)
+
+
+async def add_extra_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: runs for every response, including SSE streams and error pages."""
+    extra = request.get(EXTRA_HEADERS)
+    if extra:
+        response.headers.update(extra)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        detail = exc.text if exc.status == 413 else None
+        return error_response(ApiError(exc.status, code, message, detail, headers))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(ApiError(500, "internal_error", "An unexpected error occurred. Quote the request id when reporting it."))

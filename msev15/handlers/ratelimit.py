@@ -1,0 +1,103 @@
+"""Per-client-IP rate limiting over a sliding 60 s window.
+
+A sliding log: each client keeps the times of its allowed requests in the window (at most
+``limit`` of them), so the limit is exact and ``Retry-After`` is when the oldest one leaves.
+Idle clients are swept out as time passes, so memory follows the clients of the last minute,
+not every IP ever seen. The client IP is the peer address; ``X-Forwarded-For`` is believed only
+when the peer is a trusted proxy, reading from the right past trusted hops.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from msev15.handlers.errors import EXTRA_HEADERS, ApiError
+
+WINDOW = 60.0
+EXEMPT_PREFIXES = ("/health", "/docs", "/redoc", "/openapi.json")
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RateLimiter:
+    def __init__(self, limit: int, trusted_proxies: Iterable[str] = (), clock: Callable[[], float] = time.monotonic,
+                 window: float = WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+        self._trusted: tuple[_Network, ...] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._hits)
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
+
+    def client_ip(self, peer: str | None, forwarded_for: str | None) -> str:
+        peer = peer or "unknown"
+        if not forwarded_for or not self._trusted or not self._is_trusted(peer):
+            return peer
+        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                return hop
+        return hops[0] if hops else peer
+
+    def _sweep(self, now: float) -> None:
+        cutoff = now - self.window
+        for key in [k for k, hits in self._hits.items() if hits[-1] <= cutoff]:
+            del self._hits[key]
+        self._next_sweep = now + self.window / 4
+
+    def hit(self, client: str) -> tuple[bool, int, float]:
+        """Count one request. Returns (allowed, remaining, seconds until a slot frees)."""
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        hits = self._hits.get(client)
+        if hits is None:
+            hits = self._hits[client] = deque()
+        cutoff = now - self.window
+        while hits and hits[0] <= cutoff:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return False, 0, hits[0] + self.window - now
+        hits.append(now)
+        reset = hits[0] + self.window - now
+        return True, self.limit - len(hits), reset
+
+
+def rate_limit_middleware(limiter: RateLimiter) -> Callable[..., object]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(EXEMPT_PREFIXES) or request.method == "OPTIONS":
+            return await handler(request)
+        client = limiter.client_ip(request.remote, request.headers.get("X-Forwarded-For"))
+        allowed, remaining, reset_in = limiter.hit(client)
+        headers = {
+            "X-RateLimit-Limit": str(limiter.limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(math.ceil(time.time() + reset_in)),
+        }
+        if not allowed:
+            retry_after = max(1, math.ceil(reset_in))
+            headers["Retry-After"] = str(retry_after)
+            raise ApiError(429, "Rate limit exceeded",
+                           f"Maximum {limiter.limit} requests per minute per IP address",
+                           headers=headers, retry_after=retry_after)
+        request[EXTRA_HEADERS].update(headers)
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,98 @@
+"""Parsing and validating what clients send; every problem is a 4xx ApiError naming the field."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from msev15.handlers.errors import ApiError
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+_ID = re.compile(ID_PATTERN)
+DEFAULT_TENANT = "default"
+_CHAT_FIELDS = frozenset({"session_id", "message", "tenant_id"})
+
+
+def invalid(message: str, field: str | None = None) -> ApiError:
+    extra = {"field": field} if field else {}
+    return ApiError(400, "validation_error", message, **extra)
+
+
+def check_id(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise invalid(f"{field} must be a string", field)
+    if not _ID.match(value):
+        raise invalid(f"{field} must be 1-128 characters: letters, digits and . _ : @ - "
+                      "(starting with a letter or digit)", field)
+    return value
+
+
+def tenant_from_query(query: Mapping[str, str]) -> str:
+    if "tenant_id" not in query:
+        return DEFAULT_TENANT
+    return check_id(query["tenant_id"], "tenant_id")
+
+
+def int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(f"{name} must be an integer between {lo} and {hi}", name) from None
+    if not lo <= value <= hi:
+        raise invalid(f"{name} must be an integer between {lo} and {hi}", name)
+    return value
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object: 415 for another content type, 400 for bad JSON."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.",
+                       f"got Content-Type {request.content_type!r}")
+    raw = await request.read()  # client_max_size turns an oversized body into 413
+    try:
+        body = json.loads(raw.decode(request.charset or "utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "The body is not valid UTF-8.") from None
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.", str(exc)[:200]) from None
+    if not isinstance(body, dict):
+        raise invalid("The body must be a JSON object")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    session_id: str
+    tenant_id: str
+    message: str
+
+
+def chat_request(body: dict[str, Any], max_chars: int) -> ChatRequest:
+    unknown = sorted(set(body) - _CHAT_FIELDS)
+    if unknown:
+        raise invalid(f"unknown field {unknown[0]!r}; allowed: session_id, message, tenant_id", unknown[0])
+    if "session_id" not in body:
+        raise invalid("session_id is required", "session_id")
+    session_id = check_id(body["session_id"], "session_id")
+    tenant = body.get("tenant_id")
+    tenant_id = DEFAULT_TENANT if tenant is None else check_id(tenant, "tenant_id")
+    if "message" not in body:
+        raise invalid("message is required", "message")
+    message = body["message"]
+    if not isinstance(message, str):
+        raise invalid("message must be a string", "message")
+    if not message.strip():
+        raise invalid("message must not be empty", "message")
+    if len(message) > max_chars:
+        raise invalid(f"message is longer than {max_chars} characters", "message")
+    if "\x00" in message:
+        raise invalid("message must not contain NUL characters", "message")
+    return ChatRequest(session_id, tenant_id, message)

@@ -1,0 +1,53 @@
+"""Every piece of shared application state, under typed AppKeys defined in one place."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from msev15.config import Settings
+
+if TYPE_CHECKING:
+    from msev15.agent.mcp_client import McpConnection
+    from msev15.agent.providers.base import Provider
+    from msev15.agent.runner import AgentRunner
+    from msev15.agent.tools.email import Mailer
+    from msev15.agent.tools.registry import ToolRegistry
+    from msev15.events.bus import EventBus
+    from msev15.handlers.health import HealthMonitor
+    from msev15.handlers.ratelimit import RateLimiter
+    from msev15.store.orders import OrderRepository
+    from msev15.store.sessions import SessionStore
+
+
+@dataclass
+class ServiceState:
+    """What the service knows about itself: uptime, shutdown, start-up warnings, counters."""
+
+    started: float = field(default_factory=time.monotonic)
+    shutting_down: bool = False
+    warnings: list[str] = field(default_factory=list)
+    sessions_at_shutdown: int = 0
+    drained: bool = True
+    shutdown_deadline: float | None = None  # loop time
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+
+SETTINGS = web.AppKey("msev15.settings", Settings)
+STATE = web.AppKey("msev15.state", ServiceState)
+BUS = web.AppKey("msev15.bus", "EventBus")
+SESSIONS = web.AppKey("msev15.sessions", "SessionStore")
+REGISTRY = web.AppKey("msev15.registry", "ToolRegistry")
+PROVIDER = web.AppKey("msev15.provider", "Provider")
+RUNNER = web.AppKey("msev15.runner", "AgentRunner")
+ORDERS = web.AppKey("msev15.orders", "OrderRepository")
+MAILER = web.AppKey("msev15.mailer", "Mailer")
+MCP = web.AppKey("msev15.mcp", "dict[str, McpConnection]")
+HEALTH = web.AppKey("msev15.health", "HealthMonitor")
+RATE_LIMITER = web.AppKey("msev15.rate_limiter", "RateLimiter")

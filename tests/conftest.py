@@ -1,0 +1,68 @@
+"""Shared fixtures: settings on tmp_path, the scripted model, and the service built by create_app."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from msev15.app import create_app
+from msev15.config import Settings
+from tests.llm_server import ScriptedLLM
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Embedded defaults made hermetic: files under tmp_path, no MCP, no log file, no seed."""
+    base = dict(
+        order_db_path=str(tmp_path / "data" / "orders.db"),
+        order_db_seed=False,
+        email_outbox_dir=str(tmp_path / "data" / "outbox"),
+        email_attachments_dir=str(tmp_path / "data" / "attachments"),
+        log_to_file=False,
+        log_file_path=str(tmp_path / "logs" / "app.log"),
+        mcp_server_url="",
+        llm_provider="offline",
+    )
+    base.update(overrides)
+    return Settings.defaults(**base)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[ScriptedLLM]:
+    async with ScriptedLLM() as server:
+        yield server
+
+
+ClientFactory = Callable[..., "TestClient"]
+
+
+@pytest.fixture
+def service(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Any]:
+    """``await service(**settings_overrides)`` -> a TestClient of the real app."""
+
+    async def start(settings: Settings | None = None, **overrides: Any) -> TestClient:
+        app = await create_app(settings or make_settings(tmp_path, **overrides))
+        return await aiohttp_client(app)
+
+    return start
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """The JSON objects of an SSE body's ``data:`` lines (comments skipped)."""
+    return [json.loads(line[len("data: "):]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def assert_envelope(body: dict[str, Any], error: str) -> None:
+    assert body["error"] == error, body
+    assert isinstance(body["message"], str) and body["message"]
+    assert body["request_id"]
+    assert body["timestamp"].endswith("Z")

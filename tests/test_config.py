@@ -1,0 +1,139 @@
+"""Settings: defaults, env file precedence, one clear line per bad variable, masking."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from msev15.cli import main
+from msev15.config import MASK, VARIABLES, Settings, SettingsError, load_settings, read_env_file
+from msev15.logs import close_logging, setup_logging
+
+
+def test_defaults_match_the_spec() -> None:
+    s = Settings.from_env({})
+    assert (s.server_host, s.server_port, s.log_level) == ("0.0.0.0", 9080, "INFO")
+    assert s.enable_cors is True and s.cors_origins == ("*",)
+    assert s.enable_rate_limiting is False and s.rate_limit_per_minute == 100
+    assert s.mcp_server_url == "http://localhost:8000/mcp" and s.mcp_server_required is False
+    assert s.order_db_path == "./data/orders.db"
+    assert (s.smtp_port, s.sender_name) == (587, "Customer Service")
+    assert (s.log_to_file, s.log_file_path, s.log_max_size_mb, s.log_backup_count) == (True, "./logs/app.log", 100, 5)
+    assert s.shutdown_timeout_seconds == 30 and s.trusted_proxies == ()
+    assert s.provider == "offline" and s.smtp_configured is False
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        s.server_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("SERVER_PORT", "abc", "SERVER_PORT must be an integer between 1 and 65535, got 'abc'"),
+        ("SERVER_PORT", "70000", "SERVER_PORT must be an integer between 1 and 65535, got '70000'"),
+        ("RATE_LIMIT_PER_MINUTE", "0", "RATE_LIMIT_PER_MINUTE must be an integer between 1 and 1000000, got '0'"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"),
+        ("MCP_SERVER_URL", "localhost:8000", "MCP_SERVER_URL must be an http(s) URL"),
+        ("ENABLE_CORS", "maybe", "ENABLE_CORS must be true or false, got 'maybe'"),
+        ("CORS_ORIGINS", "ftp://x", "CORS_ORIGINS must be '*' or origins like"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33", "TRUSTED_PROXIES must be comma-separated IP addresses"),
+        ("SENDER_EMAIL", "not-an-email", "SENDER_EMAIL must be an email address"),
+        ("SHUTDOWN_TIMEOUT_SECONDS", "nan", "SHUTDOWN_TIMEOUT_SECONDS must be a number between"),
+        ("LLM_PROVIDER", "gemini", "LLM_PROVIDER must be one of auto, azure, openai, offline"),
+    ],
+)
+def test_bad_values_are_reported_by_name(name: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({name: value})
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(expected)
+
+
+def test_every_problem_is_reported_at_once_and_secrets_stay_hidden() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SERVER_PORT": "x", "LOG_LEVEL": "LOUD", "SMTP_PORT": "-1"})
+    assert [p.split()[0] for p in info.value.problems] == ["SERVER_PORT", "LOG_LEVEL", "SMTP_PORT"]
+
+
+def test_env_file_then_environment_wins(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text('# comment\nexport SERVER_PORT=9191\nLOG_LEVEL="debug"\nSENDER_NAME=Support Team # trailing\n\n')
+    s = Settings.from_env({"SERVER_PORT": "9292"}, env)
+    assert s.server_port == 9292 and s.log_level == "DEBUG" and s.sender_name == "Support Team"
+    assert read_env_file(env)["SERVER_PORT"] == "9191"
+
+
+def test_bad_env_files(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        read_env_file(tmp_path / "missing.env")
+    broken = tmp_path / "broken.env"
+    broken.write_text("GOOD=1\nthis line is junk\n")
+    with pytest.raises(SettingsError, match="line 2: expected KEY=VALUE"):
+        read_env_file(broken)
+
+
+def test_cross_field_problems(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="LLM_PROVIDER=azure needs"):
+        load_settings(environ={"LLM_PROVIDER": "azure"})
+    with pytest.raises(SettingsError, match="SYSTEM_PROMPT_FILE must be a readable file"):
+        load_settings(environ={"SYSTEM_PROMPT_FILE": str(tmp_path / "nope.txt")})
+
+
+def test_provider_resolution() -> None:
+    assert Settings.from_env({"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+                              "AZURE_OPENAI_API_KEY": "k"}).provider == "azure"
+    assert Settings.from_env({"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"}).provider == "openai"
+    assert Settings.from_env({"LLM_PROVIDER": "offline", "OPENAI_BASE_URL": "http://h/v1"}).provider == "offline"
+
+
+def test_masked_hides_secrets() -> None:
+    s = Settings.from_env({"AZURE_OPENAI_API_KEY": "super-secret-key", "SENDER_PASSWORD": "hunter22"})
+    masked = s.masked()
+    assert masked["AZURE_OPENAI_API_KEY"] == MASK and masked["SENDER_PASSWORD"] == MASK
+    assert masked["OPENAI_API_KEY"] == ""  # unset secrets show as unset
+    assert "super-secret-key" not in repr(masked)
+    assert set(s.secrets()) == {"super-secret-key", "hunter22"}
+    assert {v.name for v in VARIABLES} == set(masked)
+
+
+def test_config_command_masks_and_serve_exits_2_on_bad_config(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = tmp_path / "prod.env"
+    env.write_text("AZURE_OPENAI_API_KEY=abcdef123456\n")
+    assert main(["config", "--env-file", str(env)]) == 0
+    out = capsys.readouterr().out
+    assert f"AZURE_OPENAI_API_KEY={MASK}" in out and "abcdef123456" not in out
+    monkeypatch.setenv("SERVER_PORT", "abc")
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "SERVER_PORT must be an integer between 1 and 65535, got 'abc'" in err
+    assert "LOG_LEVEL must be one of" in err
+
+
+def test_no_secret_reaches_the_log_file(tmp_path: Path) -> None:
+    secrets = {"AZURE_OPENAI_API_KEY": "azure-key-0123456789", "SENDER_PASSWORD": "smtp-pass-987",
+               "OPENAI_API_KEY": "sk-live-abcdef"}
+    s = Settings.from_env({**secrets, "LOG_TO_FILE": "true", "LOG_FILE_PATH": str(tmp_path / "deep" / "app.log"),
+                           "LOG_LEVEL": "DEBUG"})
+    setup_logging(s)
+    log = logging.getLogger("test.secrets")
+    try:
+        log.info("settings: %s", s)  # the raw dataclass, secrets and all
+        log.debug("key=%s password=%s", secrets["AZURE_OPENAI_API_KEY"], secrets["SENDER_PASSWORD"])
+        try:
+            raise RuntimeError(f"connect failed with {secrets['OPENAI_API_KEY']}")
+        except RuntimeError:
+            log.exception("boom")
+    finally:
+        close_logging()
+    text = (tmp_path / "deep" / "app.log").read_text()
+    assert text.count(MASK) >= 4
+    for secret in secrets.values():
+        assert secret not in text
+    assert "| INFO | test.secrets | session=- | tenant=- | req=- | settings:" in text

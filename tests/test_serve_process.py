@@ -1,0 +1,193 @@
+"""`msev15 serve` as a real subprocess: banner, signals, draining, the goodbye lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.llm_server import Reply, ScriptedLLM
+
+pytestmark = pytest.mark.subprocess
+
+GOODBYE = [
+    "  • Closing active sessions... [",
+    "  • Flushing logs...",
+    "  • Closing database connections...",
+    "  • Cleanup complete.",
+    "Server stopped gracefully. Goodbye!",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.stdout: list[str] = []
+
+    async def read_until(self, marker: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(marker in line for line in self.stdout):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{marker!r} not printed; got {self.stdout}"
+            line = await asyncio.wait_for(self.proc.stdout.readline(), remaining)
+            assert line, f"process ended before {marker!r}: {self.stdout}"
+            self.stdout.append(line.decode().rstrip("\n"))
+
+    async def finish(self, timeout: float = 30) -> tuple[int, str, str]:
+        out, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+        self.stdout += out.decode().splitlines()
+        return self.proc.returncode, "\n".join(self.stdout), err.decode()
+
+
+async def _start(tmp_path: Path, **env: str) -> Service:
+    port = _free_port()
+    environ = {
+        **os.environ,
+        "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "MCP_SERVER_URL": "",
+        "ORDER_DB_PATH": str(tmp_path / "orders.db"), "EMAIL_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "LOG_TO_FILE": "true", "LOG_FILE_PATH": str(tmp_path / "logs" / "app.log"),
+        "LLM_PROVIDER": "offline", "SHUTDOWN_TIMEOUT_SECONDS": "10",
+        **env,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=environ,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    service = Service(proc, port)
+    try:
+        await service.read_until("API Documentation:")
+    except BaseException:
+        proc.kill()
+        await proc.communicate()
+        raise
+    return service
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_stops_gracefully_with_goodbye_lines(tmp_path: Path, sig: signal.Signals) -> None:
+    service = await _start(tmp_path)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{service.url}/api/v1/chat", json={"session_id": "a", "message": "hello"}) as resp:
+            assert resp.status == 200
+        async with http.get(f"{service.url}/docs") as resp:
+            assert resp.status == 200
+    started = time.monotonic()
+    service.proc.send_signal(sig)
+    code, out, err = await service.finish()
+    assert code == 0, err
+    assert time.monotonic() - started < 10
+    first = "^C Shutdown signal received..." if sig == signal.SIGINT else "Shutdown signal received (SIGTERM)..."
+    lines = out.splitlines()
+    at = lines.index(first)
+    assert [line[: len(g)] for line, g in zip(lines[at + 1:], GOODBYE)] == GOODBYE
+    assert "[1 sessions]" in lines[at + 1]
+    assert "Traceback" not in err
+    assert "User message received" in (tmp_path / "logs" / "app.log").read_text()
+
+
+async def test_banner_shows_real_values_and_warnings(tmp_path: Path) -> None:
+    port = _free_port()
+    service = await _start(tmp_path, MCP_SERVER_URL=f"http://127.0.0.1:{port}/mcp", LLM_PROVIDER="auto",
+                           ENABLE_RATE_LIMITING="true", RATE_LIMIT_PER_MINUTE="42", CORS_ORIGINS="https://a.example.com")
+    service.proc.send_signal(signal.SIGTERM)
+    code, out, _ = await service.finish()
+    assert code == 0
+    assert "║                    MSEv15E2E Service                         ║" in out
+    assert f"  • Port: {service.port}" in out
+    assert "  • CORS: Enabled (https://a.example.com)" in out
+    assert "  • Rate Limiting: Enabled (42/min per IP)" in out
+    assert "  • Model: offline assistant (built in, no network)" in out
+    assert f"  • MCP Server: http://127.0.0.1:{port}/mcp [⚠ Unavailable]" in out
+    assert "No language model configured" in out
+    tools_line = next(line for line in out.splitlines() if line.startswith("  • Tools: "))
+    assert tools_line == "  • Tools: 11 (MCP 0 + Local 11)"
+    assert "Starting server... ✓" in out and f"http://127.0.0.1:{service.port}/docs" in out
+
+
+async def test_stream_in_flight_gets_done_before_exit(tmp_path: Path) -> None:
+    async with ScriptedLLM() as llm:
+        llm.default = Reply(" ".join(f"w{i}" for i in range(30)), delay=0.05)
+        service = await _start(tmp_path, LLM_PROVIDER="openai", OPENAI_BASE_URL=f"{llm.url}/v1")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{service.url}/api/v1/chat/stream",
+                                 json={"session_id": "s", "message": "talk"}) as resp:
+                first = await resp.content.readline()
+                assert first.startswith(b"data: ")
+                service.proc.send_signal(signal.SIGTERM)
+                rest = (await resp.read()).decode()
+        events = [json.loads(line[6:]) for line in (first.decode() + rest).splitlines() if line.startswith("data: ")]
+        code, out, err = await service.finish()
+    assert events[-1]["type"] == "done" and events[-1]["message_count"] == 2
+    assert [e["type"] for e in events].count("done") == 1
+    assert code == 0, err
+    assert "Server stopped gracefully. Goodbye!" in out
+
+
+async def test_turn_cut_at_the_deadline_ends_with_shutting_down(tmp_path: Path) -> None:
+    async with ScriptedLLM() as llm:
+        llm.default = Reply(hang=True)
+        service = await _start(tmp_path, LLM_PROVIDER="openai", OPENAI_BASE_URL=f"{llm.url}/v1",
+                               SHUTDOWN_TIMEOUT_SECONDS="1")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{service.url}/api/v1/chat/stream",
+                                 json={"session_id": "s", "message": "talk"}) as resp:
+                await asyncio.sleep(0)  # the request is in; the model hangs
+                assert resp.status == 200
+                started = time.monotonic()
+                service.proc.send_signal(signal.SIGTERM)
+                body = (await resp.read()).decode()
+        code, out, err = await service.finish()
+    events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+    assert events == [{"type": "error", "error": "shutting_down", "message": events[0]["message"],
+                       "request_id": events[0]["request_id"], "session_id": "s"}]
+    assert code == 0, err
+    assert time.monotonic() - started < 6
+    assert "Server stopped gracefully. Goodbye!" in out
+
+
+async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
+    async with ScriptedLLM() as llm:
+        llm.default = Reply(hang=True)
+        service = await _start(tmp_path, LLM_PROVIDER="openai", OPENAI_BASE_URL=f"{llm.url}/v1",
+                               SHUTDOWN_TIMEOUT_SECONDS="60")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{service.url}/api/v1/chat/stream",
+                                 json={"session_id": "s", "message": "talk"}) as resp:
+                assert resp.status == 200
+                service.proc.send_signal(signal.SIGTERM)
+                await service.read_until("Shutdown signal received")
+                started = time.monotonic()
+                service.proc.send_signal(signal.SIGTERM)
+                code, _, err = await service.finish(timeout=10)
+    assert code == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 5
+    assert "Second signal (SIGTERM) during shutdown: exiting now without draining." in err
+
+
+async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "MCP_SERVER_URL": "",
+               "LOG_TO_FILE": "false", "ORDER_DB_PATH": str(tmp_path / "o.db")}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
