@@ -149,12 +149,13 @@ class OfflineProvider:
             return self._ask(tools, name, args, "opening a support ticket")
         if re.search(r"\b(test|check)\b.*\b(mail|smtp|email)\b.*\bconnect", low) or "test_connection" in low:
             return self._ask(tools, _tool(tools, "test_connection"), {}, "checking the mail connection")
-        if re.search(r"\b(send|write)\b.*\b(e-?mail|mail)\b|\be-?mail\b.*\bto\b", low) and "order" not in low.split("about")[0]:
+        if re.search(r"\b(send|write)\b.{0,40}\be-?mail\b", low) or (emails and re.search(r"\be-?mail\b", low)):
             subject = _m(_SUBJECT, text)
-            body = _m(_BODY, text)
+            found = _BODY.search(text)
+            body = found.group(1).strip() if found else None
             if not body and order_id:
                 body = f"This is an update about your order {order_id}."
-            args = {"to": emails or None, "subject": subject or ("Your order " + order_id if order_id else "Message from Customer Service"),
+            args = {"to": ", ".join(emails) or None, "subject": subject or ("Your order " + order_id if order_id else "Message from Customer Service"),
                     "body": body}
             return self._ask(tools, _tool(tools, "send_email", "send_text_email"), args, "sending an email",
                              lambda _: " For example: send an email to jane@example.com with subject Hello saying Your order shipped.")
