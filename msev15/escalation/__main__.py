@@ -1,0 +1,3 @@
+from msev15.escalation.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""``msev15 escalation-mcp`` / ``python -m msev15.escalation``: run the EscalationComms MCP server.
+
+Exit codes: 0 after a clean stop (SIGINT/SIGTERM), 1 when the server cannot start (port taken,
+database unusable), 2 for bad configuration or arguments (one line per problem on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sqlite3
+import sys
+from collections.abc import Iterable, Mapping
+
+from msev15.config import MASK, SettingsError
+from msev15.escalation.config import EscalationSettings, load_settings
+from msev15.escalation.server import EscalationServer
+
+log = logging.getLogger("escalation.cli")
+
+LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
+_HANDLER_MARK = "_escalation_handler"
+# Loggers that are chatty at INFO and say nothing an operator needs.
+_QUIET = ("azure.core.pipeline.policies.http_logging_policy", "azure", "uvicorn.access", "httpx", "aiosqlite")
+
+
+class _RedactingFormatter(logging.Formatter):
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__(LOG_FORMAT, LOG_DATEFMT)
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+def setup_logging(settings: EscalationSettings, stream=None) -> None:
+    """One stderr handler in the service's format, secrets scrubbed. Idempotent.
+
+    Done before the MCPServer is created, so its ``logging.basicConfig`` call finds a configured
+    root logger and changes nothing.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+            handler.close()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_RedactingFormatter(settings.secrets()))
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msev15 escalation-mcp",
+        description="Serve the EscalationComms MCP tools (sendemail, get_email_status) over Streamable HTTP "
+                    "at http://HOST:PORT/mcp, with GET /health and GET /metrics.",
+    )
+    parser.add_argument("--host", help="interface to bind (overrides HOST; default 0.0.0.0)")
+    parser.add_argument("--port", help="TCP port (overrides PORT; default 8078)")
+    parser.add_argument("--env-file", help="read variables from this file (default ./.env when it exists)")
+    return parser
+
+
+async def _serve(settings: EscalationSettings) -> None:
+    server = EscalationServer(settings, handle_signals=True)
+    await server.start()
+    try:
+        await server.wait_closed()
+    finally:
+        await server.stop()
+    log.info("EscalationComms stopped")
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code. Flags override the environment."""
+    args = _parser().parse_args(argv)
+    env = dict(os.environ if environ is None else environ)
+    if args.host is not None:
+        env["HOST"] = args.host
+    if args.port is not None:
+        env["PORT"] = args.port
+    try:
+        settings = load_settings(args.env_file, env)
+    except SettingsError as exc:
+        print("escalation-mcp: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    try:
+        asyncio.run(_serve(settings))
+    except OSError as exc:
+        print(f"escalation-mcp: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except (sqlite3.Error, RuntimeError) as exc:
+        print(f"escalation-mcp: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return 130
+    return 0

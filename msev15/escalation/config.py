@@ -1,0 +1,317 @@
+"""Settings of the EscalationComms service, read once from the environment and an optional .env.
+
+Every variable is declared once in ``VARIABLES`` (name, default, parser, meaning); that table
+builds :class:`EscalationSettings`, validates it (one line per bad variable, naming it, the bad
+value and what is expected) and masks secrets. The SMTP variables have the same names and
+meaning as the main service's, so both programs can share one ``.env``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from msev15.config import MASK, SettingsError, read_env_file
+from msev15.escalation.models import EMAIL_RE
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PROFILES = ("dev", "prod")
+BACKENDS = ("acs", "smtp", "outbox")
+
+__all__ = ["VARIABLES", "EscalationSettings", "SettingsError", "AcsConnection", "parse_acs_connection_string",
+           "load_settings"]
+
+
+# --- parsers: take the raw string, return the value or raise ValueError(expected) ---------------
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or not lo <= value <= hi:
+            raise ValueError(f"an integer between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or value != value or not lo <= value <= hi:
+            raise ValueError(f"a number between {lo:g} and {hi:g}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _line(raw: str) -> str:
+    value = raw.strip()
+    if "\r" in value or "\n" in value:
+        raise ValueError("a single line of text")
+    return value
+
+
+def _required_path(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("a file or folder path")
+    return value
+
+
+def _email(raw: str) -> str:
+    value = raw.strip()
+    if not EMAIL_RE.fullmatch(value):
+        raise ValueError("an email address such as support@example.com")
+    return value
+
+
+def _base_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("an http(s) URL without query, such as https://bankx.com/support/tickets")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class AcsConnection:
+    """A parsed Azure Communication Services connection string."""
+
+    endpoint: str  # scheme://host[:port], no trailing slash
+    access_key: str
+
+    @property
+    def is_loopback(self) -> bool:
+        host = urlsplit(self.endpoint).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+_ACS_EXPECTED = "endpoint=https://<resource>.communication.azure.com/;accesskey=<base64 key>"
+
+
+def parse_acs_connection_string(raw: str) -> AcsConnection:
+    """Parse ``endpoint=...;accesskey=...`` (keys case-insensitive), keeping the endpoint's scheme.
+
+    The SDK's own parser always switches the endpoint to https; keeping the scheme lets a local
+    ACS emulator on loopback be used in development (the prod profile refuses plain http).
+    Raises ``ValueError`` naming what is wrong, never echoing the key.
+    """
+    fields: dict[str, str] = {}
+    for element in raw.strip().split(";"):
+        if not element.strip():
+            continue
+        key, sep, value = element.partition("=")
+        if not sep:
+            raise ValueError(f"Invalid Azure Communication Services connection string: expected {_ACS_EXPECTED}")
+        fields[key.strip().lower()] = value.strip()
+    endpoint, key = fields.get("endpoint", ""), fields.get("accesskey", "")
+    missing = [name for name, value in (("endpoint", endpoint), ("accesskey", key)) if not value]
+    if missing:
+        raise ValueError(f"Invalid Azure Communication Services connection string: {' and '.join(missing)} "
+                         f"missing; expected {_ACS_EXPECTED}")
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    parts = urlsplit(endpoint.rstrip("/"))
+    try:
+        valid = (parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.path
+                 and not parts.query and (parts.port or 0) >= 0)
+    except ValueError:  # a port that is not a number
+        valid = False
+    if not valid:
+        raise ValueError(f"Invalid Azure Communication Services connection string: the endpoint must be a "
+                         f"URL such as https://<resource>.communication.azure.com/; expected {_ACS_EXPECTED}")
+    try:
+        base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("Invalid Azure Communication Services connection string: accesskey is not base64; "
+                         f"expected {_ACS_EXPECTED}") from None
+    return AcsConnection(endpoint=f"{parts.scheme}://{parts.netloc}", access_key=key)
+
+
+def _acs(raw: str) -> str:
+    value = raw.strip()
+    if value:
+        try:
+            parse_acs_connection_string(value)
+        except ValueError as exc:
+            # The message already says what is expected; the caller masks the value.
+            raise ValueError(str(exc)) from None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    doc: str
+    secret: bool = False
+
+    @property
+    def attr(self) -> str:
+        return self.name.lower()
+
+
+VARIABLES: tuple[Var, ...] = (
+    Var("PROFILE", "dev", _choice(*PROFILES), "dev or prod; prod refuses the file outbox and plain-http ACS."),
+    Var("HOST", "0.0.0.0", _line, "Interface to bind."),
+    Var("PORT", "8078", _int(0, 65535), "TCP port of /mcp, /health and /metrics (0 picks a free one)."),
+    Var("LOG_LEVEL", "INFO", _choice(*LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    Var("AZURE_COMMUNICATION_CONNECTION_STRING", "", _acs,
+        "ACS connection string; when set, mail goes through Azure Communication Services.", secret=True),
+    Var("SENDER_EMAIL", "noreply@bankx.com", _email, "From address (and SMTP login)."),
+    Var("SENDER_NAME", "BankX Support", _line, "Display name of the From address."),
+    Var("SUPPORT_TEAM_EMAIL", "support@bankx.com", _email, "Where the internal ticket email goes."),
+    Var("EMAIL_RETRY_COUNT", "3", _int(1, 10), "Delivery attempts per message."),
+    Var("EMAIL_TIMEOUT_SECONDS", "30", _float(0.1, 600), "Time budget of one sendemail call, retries included."),
+    Var("EMAIL_RETRY_BASE_SECONDS", "1.0", _float(0, 60), "First backoff delay; doubles on each retry."),
+    Var("TICKET_BASE_URL", "https://bankx.com/support/tickets", _base_url, "Customer's ticket tracking link prefix."),
+    Var("ADMIN_TICKET_BASE_URL", "https://bankx.com/admin/tickets", _base_url, "Support team's dashboard link prefix."),
+    Var("SMTP_SERVER", "", _line, "SMTP host (used when no ACS connection string is set)."),
+    Var("SMTP_PORT", "587", _int(1, 65535), "587 STARTTLS, 465 implicit TLS, other ports plain."),
+    Var("SENDER_PASSWORD", "", _str, "SMTP password; login is skipped when empty.", secret=True),
+    Var("EMAIL_OUTBOX_DIR", "./data/outbox", _required_path, "Folder of .eml files when neither ACS nor SMTP is set."),
+    Var("ESCALATION_DB_PATH", "./data/escalation.db", _required_path, "SQLite file of delivery records."),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationSettings:
+    profile: str
+    host: str
+    port: int
+    log_level: str
+    azure_communication_connection_string: str
+    sender_email: str
+    sender_name: str
+    support_team_email: str
+    email_retry_count: int
+    email_timeout_seconds: float
+    email_retry_base_seconds: float
+    ticket_base_url: str
+    admin_ticket_base_url: str
+    smtp_server: str
+    smtp_port: int
+    sender_password: str
+    email_outbox_dir: str
+    escalation_db_path: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 env_file: str | Path | None = None) -> EscalationSettings:
+        """Environment wins over the .env file, which wins over the defaults.
+
+        Raises :class:`SettingsError` listing every bad variable (and cross-field problem) at once.
+        """
+        environ = os.environ if environ is None else environ
+        file_values = read_env_file(env_file) if env_file else {}
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for var in VARIABLES:
+            raw = environ.get(var.name, file_values.get(var.name, var.default))
+            try:
+                values[var.attr] = var.parse(raw)
+            except ValueError as exc:
+                shown = MASK if var.secret else raw
+                problems.append(f"{var.name} must be {exc}, got {shown!r}" if not str(exc).startswith("Invalid")
+                                else f"{var.name}: {exc} (got {shown!r})")
+        if problems:
+            raise SettingsError(problems)
+        settings = cls(**values)
+        problems = settings.problems()
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> EscalationSettings:
+        """Embedded defaults with overrides (by attribute name); for tests and tools."""
+        return dataclasses.replace(cls.from_env({}), **overrides)
+
+    def replace(self, **changes: Any) -> EscalationSettings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def backend(self) -> str:
+        """The delivery backend chosen: ACS if configured, else SMTP, else the file outbox."""
+        if self.azure_communication_connection_string:
+            return "acs"
+        if self.smtp_server:
+            return "smtp"
+        return "outbox"
+
+    @property
+    def acs_connection(self) -> AcsConnection | None:
+        raw = self.azure_communication_connection_string
+        return parse_acs_connection_string(raw) if raw else None
+
+    def problems(self) -> list[str]:
+        """Cross-field problems, found once every value parses."""
+        found: list[str] = []
+        if self.profile == "prod":
+            if self.backend == "outbox":
+                found.append("PROFILE=prod needs AZURE_COMMUNICATION_CONNECTION_STRING or SMTP_SERVER "
+                             "(the file outbox is for development)")
+            acs = self.acs_connection
+            if acs is not None and not acs.endpoint.startswith("https://"):
+                found.append("AZURE_COMMUNICATION_CONNECTION_STRING must use an https endpoint when PROFILE=prod")
+        return found
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting by variable name, secrets masked: safe to print or log."""
+        out: dict[str, Any] = {}
+        for var in VARIABLES:
+            value = getattr(self, var.attr)
+            out[var.name] = MASK if var.secret and value else value
+        return out
+
+    def secrets(self) -> tuple[str, ...]:
+        """Secret values to scrub from log lines (the ACS key on its own too)."""
+        found = [v for var in VARIABLES if var.secret and (v := getattr(self, var.attr))]
+        acs = self.acs_connection
+        if acs is not None:
+            found.append(acs.access_key)
+        return tuple(found)
+
+
+
+def load_settings(env_file: str | Path | None = None,
+                  environ: Mapping[str, str] | None = None) -> EscalationSettings:
+    """Settings for the CLI: ``env_file`` if given, else ``./.env`` when it exists."""
+    if env_file is None and Path(".env").is_file():
+        env_file = ".env"
+    return EscalationSettings.from_env(environ, env_file)

@@ -1,0 +1,293 @@
+"""The escalation service: validate, render, send both messages with retries, record, report.
+
+:class:`EscalationService` takes its parts explicitly (settings, backend, tracking store,
+templates, metrics, clock); :meth:`EscalationService.open` builds them from settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from msev15 import __version__
+from msev15.escalation.config import EscalationSettings
+from msev15.escalation.delivery import Backend, DeliveryError, build_backend, deliver
+from msev15.escalation.metrics import Metrics
+from msev15.escalation.models import (
+    EMAIL_ID_RE,
+    ROLES,
+    DeliveryOutcome,
+    DeliveryRecord,
+    EscalationRequest,
+    InvalidRequest,
+    OutgoingEmail,
+    RenderedEmail,
+    Role,
+    SendResult,
+    overall_status,
+)
+from msev15.escalation.templates import (
+    SUPPORT_TEAM_TEMPLATE,
+    TemplateError,
+    TemplateRegistry,
+    customer_template_name,
+    template_values,
+)
+from msev15.escalation.tracking import TrackingStore
+
+log = logging.getLogger("escalation.service")
+
+_ROLE_LOG = {"customer": "customer", "bank_team": "support team"}
+
+
+def mask_email(address: str) -> str:
+    """``jane.doe@example.com`` -> ``j***e@example.com``: enough to recognise, not to harvest."""
+    local, _, domain = address.partition("@")
+    if len(local) <= 2:
+        shown = local[:1] + "***"
+    else:
+        shown = f"{local[0]}***{local[-1]}"
+    return f"{shown}@{domain}"
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
+
+
+class EmailNotFound(LookupError):
+    pass
+
+
+class EscalationService:
+    def __init__(self, settings: EscalationSettings, backend: Backend, store: TrackingStore, *,
+                 templates: TemplateRegistry | None = None, metrics: Metrics | None = None,
+                 clock: Callable[[], datetime] = _now) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.store = store
+        self.templates = templates or TemplateRegistry.default()
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.started_at = time.monotonic()
+        self.last_delivery: dict[str, Any] | None = None
+
+    @classmethod
+    async def open(cls, settings: EscalationSettings, *, backend: Backend | None = None,
+                   templates: TemplateRegistry | None = None) -> EscalationService:
+        """Open the tracking store and the backend; close with :meth:`close`."""
+        store = await TrackingStore.open(settings.escalation_db_path)
+        try:
+            interrupted = await store.fail_pending("interrupted: the service stopped before delivery finished",
+                                                   _now().isoformat(timespec="seconds"))
+            if interrupted:
+                log.warning("%d message(s) left pending by an earlier run are now marked failed", interrupted)
+            service = cls(settings, backend or build_backend(settings), store, templates=templates)
+        except BaseException:
+            await store.close()
+            raise
+        try:
+            log.info("Email backend: %s (%s)", service.backend.name, service.backend.description)
+            await service._probe_backend()
+        except BaseException:
+            await service.close()
+            raise
+        return service
+
+    async def _probe_backend(self) -> None:
+        """A probe, not a gate: the service starts either way, and sends retry on their own."""
+        try:
+            async with asyncio.timeout(min(5.0, self.settings.email_timeout_seconds)):
+                await self.backend.check()
+        except DeliveryError as exc:
+            log.warning("Email backend %s is not reachable yet: %s (sends will retry)", self.backend.name, exc)
+        except TimeoutError:
+            log.warning("Email backend %s did not answer the start-up probe in time (sends will retry)",
+                        self.backend.name)
+
+    async def close(self) -> None:
+        try:
+            await self.backend.close()
+        finally:
+            await self.store.close()
+
+    # --- sendemail ---------------------------------------------------------------------------
+
+    def _render(self, name: str, values: dict[str, str]) -> RenderedEmail:
+        started = time.perf_counter()
+        rendered = self.templates.render(name, values)
+        self.metrics.render_seconds.labels(template=name).observe(time.perf_counter() - started)
+        return rendered
+
+    def _outgoing(self, rendered: RenderedEmail, to: str, request: EscalationRequest, email_id: str) -> OutgoingEmail:
+        return OutgoingEmail(
+            sender=self.settings.sender_email,
+            sender_name=self.settings.sender_name,
+            to=to,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            headers=(("X-BankX-Ticket-ID", request.ticket_id), ("X-BankX-Email-ID", email_id),
+                     ("X-BankX-Use-Case", request.use_case)),
+        )
+
+    async def send(self, **arguments: Any) -> SendResult:
+        """The ``sendemail`` tool. Raises InvalidRequest or TemplateError; delivery problems are in the result."""
+        started = time.perf_counter()
+        try:
+            request = EscalationRequest.parse(**arguments)
+        except InvalidRequest:
+            self.metrics.rejected.inc()
+            raise
+        now = self.clock()
+        values = template_values(request, timestamp=now, ticket_base_url=self.settings.ticket_base_url,
+                                 admin_ticket_base_url=self.settings.admin_ticket_base_url)
+        rendered: dict[Role, RenderedEmail] = {
+            "customer": self._render(customer_template_name(request.use_case), values),
+            "bank_team": self._render(SUPPORT_TEAM_TEMPLATE, values),
+        }
+        recipients: dict[str, str] = {"customer": request.customer_email,
+                                       "bank_team": self.settings.support_team_email}
+        email_id = await self.store.next_email_id(request.use_case, now.date())
+        log.info("Sending email for ticket %s (%s) as %s", request.ticket_id, request.use_case, email_id)
+        log.debug("%s recipients: customer %s, support team %s", email_id, recipients["customer"],
+                  recipients["bank_team"])
+
+        try:
+            outgoing = {role: self._outgoing(rendered[role], recipients[role], request, email_id) for role in ROLES}
+        except ValueError as exc:  # a (custom) template produced something no mail header may hold
+            raise TemplateError(str(exc)) from None
+
+        stamp = now.isoformat(timespec="seconds")
+        await self.store.create([
+            DeliveryRecord(email_id=email_id, role=role, ticket_id=request.ticket_id, use_case=request.use_case,
+                           recipient=recipients[role], backend=self.backend.name, attempts=0, status="pending",
+                           provider_message_id="", provider_status="", created_at=stamp, updated_at=stamp,
+                           sent_at="", delivered_at="", last_error="")
+            for role in ROLES
+        ])
+        deadline = asyncio.get_running_loop().time() + self.settings.email_timeout_seconds
+        async with asyncio.TaskGroup() as group:
+            tasks = {
+                role: group.create_task(
+                    self._deliver_one(email_id, role, outgoing[role], deadline),
+                    name=f"escalation-send-{email_id}-{role}")
+                for role in ROLES
+            }
+        outcomes = {role: task.result() for role, task in tasks.items()}
+
+        status = overall_status(["sent" if o.ok else "failed" for o in outcomes.values()])
+        self.metrics.emails.labels(use_case=request.use_case, status=status).inc()
+        self.metrics.send_seconds.labels(use_case=request.use_case).observe(time.perf_counter() - started)
+        finished = self.clock()
+        self.last_delivery = {"email_id": email_id, "status": status, "at": finished.isoformat(timespec="seconds")}
+        if status != "sent":
+            log.error("Email %s for ticket %s: %s", email_id, request.ticket_id, status)
+        return SendResult(
+            email_id=email_id,
+            status=status,
+            sent_at=finished.isoformat(timespec="seconds"),
+            backend=self.backend.name,
+            recipients=dict(recipients),
+            errors={role: o.error for role, o in outcomes.items() if not o.ok},
+        )
+
+    async def _deliver_one(self, email_id: str, role: Role, email: OutgoingEmail, deadline: float) -> DeliveryOutcome:
+        async def record_failure(attempt: int, error: str) -> None:
+            await self.store.update(email_id, role, attempts=attempt, last_error=error,
+                                    updated_at=self.clock().isoformat(timespec="seconds"))
+
+        try:
+            prepared = self.backend.prepare(email, f"{email_id}.{role}")
+        except ValueError as exc:  # e.g. a header the message format refuses
+            outcome = DeliveryOutcome(ok=False, attempts=0, error=f"cannot build the message: {exc}")
+        else:
+            outcome = await deliver(self.backend, prepared, attempts=self.settings.email_retry_count,
+                                    base_delay=self.settings.email_retry_base_seconds, deadline=deadline,
+                                    on_failure=record_failure)
+        stamp = self.clock().isoformat(timespec="seconds")
+        await self.store.update(
+            email_id, role, attempts=outcome.attempts, status="sent" if outcome.ok else "failed",
+            provider_message_id=outcome.provider_message_id, updated_at=stamp,
+            sent_at=stamp if outcome.ok else "", last_error=outcome.error,
+        )
+        self.metrics.message_done(role, self.backend.name, outcome.ok, outcome.attempts)
+        if outcome.ok:
+            log.info("Email sent to %s: %s", _ROLE_LOG[role], mask_email(email.to))
+        else:
+            log.error("Email to %s %s failed: %s", _ROLE_LOG[role], mask_email(email.to), outcome.error)
+        return outcome
+
+    # --- get_email_status -------------------------------------------------------------------
+
+    async def status(self, email_id: Any) -> dict[str, Any]:
+        """The ``get_email_status`` tool: the stored records, refreshed from the provider when it can say more."""
+        if not isinstance(email_id, str) or not EMAIL_ID_RE.fullmatch(email_id.strip()):
+            raise InvalidRequest([f"email_id must look like EMAIL-UC2-20251107-001, got {email_id!r}"[:200]])
+        email_id = email_id.strip()
+        records = await self.store.get(email_id)
+        if not records:
+            raise EmailNotFound(f"No email with id {email_id!r}")
+        poll_errors: dict[str, str] = {}
+        refreshed = []
+        for record in records:
+            if record.status == "sent" and record.backend == self.backend.name and record.provider_message_id:
+                try:
+                    record = await self._refresh(record)
+                except DeliveryError as exc:
+                    poll_errors[record.role] = str(exc)
+            refreshed.append(record)
+        first = refreshed[0]
+        result: dict[str, Any] = {
+            "email_id": email_id,
+            "ticket_id": first.ticket_id,
+            "use_case": first.use_case,
+            "status": overall_status([r.status for r in refreshed]),
+            "created_at": first.created_at,
+            "recipients": {r.role: r.to_dict() for r in refreshed},
+        }
+        if poll_errors:
+            result["poll_errors"] = poll_errors
+        return result
+
+    async def _refresh(self, record: DeliveryRecord) -> DeliveryRecord:
+        word = await self.backend.poll(record.provider_message_id)
+        if word is None or (word.status == record.status and word.provider_status == record.provider_status):
+            return record
+        stamp = self.clock().isoformat(timespec="seconds")
+        changes: dict[str, Any] = {"status": word.status, "provider_status": word.provider_status,
+                                   "updated_at": stamp}
+        if word.status == "delivered":
+            changes["delivered_at"] = stamp
+        if word.status == "failed":
+            changes["last_error"] = word.error
+            log.error("Provider reports %s to %s failed: %s", record.email_id, mask_email(record.recipient),
+                      word.error)
+        await self.store.update(record.email_id, record.role, **changes)
+        return dataclasses.replace(record, **changes)
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            await self.store.ping()
+            database = "ok"
+        except Exception as exc:  # any failure here means "not healthy", reported, not raised
+            database = f"error: {exc}"
+        ok = database == "ok"
+        return ok, {
+            "status": "ok" if ok else "unavailable",
+            "service": "escalation-comms",
+            "version": __version__,
+            "profile": self.settings.profile,
+            "backend": self.backend.name,
+            "backend_detail": self.backend.description,
+            "database": database,
+            "templates": self.templates.names(),
+            "last_delivery": self.last_delivery,
+            "uptime_seconds": round(time.monotonic() - self.started_at, 1),
+        }
