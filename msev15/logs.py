@@ -96,6 +96,9 @@ def setup_logging(settings: Settings, stream=None) -> list[logging.Handler]:
         root.addHandler(handler)
     root.setLevel(settings.log_level)
     # aiohttp's access log duplicates our request lines; keep it for DEBUG only.
+    # The HTTP clients under openai and mcp log every request at INFO: noise at our INFO.
+    for noisy in ("httpx", "httpx2", "httpcore", "mcp.client"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
     return handlers
 

@@ -216,11 +216,15 @@ class OfflineProvider:
     # --- answering from tool results ---------------------------------------------------------
 
     def _summarise(self, messages: list[dict[str, Any]]) -> str:
-        results: list[tuple[str, Any]] = []
-        names = {}
+        calls: dict[str, tuple[str, dict[str, Any]]] = {}
         for message in messages:
             for call in message.get("tool_calls") or ():
-                names[call["id"]] = call["function"]["name"]
+                try:
+                    args = json.loads(call["function"]["arguments"] or "{}")
+                except ValueError:
+                    args = {}
+                calls[call["id"]] = (call["function"]["name"], args if isinstance(args, dict) else {})
+        results: list[str] = []
         for message in reversed(messages):
             if message.get("role") != "tool":
                 break
@@ -228,8 +232,9 @@ class OfflineProvider:
                 payload = json.loads(message.get("content") or "null")
             except ValueError:
                 payload = message.get("content")
-            results.append((names.get(message.get("tool_call_id"), "tool"), payload))
-        return " ".join(_describe(name, payload) for name, payload in reversed(results))
+            name, args = calls.get(message.get("tool_call_id") or "", ("tool", {}))
+            results.append(_describe(name, payload, args))
+        return " ".join(reversed(results))
 
 
 def _m(pattern: re.Pattern[str], text: str, *, upper: bool = False, lower: bool = False) -> str | None:
@@ -262,7 +267,7 @@ def _order_line(order: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts) + "."
 
 
-def _describe(name: str, payload: Any) -> str:
+def _describe(name: str, payload: Any, args: dict[str, Any]) -> str:
     if isinstance(payload, dict) and "error" in payload and len(payload) == 1:
         return f"I couldn't complete that: {payload['error']}"
     if name not in _KNOWN:  # an MCP tool prefixed because of a name collision
@@ -287,11 +292,12 @@ def _describe(name: str, payload: Any) -> str:
         if name == "test_connection":
             return "The mail connection works." if payload.get("ok", payload.get("connected")) else f"The mail connection failed: {payload}"
         if name == "sendemail":
-            return (f"I've opened support ticket {payload.get('ticket_id', '')} and emailed you the details; "
-                    f"our team will reply within 24-48 hours (status: {payload.get('status')}).").replace("ticket  ", "ticket ")
-        complaint = payload.get("complaint", payload if "complaint_id" in payload else None)
-        if isinstance(complaint, dict):
-            cid = complaint.get("complaint_id") or complaint.get("id")
+            return (f"I've opened support ticket {args.get('ticket_id', '')} and emailed the details to "
+                    f"{(payload.get('recipients') or {}).get('customer', 'you')}; our team will reply within "
+                    f"24-48 hours.")
+        complaint = payload.get("complaint", payload if name in _COMPLAINT_TOOLS else None)
+        if isinstance(complaint, dict) and (complaint.get("id") or complaint.get("complaint_id")):
+            cid = complaint.get("id") or complaint.get("complaint_id")
             verb = {"register_complaint": "I've registered your complaint", "resolve_complaint": "I've resolved complaint"}.get(name, "Complaint")
             return f"{verb} {cid}: status {complaint.get('status')}, {complaint.get('category', '')} — {complaint.get('description', '')}".rstrip(" —")
         complaints = payload.get("complaints")
@@ -299,10 +305,13 @@ def _describe(name: str, payload: Any) -> str:
             if not complaints:
                 return "I found no matching complaints."
             return f"I found {len(complaints)} complaint(s): " + "; ".join(
-                f"{c.get('complaint_id') or c.get('id')} ({c.get('status')}): {c.get('description', '')}" for c in complaints[:10])
+                f"{c.get('id') or c.get('complaint_id')} ({c.get('status')}): {c.get('description', '')}"
+                for c in complaints[:10] if isinstance(c, dict))
     return f"Done. Result: {json.dumps(payload, default=str)[:500]}"
 
 
+_COMPLAINT_TOOLS = frozenset({"register_complaint", "get_complaint", "update_complaint", "resolve_complaint",
+                              "archive_complaint"})
 _KNOWN = frozenset({
     "create_order", "get_order_by_id", "get_orders_by_customer", "search_orders", "update_order_status",
     "get_all_orders", "send_email", "send_text_email", "send_html_email", "send_email_with_attachments",

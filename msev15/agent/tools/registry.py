@@ -92,7 +92,7 @@ class ToolRegistry:
     def __init__(self, timeout: float = 30.0) -> None:
         self.timeout = timeout
         self._local: dict[str, Tool] = {}
-        self._validators: dict[int, jsonschema.protocols.Validator] = {}
+        self._validators: dict[int, tuple[Tool, jsonschema.protocols.Validator]] = {}
         self._sources: list[Callable[[], Iterable[Tool]]] = []
         self._schema_cache: tuple[tuple[Tool, ...], list[dict[str, Any]]] = ((), [])
 
@@ -134,10 +134,11 @@ class ToolRegistry:
         return len(self.tools())
 
     def _validate(self, tool: Tool, args: dict[str, Any]) -> str | None:
-        key = id(tool.parameters)
-        validator = self._validators.get(key)
-        if validator is None:
-            validator = self._validators[key] = _validator(tool.parameters)
+        # Keyed by the tool object itself (MCP refreshes replace tools); keeping it pins the id.
+        entry = self._validators.get(id(tool))
+        if entry is None or entry[0] is not tool:
+            entry = self._validators[id(tool)] = (tool, _validator(tool.parameters))
+        validator = entry[1]
         error = jsonschema.exceptions.best_match(validator.iter_errors(args))
         return None if error is None else _schema_error(error)
 

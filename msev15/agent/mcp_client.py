@@ -1,0 +1,418 @@
+"""A resilient connection to one MCP server, whose tools the agent calls like local ones.
+
+One owner task per connection (``mcp:<name>``) enters and exits the SDK's ``Client`` — an anyio
+context that must be entered and left by the same task — and publishes the connected client and
+its tools. Other tasks call tools on the published client: the SDK's session multiplexes
+concurrent requests, and a request whose connection goes away fails with ``CONNECTION_CLOSED``
+rather than hanging.
+
+The owner notices a lost server through a ``subscriptions/listen`` stream (2026-07-28 servers),
+which also carries ``tools/list_changed``; older servers send that notification to the message
+handler, and a lost connection shows up on the next call. Either way the owner reconnects with
+capped, jittered exponential backoff, and the tools come back without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import anyio
+import mcp_types
+from anyio.abc import TaskStatus
+from mcp import Client
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
+from mcp.shared.exceptions import MCPError
+
+from msev15 import __version__
+from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolFunc
+
+log = logging.getLogger("agent.mcp")
+
+CONNECTED, CONNECTING, UNAVAILABLE = "connected", "connecting", "unavailable"
+
+_NAME_RE = re.compile(r"[^A-Za-z0-9_-]")
+_MAX_NAME = 64  # what the OpenAI tools API accepts
+# Errors that mean "the connection is gone", as opposed to "the server said no".
+_TRANSPORT_ERRORS = (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream)
+_SESSION_GONE = frozenset({"Session terminated", "Session not found"})
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first interesting exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = (inner or list(exc.exceptions))[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    exc = _leaf(exc)
+    if isinstance(exc, MCPError):
+        return exc.message
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    exc = _leaf(exc)
+    if isinstance(exc, MCPError):
+        # A handshake-era server that restarted has forgotten our session (HTTP 404).
+        return exc.code == mcp_types.CONNECTION_CLOSED or (
+            exc.code == mcp_types.INVALID_REQUEST and exc.message in _SESSION_GONE
+        )
+    if isinstance(exc, RuntimeError) and "context manager" in str(exc):
+        return True  # the SDK's "Client must be used within an async context manager": closed under us
+    return isinstance(exc, _TRANSPORT_ERRORS) or type(exc).__module__.startswith(("httpx", "httpcore"))
+
+
+def _content_text(result: mcp_types.CallToolResult) -> str:
+    parts = []
+    for block in result.content:
+        text = getattr(block, "text", None)
+        parts.append(text if isinstance(text, str) else f"[{getattr(block, 'type', 'non-text')} content omitted]")
+    return "\n".join(parts)
+
+
+class McpConnection:
+    """One MCP server: connection lifecycle, tool discovery and tool calls.
+
+    ``reserved_names`` are names already taken (the local tools); a server tool with such a name
+    is published as ``f"{prefix or name}_{tool}"``. ``call_timeout`` bounds one call, including
+    waiting for a reconnect after a dropped connection. ``mode`` is the SDK's protocol negotiation
+    (``"auto"``; ``"legacy"`` forces the handshake-era protocol).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        reserved_names: Callable[[], Collection[str]] | Collection[str] = frozenset(),
+        prefix: str | None = None,
+        call_timeout: float = 30.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        mode: str = "auto",
+    ) -> None:
+        if backoff_initial <= 0 or backoff_max < backoff_initial:
+            raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
+        self.name = name
+        self.url = url
+        self.prefix = prefix or name
+        self.call_timeout = call_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.mode = mode
+        self._reserved = reserved_names
+        self._status = CONNECTING
+        self._last_error: str | None = None
+        self._client: Client | None = None
+        self._generation = 0  # bumped on every successful connect
+        self._tools: tuple[Tool, ...] = ()
+        self._connected = asyncio.Event()
+        self._broken = asyncio.Event()
+        self._refresh = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ever_connected = False
+        self._closing = False
+
+    # --- what other code reads -------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """``connected``, ``connecting`` (before the first attempt ends) or ``unavailable``."""
+        return self._status
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    def tools(self) -> list[Tool]:
+        """The server's tools now; empty while it is unreachable."""
+        return list(self._tools) if self._client is not None else []
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Whether the server is (or becomes) connected within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while self._client is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._connected.wait()
+            except TimeoutError:
+                return self._client is not None
+        return True
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the owner task (needs a running loop). Never blocks on the server."""
+        if self._closing:
+            raise RuntimeError(f"MCP connection {self.name} is closed")
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mcp:{self.name}")
+
+    async def close(self) -> None:
+        """Stop the owner task and wait for it (and its session) to finish. Idempotent."""
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            except Exception:  # a bug in the owner loop: report it, close anyway
+                log.exception("MCP connection %s failed", self.name)
+        self._unpublish()
+        self._status = UNAVAILABLE
+        self._last_error = "closed"
+
+    async def _run(self) -> None:
+        """The owner: one session task per connection attempt, backoff in between.
+
+        Each session task enters and leaves the SDK client itself. The owner stays outside every
+        anyio scope, so its own cancellation (close(), loop shutdown) is never mistaken for a
+        dropped connection: anyio's scopes uncancel the task that hosts them.
+        """
+        failures = 0
+        while True:
+            generation = self._generation
+            session = asyncio.get_running_loop().create_task(self._connect_once(), name=f"mcp:{self.name}:session")
+            try:
+                await asyncio.wait({session})
+            except asyncio.CancelledError:
+                session.cancel()
+                await asyncio.wait({session})
+                raise
+            error = self._session_error(session)
+            if self._generation != generation:
+                # It was connected: start the backoff afresh (its first, short step still keeps a
+                # server that accepts and then drops us from spinning this loop).
+                failures = 0
+                self._set_unavailable(error, lost=True)
+            else:
+                self._set_unavailable(error)
+            delay = min(self.backoff_max, self.backoff_initial * 2 ** min(failures, 32))
+            delay *= random.uniform(0.5, 1.0)  # jitter: many agents must not reconnect in step
+            failures += 1
+            log.debug("MCP server %s: next attempt in %.2fs", self.name, delay)
+            await asyncio.sleep(delay)
+
+    def _session_error(self, session: asyncio.Task[None]) -> str:
+        if session.cancelled():
+            return "connection cancelled"
+        exc = session.exception()
+        if exc is None:
+            return self._last_error or "the server closed the connection"
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc
+        return _describe(exc)
+
+    async def _connect_once(self) -> None:
+        """One connection, from handshake until it breaks. Returns or raises when it is over."""
+        self._broken = asyncio.Event()
+        self._refresh = asyncio.Event()
+        client = Client(
+            self.url,
+            message_handler=self._on_message,
+            read_timeout_seconds=self.call_timeout,
+            client_info=mcp_types.Implementation(name="msev15", version=__version__),
+            cache=None,  # tool lists are refetched on change; no stale listings
+            mode=self.mode,
+        )
+        async with client:
+            try:
+                async with anyio.create_task_group() as tg:
+                    # Listen first, then list: a change between the two cannot be missed.
+                    await tg.start(self._watch_listen, client)
+                    self._tools = await self._list_tools(client)
+                    self._publish(client)
+                    tg.start_soon(self._watch_refresh, client)
+                    await self._broken.wait()
+                    tg.cancel_scope.cancel()
+            finally:
+                self._unpublish()
+
+    def _publish(self, client: Client) -> None:
+        self._client = client
+        self._generation += 1
+        again = self._ever_connected
+        self._ever_connected = True
+        self._status = CONNECTED
+        self._last_error = None
+        self._connected.set()
+        log.info("MCP server %s %s at %s: %d tools (%s)", self.name, "reconnected" if again else "connected",
+                 self.url, len(self._tools), ", ".join(t.name for t in self._tools) or "none")
+
+    def _unpublish(self) -> None:
+        self._client = None
+        self._connected.clear()
+
+    def _set_unavailable(self, error: str, *, lost: bool = False) -> None:
+        first = self._status != UNAVAILABLE
+        self._status = UNAVAILABLE
+        self._last_error = error
+        if lost:
+            log.warning("MCP server %s lost (%s); reconnecting", self.name, error)
+        elif first:
+            log.warning("MCP server %s at %s unavailable (%s); running without its tools and retrying "
+                        "in the background", self.name, self.url, error)
+        else:
+            log.debug("MCP server %s still unavailable: %s", self.name, error)
+
+    def _lost(self, generation: int, error: str) -> None:
+        """A caller saw connection ``generation`` break: stop using it and let the owner reconnect."""
+        if generation == self._generation and self._client is not None:
+            self._last_error = error
+            self._unpublish()
+            self._broken.set()
+
+    # --- watching the server ----------------------------------------------------------------
+
+    async def _on_message(self, message: Any) -> None:
+        if getattr(message, "method", None) == "notifications/tools/list_changed":
+            self._refresh.set()
+        elif isinstance(message, Exception):
+            log.debug("MCP server %s transport note: %s", self.name, _describe(message))
+
+    async def _watch_listen(self, client: Client, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow tool-list changes; the stream ending means the server went away.
+
+        Reports started once the server has acknowledged the subscription (or cannot serve one).
+        """
+        started = False
+        try:
+            async with client.listen(tools_list_changed=True) as subscription:
+                task_status.started()
+                started = True
+                async for _event in subscription:
+                    self._refresh.set()
+            reason = "the server closed the connection"
+        except ListenNotSupportedError:
+            reason = None  # older protocol: list_changed comes to _on_message, loss shows on calls
+        except SubscriptionLost as exc:
+            reason = f"connection lost: {_describe(exc.__cause__ or exc)}"
+        except MCPError as exc:
+            reason = exc.message
+            if exc.code != mcp_types.CONNECTION_CLOSED and not started:
+                log.debug("MCP server %s does not serve subscriptions/listen: %s", self.name, exc.message)
+                reason = None
+        except Exception as exc:  # e.g. no acknowledgment within the read timeout
+            reason = f"subscription failed: {_describe(exc)}"
+        if not started:
+            task_status.started()
+        if reason is not None:
+            self._last_error = reason
+            self._broken.set()
+
+    async def _watch_refresh(self, client: Client) -> None:
+        while True:
+            await self._refresh.wait()
+            self._refresh.clear()
+            try:
+                self._tools = await self._list_tools(client)
+            except Exception as exc:  # a failing listing means a failing connection
+                self._last_error = f"tool list refresh failed: {_describe(exc)}"
+                self._broken.set()
+                return
+            log.info("MCP server %s tools changed: %s", self.name, ", ".join(t.name for t in self._tools) or "none")
+
+    # --- tools ------------------------------------------------------------------------------
+
+    def _reserved_names(self) -> Collection[str]:
+        return self._reserved() if callable(self._reserved) else self._reserved
+
+    async def _list_tools(self, client: Client) -> tuple[Tool, ...]:
+        specs: list[mcp_types.Tool] = []
+        cursor: str | None = None
+        for _ in range(100):  # a paginator that never ends must not hang us
+            page = await client.list_tools(cursor=cursor)
+            specs.extend(page.tools)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        reserved = self._reserved_names()
+        previous = {tool.name: tool for tool in self._tools}
+        tools: list[Tool] = []
+        taken: set[str] = set()
+        for spec in specs:
+            local = _NAME_RE.sub("_", spec.name)
+            if local in reserved:
+                local = f"{_NAME_RE.sub('_', self.prefix)}_{local}"
+            local = local[:_MAX_NAME]
+            if local in taken or local in reserved:
+                log.warning("MCP server %s: skipping tool %r, its name clashes with another tool", self.name, spec.name)
+                continue
+            description = spec.description or spec.title or spec.name
+            schema: Mapping[str, Any] = spec.input_schema or {"type": "object", "properties": {}}
+            old = previous.get(local)
+            if old is not None and (old.description, dict(old.parameters)) == (description, schema):
+                tool = old  # unchanged: keep the object (and anything cached against it)
+            else:
+                tool = Tool(local, description, schema, self._tool_func(spec.name), source=self.name)
+            taken.add(local)
+            tools.append(tool)
+        return tuple(tools)
+
+    def _tool_func(self, remote: str) -> ToolFunc:
+        async def call(ctx: ToolContext, args: dict[str, Any]) -> Any:
+            return await self.call_tool(remote, args)
+
+        call.__name__ = f"mcp_{remote}"
+        return call
+
+    async def call_tool(self, remote_name: str, args: dict[str, Any]) -> Any:
+        """Call a tool by its server-side name: structured content, else text.
+
+        Raises :class:`ToolError` for an error result, a refused request, or a server that stays
+        unreachable. A call that fails because the connection dropped is retried once after
+        reconnecting, within ``call_timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.call_timeout
+        error = self._last_error or "not connected"
+        for attempt in range(2):
+            if not await self.wait_connected(deadline - loop.time()):
+                break
+            client, generation = self._client, self._generation
+            if client is None:
+                continue
+            try:
+                result = await client.call_tool(remote_name, args)
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    message = exc.message if isinstance(exc, MCPError) else _describe(exc)
+                    raise ToolError(f"{self.name} server could not run {remote_name}: {message}") from None
+                error = _describe(exc)
+                log.info("MCP call %s on %s failed (%s)%s", remote_name, self.name, error,
+                         "; retrying after reconnect" if attempt == 0 else "")
+                self._lost(generation, error)
+                continue
+            return self._result(remote_name, result)
+        raise ToolError(f"{self.name} server unavailable: {self._last_error or error}")
+
+    @staticmethod
+    def _result(remote_name: str, result: mcp_types.CallToolResult) -> Any:
+        if result.is_error:
+            text = _content_text(result) or "the tool failed"
+            prefix = f"Error executing tool {remote_name}: "  # the SDK's wrapper adds nothing for the model
+            raise ToolError(text.removeprefix(prefix))
+        if result.structured_content is not None:
+            return result.structured_content
+        text = _content_text(result)
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text

@@ -1,0 +1,1 @@
+"""The reference complaints MCP server (``msev15 complaints-mcp``)."""

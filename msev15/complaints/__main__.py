@@ -1,0 +1,3 @@
+from msev15.complaints.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Running an MCP server's ASGI app on a socket with uvicorn, for the CLI and for tests.
+
+Two things differ from ``uvicorn.run``: logging is left to the process (``log_config=None``),
+and signals are handled without uvicorn's re-raise after shutdown, so SIGINT/SIGTERM end the
+process with exit code 0 after a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0 picks a free one).
+
+    ``SO_REUSEADDR`` lets a server that was stopped bind the same port again at once.
+    Raises ``OSError`` with the address in the message when the port is taken.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve host {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    # The real protocol number matters: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto is IPPROTO_TCP, and without it every keep-alive response waits ~40 ms for an ACK.
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class McpHttpServer(uvicorn.Server):
+    """``uvicorn.Server`` for an MCP app.
+
+    ``before_shutdown`` runs when shutdown starts (e.g. to end long-lived listen streams, which
+    would otherwise hold the graceful shutdown open until ``graceful_timeout``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        handle_signals: bool = False,
+        before_shutdown: Callable[[], None] | None = None,
+        graceful_timeout: float = 5.0,
+        log_level: str = "info",
+    ) -> None:
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            log_level=log_level.lower(),
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=max(1, round(graceful_timeout)),
+        )
+        super().__init__(config)
+        self._handle_signals = handle_signals
+        self._before_shutdown = before_shutdown
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._before_shutdown is not None:
+            self._before_shutdown()
+        await super().shutdown(sockets=sockets)
+
+    def crash(self) -> None:
+        """Stop accepting and drop every open connection at once, as a killed process would.
+
+        For tests; follow it with ``should_exit = True`` to let the task finish.
+        """
+        for server in getattr(self, "servers", ()):
+            server.close()
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
