@@ -36,10 +36,10 @@ _RESOLUTION = re.compile(r"(?:resolution|resolved with|because|note)\s*[:=]?\s*(
 _GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|greetings)\b", re.I)
 _THANKS = re.compile(r"\b(thanks|thank you|cheers)\b", re.I)
 
-_CATEGORIES = {
-    "delivery": ("late", "deliver", "shipping", "arriv", "lost", "parcel", "package", "courier"),
-    "billing": ("charge", "bill", "refund", "invoice", "payment", "overcharg"),
+_CATEGORIES = {  # first match wins: "arrived damaged" is about the product, not the delivery
     "product": ("broken", "damaged", "defect", "faulty", "quality", "wrong item"),
+    "billing": ("charge", "bill", "refund", "invoice", "payment", "overcharg"),
+    "delivery": ("late", "deliver", "shipping", "arriv", "lost", "parcel", "package", "courier"),
     "service": ("rude", "support", "service", "agent", "wait"),
 }
 
