@@ -31,9 +31,10 @@ class SettingsError(ValueError):
 
 
 # --- parsers: take the raw string, return the value or raise ValueError(expected) ---------------
+# (shared with the escalation service's settings)
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
+def int_between(lo: int, hi: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
             value = int(raw.strip())
@@ -46,7 +47,7 @@ def _int(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _float(lo: float, hi: float) -> Callable[[str], float]:
+def float_between(lo: float, hi: float) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         try:
             value = float(raw.strip())
@@ -59,7 +60,7 @@ def _float(lo: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
-def _bool(raw: str) -> bool:
+def boolean(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
@@ -68,11 +69,11 @@ def _bool(raw: str) -> bool:
     raise ValueError("true or false")
 
 
-def _str(raw: str) -> str:
+def stripped(raw: str) -> str:
     return raw.strip()
 
 
-def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
+def one_of(*choices: str, upper: bool = False) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().upper() if upper else raw.strip().lower()
         if value not in choices:
@@ -82,7 +83,7 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
     return parse
 
 
-def _url(raw: str) -> str:
+def http_url(raw: str) -> str:
     value = raw.strip()
     if not value:
         return ""
@@ -134,7 +135,7 @@ def _domains(raw: str) -> tuple[str, ...]:
     return items
 
 
-def _text(raw: str) -> str:
+def single_line(raw: str) -> str:
     value = raw.strip()
     if "\r" in value or "\n" in value:
         raise ValueError("a single line of text")
@@ -147,7 +148,7 @@ class Var:
     default: str
     parse: Callable[[str], Any]
     doc: str
-    group: str
+    group: str = ""
     secret: bool = False
 
     @property
@@ -158,57 +159,57 @@ class Var:
 _S, _L, _A, _M, _D, _E, _G = "Server", "LLM", "Agent", "MCP", "Orders", "Email", "Logging"
 
 VARIABLES: tuple[Var, ...] = (
-    Var("SERVER_HOST", "0.0.0.0", _str, "Interface to bind.", _S),
-    Var("SERVER_PORT", "9080", _int(1, 65535), "TCP port to listen on.", _S),
-    Var("LOG_LEVEL", "INFO", _choice(*LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL.", _S),
-    Var("ENABLE_CORS", "true", _bool, "Send CORS headers (aiohttp-cors).", _S),
+    Var("SERVER_HOST", "0.0.0.0", stripped, "Interface to bind.", _S),
+    Var("SERVER_PORT", "9080", int_between(1, 65535), "TCP port to listen on.", _S),
+    Var("LOG_LEVEL", "INFO", one_of(*LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL.", _S),
+    Var("ENABLE_CORS", "true", boolean, "Send CORS headers (aiohttp-cors).", _S),
     Var("CORS_ORIGINS", "*", _origins, "'*' or a comma-separated list of allowed origins.", _S),
-    Var("ENABLE_RATE_LIMITING", "false", _bool, "Per-IP sliding-window rate limiting.", _S),
-    Var("RATE_LIMIT_PER_MINUTE", "100", _int(1, 1_000_000), "Requests per client IP per 60 s window.", _S),
+    Var("ENABLE_RATE_LIMITING", "false", boolean, "Per-IP sliding-window rate limiting.", _S),
+    Var("RATE_LIMIT_PER_MINUTE", "100", int_between(1, 1_000_000), "Requests per client IP per 60 s window.", _S),
     Var("TRUSTED_PROXIES", "", _networks, "Proxies whose X-Forwarded-For is believed (IPs or CIDRs).", _S),
-    Var("SHUTDOWN_TIMEOUT_SECONDS", "30", _float(0.1, 3600), "How long in-flight turns may run after SIGTERM.", _S),
-    Var("MAX_BODY_BYTES", "1048576", _int(1024, 64 * 1024 * 1024), "Largest accepted request body.", _S),
+    Var("SHUTDOWN_TIMEOUT_SECONDS", "30", float_between(0.1, 3600), "How long in-flight turns may run after SIGTERM.", _S),
+    Var("MAX_BODY_BYTES", "1048576", int_between(1024, 64 * 1024 * 1024), "Largest accepted request body.", _S),
     Var("REDOC_JS_URL", "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
-        _url, "Where /redoc loads ReDoc from (point it at a mirror when offline).", _S),
-    Var("LLM_PROVIDER", "auto", _choice(*PROVIDERS), "auto, azure, openai or offline.", _A),
-    Var("AZURE_AI_PROJECT_ENDPOINT", "", _url, "Azure AI project endpoint (informational).", _L),
-    Var("AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME", "gpt-4o", _text, "Azure OpenAI deployment to call.", _L),
-    Var("AZURE_OPENAI_ENDPOINT", "", _url, "Azure OpenAI resource endpoint.", _L),
-    Var("AZURE_OPENAI_API_KEY", "", _str, "Azure OpenAI API key.", _L, secret=True),
-    Var("AZURE_OPENAI_API_VERSION", "2024-10-21", _text, "Azure OpenAI API version.", _L),
-    Var("OPENAI_BASE_URL", "", _url, "OpenAI-compatible base URL (OpenAI, Ollama, vLLM, llama.cpp).", _L),
-    Var("OPENAI_API_KEY", "", _str, "API key for the OpenAI-compatible endpoint.", _L, secret=True),
-    Var("OPENAI_MODEL", "gpt-4o-mini", _text, "Model name for the OpenAI-compatible endpoint.", _L),
-    Var("LLM_MAX_RETRIES", "2", _int(0, 10), "Retries of transient model errors (429, 5xx, timeouts).", _L),
-    Var("LLM_TIMEOUT_SECONDS", "60", _float(1, 600), "Timeout of one model request.", _L),
-    Var("SYSTEM_PROMPT_FILE", "", _str, "File with the agent's system prompt (built-in one if empty).", _A),
-    Var("AGENT_MAX_CONCURRENT_TURNS", "100", _int(1, 100_000), "Turns of different sessions run at once.", _A),
-    Var("AGENT_MAX_TOOL_ROUNDS", "8", _int(1, 50), "Model/tool round trips in one turn.", _A),
-    Var("TOOL_TIMEOUT_SECONDS", "30", _float(0.1, 600), "Timeout of one tool call.", _A),
-    Var("SESSION_TTL_SECONDS", "86400", _int(1, 365 * 86400), "Idle sessions expire after this long.", _A),
-    Var("SESSION_MAX_CONTEXT_MESSAGES", "40", _int(1, 1000), "History messages sent to the model.", _A),
-    Var("MAX_MESSAGE_CHARS", "16000", _int(1, 1_000_000), "Longest accepted user message.", _A),
-    Var("MCP_SERVER_URL", "http://localhost:8000/mcp", _url, "Complaints MCP server (Streamable HTTP).", _M),
-    Var("MCP_SERVER_REQUIRED", "false", _bool, "Refuse readiness (and start-up) without the MCP server.", _M),
-    Var("MCP_CONNECT_TIMEOUT_SECONDS", "10", _float(0.1, 600), "Wait at start when MCP is required.", _M),
-    Var("ESCALATION_MCP_URL", "", _url, "EscalationComms MCP server (adds the sendemail tool).", _M),
-    Var("ORDER_DB_PATH", "./data/orders.db", _str, "SQLite file of the orders.", _D),
-    Var("ORDER_DB_SEED", "true", _bool, "Seed demo orders for the default tenant on an empty database.", _D),
-    Var("SMTP_SERVER", "", _text, "SMTP host; empty writes mail to EMAIL_OUTBOX_DIR instead.", _E),
-    Var("SMTP_PORT", "587", _int(1, 65535), "587 STARTTLS, 465 implicit TLS, other ports plain.", _E),
+        http_url, "Where /redoc loads ReDoc from (point it at a mirror when offline).", _S),
+    Var("LLM_PROVIDER", "auto", one_of(*PROVIDERS), "auto, azure, openai or offline.", _A),
+    Var("AZURE_AI_PROJECT_ENDPOINT", "", http_url, "Azure AI project endpoint (informational).", _L),
+    Var("AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME", "gpt-4o", single_line, "Azure OpenAI deployment to call.", _L),
+    Var("AZURE_OPENAI_ENDPOINT", "", http_url, "Azure OpenAI resource endpoint.", _L),
+    Var("AZURE_OPENAI_API_KEY", "", stripped, "Azure OpenAI API key.", _L, secret=True),
+    Var("AZURE_OPENAI_API_VERSION", "2024-10-21", single_line, "Azure OpenAI API version.", _L),
+    Var("OPENAI_BASE_URL", "", http_url, "OpenAI-compatible base URL (OpenAI, Ollama, vLLM, llama.cpp).", _L),
+    Var("OPENAI_API_KEY", "", stripped, "API key for the OpenAI-compatible endpoint.", _L, secret=True),
+    Var("OPENAI_MODEL", "gpt-4o-mini", single_line, "Model name for the OpenAI-compatible endpoint.", _L),
+    Var("LLM_MAX_RETRIES", "2", int_between(0, 10), "Retries of transient model errors (429, 5xx, timeouts).", _L),
+    Var("LLM_TIMEOUT_SECONDS", "60", float_between(1, 600), "Timeout of one model request.", _L),
+    Var("SYSTEM_PROMPT_FILE", "", stripped, "File with the agent's system prompt (built-in one if empty).", _A),
+    Var("AGENT_MAX_CONCURRENT_TURNS", "100", int_between(1, 100_000), "Turns of different sessions run at once.", _A),
+    Var("AGENT_MAX_TOOL_ROUNDS", "8", int_between(1, 50), "Model/tool round trips in one turn.", _A),
+    Var("TOOL_TIMEOUT_SECONDS", "30", float_between(0.1, 600), "Timeout of one tool call.", _A),
+    Var("SESSION_TTL_SECONDS", "86400", int_between(1, 365 * 86400), "Idle sessions expire after this long.", _A),
+    Var("SESSION_MAX_CONTEXT_MESSAGES", "40", int_between(1, 1000), "History messages sent to the model.", _A),
+    Var("MAX_MESSAGE_CHARS", "16000", int_between(1, 1_000_000), "Longest accepted user message.", _A),
+    Var("MCP_SERVER_URL", "http://localhost:8000/mcp", http_url, "Complaints MCP server (Streamable HTTP).", _M),
+    Var("MCP_SERVER_REQUIRED", "false", boolean, "Refuse readiness (and start-up) without the MCP server.", _M),
+    Var("MCP_CONNECT_TIMEOUT_SECONDS", "10", float_between(0.1, 600), "Wait at start when MCP is required.", _M),
+    Var("ESCALATION_MCP_URL", "", http_url, "EscalationComms MCP server (adds the sendemail tool).", _M),
+    Var("ORDER_DB_PATH", "./data/orders.db", stripped, "SQLite file of the orders.", _D),
+    Var("ORDER_DB_SEED", "true", boolean, "Seed demo orders for the default tenant on an empty database.", _D),
+    Var("SMTP_SERVER", "", single_line, "SMTP host; empty writes mail to EMAIL_OUTBOX_DIR instead.", _E),
+    Var("SMTP_PORT", "587", int_between(1, 65535), "587 STARTTLS, 465 implicit TLS, other ports plain.", _E),
     Var("SENDER_EMAIL", "", _email, "From address (and SMTP login).", _E),
-    Var("SENDER_PASSWORD", "", _str, "SMTP password; login is skipped when empty.", _E, secret=True),
-    Var("SENDER_NAME", "Customer Service", _text, "Display name of the From address.", _E),
-    Var("EMAIL_OUTBOX_DIR", "./data/outbox", _str, "Folder of .eml files when no SMTP server is set.", _E),
-    Var("EMAIL_MAX_RECIPIENTS", "20", _int(1, 1000), "Most recipients (to+cc+bcc) per message.", _E),
+    Var("SENDER_PASSWORD", "", stripped, "SMTP password; login is skipped when empty.", _E, secret=True),
+    Var("SENDER_NAME", "Customer Service", single_line, "Display name of the From address.", _E),
+    Var("EMAIL_OUTBOX_DIR", "./data/outbox", stripped, "Folder of .eml files when no SMTP server is set.", _E),
+    Var("EMAIL_MAX_RECIPIENTS", "20", int_between(1, 1000), "Most recipients (to+cc+bcc) per message.", _E),
     Var("EMAIL_ALLOWED_DOMAINS", "", _domains, "If set, only these recipient domains are allowed.", _E),
-    Var("EMAIL_ATTACHMENTS_DIR", "./data/attachments", _str, "The only folder attachments may come from.", _E),
-    Var("EMAIL_MAX_ATTACHMENT_BYTES", "10485760", _int(1, 100 * 1024 * 1024), "Largest attachment.", _E),
-    Var("SMTP_TIMEOUT_SECONDS", "30", _float(0.1, 600), "Timeout of one SMTP operation.", _E),
-    Var("LOG_TO_FILE", "true", _bool, "Also write logs to a rotating file.", _G),
-    Var("LOG_FILE_PATH", "./logs/app.log", _str, "Log file (its folder is created).", _G),
-    Var("LOG_MAX_SIZE_MB", "100", _int(1, 100_000), "Rotate the log file at this size.", _G),
-    Var("LOG_BACKUP_COUNT", "5", _int(0, 1000), "Rotated log files kept.", _G),
+    Var("EMAIL_ATTACHMENTS_DIR", "./data/attachments", stripped, "The only folder attachments may come from.", _E),
+    Var("EMAIL_MAX_ATTACHMENT_BYTES", "10485760", int_between(1, 100 * 1024 * 1024), "Largest attachment.", _E),
+    Var("SMTP_TIMEOUT_SECONDS", "30", float_between(0.1, 600), "Timeout of one SMTP operation.", _E),
+    Var("LOG_TO_FILE", "true", boolean, "Also write logs to a rotating file.", _G),
+    Var("LOG_FILE_PATH", "./logs/app.log", stripped, "Log file (its folder is created).", _G),
+    Var("LOG_MAX_SIZE_MB", "100", int_between(1, 100_000), "Rotate the log file at this size.", _G),
+    Var("LOG_BACKUP_COUNT", "5", int_between(0, 1000), "Rotated log files kept.", _G),
 )
 
 
@@ -271,20 +272,7 @@ class Settings:
 
         Raises :class:`SettingsError` listing every bad variable at once.
         """
-        environ = os.environ if environ is None else environ
-        file_values = read_env_file(env_file) if env_file else {}
-        values: dict[str, Any] = {}
-        problems: list[str] = []
-        for var in VARIABLES:
-            raw = environ.get(var.name, file_values.get(var.name, var.default))
-            try:
-                values[var.attr] = var.parse(raw)
-            except ValueError as exc:
-                shown = MASK if var.secret else raw
-                problems.append(f"{var.name} must be {exc}, got {shown!r}")
-        if problems:
-            raise SettingsError(problems)
-        return cls(**values)
+        return cls(**parse_variables(VARIABLES, environ, env_file))
 
     @classmethod
     def defaults(cls, **overrides: Any) -> Settings:
@@ -338,6 +326,31 @@ class Settings:
         if self.system_prompt_file and not Path(self.system_prompt_file).is_file():
             found.append(f"SYSTEM_PROMPT_FILE must be a readable file, got {self.system_prompt_file!r}")
         return found
+
+
+def parse_variables(variables: tuple[Var, ...], environ: Mapping[str, str] | None,
+                    env_file: str | Path | None) -> dict[str, Any]:
+    """Values by attribute name: environment, then the .env file, then the default.
+
+    Raises :class:`SettingsError` with one line per bad variable, secrets masked.
+    """
+    environ = os.environ if environ is None else environ
+    file_values = read_env_file(env_file) if env_file else {}
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for var in variables:
+        raw = environ.get(var.name, file_values.get(var.name, var.default))
+        try:
+            values[var.attr] = var.parse(raw)
+        except ValueError as exc:
+            shown = MASK if var.secret else raw
+            # A parser may explain the problem in a full sentence ("Invalid ...") instead of
+            # naming what is expected.
+            problems.append(f"{var.name}: {exc} (got {shown!r})" if str(exc).startswith("Invalid")
+                            else f"{var.name} must be {exc}, got {shown!r}")
+    if problems:
+        raise SettingsError(problems)
+    return values
 
 
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")

@@ -12,17 +12,16 @@ import base64
 import binascii
 import dataclasses
 import ipaddress
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from msev15.config import MASK, SettingsError, read_env_file
+from msev15.config import (LOG_LEVELS, MASK, SettingsError, Var, float_between, int_between, one_of, parse_variables,
+                           single_line, stripped)
 from msev15.escalation.models import EMAIL_RE
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PROFILES = ("dev", "prod")
 BACKENDS = ("acs", "smtp", "outbox")
 
@@ -30,54 +29,7 @@ __all__ = ["VARIABLES", "EscalationSettings", "SettingsError", "AcsConnection", 
            "load_settings"]
 
 
-# --- parsers: take the raw string, return the value or raise ValueError(expected) ---------------
-
-
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            value = None
-        if value is None or not lo <= value <= hi:
-            raise ValueError(f"an integer between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _float(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            value = None
-        if value is None or value != value or not lo <= value <= hi:
-            raise ValueError(f"a number between {lo:g} and {hi:g}")
-        return value
-
-    return parse
-
-
-def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().upper() if upper else raw.strip().lower()
-        if value not in choices:
-            raise ValueError("one of " + ", ".join(choices))
-        return value
-
-    return parse
-
-
-def _str(raw: str) -> str:
-    return raw.strip()
-
-
-def _line(raw: str) -> str:
-    value = raw.strip()
-    if "\r" in value or "\n" in value:
-        raise ValueError("a single line of text")
-    return value
+# --- parsers of our own (the common ones come from msev15.config) ---------------------------
 
 
 def _required_path(raw: str) -> str:
@@ -173,37 +125,24 @@ def _acs(raw: str) -> str:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Var:
-    name: str
-    default: str
-    parse: Callable[[str], Any]
-    doc: str
-    secret: bool = False
-
-    @property
-    def attr(self) -> str:
-        return self.name.lower()
-
-
 VARIABLES: tuple[Var, ...] = (
-    Var("PROFILE", "dev", _choice(*PROFILES), "dev or prod; prod refuses the file outbox and plain-http ACS."),
-    Var("HOST", "0.0.0.0", _line, "Interface to bind."),
-    Var("PORT", "8078", _int(0, 65535), "TCP port of /mcp, /health and /metrics (0 picks a free one)."),
-    Var("LOG_LEVEL", "INFO", _choice(*LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    Var("PROFILE", "dev", one_of(*PROFILES), "dev or prod; prod refuses the file outbox and plain-http ACS."),
+    Var("HOST", "0.0.0.0", single_line, "Interface to bind."),
+    Var("PORT", "8078", int_between(0, 65535), "TCP port of /mcp, /health and /metrics (0 picks a free one)."),
+    Var("LOG_LEVEL", "INFO", one_of(*LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     Var("AZURE_COMMUNICATION_CONNECTION_STRING", "", _acs,
         "ACS connection string; when set, mail goes through Azure Communication Services.", secret=True),
     Var("SENDER_EMAIL", "noreply@bankx.com", _email, "From address (and SMTP login)."),
-    Var("SENDER_NAME", "BankX Support", _line, "Display name of the From address."),
+    Var("SENDER_NAME", "BankX Support", single_line, "Display name of the From address."),
     Var("SUPPORT_TEAM_EMAIL", "support@bankx.com", _email, "Where the internal ticket email goes."),
-    Var("EMAIL_RETRY_COUNT", "3", _int(1, 10), "Delivery attempts per message."),
-    Var("EMAIL_TIMEOUT_SECONDS", "30", _float(0.1, 600), "Time budget of one sendemail call, retries included."),
-    Var("EMAIL_RETRY_BASE_SECONDS", "1.0", _float(0, 60), "First backoff delay; doubles on each retry."),
+    Var("EMAIL_RETRY_COUNT", "3", int_between(1, 10), "Delivery attempts per message."),
+    Var("EMAIL_TIMEOUT_SECONDS", "30", float_between(0.1, 600), "Time budget of one sendemail call, retries included."),
+    Var("EMAIL_RETRY_BASE_SECONDS", "1.0", float_between(0, 60), "First backoff delay; doubles on each retry."),
     Var("TICKET_BASE_URL", "https://bankx.com/support/tickets", _base_url, "Customer's ticket tracking link prefix."),
     Var("ADMIN_TICKET_BASE_URL", "https://bankx.com/admin/tickets", _base_url, "Support team's dashboard link prefix."),
-    Var("SMTP_SERVER", "", _line, "SMTP host (used when no ACS connection string is set)."),
-    Var("SMTP_PORT", "587", _int(1, 65535), "587 STARTTLS, 465 implicit TLS, other ports plain."),
-    Var("SENDER_PASSWORD", "", _str, "SMTP password; login is skipped when empty.", secret=True),
+    Var("SMTP_SERVER", "", single_line, "SMTP host (used when no ACS connection string is set)."),
+    Var("SMTP_PORT", "587", int_between(1, 65535), "587 STARTTLS, 465 implicit TLS, other ports plain."),
+    Var("SENDER_PASSWORD", "", stripped, "SMTP password; login is skipped when empty.", secret=True),
     Var("EMAIL_OUTBOX_DIR", "./data/outbox", _required_path, "Folder of .eml files when neither ACS nor SMTP is set."),
     Var("ESCALATION_DB_PATH", "./data/escalation.db", _required_path, "SQLite file of delivery records."),
 )
@@ -237,21 +176,7 @@ class EscalationSettings:
 
         Raises :class:`SettingsError` listing every bad variable (and cross-field problem) at once.
         """
-        environ = os.environ if environ is None else environ
-        file_values = read_env_file(env_file) if env_file else {}
-        values: dict[str, Any] = {}
-        problems: list[str] = []
-        for var in VARIABLES:
-            raw = environ.get(var.name, file_values.get(var.name, var.default))
-            try:
-                values[var.attr] = var.parse(raw)
-            except ValueError as exc:
-                shown = MASK if var.secret else raw
-                problems.append(f"{var.name} must be {exc}, got {shown!r}" if not str(exc).startswith("Invalid")
-                                else f"{var.name}: {exc} (got {shown!r})")
-        if problems:
-            raise SettingsError(problems)
-        settings = cls(**values)
+        settings = cls(**parse_variables(VARIABLES, environ, env_file))
         problems = settings.problems()
         if problems:
             raise SettingsError(problems)
