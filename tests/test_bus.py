@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from msev15 import keys
 from msev15.events.bus import BusClosed, EventBus
 from msev15.events.types import Token, TurnCompleted, TurnFailed, TurnRequested, to_wire
 
@@ -119,3 +120,38 @@ def test_wire_format_type_first() -> None:
     failed = to_wire(TurnFailed("t1", "tenant", "s1", "req", "llm_error", "boom", 502))
     assert failed == {"type": "error", "error": "llm_error", "message": "boom", "request_id": "req", "session_id": "s1"}
     assert to_wire(_turn()) is None
+
+
+async def test_wants_tells_whether_anyone_listens() -> None:
+    bus = EventBus()
+    assert not bus.wants(Token, "t1")
+    with bus.subscribe(turn_id="t1", types=(TurnCompleted, TurnFailed)):
+        assert not bus.wants(Token, "t1")  # a plain /chat waits for the end only
+        assert bus.wants(TurnCompleted, "t1")
+        with bus.subscribe(turn_id="t1"):
+            assert bus.wants(Token, "t1") and not bus.wants(Token, "t2")
+    with bus.subscribe(types=(Token,)):
+        assert bus.wants(Token, "any")
+
+
+async def test_plain_chat_publishes_no_token_events(service) -> None:
+    client = await service()
+    bus = client.app[keys.BUS]
+    before = bus.published
+    resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "hello"})
+    assert resp.status == 200 and len((await resp.json())["message"].split()) > 5
+    assert bus.published - before == 2  # TurnRequested + TurnCompleted, no tokens
+
+
+async def test_slow_reader_backlog_is_compacted() -> None:
+    bus = EventBus()
+    with bus.subscribe(turn_id="t1") as sub:
+        for i in range(5000):
+            bus.publish(_token("t1", str(i)))
+        for i in range(3000):
+            assert sub.get_nowait().content == str(i)
+        assert sub.pending() == 2000 and len(sub._items) < 5000  # read events were dropped
+        rest = [sub.get_nowait().content for _ in range(2000)]
+        assert rest[0] == "3000" and rest[-1] == "4999" and sub._items == []
+        with pytest.raises(IndexError):
+            sub.get_nowait()

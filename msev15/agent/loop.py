@@ -55,7 +55,9 @@ async def run_turn(
     history: list[dict[str, Any]],
     max_rounds: int,
     publish: Callable[[TurnEvent], None],
+    publish_tokens: bool = True,
 ) -> TurnOutcome:
+    """Run one turn. ``publish_tokens=False`` skips token events nobody listens to (plain /chat)."""
     ids = (turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id)
     ctx = ToolContext(turn.tenant_id, turn.session_id, turn.request_id)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}, *history,
@@ -70,7 +72,8 @@ async def run_turn(
         async for item in provider.stream(messages, schemas):
             if type(item) is str:
                 streamed.append(item)
-                publish(Token(*ids, item))
+                if publish_tokens:
+                    publish(Token(*ids, item))
             else:
                 reply = item
         assert reply is not None, "a provider must end its stream with a ModelReply"
@@ -99,9 +102,8 @@ async def run_turn(
             steps.append(tool_message)
 
     # Out of rounds: tell the user plainly instead of failing the turn.
-    if streamed and not streamed[-1].endswith((" ", "\n")):
-        streamed.append("\n\n")
-        publish(Token(*ids, "\n\n"))
-    streamed.append(TOO_MANY_ROUNDS)
-    publish(Token(*ids, TOO_MANY_ROUNDS))
+    tail = ("\n\n" if streamed and not streamed[-1].endswith((" ", "\n")) else "") + TOO_MANY_ROUNDS
+    streamed.append(tail)
+    if publish_tokens:
+        publish(Token(*ids, tail))
     return TurnOutcome("".join(streamed), steps, usage)

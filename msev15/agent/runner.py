@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 
 from msev15 import logs
 from msev15.agent.loop import run_turn
 from msev15.agent.providers.base import LLMError, Provider
 from msev15.agent.tools.registry import ToolRegistry
 from msev15.events.bus import EventBus
-from msev15.events.types import TurnCompleted, TurnFailed, TurnRequested
+from msev15.events.types import Token, TurnCompleted, TurnFailed, TurnRequested
 from msev15.store.sessions import SessionStore
 
 log = logging.getLogger("agent.runner")
@@ -51,7 +50,7 @@ class AgentRunner:
         self.max_rounds = max_rounds
         self.context_messages = context_messages
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._lanes: dict[tuple[str, str], deque[TurnRequested]] = {}
+        self._lanes: dict[tuple[str, str], list[TurnRequested]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._sub = bus.subscribe(types=(TurnRequested,))
@@ -77,23 +76,23 @@ class AgentRunner:
         if lane is not None:
             lane.append(turn)
             return
-        lane = self._lanes[key] = deque((turn,))
+        lane = self._lanes[key] = [turn]  # a list: lighter than a deque for one or two turns
         task = asyncio.create_task(self._run_lane(key, lane), name=f"agent:lane:{turn.tenant_id}/{turn.session_id}")
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._lane_done(key, lane, t))
 
-    def _lane_done(self, key: tuple[str, str], lane: deque[TurnRequested], task: asyncio.Task[None]) -> None:
+    def _lane_done(self, key: tuple[str, str], lane: list[TurnRequested], task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if self._lanes.get(key) is lane:  # cancelled before its first step: its finally never ran
             del self._lanes[key]
             for turn in lane:
                 self._fail(turn, "shutting_down", SHUTTING_DOWN, 503)
 
-    async def _run_lane(self, key: tuple[str, str], lane: deque[TurnRequested]) -> None:
+    async def _run_lane(self, key: tuple[str, str], lane: list[TurnRequested]) -> None:
         try:
             while lane:
                 await self._run_turn(lane[0])
-                lane.popleft()
+                del lane[0]
         finally:
             del self._lanes[key]
             # Only non-empty when the lane was cancelled: those turns never ran.
@@ -113,6 +112,7 @@ class AgentRunner:
                     history=self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages),
                     max_rounds=self.max_rounds,
                     publish=self.bus.publish,
+                    publish_tokens=self.bus.wants(Token, turn.turn_id),
                 )
             except asyncio.CancelledError:
                 # The lane's finally fails this turn (it is still lane[0]).

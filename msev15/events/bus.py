@@ -23,27 +23,60 @@ class BusClosed(RuntimeError):
 
 
 class Subscription:
-    __slots__ = ("_bus", "_queue", "types", "turn_id", "closed")
+    """One subscriber's queue: a list read from a moving head, and one waiter at a time.
+
+    Lighter than ``asyncio.Queue`` (which keeps several internal deques per instance): with
+    thousands of open streams the per-subscription cost shows up in RSS.
+    """
+
+    __slots__ = ("_bus", "_items", "_head", "_waiter", "types", "turn_id", "closed")
 
     def __init__(self, bus: EventBus, types: tuple[type, ...] | None, turn_id: str | None) -> None:
         self._bus = bus
-        self._queue: asyncio.Queue[TurnEvent] = asyncio.Queue()
+        self._items: list[TurnEvent] = []
+        self._head = 0
+        self._waiter: asyncio.Future[None] | None = None
         self.types = types
         self.turn_id = turn_id
         self.closed = False
 
+    def wants(self, kind: type) -> bool:
+        return self.types is None or issubclass(kind, self.types)
+
     def deliver(self, event: TurnEvent) -> None:
         if self.types is None or isinstance(event, self.types):
-            self._queue.put_nowait(event)
+            self._items.append(event)
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def get(self) -> TurnEvent:
-        return await self._queue.get()
+        while self._head >= len(self._items):
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.get_nowait()
 
     def get_nowait(self) -> TurnEvent:
-        return self._queue.get_nowait()
+        """The next event; IndexError when there is none."""
+        items, head = self._items, self._head
+        if head >= len(items):
+            raise IndexError("no event pending")
+        event = items[head]
+        head += 1
+        if head == len(items):  # caught up: start over, keeping the list short
+            items.clear()
+            head = 0
+        elif head >= 1024 and head * 2 >= len(items):  # a slow reader: drop what was read
+            del items[:head]
+            head = 0
+        self._head = head
+        return event
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._items) - self._head
 
     def close(self) -> None:
         if not self.closed:
@@ -58,7 +91,7 @@ class Subscription:
 
     async def __aiter__(self) -> AsyncIterator[TurnEvent]:
         while True:
-            yield await self._queue.get()
+            yield await self.get()
 
 
 class EventBus:
@@ -107,6 +140,11 @@ class EventBus:
             self._in_flight.discard(event.turn_id)
             if not self._in_flight:
                 self._idle.set()
+
+    def wants(self, kind: type, turn_id: str) -> bool:
+        """Does any subscription take events of ``kind`` for this turn? (Skip building them if not.)"""
+        return any(sub.wants(kind) for sub in self._global) or any(
+            sub.wants(kind) for sub in self._by_turn.get(turn_id, ()))
 
     @property
     def in_flight(self) -> int:
