@@ -17,19 +17,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-class Message:
-    """One stored message. ``extra`` holds tool calls (assistant) or the call id (tool)."""
+class Message(NamedTuple):
+    """One stored message. ``extra`` holds tool calls (assistant) or the call id (tool).
 
-    __slots__ = ("role", "content", "ts", "extra")
+    A tuple, not an object: the garbage collector stops tracking tuples of plain values, so a
+    large store does not lengthen every full collection.
+    """
 
-    def __init__(self, role: str, content: str | None, ts: float, extra: Any = None) -> None:
-        self.role = role
-        self.content = content
-        self.ts = ts
-        self.extra = extra
+    role: str
+    content: str | None
+    ts: float
+    extra: Any = None
 
     @property
     def visible(self) -> bool:
@@ -122,13 +123,19 @@ class SessionStore:
         return session.visible_count
 
     def page(self, tenant_id: str, limit: int, offset: int) -> Page:
-        """Newest activity first. Cost is O(offset + limit), never a sort of the tenant."""
+        """Newest activity first. Cost is O(min(offset, total - offset) + limit), never a sort."""
         self._expire_tenant(tenant_id, self._clock() - self.ttl)
         sessions = self._tenants.get(tenant_id)
         if not sessions:
             return Page(0, [])
-        window = itertools.islice(reversed(sessions.values()), offset, offset + limit)
-        return Page(len(sessions), list(window))
+        total = len(sessions)
+        if offset * 2 <= total:  # walk from whichever end is nearer
+            window = list(itertools.islice(reversed(sessions.values()), offset, offset + limit))
+        else:
+            stop = max(0, total - offset)
+            window = list(itertools.islice(sessions.values(), max(0, stop - limit), stop))
+            window.reverse()
+        return Page(total, window)
 
     def delete(self, tenant_id: str, session_id: str) -> int | None:
         """Remove a session; the number of visible messages deleted, or None if unknown."""
