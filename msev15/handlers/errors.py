@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from msev15 import logs
+from msev15.ids import new_id
 
 log = logging.getLogger("api.errors")
 
@@ -26,8 +27,16 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
+_now_cache: tuple[int, str] = (0, "")
+
+
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """The current UTC time to the second, formatted once per second (it is on every response)."""
+    global _now_cache
+    second = int(time.time())
+    if _now_cache[0] != second:
+        _now_cache = (second, iso(second))
+    return _now_cache[1]
 
 
 def iso(ts: float) -> str:
@@ -80,7 +89,7 @@ EXTRA_HEADERS = web.RequestKey("msev15.extra_headers", dict)
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    request_id = supplied if _REQUEST_ID.match(supplied) else new_id()
     logs.bind(request_id=request_id, session_id="-", tenant_id="-")
     request[EXTRA_HEADERS] = {REQUEST_ID_HEADER: request_id}
     return await handler(request)

@@ -100,6 +100,7 @@ class ToolRegistry:
         if tool.name in self._local:
             raise ValueError(f"duplicate tool name {tool.name!r}")
         self._local[tool.name] = tool
+        self._schema_cache = ((), [])
 
     def add_many(self, tools: Iterable[Tool]) -> None:
         for tool in tools:
@@ -122,6 +123,8 @@ class ToolRegistry:
 
     def schemas(self) -> list[dict[str, Any]]:
         """The tools in the Chat Completions ``tools`` shape; rebuilt only when the set changes."""
+        if not self._sources and self._schema_cache[0]:
+            return self._schema_cache[1]  # local tools only: fixed once the app has started
         tools = tuple(self.tools().values())
         cached, schemas = self._schema_cache
         # Identity, not equality: holding the tools keeps their ids from being reused.
