@@ -115,7 +115,9 @@ async def test_turn_logs_carry_session_tenant_and_request(aiohttp_client, tmp_pa
     lines = (tmp_path / "logs" / "app.log").read_text().splitlines()
     ours = [line for line in lines if "session=abc-123 | tenant=company-A | req=req-42" in line]
     messages = [line.rsplit(" | ", 1)[1] for line in ours]
-    assert any(m.startswith("User message received") for m in messages)
+    assert "User message received" in messages
+    assert any(" | INFO | api.chat | session=abc-123 | tenant=company-A | req=req-42 | User message received"
+               in line for line in ours)
     assert "Tool call get_all_orders (call_offline_1)" in messages
     assert "Tool result get_all_orders ok" in messages
     assert any(m.startswith("Turn completed") for m in messages)

@@ -12,7 +12,7 @@ import logging
 from msev15.events.bus import EventBus
 from msev15.events.types import Token, ToolCalled, ToolFinished, TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 
-log = logging.getLogger("api.turns")
+log = logging.getLogger("api.chat")  # the spec's example lines come from "api.chat"
 
 
 def _context(event: TurnEvent) -> dict[str, str]:
@@ -25,8 +25,8 @@ def log_event(event: TurnEvent) -> None:
     if kind is Token:
         log.debug("token %r", event.content, extra=extra)
     elif kind is TurnRequested:
-        log.info("User message received (%d chars, %s)", len(event.message),
-                 "stream" if event.stream else "json", extra=extra)
+        log.info("User message received", extra=extra)
+        log.debug("message of %d chars, %s", len(event.message), "streamed" if event.stream else "json", extra=extra)
     elif kind is ToolCalled:
         log.info("Tool call %s (%s)", event.name, event.call_id, extra=extra)
     elif kind is ToolFinished:
