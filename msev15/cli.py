@@ -69,7 +69,8 @@ async def _serve(settings: Settings) -> int:
     signals = _Signals(loop)
     app = await create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=settings.shutdown_timeout_seconds + 2)
+                           shutdown_timeout=settings.shutdown_timeout_seconds + 2,
+                           keepalive_timeout=settings.keepalive_timeout_seconds)
     try:
         await runner.setup()
     except Exception as exc:

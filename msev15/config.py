@@ -169,6 +169,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("TRUSTED_PROXIES", "", _networks, "Proxies whose X-Forwarded-For is believed (IPs or CIDRs).", _S),
     Var("SHUTDOWN_TIMEOUT_SECONDS", "30", float_between(0.1, 3600), "How long in-flight turns may run after SIGTERM.", _S),
     Var("MAX_BODY_BYTES", "1048576", int_between(1024, 64 * 1024 * 1024), "Largest accepted request body.", _S),
+    Var("REQUEST_BODY_TIMEOUT_SECONDS", "10", float_between(0.1, 600),
+        "A request body must arrive within this (slow clients get 408).", _S),
+    Var("KEEPALIVE_TIMEOUT_SECONDS", "75", float_between(1, 3600), "Idle keep-alive connections close after this.", _S),
+    Var("SSE_PING_SECONDS", "15", float_between(0.1, 3600), "Interval of ': ping' keep-alive comments on streams.", _S),
     Var("REDOC_JS_URL", "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
         http_url, "Where /redoc loads ReDoc from (point it at a mirror when offline).", _S),
     Var("LLM_PROVIDER", "auto", one_of(*PROVIDERS), "auto, azure, openai or offline.", _A),
@@ -225,6 +229,9 @@ class Settings:
     trusted_proxies: tuple[str, ...]
     shutdown_timeout_seconds: float
     max_body_bytes: int
+    request_body_timeout_seconds: float
+    keepalive_timeout_seconds: float
+    sse_ping_seconds: float
     redoc_js_url: str
     llm_provider: str
     azure_ai_project_endpoint: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,12 @@ def service(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Any]:
 
 
 def sse_events(text: str) -> list[dict[str, Any]]:
-    """The JSON objects of an SSE body's ``data:`` lines (comments skipped)."""
-    return [json.loads(line[len("data: "):]) for line in text.splitlines() if line.startswith("data: ")]
+    """The JSON objects of an SSE body's ``data:`` lines (comments skipped).
+
+    Split on line ends only as SSE defines them (not str.splitlines(), which also splits on
+    U+2028 and friends that may appear raw inside our JSON)."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    return [json.loads(line[len("data: "):]) for line in lines if line.startswith("data: ")]
 
 
 def assert_envelope(body: dict[str, Any], error: str) -> None:

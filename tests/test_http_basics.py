@@ -219,3 +219,21 @@ async def test_docs_pages_render_offline(service) -> None:
     assert asset.status == 200 and len(await asset.read()) > 100_000
     redoc = await (await client.get("/redoc")).text()
     assert 'src="https://mirror.example.com/redoc.js"' in redoc
+
+
+async def test_openapi_documents_the_configured_message_limit(service) -> None:
+    client = await service(max_message_chars=500)
+    spec = await (await client.get("/openapi.json")).json()
+    assert spec["components"]["schemas"]["ChatRequest"]["properties"]["message"]["maxLength"] == 500
+
+
+async def test_sse_pings_keep_idle_streams_open(service, llm) -> None:
+    from tests.llm_server import Reply
+
+    llm.push(Reply("slow words here", delay=0.3))
+    client = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0,
+                           sse_ping_seconds=0.1)
+    resp = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "hi"})
+    body = await resp.text()
+    assert ": ping" in body
+    assert body.rstrip().splitlines()[-1].startswith('data: {"type": "done"')

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import uuid
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from msev15 import keys, logs
 from msev15.events.bus import BusClosed, EventBus, Subscription
-from msev15.events.types import CLIENT_EVENTS, TERMINAL, TurnFailed, TurnRequested, to_wire
+from msev15.events.types import (
+    CLIENT_EVENTS,
+    TERMINAL,
+    TurnFailed,
+    TurnRequested,
+    to_wire,
+)
 from msev15.handlers.errors import ApiError, utc_now_iso
 from msev15.handlers.validation import ChatRequest, chat_request, json_object
+from msev15.ids import new_id
 
 log = logging.getLogger("api.chat")
 
-PING_SECONDS = 15.0
 SEND_TIMEOUT_SECONDS = 60.0
 
 
@@ -38,7 +44,10 @@ class TurnStream(EventSourceResponse):
 
 
 def _frame(event: object) -> bytes:
-    return b"data: " + json.dumps(to_wire(event), ensure_ascii=False).encode() + b"\n\n"  # type: ignore[arg-type]
+    # A model may send a lone surrogate ("\\ud800" in its JSON); UTF-8 cannot encode it, so it is
+    # written back as that same JSON escape instead of failing the stream before its terminal event.
+    text = json.dumps(to_wire(event), ensure_ascii=False)  # type: ignore[arg-type]
+    return b"data: " + text.encode("utf-8", "backslashreplace") + b"\n\n"
 
 
 async def _accept_turn(request: web.Request, stream: bool) -> tuple[EventBus, ChatRequest, TurnRequested]:
@@ -47,7 +56,7 @@ async def _accept_turn(request: web.Request, stream: bool) -> tuple[EventBus, Ch
         raise _shutting_down()
     chat = chat_request(await json_object(request), app[keys.SETTINGS].max_message_chars)
     logs.bind(session_id=chat.session_id, tenant_id=chat.tenant_id)
-    turn = TurnRequested(uuid.uuid4().hex, chat.tenant_id, chat.session_id, logs.request_id_var.get(),
+    turn = TurnRequested(new_id(), chat.tenant_id, chat.session_id, logs.request_id_var.get(),
                          chat.message, stream)
     return app[keys.BUS], chat, turn
 
@@ -83,6 +92,7 @@ async def chat(request: web.Request) -> web.Response:
             schema: {$ref: "#/components/schemas/ChatResponse"}
             example: {session_id: abc-123-def, message: "Order ORD-1A2B3C4D is shipped.", timestamp: "2026-02-19T10:30:00Z", message_count: 4, tenant_id: tenant-001}
       "400": {$ref: "#/components/responses/BadRequest"}
+      "408": {$ref: "#/components/responses/RequestTimeout"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedMediaType"}
       "429": {$ref: "#/components/responses/RateLimited"}
@@ -124,7 +134,14 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
         description: An event stream.
         content:
           text/event-stream:
-            schema: {type: string}
+            schema:
+              description: >
+                One Server-Sent Event. Its `data` line is one JSON object, a
+                `#/components/schemas/StreamEvent` (`type` first).
+              type: object
+              required: [data]
+              properties:
+                data: {type: string, pattern: '^[{]"type": "(token|tool_call|tool_result|done|error)"'}
             example: |
               data: {"type": "token", "content": "Hello", "session_id": "abc-123"}
 
@@ -132,6 +149,7 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
 
               data: {"type": "done", "session_id": "abc-123", "message_count": 4}
       "400": {$ref: "#/components/responses/BadRequest"}
+      "408": {$ref: "#/components/responses/RequestTimeout"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedMediaType"}
       "429": {$ref: "#/components/responses/RateLimited"}
@@ -140,9 +158,19 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     bus, _, turn = await _accept_turn(request, stream=True)
     with bus.subscribe(turn_id=turn.turn_id, types=CLIENT_EVENTS) as sub:
         _publish(bus, turn)
-        async with sse_response(request, allow_all_methods=True, ping_interval=PING_SECONDS,
+        ping = request.app[keys.SETTINGS].sse_ping_seconds
+        async with sse_response(request, allow_all_methods=True, ping_interval=ping,
                                 send_timeout=SEND_TIMEOUT_SECONDS, response_cls=TurnStream) as resp:
-            await _relay(sub, resp)
+            try:
+                await _relay(sub, resp)
+            except Exception:
+                # Headers are out, so no envelope now: end the stream with an error event instead
+                # of leaving the client waiting. The turn itself goes on and is saved.
+                log.exception("stream relay failed")
+                failed = TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
+                                    "internal_error", "The stream failed. Read the answer from the history.")
+                with contextlib.suppress(Exception):
+                    await resp.send_frames([_frame(failed)])
     return resp
 
 

@@ -7,6 +7,7 @@ at a mirror for offline networks).
 
 from __future__ import annotations
 
+import copy
 import html
 from typing import Any
 
@@ -23,6 +24,14 @@ DOC_PATHS = ("/openapi.json", "/docs", "/redoc")
 
 _ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128, "example": "abc-123"}
 _TS = {"type": "string", "format": "date-time", "example": "2026-02-19T10:30:00Z"}
+
+
+def _event(kind: str, required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One stream event (as sent by ``events.types.to_wire``): ``type``, its fields, ``session_id``."""
+    fields = {"type": {"type": "string", "enum": [kind]}, **required, "session_id": {"type": "string"}}
+    return {"type": "object", "required": list(fields), "properties": {**fields, **(optional or {})}}
+
+
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "Id": _ID,
     "ChatRequest": {
@@ -31,7 +40,9 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "properties": {
             "session_id": _ID,
-            "message": {"type": "string", "minLength": 1, "maxLength": 16000, "pattern": r"\S"},
+            "message": {"type": "string", "minLength": 1, "maxLength": 16000,  # MAX_MESSAGE_CHARS, set per app
+                        "pattern": r"^[^\u0000]*\S[^\u0000]*$",
+                        "description": "Not blank; Unicode text without NUL characters. The limit is MAX_MESSAGE_CHARS."},
             "tenant_id": {**_ID, "description": "Defaults to \"default\"."},
         },
     },
@@ -89,6 +100,23 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                "properties": {"status": {"type": "string", "enum": ["healthy"]}, "timestamp": _TS}},
     "Liveness": {"type": "object", "required": ["status", "uptime_seconds"],
                  "properties": {"status": {"type": "string", "enum": ["alive"]}, "uptime_seconds": {"type": "integer"}}},
+    # The JSON object in the `data:` line of each Server-Sent Event of /api/v1/chat/stream.
+    "StreamEvent": {
+        "oneOf": [{"$ref": f"#/components/schemas/{n}"}
+                  for n in ("TokenEvent", "ToolCallEvent", "ToolResultEvent", "DoneEvent", "ErrorEvent")],
+        "discriminator": {"propertyName": "type", "mapping": {
+            "token": "#/components/schemas/TokenEvent", "tool_call": "#/components/schemas/ToolCallEvent",
+            "tool_result": "#/components/schemas/ToolResultEvent", "done": "#/components/schemas/DoneEvent",
+            "error": "#/components/schemas/ErrorEvent"}},
+    },
+    "TokenEvent": _event("token", {"content": {"type": "string"}}),
+    "ToolCallEvent": _event("tool_call", {"name": {"type": "string"}, "call_id": {"type": "string"}, "arguments": {}}),
+    "ToolResultEvent": _event("tool_result", {"name": {"type": "string"}, "call_id": {"type": "string"},
+                                              "ok": {"type": "boolean"}}, {"error": {"type": "string"}}),
+    "DoneEvent": _event("done", {"message_count": {"type": "integer"}},
+                        {"usage": {"type": "object", "additionalProperties": {"type": "integer"}}}),
+    "ErrorEvent": _event("error", {"error": {"type": "string"}, "message": {"type": "string"},
+                                   "request_id": {"type": "string"}}),
     "Readiness": {
         "type": "object",
         "required": ["status", "checks", "warnings"],
@@ -114,7 +142,9 @@ _RESPONSES = {
         "session_id": "abc-123-def"}),
     "TooLarge": _error_response("Body over MAX_BODY_BYTES.", {"error": "payload_too_large",
                                                               "message": "The request body is too large."}),
-    "UnsupportedMediaType": _error_response("Body is not application/json.", {
+    "RequestTimeout": _error_response("The body did not arrive in time (slow client).", {
+        "error": "request_timeout", "message": "The request body did not arrive within 10 seconds."}),  # the default
+    "UnsupportedMediaType": _error_response("Body is not UTF-8 application/json.", {
         "error": "unsupported_media_type", "message": "Send the body as application/json."}),
     "RateLimited": _error_response("Rate limit exceeded.", {
         "error": "Rate limit exceeded", "message": "Maximum 100 requests per minute per IP address", "retry_after": 30}),
@@ -137,7 +167,9 @@ def build_spec(app: web.Application) -> dict[str, Any]:
               "license": {"name": "MIT"}},
         servers=[{"url": "/"}],
     )
-    for name, schema in _SCHEMAS.items():
+    schemas = copy.deepcopy(_SCHEMAS)
+    schemas["ChatRequest"]["properties"]["message"]["maxLength"] = app[keys.SETTINGS].max_message_chars
+    for name, schema in schemas.items():
         spec.components.schema(name, schema)
     for name, response in _RESPONSES.items():
         spec.components.response(name, response)

@@ -91,7 +91,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     parameters:
       - {in: query, name: tenant_id, required: false, schema: {$ref: "#/components/schemas/Id"}}
       - {in: query, name: limit, required: false, schema: {type: integer, minimum: 1, maximum: 200, default: 50}}
-      - {in: query, name: offset, required: false, schema: {type: integer, minimum: 0, default: 0}}
+      - {in: query, name: offset, required: false, schema: {type: integer, minimum: 0, maximum: 1000000000, default: 0}}
     responses:
       "200":
         description: One page of sessions.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Mapping
@@ -10,12 +11,14 @@ from typing import Any
 
 from aiohttp import web
 
+from msev15 import keys
 from msev15.handlers.errors import ApiError
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 _ID = re.compile(ID_PATTERN)
 DEFAULT_TENANT = "default"
 _CHAT_FIELDS = frozenset({"session_id", "message", "tenant_id"})
+_UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
 
 def invalid(message: str, field: str | None = None) -> ApiError:
@@ -26,7 +29,7 @@ def invalid(message: str, field: str | None = None) -> ApiError:
 def check_id(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise invalid(f"{field} must be a string", field)
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):  # not match(): "$" would also accept a trailing newline
         raise invalid(f"{field} must be 1-128 characters: letters, digits and . _ : @ - "
                       "(starting with a letter or digit)", field)
     return value
@@ -52,13 +55,32 @@ def int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: in
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object: 415 for another content type, 400 for bad JSON."""
+    """The body as a JSON object: 415 for another content type or charset, 400 for bad JSON.
+
+    The whole body must arrive within REQUEST_BODY_TIMEOUT_SECONDS (408 otherwise): aiohttp has no body
+    read timeout, so a client trickling bytes (slow loris) would hold its handler forever.
+    """
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.",
                        f"got Content-Type {request.content_type!r}")
-    raw = await request.read()  # client_max_size turns an oversized body into 413
+    if (request.charset or "utf-8").lower() not in _UTF8:
+        # RFC 8259: JSON between systems is UTF-8; an unknown codec must not become a 500.
+        raise ApiError(415, "unsupported_media_type", "Send the body as UTF-8 encoded application/json.",
+                       f"got charset {request.charset!r}")
+    settings = request.app[keys.SETTINGS]
+    limit, timeout = settings.max_body_bytes, settings.request_body_timeout_seconds
+    if request.content_length is not None and request.content_length > limit:
+        # Refuse at once: waiting for a body that will be refused anyway only ties up the handler.
+        raise ApiError(413, "payload_too_large", "The request body is too large.",
+                       f"Content-Length {request.content_length} is over the {limit} byte limit")
     try:
-        body = json.loads(raw.decode(request.charset or "utf-8"))
+        async with asyncio.timeout(timeout):
+            raw = await request.read()  # client_max_size turns an oversized body into 413
+    except TimeoutError:
+        raise ApiError(408, "request_timeout",
+                       f"The request body did not arrive within {timeout:g} seconds.") from None
+    try:
+        body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_json", "The body is not valid UTF-8.") from None
     except (ValueError, RecursionError) as exc:
@@ -95,4 +117,9 @@ def chat_request(body: dict[str, Any], max_chars: int) -> ChatRequest:
         raise invalid(f"message is longer than {max_chars} characters", "message")
     if "\x00" in message:
         raise invalid("message must not contain NUL characters", "message")
+    if not message.isascii():
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError:  # a lone "\\ud800" escape: no model API could be sent it
+            raise invalid("message must be valid Unicode text (it has an unpaired surrogate)", "message") from None
     return ChatRequest(session_id, tenant_id, message)
