@@ -19,6 +19,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from msev15.config import MASK, Settings
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -69,6 +71,23 @@ class RedactingFormatter(logging.Formatter):
         return text
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs every malformed request (header floods, over-long lines) at ERROR with a
+    traceback, from its parser, before our middleware runs. They are the client's fault and a
+    public port sees them all the time: one WARNING line each is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = f"{record.msg}: malformed request ({type(exc).__name__}: {exc.message})"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_MALFORMED = MalformedRequestFilter()
+
+
 def setup_logging(settings: Settings, stream=None) -> list[logging.Handler]:
     """Console always, rotating file when LOG_TO_FILE. Idempotent: replaces our own handlers."""
     root = logging.getLogger()
@@ -96,6 +115,9 @@ def setup_logging(settings: Settings, stream=None) -> list[logging.Handler]:
         root.addHandler(handler)
     root.setLevel(settings.log_level)
     # aiohttp's access log duplicates our request lines; keep it for DEBUG only.
+    server_log = logging.getLogger("aiohttp.server")
+    if _MALFORMED not in server_log.filters:
+        server_log.addFilter(_MALFORMED)
     # The HTTP clients under openai and mcp log every request at INFO: noise at our INFO.
     for noisy in ("httpx", "httpx2", "httpcore", "mcp.client"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -137,3 +137,29 @@ def test_no_secret_reaches_the_log_file(tmp_path: Path) -> None:
     for secret in secrets.values():
         assert secret not in text
     assert "| INFO | test.secrets | session=- | tenant=- | req=- | settings:" in text
+
+
+async def test_malformed_requests_log_one_warning_line(aiohttp_client, tmp_path: Path) -> None:
+    import asyncio
+
+    from msev15.app import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, log_to_file=True)
+    setup_logging(settings)
+    try:
+        client = await aiohttp_client(await create_app(settings))
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        await writer.wait_closed()
+        assert status.split()[1] == b"400"
+        assert (await client.get("/health")).status == 200
+    finally:
+        close_logging()
+    text = (tmp_path / "logs" / "app.log").read_text()
+    line = next(line for line in text.splitlines() if "malformed request" in line)
+    assert "| WARNING | aiohttp.server |" in line and "LineTooLong" in line
+    assert "Traceback" not in text
