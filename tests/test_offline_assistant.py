@@ -44,6 +44,13 @@ async def test_order_lifecycle_by_chat(service) -> None:
     assert _calls(looked_up) == [("get_order_by_id", {"order_id": order_id})]
     assert "is pending" in _answer(looked_up)
 
+    kept = await _stream(client, f"Can I cancel order {order_id}?")
+    assert _calls(kept)[0] == ("update_order_status", {"order_id": order_id, "status": "cancelled"})
+    assert "is cancelled" in _answer(kept)
+    # That order is now cancelled, which is final: carry on with a fresh one.
+    created = await _stream(client, "Please create an order for customer CUST-001: 2 x SKU WIDGET-9 at 19.99, "
+                                    "ship to 1 Main St, Springfield")
+    order_id = re.search(r"ORD-[0-9A-Z]{8}", _answer(created)).group(0)
     changed = await _stream(client, f"Please mark order {order_id} as confirmed")
     assert _calls(changed)[0][0] == "update_order_status"
     assert "is confirmed" in _answer(changed)
@@ -68,9 +75,13 @@ async def test_missing_details_are_asked_for(service) -> None:
     events = await _stream(client, "I want to create an order for customer CUST-7")
     assert _calls(events) == []
     answer = _answer(events)
-    assert "product sku" in answer and "quantity" in answer and "shipping address" in answer
+    assert "product SKU" in answer and "quantity" in answer and "shipping address" in answer
+    assert "CUST-7" not in answer.split("For example")[0]  # what it already has is not asked again
     events = await _stream(client, "Can you check on my order?")
     assert "order number" in _answer(events)
+    # Answering that question with a customer id finds the customer's orders.
+    events = await _stream(client, "CUST-7")
+    assert _calls(events) == [("get_orders_by_customer", {"customer_id": "CUST-7"})]
 
 
 async def test_orders_stay_in_their_tenant(service) -> None:
@@ -105,6 +116,8 @@ async def test_email_goes_to_outbox_without_smtp(service, settings) -> None:
     assert "outbox" in _answer(events)
     files = list(Path(settings.email_outbox_dir).glob("*.eml"))
     assert len(files) == 1
+    check = _answer(await _stream(client, "check the email connection"))
+    assert "outbox" in check and "works" not in check
 
 
 async def test_prompt_injection_cannot_email_server_files(service, settings) -> None:
@@ -120,7 +133,10 @@ async def test_prompt_injection_cannot_email_server_files(service, settings) -> 
 
 async def test_greeting_help_and_unknown(service) -> None:
     client = await service()
-    assert "How can I help" in _answer(await _stream(client, "Hi there"))
-    assert "look up orders" in _answer(await _stream(client, "what can you do?"))
+    greeting = _answer(await _stream(client, "Hi there"))
+    assert "How can I help" in greeting and "look up orders" in greeting
+    # No complaints or escalation server here: those skills are not offered.
+    assert "complaints" not in greeting and "support ticket" not in greeting
+    assert "send emails" in _answer(await _stream(client, "what can you do?"))
     assert "rephrase" in _answer(await _stream(client, "tell me a poem about the sea"))
     assert "complaint" in _answer(await _stream(client, "I want to file a complaint")).lower()

@@ -22,6 +22,7 @@ from msev15.agent.providers.base import ModelReply, ToolCallRequest
 _ORDER_ID = re.compile(r"\b(ORD-[A-Z0-9]{4,})\b", re.I)
 _COMPLAINT_ID = re.compile(r"\b(CMP-[A-Z0-9]{4,})\b", re.I)
 _CUSTOMER = re.compile(r"\bcustomer(?:\s*id)?\s*[:#]?\s*([A-Za-z0-9][\w-]*\d[\w-]*|[A-Z]{2,}[\w-]*)", re.I)
+_BARE_CUSTOMER = re.compile(r"\b(CUST-[A-Z0-9][A-Z0-9-]*)\b", re.I)
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _SKU = re.compile(r"\bsku\s*[:#]?\s*([A-Za-z0-9][\w-]*)", re.I)
 _QTY = re.compile(r"\b(\d{1,6})\s*(?:x\b|×|units?\b|pcs\b|pieces\b|items?\b|of\b)", re.I)
@@ -43,12 +44,36 @@ _CATEGORIES = {  # first match wins: "arrived damaged" is about the product, not
     "service": ("rude", "support", "service", "agent", "wait"),
 }
 
-CAPABILITIES = (
-    "I'm CustomerServiceAgent. I can look up orders (by order id, by customer, or by SKU, "
-    "address or status), create orders, change an order's status, list recent orders, send "
-    "emails, check the mail connection, register, find and resolve complaints, and open a "
-    "support ticket when I can't help."
+# What the assistant can do, each with the tools it needs (any one of them is enough).
+_SKILLS = (
+    ("look up orders (by order id, by customer, or by SKU, address or status)", ("get_order_by_id",)),
+    ("create orders", ("create_order",)),
+    ("change an order's status", ("update_order_status",)),
+    ("list recent orders", ("get_all_orders",)),
+    ("send emails", ("send_email", "send_text_email")),
+    ("check the mail connection", ("test_connection",)),
+    ("register, find and resolve complaints", ("register_complaint",)),
+    ("open a support ticket when I can't help", ("sendemail",)),
 )
+
+
+def capabilities(tools: dict[str, dict[str, Any]]) -> str:
+    """What the assistant can do with the tools it has right now (never more)."""
+    skills = [skill for skill, needs in _SKILLS if _tool(tools, *needs)]
+    if not skills:
+        return "I'm CustomerServiceAgent. Right now I can only chat: none of my tools are available."
+    listed = skills[0] if len(skills) == 1 else ", ".join(skills[:-1]) + " and " + skills[-1]
+    return f"I'm CustomerServiceAgent. I can {listed}."
+
+
+# How a missing argument is asked for.
+_FIELD_NAMES = {
+    "to": "recipient's email address", "body": "text of the message", "subject": "subject",
+    "customer_id": "customer id", "product_sku": "product SKU", "quantity": "quantity", "price": "price",
+    "shipping_address": "shipping address", "order_id": "order id", "complaint_id": "complaint id",
+    "customer_email": "email address", "description": "description of the problem",
+    "resolution": "resolution",
+}
 
 
 def _words(text: str) -> list[str]:
@@ -79,6 +104,13 @@ def _fit(tools: dict[str, dict[str, Any]], name: str, args: dict[str, Any]) -> t
     return fitted, [r for r in required if r not in fitted]
 
 
+def _last_assistant(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "assistant" and message.get("content"):
+            return str(message["content"])
+    return ""
+
+
 def _last_user(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
@@ -106,7 +138,7 @@ class OfflineProvider:
         if last.get("role") == "tool":
             text, calls = self._summarise(messages), ()
         else:
-            text, calls = self._decide(_last_user(messages), by_name)
+            text, calls = self._decide(_last_user(messages), by_name, _last_assistant(messages))
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
         tokens = _words(text)
         for token in tokens:
@@ -125,19 +157,21 @@ class OfflineProvider:
     def _ask(self, tools: dict[str, dict[str, Any]], name: str | None, args: dict[str, Any],
              what: str, missing_hint: Callable[[list[str]], str] | None = None) -> tuple[str, tuple[ToolCallRequest, ...]]:
         if name is None:
-            return f"Sorry, {what} is not available right now. Please try again later.", ()
+            return f"Sorry, {what} is not available right now: that service is not connected.", ()
         fitted, missing = _fit(tools, name, args)
         if missing:
-            nice = ", ".join(m.replace("_", " ") for m in missing)
+            names = [_FIELD_NAMES.get(m, m.replace("_", " ")) for m in missing]
+            nice = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
             hint = missing_hint(missing) if missing_hint else ""
             return f"I can help with {what}. Please tell me the {nice}.{hint}", ()
         return self._call(name, fitted)
 
-    def _decide(self, text: str, tools: dict[str, dict[str, Any]]) -> tuple[str, tuple[ToolCallRequest, ...]]:
+    def _decide(self, text: str, tools: dict[str, dict[str, Any]],
+                previous: str = "") -> tuple[str, tuple[ToolCallRequest, ...]]:
         low = text.lower()
         order_id = _m(_ORDER_ID, text, upper=True)
         complaint_id = _m(_COMPLAINT_ID, text, upper=True)
-        customer = _m(_CUSTOMER, text)
+        customer = _m(_CUSTOMER, text) or _m(_BARE_CUSTOMER, text, upper=True)
         emails = _EMAIL.findall(text)
 
         if "complain" in low or complaint_id:
@@ -165,16 +199,17 @@ class OfflineProvider:
             args = {"customer_id": customer, "product_sku": _m(_SKU, text), "quantity": int(qty) if qty else None,
                     "price": float(price) if price else None, "shipping_address": _m(_ADDRESS, text)}
             return self._ask(tools, _tool(tools, "create_order"), args, "creating an order",
-                             lambda _: " For example: create an order for customer CUST-001, 2 x SKU WIDGET-1 at 19.99, ship to 1 Main St, Springfield.")
+                             lambda _: " For example: create an order for customer CUST-1001, 2 x SKU WIDGET-1 at 19.99, ship to 1 Main St, Springfield.")
         status = _m(_STATUS, text, lower=True)
-        if status == "canceled":
+        if status == "canceled" or (status is None and re.search(r"\bcancel\b", low)):
             status = "cancelled"
         if order_id and status and re.search(r"\b(mark|set|change|update|move|cancel)\b", low):
             return self._ask(tools, _tool(tools, "update_order_status"), {"order_id": order_id, "new_status": status, "status": status},
                              "updating an order")
         if order_id:
             return self._ask(tools, _tool(tools, "get_order_by_id"), {"order_id": order_id}, "looking up an order")
-        if customer and "order" in low:
+        if customer and ("order" in low or "order number" in previous):
+            # Also the answer to our own question "what is the order number ... or your customer id?"
             return self._ask(tools, _tool(tools, "get_orders_by_customer"), {"customer_id": customer}, "finding a customer's orders")
         sku = _m(_SKU, text)
         address = _m(re.compile(r"\b(?:address|shipped to|going to)\s+(?:contains\s+|like\s+)?[\"']?(.+?)[\"']?\s*$", re.I), text)
@@ -187,12 +222,12 @@ class OfflineProvider:
         if "order" in low:
             return "I can help with your order. What is the order number (it looks like ORD-XXXXXXXX), or your customer id?", ()
         if _GREETING.search(text):
-            return "Hello! I'm CustomerServiceAgent. How can I help you today? " + CAPABILITIES.split(". ", 1)[1], ()
+            return "Hello! How can I help you today? " + capabilities(tools), ()
         if _THANKS.search(text):
             return "You're welcome! Is there anything else I can help you with?", ()
         if re.search(r"\b(help|what can you do|capabilit|how does this work)\b", low):
-            return CAPABILITIES + " Just tell me what you need, for example: where is order ORD-1234ABCD?", ()
-        return ("I'm the offline assistant, so I understand a fixed set of requests. " + CAPABILITIES
+            return capabilities(tools) + " Just tell me what you need, for example: where is order ORD-1234ABCD?", ()
+        return ("I'm the offline assistant, so I understand a fixed set of requests. " + capabilities(tools)
                 + " Could you rephrase your request along those lines?"), ()
 
     def _complaint(self, text: str, low: str, tools: dict[str, dict[str, Any]], complaint_id: str | None,
@@ -211,7 +246,7 @@ class OfflineProvider:
         args = {"customer_id": customer, "order_id": order_id, "category": category,
                 "description": description, "priority": priority}
         return self._ask(tools, _tool(tools, "register_complaint"), args, "registering a complaint",
-                         lambda _: " For example: register a complaint for customer CUST-001 about order ORD-1234ABCD: the parcel arrived damaged.")
+                         lambda _: " For example: register a complaint for customer CUST-1001 about order ORD-1234ABCD: the parcel arrived damaged.")
 
     # --- answering from tool results ---------------------------------------------------------
 
@@ -290,7 +325,12 @@ def _describe(name: str, payload: Any, args: dict[str, Any]) -> str:
                 return f"The email was sent to {', '.join(payload.get('recipients') or [])}{where}."
             return f"The email was not sent: {payload.get('error') or payload}"
         if name == "test_connection":
-            return "The mail connection works." if payload.get("ok", payload.get("connected")) else f"The mail connection failed: {payload}"
+            if not payload.get("ok", payload.get("connected")):
+                return f"The mail connection failed: {payload.get('error') or payload}"
+            if payload.get("delivery") == "outbox":
+                return ("No mail server is configured, so email goes to the local outbox folder, which is "
+                        "writable. Nothing reaches a real mailbox until SMTP_SERVER is set.")
+            return "The mail connection works."
         if name == "sendemail":
             return (f"I've opened support ticket {args.get('ticket_id', '')} and emailed the details to "
                     f"{(payload.get('recipients') or {}).get('customer', 'you')}; our team will reply within "
@@ -299,14 +339,15 @@ def _describe(name: str, payload: Any, args: dict[str, Any]) -> str:
         if isinstance(complaint, dict) and (complaint.get("id") or complaint.get("complaint_id")):
             cid = complaint.get("id") or complaint.get("complaint_id")
             verb = {"register_complaint": "I've registered your complaint", "resolve_complaint": "I've resolved complaint"}.get(name, "Complaint")
-            return f"{verb} {cid}: status {complaint.get('status')}, {complaint.get('category', '')} — {complaint.get('description', '')}".rstrip(" —")
+            about = str(complaint.get("description") or "").rstrip(" .")
+            return f"{verb} {cid}, status {complaint.get('status')}: {about}."
         complaints = payload.get("complaints")
         if isinstance(complaints, list):
             if not complaints:
                 return "I found no matching complaints."
             return f"I found {len(complaints)} complaint(s): " + "; ".join(
-                f"{c.get('id') or c.get('complaint_id')} ({c.get('status')}): {c.get('description', '')}"
-                for c in complaints[:10] if isinstance(c, dict))
+                f"{c.get('id') or c.get('complaint_id')} ({c.get('status')}): {str(c.get('description') or '').rstrip(' .')}"
+                for c in complaints[:10] if isinstance(c, dict)) + "."
     return f"Done. Result: {json.dumps(payload, default=str)[:500]}"
 
 
