@@ -78,16 +78,19 @@ async def _serve(settings: Settings) -> int:
         print(f"Error: the service could not start: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
-        problem = await _wait_for_mcp(app, settings)
-        if problem:
-            print(f"Error: {problem}", file=sys.stderr, flush=True)
-            return 1
+        # Bind first: a taken port is reported at once, and while a required MCP server is awaited
+        # the readiness probe already answers (not_ready).
         site = web.TCPSite(runner, settings.server_host, settings.server_port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
-            print(f"Error: cannot listen on {settings.server_host}:{settings.server_port}: {exc.strerror or exc}",
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            print(f"Error: cannot listen on {settings.server_host}:{settings.server_port}: {reason}",
                   file=sys.stderr, flush=True)
+            return 1
+        problem = await _wait_for_mcp(app, settings)
+        if problem:
+            print(f"Error: {problem}", file=sys.stderr, flush=True)
             return 1
         state = app[keys.STATE]
         registry = app[keys.REGISTRY]
@@ -104,7 +107,12 @@ async def _serve(settings: Settings) -> int:
         log.info("Serving on %s:%s", settings.server_host, settings.server_port)
         await signals.stop.wait()
         name = signal.Signals(signals.received or signal.SIGTERM).name
-        _say("^C Shutdown signal received..." if name == "SIGINT" else f"Shutdown signal received ({name})...")
+        if name != "SIGINT":
+            _say(f"Shutdown signal received ({name})...")
+        elif sys.stdout.isatty():
+            _say(" Shutdown signal received...")  # the terminal has echoed "^C" on this line already
+        else:
+            _say("^C Shutdown signal received...")
         log.info("Shutdown signal %s received; draining", name)
     finally:
         await runner.cleanup()
@@ -117,13 +125,17 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
+def _report(exc: SettingsError) -> None:
+    print("Configuration error:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
 def _serve_command(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.env_file)
     except SettingsError as exc:
-        print("Configuration error:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _report(exc)
         return 2
     if args.host:
         settings = settings.replace(server_host=args.host)
@@ -140,8 +152,7 @@ def _config_command(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.env_file)
     except SettingsError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+        _report(exc)
         return 2
     for name, value in settings.masked().items():
         shown = ",".join(value) if isinstance(value, tuple) else str(value).lower() if isinstance(value, bool) else value

@@ -28,7 +28,9 @@ def setup_cors(app: web.Application, settings: Settings) -> None:
         return
     options = aiohttp_cors.ResourceOptions(
         allow_credentials=True,
-        expose_headers="*",
+        # Listed, not "*": with credentials browsers take "*" literally.
+        expose_headers=("X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+                        "X-RateLimit-Reset"),
         allow_headers="*",
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
     )
