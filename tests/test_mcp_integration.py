@@ -19,8 +19,10 @@ from tests.smtp_server import RecordingSMTP
 from tests.test_serve_process import _free_port
 
 
-async def _stream(client, message: str, session: str = "s") -> list[dict]:
-    resp = await client.post("/api/v1/chat/stream", json={"session_id": session, "message": message})
+async def _stream(client, message: str, session: str = "s", tenant: str | None = None) -> list[dict]:
+    body = {"session_id": session, "message": message} | ({"tenant_id": tenant} if tenant else {})
+    resp = await client.post("/api/v1/chat/stream", json=body)
+    assert resp.status == 200, await resp.text()
     return sse_events(await resp.text())
 
 
@@ -54,6 +56,36 @@ async def test_register_find_and_resolve_a_complaint_by_chat(service, tmp_path: 
         assert [e["name"] for e in resolved if e["type"] == "tool_call"] == ["resolve_complaint"]
         assert "status resolved" in _answer(resolved)
         assert server.store.get(complaint_id).status == "resolved"
+
+
+async def test_complaints_are_kept_apart_per_tenant(service, tmp_path: Path) -> None:
+    async with running_complaints_server(tmp_path / "complaints.db") as server:
+        client = await service(mcp_server_url=server.url)
+        assert await client.app[keys.MCP]["complaints"].wait_connected(10)
+
+        registered = await _stream(client, "register a complaint for customer CUST-1: the parcel arrived damaged",
+                                   tenant="acme")
+        assert next(e for e in registered if e["type"] == "tool_result")["ok"] is True
+        complaint_id = re.search(r"CMP-[0-9A-F]{8}", _answer(registered)).group(0)
+        own = await _stream(client, f"What is the status of complaint {complaint_id}?", tenant="acme")
+        assert "status open" in _answer(own)
+
+        # Same session id, other tenant: the model asks for the same complaint and gets nothing.
+        foreign = await _stream(client, f"What is the status of complaint {complaint_id}?", tenant="globex")
+        call = next(e for e in foreign if e["type"] == "tool_call")
+        assert (call["name"], call["arguments"]) == ("get_complaint", {"complaint_id": complaint_id})
+        assert next(e for e in foreign if e["type"] == "tool_result")["ok"] is False
+        assert f"complaint {complaint_id} not found" in _answer(foreign)
+        assert "damaged" not in _answer(foreign)
+
+        searched = await _stream(client, "find complaints for customer CUST-1", tenant="globex")
+        assert [e["name"] for e in searched if e["type"] == "tool_call"] == ["search_complaints"]
+        assert "I found no matching complaints." in _answer(searched)
+        mine = await _stream(client, "find complaints for customer CUST-1", tenant="acme")
+        assert f"I found 1 complaint(s): {complaint_id} (open)" in _answer(mine)
+
+        assert server.store.get(complaint_id, tenant_id="acme").customer_id == "CUST-1"
+        assert server.store.search(customer_id="CUST-1").total == 0  # nor did it land in "default"
 
 
 async def test_server_down_at_start_then_up(service, tmp_path: Path) -> None:

@@ -10,6 +10,10 @@ The owner notices a lost server through a ``subscriptions/listen`` stream (2026-
 which also carries ``tools/list_changed``; older servers send that notification to the message
 handler, and a lost connection shows up on the next call. Either way the owner reconnects with
 capped, jittered exponential backoff, and the tools come back without a restart.
+
+Every tool call carries the caller's tenant (from the turn, never from the model) out of band in
+the request's ``_meta`` under :data:`TENANT_META_KEY`, so tool schemas never offer a tenant
+argument a prompt could set. Servers that scope data by tenant read it there; others ignore it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import mcp_types
@@ -35,6 +39,10 @@ from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolFunc
 log = logging.getLogger("agent.mcp")
 
 CONNECTED, CONNECTING, UNAVAILABLE = "connected", "connecting", "unavailable"
+
+# The ``_meta`` key of the caller's tenant on every tools/call. Prefixed, because MCP reserves
+# un-prefixed keys and ``*.modelcontextprotocol/*``/``*.mcp/*`` prefixes for itself.
+TENANT_META_KEY = "msev15/tenant_id"
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]")
 _MAX_NAME = 64  # what the OpenAI tools API accepts
@@ -368,13 +376,16 @@ class McpConnection:
 
     def _tool_func(self, remote: str) -> ToolFunc:
         async def call(ctx: ToolContext, args: dict[str, Any]) -> Any:
-            return await self.call_tool(remote, args)
+            return await self.call_tool(remote, args, tenant_id=ctx.tenant_id)
 
         call.__name__ = f"mcp_{remote}"
         return call
 
-    async def call_tool(self, remote_name: str, args: dict[str, Any]) -> Any:
+    async def call_tool(self, remote_name: str, args: dict[str, Any], *, tenant_id: str | None = None) -> Any:
         """Call a tool by its server-side name: structured content, else text.
+
+        ``tenant_id`` goes in the request's ``_meta`` (:data:`TENANT_META_KEY`); without it the
+        server applies its own default (the reference complaints server uses tenant "default").
 
         Raises :class:`ToolError` for an error result, a refused request, or a server that stays
         unreachable. A call that fails because the connection dropped is retried once after
@@ -383,6 +394,7 @@ class McpConnection:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_timeout
         error = self._last_error or "not connected"
+        meta = None if tenant_id is None else cast(mcp_types.RequestParamsMeta, {TENANT_META_KEY: tenant_id})
         for attempt in range(2):
             if not await self.wait_connected(deadline - loop.time()):
                 break
@@ -390,7 +402,7 @@ class McpConnection:
             if client is None:
                 continue
             try:
-                result = await client.call_tool(remote_name, args)
+                result = await client.call_tool(remote_name, args, meta=meta)
             except Exception as exc:
                 if not _is_connection_error(exc):
                     message = exc.message if isinstance(exc, MCPError) else _describe(exc)

@@ -34,6 +34,11 @@ ID_RE = re.compile(r"^CMP-[0-9A-F]{8}$")
 MAX_ID_CHARS = 64
 MAX_TEXT_CHARS = 4000
 
+# Tenants: the service's id rule and default tenant, so a tenant the service accepts is one this
+# server accepts (and nothing else). Calls that carry no tenant belong to DEFAULT_TENANT.
+DEFAULT_TENANT = "default"
+TENANT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+
 
 class ComplaintError(ValueError):
     """A request the store refuses; the message is written for the caller to read."""
@@ -60,6 +65,17 @@ def check_transition(complaint_id: str, current: str, wanted: str) -> None:
     """Raise :class:`IllegalTransition` unless ``current -> wanted`` is allowed."""
     if wanted not in TRANSITIONS[current]:
         raise IllegalTransition(complaint_id, current, wanted)
+
+
+def check_tenant(raw: object) -> str:
+    """The tenant id unchanged if it follows the service's id rule; a clear error otherwise."""
+    if not isinstance(raw, str):
+        raise ComplaintError(f"tenant_id must be a string, got {type(raw).__name__}")
+    if not TENANT_ID_RE.fullmatch(raw):  # fullmatch: "$" alone would accept a trailing newline
+        shown = raw if len(raw) <= 140 else raw[:137] + "..."
+        raise ComplaintError("tenant_id must be 1-128 characters: letters, digits and . _ : @ - (starting with a "
+                             f"letter or digit), got {shown!r}")
+    return raw
 
 
 def normalize_id(raw: str) -> str:

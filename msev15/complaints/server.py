@@ -4,6 +4,11 @@ Tools are synchronous on purpose: ``MCPServer`` runs them in worker threads, whi
 blocking SQLite calls belong. Refused requests raise the SDK's ``ToolError`` so the client gets an
 ``is_error`` result with a readable message; anything else is a crash the SDK logs with its
 traceback and reports to the client without internals.
+
+Complaints belong to tenants. The tenant comes from the request's ``_meta`` (key
+:data:`~msev15.agent.mcp_client.TENANT_META_KEY`, set by the service from the turn), never from a
+tool argument: tool schemas are shown to the model, and a tenant argument would let a prompt pick
+any tenant. A call without the key works in tenant "default"; a malformed tenant is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import ListenHandler
 from pydantic import Field
@@ -22,7 +27,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from msev15.agent.mcp_client import TENANT_META_KEY
+
 from .models import (
+    DEFAULT_TENANT,
     MAX_ID_CHARS,
     MAX_TEXT_CHARS,
     Category,
@@ -31,6 +39,7 @@ from .models import (
     Priority,
     SearchResult,
     Status,
+    check_tenant,
 )
 from .store import MAX_SEARCH_LIMIT, ComplaintStore
 
@@ -76,6 +85,21 @@ def _refused(call: Callable[[], _T]) -> _T:
         raise ToolError(str(exc)) from exc
 
 
+def _tenant(ctx: Context) -> str:
+    """The calling tenant, from the request's ``_meta``; :data:`DEFAULT_TENANT` without the key.
+
+    Raises ``ToolError`` for a value that is not a valid tenant id (a present-but-bad key is never
+    quietly taken as "default").
+    """
+    meta = ctx.request_context.meta or {}
+    if TENANT_META_KEY not in meta:
+        return DEFAULT_TENANT
+    try:
+        return check_tenant(meta[TENANT_META_KEY])
+    except ComplaintError as exc:
+        raise ToolError(f"{exc} (from _meta[{TENANT_META_KEY!r}])") from exc
+
+
 def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer:
     """The MCP server with the six complaint tools and a ``GET /health`` route."""
     with _root_logging_kept():
@@ -88,17 +112,21 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
         category: Category = "other",
         priority: Priority = "medium",
         order_id: Annotated[OrderId | None, Field(description="The order concerned, if any.")] = None,
+        *,
+        ctx: Context,
     ) -> Complaint:
         """Register a new customer complaint. It starts in status "open" and gets an id like CMP-1A2B3C4D."""
+        tenant_id = _tenant(ctx)
         return _refused(lambda: store.register(
             customer_id=customer_id, description=description, category=category, priority=priority,
-            order_id=order_id,
+            order_id=order_id, tenant_id=tenant_id,
         ))
 
     @server.tool()
-    def get_complaint(complaint_id: ComplaintId) -> Complaint:
+    def get_complaint(complaint_id: ComplaintId, *, ctx: Context) -> Complaint:
         """Get one complaint by its id."""
-        return _refused(lambda: store.get(complaint_id))
+        tenant_id = _tenant(ctx)
+        return _refused(lambda: store.get(complaint_id, tenant_id=tenant_id))
 
     @server.tool()
     def search_complaints(
@@ -109,11 +137,14 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
         priority: Priority | None = None,
         query: Annotated[Text | None, Field(description="Text to find in the description.")] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_SEARCH_LIMIT, description="Most complaints returned.")] = 20,
+        *,
+        ctx: Context,
     ) -> SearchResult:
         """Find complaints matching all the given filters, newest first. With no filter, the latest complaints."""
+        tenant_id = _tenant(ctx)
         return _refused(lambda: store.search(
-            customer_id=customer_id, order_id=order_id, status=status, category=category, priority=priority,
-            text=query, limit=limit,
+            tenant_id=tenant_id, customer_id=customer_id, order_id=order_id, status=status, category=category,
+            priority=priority, text=query, limit=limit,
         ))
 
     @server.tool()
@@ -127,25 +158,32 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
             description='Only "in_progress" here: it starts work on an open complaint or reopens a resolved one. '
                         "Use resolve_complaint and archive_complaint for those changes.",
         )] = None,
+        *,
+        ctx: Context,
     ) -> Complaint:
         """Change a complaint's details and/or move it to in_progress. Archived complaints cannot change."""
+        tenant_id = _tenant(ctx)
         return _refused(lambda: store.update(
-            complaint_id, description=description, category=category, priority=priority, order_id=order_id,
-            status=status,
+            complaint_id, tenant_id=tenant_id, description=description, category=category, priority=priority,
+            order_id=order_id, status=status,
         ))
 
     @server.tool()
     def resolve_complaint(
         complaint_id: ComplaintId,
         resolution: Annotated[Text, Field(description="How the complaint was resolved.")],
+        *,
+        ctx: Context,
     ) -> Complaint:
         """Resolve an open or in-progress complaint, recording how it was resolved."""
-        return _refused(lambda: store.resolve(complaint_id, resolution))
+        tenant_id = _tenant(ctx)
+        return _refused(lambda: store.resolve(complaint_id, resolution, tenant_id=tenant_id))
 
     @server.tool()
-    def archive_complaint(complaint_id: ComplaintId) -> Complaint:
+    def archive_complaint(complaint_id: ComplaintId, *, ctx: Context) -> Complaint:
         """Archive a complaint (from any status but archived). Archived complaints are final."""
-        return _refused(lambda: store.archive(complaint_id))
+        tenant_id = _tenant(ctx)
+        return _refused(lambda: store.archive(complaint_id, tenant_id=tenant_id))
 
     @server.custom_route("/health", methods=["GET"])
     async def health(request: Request) -> Response:

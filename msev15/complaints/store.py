@@ -19,6 +19,7 @@ from typing import Any
 
 from .models import (
     CATEGORIES,
+    DEFAULT_TENANT,
     ID_PREFIX,
     MAX_ID_CHARS,
     MAX_TEXT_CHARS,
@@ -28,31 +29,16 @@ from .models import (
     ComplaintError,
     ComplaintNotFound,
     SearchResult,
+    check_tenant,
     check_transition,
     normalize_id,
 )
+from .schema import migrate
 
 log = logging.getLogger("complaints.store")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS complaints (
-    id TEXT PRIMARY KEY,
-    customer_id TEXT NOT NULL,
-    order_id TEXT,
-    category TEXT NOT NULL,
-    description TEXT NOT NULL,
-    priority TEXT NOT NULL,
-    status TEXT NOT NULL,
-    resolution TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    resolved_at TEXT,
-    archived_at TEXT
-);
-CREATE INDEX IF NOT EXISTS complaints_customer ON complaints (customer_id, created_at);
-CREATE INDEX IF NOT EXISTS complaints_order ON complaints (order_id);
-CREATE INDEX IF NOT EXISTS complaints_status ON complaints (status, created_at);
-"""
+# What a Complaint holds: the tenant is the caller's own, so it is never returned.
+_COLUMNS = ", ".join(Complaint.model_fields)
 
 MAX_SEARCH_LIMIT = 100
 
@@ -94,8 +80,13 @@ def _like(text: str) -> str:
 
 
 class ComplaintStore:
-    """Complaints in one SQLite file. Every method is thread-safe and raises
-    :class:`ComplaintError` (with a readable message) for requests it refuses."""
+    """Complaints in one SQLite file, kept apart per tenant.
+
+    Every method works inside one tenant (``tenant_id``, default :data:`DEFAULT_TENANT`): another
+    tenant's complaints are never found, listed or changed, and another tenant's complaint id is
+    "not found" exactly like an id that does not exist. Every method is thread-safe and raises
+    :class:`ComplaintError` (with a readable message) for requests it refuses.
+    """
 
     def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
         self.path = str(path)
@@ -106,13 +97,14 @@ class ComplaintStore:
         # Autocommit mode: transactions are opened explicitly in _transaction().
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._conn.row_factory = sqlite3.Row
+        self._closed = False
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(_SCHEMA)
+            with self._transaction() as conn:
+                migrate(conn, self.path)
         except sqlite3.Error:
             self._conn.close()
             raise
-        self._closed = False
 
     def close(self) -> None:
         with self._lock:
@@ -153,20 +145,24 @@ class ComplaintStore:
         return Complaint.model_validate(dict(row))
 
     @staticmethod
-    def _load(conn: sqlite3.Connection, complaint_id: str) -> Complaint:
-        row = conn.execute("SELECT * FROM complaints WHERE id = ?", (complaint_id,)).fetchone()
-        if row is None:
+    def _load(conn: sqlite3.Connection, tenant_id: str, complaint_id: str) -> Complaint:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM complaints WHERE id = ? AND tenant_id = ?", (complaint_id, tenant_id)
+        ).fetchone()
+        if row is None:  # missing, or another tenant's: the caller cannot tell which
             raise ComplaintNotFound(complaint_id)
         return ComplaintStore._row(row)
 
-    def get(self, complaint_id: str) -> Complaint:
+    def get(self, complaint_id: str, *, tenant_id: str = DEFAULT_TENANT) -> Complaint:
+        tenant_id = check_tenant(tenant_id)
         complaint_id = normalize_id(complaint_id)
         with self._transaction() as conn:
-            return self._load(conn, complaint_id)
+            return self._load(conn, tenant_id, complaint_id)
 
     def search(
         self,
         *,
+        tenant_id: str = DEFAULT_TENANT,
         customer_id: str | None = None,
         order_id: str | None = None,
         status: str | None = None,
@@ -175,12 +171,12 @@ class ComplaintStore:
         text: str | None = None,
         limit: int = 20,
     ) -> SearchResult:
-        """Complaints matching every given filter, newest first; ``text`` matches the
-        description case-insensitively."""
+        """The tenant's complaints matching every given filter, newest first; ``text`` matches
+        the description case-insensitively."""
         if not 1 <= limit <= MAX_SEARCH_LIMIT:
             raise ComplaintError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}, got {limit}")
-        where: list[str] = []
-        params: list[Any] = []
+        where: list[str] = ["tenant_id = ?"]
+        params: list[Any] = [check_tenant(tenant_id)]
         if customer_id is not None:
             where.append("customer_id = ?")
             params.append(_identifier("customer_id", customer_id))
@@ -198,11 +194,11 @@ class ComplaintStore:
         if text is not None:
             where.append("description LIKE ? ESCAPE '\\'")
             params.append(_like(_text("query", text, MAX_TEXT_CHARS)))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause = f"WHERE {' AND '.join(where)}"
         with self._transaction() as conn:
             total = conn.execute(f"SELECT COUNT(*) FROM complaints {clause}", params).fetchone()[0]
             rows = conn.execute(
-                f"SELECT * FROM complaints {clause} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                f"SELECT {_COLUMNS} FROM complaints {clause} ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 [*params, limit],
             ).fetchall()
         found = [self._row(row) for row in rows]
@@ -218,9 +214,12 @@ class ComplaintStore:
         category: str = "other",
         priority: str = "medium",
         order_id: str | None = None,
+        tenant_id: str = DEFAULT_TENANT,
     ) -> Complaint:
+        tenant_id = check_tenant(tenant_id)
         now = _timestamp(self._clock())
         values = {
+            "tenant_id": tenant_id,
             "customer_id": _identifier("customer_id", customer_id),
             "order_id": None if order_id is None else _identifier("order_id", order_id),
             "category": _choice("category", category, CATEGORIES),
@@ -232,6 +231,7 @@ class ComplaintStore:
         }
         with self._transaction() as conn:
             for _ in range(8):
+                # Ids are unique across tenants (the primary key), and random, so they reveal nothing.
                 complaint_id = ID_PREFIX + secrets.token_hex(4).upper()
                 try:
                     conn.execute(
@@ -240,24 +240,31 @@ class ComplaintStore:
                     )
                 except sqlite3.IntegrityError:
                     continue  # id collision: draw another
-                complaint = self._load(conn, complaint_id)
+                complaint = self._load(conn, tenant_id, complaint_id)
                 break
             else:  # pragma: no cover - 8 collisions in a 2**32 space
                 raise RuntimeError("could not allocate a complaint id")
-        log.info("registered complaint %s for customer %s", complaint.id, complaint.customer_id)
+        log.info("registered complaint %s for customer %s (tenant %s)", complaint.id, complaint.customer_id,
+                 tenant_id)
         return complaint
 
     @staticmethod
-    def _write(conn: sqlite3.Connection, complaint_id: str, changes: dict[str, Any], now: str) -> Complaint:
+    def _write(
+        conn: sqlite3.Connection, tenant_id: str, complaint_id: str, changes: dict[str, Any], now: str
+    ) -> Complaint:
         changes["updated_at"] = now
         assignments = ", ".join(f"{column} = ?" for column in changes)
-        conn.execute(f"UPDATE complaints SET {assignments} WHERE id = ?", (*changes.values(), complaint_id))
-        return ComplaintStore._load(conn, complaint_id)
+        conn.execute(
+            f"UPDATE complaints SET {assignments} WHERE id = ? AND tenant_id = ?",
+            (*changes.values(), complaint_id, tenant_id),
+        )
+        return ComplaintStore._load(conn, tenant_id, complaint_id)
 
     def update(
         self,
         complaint_id: str,
         *,
+        tenant_id: str = DEFAULT_TENANT,
         description: str | None = None,
         category: str | None = None,
         priority: str | None = None,
@@ -266,6 +273,7 @@ class ComplaintStore:
     ) -> Complaint:
         """Change details and/or move the complaint to ``in_progress`` (also reopens a resolved
         one). Resolving and archiving have their own methods: they record more than a status."""
+        tenant_id = check_tenant(tenant_id)
         complaint_id = normalize_id(complaint_id)
         changes: dict[str, Any] = {}
         if description is not None:
@@ -286,7 +294,7 @@ class ComplaintStore:
             raise ComplaintError("nothing to update: give at least one of description, category, priority, "
                                  "order_id or status")
         with self._transaction() as conn:
-            current = self._load(conn, complaint_id)
+            current = self._load(conn, tenant_id, complaint_id)
             if current.status == "archived":
                 raise ComplaintError(f"complaint {complaint_id} is archived and can no longer be changed")
             if status is not None and status != current.status:
@@ -295,33 +303,36 @@ class ComplaintStore:
                 if current.status == "resolved":  # reopened: the old resolution no longer holds
                     changes["resolution"] = None
                     changes["resolved_at"] = None
-            updated = self._write(conn, complaint_id, changes, _timestamp(self._clock()))
-        log.info("updated complaint %s (%s)", complaint_id, ", ".join(sorted(changes)))
+            updated = self._write(conn, tenant_id, complaint_id, changes, _timestamp(self._clock()))
+        log.info("updated complaint %s (%s; tenant %s)", complaint_id, ", ".join(sorted(changes)), tenant_id)
         return updated
 
-    def resolve(self, complaint_id: str, resolution: str) -> Complaint:
+    def resolve(self, complaint_id: str, resolution: str, *, tenant_id: str = DEFAULT_TENANT) -> Complaint:
+        tenant_id = check_tenant(tenant_id)
         complaint_id = normalize_id(complaint_id)
         resolution = _text("resolution", resolution, MAX_TEXT_CHARS)
         with self._transaction() as conn:
-            current = self._load(conn, complaint_id)
+            current = self._load(conn, tenant_id, complaint_id)
             if current.status == "resolved":
                 raise ComplaintError(f"complaint {complaint_id} is already resolved")
             check_transition(complaint_id, current.status, "resolved")
             now = _timestamp(self._clock())
             updated = self._write(
-                conn, complaint_id, {"status": "resolved", "resolution": resolution, "resolved_at": now}, now
+                conn, tenant_id, complaint_id,
+                {"status": "resolved", "resolution": resolution, "resolved_at": now}, now,
             )
-        log.info("resolved complaint %s", complaint_id)
+        log.info("resolved complaint %s (tenant %s)", complaint_id, tenant_id)
         return updated
 
-    def archive(self, complaint_id: str) -> Complaint:
+    def archive(self, complaint_id: str, *, tenant_id: str = DEFAULT_TENANT) -> Complaint:
+        tenant_id = check_tenant(tenant_id)
         complaint_id = normalize_id(complaint_id)
         with self._transaction() as conn:
-            current = self._load(conn, complaint_id)
+            current = self._load(conn, tenant_id, complaint_id)
             if current.status == "archived":
                 raise ComplaintError(f"complaint {complaint_id} is already archived")
             check_transition(complaint_id, current.status, "archived")
             now = _timestamp(self._clock())
-            updated = self._write(conn, complaint_id, {"status": "archived", "archived_at": now}, now)
-        log.info("archived complaint %s", complaint_id)
+            updated = self._write(conn, tenant_id, complaint_id, {"status": "archived", "archived_at": now}, now)
+        log.info("archived complaint %s (tenant %s)", complaint_id, tenant_id)
         return updated

@@ -13,7 +13,7 @@ import pytest
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
 
-from msev15.agent.mcp_client import McpConnection
+from msev15.agent.mcp_client import TENANT_META_KEY, McpConnection
 from msev15.agent.tools.registry import ToolContext, ToolError, ToolRegistry
 
 from .server import McpTestServer, eventually, running_complaints_server, running_mcp_server
@@ -134,6 +134,57 @@ async def test_text_results_are_returned_as_text_or_parsed_json() -> None:
             assert await conn.call_tool("json_text", {}) == {"a": 1}
         finally:
             await conn.close()
+
+
+# --- the caller's tenant ----------------------------------------------------------------------
+
+
+def _meta_echo_server() -> MCPServer:
+    server = MCPServer("echo")
+
+    @server.tool()
+    def whoami(*, ctx: Context) -> dict[str, Any]:
+        """Report the request's _meta keys that are not the protocol's own."""
+        meta = ctx.request_context.meta or {}
+        return {"meta": {k: v for k, v in meta.items() if not k.startswith("io.modelcontextprotocol/")}}
+
+    return server
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_tool_calls_carry_the_turns_tenant_in_meta(mode: str) -> None:
+    async with running_mcp_server(_meta_echo_server()) as running:
+        conn = McpConnection("echo", running.url, mode=mode, call_timeout=5.0, **FAST)
+        conn.start()
+        try:
+            assert await conn.wait_connected(5.0), conn.last_error
+            tool = _tool(conn, "whoami")
+            assert tool.parameters.get("properties", {}) == {}  # nothing for the model to set
+            acme = ToolContext(tenant_id="acme", session_id="s1", request_id="r1")
+            assert await tool.func(acme, {}) == {"meta": {TENANT_META_KEY: "acme"}}
+            registry = ToolRegistry(timeout=5.0)
+            registry.add_source(conn.tools)
+            through_registry = await registry.call("whoami", {}, acme)
+            assert json.loads(through_registry.content) == {"meta": {TENANT_META_KEY: "acme"}}
+            # A model that invents a tenant argument still runs as the turn's tenant.
+            sneaky = await registry.call("whoami", {"tenant_id": "globex"}, acme)
+            assert json.loads(sneaky.content) == {"meta": {TENANT_META_KEY: "acme"}}
+            assert await conn.call_tool("whoami", {}) == {"meta": {}}  # no tenant given: no key sent
+        finally:
+            await conn.close()
+
+
+async def test_tenant_scoped_complaints_through_the_connection(connection: McpConnection) -> None:
+    acme = ToolContext(tenant_id="acme", session_id="s1", request_id="r1")
+    globex = ToolContext(tenant_id="globex", session_id="s1", request_id="r2")
+    created = await _tool(connection, "register_complaint").func(acme, {"customer_id": "CUST-1",
+                                                                         "description": "Crushed"})
+    get = _tool(connection, "get_complaint").func
+    assert (await get(acme, {"complaint_id": created["id"]}))["id"] == created["id"]
+    with pytest.raises(ToolError, match=rf"^complaint {created['id']} not found$"):
+        await get(globex, {"complaint_id": created["id"]})
+    found = await _tool(connection, "search_complaints").func(globex, {"customer_id": "CUST-1"})
+    assert found["total"] == 0
 
 
 # --- names ------------------------------------------------------------------------------------
