@@ -42,7 +42,10 @@ def log_event(event: TurnEvent) -> None:
 
 class LoggingSubscriber:
     def __init__(self, bus: EventBus) -> None:
-        types: tuple[type, ...] = (TurnRequested, ToolCalled, ToolFinished, TurnCompleted, TurnFailed)
+        # Ask the bus only for what this level writes: the queue costs nothing then.
+        types: tuple[type, ...] = (ToolFinished, TurnFailed)  # failures are WARNINGs
+        if log.isEnabledFor(logging.INFO):
+            types += (TurnRequested, ToolCalled, TurnCompleted)
         if log.isEnabledFor(logging.DEBUG):
             types += (Token,)
         self._sub = bus.subscribe(types=types)

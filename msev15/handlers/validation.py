@@ -74,8 +74,11 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(413, "payload_too_large", "The request body is too large.",
                        f"Content-Length {request.content_length} is over the {limit} byte limit")
     try:
-        async with asyncio.timeout(timeout):
+        if request.content.is_eof():  # the whole body is here already (the usual case): no timer
             raw = await request.read()  # client_max_size turns an oversized body into 413
+        else:
+            async with asyncio.timeout(timeout):
+                raw = await request.read()
     except TimeoutError:
         raise ApiError(408, "request_timeout",
                        f"The request body did not arrive within {timeout:g} seconds.") from None
