@@ -291,11 +291,7 @@ class Settings:
 
     def masked(self) -> dict[str, Any]:
         """Every setting by variable name, secrets masked: safe to print or log."""
-        out: dict[str, Any] = {}
-        for var in VARIABLES:
-            value = getattr(self, var.attr)
-            out[var.name] = MASK if var.secret and value else value
-        return out
+        return masked_values(self, VARIABLES)
 
     def secrets(self) -> tuple[str, ...]:
         """The configured secret values (to scrub them from any log line)."""
@@ -358,6 +354,12 @@ def parse_variables(variables: tuple[Var, ...], environ: Mapping[str, str] | Non
     if problems:
         raise SettingsError(problems)
     return values
+
+
+def masked_values(settings: Any, variables: tuple[Var, ...]) -> dict[str, Any]:
+    """Every variable's value by name, with set secrets replaced by a mask."""
+    values = {var.name: getattr(settings, var.attr) for var in variables}
+    return {var.name: MASK if var.secret and values[var.name] else values[var.name] for var in variables}
 
 
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")

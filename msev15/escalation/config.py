@@ -18,8 +18,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from msev15.config import (LOG_LEVELS, MASK, SettingsError, Var, float_between, int_between, one_of, parse_variables,
-                           single_line, stripped)
+from msev15.config import (
+    LOG_LEVELS,
+    SettingsError,
+    Var,
+    float_between,
+    int_between,
+    masked_values,
+    one_of,
+    parse_variables,
+    single_line,
+    stripped,
+)
 from msev15.escalation.models import EMAIL_RE
 
 PROFILES = ("dev", "prod")
@@ -218,11 +228,7 @@ class EscalationSettings:
 
     def masked(self) -> dict[str, Any]:
         """Every setting by variable name, secrets masked: safe to print or log."""
-        out: dict[str, Any] = {}
-        for var in VARIABLES:
-            value = getattr(self, var.attr)
-            out[var.name] = MASK if var.secret and value else value
-        return out
+        return masked_values(self, VARIABLES)
 
     def secrets(self) -> tuple[str, ...]:
         """Secret values to scrub from log lines (the ACS key on its own too)."""
