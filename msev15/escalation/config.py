@@ -12,7 +12,7 @@ import base64
 import binascii
 import dataclasses
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,17 @@ def _required_path(raw: str) -> str:
     return value
 
 
-def _email(raw: str) -> str:
-    value = raw.strip()
-    if not EMAIL_RE.fullmatch(value):
-        raise ValueError("an email address such as support@example.com")
-    return value
+def _email_or(default: str) -> Callable[[str], str]:
+    """An email address; empty means the default. The main service's .env may set SENDER_EMAIL=
+    (empty: no SMTP login), and one .env can serve both programs."""
+
+    def parse(raw: str) -> str:
+        value = raw.strip() or default
+        if not EMAIL_RE.fullmatch(value):
+            raise ValueError("an email address such as support@example.com")
+        return value
+
+    return parse
 
 
 def _base_url(raw: str) -> str:
@@ -142,9 +148,11 @@ VARIABLES: tuple[Var, ...] = (
     Var("LOG_LEVEL", "INFO", one_of(*LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     Var("AZURE_COMMUNICATION_CONNECTION_STRING", "", _acs,
         "ACS connection string; when set, mail goes through Azure Communication Services.", secret=True),
-    Var("SENDER_EMAIL", "noreply@bankx.com", _email, "From address (and SMTP login)."),
+    Var("SENDER_EMAIL", "noreply@bankx.com", _email_or("noreply@bankx.com"),
+        "From address (and SMTP login); empty means the default."),
     Var("SENDER_NAME", "BankX Support", single_line, "Display name of the From address."),
-    Var("SUPPORT_TEAM_EMAIL", "support@bankx.com", _email, "Where the internal ticket email goes."),
+    Var("SUPPORT_TEAM_EMAIL", "support@bankx.com", _email_or("support@bankx.com"),
+        "Where the internal ticket email goes; empty means the default."),
     Var("EMAIL_RETRY_COUNT", "3", int_between(1, 10), "Delivery attempts per message."),
     Var("EMAIL_TIMEOUT_SECONDS", "30", float_between(0.1, 600), "Time budget of one sendemail call, retries included."),
     Var("EMAIL_RETRY_BASE_SECONDS", "1.0", float_between(0, 60), "First backoff delay; doubles on each retry."),

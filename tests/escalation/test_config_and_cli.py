@@ -135,3 +135,22 @@ async def test_service_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Pat
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_empty_addresses_mean_the_defaults() -> None:
+    """One .env may serve both programs; the main service's SENDER_EMAIL= (empty) is fine here."""
+    from msev15.escalation.config import EscalationSettings
+
+    settings = EscalationSettings.from_env({"SENDER_EMAIL": "", "SUPPORT_TEAM_EMAIL": "  "})
+    assert settings.sender_email == "noreply@bankx.com"
+    assert settings.support_team_email == "support@bankx.com"
+
+
+def test_the_example_env_file_starts_the_escalation_settings_too() -> None:
+    from pathlib import Path
+
+    from msev15.escalation.config import EscalationSettings
+
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    settings = EscalationSettings.from_env({}, example)
+    assert settings.sender_email == "noreply@bankx.com"
