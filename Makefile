@@ -21,7 +21,6 @@ test: $(STAMP)
 	$(BIN)/python -m pytest --cov=msev15 --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.run
 
 clean:
