@@ -14,16 +14,18 @@ capped, jittered exponential backoff, and the tools come back without a restart.
 Every tool call carries the caller's tenant (from the turn, never from the model) out of band in
 the request's ``_meta`` under :data:`TENANT_META_KEY`, so tool schemas never offer a tenant
 argument a prompt could set. Servers that scope data by tenant read it there; others ignore it.
+
+This module holds the connection (:class:`McpConnection`); what a request's result or error means
+is in :mod:`msev15.agent.mcp_results`, the listing and naming of the server's tools in
+:mod:`msev15.agent.mcp_tools`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from typing import Any, cast
 
 import anyio
@@ -34,6 +36,8 @@ from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp.shared.exceptions import MCPError
 
 from msev15 import __version__
+from msev15.agent.mcp_results import describe, is_connection_error, tool_result
+from msev15.agent.mcp_tools import list_server_tools, local_tools
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolFunc
 
 log = logging.getLogger("agent.mcp")
@@ -43,49 +47,6 @@ CONNECTED, CONNECTING, UNAVAILABLE = "connected", "connecting", "unavailable"
 # The ``_meta`` key of the caller's tenant on every tools/call. Prefixed, because MCP reserves
 # un-prefixed keys and ``*.modelcontextprotocol/*``/``*.mcp/*`` prefixes for itself.
 TENANT_META_KEY = "msev15/tenant_id"
-
-_NAME_RE = re.compile(r"[^A-Za-z0-9_-]")
-_MAX_NAME = 64  # what the OpenAI tools API accepts
-# Errors that mean "the connection is gone", as opposed to "the server said no".
-_TRANSPORT_ERRORS = (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream)
-_SESSION_GONE = frozenset({"Session terminated", "Session not found"})
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The first interesting exception inside (possibly nested) exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
-        exc = (inner or list(exc.exceptions))[0]
-    return exc
-
-
-def _describe(exc: BaseException) -> str:
-    exc = _leaf(exc)
-    if isinstance(exc, MCPError):
-        return exc.message
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    exc = _leaf(exc)
-    if isinstance(exc, MCPError):
-        # A handshake-era server that restarted has forgotten our session (HTTP 404).
-        return exc.code == mcp_types.CONNECTION_CLOSED or (
-            exc.code == mcp_types.INVALID_REQUEST and exc.message in _SESSION_GONE
-        )
-    if isinstance(exc, RuntimeError) and "context manager" in str(exc):
-        return True  # the SDK's "Client must be used within an async context manager": closed under us
-    return isinstance(exc, _TRANSPORT_ERRORS) or type(exc).__module__.startswith(("httpx", "httpcore"))
-
-
-def _content_text(result: mcp_types.CallToolResult) -> str:
-    parts = []
-    for block in result.content:
-        text = getattr(block, "text", None)
-        parts.append(text if isinstance(text, str) else f"[{getattr(block, 'type', 'non-text')} content omitted]")
-    return "\n".join(parts)
-
 
 class McpConnection:
     """One MCP server: connection lifecycle, tool discovery and tool calls.
@@ -226,7 +187,7 @@ class McpConnection:
             return self._last_error or "the server closed the connection"
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise exc
-        return _describe(exc)
+        return describe(exc)
 
     async def _connect_once(self) -> None:
         """One connection, from handshake until it breaks. Returns or raises when it is over."""
@@ -293,7 +254,7 @@ class McpConnection:
         if getattr(message, "method", None) == "notifications/tools/list_changed":
             self._refresh.set()
         elif isinstance(message, Exception):
-            log.debug("MCP server %s transport note: %s", self.name, _describe(message))
+            log.debug("MCP server %s transport note: %s", self.name, describe(message))
 
     async def _watch_listen(self, client: Client, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow tool-list changes; the stream ending means the server went away.
@@ -311,14 +272,14 @@ class McpConnection:
         except ListenNotSupportedError:
             reason = None  # older protocol: list_changed comes to _on_message, loss shows on calls
         except SubscriptionLost as exc:
-            reason = f"connection lost: {_describe(exc.__cause__ or exc)}"
+            reason = f"connection lost: {describe(exc.__cause__ or exc)}"
         except MCPError as exc:
             reason = exc.message
             if exc.code != mcp_types.CONNECTION_CLOSED and not started:
                 log.debug("MCP server %s does not serve subscriptions/listen: %s", self.name, exc.message)
                 reason = None
         except Exception as exc:  # e.g. no acknowledgment within the read timeout
-            reason = f"subscription failed: {_describe(exc)}"
+            reason = f"subscription failed: {describe(exc)}"
         if not started:
             task_status.started()
         if reason is not None:
@@ -332,7 +293,7 @@ class McpConnection:
             try:
                 self._tools = await self._list_tools(client)
             except Exception as exc:  # a failing listing means a failing connection
-                self._last_error = f"tool list refresh failed: {_describe(exc)}"
+                self._last_error = f"tool list refresh failed: {describe(exc)}"
                 self._broken.set()
                 return
             log.info("MCP server %s tools changed: %s", self.name, ", ".join(t.name for t in self._tools) or "none")
@@ -343,36 +304,9 @@ class McpConnection:
         return self._reserved() if callable(self._reserved) else self._reserved
 
     async def _list_tools(self, client: Client) -> tuple[Tool, ...]:
-        specs: list[mcp_types.Tool] = []
-        cursor: str | None = None
-        for _ in range(100):  # a paginator that never ends must not hang us
-            page = await client.list_tools(cursor=cursor)
-            specs.extend(page.tools)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-        reserved = self._reserved_names()
-        previous = {tool.name: tool for tool in self._tools}
-        tools: list[Tool] = []
-        taken: set[str] = set()
-        for spec in specs:
-            local = _NAME_RE.sub("_", spec.name)
-            if local in reserved:
-                local = f"{_NAME_RE.sub('_', self.prefix)}_{local}"
-            local = local[:_MAX_NAME]
-            if local in taken or local in reserved:
-                log.warning("MCP server %s: skipping tool %r, its name clashes with another tool", self.name, spec.name)
-                continue
-            description = spec.description or spec.title or spec.name
-            schema: Mapping[str, Any] = spec.input_schema or {"type": "object", "properties": {}}
-            old = previous.get(local)
-            if old is not None and (old.description, dict(old.parameters)) == (description, schema):
-                tool = old  # unchanged: keep the object (and anything cached against it)
-            else:
-                tool = Tool(local, description, schema, self._tool_func(spec.name), source=self.name)
-            taken.add(local)
-            tools.append(tool)
-        return tuple(tools)
+        specs = await list_server_tools(client)
+        return local_tools(specs, server=self.name, prefix=self.prefix, reserved=self._reserved_names(),
+                           previous=self._tools, make_func=self._tool_func)
 
     def _tool_func(self, remote: str) -> ToolFunc:
         async def call(ctx: ToolContext, args: dict[str, Any]) -> Any:
@@ -404,27 +338,13 @@ class McpConnection:
             try:
                 result = await client.call_tool(remote_name, args, meta=meta)
             except Exception as exc:
-                if not _is_connection_error(exc):
-                    message = exc.message if isinstance(exc, MCPError) else _describe(exc)
+                if not is_connection_error(exc):
+                    message = exc.message if isinstance(exc, MCPError) else describe(exc)
                     raise ToolError(f"{self.name} server could not run {remote_name}: {message}") from None
-                error = _describe(exc)
+                error = describe(exc)
                 log.info("MCP call %s on %s failed (%s)%s", remote_name, self.name, error,
                          "; retrying after reconnect" if attempt == 0 else "")
                 self._lost(generation, error)
                 continue
-            return self._result(remote_name, result)
+            return tool_result(remote_name, result)
         raise ToolError(f"{self.name} server unavailable: {self._last_error or error}")
-
-    @staticmethod
-    def _result(remote_name: str, result: mcp_types.CallToolResult) -> Any:
-        if result.is_error:
-            text = _content_text(result) or "the tool failed"
-            prefix = f"Error executing tool {remote_name}: "  # the SDK's wrapper adds nothing for the model
-            raise ToolError(text.removeprefix(prefix))
-        if result.structured_content is not None:
-            return result.structured_content
-        text = _content_text(result)
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text

@@ -1,4 +1,8 @@
-"""The five email tools, and the :class:`Mailer` they share.
+"""The five email tools, and the :class:`Mailer` they share (validation, message building, delivery).
+
+Recipient and header checks live in :mod:`msev15.agent.tools.addresses`, the tools' schemas and
+descriptions in :mod:`msev15.agent.tools.email_schemas`, and :func:`html_to_text` in
+:mod:`msev15.agent.tools.html_text`; the names callers use are importable here.
 
 Everything the model writes is untrusted: every address is validated (no CR/LF or other control
 character reaches a header), recipients are counted and checked against an optional domain
@@ -12,124 +16,57 @@ says so, so the model never claims a message reached a mailbox when it did not.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import mimetypes
 import os
-import re
 import stat
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from msev15.agent.tools.addresses import (
+    CONTROL,
+    Recipient,
+    parse_field,
+    single_line,
+    valid_host,
+)
+from msev15.agent.tools.email_schemas import (
+    ATTACHMENTS_SCHEMA,
+    CONNECTION_DESCRIPTION,
+    CONNECTION_SCHEMA,
+    HTML_SCHEMA,
+    MAX_ADDRESS_FIELD,
+    MAX_ATTACHMENTS,
+    MAX_BODY,
+    MAX_SUBJECT,
+    SEND_SCHEMA,
+    SENDERS,
+    TEXT_SCHEMA,
+)
+from msev15.agent.tools.html_text import html_to_text
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError
 from msev15.config import Settings
-from msev15.mail import DeliveryError, OutboxTransport, SmtpTransport, Transport, send_with_retries
+from msev15.mail import (
+    DeliveryError,
+    OutboxTransport,
+    SmtpTransport,
+    Transport,
+    send_with_retries,
+)
+
+__all__ = [
+    "ATTACHMENTS_SCHEMA", "CONNECTION_SCHEMA", "HTML_SCHEMA", "MAX_ADDRESS_FIELD", "MAX_ATTACHMENTS",
+    "MAX_BODY", "MAX_SUBJECT", "SEND_SCHEMA", "TEXT_SCHEMA", "Mailer", "Recipient", "email_tools",
+    "html_to_text",
+]
 
 log = logging.getLogger("agent.email")
 
-MAX_SUBJECT = 998  # RFC 5322 line limit
-MAX_BODY = 100_000
-MAX_ADDRESS_FIELD = 4000
-MAX_ATTACHMENTS = 10
 _OUTBOX_NOTE = ("No SMTP server is configured, so the message was saved to the local outbox folder; "
                 "it has not reached the recipient's mailbox.")
-
-# C0/C1 controls and the Unicode line separators: anything a header writer might treat as a line end.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_NAMED = re.compile(r"(?P<name>[^<>\"]*)<(?P<addr>[^<>]*)>")
-_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?")
-
-
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    display_name: str
-    address: str  # local@domain, domain lower-cased and IDNA-encoded
-
-    @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2]
-
-
-def _parse_address(field: str, raw: str) -> Recipient:
-    """One ``local@domain`` or ``Name <local@domain>``; raises ToolError naming the field."""
-    text = raw.strip()
-    named = _NAMED.fullmatch(text)
-    name, addr = (named["name"].strip(), named["addr"].strip()) if named else ("", text)
-    local, at, domain = addr.rpartition("@")
-    try:
-        domain = domain.encode("idna").decode("ascii").lower() if domain else ""
-    except UnicodeError:
-        domain = ""
-    labels = domain.split(".")
-    if (not at or len(local) > 64 or not _LOCAL.fullmatch(local) or len(labels) < 2 or len(domain) > 253
-            or not all(_LABEL.fullmatch(label) for label in labels)):
-        raise ToolError(f"'{field}' has an invalid address: {raw.strip()!r}")
-    return Recipient(name, f"{local}@{domain}")
-
-
-def _no_control(field: str, value: str) -> str:
-    if _CONTROL.search(value):
-        raise ToolError(f"'{field}' contains a line break or control character; "
-                        "header injection is not allowed")
-    return value
-
-
-def _parse_field(field: str, value: str | None, required: bool = False) -> list[Recipient]:
-    value = _no_control(field, value or "")
-    parts = [p for p in re.split(r"[,;]", value) if p.strip()]
-    if required and not parts:
-        raise ToolError(f"'{field}' needs at least one recipient address")
-    return [_parse_address(field, part) for part in parts]
-
-
-def _single_line(field: str, value: str) -> str:
-    if not _no_control(field, value).strip():
-        raise ToolError(f"'{field}' is empty")
-    return value.strip()
-
-
-class _TextFromHtml(HTMLParser):
-    """A readable plain-text alternative for HTML mail (clients without HTML, spam filters)."""
-
-    _BREAKS = {"br", "tr", "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
-    _BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag == "li":
-            self.parts.append("\n- ")
-        elif tag in self._BREAKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self._skip = max(0, self._skip - 1)
-        elif tag in self._BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    parser = _TextFromHtml()
-    parser.feed(html)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +119,8 @@ class Mailer:
     # --- validation ---------------------------------------------------------------------------
 
     def recipients(self, to: str, cc: str | None, bcc: str | None) -> dict[str, list[Recipient]]:
-        fields = {"to": _parse_field("to", to, required=True), "cc": _parse_field("cc", cc),
-                  "bcc": _parse_field("bcc", bcc)}
+        fields = {"to": parse_field("to", to, required=True), "cc": parse_field("cc", cc),
+                  "bcc": parse_field("bcc", bcc)}
         seen: set[str] = set()
         for name, found in fields.items():  # one copy per address; the first field wins
             unique = []
@@ -210,8 +147,8 @@ class Mailer:
             raise ToolError("attachments are not available: the attachments folder does not exist")
         found = []
         for name in names:
-            shown = repr(_CONTROL.sub("?", name))
-            if _CONTROL.search(name) or not name.strip():
+            shown = repr(CONTROL.sub("?", name))
+            if CONTROL.search(name) or not name.strip():
                 raise ToolError(f"attachment {shown} is not a valid file name")
             target = Path(os.path.realpath(base / name))
             if os.path.isabs(name) or target == base or not target.is_relative_to(base):
@@ -255,7 +192,7 @@ class Mailer:
         if self.transport is None:
             raise ToolError(f"email is disabled: {self.problem}")
         fields = self.recipients(to, cc, bcc)
-        subject = _single_line("subject", subject)
+        subject = single_line("subject", subject)
         if not body.strip():
             raise ToolError("'body' is empty")
         files = await asyncio.to_thread(self._read_attachments, attachments) if attachments else []
@@ -318,19 +255,11 @@ class Mailer:
         return {"ok": True, **result}
 
 
-def _valid_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in host.split("."))
-
 
 def _config_problem(settings: Settings) -> str | None:
     """Why the email settings cannot work, as one sentence for the log and banner (None if fine)."""
     if settings.smtp_server:
-        if not _valid_host(settings.smtp_server):
+        if not valid_host(settings.smtp_server):
             return (f"SMTP_SERVER must be a host name or IP address without a scheme or port "
                     f"(got {settings.smtp_server!r}; the port goes in SMTP_PORT); email tools are disabled")
         if not settings.sender_email:
@@ -343,72 +272,6 @@ def _config_problem(settings: Settings) -> str | None:
 
 
 # --- the tools ------------------------------------------------------------------------------------
-
-def _addresses(what: str) -> dict[str, Any]:
-    return {"type": "string", "maxLength": MAX_ADDRESS_FIELD,
-            "description": f"{what}: one email address, or several separated by commas "
-                           "(e.g. 'alice@example.com, Bob Smith <bob@example.com>')."}
-
-
-_TO = {**_addresses("Recipients"), "minLength": 1}
-_CC = _addresses("Optional carbon-copy recipients, visible to everyone")
-_BCC = _addresses("Optional blind-copy recipients, hidden from the other recipients")
-_SUBJECT = {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT,
-            "description": "The subject line (one line)."}
-_TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_BODY, "description": "The message, as plain text."}
-_HTML = {"type": "string", "minLength": 1, "maxLength": MAX_BODY,
-         "description": "The message, as an HTML document or fragment."}
-
-
-def _schema(properties: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": list(required),
-            "additionalProperties": False}
-
-
-SEND_SCHEMA = _schema({
-    "to": _TO, "subject": _SUBJECT,
-    "body": {**_TEXT, "description": "The message: plain text, or HTML when 'html' is true."},
-    "cc": _CC, "bcc": _BCC,
-    "html": {"type": "boolean", "default": False,
-             "description": "True when 'body' is HTML (default false)."},
-}, ("to", "subject", "body"))
-TEXT_SCHEMA = _schema({"to": _TO, "subject": _SUBJECT, "body": _TEXT, "cc": _CC, "bcc": _BCC},
-                      ("to", "subject", "body"))
-HTML_SCHEMA = _schema({
-    "to": _TO, "subject": _SUBJECT, "html_body": _HTML,
-    "text_body": {**_TEXT, "description": "Optional plain-text version for mail clients without HTML; "
-                                          "made from the HTML when omitted."},
-    "cc": _CC, "bcc": _BCC,
-}, ("to", "subject", "html_body"))
-ATTACHMENTS_SCHEMA = _schema({
-    **SEND_SCHEMA["properties"],
-    "attachments": {"type": "array", "minItems": 1, "maxItems": MAX_ATTACHMENTS, "uniqueItems": True,
-                    "items": {"type": "string", "minLength": 1, "maxLength": 255},
-                    "description": "File names inside the shop's attachments folder, e.g. "
-                                   "'invoices/INV-1001.pdf'. Only files in that folder can be sent."},
-}, ("to", "subject", "body", "attachments"))
-CONNECTION_SCHEMA = _schema({}, ())
-
-_AFTER = (" The result says whether the email was sent and how it was delivered; if it was only saved to "
-          "the outbox, or NOT sent, tell the customer honestly. Only write to addresses the customer gave "
-          "you or that come from their order; never guess an address.")
-_SENDERS = {  # name: (description, schema)
-    "send_email": ("Send an email from the customer-service mailbox, with optional cc, bcc and HTML. Use it "
-                   "to email a customer something they asked for (an order confirmation, a summary, an "
-                   "answer in writing)." + _AFTER, SEND_SCHEMA),
-    "send_text_email": ("Send a plain-text email: the simplest way to email a customer when no formatting "
-                        "is needed." + _AFTER, TEXT_SCHEMA),
-    "send_html_email": ("Send an HTML-formatted email (headings, tables, bold text, links). A plain-text "
-                        "version is added automatically unless you give text_body." + _AFTER, HTML_SCHEMA),
-    "send_email_with_attachments": ("Send an email with files attached from the shop's attachments folder "
-                                    "(invoices, manuals, return labels). Give file names relative to that "
-                                    "folder; other files on the server cannot be attached." + _AFTER,
-                                    ATTACHMENTS_SCHEMA),
-}
-_CONNECTION = ("Check whether email can be sent right now: connects (and logs in) to the SMTP server without "
-               "sending anything, or checks the outbox folder when no SMTP server is configured. Use it when "
-               "sending failed or someone asks whether email works.")
-
 
 def email_tools(mailer: Mailer) -> list[Tool]:
     """The five email tools bound to ``mailer``; none when its configuration is invalid."""
@@ -427,5 +290,5 @@ def email_tools(mailer: Mailer) -> list[Tool]:
     async def test_connection(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         return await mailer.test_connection()
 
-    tools = [Tool(name, description, schema, send) for name, (description, schema) in _SENDERS.items()]
-    return [*tools, Tool("test_connection", _CONNECTION, CONNECTION_SCHEMA, test_connection)]
+    tools = [Tool(name, description, schema, send) for name, (description, schema) in SENDERS.items()]
+    return [*tools, Tool("test_connection", CONNECTION_DESCRIPTION, CONNECTION_SCHEMA, test_connection)]
