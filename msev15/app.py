@@ -33,7 +33,11 @@ from msev15.config import Settings
 from msev15.events.bus import EventBus
 from msev15.events.logsub import LoggingSubscriber
 from msev15.handlers import setup_cors, setup_routes
-from msev15.handlers.errors import add_extra_headers, error_middleware, request_id_middleware
+from msev15.handlers.errors import (
+    add_extra_headers,
+    error_middleware,
+    request_id_middleware,
+)
 from msev15.handlers.health import HealthMonitor
 from msev15.handlers.ratelimit import RateLimiter, rate_limit_middleware
 from msev15.store.orders import OrderRepository
@@ -90,6 +94,8 @@ def _mcp_connections(settings: Settings, registry: ToolRegistry) -> dict[str, Mc
 async def agent_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     state = app[keys.STATE]
+    # Everything that can fail comes before anything that has to be stopped.
+    system_prompt = load_system_prompt(settings.system_prompt_file)
     registry = app[keys.REGISTRY] = ToolRegistry(timeout=settings.tool_timeout_seconds)
     registry.add_many(order_tools(app[keys.ORDERS]))
     mailer = app[keys.MAILER] = app.get(keys.MAILER) or Mailer.from_settings(settings)
@@ -97,28 +103,31 @@ async def agent_ctx(app: web.Application) -> AsyncIterator[None]:
         log.error("Email tools disabled: %s", mailer.problem)
         state.warnings.append(f"Email tools disabled: {mailer.problem}")
     registry.add_many(email_tools(mailer))
+    provider = app[keys.PROVIDER] = app.get(keys.PROVIDER) or make_provider(settings)
+    if settings.provider == "offline" and settings.llm_provider == "auto":
+        state.warnings.append("No language model configured: using the built-in offline assistant")
     connections = app[keys.MCP] = _mcp_connections(settings, registry)
     for connection in connections.values():
         registry.add_source(connection.tools)
         connection.start()
-    provider = app[keys.PROVIDER] = app.get(keys.PROVIDER) or make_provider(settings)
-    if settings.provider == "offline" and settings.llm_provider == "auto":
-        state.warnings.append("No language model configured: using the built-in offline assistant")
     runner = app[keys.RUNNER] = AgentRunner(
         app[keys.BUS], app[keys.SESSIONS], provider, registry,
-        system_prompt=load_system_prompt(settings.system_prompt_file),
+        system_prompt=system_prompt,
         max_concurrent=settings.agent_max_concurrent_turns,
         max_rounds=settings.agent_max_tool_rounds,
         context_messages=settings.session_max_context_messages,
     )
     runner.start()
-    yield
-    # Turns whose clients left are still running: let them finish until the deadline.
-    remaining = state.shutdown_deadline - asyncio.get_running_loop().time() if state.shutdown_deadline else 0.0
-    state.drained = await app[keys.BUS].drain(max(0.0, remaining))
-    await runner.close()
-    await asyncio.gather(*(c.close() for c in connections.values()), return_exceptions=True)
-    await provider.close()
+    try:
+        yield
+    finally:
+        # Turns whose clients left are still running: let them finish until the deadline.
+        loop = asyncio.get_running_loop()
+        remaining = state.shutdown_deadline - loop.time() if state.shutdown_deadline else 0.0
+        await app[keys.BUS].drain(max(0.0, remaining))
+        await runner.close()
+        await asyncio.gather(*(c.close() for c in connections.values()), return_exceptions=True)
+        await provider.close()
 
 
 async def health_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -139,15 +148,22 @@ async def _tune_gc(app: web.Application) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, gen1, gen2)
 
 
-async def _on_shutdown(app: web.Application) -> None:
-    """Signal only: refuse new turns and arm the deadline for the ones in flight."""
+def begin_shutdown(app: web.Application) -> None:
+    """Signal only: refuse new turns and arm the deadline for the ones in flight. Idempotent:
+    ``msev15 serve`` calls it on the signal (while still listening), aiohttp's shutdown again."""
     state = app[keys.STATE]
+    if state.shutting_down:
+        return
     state.shutting_down = True
     state.sessions_at_shutdown = len(app[keys.SESSIONS])
     timeout = app[keys.SETTINGS].shutdown_timeout_seconds
     state.shutdown_deadline = asyncio.get_running_loop().time() + timeout
     app[keys.BUS].close()
     app[keys.RUNNER].cut_after(timeout)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    begin_shutdown(app)
 
 
 async def create_app(settings: Settings, **overrides: Any) -> web.Application:

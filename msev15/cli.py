@@ -8,12 +8,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from aiohttp import web
 
 from msev15 import __version__, keys
-from msev15.app import create_app
+from msev15.app import begin_shutdown, create_app
 from msev15.banner import banner
 from msev15.config import Settings, SettingsError, load_settings
 from msev15.logs import close_logging, flush_logging, setup_logging
@@ -64,6 +64,41 @@ async def _wait_for_mcp(app: web.Application, settings: Settings) -> str | None:
     return None
 
 
+async def _until(stop: asyncio.Event, coro: Awaitable[str | None]) -> str | None:
+    """Run ``coro`` unless a shutdown signal comes first (then None, and ``stop`` is set)."""
+    work = asyncio.ensure_future(coro)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (work, stopped):
+        task.cancel()
+    results = await asyncio.gather(work, stopped, return_exceptions=True)
+    return None if stop.is_set() or isinstance(results[0], BaseException) else results[0]
+
+
+def _print_banner(app: web.Application, settings: Settings) -> None:
+    state, registry, connections = app[keys.STATE], app[keys.REGISTRY], app[keys.MCP]
+    warnings = list(state.warnings)
+    labels = {"complaints": "MCP Server", "escalation": "Escalation MCP"}
+    for name, connection in connections.items():
+        if connection.status != "connected":
+            warnings.append(f"{labels.get(name, name)} not reachable at {connection.url}; "
+                            "continuing without its tools and reconnecting in the background")
+    _say(banner(settings, local_tools=len(registry.local_names), mcp_tools=len(registry) - len(registry.local_names),
+                mcp_status={labels.get(n, n): (c.url, c.status == "connected") for n, c in connections.items()},
+                warnings=warnings))
+
+
+def _say_signal(signals: _Signals) -> None:
+    name = signal.Signals(signals.received or signal.SIGTERM).name
+    if name != "SIGINT":
+        _say(f"Shutdown signal received ({name})...")
+    elif sys.stdout.isatty():
+        _say(" Shutdown signal received...")  # the terminal has echoed "^C" on this line already
+    else:
+        _say("^C Shutdown signal received...")
+    log.info("Shutdown signal %s received; draining", name)
+
+
 async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     signals = _Signals(loop)
@@ -76,6 +111,7 @@ async def _serve(settings: Settings) -> int:
     except Exception as exc:
         log.exception("start-up failed")
         print(f"Error: the service could not start: {exc}", file=sys.stderr, flush=True)
+        await runner.cleanup()  # close what did start (its threads would keep the process alive)
         return 1
     try:
         # Bind first: a taken port is reported at once, and while a required MCP server is awaited
@@ -88,37 +124,24 @@ async def _serve(settings: Settings) -> int:
             print(f"Error: cannot listen on {settings.server_host}:{settings.server_port}: {reason}",
                   file=sys.stderr, flush=True)
             return 1
-        problem = await _wait_for_mcp(app, settings)
+        problem = await _until(signals.stop, _wait_for_mcp(app, settings))
         if problem:
             print(f"Error: {problem}", file=sys.stderr, flush=True)
             return 1
-        state = app[keys.STATE]
-        registry = app[keys.REGISTRY]
-        connections = app[keys.MCP]
-        warnings = list(state.warnings)
-        labels = {"complaints": "MCP Server", "escalation": "Escalation MCP"}
-        for name, connection in connections.items():
-            if connection.status != "connected":
-                warnings.append(f"{labels.get(name, name)} not reachable at {connection.url}; "
-                                "continuing without its tools and reconnecting in the background")
-        _say(banner(settings, local_tools=len(registry.local_names), mcp_tools=len(registry) - len(registry.local_names),
-                    mcp_status={labels.get(n, n): (c.url, c.status == "connected") for n, c in connections.items()},
-                    warnings=warnings))
-        log.info("Serving on %s:%s", settings.server_host, settings.server_port)
-        await signals.stop.wait()
-        name = signal.Signals(signals.received or signal.SIGTERM).name
-        if name != "SIGINT":
-            _say(f"Shutdown signal received ({name})...")
-        elif sys.stdout.isatty():
-            _say(" Shutdown signal received...")  # the terminal has echoed "^C" on this line already
-        else:
-            _say("^C Shutdown signal received...")
-        log.info("Shutdown signal %s received; draining", name)
+        if not signals.stop.is_set():
+            _print_banner(app, settings)
+            log.info("Serving on %s:%s", settings.server_host, settings.server_port)
+            await signals.stop.wait()
+        _say_signal(signals)
+        # Drain while still listening: new chat requests get 503 and readiness says not_ready, so
+        # load balancers see the service leave instead of connections being refused.
+        begin_shutdown(app)
+        await app[keys.BUS].drain(settings.shutdown_timeout_seconds + 1)
     finally:
         await runner.cleanup()
-    state = app[keys.STATE]
-    drained = "" if state.drained else " (some turns were cut at the deadline)"
-    _say(f"  • Closing active sessions... [{state.sessions_at_shutdown} sessions]{drained}", "  • Flushing logs...")
+    state, cut = app[keys.STATE], app[keys.RUNNER].cut_turns if keys.RUNNER in app else 0
+    note = f" ({cut} turns cut at the deadline)" if cut else ""
+    _say(f"  • Closing active sessions... [{state.sessions_at_shutdown} sessions]{note}", "  • Flushing logs...")
     flush_logging()
     _say("  • Closing database connections...", "  • Cleanup complete.", "Server stopped gracefully. Goodbye!")
     signals.remove()

@@ -326,8 +326,14 @@ class Settings:
             found.append("LLM_PROVIDER=azure needs AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY")
         if self.llm_provider == "openai" and not self.openai_base_url:
             found.append("LLM_PROVIDER=openai needs OPENAI_BASE_URL")
-        if self.system_prompt_file and not Path(self.system_prompt_file).is_file():
-            found.append(f"SYSTEM_PROMPT_FILE must be a readable file, got {self.system_prompt_file!r}")
+        if self.system_prompt_file:
+            try:
+                readable = bool(Path(self.system_prompt_file).read_text(encoding="utf-8").strip())
+            except (OSError, UnicodeDecodeError):
+                readable = False
+            if not readable:
+                found.append("SYSTEM_PROMPT_FILE must be a readable, non-empty UTF-8 text file, "
+                             f"got {self.system_prompt_file!r}")
         return found
 
 

@@ -31,7 +31,6 @@ class ServiceState:
     shutting_down: bool = False
     warnings: list[str] = field(default_factory=list)
     sessions_at_shutdown: int = 0
-    drained: bool = True
     shutdown_deadline: float | None = None  # loop time
 
     @property

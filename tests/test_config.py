@@ -80,7 +80,7 @@ def test_bad_env_files(tmp_path: Path) -> None:
 def test_cross_field_problems(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="LLM_PROVIDER=azure needs"):
         load_settings(environ={"LLM_PROVIDER": "azure"})
-    with pytest.raises(SettingsError, match="SYSTEM_PROMPT_FILE must be a readable file"):
+    with pytest.raises(SettingsError, match="SYSTEM_PROMPT_FILE must be a readable, non-empty UTF-8 text file"):
         load_settings(environ={"SYSTEM_PROMPT_FILE": str(tmp_path / "nope.txt")})
 
 
@@ -163,3 +163,13 @@ async def test_malformed_requests_log_one_warning_line(aiohttp_client, tmp_path:
     line = next(line for line in text.splitlines() if "malformed request" in line)
     assert "| WARNING | aiohttp.server |" in line and "LineTooLong" in line
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("content", [b"", b"   \n", b"\xff\xfe not utf-8"])
+def test_unusable_system_prompt_files_are_refused(tmp_path: Path, content: bytes) -> None:
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_bytes(content)
+    with pytest.raises(SettingsError, match="SYSTEM_PROMPT_FILE must be a readable, non-empty UTF-8 text file"):
+        load_settings(environ={"SYSTEM_PROMPT_FILE": str(prompt)})
+    prompt.write_text("You are a helpful agent.")
+    assert load_settings(environ={"SYSTEM_PROMPT_FILE": str(prompt)}).system_prompt_file == str(prompt)

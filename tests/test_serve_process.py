@@ -191,3 +191,61 @@ async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+
+
+async def test_while_draining_new_chats_get_503_and_readiness_says_not_ready(tmp_path: Path) -> None:
+    async with ScriptedLLM() as llm:
+        llm.default = Reply(" ".join(f"w{i}" for i in range(40)), delay=0.05)
+        service = await _start(tmp_path, LLM_PROVIDER="openai", OPENAI_BASE_URL=f"{llm.url}/v1")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{service.url}/api/v1/chat/stream",
+                                 json={"session_id": "s", "message": "talk"}) as stream:
+                assert (await stream.content.readline()).startswith(b"data: ")
+                service.proc.send_signal(signal.SIGTERM)
+                await service.read_until("Shutdown signal received")
+                # Still listening: load balancers are told, not refused.
+                async with http.post(f"{service.url}/api/v1/chat", json={"session_id": "t", "message": "hi"}) as late:
+                    assert late.status == 503
+                    body = await late.json()
+                    assert body["error"] == "shutting_down" and late.headers["Retry-After"] == "5"
+                async with http.get(f"{service.url}/health/readiness") as ready:
+                    assert ready.status == 503 and (await ready.json())["status"] == "not_ready"
+                rest = (await stream.read()).decode()
+        code, out, err = await service.finish()
+    assert '"type": "done"' in rest.strip().splitlines()[-1]
+    assert code == 0, err
+
+
+async def test_failed_start_up_exits_instead_of_hanging(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "orders.db"
+    not_a_db.write_text("this is not a database\n" * 100)
+    env = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(_free_port()), "MCP_SERVER_URL": "",
+           "LOG_TO_FILE": "false", "ORDER_DB_PATH": str(not_a_db)}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert "Error: the service could not start:" in err.decode() and "order database" in err.decode()
+
+
+async def test_signal_while_waiting_for_a_required_mcp_server(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "LOG_TO_FILE": "false",
+           "ORDER_DB_PATH": str(tmp_path / "o.db"), "MCP_SERVER_REQUIRED": "true",
+           "MCP_SERVER_URL": f"http://127.0.0.1:{_free_port()}/mcp", "MCP_CONNECT_TIMEOUT_SECONDS": "300"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + 20
+        while True:  # bounded poll until the port answers: readiness is not_ready meanwhile
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/health/readiness") as ready:
+                    assert ready.status == 503
+                    break
+            except aiohttp.ClientConnectionError:
+                assert time.monotonic() < deadline, "the service never started listening"
+                await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 15)  # not the 300 s MCP wait
+    assert proc.returncode == 0, err.decode()
+    assert "Server stopped gracefully. Goodbye!" in out.decode()

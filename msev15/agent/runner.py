@@ -57,6 +57,7 @@ class AgentRunner:
         self._cut_timer: asyncio.TimerHandle | None = None
         self.completed = 0
         self.failed = 0
+        self.cut_turns = 0  # turns ended by the shutdown deadline
 
     def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="agent:dispatch")
@@ -144,6 +145,7 @@ class AgentRunner:
         # Dispatch what was accepted but not yet read, so those turns end too.
         while self._sub.pending():
             self._enqueue(self._sub.get_nowait())
+        self.cut_turns += sum(len(lane) for lane in self._lanes.values())
         for task in list(self._tasks):
             task.cancel()
 
