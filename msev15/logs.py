@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import logging.handlers
+import queue
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -88,13 +89,41 @@ class MalformedRequestFilter(logging.Filter):
 _MALFORMED = MalformedRequestFilter()
 
 
-def setup_logging(settings: Settings, stream=None) -> list[logging.Handler]:
-    """Console always, rotating file when LOG_TO_FILE. Idempotent: replaces our own handlers."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, _HANDLER_MARK, False):
-            root.removeHandler(handler)
+class _Writer:
+    """The handlers that do the writing, behind one QueueListener thread: a slow disk, a log
+    rotation or a stalled stderr pipe never blocks the event loop."""
+
+    def __init__(self, handlers: list[logging.Handler]) -> None:
+        self.handlers = handlers
+        self.queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self.listener = logging.handlers.QueueListener(self.queue, *handlers, respect_handler_level=True)
+        self.listener.start()
+
+    def flush(self) -> None:
+        """Write out everything queued so far (stop drains the queue; start again after)."""
+        self.listener.stop()
+        for handler in self.handlers:
+            handler.flush()
+        self.listener.start()
+
+    def close(self) -> None:
+        self.listener.stop()
+        for handler in self.handlers:
             handler.close()
+
+
+_writer: _Writer | None = None
+
+
+def setup_logging(settings: Settings, stream=None) -> list[logging.Handler]:
+    """Console always, rotating file when LOG_TO_FILE, written by a background thread.
+
+    Idempotent: replaces what an earlier call set up. The context filter runs in the logging
+    task (contextvars are read there); formatting, redaction and I/O happen in the writer thread.
+    """
+    global _writer
+    close_logging()
+    root = logging.getLogger()
     formatter = RedactingFormatter(settings.secrets())
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
     if settings.log_to_file:
@@ -109,31 +138,36 @@ def setup_logging(settings: Settings, stream=None) -> list[logging.Handler]:
             )
         )
     for handler in handlers:
-        setattr(handler, _HANDLER_MARK, True)
         handler.setFormatter(formatter)
-        handler.addFilter(ContextFilter())
-        root.addHandler(handler)
+    _writer = _Writer(handlers)
+    front = logging.handlers.QueueHandler(_writer.queue)
+    front.addFilter(ContextFilter())
+    setattr(front, _HANDLER_MARK, True)
+    root.addHandler(front)
     root.setLevel(settings.log_level)
-    # aiohttp's access log duplicates our request lines; keep it for DEBUG only.
     server_log = logging.getLogger("aiohttp.server")
     if _MALFORMED not in server_log.filters:
         server_log.addFilter(_MALFORMED)
     # The HTTP clients under openai and mcp log every request at INFO: noise at our INFO.
     for noisy in ("httpx", "httpx2", "httpcore", "mcp.client"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # aiohttp's access log duplicates our request lines; keep it for DEBUG only.
     logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
     return handlers
 
 
 def flush_logging() -> None:
-    for handler in logging.getLogger().handlers:
-        handler.flush()
+    if _writer is not None:
+        _writer.flush()
 
 
 def close_logging() -> None:
+    global _writer
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
-            handler.flush()
             root.removeHandler(handler)
             handler.close()
+    if _writer is not None:
+        _writer.close()
+        _writer = None

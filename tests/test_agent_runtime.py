@@ -122,3 +122,17 @@ async def test_turn_logs_carry_session_tenant_and_request(aiohttp_client, tmp_pa
     assert "Tool result get_all_orders ok" in messages
     assert any(m.startswith("Turn completed") for m in messages)
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \| (INFO|WARNING) \| ", line) for line in ours)
+
+
+async def test_validator_cache_stays_bounded_across_tool_refreshes() -> None:
+    async def f(ctx: ToolContext, args: dict) -> int:
+        return args["n"]
+
+    current: list[Tool] = []
+    registry = ToolRegistry()
+    registry.add_source(lambda: current)
+    for version in range(200):  # an MCP server changing its schema again and again
+        schema = {**SCHEMA, "description": f"v{version}"}
+        current[:] = [Tool("remote_tool", "remote", schema, f, source="mcp")]
+        assert (await registry.call("remote_tool", {"n": version}, CTX)).ok
+    assert len(registry._validators) == 1

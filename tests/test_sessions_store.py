@@ -87,7 +87,31 @@ def test_context_keeps_tool_exchange_and_trims_at_a_user_message() -> None:
     full = store.context("t", "s", 100)
     assert [m["role"] for m in full] == ["user", "assistant", "tool", "assistant", "user", "assistant"]
     assert full[1]["tool_calls"][0]["id"] == "c1" and full[2]["tool_call_id"] == "c1"
-    # A window that would start inside the tool exchange starts at the next user message.
-    assert [m["role"] for m in store.context("t", "s", 5)] == ["user", "assistant"]
+    # A window may start at the assistant's tool call (its result follows), never at a result.
+    assert [m["role"] for m in store.context("t", "s", 5)] == ["assistant", "tool", "assistant", "user", "assistant"]
+    assert [m["role"] for m in store.context("t", "s", 4)] == ["assistant", "user", "assistant"]
     visible = [m for m in store.get("t", "s").messages if m.visible]
     assert len(visible) == 4 and store.get("t", "s").visible_count == 4
+
+
+def test_one_turn_longer_than_the_window_still_gives_context() -> None:
+    store = SessionStore(3600)
+    steps = []
+    for i in range(6):  # six tool rounds: 12 messages in one turn
+        steps.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function", "function": {"name": "get_all_orders", "arguments": "{}"}}]})
+        steps.append({"role": "tool", "tool_call_id": f"c{i}", "content": "{}"})
+    _commit(store, "t", "s", "long one", steps)
+    context = store.context("t", "s", 6)
+    assert [m["role"] for m in context] == ["assistant", "tool", "assistant", "tool", "assistant"]
+    assert context[-1]["content"] == "answer to long one"
+
+
+def test_long_sessions_keep_their_latest_whole_turns() -> None:
+    store = SessionStore(3600, max_messages=10)
+    for i in range(8):
+        count = _commit(store, "t", "s", f"m{i}")
+    session = store.get("t", "s")
+    assert len(session.messages) <= 10 and session.messages[0].role == "user"
+    assert [m.content for m in session.messages if m.role == "user"] == ["m3", "m4", "m5", "m6", "m7"]
+    assert count == session.visible_count == 10

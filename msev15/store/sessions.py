@@ -63,8 +63,10 @@ class Page:
 
 
 class SessionStore:
-    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.time,
+                 max_messages: int = 1000) -> None:
         self.ttl = ttl_seconds
+        self.max_messages = max_messages
         self._clock = clock
         self._tenants: dict[str, OrderedDict[str, Session]] = {}
 
@@ -92,12 +94,15 @@ class SessionStore:
         return self._live(tenant_id, session_id)
 
     def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
-        """The last ``limit`` messages for the model, never starting inside a tool exchange."""
+        """The last ``limit`` messages for the model, never starting with an orphaned tool result.
+
+        Even a single turn longer than ``limit`` (many tool rounds) leaves its latest messages."""
         session = self._live(tenant_id, session_id)
         if session is None:
             return []
         tail = session.messages[-limit:]
-        start = next((i for i, m in enumerate(tail) if m.role == "user"), len(tail))
+        # A tool result must follow its call: skip results cut off from their assistant message.
+        start = next((i for i, m in enumerate(tail) if m.role != "tool"), len(tail))
         return [m.to_model() for m in tail[start:]]
 
     def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
@@ -120,7 +125,17 @@ class SessionStore:
         append(Message("assistant", answer, now))
         session.visible_count += 2
         session.last_activity = now
+        if len(session.messages) > self.max_messages:
+            self._trim(session)
         return session.visible_count
+
+    def _trim(self, session: Session) -> None:
+        """Drop the oldest whole turns so a long-lived session stays within max_messages."""
+        messages = session.messages
+        excess = len(messages) - self.max_messages
+        cut = next((i for i in range(excess, len(messages)) if messages[i].role == "user"), excess)
+        session.visible_count -= sum(1 for m in messages[:cut] if m.visible)
+        del messages[:cut]
 
     def page(self, tenant_id: str, limit: int, offset: int) -> Page:
         """Newest activity first. Cost is O(min(offset, total - offset) + limit), never a sort."""

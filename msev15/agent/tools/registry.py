@@ -92,7 +92,7 @@ class ToolRegistry:
     def __init__(self, timeout: float = 30.0) -> None:
         self.timeout = timeout
         self._local: dict[str, Tool] = {}
-        self._validators: dict[int, tuple[Tool, jsonschema.protocols.Validator]] = {}
+        self._validators: dict[str, tuple[Tool, jsonschema.protocols.Validator]] = {}
         self._sources: list[Callable[[], Iterable[Tool]]] = []
         self._schema_cache: tuple[tuple[Tool, ...], list[dict[str, Any]]] = ((), [])
 
@@ -137,10 +137,11 @@ class ToolRegistry:
         return len(self.tools())
 
     def _validate(self, tool: Tool, args: dict[str, Any]) -> str | None:
-        # Keyed by the tool object itself (MCP refreshes replace tools); keeping it pins the id.
-        entry = self._validators.get(id(tool))
+        # One entry per tool name, rebuilt when an MCP refresh replaces the tool: bounded by the
+        # number of names, however often a server's tool list changes.
+        entry = self._validators.get(tool.name)
         if entry is None or entry[0] is not tool:
-            entry = self._validators[id(tool)] = (tool, _validator(tool.parameters))
+            entry = self._validators[tool.name] = (tool, _validator(tool.parameters))
         validator = entry[1]
         error = jsonschema.exceptions.best_match(validator.iter_errors(args))
         return None if error is None else _schema_error(error)
