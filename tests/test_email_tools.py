@@ -19,7 +19,9 @@ from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolRegist
 from msev15.config import Settings
 from tests.smtp_server import RecordingSMTP
 
-CTX = ToolContext(tenant_id="acme", session_id="s-1", request_id="r-1")
+TENANT, OTHER_TENANT = "acme", "globex"
+CTX = ToolContext(tenant_id=TENANT, session_id="s-1", request_id="r-1")
+OTHER_CTX = ToolContext(tenant_id=OTHER_TENANT, session_id="s-2", request_id="r-2")
 NAMES = ["send_email", "send_text_email", "send_html_email", "send_email_with_attachments", "test_connection"]
 
 MakeMailer = Callable[..., Mailer]
@@ -32,22 +34,29 @@ async def smtp() -> AsyncIterator[RecordingSMTP]:
 
 
 @pytest.fixture
-def attachments(tmp_path: Path) -> Path:
-    folder = tmp_path / "attachments"
+def attachments_root(tmp_path: Path) -> Path:
+    """EMAIL_ATTACHMENTS_DIR: one folder per tenant inside."""
+    return tmp_path / "attachments"
+
+
+@pytest.fixture
+def attachments(attachments_root: Path) -> Path:
+    """The calling tenant's (``acme``'s) attachments folder."""
+    folder = attachments_root / TENANT
     (folder / "invoices").mkdir(parents=True)
     (folder / "invoices" / "INV-1001.pdf").write_bytes(b"%PDF-1.4 fake invoice \x00\xff")
     (folder / "returns.txt").write_bytes(b"Return within 30 days.\n")
-    (tmp_path / "secret.txt").write_text("server secret")
+    (attachments_root.parent / "secret.txt").write_text("server secret")
     return folder
 
 
 @pytest.fixture
-def make_mailer(tmp_path: Path, smtp: RecordingSMTP, attachments: Path) -> MakeMailer:
+def make_mailer(tmp_path: Path, smtp: RecordingSMTP, attachments_root: Path, attachments: Path) -> MakeMailer:
     def make(**overrides: Any) -> Mailer:
         values: dict[str, Any] = {
             "smtp_server": smtp.host, "smtp_port": smtp.port, "sender_email": "support@shop.test",
             "sender_name": "Shop Support", "email_outbox_dir": str(tmp_path / "outbox"),
-            "email_attachments_dir": str(attachments), "smtp_timeout_seconds": 5.0,
+            "email_attachments_dir": str(attachments_root), "smtp_timeout_seconds": 5.0,
         }
         values.update(overrides)
         return Mailer.from_settings(Settings.defaults(**values), base_delay=0)
@@ -64,8 +73,8 @@ def _tools(mailer: Mailer) -> dict[str, Tool]:
     return {tool.name: tool for tool in email_tools(mailer)}
 
 
-async def _call(mailer: Mailer, name: str, **args: Any) -> Any:
-    return await _tools(mailer)[name].func(CTX, args)
+async def _call(mailer: Mailer, name: str, *, ctx: ToolContext = CTX, **args: Any) -> Any:
+    return await _tools(mailer)[name].func(ctx, args)
 
 
 @pytest.fixture
@@ -451,9 +460,15 @@ async def test_lookalike_domain_is_not_a_subdomain(make_mailer: MakeMailer, smtp
     assert smtp.attempts == 0
 
 
-async def _attach(mailer: Mailer, *names: str) -> Any:
-    return await _call(mailer, "send_email_with_attachments", to="alice@example.com", subject="Files",
+async def _attach(mailer: Mailer, *names: str, ctx: ToolContext = CTX) -> Any:
+    return await _call(mailer, "send_email_with_attachments", ctx=ctx, to="alice@example.com", subject="Files",
                        body="Attached.", attachments=list(names))
+
+
+async def _refusal(mailer: Mailer, *names: str, ctx: ToolContext = CTX) -> str:
+    with pytest.raises(ToolError) as caught:
+        await _attach(mailer, *names, ctx=ctx)
+    return str(caught.value)
 
 
 @pytest.mark.parametrize("name",
@@ -531,3 +546,89 @@ async def test_missing_attachments_folder_is_reported(make_mailer: MakeMailer, s
     with pytest.raises(ToolError, match="the attachments folder does not exist"):
         await _attach(mailer, "returns.txt")
     assert smtp.attempts == 0
+
+
+# --- attachments are per tenant -----------------------------------------------------------------
+
+@pytest.fixture
+def other_attachments(attachments_root: Path, attachments: Path) -> Path:
+    """The other tenant's (``globex``'s) folder, next to acme's."""
+    folder = attachments_root / OTHER_TENANT
+    folder.mkdir()
+    (folder / "brochure.txt").write_bytes(b"Globex brochure\n")
+    return folder
+
+
+async def test_each_tenant_sends_from_its_own_folder(make_mailer: MakeMailer, smtp: RecordingSMTP,
+                                                     other_attachments: Path) -> None:
+    mailer = make_mailer()
+    await _attach(mailer, "returns.txt")
+    await _attach(mailer, "brochure.txt", ctx=OTHER_CTX)
+    first, second = await smtp.wait_for(2)
+    assert [p.get_payload(decode=True) for p in first.message.iter_attachments()] == [b"Return within 30 days.\n"]
+    assert [p.get_payload(decode=True) for p in second.message.iter_attachments()] == [b"Globex brochure\n"]
+
+
+async def test_another_tenant_cannot_attach_a_file_by_its_name(make_mailer: MakeMailer, smtp: RecordingSMTP,
+                                                               other_attachments: Path) -> None:
+    mailer = make_mailer()
+    foreign = await _refusal(mailer, "invoices/INV-1001.pdf", ctx=OTHER_CTX)  # exists in acme's folder only
+    missing = await _refusal(mailer, "invoices/INV-9999.pdf", ctx=OTHER_CTX)  # exists nowhere
+    assert foreign == "attachment 'invoices/INV-1001.pdf' does not exist in the attachments folder"
+    assert foreign.replace("INV-1001", "INV-9999") == missing
+    assert smtp.attempts == 0
+
+
+async def test_another_tenant_cannot_reach_a_file_by_traversal(make_mailer: MakeMailer, smtp: RecordingSMTP,
+                                                               other_attachments: Path) -> None:
+    mailer = make_mailer()
+    existing = await _refusal(mailer, f"../{TENANT}/returns.txt", ctx=OTHER_CTX)
+    absent = await _refusal(mailer, f"../{TENANT}/nope.txt", ctx=OTHER_CTX)
+    assert existing == f"attachment '../{TENANT}/returns.txt' is outside the attachments folder"
+    assert existing.replace("returns", "nope") == absent  # no hint whether the other tenant has the file
+    assert smtp.attempts == 0
+
+
+async def test_symlink_from_one_tenant_to_another_tenants_file_is_refused(
+        make_mailer: MakeMailer, smtp: RecordingSMTP, attachments: Path, other_attachments: Path) -> None:
+    (other_attachments / "latest.pdf").symlink_to(attachments / "invoices" / "INV-1001.pdf")
+    with pytest.raises(ToolError, match="attachment 'latest.pdf' is outside the attachments folder"):
+        await _attach(make_mailer(), "latest.pdf", ctx=OTHER_CTX)
+    assert smtp.attempts == 0
+
+
+async def test_tenant_folder_that_is_a_link_is_refused(make_mailer: MakeMailer, smtp: RecordingSMTP,
+                                                       attachments_root: Path, attachments: Path) -> None:
+    (attachments_root / OTHER_TENANT).symlink_to(attachments, target_is_directory=True)
+    message = await _refusal(make_mailer(), "returns.txt", ctx=OTHER_CTX)
+    assert message == (f"attachments are not available for tenant {OTHER_TENANT!r}: its attachments folder must "
+                       "be a real folder, not a link")
+    assert smtp.attempts == 0
+
+
+async def test_tenant_without_a_folder_has_no_attachments(make_mailer: MakeMailer, smtp: RecordingSMTP) -> None:
+    message = await _refusal(make_mailer(), "returns.txt", ctx=OTHER_CTX)
+    assert message == f"no attachments are available for tenant {OTHER_TENANT!r}: it has no attachments folder"
+    assert smtp.attempts == 0
+
+
+async def test_traversal_is_refused_as_such_without_a_tenant_folder(make_mailer: MakeMailer,
+                                                                    smtp: RecordingSMTP) -> None:
+    message = await _refusal(make_mailer(), f"../{TENANT}/returns.txt", ctx=OTHER_CTX)
+    assert message == f"attachment '../{TENANT}/returns.txt' is outside the attachments folder"
+    assert smtp.attempts == 0
+
+
+@pytest.mark.parametrize("tenant", ["", ".", "..", "../acme", "acme/..", "a/b", "a\\b", "a..b", "a\x00b"])
+async def test_tenant_id_that_is_not_one_path_segment_is_refused(make_mailer: MakeMailer, smtp: RecordingSMTP,
+                                                                 tenant: str) -> None:
+    # The service's id rule never lets such an id through; this is the last line of defence.
+    message = await _refusal(make_mailer(), "returns.txt", ctx=ToolContext(tenant, "s-3"))
+    assert message == "attachments are not available for this tenant: its id cannot name a folder"
+    assert smtp.attempts == 0
+
+
+def test_attachment_tool_says_names_are_relative_to_the_tenants_folder(make_mailer: MakeMailer) -> None:
+    tool = _tools(make_mailer())["send_email_with_attachments"]
+    assert "this customer's (tenant's) own attachments folder" in tool.description
+    assert "(tenant's) own attachments folder" in tool.parameters["properties"]["attachments"]["description"]

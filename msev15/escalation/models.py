@@ -145,9 +145,13 @@ class DeliveryOutcome:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
-    """One row of the tracking store: one message of one sendemail call."""
+    """One row of the tracking store: one message of one sendemail call, in the caller's tenant.
+
+    ``tenant_id`` scopes every lookup and is never reported back (it is the caller's own).
+    """
 
     email_id: str
+    tenant_id: str
     role: Role
     ticket_id: str
     use_case: str

@@ -6,6 +6,11 @@ server, its task and socket) and is used the same way by the CLI and by tests::
 
     async with EscalationServer(settings, host="127.0.0.1", port=0) as server:
         ...  # server.url is http://127.0.0.1:<port>/mcp
+
+Delivery records belong to tenants. The tenant comes from the request's ``_meta`` (key
+:data:`~msev15.agent.mcp_client.TENANT_META_KEY`, set by the service from the turn), never from a
+tool argument a prompt could set. A call without the key works in tenant "default"; a malformed
+tenant is refused. ``get_email_status`` only finds the caller's own tenant's emails.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 from types import TracebackType
 from typing import Annotated, Any, TypedDict
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
@@ -24,12 +29,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from msev15 import __version__
+from msev15.agent.mcp_client import TENANT_META_KEY
+from msev15.complaints.models import DEFAULT_TENANT
 from msev15.complaints.serving import McpHttpServer, bind_socket
 from msev15.escalation.config import EscalationSettings
 from msev15.escalation.delivery import Backend
 from msev15.escalation.metrics import CONTENT_TYPE
 from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
-from msev15.escalation.service import EmailNotFound, EscalationService
+from msev15.escalation.service import EmailNotFound, EscalationService, checked_tenant
 from msev15.escalation.templates import TemplateError, TemplateRegistry
 
 log = logging.getLogger("escalation.server")
@@ -57,6 +64,21 @@ def _result(payload: dict[str, Any], *, is_error: bool) -> CallToolResult:
                           structured_content=payload, is_error=is_error)
 
 
+def _tenant(ctx: Context) -> str:
+    """The calling tenant, from the request's ``_meta``; :data:`DEFAULT_TENANT` without the key.
+
+    Raises ``ToolError`` for a value that is not a valid tenant id (a present-but-bad key is never
+    quietly taken as "default").
+    """
+    meta = ctx.request_context.meta or {}
+    if TENANT_META_KEY not in meta:
+        return DEFAULT_TENANT
+    try:
+        return checked_tenant(meta[TENANT_META_KEY])
+    except InvalidRequest as exc:
+        raise ToolError(f"{exc} (from _meta[{TENANT_META_KEY!r}])") from None
+
+
 def build_mcp_server(service: EscalationService) -> MCPServer:
     """An MCPServer whose tools and routes call ``service``."""
     mcp: MCPServer = MCPServer("escalation-comms", title="BankX EscalationComms", version=__version__,
@@ -73,6 +95,8 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
         use_case: Annotated[str, Field(description="UC2 (Product Information & FAQ) or UC3 (AI Money Coach)",
                                        json_schema_extra={"enum": list(USE_CASES)})],
         reason: Annotated[str, Field(description="Why the ticket was created, e.g. 'Low confidence (0.21)'")],
+        *,
+        ctx: Context,
     ) -> Annotated[CallToolResult, SendEmailResult]:
         """Email the customer (ticket confirmation) and the support team (new ticket) for one ticket.
 
@@ -80,8 +104,14 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
         any delivery error. A partial or failed result is flagged as an error result.
         """
         try:
-            result = await service.send(ticket_id=ticket_id, customer_id=customer_id, customer_email=customer_email,
-                                        query=query, use_case=use_case, reason=reason)
+            tenant_id = _tenant(ctx)
+        except ToolError:
+            service.metrics.rejected.inc()
+            raise
+        try:
+            result = await service.send(tenant_id=tenant_id, ticket_id=ticket_id, customer_id=customer_id,
+                                        customer_email=customer_email, query=query, use_case=use_case,
+                                        reason=reason)
         except InvalidRequest as exc:
             raise ToolError(f"Invalid sendemail arguments: {'; '.join(exc.problems)}") from None
         except TemplateError as exc:
@@ -92,10 +122,13 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
     @mcp.tool(name="get_email_status", title="Email delivery status")
     async def get_email_status(
         email_id: Annotated[str, Field(description="The email_id sendemail returned, e.g. EMAIL-UC2-20251107-001")],
+        *,
+        ctx: Context,
     ) -> dict[str, Any]:
         """The delivery record of both messages of one sendemail call (refreshed from ACS when used)."""
+        tenant_id = _tenant(ctx)
         try:
-            return await service.status(email_id)
+            return await service.status(email_id, tenant_id=tenant_id)
         except InvalidRequest as exc:
             raise ToolError(str(exc)) from None
         except EmailNotFound as exc:

@@ -2,6 +2,10 @@
 
 :class:`EscalationService` takes its parts explicitly (settings, backend, tracking store,
 templates, metrics, clock); :meth:`EscalationService.open` builds them from settings.
+
+Every call runs in one tenant (the service's tenant id rule, :data:`DEFAULT_TENANT` when the
+caller names none): ``send`` records the delivery under it, and ``status`` finds only that
+tenant's records, so another tenant's email id is "not found" exactly like an unknown one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from msev15 import __version__
+from msev15.complaints.models import DEFAULT_TENANT, check_tenant
 from msev15.escalation.config import EscalationSettings
 from msev15.escalation.delivery import Backend, DeliveryError, build_backend, deliver
 from msev15.escalation.metrics import Metrics
@@ -60,7 +65,19 @@ def _now() -> datetime:
 
 
 class EmailNotFound(LookupError):
-    pass
+    """No record of this email id in the caller's tenant (it may exist in another: never say so)."""
+
+    def __init__(self, email_id: str) -> None:
+        super().__init__(f"No email with id {email_id!r}")
+        self.email_id = email_id
+
+
+def checked_tenant(raw: object) -> str:
+    """``raw`` unchanged if it is a valid tenant id; :class:`InvalidRequest` otherwise."""
+    try:
+        return check_tenant(raw)
+    except ValueError as exc:
+        raise InvalidRequest([str(exc)]) from None
 
 
 class EscalationService:
@@ -135,10 +152,14 @@ class EscalationService:
                      ("X-BankX-Use-Case", request.use_case)),
         )
 
-    async def send(self, **arguments: Any) -> SendResult:
-        """The ``sendemail`` tool. Raises InvalidRequest or TemplateError; delivery problems are in the result."""
+    async def send(self, *, tenant_id: str = DEFAULT_TENANT, **arguments: Any) -> SendResult:
+        """The ``sendemail`` tool, recorded in ``tenant_id``.
+
+        Raises InvalidRequest (bad arguments or tenant) or TemplateError; delivery problems are in the result.
+        """
         started = time.perf_counter()
         try:
+            tenant_id = checked_tenant(tenant_id)
             request = EscalationRequest.parse(**arguments)
         except InvalidRequest:
             self.metrics.rejected.inc()
@@ -153,7 +174,8 @@ class EscalationService:
         recipients: dict[str, str] = {"customer": request.customer_email,
                                        "bank_team": self.settings.support_team_email}
         email_id = await self.store.next_email_id(request.use_case, now.date())
-        log.info("Sending email for ticket %s (%s) as %s", request.ticket_id, request.use_case, email_id)
+        log.info("Sending email for ticket %s (%s) as %s (tenant %s)", request.ticket_id, request.use_case, email_id,
+                 tenant_id)
         log.debug("%s recipients: customer %s, support team %s", email_id, recipients["customer"],
                   recipients["bank_team"])
 
@@ -164,10 +186,10 @@ class EscalationService:
 
         stamp = now.isoformat(timespec="seconds")
         await self.store.create([
-            DeliveryRecord(email_id=email_id, role=role, ticket_id=request.ticket_id, use_case=request.use_case,
-                           recipient=recipients[role], backend=self.backend.name, attempts=0, status="pending",
-                           provider_message_id="", provider_status="", created_at=stamp, updated_at=stamp,
-                           sent_at="", delivered_at="", last_error="")
+            DeliveryRecord(email_id=email_id, tenant_id=tenant_id, role=role, ticket_id=request.ticket_id,
+                           use_case=request.use_case, recipient=recipients[role], backend=self.backend.name,
+                           attempts=0, status="pending", provider_message_id="", provider_status="",
+                           created_at=stamp, updated_at=stamp, sent_at="", delivered_at="", last_error="")
             for role in ROLES
         ])
         deadline = asyncio.get_running_loop().time() + self.settings.email_timeout_seconds
@@ -224,14 +246,17 @@ class EscalationService:
 
     # --- get_email_status -------------------------------------------------------------------
 
-    async def status(self, email_id: Any) -> dict[str, Any]:
-        """The ``get_email_status`` tool: the stored records, refreshed from the provider when it can say more."""
+    async def status(self, email_id: Any, *, tenant_id: str = DEFAULT_TENANT) -> dict[str, Any]:
+        """The ``get_email_status`` tool: the records of ``tenant_id``'s email, refreshed from the
+        provider when it can say more. Raises InvalidRequest, or EmailNotFound for an id that is
+        unknown or another tenant's (with the same message, so the two cannot be told apart)."""
+        tenant_id = checked_tenant(tenant_id)
         if not isinstance(email_id, str) or not EMAIL_ID_RE.fullmatch(email_id.strip()):
             raise InvalidRequest([f"email_id must look like EMAIL-UC2-20251107-001, got {email_id!r}"[:200]])
         email_id = email_id.strip()
-        records = await self.store.get(email_id)
+        records = await self.store.get(email_id, tenant_id=tenant_id)
         if not records:
-            raise EmailNotFound(f"No email with id {email_id!r}")
+            raise EmailNotFound(email_id)
         poll_errors: dict[str, str] = {}
         refreshed = []
         for record in records:

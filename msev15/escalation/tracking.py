@@ -2,6 +2,10 @@
 
 The sequence lives in the same file, so ``EMAIL-UC2-20251107-001`` ids stay unique across
 restarts (and across processes sharing the file: the increment is a single atomic statement).
+
+Records belong to the tenant whose call created them. Email ids are sequential, so easy to guess:
+a record is only ever read back inside its own tenant, and another tenant's id finds nothing,
+exactly like an id that was never issued. The tables and their migration are in :mod:`.schema`.
 """
 
 from __future__ import annotations
@@ -15,36 +19,9 @@ from typing import Any
 import aiosqlite
 
 from msev15.escalation.models import DeliveryRecord
+from msev15.escalation.schema import migrate
 
 log = logging.getLogger("escalation.tracking")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS email_sequence (
-    day TEXT NOT NULL,
-    use_case TEXT NOT NULL,
-    last INTEGER NOT NULL,
-    PRIMARY KEY (day, use_case)
-);
-CREATE TABLE IF NOT EXISTS email_deliveries (
-    email_id TEXT NOT NULL,
-    role TEXT NOT NULL,
-    ticket_id TEXT NOT NULL,
-    use_case TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL,
-    provider_message_id TEXT NOT NULL DEFAULT '',
-    provider_status TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    sent_at TEXT NOT NULL DEFAULT '',
-    delivered_at TEXT NOT NULL DEFAULT '',
-    last_error TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (email_id, role)
-);
-CREATE INDEX IF NOT EXISTS email_deliveries_ticket ON email_deliveries (ticket_id);
-"""
 
 _COLUMNS = tuple(f.name for f in dataclasses.fields(DeliveryRecord))
 _UPDATABLE = frozenset({"attempts", "status", "provider_message_id", "provider_status", "updated_at", "sent_at",
@@ -68,8 +45,7 @@ class TrackingStore:
             await db.execute("PRAGMA busy_timeout = 5000")
             if str(path) != ":memory:":
                 await db.execute("PRAGMA journal_mode = WAL")
-            await db.executescript(_SCHEMA)
-            await db.commit()
+            await migrate(db, str(target))
         except BaseException:
             await db.close()
             raise
@@ -124,12 +100,12 @@ class TrackingStore:
         await self._db.commit()
         return cursor.rowcount
 
-    async def get(self, email_id: str) -> list[DeliveryRecord]:
-        """The call's records, customer first; empty when the id is unknown."""
+    async def get(self, email_id: str, *, tenant_id: str) -> list[DeliveryRecord]:
+        """The call's records, customer first; empty when the id is unknown or another tenant's."""
         async with self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM email_deliveries WHERE email_id = ? "
+            f"SELECT {', '.join(_COLUMNS)} FROM email_deliveries WHERE email_id = ? AND tenant_id = ? "
             "ORDER BY CASE role WHEN 'customer' THEN 0 ELSE 1 END",
-            (email_id,),
+            (email_id, tenant_id),
         ) as cursor:
             rows = await cursor.fetchall()
         return [DeliveryRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]

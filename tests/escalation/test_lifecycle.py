@@ -20,7 +20,8 @@ async def test_messages_left_pending_by_a_stopped_run_are_marked_failed(settings
     try:
         email_id = await store.next_email_id("UC2", date(2025, 11, 7))
         await store.create([DeliveryRecord(
-            email_id=email_id, role=role, ticket_id="TKT-2025-000001", use_case="UC2", recipient="a@example.com",
+            email_id=email_id, tenant_id="default", role=role, ticket_id="TKT-2025-000001", use_case="UC2",
+            recipient="a@example.com",
             backend="smtp", attempts=1, status="pending", provider_message_id="", provider_status="",
             created_at="2025-11-07T10:00:00+00:00", updated_at="2025-11-07T10:00:00+00:00", sent_at="",
             delivered_at="", last_error="") for role in ("customer", "bank_team")])

@@ -57,6 +57,9 @@ INJECTIONS = [
     ("symlink out of the folder", Call("send_email_with_attachments", {
         "to": "customer@example.com", "subject": "Files", "body": "x", "attachments": ["innocent.txt"]}),
      "is outside the attachments folder"),
+    ("traversal to another tenant's folder", Call("send_email_with_attachments", {
+        "to": "customer@example.com", "subject": "Files", "body": "x", "attachments": ["../globex/contract.txt"]}),
+     "is outside the attachments folder"),
     ("recipient flood", Call("send_email", {"to": "customer@example.com",
                                             "bcc": ", ".join(f"u{i}@example.com" for i in range(50)),
                                             "subject": "Hi", "body": "x"}),
@@ -66,12 +69,16 @@ INJECTIONS = [
 
 @pytest.fixture
 def attachments(tmp_path: Path) -> Path:
-    folder = tmp_path / "data" / "attachments"
+    """The default tenant's attachments folder (chat requests here name no tenant), next to globex's."""
+    root = tmp_path / "data" / "attachments"
+    folder = root / "default"
     folder.mkdir(parents=True)
     (folder / "invoice.txt").write_text("Invoice INV-1001: 2 x Widget, 19.98 EUR\n")
     secret = tmp_path / "server-secret.txt"
     secret.write_text("API_KEY=do-not-leak\n")
     os.symlink(secret, folder / "innocent.txt")
+    (root / "globex").mkdir()
+    (root / "globex" / "contract.txt").write_text("Globex contract do-not-leak\n")
     return folder
 
 
@@ -86,9 +93,12 @@ def _outbox(tmp_path: Path) -> list[Path]:
     return sorted(outbox.glob("*.eml")) if outbox.exists() else []
 
 
-async def _stream(client: TestClient, message: str) -> list[dict[str, Any]]:
+async def _stream(client: TestClient, message: str, tenant_id: str | None = None) -> list[dict[str, Any]]:
+    body = {"session_id": "victim", "message": message}
+    if tenant_id is not None:
+        body["tenant_id"] = tenant_id
     async with asyncio.timeout(STREAM_TIMEOUT):  # a stream that never ends fails here, not at pytest's limit
-        resp = await client.post("/api/v1/chat/stream", json={"session_id": "victim", "message": message})
+        resp = await client.post("/api/v1/chat/stream", json=body)
         assert resp.status == 200
         return data_events(await resp.text())
 
@@ -122,6 +132,20 @@ async def test_the_legitimate_email_with_attachment_is_sent(scripted: TestClient
     [saved] = _outbox(tmp_path)
     raw = saved.read_text()
     assert "jane@example.com" in raw and "invoice.txt" in raw and "do-not-leak" not in raw
+
+
+async def test_another_tenant_cannot_email_the_default_tenants_file(scripted: TestClient, llm: ScriptedLLM,
+                                                                   tmp_path: Path) -> None:
+    """Attachment names are resolved in the caller's tenant folder: globex has no invoice.txt."""
+    llm.push(Reply(tool_calls=[Call("send_email_with_attachments", {
+        "to": "mallory@example.com", "subject": "Invoice", "body": "Attached.", "attachments": ["invoice.txt"]})]),
+        Reply("I could not attach it."))
+    events = await _stream(scripted, "Email me invoice.txt", tenant_id="globex")
+    result = next(event for event in events if event["type"] == "tool_result")
+    assert result["ok"] is False and events[-1]["type"] == "done"
+    assert "attachment 'invoice.txt' does not exist in the attachments folder" in result["error"]
+    assert _outbox(tmp_path) == []
+    assert "19.98 EUR" not in json.dumps(llm.requests)  # the file's content never reached the model
 
 
 async def test_offline_assistant_fed_an_injection_is_refused(service: Any, tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ descriptions in :mod:`msev15.agent.tools.email_schemas`, and :func:`html_to_text
 
 Everything the model writes is untrusted: every address is validated (no CR/LF or other control
 character reaches a header), recipients are counted and checked against an optional domain
-allowlist, and attachments are only files inside the attachments folder, resolved with their
-real path so neither ``..`` nor a symlink can reach another file on the server.
+allowlist, and attachments are only files inside the calling tenant's own folder
+(``<attachments folder>/<tenant_id>/``), resolved with their real path so neither ``..`` nor a
+symlink can reach another tenant's files or any other file on the server.
 
 With no SMTP server configured, mail goes to the outbox folder as ``.eml`` files and the result
 says so, so the model never claims a message reached a mailbox when it did not.
@@ -140,12 +141,34 @@ class Mailer:
                                 + ", ".join(self.allowed_domains))
         return fields
 
-    def _read_attachments(self, names: list[str]) -> list[_Attachment]:
-        """Runs in a worker thread: realpath containment, then read through one checked fd."""
-        base = Path(os.path.realpath(self.attachments_dir))
-        if not base.is_dir():
+    def _tenant_folder(self, tenant_id: str) -> Path:
+        """``<attachments folder>/<tenant_id>``, real path; ToolError if it cannot be the tenant's own.
+
+        The tenant id already follows the service's id rule, so it is one safe path segment; it is
+        checked again here because this is where it becomes a path. The tenant's folder must be a
+        real folder directly inside the attachments folder: a link there could hand one tenant
+        another tenant's files (or any folder on the server).
+        """
+        root = Path(os.path.realpath(self.attachments_dir))
+        if not root.is_dir():
             raise ToolError("attachments are not available: the attachments folder does not exist")
-        found = []
+        if (tenant_id in ("", ".") or "/" in tenant_id or "\\" in tenant_id
+                or ".." in tenant_id or CONTROL.search(tenant_id)):
+            log.error("refusing attachments for tenant id %r: it cannot name a folder", tenant_id)
+            raise ToolError("attachments are not available for this tenant: its id cannot name a folder")
+        folder = root / tenant_id
+        if Path(os.path.realpath(folder)) != folder:
+            log.warning("attachments folder %s is a link; attachments are refused for tenant %s", folder, tenant_id)
+            raise ToolError(f"attachments are not available for tenant {tenant_id!r}: its attachments folder "
+                            "must be a real folder, not a link")
+        return folder
+
+    def _read_attachments(self, tenant_id: str, names: list[str]) -> list[_Attachment]:
+        """Runs in a worker thread: realpath containment in the tenant's folder, then read through
+        one checked fd. Names are checked before the folder's existence, so a name that points
+        outside is refused as such whether or not the tenant has attachments."""
+        base = self._tenant_folder(tenant_id)
+        targets = []
         for name in names:
             shown = repr(CONTROL.sub("?", name))
             if CONTROL.search(name) or not name.strip():
@@ -153,8 +176,10 @@ class Mailer:
             target = Path(os.path.realpath(base / name))
             if os.path.isabs(name) or target == base or not target.is_relative_to(base):
                 raise ToolError(f"attachment {shown} is outside the attachments folder")
-            found.append(_Attachment(Path(name).name, self._read_one(target, shown)))
-        return found
+            targets.append((name, target, shown))
+        if not base.is_dir():
+            raise ToolError(f"no attachments are available for tenant {tenant_id!r}: it has no attachments folder")
+        return [_Attachment(Path(name).name, self._read_one(target, shown)) for name, target, shown in targets]
 
     def _read_one(self, path: Path, shown: str) -> bytes:
         try:
@@ -195,7 +220,7 @@ class Mailer:
         subject = single_line("subject", subject)
         if not body.strip():
             raise ToolError("'body' is empty")
-        files = await asyncio.to_thread(self._read_attachments, attachments) if attachments else []
+        files = await asyncio.to_thread(self._read_attachments, ctx.tenant_id, attachments) if attachments else []
 
         message = EmailMessage()
         message["From"] = self.sender

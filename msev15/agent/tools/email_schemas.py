@@ -55,8 +55,9 @@ ATTACHMENTS_SCHEMA = _schema({
     **SEND_SCHEMA["properties"],
     "attachments": {"type": "array", "minItems": 1, "maxItems": MAX_ATTACHMENTS, "uniqueItems": True,
                     "items": {"type": "string", "minLength": 1, "maxLength": 255},
-                    "description": "File names inside the shop's attachments folder, e.g. "
-                                   "'invoices/INV-1001.pdf'. Only files in that folder can be sent."},
+                    "description": "File names relative to this customer's (tenant's) own attachments "
+                                   "folder, e.g. 'invoices/INV-1001.pdf'. Only files in that folder can be "
+                                   "sent."},
 }, ("to", "subject", "body", "attachments"))
 CONNECTION_SCHEMA = _schema({}, ())
 
@@ -71,9 +72,10 @@ SENDERS = {  # name: (description, schema)
                         "is needed." + _AFTER, TEXT_SCHEMA),
     "send_html_email": ("Send an HTML-formatted email (headings, tables, bold text, links). A plain-text "
                         "version is added automatically unless you give text_body." + _AFTER, HTML_SCHEMA),
-    "send_email_with_attachments": ("Send an email with files attached from the shop's attachments folder "
-                                    "(invoices, manuals, return labels). Give file names relative to that "
-                                    "folder; other files on the server cannot be attached." + _AFTER,
+    "send_email_with_attachments": ("Send an email with files attached from this customer's (tenant's) own "
+                                    "attachments folder (invoices, manuals, return labels). Give file names "
+                                    "relative to that folder; files of other tenants and other files on the "
+                                    "server cannot be attached." + _AFTER,
                                     ATTACHMENTS_SCHEMA),
 }
 CONNECTION_DESCRIPTION = (
