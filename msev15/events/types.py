@@ -66,11 +66,10 @@ def to_wire(event: TurnEvent) -> dict[str, Any] | None:
         return {"type": "tool_call", "name": event.name, "call_id": event.call_id,
                 "arguments": event.arguments, "session_id": event.session_id}
     if type(event) is ToolFinished:
-        wire = {"type": "tool_result", "name": event.name, "call_id": event.call_id,
+        # The error text is for the model and the logs: it can name internals (an SMTP host, an
+        # MCP server's own message), so clients get only ``ok``.
+        return {"type": "tool_result", "name": event.name, "call_id": event.call_id,
                 "ok": event.ok, "session_id": event.session_id}
-        if event.error:
-            wire["error"] = event.error
-        return wire
     if type(event) is TurnCompleted:
         wire = {"type": "done", "session_id": event.session_id, "message_count": event.message_count}
         if event.usage:

@@ -112,7 +112,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "TokenEvent": _event("token", {"content": {"type": "string"}}),
     "ToolCallEvent": _event("tool_call", {"name": {"type": "string"}, "call_id": {"type": "string"}, "arguments": {}}),
     "ToolResultEvent": _event("tool_result", {"name": {"type": "string"}, "call_id": {"type": "string"},
-                                              "ok": {"type": "boolean"}}, {"error": {"type": "string"}}),
+                                              "ok": {"type": "boolean"}}),
     "DoneEvent": _event("done", {"message_count": {"type": "integer"}},
                         {"usage": {"type": "object", "additionalProperties": {"type": "integer"}}}),
     "ErrorEvent": _event("error", {"error": {"type": "string"}, "message": {"type": "string"},

@@ -112,7 +112,7 @@ async def test_injected_tool_call_is_refused_by_the_tool(scripted: TestClient, l
     assert kinds[0] == "tool_call" and kinds[-1] == "done" and kinds.count("done") == 1, kinds
     result = next(event for event in events if event["type"] == "tool_result")
     assert result["name"] == call.name and result["ok"] is False
-    assert refusal in result["error"], result
+    assert "error" not in result  # the reason is for the model, not the client
     # The model is told why, in the tool message of its next request.
     tool_message = llm.requests[-1]["messages"][-1]
     assert tool_message["role"] == "tool" and refusal in json.loads(tool_message["content"])["error"]
@@ -143,7 +143,8 @@ async def test_another_tenant_cannot_email_the_default_tenants_file(scripted: Te
     events = await _stream(scripted, "Email me invoice.txt", tenant_id="globex")
     result = next(event for event in events if event["type"] == "tool_result")
     assert result["ok"] is False and events[-1]["type"] == "done"
-    assert "attachment 'invoice.txt' does not exist in the attachments folder" in result["error"]
+    told = json.loads(llm.requests[-1]["messages"][-1]["content"])["error"]
+    assert "attachment 'invoice.txt' does not exist in the attachments folder" in told
     assert _outbox(tmp_path) == []
     assert "19.98 EUR" not in json.dumps(llm.requests)  # the file's content never reached the model
 
@@ -155,7 +156,9 @@ async def test_offline_assistant_fed_an_injection_is_refused(service: Any, tmp_p
     call = next(event for event in events if event["type"] == "tool_call")
     result = next(event for event in events if event["type"] == "tool_result")
     assert call["arguments"]["to"] == _EVIL
-    assert result["ok"] is False and "evil.example is not allowed" in result["error"]
+    assert result["ok"] is False
+    answer = "".join(event["content"] for event in events if event["type"] == "token")
+    assert "evil.example is not allowed" in answer  # the model (here offline) was told why
     assert events[-1]["type"] == "done"
     assert _outbox(tmp_path) == []
 
