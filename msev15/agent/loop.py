@@ -16,7 +16,13 @@ from typing import Any
 
 from msev15.agent.providers.base import ModelReply, Provider
 from msev15.agent.tools.registry import ToolContext, ToolRegistry
-from msev15.events.types import Token, ToolCalled, ToolFinished, TurnEvent, TurnRequested
+from msev15.events.types import (
+    Token,
+    ToolCalled,
+    ToolFinished,
+    TurnEvent,
+    TurnRequested,
+)
 
 TOO_MANY_ROUNDS = (
     "I'm sorry — this request needed more steps than I'm allowed to take in one turn, so I stopped "

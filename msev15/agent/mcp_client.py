@@ -39,6 +39,7 @@ from msev15 import __version__
 from msev15.agent.mcp_results import describe, is_connection_error, tool_result
 from msev15.agent.mcp_tools import list_server_tools, local_tools
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolFunc
+from msev15.tenancy import TENANT_META_KEY
 
 log = logging.getLogger("agent.mcp")
 
@@ -46,7 +47,6 @@ CONNECTED, CONNECTING, UNAVAILABLE = "connected", "connecting", "unavailable"
 
 # The ``_meta`` key of the caller's tenant on every tools/call. Prefixed, because MCP reserves
 # un-prefixed keys and ``*.modelcontextprotocol/*``/``*.mcp/*`` prefixes for itself.
-TENANT_META_KEY = "msev15/tenant_id"
 
 class McpConnection:
     """One MCP server: connection lifecycle, tool discovery and tool calls.

@@ -11,6 +11,10 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from msev15.tenancy import DEFAULT_TENANT as DEFAULT_TENANT  # re-exported
+from msev15.tenancy import ID_RE as _TENANT_RE
+from msev15.tenancy import check_tenant as _check_tenant
+
 Category = Literal["product", "delivery", "billing", "service", "other"]
 Priority = Literal["low", "medium", "high", "urgent"]
 Status = Literal["open", "in_progress", "resolved", "archived"]
@@ -36,8 +40,7 @@ MAX_TEXT_CHARS = 4000
 
 # Tenants: the service's id rule and default tenant, so a tenant the service accepts is one this
 # server accepts (and nothing else). Calls that carry no tenant belong to DEFAULT_TENANT.
-DEFAULT_TENANT = "default"
-TENANT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+TENANT_ID_RE = _TENANT_RE  # the service's id rule (msev15.tenancy)
 
 
 class ComplaintError(ValueError):
@@ -68,14 +71,11 @@ def check_transition(complaint_id: str, current: str, wanted: str) -> None:
 
 
 def check_tenant(raw: object) -> str:
-    """The tenant id unchanged if it follows the service's id rule; a clear error otherwise."""
-    if not isinstance(raw, str):
-        raise ComplaintError(f"tenant_id must be a string, got {type(raw).__name__}")
-    if not TENANT_ID_RE.fullmatch(raw):  # fullmatch: "$" alone would accept a trailing newline
-        shown = raw if len(raw) <= 140 else raw[:137] + "..."
-        raise ComplaintError("tenant_id must be 1-128 characters: letters, digits and . _ : @ - (starting with a "
-                             f"letter or digit), got {shown!r}")
-    return raw
+    """The tenant id unchanged if it follows the service's id rule; a ComplaintError otherwise."""
+    try:
+        return _check_tenant(raw)
+    except ValueError as exc:
+        raise ComplaintError(str(exc)) from None
 
 
 def normalize_id(raw: str) -> str:

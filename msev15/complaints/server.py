@@ -27,10 +27,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from msev15.agent.mcp_client import TENANT_META_KEY
+from msev15.tenancy import tenant_from_meta
 
 from .models import (
-    DEFAULT_TENANT,
     MAX_ID_CHARS,
     MAX_TEXT_CHARS,
     Category,
@@ -39,7 +38,6 @@ from .models import (
     Priority,
     SearchResult,
     Status,
-    check_tenant,
 )
 from .store import MAX_SEARCH_LIMIT, ComplaintStore
 
@@ -86,18 +84,11 @@ def _refused(call: Callable[[], _T]) -> _T:
 
 
 def _tenant(ctx: Context) -> str:
-    """The calling tenant, from the request's ``_meta``; :data:`DEFAULT_TENANT` without the key.
-
-    Raises ``ToolError`` for a value that is not a valid tenant id (a present-but-bad key is never
-    quietly taken as "default").
-    """
-    meta = ctx.request_context.meta or {}
-    if TENANT_META_KEY not in meta:
-        return DEFAULT_TENANT
+    """The calling tenant from the request's ``_meta`` (see :mod:`msev15.tenancy`)."""
     try:
-        return check_tenant(meta[TENANT_META_KEY])
-    except ComplaintError as exc:
-        raise ToolError(f"{exc} (from _meta[{TENANT_META_KEY!r}])") from exc
+        return tenant_from_meta(ctx.request_context.meta)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
 
 
 def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer:

@@ -10,7 +10,7 @@ import logging
 
 import aiosqlite
 
-from msev15.complaints.models import DEFAULT_TENANT
+from msev15.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger("escalation.schema")
 

@@ -8,7 +8,7 @@ server, its task and socket) and is used the same way by the CLI and by tests::
         ...  # server.url is http://127.0.0.1:<port>/mcp
 
 Delivery records belong to tenants. The tenant comes from the request's ``_meta`` (key
-:data:`~msev15.agent.mcp_client.TENANT_META_KEY`, set by the service from the turn), never from a
+:data:`~msev15.tenancy.TENANT_META_KEY`, set by the service from the turn), never from a
 tool argument a prompt could set. A call without the key works in tenant "default"; a malformed
 tenant is refused. ``get_email_status`` only finds the caller's own tenant's emails.
 """
@@ -29,15 +29,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from msev15 import __version__
-from msev15.agent.mcp_client import TENANT_META_KEY
-from msev15.complaints.models import DEFAULT_TENANT
 from msev15.complaints.serving import McpHttpServer, bind_socket
 from msev15.escalation.config import EscalationSettings
 from msev15.escalation.delivery import Backend
 from msev15.escalation.metrics import CONTENT_TYPE
 from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
-from msev15.escalation.service import EmailNotFound, EscalationService, checked_tenant
+from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
+from msev15.tenancy import tenant_from_meta
 
 log = logging.getLogger("escalation.server")
 
@@ -65,18 +64,11 @@ def _result(payload: dict[str, Any], *, is_error: bool) -> CallToolResult:
 
 
 def _tenant(ctx: Context) -> str:
-    """The calling tenant, from the request's ``_meta``; :data:`DEFAULT_TENANT` without the key.
-
-    Raises ``ToolError`` for a value that is not a valid tenant id (a present-but-bad key is never
-    quietly taken as "default").
-    """
-    meta = ctx.request_context.meta or {}
-    if TENANT_META_KEY not in meta:
-        return DEFAULT_TENANT
+    """The calling tenant from the request's ``_meta`` (see :mod:`msev15.tenancy`)."""
     try:
-        return checked_tenant(meta[TENANT_META_KEY])
-    except InvalidRequest as exc:
-        raise ToolError(f"{exc} (from _meta[{TENANT_META_KEY!r}])") from None
+        return tenant_from_meta(ctx.request_context.meta)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
 
 
 def build_mcp_server(service: EscalationService) -> MCPServer:

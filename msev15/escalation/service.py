@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from msev15 import __version__
-from msev15.complaints.models import DEFAULT_TENANT, check_tenant
 from msev15.escalation.config import EscalationSettings
 from msev15.escalation.delivery import Backend, DeliveryError, build_backend, deliver
 from msev15.escalation.metrics import Metrics
@@ -44,6 +43,7 @@ from msev15.escalation.templates import (
     template_values,
 )
 from msev15.escalation.tracking import TrackingStore
+from msev15.tenancy import DEFAULT_TENANT, check_tenant
 
 log = logging.getLogger("escalation.service")
 

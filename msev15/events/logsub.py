@@ -10,7 +10,15 @@ import asyncio
 import logging
 
 from msev15.events.bus import EventBus
-from msev15.events.types import Token, ToolCalled, ToolFinished, TurnCompleted, TurnEvent, TurnFailed, TurnRequested
+from msev15.events.types import (
+    Token,
+    ToolCalled,
+    ToolFinished,
+    TurnCompleted,
+    TurnEvent,
+    TurnFailed,
+    TurnRequested,
+)
 
 log = logging.getLogger("api.chat")  # the spec's example lines come from "api.chat"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +12,9 @@ from aiohttp import web
 
 from msev15 import keys
 from msev15.handlers.errors import ApiError
+from msev15.tenancy import DEFAULT_TENANT, ID_RE
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
-_ID = re.compile(ID_PATTERN)
-DEFAULT_TENANT = "default"
+_ID = ID_RE
 _CHAT_FIELDS = frozenset({"session_id", "message", "tenant_id"})
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 

@@ -16,6 +16,8 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
 
+from msev15.tenancy import check_tenant as _check_tenant
+
 STATUSES: tuple[str, ...] = ("pending", "confirmed", "shipped", "delivered", "cancelled")
 TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType({
     "pending": frozenset({"confirmed", "cancelled"}),
@@ -59,9 +61,11 @@ class InvalidTransition(OrderError):
 
 
 def check_tenant(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TENANT_ID:
-        raise OrderValidationError(f"tenant_id must be non-empty text of at most {MAX_TENANT_ID} characters")
-    return value.strip()
+    """The service's tenant id rule (:mod:`msev15.tenancy`), as an OrderValidationError."""
+    try:
+        return _check_tenant(value)
+    except ValueError as exc:
+        raise OrderValidationError(str(exc)) from None
 
 
 def check_text(name: str, value: object, max_len: int, *, newlines: bool = False) -> str:

@@ -16,8 +16,8 @@ from msev15.complaints.models import (
     check_tenant,
 )
 from msev15.complaints.store import ComplaintStore
-from msev15.handlers.validation import DEFAULT_TENANT as SERVICE_DEFAULT_TENANT
-from msev15.handlers.validation import ID_PATTERN as SERVICE_ID_PATTERN
+from msev15.tenancy import DEFAULT_TENANT as SERVICE_DEFAULT_TENANT
+from msev15.tenancy import ID_PATTERN as SERVICE_ID_PATTERN
 
 A, B = "acme", "globex"
 
