@@ -10,8 +10,9 @@ import sqlite3
 import sys
 from collections.abc import Mapping
 
+from msev15.mcp_http import McpHttpServer, bind_socket
+
 from .server import MCP_PATH, build_app, build_server, close_listen_streams
-from .serving import McpHttpServer, bind_socket
 from .store import ComplaintStore
 
 log = logging.getLogger("complaints.cli")

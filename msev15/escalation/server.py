@@ -29,13 +29,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from msev15 import __version__
-from msev15.complaints.serving import McpHttpServer, bind_socket
 from msev15.escalation.config import EscalationSettings
 from msev15.escalation.delivery import Backend
 from msev15.escalation.metrics import CONTENT_TYPE
 from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
 from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
+from msev15.mcp_http import McpHttpServer, bind_socket
 from msev15.tenancy import tenant_from_meta
 
 log = logging.getLogger("escalation.server")

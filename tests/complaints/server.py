@@ -22,9 +22,14 @@ from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
 
-from msev15.complaints.server import MCP_PATH, build_app, build_server, close_listen_streams
-from msev15.complaints.serving import McpHttpServer, bind_socket
+from msev15.complaints.server import (
+    MCP_PATH,
+    build_app,
+    build_server,
+    close_listen_streams,
+)
 from msev15.complaints.store import ComplaintStore
+from msev15.mcp_http import McpHttpServer, bind_socket
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
