@@ -68,7 +68,8 @@ async def _sweep_sessions(store: SessionStore) -> None:
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     store = app[keys.SESSIONS] = SessionStore(settings.session_ttl_seconds,
-                                              max_messages=settings.session_max_messages)
+                                              max_messages=settings.session_max_messages,
+                                              max_sessions=settings.session_max_sessions)
     sweeper = asyncio.create_task(_sweep_sessions(store), name="store:session-sweeper")
     try:
         app[keys.ORDERS] = await OrderRepository.open(settings.order_db_path, seed=settings.order_db_seed)

@@ -194,6 +194,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("SESSION_MAX_CONTEXT_MESSAGES", "40", int_between(1, 1000), "History messages sent to the model.", _A),
     Var("SESSION_MAX_MESSAGES", "1000", int_between(10, 1_000_000),
         "Messages kept per session; the oldest whole turns are dropped beyond it.", _A),
+    Var("SESSION_MAX_SESSIONS", "250000", int_between(1, 100_000_000),
+        "Sessions kept in memory (all tenants); the least recently active are dropped beyond it.", _A),
     Var("MAX_MESSAGE_CHARS", "16000", int_between(1, 1_000_000), "Longest accepted user message.", _A),
     Var("MCP_SERVER_URL", "http://localhost:8000/mcp", http_url, "Complaints MCP server (Streamable HTTP).", _M),
     Var("MCP_SERVER_REQUIRED", "false", boolean, "Refuse readiness (and start-up) without the MCP server.", _M),
@@ -254,6 +256,7 @@ class Settings:
     session_ttl_seconds: int
     session_max_context_messages: int
     session_max_messages: int
+    session_max_sessions: int
     max_message_chars: int
     mcp_server_url: str
     mcp_server_required: bool

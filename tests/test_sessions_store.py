@@ -115,3 +115,32 @@ def test_long_sessions_keep_their_latest_whole_turns() -> None:
     assert len(session.messages) <= 10 and session.messages[0].role == "user"
     assert [m.content for m in session.messages if m.role == "user"] == ["m3", "m4", "m5", "m6", "m7"]
     assert count == session.visible_count == 10
+
+
+def test_the_least_recently_active_session_goes_beyond_the_cap() -> None:
+    clock = Clock()
+    store = SessionStore(3600, clock, max_sessions=3)
+    for name, tenant in (("a", "t1"), ("b", "t2"), ("c", "t1")):
+        clock.now += 1
+        _commit(store, tenant, name)
+    clock.now += 1
+    _commit(store, "t2", "b")  # b is active again; a is now the oldest
+    clock.now += 1
+    _commit(store, "t3", "d")
+    assert len(store) == 3 and store.evicted == 1
+    assert store.get("t1", "a") is None
+    assert {s.session_id for s in store.page("t1", 10, 0).sessions} == {"c"}
+    assert store.get("t2", "b") is not None and store.get("t3", "d") is not None
+
+
+def test_expiry_across_many_tenants_pops_only_what_expired() -> None:
+    clock = Clock()
+    store = SessionStore(100, clock)
+    for i in range(50):
+        _commit(store, f"tenant-{i}", "s")
+    clock.now += 50
+    _commit(store, "tenant-keep", "s")
+    clock.now += 60
+    assert store.expire() == 50
+    assert len(store) == 1 and store.get("tenant-keep", "s") is not None
+    assert store._tenants.keys() == {"tenant-keep"}

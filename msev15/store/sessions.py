@@ -64,14 +64,19 @@ class Page:
 
 class SessionStore:
     def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.time,
-                 max_messages: int = 1000) -> None:
+                 max_messages: int = 1000, max_sessions: int = 250_000) -> None:
         self.ttl = ttl_seconds
         self.max_messages = max_messages
+        self.max_sessions = max_sessions
         self._clock = clock
         self._tenants: dict[str, OrderedDict[str, Session]] = {}
+        # Every session of every tenant in last-activity order: expiry and the global cap pop
+        # from its front, so neither walks the tenants.
+        self._lru: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        self.evicted = 0
 
     def __len__(self) -> int:
-        return sum(len(sessions) for sessions in self._tenants.values())
+        return len(self._lru)
 
     def _live(self, tenant_id: str, session_id: str) -> Session | None:
         sessions = self._tenants.get(tenant_id)
@@ -86,6 +91,7 @@ class SessionStore:
         if not sessions:
             return None
         session = sessions.pop(session_id, None)
+        self._lru.pop((tenant_id, session_id), None)
         if not sessions:
             del self._tenants[tenant_id]
         return session
@@ -111,10 +117,14 @@ class SessionStore:
         now = self._clock()
         session = self._live(tenant_id, session_id)
         sessions = self._tenants.setdefault(tenant_id, OrderedDict())
+        key = (tenant_id, session_id)
         if session is None:
-            session = sessions[session_id] = Session(session_id, started_at)
+            session = sessions[session_id] = self._lru[key] = Session(session_id, started_at)
+            if len(self._lru) > self.max_sessions:
+                self._evict_oldest()
         else:
             sessions.move_to_end(session_id)
+            self._lru.move_to_end(key)
         append = session.messages.append
         append(Message("user", user_text, started_at))
         for step in steps:
@@ -129,6 +139,12 @@ class SessionStore:
             self._trim(session)
         return session.visible_count
 
+    def _evict_oldest(self) -> None:
+        """Over SESSION_MAX_SESSIONS: the least recently active session, of any tenant, goes."""
+        (tenant_id, session_id), _ = self._lru.popitem(last=False)
+        self._drop(tenant_id, session_id)
+        self.evicted += 1
+
     def _trim(self, session: Session) -> None:
         """Drop the oldest whole turns so a long-lived session stays within max_messages."""
         messages = session.messages
@@ -139,7 +155,7 @@ class SessionStore:
 
     def page(self, tenant_id: str, limit: int, offset: int) -> Page:
         """Newest activity first. Cost is O(min(offset, total - offset) + limit), never a sort."""
-        self._expire_tenant(tenant_id, self._clock() - self.ttl)
+        self.expire()
         sessions = self._tenants.get(tenant_id)
         if not sessions:
             return Page(0, [])
@@ -160,19 +176,13 @@ class SessionStore:
         return session.visible_count if session else None
 
     def expire(self) -> int:
-        """Drop sessions idle for longer than the TTL. O(expired + tenants)."""
+        """Drop sessions idle for longer than the TTL. O(expired)."""
         cutoff = self._clock() - self.ttl
-        return sum(self._expire_tenant(tenant_id, cutoff) for tenant_id in list(self._tenants))
-
-    def _expire_tenant(self, tenant_id: str, cutoff: float) -> int:
-        sessions = self._tenants.get(tenant_id)
         dropped = 0
-        while sessions:
-            session = next(iter(sessions.values()))
+        while self._lru:
+            (tenant_id, session_id), session = next(iter(self._lru.items()))
             if session.last_activity > cutoff:
                 break
-            sessions.popitem(last=False)
+            self._drop(tenant_id, session_id)
             dropped += 1
-        if sessions is not None and not sessions:
-            del self._tenants[tenant_id]
         return dropped
