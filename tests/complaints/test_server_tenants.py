@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
 
-from msev15.agent.mcp_client import TENANT_META_KEY
+from msev15.tenancy import TENANT_META_KEY
+from tests.mcp_calls import error_as, ok_as
 
 from .server import McpTestServer
 
@@ -17,27 +17,12 @@ A, B = "acme", "globex"
 _PREFIX = "Error executing tool {tool}: "
 
 
-async def _call(client: Client, tool: str, tenant: object | None, **args: Any) -> CallToolResult:
-    meta = None if tenant is None else {TENANT_META_KEY: tenant}
-    return await client.call_tool(tool, args, meta=meta)
-
-
-async def _ok(client: Client, tool: str, tenant: object | None, **args: Any) -> dict[str, Any]:
-    result = await _call(client, tool, tenant, **args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
 async def _error(client: Client, tool: str, tenant: object | None, **args: Any) -> str:
-    result = await _call(client, tool, tenant, **args)
-    assert result.is_error, result.structured_content
-    text = "\n".join(block.text for block in result.content if isinstance(block, TextContent))
-    return text.removeprefix(_PREFIX.format(tool=tool))
+    return (await error_as(client, tool, tenant, **args)).removeprefix(_PREFIX.format(tool=tool))
 
 
 async def _acme_complaint(client: Client) -> str:
-    created = await _ok(client, "register_complaint", A, customer_id="CUST-1", description="Parcel crushed",
+    created = await ok_as(client, "register_complaint", A, customer_id="CUST-1", description="Parcel crushed",
                         order_id="ORD-1")
     return created["id"]
 
@@ -65,14 +50,14 @@ async def test_no_tool_schema_offers_a_tenant_or_context_argument(complaints_ser
 async def test_owner_tenant_can_use_every_tool(complaints_server: McpTestServer) -> None:
     async with Client(complaints_server.url) as client:
         complaint_id = await _acme_complaint(client)
-        assert (await _ok(client, "get_complaint", A, complaint_id=complaint_id))["id"] == complaint_id
-        found = await _ok(client, "search_complaints", A, customer_id="CUST-1")
+        assert (await ok_as(client, "get_complaint", A, complaint_id=complaint_id))["id"] == complaint_id
+        found = await ok_as(client, "search_complaints", A, customer_id="CUST-1")
         assert [c["id"] for c in found["complaints"]] == [complaint_id]
-        assert (await _ok(client, "update_complaint", A, complaint_id=complaint_id,
+        assert (await ok_as(client, "update_complaint", A, complaint_id=complaint_id,
                           status="in_progress"))["status"] == "in_progress"
-        assert (await _ok(client, "resolve_complaint", A, complaint_id=complaint_id,
+        assert (await ok_as(client, "resolve_complaint", A, complaint_id=complaint_id,
                           resolution="Replaced"))["status"] == "resolved"
-        assert (await _ok(client, "archive_complaint", A, complaint_id=complaint_id))["status"] == "archived"
+        assert (await ok_as(client, "archive_complaint", A, complaint_id=complaint_id))["status"] == "archived"
     assert complaints_server.store is not None
     assert complaints_server.store.get(complaint_id, tenant_id=A).status == "archived"
 
@@ -85,7 +70,7 @@ async def test_other_tenant_gets_not_found_like_a_missing_id(complaints_server: 
         missing = await _error(client, tool, B, **_changes("CMP-00000000")[tool])
         assert foreign == f"complaint {complaint_id} not found"
         assert foreign.replace(complaint_id, "<id>") == missing.replace("CMP-00000000", "<id>")
-        untouched = await _ok(client, "get_complaint", A, complaint_id=complaint_id)
+        untouched = await ok_as(client, "get_complaint", A, complaint_id=complaint_id)
     assert (untouched["status"], untouched["priority"], untouched["resolution"]) == ("open", "medium", None)
 
 
@@ -94,19 +79,19 @@ async def test_other_tenant_finds_nothing(complaints_server: McpTestServer) -> N
         await _acme_complaint(client)
         for filters in ({}, {"customer_id": "CUST-1"}, {"order_id": "ORD-1"}, {"status": "open"},
                         {"query": "crushed"}):
-            found = await _ok(client, "search_complaints", B, **filters)
+            found = await ok_as(client, "search_complaints", B, **filters)
             assert found == {"complaints": [], "count": 0, "total": 0}, filters
-        assert (await _ok(client, "search_complaints", A))["total"] == 1
+        assert (await ok_as(client, "search_complaints", A))["total"] == 1
 
 
 async def test_calls_without_the_meta_key_use_the_default_tenant(complaints_server: McpTestServer) -> None:
     async with Client(complaints_server.url) as client:
-        created = await _ok(client, "register_complaint", None, customer_id="CUST-1", description="No tenant")
-        assert (await _ok(client, "get_complaint", "default", complaint_id=created["id"]))["id"] == created["id"]
-        assert (await _ok(client, "search_complaints", None))["total"] == 1
+        created = await ok_as(client, "register_complaint", None, customer_id="CUST-1", description="No tenant")
+        assert (await ok_as(client, "get_complaint", "default", complaint_id=created["id"]))["id"] == created["id"]
+        assert (await ok_as(client, "search_complaints", None))["total"] == 1
         acme_id = await _acme_complaint(client)
         assert await _error(client, "get_complaint", None, complaint_id=acme_id) == f"complaint {acme_id} not found"
-        assert (await _ok(client, "search_complaints", A))["total"] == 1
+        assert (await ok_as(client, "search_complaints", A))["total"] == 1
     assert complaints_server.store is not None
     assert complaints_server.store.get(created["id"], tenant_id="default").description == "No tenant"
 
@@ -125,7 +110,7 @@ async def test_a_tenant_argument_does_not_select_a_tenant(complaints_server: Mcp
         acme_id = await _acme_complaint(client)
         message = await _error(client, "get_complaint", B, complaint_id=acme_id, tenant_id=A)
         assert message == f"complaint {acme_id} not found"
-        assert (await _ok(client, "search_complaints", B, tenant_id=A))["total"] == 0
+        assert (await ok_as(client, "search_complaints", B, tenant_id=A))["total"] == 0
 
 
 @pytest.mark.parametrize("tool", ["register_complaint", "get_complaint", "search_complaints", "update_complaint",
@@ -140,7 +125,7 @@ async def test_malformed_tenant_in_meta_is_refused_by_every_tool(complaints_serv
         message = await _error(client, tool, "acme/../globex", **args)
         assert message == ("tenant_id must be 1-128 characters: letters, digits and . _ : @ - (starting with a letter "
                            f"or digit), got 'acme/../globex' (from _meta['{TENANT_META_KEY}'])")
-        untouched = await _ok(client, "get_complaint", A, complaint_id=complaint_id)
+        untouched = await ok_as(client, "get_complaint", A, complaint_id=complaint_id)
         assert untouched["status"] == "open"
     assert complaints_server.store is not None
     assert complaints_server.store.search(customer_id="CUST-2").total == 0  # register wrote nothing

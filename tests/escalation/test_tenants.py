@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
-from mcp_types import CallToolResult, TextContent
 
-from msev15.agent.mcp_client import TENANT_META_KEY
 from msev15.escalation.tracking import TrackingStore
+from msev15.tenancy import TENANT_META_KEY
+from tests.mcp_calls import error_as, ok_as
 
 from .conftest import connect, running, uc2_args
 
@@ -48,24 +47,6 @@ VALUES ('EMAIL-UC2-20251107-001', 'customer', 'TKT-2025-000001', 'UC2', 'old@exa
 """
 
 
-async def _call(client: Client, tool: str, tenant: object | None, **args: Any) -> CallToolResult:
-    meta = None if tenant is None else {TENANT_META_KEY: tenant}
-    return await client.call_tool(tool, args, meta=meta)
-
-
-async def _ok(client: Client, tool: str, tenant: object | None, **args: Any) -> dict[str, Any]:
-    result = await _call(client, tool, tenant, **args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def _error(client: Client, tool: str, tenant: object | None, **args: Any) -> str:
-    result = await _call(client, tool, tenant, **args)
-    assert result.is_error, result.structured_content
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
-
-
 def _outbox(settings: Any) -> list[Path]:
     folder = Path(settings.email_outbox_dir)
     return sorted(folder.glob("*.eml")) if folder.exists() else []
@@ -91,8 +72,8 @@ async def test_no_tool_schema_offers_a_tenant_or_context_argument(settings_for):
 async def test_the_sending_tenant_reads_its_status(settings_for):
     settings = settings_for()
     async with running(settings) as server, connect(server) as client:
-        sent = await _ok(client, "sendemail", A, **uc2_args())
-        status = await _ok(client, "get_email_status", A, email_id=sent["email_id"])
+        sent = await ok_as(client, "sendemail", A, **uc2_args())
+        status = await ok_as(client, "get_email_status", A, email_id=sent["email_id"])
     assert sent["status"] == "sent"
     assert status["email_id"] == sent["email_id"] and status["ticket_id"] == "TKT-2025-001234"
     assert status["recipients"]["customer"]["recipient"] == "jane.doe@example.com"
@@ -103,11 +84,11 @@ async def test_the_sending_tenant_reads_its_status(settings_for):
 
 async def test_another_tenant_gets_not_found_exactly_like_an_unknown_id(settings_for):
     async with running(settings_for()) as server, connect(server) as client:
-        sent = await _ok(client, "sendemail", A, **uc2_args())
+        sent = await ok_as(client, "sendemail", A, **uc2_args())
         email_id = sent["email_id"]
-        foreign = await _error(client, "get_email_status", B, email_id=email_id)
-        unknown = await _error(client, "get_email_status", B, email_id=UNKNOWN_ID)
-        still_there = await _ok(client, "get_email_status", A, email_id=email_id)
+        foreign = await error_as(client, "get_email_status", B, email_id=email_id)
+        unknown = await error_as(client, "get_email_status", B, email_id=UNKNOWN_ID)
+        still_there = await ok_as(client, "get_email_status", A, email_id=email_id)
     assert foreign.endswith(f"No email with id {email_id!r}")
     assert foreign.replace(email_id, "<id>") == unknown.replace(UNKNOWN_ID, "<id>")
     assert "jane.doe@example.com" not in foreign and "TKT-2025-001234" not in foreign
@@ -117,13 +98,13 @@ async def test_another_tenant_gets_not_found_exactly_like_an_unknown_id(settings
 async def test_calls_without_the_meta_key_use_the_default_tenant(settings_for):
     settings = settings_for()
     async with running(settings) as server, connect(server) as client:
-        anonymous = await _ok(client, "sendemail", None, **uc2_args())
-        acme = await _ok(client, "sendemail", A, **uc2_args(ticket_id="TKT-2025-009999"))
-        assert (await _ok(client, "get_email_status", None, email_id=anonymous["email_id"]))["status"] == "sent"
-        assert (await _ok(client, "get_email_status", "default", email_id=anonymous["email_id"]))["status"] == "sent"
-        assert (await _error(client, "get_email_status", A, email_id=anonymous["email_id"])).endswith(
+        anonymous = await ok_as(client, "sendemail", None, **uc2_args())
+        acme = await ok_as(client, "sendemail", A, **uc2_args(ticket_id="TKT-2025-009999"))
+        assert (await ok_as(client, "get_email_status", None, email_id=anonymous["email_id"]))["status"] == "sent"
+        assert (await ok_as(client, "get_email_status", "default", email_id=anonymous["email_id"]))["status"] == "sent"
+        assert (await error_as(client, "get_email_status", A, email_id=anonymous["email_id"])).endswith(
             f"No email with id {anonymous['email_id']!r}")
-        assert (await _error(client, "get_email_status", None, email_id=acme["email_id"])).endswith(
+        assert (await error_as(client, "get_email_status", None, email_id=acme["email_id"])).endswith(
             f"No email with id {acme['email_id']!r}")
     tenants = {email_id: tenant for email_id, _, tenant in _rows(settings.escalation_db_path)}
     assert tenants == {anonymous["email_id"]: "default", acme["email_id"]: A}
@@ -131,7 +112,7 @@ async def test_calls_without_the_meta_key_use_the_default_tenant(settings_for):
 
 async def test_other_meta_keys_do_not_select_a_tenant(settings_for):
     async with running(settings_for()) as server, connect(server) as client:
-        sent = await _ok(client, "sendemail", A, **uc2_args())
+        sent = await ok_as(client, "sendemail", A, **uc2_args())
         result = await client.call_tool("get_email_status", {"email_id": sent["email_id"]},
                                         meta={"tenant_id": A, "other.example/tenant_id": A})
     # Only the namespaced key counts: this call ran as "default", which has no such email.
@@ -141,15 +122,15 @@ async def test_other_meta_keys_do_not_select_a_tenant(settings_for):
 async def test_a_malformed_tenant_cannot_send(settings_for):
     settings = settings_for()
     async with running(settings) as server, connect(server) as client:
-        message = await _error(client, "sendemail", "acme/../globex", **uc2_args())
+        message = await error_as(client, "sendemail", "acme/../globex", **uc2_args())
     assert message.endswith(BAD_TENANT_MESSAGE)
     assert _outbox(settings) == [] and _rows(settings.escalation_db_path) == []
 
 
 async def test_a_malformed_tenant_cannot_read_a_status(settings_for):
     async with running(settings_for()) as server, connect(server) as client:
-        sent = await _ok(client, "sendemail", None, **uc2_args())
-        message = await _error(client, "get_email_status", "acme/../globex", email_id=sent["email_id"])
+        sent = await ok_as(client, "sendemail", None, **uc2_args())
+        message = await error_as(client, "get_email_status", "acme/../globex", email_id=sent["email_id"])
     assert message.endswith(BAD_TENANT_MESSAGE)
     assert "jane.doe@example.com" not in message
 
@@ -163,7 +144,7 @@ async def test_empty_or_non_string_tenant_in_meta_is_refused(settings_for, tool:
     settings = settings_for()
     args = uc2_args() if tool == "sendemail" else {"email_id": UNKNOWN_ID}
     async with running(settings) as server, connect(server) as client:
-        message = await _error(client, tool, tenant, **args)
+        message = await error_as(client, tool, tenant, **args)
     assert f"tenant_id {problem}" in message and message.endswith(f"(from _meta['{TENANT_META_KEY}'])")
     assert _outbox(settings) == []
 
@@ -182,9 +163,9 @@ async def test_a_database_from_before_tenants_is_migrated(settings_for):
     _old_database(Path(settings.escalation_db_path))
 
     async with running(settings) as server, connect(server) as client:
-        old = await _ok(client, "get_email_status", None, email_id="EMAIL-UC2-20251107-001")
-        hidden = await _error(client, "get_email_status", A, email_id="EMAIL-UC2-20251107-001")
-        new = await _ok(client, "sendemail", A, **uc2_args())
+        old = await ok_as(client, "get_email_status", None, email_id="EMAIL-UC2-20251107-001")
+        hidden = await error_as(client, "get_email_status", A, email_id="EMAIL-UC2-20251107-001")
+        new = await ok_as(client, "sendemail", A, **uc2_args())
 
     assert old["ticket_id"] == "TKT-2025-000001" and old["status"] == "sent"
     assert old["recipients"]["customer"]["recipient"] == "old@example.com"
