@@ -91,12 +91,6 @@ async def chat(request: web.Request) -> web.Response:
           application/json:
             schema: {$ref: "#/components/schemas/ChatResponse"}
             example: {session_id: abc-123-def, message: "Order ORD-1A2B3C4D is shipped.", timestamp: "2026-02-19T10:30:00Z", message_count: 4, tenant_id: tenant-001}
-      "400": {$ref: "#/components/responses/BadRequest"}
-      "408": {$ref: "#/components/responses/RequestTimeout"}
-      "413": {$ref: "#/components/responses/TooLarge"}
-      "415": {$ref: "#/components/responses/UnsupportedMediaType"}
-      "429": {$ref: "#/components/responses/RateLimited"}
-      "500": {$ref: "#/components/responses/ServerError"}
       "502": {$ref: "#/components/responses/ModelError"}
       "503": {$ref: "#/components/responses/Unavailable"}
     """
@@ -148,11 +142,6 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
               data: {"type": "token", "content": " there!", "session_id": "abc-123"}
 
               data: {"type": "done", "session_id": "abc-123", "message_count": 4}
-      "400": {$ref: "#/components/responses/BadRequest"}
-      "408": {$ref: "#/components/responses/RequestTimeout"}
-      "413": {$ref: "#/components/responses/TooLarge"}
-      "415": {$ref: "#/components/responses/UnsupportedMediaType"}
-      "429": {$ref: "#/components/responses/RateLimited"}
       "503": {$ref: "#/components/responses/Unavailable"}
     """
     bus, _, turn = await _accept_turn(request, stream=True)

@@ -157,6 +157,24 @@ _RESPONSES = {
 }
 
 
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _add_shared_errors(path: str, operation: dict[str, Any]) -> None:
+    """The errors that come from shared mechanisms, documented once instead of per handler:
+    the error middleware (500, anywhere), validation and the rate limiter (every API route),
+    and body reading (every operation that takes a body)."""
+    responses = operation.setdefault("responses", {})
+    shared = {"500": "ServerError"}
+    if path.startswith("/api/"):
+        shared |= {"400": "BadRequest", "429": "RateLimited"}
+    if "requestBody" in operation:
+        shared |= {"408": "RequestTimeout", "413": "TooLarge", "415": "UnsupportedMediaType"}
+    for status, name in shared.items():
+        responses.setdefault(status, _ref(name))
+
+
 def build_spec(app: web.Application) -> dict[str, Any]:
     spec = APISpec(
         title="MSEv15E2E Customer Service API",
@@ -184,6 +202,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         path = info.get("path") or info.get("formatter")
         operation = load_yaml_from_docstring(route.handler.__doc__ or "")
         if path and operation:
+            _add_shared_errors(path, operation)
             paths.setdefault(path, {})[route.method.lower()] = operation
     for path, operations in sorted(paths.items()):
         spec.path(path=path, operations=operations)

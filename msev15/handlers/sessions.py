@@ -39,7 +39,6 @@ async def history(request: web.Request) -> web.Response:
         content:
           application/json:
             schema: {$ref: "#/components/schemas/History"}
-      "400": {$ref: "#/components/responses/BadRequest"}
       "404": {$ref: "#/components/responses/SessionNotFound"}
     """
     tenant_id, session_id = _target(request)
@@ -72,7 +71,6 @@ async def delete_session(request: web.Request) -> web.Response:
           application/json:
             schema: {$ref: "#/components/schemas/Deleted"}
             example: {message: Session deleted successfully, session_id: abc-123-def, messages_deleted: 6}
-      "400": {$ref: "#/components/responses/BadRequest"}
       "404": {$ref: "#/components/responses/SessionNotFound"}
     """
     tenant_id, session_id = _target(request)
@@ -98,7 +96,6 @@ async def list_sessions(request: web.Request) -> web.Response:
         content:
           application/json:
             schema: {$ref: "#/components/schemas/SessionList"}
-      "400": {$ref: "#/components/responses/BadRequest"}
     """
     tenant_id = tenant_from_query(request.query)
     limit = int_param(request.query, "limit", 50, 1, 200)
