@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from tests.complaints.server import eventually, running_complaints_server
 from tests.conftest import sse_events
 from tests.escalation.conftest import make_settings as escalation_settings
 from tests.smtp_server import RecordingSMTP
-from tests.test_serve_process import _free_port
+from tests.test_serve_process import _spawn
 
 
 async def _stream(client, message: str, session: str = "s", tenant: str | None = None) -> list[dict]:
@@ -166,11 +164,8 @@ async def test_readiness_never_waits_on_a_hanging_mcp_server(service) -> None:
 
 @pytest.mark.subprocess
 async def test_serve_exits_when_required_mcp_never_connects(tmp_path: Path) -> None:
-    env = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(_free_port()), "LOG_TO_FILE": "false",
-           "ORDER_DB_PATH": str(tmp_path / "o.db"), "MCP_SERVER_REQUIRED": "true",
-           "MCP_SERVER_URL": "http://127.0.0.1:9/mcp", "MCP_CONNECT_TIMEOUT_SECONDS": "1"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await _spawn(tmp_path, MCP_SERVER_REQUIRED="true", MCP_SERVER_URL="http://127.0.0.1:9/mcp",
+                        MCP_CONNECT_TIMEOUT_SECONDS="1")
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert ("MCP server http://127.0.0.1:9/mcp is required (MCP_SERVER_REQUIRED=true) but did not connect within 1s"

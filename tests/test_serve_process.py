@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -14,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.conftest import sse_events
 from tests.llm_server import Reply, ScriptedLLM
 
 pytestmark = pytest.mark.subprocess
@@ -55,19 +55,20 @@ class Service:
         return self.proc.returncode, "\n".join(self.stdout), err.decode()
 
 
+async def _spawn(tmp_path: Path, **env: str) -> asyncio.subprocess.Process:
+    """``msev15 serve`` with hermetic settings (files under tmp_path, no MCP, no log file)."""
+    environ = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(_free_port()), "MCP_SERVER_URL": "",
+               "LOG_TO_FILE": "false", "ORDER_DB_PATH": str(tmp_path / "orders.db"),
+               "EMAIL_OUTBOX_DIR": str(tmp_path / "outbox"), **env}
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=environ,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
 async def _start(tmp_path: Path, **env: str) -> Service:
     port = _free_port()
-    environ = {
-        **os.environ,
-        "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "MCP_SERVER_URL": "",
-        "ORDER_DB_PATH": str(tmp_path / "orders.db"), "EMAIL_OUTBOX_DIR": str(tmp_path / "outbox"),
-        "LOG_TO_FILE": "true", "LOG_FILE_PATH": str(tmp_path / "logs" / "app.log"),
-        "LLM_PROVIDER": "offline", "SHUTDOWN_TIMEOUT_SECONDS": "10",
-        **env,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=environ,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await _spawn(tmp_path, **{
+        "SERVER_PORT": str(port), "LOG_TO_FILE": "true", "LOG_FILE_PATH": str(tmp_path / "logs" / "app.log"),
+        "LLM_PROVIDER": "offline", "SHUTDOWN_TIMEOUT_SECONDS": "10", **env})
     service = Service(proc, port)
     try:
         await service.read_until("API Documentation:")
@@ -130,7 +131,7 @@ async def test_stream_in_flight_gets_done_before_exit(tmp_path: Path) -> None:
                 assert first.startswith(b"data: ")
                 service.proc.send_signal(signal.SIGTERM)
                 rest = (await resp.read()).decode()
-        events = [json.loads(line[6:]) for line in (first.decode() + rest).splitlines() if line.startswith("data: ")]
+        events = sse_events(first.decode() + rest)
         code, out, err = await service.finish()
     assert events[-1]["type"] == "done" and events[-1]["message_count"] == 2
     assert [e["type"] for e in events].count("done") == 1
@@ -152,7 +153,7 @@ async def test_turn_cut_at_the_deadline_ends_with_shutting_down(tmp_path: Path) 
                 service.proc.send_signal(signal.SIGTERM)
                 body = (await resp.read()).decode()
         code, out, err = await service.finish()
-    events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+    events = sse_events(body)
     assert events == [{"type": "error", "error": "shutting_down", "message": events[0]["message"],
                        "request_id": events[0]["request_id"], "session_id": "s"}]
     assert code == 0, err
@@ -184,10 +185,7 @@ async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "MCP_SERVER_URL": "",
-               "LOG_TO_FILE": "false", "ORDER_DB_PATH": str(tmp_path / "o.db")}
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=env,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        proc = await _spawn(tmp_path, SERVER_PORT=str(port))
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
@@ -219,10 +217,7 @@ async def test_while_draining_new_chats_get_503_and_readiness_says_not_ready(tmp
 async def test_failed_start_up_exits_instead_of_hanging(tmp_path: Path) -> None:
     not_a_db = tmp_path / "orders.db"
     not_a_db.write_text("this is not a database\n" * 100)
-    env = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(_free_port()), "MCP_SERVER_URL": "",
-           "LOG_TO_FILE": "false", "ORDER_DB_PATH": str(not_a_db)}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await _spawn(tmp_path, ORDER_DB_PATH=str(not_a_db))
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert "Error: the service could not start:" in err.decode() and "order database" in err.decode()
@@ -230,11 +225,8 @@ async def test_failed_start_up_exits_instead_of_hanging(tmp_path: Path) -> None:
 
 async def test_signal_while_waiting_for_a_required_mcp_server(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "LOG_TO_FILE": "false",
-           "ORDER_DB_PATH": str(tmp_path / "o.db"), "MCP_SERVER_REQUIRED": "true",
-           "MCP_SERVER_URL": f"http://127.0.0.1:{_free_port()}/mcp", "MCP_CONNECT_TIMEOUT_SECONDS": "300"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "serve", cwd=tmp_path, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await _spawn(tmp_path, SERVER_PORT=str(port), MCP_SERVER_REQUIRED="true",
+                        MCP_SERVER_URL=f"http://127.0.0.1:{_free_port()}/mcp", MCP_CONNECT_TIMEOUT_SECONDS="300")
     async with aiohttp.ClientSession() as http:
         deadline = time.monotonic() + 20
         while True:  # bounded poll until the port answers: readiness is not_ready meanwhile
