@@ -48,6 +48,16 @@ class McpHttpServer(uvicorn.Server):
 
     ``before_shutdown`` runs when shutdown starts (e.g. to end long-lived listen streams, which
     would otherwise hold the graceful shutdown open until ``graceful_timeout``).
+
+    Two things are added to uvicorn's shutdown, so that no socket outlives :meth:`serve`:
+
+    - The listening sockets stop accepting one loop tick before they are closed. On Python 3.11,
+      closing an ``asyncio.Server`` while a connection it has just accepted waits for its turn to
+      be set up fails that set-up (``Server._attach`` asserts) and drops the accepted socket
+      unclosed, so the client hangs until the garbage collector closes it. A connection accepted
+      before the reader was removed is already queued ahead of the tick and is set up normally.
+    - Connections still open after ``graceful_timeout`` are aborted. uvicorn cancels their
+      tasks but leaves the sockets open.
     """
 
     def __init__(
@@ -70,6 +80,7 @@ class McpHttpServer(uvicorn.Server):
         super().__init__(config)
         self._handle_signals = handle_signals
         self._before_shutdown = before_shutdown
+        self._crashed = False
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -84,18 +95,38 @@ class McpHttpServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._stop_accepting()
+        # One tick: connections accepted before the reader went are set up before uvicorn closes
+        # the listening sockets (a step in the loop's order, not a wait for time to pass).
+        await asyncio.sleep(0)
+        if self._crashed:
+            self._abort_connections()  # those set up since crash()
         if self._before_shutdown is not None:
             self._before_shutdown()
         await super().shutdown(sockets=sockets)
+        self._abort_connections()  # what outlived the graceful timeout
 
     def crash(self) -> None:
         """Stop accepting and drop every open connection at once, as a killed process would.
 
-        For tests; follow it with ``should_exit = True`` to let the task finish.
+        For tests; follow it with ``should_exit = True`` to let the task finish. A connection
+        accepted in the same loop tick is dropped when the shutdown starts.
         """
+        self._crashed = True
+        self._stop_accepting()
+        loop = asyncio.get_running_loop()
         for server in getattr(self, "servers", ()):
-            server.close()
+            loop.call_soon(server.close)  # after the set-up of what was accepted this tick
+        self._abort_connections()
+
+    def _stop_accepting(self) -> None:
+        loop = asyncio.get_running_loop()
+        for server in getattr(self, "servers", ()):
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+
+    def _abort_connections(self) -> None:
         for connection in list(self.server_state.connections):
             transport = getattr(connection, "transport", None)
-            if isinstance(transport, asyncio.Transport):
+            if isinstance(transport, asyncio.Transport) and not transport.is_closing():
                 transport.abort()
