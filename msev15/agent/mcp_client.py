@@ -14,6 +14,8 @@ capped, jittered exponential backoff, and the tools come back without a restart.
 Every tool call carries the caller's tenant (from the turn, never from the model) out of band in
 the request's ``_meta`` under :data:`TENANT_META_KEY`, so tool schemas never offer a tenant
 argument a prompt could set. Servers that scope data by tenant read it there; others ignore it.
+Each call also carries a fresh idempotency key (:mod:`msev15.idempotency`), the same on its one
+retry after a dropped connection, so a server that keeps keys does not act twice.
 
 This module holds the connection (:class:`McpConnection`); what a request's result or error means
 is in :mod:`msev15.agent.mcp_results`, the listing and naming of the server's tools in
@@ -39,14 +41,13 @@ from msev15 import __version__
 from msev15.agent.mcp_results import describe, is_connection_error, tool_result
 from msev15.agent.mcp_tools import list_server_tools, local_tools
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolFunc
+from msev15.idempotency import IDEMPOTENCY_META_KEY
+from msev15.ids import new_id
 from msev15.tenancy import TENANT_META_KEY
 
 log = logging.getLogger("agent.mcp")
 
 CONNECTED, CONNECTING, UNAVAILABLE = "connected", "connecting", "unavailable"
-
-# The ``_meta`` key of the caller's tenant on every tools/call. Prefixed, because MCP reserves
-# un-prefixed keys and ``*.modelcontextprotocol/*``/``*.mcp/*`` prefixes for itself.
 
 class McpConnection:
     """One MCP server: connection lifecycle, tool discovery and tool calls.
@@ -323,12 +324,15 @@ class McpConnection:
 
         Raises :class:`ToolError` for an error result, a refused request, or a server that stays
         unreachable. A call that fails because the connection dropped is retried once after
-        reconnecting, within ``call_timeout``.
+        reconnecting, within ``call_timeout``, with the same idempotency key in ``_meta``.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_timeout
         error = self._last_error or "not connected"
-        meta = None if tenant_id is None else cast(mcp_types.RequestParamsMeta, {TENANT_META_KEY: tenant_id})
+        fields: dict[str, Any] = {IDEMPOTENCY_META_KEY: new_id()}
+        if tenant_id is not None:
+            fields[TENANT_META_KEY] = tenant_id
+        meta = cast(mcp_types.RequestParamsMeta, fields)
         for attempt in range(2):
             if not await self.wait_connected(deadline - loop.time()):
                 break

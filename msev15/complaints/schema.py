@@ -1,7 +1,9 @@
 """The complaints table, its indexes, and bringing older databases up to date.
 
 Version history: the first release stored complaints without tenants; a database from then gains
-a ``tenant_id`` column (its rows belong to the default tenant) and per-tenant indexes.
+a ``tenant_id`` column (its rows belong to the default tenant) and per-tenant indexes. The
+``idempotency_keys`` table (see :mod:`msev15.complaints.replay`) came later; older databases gain
+it empty.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ CREATE TABLE IF NOT EXISTS complaints (
     archived_at TEXT
 )
 """
+# One row per change made with an idempotency key; ``request`` is the digest of what was asked.
+_CREATE_KEYS = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request TEXT NOT NULL,
+    complaint_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+) WITHOUT ROWID
+"""
 _ADD_TENANT = f"ALTER TABLE complaints ADD COLUMN tenant_id TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}'"
 # Every lookup is per tenant, so every index leads with it; the tenant-less indexes of the first
 # schema are dropped.
@@ -44,16 +57,18 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS complaints_tenant_customer ON complaints (tenant_id, customer_id, created_at)",
     "CREATE INDEX IF NOT EXISTS complaints_tenant_order ON complaints (tenant_id, order_id)",
     "CREATE INDEX IF NOT EXISTS complaints_tenant_status ON complaints (tenant_id, status, created_at)",
+    "CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at)",
 )
 
 
 def migrate(conn: sqlite3.Connection, where: str) -> None:
-    """Create the schema, or bring a database from before tenants up to date.
+    """Create the schema, or bring an older database up to date.
 
     Call it inside ``BEGIN IMMEDIATE``: two processes opening the same old file then migrate it
     once, the second seeing the column the first added. ``where`` names the file in the log.
     """
     conn.execute(_CREATE_TABLE)
+    conn.execute(_CREATE_KEYS)
     columns = {row[1] for row in conn.execute("PRAGMA table_info(complaints)")}
     if "tenant_id" not in columns:
         conn.execute(_ADD_TENANT)

@@ -9,6 +9,8 @@ Complaints belong to tenants. The tenant comes from the request's ``_meta`` (key
 :data:`~msev15.agent.mcp_client.TENANT_META_KEY`, set by the service from the turn), never from a
 tool argument: tool schemas are shown to the model, and a tenant argument would let a prompt pick
 any tenant. A call without the key works in tenant "default"; a malformed tenant is refused.
+The four tools that change complaints honour the call's idempotency key (:mod:`msev15.idempotency`):
+a retried call answers with the complaint instead of changing it twice.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from msev15.idempotency import idempotency_key_from_meta
 from msev15.tenancy import tenant_from_meta
 
 from .models import (
@@ -91,6 +94,15 @@ def _tenant(ctx: Context) -> str:
         raise ToolError(str(exc)) from None
 
 
+def _caller(ctx: Context) -> tuple[str, str | None]:
+    """The calling tenant and the call's idempotency key (see :mod:`msev15.idempotency`)."""
+    tenant_id = _tenant(ctx)
+    try:
+        return tenant_id, idempotency_key_from_meta(ctx.request_context.meta)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
+
+
 def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer:
     """The MCP server with the six complaint tools and a ``GET /health`` route."""
     with _root_logging_kept():
@@ -107,10 +119,10 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
         ctx: Context,
     ) -> Complaint:
         """Register a new customer complaint. It starts in status "open" and gets an id like CMP-1A2B3C4D."""
-        tenant_id = _tenant(ctx)
+        tenant_id, key = _caller(ctx)
         return _refused(lambda: store.register(
             customer_id=customer_id, description=description, category=category, priority=priority,
-            order_id=order_id, tenant_id=tenant_id,
+            order_id=order_id, tenant_id=tenant_id, idempotency_key=key,
         ))
 
     @server.tool()
@@ -153,10 +165,10 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
         ctx: Context,
     ) -> Complaint:
         """Change a complaint's details and/or move it to in_progress. Archived complaints cannot change."""
-        tenant_id = _tenant(ctx)
+        tenant_id, key = _caller(ctx)
         return _refused(lambda: store.update(
             complaint_id, tenant_id=tenant_id, description=description, category=category, priority=priority,
-            order_id=order_id, status=status,
+            order_id=order_id, status=status, idempotency_key=key,
         ))
 
     @server.tool()
@@ -167,14 +179,14 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
         ctx: Context,
     ) -> Complaint:
         """Resolve an open or in-progress complaint, recording how it was resolved."""
-        tenant_id = _tenant(ctx)
-        return _refused(lambda: store.resolve(complaint_id, resolution, tenant_id=tenant_id))
+        tenant_id, key = _caller(ctx)
+        return _refused(lambda: store.resolve(complaint_id, resolution, tenant_id=tenant_id, idempotency_key=key))
 
     @server.tool()
     def archive_complaint(complaint_id: ComplaintId, *, ctx: Context) -> Complaint:
         """Archive a complaint (from any status but archived). Archived complaints are final."""
-        tenant_id = _tenant(ctx)
-        return _refused(lambda: store.archive(complaint_id, tenant_id=tenant_id))
+        tenant_id, key = _caller(ctx)
+        return _refused(lambda: store.archive(complaint_id, tenant_id=tenant_id, idempotency_key=key))
 
     @server.custom_route("/health", methods=["GET"])
     async def health(request: Request) -> Response:

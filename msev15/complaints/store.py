@@ -13,9 +13,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from msev15.idempotency import RETENTION_SECONDS
 
 from .models import (
     CATEGORIES,
@@ -33,6 +35,7 @@ from .models import (
     check_transition,
     normalize_id,
 )
+from .replay import recall, remember, request_digest
 from .schema import migrate
 
 log = logging.getLogger("complaints.store")
@@ -49,6 +52,11 @@ def _utc_now() -> datetime:
 
 def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _stamps(moment: datetime) -> tuple[str, str]:
+    """The timestamp of a change made at ``moment``, and the cutoff of the idempotency keys."""
+    return _timestamp(moment), _timestamp(moment - timedelta(seconds=RETENTION_SECONDS))
 
 
 def _text(field: str, value: str, limit: int) -> str:
@@ -86,6 +94,9 @@ class ComplaintStore:
     tenant's complaints are never found, listed or changed, and another tenant's complaint id is
     "not found" exactly like an id that does not exist. Every method is thread-safe and raises
     :class:`ComplaintError` (with a readable message) for requests it refuses.
+
+    The writes take an optional ``idempotency_key`` (see :mod:`msev15.complaints.replay`): a
+    repeat of a change already made with the key returns the complaint and changes nothing.
     """
 
     def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
@@ -206,6 +217,23 @@ class ComplaintStore:
 
     # --- writes -----------------------------------------------------------------------------
 
+    def _replayed(self, conn: sqlite3.Connection, tenant_id: str, key: str | None, digest: str,
+                  cutoff: str) -> Complaint | None:
+        """The complaint a call with ``key`` already changed (the repeat changes nothing), else None."""
+        if key is None:
+            return None
+        complaint_id = recall(conn, tenant_id, key, digest, cutoff)
+        if complaint_id is None:
+            return None
+        log.info("repeated request for complaint %s answered without a change (tenant %s)", complaint_id, tenant_id)
+        return self._load(conn, tenant_id, complaint_id)
+
+    @staticmethod
+    def _remember(conn: sqlite3.Connection, tenant_id: str, key: str | None, digest: str, complaint_id: str,
+                  stamp: str, cutoff: str) -> None:
+        if key is not None:
+            remember(conn, tenant_id, key, digest, complaint_id, stamp, cutoff)
+
     def register(
         self,
         *,
@@ -215,21 +243,22 @@ class ComplaintStore:
         priority: str = "medium",
         order_id: str | None = None,
         tenant_id: str = DEFAULT_TENANT,
+        idempotency_key: str | None = None,
     ) -> Complaint:
         tenant_id = check_tenant(tenant_id)
-        now = _timestamp(self._clock())
-        values = {
-            "tenant_id": tenant_id,
+        request = {
             "customer_id": _identifier("customer_id", customer_id),
             "order_id": None if order_id is None else _identifier("order_id", order_id),
             "category": _choice("category", category, CATEGORIES),
             "description": _text("description", description, MAX_TEXT_CHARS),
             "priority": _choice("priority", priority, PRIORITIES),
-            "status": "open",
-            "created_at": now,
-            "updated_at": now,
         }
+        digest = request_digest("register", request)
+        now, cutoff = _stamps(self._clock())
+        values = {"tenant_id": tenant_id, **request, "status": "open", "created_at": now, "updated_at": now}
         with self._transaction() as conn:
+            if (replayed := self._replayed(conn, tenant_id, idempotency_key, digest, cutoff)) is not None:
+                return replayed
             for _ in range(8):
                 # Ids are unique across tenants (the primary key), and random, so they reveal nothing.
                 complaint_id = ID_PREFIX + secrets.token_hex(4).upper()
@@ -244,6 +273,7 @@ class ComplaintStore:
                 break
             else:  # pragma: no cover - 8 collisions in a 2**32 space
                 raise RuntimeError("could not allocate a complaint id")
+            self._remember(conn, tenant_id, idempotency_key, digest, complaint.id, now, cutoff)
         log.info("registered complaint %s for customer %s (tenant %s)", complaint.id, complaint.customer_id,
                  tenant_id)
         return complaint
@@ -270,6 +300,7 @@ class ComplaintStore:
         priority: str | None = None,
         order_id: str | None = None,
         status: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Complaint:
         """Change details and/or move the complaint to ``in_progress`` (also reopens a resolved
         one). Resolving and archiving have their own methods: they record more than a status."""
@@ -293,7 +324,11 @@ class ComplaintStore:
         if not changes and status is None:
             raise ComplaintError("nothing to update: give at least one of description, category, priority, "
                                  "order_id or status")
+        digest = request_digest("update", {"complaint_id": complaint_id, "status": status, **changes})
         with self._transaction() as conn:
+            now, cutoff = _stamps(self._clock())
+            if (replayed := self._replayed(conn, tenant_id, idempotency_key, digest, cutoff)) is not None:
+                return replayed
             current = self._load(conn, tenant_id, complaint_id)
             if current.status == "archived":
                 raise ComplaintError(f"complaint {complaint_id} is archived and can no longer be changed")
@@ -303,36 +338,47 @@ class ComplaintStore:
                 if current.status == "resolved":  # reopened: the old resolution no longer holds
                     changes["resolution"] = None
                     changes["resolved_at"] = None
-            updated = self._write(conn, tenant_id, complaint_id, changes, _timestamp(self._clock()))
+            updated = self._write(conn, tenant_id, complaint_id, changes, now)
+            self._remember(conn, tenant_id, idempotency_key, digest, complaint_id, now, cutoff)
         log.info("updated complaint %s (%s; tenant %s)", complaint_id, ", ".join(sorted(changes)), tenant_id)
         return updated
 
-    def resolve(self, complaint_id: str, resolution: str, *, tenant_id: str = DEFAULT_TENANT) -> Complaint:
+    def resolve(self, complaint_id: str, resolution: str, *, tenant_id: str = DEFAULT_TENANT,
+                idempotency_key: str | None = None) -> Complaint:
         tenant_id = check_tenant(tenant_id)
         complaint_id = normalize_id(complaint_id)
         resolution = _text("resolution", resolution, MAX_TEXT_CHARS)
+        digest = request_digest("resolve", {"complaint_id": complaint_id, "resolution": resolution})
         with self._transaction() as conn:
+            now, cutoff = _stamps(self._clock())
+            if (replayed := self._replayed(conn, tenant_id, idempotency_key, digest, cutoff)) is not None:
+                return replayed
             current = self._load(conn, tenant_id, complaint_id)
             if current.status == "resolved":
                 raise ComplaintError(f"complaint {complaint_id} is already resolved")
             check_transition(complaint_id, current.status, "resolved")
-            now = _timestamp(self._clock())
             updated = self._write(
                 conn, tenant_id, complaint_id,
                 {"status": "resolved", "resolution": resolution, "resolved_at": now}, now,
             )
+            self._remember(conn, tenant_id, idempotency_key, digest, complaint_id, now, cutoff)
         log.info("resolved complaint %s (tenant %s)", complaint_id, tenant_id)
         return updated
 
-    def archive(self, complaint_id: str, *, tenant_id: str = DEFAULT_TENANT) -> Complaint:
+    def archive(self, complaint_id: str, *, tenant_id: str = DEFAULT_TENANT,
+                idempotency_key: str | None = None) -> Complaint:
         tenant_id = check_tenant(tenant_id)
         complaint_id = normalize_id(complaint_id)
+        digest = request_digest("archive", {"complaint_id": complaint_id})
         with self._transaction() as conn:
+            now, cutoff = _stamps(self._clock())
+            if (replayed := self._replayed(conn, tenant_id, idempotency_key, digest, cutoff)) is not None:
+                return replayed
             current = self._load(conn, tenant_id, complaint_id)
             if current.status == "archived":
                 raise ComplaintError(f"complaint {complaint_id} is already archived")
             check_transition(complaint_id, current.status, "archived")
-            now = _timestamp(self._clock())
             updated = self._write(conn, tenant_id, complaint_id, {"status": "archived", "archived_at": now}, now)
+            self._remember(conn, tenant_id, idempotency_key, digest, complaint_id, now, cutoff)
         log.info("archived complaint %s (tenant %s)", complaint_id, tenant_id)
         return updated

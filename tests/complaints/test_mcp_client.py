@@ -15,6 +15,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
 
 from msev15.agent.mcp_client import TENANT_META_KEY, McpConnection
 from msev15.agent.tools.registry import ToolContext, ToolError, ToolRegistry
+from msev15.idempotency import IDEMPOTENCY_META_KEY, idempotency_key_from_meta
 
 from .server import McpTestServer, eventually, running_complaints_server, running_mcp_server
 
@@ -44,15 +45,18 @@ async def _register(conn: McpConnection, **overrides: Any) -> dict[str, Any]:
     return await _tool(conn, "register_complaint").func(CTX, args)
 
 
-def _slow_server() -> tuple[MCPServer, asyncio.Event, asyncio.Event, list[int]]:
-    """A server whose first ``slow`` call blocks until ``gate`` is set; later calls return at once."""
+def _slow_server() -> tuple[MCPServer, asyncio.Event, asyncio.Event, list[tuple[int, str | None]]]:
+    """A server whose first ``slow`` call blocks until ``gate`` is set; later calls return at once.
+
+    ``calls`` records each call's ``x`` and idempotency key.
+    """
     server = MCPServer("slow")
     entered, gate, calls = asyncio.Event(), asyncio.Event(), []
 
     @server.tool()
-    async def slow(x: int) -> dict[str, int]:
+    async def slow(x: int, *, ctx: Context) -> dict[str, int]:
         """Echo x, slowly the first time."""
-        calls.append(x)
+        calls.append((x, idempotency_key_from_meta(ctx.request_context.meta)))
         if len(calls) == 1:
             entered.set()
             await gate.wait()
@@ -161,15 +165,25 @@ async def test_tool_calls_carry_the_turns_tenant_in_meta(mode: str) -> None:
             tool = _tool(conn, "whoami")
             assert tool.parameters.get("properties", {}) == {}  # nothing for the model to set
             acme = ToolContext(tenant_id="acme", session_id="s1", request_id="r1")
-            assert await tool.func(acme, {}) == {"meta": {TENANT_META_KEY: "acme"}}
+            keys: list[str] = []
+
+            def tenant_of(meta: dict[str, Any]) -> str | None:
+                """The tenant sent; every call also carries its own idempotency key."""
+                rest = dict(meta)
+                keys.append(rest.pop(IDEMPOTENCY_META_KEY))
+                assert not set(rest) - {TENANT_META_KEY}, rest
+                return rest.get(TENANT_META_KEY)
+
+            assert tenant_of((await tool.func(acme, {}))["meta"]) == "acme"
             registry = ToolRegistry(timeout=5.0)
             registry.add_source(conn.tools)
             through_registry = await registry.call("whoami", {}, acme)
-            assert json.loads(through_registry.content) == {"meta": {TENANT_META_KEY: "acme"}}
+            assert tenant_of(json.loads(through_registry.content)["meta"]) == "acme"
             # A model that invents a tenant argument still runs as the turn's tenant.
             sneaky = await registry.call("whoami", {"tenant_id": "globex"}, acme)
-            assert json.loads(sneaky.content) == {"meta": {TENANT_META_KEY: "acme"}}
-            assert await conn.call_tool("whoami", {}) == {"meta": {}}  # no tenant given: no key sent
+            assert tenant_of(json.loads(sneaky.content)["meta"]) == "acme"
+            assert tenant_of((await conn.call_tool("whoami", {}))["meta"]) is None  # no tenant given: none sent
+            assert len(set(keys)) == 4 and all(idempotency_key_from_meta({IDEMPOTENCY_META_KEY: k}) for k in keys)
         finally:
             await conn.close()
 
@@ -309,7 +323,11 @@ async def test_call_interrupted_by_a_dropped_connection_is_retried_once() -> Non
             assert not call.done()  # waiting for the reconnect, not failed
             await running.start()
             assert await call == {"x": 7, "call": 2}
-            assert calls == [7, 7]
+            # The retry carries the first attempt's key: a server that keeps keys runs it once.
+            (first_x, first_key), (second_x, second_key) = calls
+            assert first_x == second_x == 7 and first_key is not None and second_key == first_key
+            assert await conn.call_tool("slow", {"x": 8}) == {"x": 8, "call": 3}
+            assert calls[2][1] not in (None, first_key)  # a new call, a new key
         finally:
             await conn.close()
 
