@@ -26,7 +26,10 @@ class Metrics:
     - ``escalation_email_delivery_success_rate``: delivered messages / messages tried, 0..1.
     - ``escalation_email_send_seconds{use_case}``: latency of a whole sendemail call.
     - ``escalation_template_render_seconds{template}``: template rendering time.
-    - ``escalation_requests_rejected_total``: calls refused for bad input.
+    - ``escalation_requests_rejected_total``: calls refused for bad input (a malformed idempotency
+      key, or a key already used for other arguments, included).
+    - ``escalation_emails_replayed_total``: sendemail calls answered with an earlier call's result
+      because they carried its idempotency key (nothing sent again; not in ``escalation_emails_total``).
     """
 
     def __init__(self) -> None:
@@ -39,6 +42,9 @@ class Metrics:
         self.retries = Counter("escalation_email_retries", "Delivery attempts after the first", ["backend"],
                                registry=r)
         self.rejected = Counter("escalation_requests_rejected", "sendemail calls refused for bad input", registry=r)
+        self.replayed = Counter("escalation_emails_replayed",
+                                "sendemail calls answered with the result of an earlier call with the same "
+                                "idempotency key", registry=r)
         self.success_rate = Gauge("escalation_email_delivery_success_rate",
                                   "Share of messages accepted for delivery (0..1; 1 before any message)", registry=r)
         self.send_seconds = Histogram("escalation_email_send_seconds", "Latency of one sendemail call",

@@ -1,7 +1,15 @@
 """The delivery-tracking tables, their indexes, and bringing older databases up to date.
 
-Version history: the first release stored delivery records without tenants; a database from then
-gains a ``tenant_id`` column (its records belong to the default tenant) and a per-tenant index.
+Version history (``PRAGMA user_version``; the first two releases did not set it, so a database
+without one is recognised by its tables and columns):
+
+1. Delivery records without tenants. Upgrading adds a ``tenant_id`` column (those records belong
+   to the default tenant) and a per-tenant index.
+2. Delivery records per tenant.
+3. ``idempotency_keys``: the key of each ``sendemail`` call that carried one, per tenant, with the
+   email id it answered for (see :mod:`msev15.escalation.replay`). Nothing else changes.
+
+A database with a newer version than :data:`SCHEMA_VERSION` is refused, not guessed at.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import aiosqlite
 from msev15.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger("escalation.schema")
+
+SCHEMA_VERSION = 3
 
 _CREATE_SEQUENCE = """
 CREATE TABLE IF NOT EXISTS email_sequence (
@@ -47,20 +57,45 @@ CREATE TABLE IF NOT EXISTS email_deliveries (
 )
 """
 _ADD_TENANT = f"ALTER TABLE email_deliveries ADD COLUMN tenant_id TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}'"
+# ``created_at`` is UTC text of one fixed width, so expiry is a range delete on its index.
+_CREATE_KEYS = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    request_sha256 TEXT NOT NULL,
+    email_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, idempotency_key)
+)
+"""
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS email_deliveries_ticket ON email_deliveries (ticket_id)",
     "CREATE INDEX IF NOT EXISTS email_deliveries_tenant ON email_deliveries (tenant_id, email_id)",
+    "CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at)",
 )
 
 
+async def _scalar(db: aiosqlite.Connection, sql: str) -> int:
+    async with db.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row is not None else 0
+
+
 async def migrate(db: aiosqlite.Connection, where: str) -> None:
-    """Create the schema, or bring a database from before tenants up to date, in one transaction.
+    """Create the schema, or bring an older database up to :data:`SCHEMA_VERSION`, in one transaction.
 
     ``BEGIN IMMEDIATE`` takes the write lock first, so two processes opening the same old file
-    migrate it once: the second sees the column the first added. ``where`` names the file in the log.
+    migrate it once: the second sees what the first added. ``where`` names the file in the log.
+    Raises RuntimeError for a database written by a newer release.
     """
     await db.execute("BEGIN IMMEDIATE")
     try:
+        version = await _scalar(db, "PRAGMA user_version")
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"the escalation database {where} has schema version {version}, newer than this "
+                               f"program supports ({SCHEMA_VERSION}); upgrade the program or use another "
+                               "ESCALATION_DB_PATH")
+        existing = await _scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'email_deliveries'")
         await db.execute(_CREATE_SEQUENCE)
         await db.execute(_CREATE_DELIVERIES)
         async with db.execute("PRAGMA table_info(email_deliveries)") as cursor:
@@ -69,8 +104,14 @@ async def migrate(db: aiosqlite.Connection, where: str) -> None:
             await db.execute(_ADD_TENANT)
             log.info("escalation database %s: added tenant_id; existing delivery records belong to tenant %r",
                      where, DEFAULT_TENANT)
+        await db.execute(_CREATE_KEYS)
         for statement in _INDEXES:
             await db.execute(statement)
+        if version < SCHEMA_VERSION:
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+            if existing:
+                log.info("escalation database %s upgraded to schema version %d (sendemail idempotency keys)",
+                         where, SCHEMA_VERSION)
     except BaseException:
         await db.rollback()
         raise

@@ -11,6 +11,10 @@ Delivery records belong to tenants. The tenant comes from the request's ``_meta`
 :data:`~msev15.tenancy.TENANT_META_KEY`, set by the service from the turn), never from a
 tool argument a prompt could set. A call without the key works in tenant "default"; a malformed
 tenant is refused. ``get_email_status`` only finds the caller's own tenant's emails.
+
+``sendemail`` also reads an idempotency key from ``_meta`` (:mod:`msev15.idempotency`): a call
+repeating a key its tenant already used sends nothing and gets the first call's result. The key
+is never a tool argument either.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Self, TypedDict
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -33,8 +39,10 @@ from msev15.escalation.config import EscalationSettings
 from msev15.escalation.delivery import Backend
 from msev15.escalation.metrics import CONTENT_TYPE
 from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
+from msev15.escalation.replay import KeyConflict
 from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
+from msev15.idempotency import idempotency_key_from_meta
 from msev15.mcp_http import McpHttpServer, bind_socket
 from msev15.tenancy import tenant_from_meta
 
@@ -71,6 +79,14 @@ def _tenant(ctx: Context) -> str:
         raise ToolError(str(exc)) from None
 
 
+def _idempotency_key(ctx: Context) -> str | None:
+    """The call's idempotency key from the request's ``_meta`` (see :mod:`msev15.idempotency`)."""
+    try:
+        return idempotency_key_from_meta(ctx.request_context.meta)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
+
+
 def build_mcp_server(service: EscalationService) -> MCPServer:
     """An MCPServer whose tools and routes call ``service``."""
     mcp: MCPServer = MCPServer("escalation-comms", title="BankX EscalationComms", version=__version__,
@@ -97,15 +113,18 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
         """
         try:
             tenant_id = _tenant(ctx)
+            key = _idempotency_key(ctx)
         except ToolError:
             service.metrics.rejected.inc()
             raise
         try:
-            result = await service.send(tenant_id=tenant_id, ticket_id=ticket_id, customer_id=customer_id,
-                                        customer_email=customer_email, query=query, use_case=use_case,
-                                        reason=reason)
+            result = await service.send(tenant_id=tenant_id, idempotency_key=key, ticket_id=ticket_id,
+                                        customer_id=customer_id, customer_email=customer_email, query=query,
+                                        use_case=use_case, reason=reason)
         except InvalidRequest as exc:
             raise ToolError(f"Invalid sendemail arguments: {'; '.join(exc.problems)}") from None
+        except KeyConflict as exc:
+            raise ToolError(str(exc)) from None
         except TemplateError as exc:
             log.error("Template rendering error: %s", exc)
             raise ToolError(f"Template rendering error: {exc}") from None
@@ -143,12 +162,13 @@ class EscalationServer:
 
     def __init__(self, settings: EscalationSettings, *, host: str | None = None, port: int | None = None,
                  backend: Backend | None = None, templates: TemplateRegistry | None = None,
-                 handle_signals: bool = False) -> None:
+                 handle_signals: bool = False, clock: Callable[[], datetime] | None = None) -> None:
         self.settings = settings
         self.host = settings.host if host is None else host
         self._port = settings.port if port is None else port
         self._backend = backend
         self._templates = templates
+        self._clock = clock
         self._handle_signals = handle_signals
         self.service: EscalationService | None = None
         self._http: McpHttpServer | None = None
@@ -174,7 +194,9 @@ class EscalationServer:
 
         Raises OSError when the address cannot be bound, RuntimeError when the server fails to start.
         """
-        self.service = await EscalationService.open(self.settings, backend=self._backend, templates=self._templates)
+        extra = {} if self._clock is None else {"clock": self._clock}
+        self.service = await EscalationService.open(self.settings, backend=self._backend, templates=self._templates,
+                                                    **extra)
         try:
             self._sock = bind_socket(self.host, self._port)
             app = build_mcp_server(self.service).streamable_http_app(streamable_http_path=MCP_PATH, host=self.host)
@@ -220,7 +242,7 @@ class EscalationServer:
             await self.service.close()
             self.service = None
 
-    async def __aenter__(self) -> EscalationServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

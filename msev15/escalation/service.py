@@ -6,6 +6,10 @@ templates, metrics, clock); :meth:`EscalationService.open` builds them from sett
 Every call runs in one tenant (the service's tenant id rule, :data:`DEFAULT_TENANT` when the
 caller names none): ``send`` records the delivery under it, and ``status`` finds only that
 tenant's records, so another tenant's email id is "not found" exactly like an unknown one.
+
+A ``send`` with an idempotency key runs at most once per ``(tenant, key)`` within the key's
+retention: a repeat is answered with the first call's result and sends nothing (see
+:mod:`msev15.escalation.replay`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ from msev15.escalation.models import (
     Role,
     SendResult,
     overall_status,
+)
+from msev15.escalation.replay import (
+    KeyConflict,
+    KeyRecord,
+    KeyTaken,
+    RunningCalls,
+    checked_key,
+    forget_before,
+    request_fingerprint,
+    result_from_records,
+    utc_stamp,
 )
 from msev15.escalation.templates import (
     SUPPORT_TEAM_TEMPLATE,
@@ -92,18 +107,20 @@ class EscalationService:
         self.clock = clock
         self.started_at = time.monotonic()
         self.last_delivery: dict[str, Any] | None = None
+        self._keyed = RunningCalls()
 
     @classmethod
     async def open(cls, settings: EscalationSettings, *, backend: Backend | None = None,
-                   templates: TemplateRegistry | None = None) -> EscalationService:
+                   templates: TemplateRegistry | None = None,
+                   clock: Callable[[], datetime] = _now) -> EscalationService:
         """Open the tracking store and the backend; close with :meth:`close`."""
         store = await TrackingStore.open(settings.escalation_db_path)
         try:
             interrupted = await store.fail_pending("interrupted: the service stopped before delivery finished",
-                                                   _now().isoformat(timespec="seconds"))
+                                                   clock().isoformat(timespec="seconds"))
             if interrupted:
                 log.warning("%d message(s) left pending by an earlier run are now marked failed", interrupted)
-            service = cls(settings, backend or build_backend(settings), store, templates=templates)
+            service = cls(settings, backend or build_backend(settings), store, templates=templates, clock=clock)
         except BaseException:
             await store.close()
             raise
@@ -127,8 +144,12 @@ class EscalationService:
                         self.backend.name)
 
     async def close(self) -> None:
+        """Wait for keyed sends still running (a caller may be gone, its retry may come), then close."""
         try:
-            await self.backend.close()
+            try:
+                await self._keyed.close(timeout=self.settings.email_timeout_seconds + 1)
+            finally:
+                await self.backend.close()
         finally:
             await self.store.close()
 
@@ -152,18 +173,72 @@ class EscalationService:
                      ("X-BankX-Use-Case", request.use_case)),
         )
 
-    async def send(self, *, tenant_id: str = DEFAULT_TENANT, **arguments: Any) -> SendResult:
+    async def send(self, *, tenant_id: str = DEFAULT_TENANT, idempotency_key: str | None = None,
+                   **arguments: Any) -> SendResult:
         """The ``sendemail`` tool, recorded in ``tenant_id``.
 
-        Raises InvalidRequest (bad arguments or tenant) or TemplateError; delivery problems are in the result.
+        With ``idempotency_key``, a call whose key the tenant already used (within the retention)
+        sends nothing: it gets the first call's result, waiting for it if it is still running.
+
+        Raises InvalidRequest (bad arguments, tenant or key), KeyConflict (the key was used for
+        other arguments) or TemplateError; delivery problems are in the result.
         """
         started = time.perf_counter()
         try:
             tenant_id = checked_tenant(tenant_id)
             request = EscalationRequest.parse(**arguments)
-        except InvalidRequest:
+            if idempotency_key is not None:
+                idempotency_key = checked_key(idempotency_key)
+        except ValueError as exc:
+            self.metrics.rejected.inc()
+            if isinstance(exc, InvalidRequest):
+                raise
+            raise InvalidRequest([str(exc)]) from None
+        if idempotency_key is None:
+            return await self._send_new(tenant_id, request, started)
+        fingerprint = request_fingerprint(request)
+        try:
+            task, joined = self._keyed.start_or_join(
+                tenant_id, idempotency_key, fingerprint,
+                lambda: self._send_keyed(tenant_id, idempotency_key, fingerprint, request, started))
+        except KeyConflict:
             self.metrics.rejected.inc()
             raise
+        if joined:
+            self.metrics.replayed.inc()
+        # Waiting does not cancel the task when this caller is cancelled: its retry may need it.
+        await asyncio.wait({task})
+        result = task.result()
+        if joined:
+            self._log_replay(request, tenant_id, result, "the first call was still running")
+        return result
+
+    async def _send_keyed(self, tenant_id: str, key: str, fingerprint: str, request: EscalationRequest,
+                          started: float) -> SendResult:
+        """The first of the running calls with this key: replay what the store remembers, else send."""
+        known = await self.store.find_key(tenant_id, key, not_before=forget_before(self.clock()))
+        if known is None:
+            try:
+                return await self._send_new(tenant_id, request, started, key=(key, fingerprint))
+            except KeyTaken:  # another process sharing the database recorded it first
+                known = await self.store.find_key(tenant_id, key, not_before=forget_before(self.clock()))
+                if known is None:
+                    raise
+        if known.request_sha256 != fingerprint:
+            self.metrics.rejected.inc()
+            raise KeyConflict(key)
+        result = result_from_records(await self.store.get(known.email_id, tenant_id=tenant_id))
+        self.metrics.replayed.inc()
+        self._log_replay(request, tenant_id, result, "answered from the stored delivery records")
+        return result
+
+    def _log_replay(self, request: EscalationRequest, tenant_id: str, result: SendResult, how: str) -> None:
+        log.info("Repeated sendemail for ticket %s (tenant %s) answered with email %s (%s, %s); nothing sent again",
+                 request.ticket_id, tenant_id, result.email_id, result.status, how)
+
+    async def _send_new(self, tenant_id: str, request: EscalationRequest, started: float, *,
+                        key: tuple[str, str] | None = None) -> SendResult:
+        """Render, record (with the idempotency ``key, fingerprint`` when given), deliver, report."""
         now = self.clock()
         values = template_values(request, timestamp=now, ticket_base_url=self.settings.ticket_base_url,
                                  admin_ticket_base_url=self.settings.admin_ticket_base_url)
@@ -185,13 +260,15 @@ class EscalationService:
             raise TemplateError(str(exc)) from None
 
         stamp = now.isoformat(timespec="seconds")
+        remembered = None if key is None else KeyRecord(tenant_id=tenant_id, key=key[0], request_sha256=key[1],
+                                                        email_id=email_id, created_at=utc_stamp(now))
         await self.store.create([
             DeliveryRecord(email_id=email_id, tenant_id=tenant_id, role=role, ticket_id=request.ticket_id,
                            use_case=request.use_case, recipient=recipients[role], backend=self.backend.name,
                            attempts=0, status="pending", provider_message_id="", provider_status="",
                            created_at=stamp, updated_at=stamp, sent_at="", delivered_at="", last_error="")
             for role in ROLES
-        ])
+        ], key=remembered, forget_keys_before=forget_before(now))
         deadline = asyncio.get_running_loop().time() + self.settings.email_timeout_seconds
         async with asyncio.TaskGroup() as group:
             tasks = {
@@ -209,14 +286,8 @@ class EscalationService:
         self.last_delivery = {"email_id": email_id, "status": status, "at": finished.isoformat(timespec="seconds")}
         if status != "sent":
             log.error("Email %s for ticket %s: %s", email_id, request.ticket_id, status)
-        return SendResult(
-            email_id=email_id,
-            status=status,
-            sent_at=finished.isoformat(timespec="seconds"),
-            backend=self.backend.name,
-            recipients=dict(recipients),
-            errors={role: o.error for role, o in outcomes.items() if not o.ok},
-        )
+        # Built from the records, exactly as a replay of this call will be, so both answers match.
+        return result_from_records(await self.store.get(email_id, tenant_id=tenant_id))
 
     async def _deliver_one(self, email_id: str, role: Role, email: OutgoingEmail, deadline: float) -> DeliveryOutcome:
         async def record_failure(attempt: int, error: str) -> None:
@@ -301,7 +372,7 @@ class EscalationService:
         try:
             await self.store.ping()
             database = "ok"
-        except Exception as exc:  # any failure here means "not healthy", reported, not raised
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not healthy", reported, not raised
             database = f"error: {exc}"
         ok = database == "ok"
         return ok, {
