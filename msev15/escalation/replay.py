@@ -37,7 +37,10 @@ from msev15.idempotency import (
 
 log = logging.getLogger("escalation.replay")
 
-STILL_SENDING = "still being delivered by another process sharing this database"
+# A pending record outside a call running in this process: another process sharing the database
+# is sending it, or its call broke off (its records are marked failed at the next start).
+STILL_SENDING = ("not finished: still being delivered by another process sharing this database, or "
+                 "interrupted (marked failed at the next start)")
 
 
 class KeyConflict(ValueError):

@@ -39,7 +39,7 @@ from msev15.escalation.config import EscalationSettings
 from msev15.escalation.delivery import Backend
 from msev15.escalation.metrics import CONTENT_TYPE
 from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
-from msev15.escalation.replay import KeyConflict
+from msev15.escalation.replay import KeyConflict, KeyTaken
 from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
 from msev15.idempotency import idempotency_key_from_meta
@@ -123,7 +123,7 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
                                         use_case=use_case, reason=reason)
         except InvalidRequest as exc:
             raise ToolError(f"Invalid sendemail arguments: {'; '.join(exc.problems)}") from None
-        except KeyConflict as exc:
+        except (KeyConflict, KeyTaken) as exc:
             raise ToolError(str(exc)) from None
         except TemplateError as exc:
             log.error("Template rendering error: %s", exc)

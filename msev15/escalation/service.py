@@ -216,12 +216,13 @@ class EscalationService:
     async def _send_keyed(self, tenant_id: str, key: str, fingerprint: str, request: EscalationRequest,
                           started: float) -> SendResult:
         """The first of the running calls with this key: replay what the store remembers, else send."""
-        known = await self.store.find_key(tenant_id, key, not_before=forget_before(self.clock()))
+        cutoff = forget_before(self.clock())
+        known = await self.store.find_key(tenant_id, key, not_before=cutoff)
         if known is None:
             try:
-                return await self._send_new(tenant_id, request, started, key=(key, fingerprint))
+                return await self._send_new(tenant_id, request, started, key=(key, fingerprint), cutoff=cutoff)
             except KeyTaken:  # another process sharing the database recorded it first
-                known = await self.store.find_key(tenant_id, key, not_before=forget_before(self.clock()))
+                known = await self.store.find_key(tenant_id, key, not_before=cutoff)
                 if known is None:
                     raise
         if known.request_sha256 != fingerprint:
@@ -237,8 +238,9 @@ class EscalationService:
                  request.ticket_id, tenant_id, result.email_id, result.status, how)
 
     async def _send_new(self, tenant_id: str, request: EscalationRequest, started: float, *,
-                        key: tuple[str, str] | None = None) -> SendResult:
-        """Render, record (with the idempotency ``key, fingerprint`` when given), deliver, report."""
+                        key: tuple[str, str] | None = None, cutoff: str = "") -> SendResult:
+        """Render, record (with the idempotency ``key, fingerprint`` when given, forgetting the keys
+        created before ``cutoff``: the bound the caller looked the key up with), deliver, report."""
         now = self.clock()
         values = template_values(request, timestamp=now, ticket_base_url=self.settings.ticket_base_url,
                                  admin_ticket_base_url=self.settings.admin_ticket_base_url)
@@ -268,7 +270,7 @@ class EscalationService:
                            attempts=0, status="pending", provider_message_id="", provider_status="",
                            created_at=stamp, updated_at=stamp, sent_at="", delivered_at="", last_error="")
             for role in ROLES
-        ], key=remembered, forget_keys_before=forget_before(now))
+        ], key=remembered, forget_keys_before=cutoff)
         deadline = asyncio.get_running_loop().time() + self.settings.email_timeout_seconds
         async with asyncio.TaskGroup() as group:
             tasks = {
