@@ -217,22 +217,22 @@ class ComplaintStore:
 
     # --- writes -----------------------------------------------------------------------------
 
-    def _replayed(self, conn: sqlite3.Connection, tenant_id: str, key: str | None, digest: str,
-                  cutoff: str) -> Complaint | None:
-        """The complaint a call with ``key`` already changed (the repeat changes nothing), else None."""
-        if key is None:
-            return None
-        complaint_id = recall(conn, tenant_id, key, digest, cutoff)
-        if complaint_id is None:
-            return None
-        log.info("repeated request for complaint %s answered without a change (tenant %s)", complaint_id, tenant_id)
-        return self._load(conn, tenant_id, complaint_id)
+    def _change(self, tenant_id: str, key: str | None, digest: str,
+                apply: Callable[[sqlite3.Connection, str], Complaint]) -> tuple[Complaint, bool]:
+        """``apply(conn, now)`` in one transaction, recording ``key`` with it; (complaint, changed).
 
-    @staticmethod
-    def _remember(conn: sqlite3.Connection, tenant_id: str, key: str | None, digest: str, complaint_id: str,
-                  stamp: str, cutoff: str) -> None:
-        if key is not None:
-            remember(conn, tenant_id, key, digest, complaint_id, stamp, cutoff)
+        When the tenant already holds ``key`` for this request, nothing is applied: the complaint
+        it changed is returned as it is now, with ``changed`` False.
+        """
+        with self._transaction() as conn:
+            now, cutoff = _stamps(self._clock())
+            if key is not None and (done := recall(conn, tenant_id, key, digest, cutoff)) is not None:
+                log.info("repeated request for complaint %s answered without a change (tenant %s)", done, tenant_id)
+                return self._load(conn, tenant_id, done), False
+            complaint = apply(conn, now)
+            if key is not None:
+                remember(conn, tenant_id, key, digest, complaint.id, now, cutoff)
+            return complaint, True
 
     def register(
         self,
@@ -253,12 +253,9 @@ class ComplaintStore:
             "description": _text("description", description, MAX_TEXT_CHARS),
             "priority": _choice("priority", priority, PRIORITIES),
         }
-        digest = request_digest("register", request)
-        now, cutoff = _stamps(self._clock())
-        values = {"tenant_id": tenant_id, **request, "status": "open", "created_at": now, "updated_at": now}
-        with self._transaction() as conn:
-            if (replayed := self._replayed(conn, tenant_id, idempotency_key, digest, cutoff)) is not None:
-                return replayed
+
+        def insert(conn: sqlite3.Connection, now: str) -> Complaint:
+            values = {"tenant_id": tenant_id, **request, "status": "open", "created_at": now, "updated_at": now}
             for _ in range(8):
                 # Ids are unique across tenants (the primary key), and random, so they reveal nothing.
                 complaint_id = ID_PREFIX + secrets.token_hex(4).upper()
@@ -269,13 +266,13 @@ class ComplaintStore:
                     )
                 except sqlite3.IntegrityError:
                     continue  # id collision: draw another
-                complaint = self._load(conn, tenant_id, complaint_id)
-                break
-            else:  # pragma: no cover - 8 collisions in a 2**32 space
-                raise RuntimeError("could not allocate a complaint id")
-            self._remember(conn, tenant_id, idempotency_key, digest, complaint.id, now, cutoff)
-        log.info("registered complaint %s for customer %s (tenant %s)", complaint.id, complaint.customer_id,
-                 tenant_id)
+                return self._load(conn, tenant_id, complaint_id)
+            raise RuntimeError("could not allocate a complaint id")  # pragma: no cover - 8 collisions in 2**32
+
+        complaint, created = self._change(tenant_id, idempotency_key, request_digest("register", request), insert)
+        if created:
+            log.info("registered complaint %s for customer %s (tenant %s)", complaint.id, complaint.customer_id,
+                     tenant_id)
         return complaint
 
     @staticmethod
@@ -325,10 +322,8 @@ class ComplaintStore:
             raise ComplaintError("nothing to update: give at least one of description, category, priority, "
                                  "order_id or status")
         digest = request_digest("update", {"complaint_id": complaint_id, "status": status, **changes})
-        with self._transaction() as conn:
-            now, cutoff = _stamps(self._clock())
-            if (replayed := self._replayed(conn, tenant_id, idempotency_key, digest, cutoff)) is not None:
-                return replayed
+
+        def apply(conn: sqlite3.Connection, now: str) -> Complaint:
             current = self._load(conn, tenant_id, complaint_id)
             if current.status == "archived":
                 raise ComplaintError(f"complaint {complaint_id} is archived and can no longer be changed")
@@ -338,9 +333,11 @@ class ComplaintStore:
                 if current.status == "resolved":  # reopened: the old resolution no longer holds
                     changes["resolution"] = None
                     changes["resolved_at"] = None
-            updated = self._write(conn, tenant_id, complaint_id, changes, now)
-            self._remember(conn, tenant_id, idempotency_key, digest, complaint_id, now, cutoff)
-        log.info("updated complaint %s (%s; tenant %s)", complaint_id, ", ".join(sorted(changes)), tenant_id)
+            return self._write(conn, tenant_id, complaint_id, changes, now)
+
+        updated, changed = self._change(tenant_id, idempotency_key, digest, apply)
+        if changed:
+            log.info("updated complaint %s (%s; tenant %s)", complaint_id, ", ".join(sorted(changes)), tenant_id)
         return updated
 
     def resolve(self, complaint_id: str, resolution: str, *, tenant_id: str = DEFAULT_TENANT,
@@ -348,37 +345,35 @@ class ComplaintStore:
         tenant_id = check_tenant(tenant_id)
         complaint_id = normalize_id(complaint_id)
         resolution = _text("resolution", resolution, MAX_TEXT_CHARS)
-        digest = request_digest("resolve", {"complaint_id": complaint_id, "resolution": resolution})
-        with self._transaction() as conn:
-            now, cutoff = _stamps(self._clock())
-            if (replayed := self._replayed(conn, tenant_id, idempotency_key, digest, cutoff)) is not None:
-                return replayed
+
+        def apply(conn: sqlite3.Connection, now: str) -> Complaint:
             current = self._load(conn, tenant_id, complaint_id)
             if current.status == "resolved":
                 raise ComplaintError(f"complaint {complaint_id} is already resolved")
             check_transition(complaint_id, current.status, "resolved")
-            updated = self._write(
-                conn, tenant_id, complaint_id,
-                {"status": "resolved", "resolution": resolution, "resolved_at": now}, now,
-            )
-            self._remember(conn, tenant_id, idempotency_key, digest, complaint_id, now, cutoff)
-        log.info("resolved complaint %s (tenant %s)", complaint_id, tenant_id)
+            changes = {"status": "resolved", "resolution": resolution, "resolved_at": now}
+            return self._write(conn, tenant_id, complaint_id, changes, now)
+
+        digest = request_digest("resolve", {"complaint_id": complaint_id, "resolution": resolution})
+        updated, changed = self._change(tenant_id, idempotency_key, digest, apply)
+        if changed:
+            log.info("resolved complaint %s (tenant %s)", complaint_id, tenant_id)
         return updated
 
     def archive(self, complaint_id: str, *, tenant_id: str = DEFAULT_TENANT,
                 idempotency_key: str | None = None) -> Complaint:
         tenant_id = check_tenant(tenant_id)
         complaint_id = normalize_id(complaint_id)
-        digest = request_digest("archive", {"complaint_id": complaint_id})
-        with self._transaction() as conn:
-            now, cutoff = _stamps(self._clock())
-            if (replayed := self._replayed(conn, tenant_id, idempotency_key, digest, cutoff)) is not None:
-                return replayed
+
+        def apply(conn: sqlite3.Connection, now: str) -> Complaint:
             current = self._load(conn, tenant_id, complaint_id)
             if current.status == "archived":
                 raise ComplaintError(f"complaint {complaint_id} is already archived")
             check_transition(complaint_id, current.status, "archived")
-            updated = self._write(conn, tenant_id, complaint_id, {"status": "archived", "archived_at": now}, now)
-            self._remember(conn, tenant_id, idempotency_key, digest, complaint_id, now, cutoff)
-        log.info("archived complaint %s (tenant %s)", complaint_id, tenant_id)
+            return self._write(conn, tenant_id, complaint_id, {"status": "archived", "archived_at": now}, now)
+
+        digest = request_digest("archive", {"complaint_id": complaint_id})
+        updated, changed = self._change(tenant_id, idempotency_key, digest, apply)
+        if changed:
+            log.info("archived complaint %s (tenant %s)", complaint_id, tenant_id)
         return updated
