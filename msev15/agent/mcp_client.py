@@ -49,6 +49,7 @@ log = logging.getLogger("agent.mcp")
 
 CONNECTED, CONNECTING, UNAVAILABLE = "connected", "connecting", "unavailable"
 
+
 class McpConnection:
     """One MCP server: connection lifecycle, tool discovery and tool calls.
 
