@@ -29,8 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from msev15.idempotency import idempotency_key_from_meta
-from msev15.tenancy import tenant_from_meta
+from msev15.mcp_caller import caller, caller_tenant
 
 from .models import (
     MAX_ID_CHARS,
@@ -86,23 +85,6 @@ def _refused(call: Callable[[], _T]) -> _T:
         raise ToolError(str(exc)) from exc
 
 
-def _tenant(ctx: Context) -> str:
-    """The calling tenant from the request's ``_meta`` (see :mod:`msev15.tenancy`)."""
-    try:
-        return tenant_from_meta(ctx.request_context.meta)
-    except ValueError as exc:
-        raise ToolError(str(exc)) from None
-
-
-def _caller(ctx: Context) -> tuple[str, str | None]:
-    """The calling tenant and the call's idempotency key (see :mod:`msev15.idempotency`)."""
-    tenant_id = _tenant(ctx)
-    try:
-        return tenant_id, idempotency_key_from_meta(ctx.request_context.meta)
-    except ValueError as exc:
-        raise ToolError(str(exc)) from None
-
-
 def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer:
     """The MCP server with the six complaint tools and a ``GET /health`` route."""
     with _root_logging_kept():
@@ -119,7 +101,7 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
         ctx: Context,
     ) -> Complaint:
         """Register a new customer complaint. It starts in status "open" and gets an id like CMP-1A2B3C4D."""
-        tenant_id, key = _caller(ctx)
+        tenant_id, key = caller(ctx)
         return _refused(lambda: store.register(
             customer_id=customer_id, description=description, category=category, priority=priority,
             order_id=order_id, tenant_id=tenant_id, idempotency_key=key,
@@ -128,7 +110,7 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
     @server.tool()
     def get_complaint(complaint_id: ComplaintId, *, ctx: Context) -> Complaint:
         """Get one complaint by its id."""
-        tenant_id = _tenant(ctx)
+        tenant_id = caller_tenant(ctx)
         return _refused(lambda: store.get(complaint_id, tenant_id=tenant_id))
 
     @server.tool()
@@ -144,7 +126,7 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
         ctx: Context,
     ) -> SearchResult:
         """Find complaints matching all the given filters, newest first. With no filter, the latest complaints."""
-        tenant_id = _tenant(ctx)
+        tenant_id = caller_tenant(ctx)
         return _refused(lambda: store.search(
             tenant_id=tenant_id, customer_id=customer_id, order_id=order_id, status=status, category=category,
             priority=priority, text=query, limit=limit,
@@ -165,7 +147,7 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
         ctx: Context,
     ) -> Complaint:
         """Change a complaint's details and/or move it to in_progress. Archived complaints cannot change."""
-        tenant_id, key = _caller(ctx)
+        tenant_id, key = caller(ctx)
         return _refused(lambda: store.update(
             complaint_id, tenant_id=tenant_id, description=description, category=category, priority=priority,
             order_id=order_id, status=status, idempotency_key=key,
@@ -179,13 +161,13 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
         ctx: Context,
     ) -> Complaint:
         """Resolve an open or in-progress complaint, recording how it was resolved."""
-        tenant_id, key = _caller(ctx)
+        tenant_id, key = caller(ctx)
         return _refused(lambda: store.resolve(complaint_id, resolution, tenant_id=tenant_id, idempotency_key=key))
 
     @server.tool()
     def archive_complaint(complaint_id: ComplaintId, *, ctx: Context) -> Complaint:
         """Archive a complaint (from any status but archived). Archived complaints are final."""
-        tenant_id, key = _caller(ctx)
+        tenant_id, key = caller(ctx)
         return _refused(lambda: store.archive(complaint_id, tenant_id=tenant_id, idempotency_key=key))
 
     @server.custom_route("/health", methods=["GET"])

@@ -42,9 +42,8 @@ from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
 from msev15.escalation.replay import KeyConflict, KeyTaken
 from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
-from msev15.idempotency import idempotency_key_from_meta
+from msev15.mcp_caller import caller, caller_tenant
 from msev15.mcp_http import McpHttpServer, bind_socket
-from msev15.tenancy import tenant_from_meta
 
 log = logging.getLogger("escalation.server")
 
@@ -69,22 +68,6 @@ class SendEmailResult(TypedDict):
 def _result(payload: dict[str, Any], *, is_error: bool) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=json.dumps(payload, indent=2))],
                           structured_content=payload, is_error=is_error)
-
-
-def _tenant(ctx: Context) -> str:
-    """The calling tenant from the request's ``_meta`` (see :mod:`msev15.tenancy`)."""
-    try:
-        return tenant_from_meta(ctx.request_context.meta)
-    except ValueError as exc:
-        raise ToolError(str(exc)) from None
-
-
-def _idempotency_key(ctx: Context) -> str | None:
-    """The call's idempotency key from the request's ``_meta`` (see :mod:`msev15.idempotency`)."""
-    try:
-        return idempotency_key_from_meta(ctx.request_context.meta)
-    except ValueError as exc:
-        raise ToolError(str(exc)) from None
 
 
 def build_mcp_server(service: EscalationService) -> MCPServer:
@@ -112,8 +95,7 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
         any delivery error. A partial or failed result is flagged as an error result.
         """
         try:
-            tenant_id = _tenant(ctx)
-            key = _idempotency_key(ctx)
+            tenant_id, key = caller(ctx)
         except ToolError:
             service.metrics.rejected.inc()
             raise
@@ -137,7 +119,7 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
         ctx: Context,
     ) -> dict[str, Any]:
         """The delivery record of both messages of one sendemail call (refreshed from ACS when used)."""
-        tenant_id = _tenant(ctx)
+        tenant_id = caller_tenant(ctx)
         try:
             return await service.status(email_id, tenant_id=tenant_id)
         except InvalidRequest as exc:
