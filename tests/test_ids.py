@@ -6,7 +6,7 @@ import os
 import re
 import warnings
 
-from msev15.ids import new_id
+from msev15.common.ids import new_id
 
 
 def test_ids_are_unique_hex() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from msev15.mail import (
+from msev15.common.mail import (
     DeliveryError,
     OutboxTransport,
     SmtpTransport,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from msev15.mcp_http import McpHttpServer, bind_socket
+from msev15.mcpkit.runner import McpHttpServer, bind_socket
 
 HOST = "127.0.0.1"
 STEP_TIMEOUT = 10.0

@@ -14,7 +14,7 @@ capped, jittered exponential backoff, and the tools come back without a restart.
 Every tool call carries the caller's tenant (from the turn, never from the model) out of band in
 the request's ``_meta`` under :data:`TENANT_META_KEY`, so tool schemas never offer a tenant
 argument a prompt could set. Servers that scope data by tenant read it there; others ignore it.
-Each call also carries a fresh idempotency key (:mod:`msev15.idempotency`), the same on its one
+Each call also carries a fresh idempotency key (:mod:`msev15.mcpkit.meta`), the same on its one
 retry after a dropped connection, so a server that keeps keys does not act twice.
 
 This module holds the connection (:class:`McpConnection`); what a request's result or error means
@@ -41,9 +41,9 @@ from msev15 import __version__
 from msev15.agent.mcp_results import describe, is_connection_error, tool_result
 from msev15.agent.mcp_tools import list_server_tools, local_tools
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolFunc
-from msev15.idempotency import IDEMPOTENCY_META_KEY
-from msev15.ids import new_id
-from msev15.tenancy import TENANT_META_KEY
+from msev15.common.ids import new_id
+from msev15.common.tenancy import TENANT_META_KEY
+from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY
 
 log = logging.getLogger("agent.mcp")
 

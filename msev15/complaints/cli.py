@@ -10,7 +10,7 @@ import sqlite3
 import sys
 from collections.abc import Mapping
 
-from msev15.mcp_http import McpHttpServer, bind_socket
+from msev15.mcpkit.runner import McpHttpServer, bind_socket
 
 from .server import MCP_PATH, build_app, build_server, close_listen_streams
 from .store import ComplaintStore

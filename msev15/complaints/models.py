@@ -11,9 +11,9 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from msev15.tenancy import DEFAULT_TENANT as DEFAULT_TENANT  # re-exported
-from msev15.tenancy import ID_RE as _TENANT_RE
-from msev15.tenancy import check_tenant as _check_tenant
+from msev15.common.tenancy import DEFAULT_TENANT as DEFAULT_TENANT  # re-exported
+from msev15.common.tenancy import ID_RE as _TENANT_RE
+from msev15.common.tenancy import check_tenant as _check_tenant
 
 Category = Literal["product", "delivery", "billing", "service", "other"]
 Priority = Literal["low", "medium", "high", "urgent"]
@@ -40,7 +40,7 @@ MAX_TEXT_CHARS = 4000
 
 # Tenants: the service's id rule and default tenant, so a tenant the service accepts is one this
 # server accepts (and nothing else). Calls that carry no tenant belong to DEFAULT_TENANT.
-TENANT_ID_RE = _TENANT_RE  # the service's id rule (msev15.tenancy)
+TENANT_ID_RE = _TENANT_RE  # the service's id rule (msev15.common.tenancy)
 
 
 class ComplaintError(ValueError):

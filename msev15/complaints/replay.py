@@ -1,6 +1,6 @@
 """Idempotency keys of complaint changes: a retried call answers instead of acting twice.
 
-See :mod:`msev15.idempotency` for the contract. A change made with a key records the key, a
+See :mod:`msev15.mcpkit.meta` for the contract. A change made with a key records the key, a
 digest of the request and the complaint it touched, in the transaction of the change itself, so
 the two are never apart. A later call with the key, within the retention, gets that complaint as
 it is now; the same key with another request is refused.

@@ -9,7 +9,7 @@ Complaints belong to tenants. The tenant comes from the request's ``_meta`` (key
 :data:`~msev15.agent.mcp_client.TENANT_META_KEY`, set by the service from the turn), never from a
 tool argument: tool schemas are shown to the model, and a tenant argument would let a prompt pick
 any tenant. A call without the key works in tenant "default"; a malformed tenant is refused.
-The four tools that change complaints honour the call's idempotency key (:mod:`msev15.idempotency`):
+The four tools that change complaints honour the call's idempotency key (:mod:`msev15.mcpkit.meta`):
 a retried call answers with the complaint instead of changing it twice.
 """
 
@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from msev15.mcp_caller import caller, caller_tenant
+from msev15.mcpkit.caller import caller, caller_tenant
 
 from .models import (
     MAX_ID_CHARS,

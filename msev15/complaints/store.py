@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from msev15.idempotency import RETENTION_SECONDS
+from msev15.mcpkit.meta import RETENTION_SECONDS
 
 from .models import (
     CATEGORIES,

@@ -29,10 +29,10 @@ from azure.core.exceptions import (
 )
 from azure.core.rest import HttpRequest
 
+from msev15.common.mail import DeliveryError
 from msev15.escalation.config import AcsConnection
 from msev15.escalation.delivery import ProviderStatus
 from msev15.escalation.models import OutgoingEmail
-from msev15.mail import DeliveryError
 
 log = logging.getLogger("escalation.acs")
 

@@ -3,8 +3,8 @@
 A backend turns an :class:`OutgoingEmail` into a provider message once (``prepare``), then
 ``send``s that same prepared message on every attempt, so a retry keeps its Message-ID (SMTP,
 outbox) or operation id (ACS, which makes a retried request idempotent there).
-SMTP and the outbox use the shared :mod:`msev15.mail` transports; ACS lives in
-:mod:`msev15.escalation.acs`. Every backend raises :class:`msev15.mail.DeliveryError`.
+SMTP and the outbox use the shared :mod:`msev15.common.mail` transports; ACS lives in
+:mod:`msev15.escalation.acs`. Every backend raises :class:`msev15.common.mail.DeliveryError`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 from typing import Any, Protocol
 
+from msev15.common.mail import DeliveryError, OutboxTransport, SmtpTransport, Transport
 from msev15.escalation.config import EscalationSettings
 from msev15.escalation.models import DeliveryOutcome, OutgoingEmail
-from msev15.mail import DeliveryError, OutboxTransport, SmtpTransport, Transport
 
 log = logging.getLogger("escalation.delivery")
 
@@ -69,7 +69,7 @@ def build_message(email: OutgoingEmail, key: str) -> EmailMessage:
 
 
 class TransportBackend:
-    """SMTP or the file outbox, through a :mod:`msev15.mail` transport."""
+    """SMTP or the file outbox, through a :mod:`msev15.common.mail` transport."""
 
     def __init__(self, transport: Transport, description: str) -> None:
         self.transport = transport

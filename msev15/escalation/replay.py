@@ -1,7 +1,7 @@
 """``sendemail`` idempotency: the remembered key, the request it was used for, and the answer a
 repeated call gets, rebuilt from the stored delivery records.
 
-The contract is :mod:`msev15.idempotency`: a retried call carries the key of its first attempt.
+The contract is :mod:`msev15.mcpkit.meta`: a retried call carries the key of its first attempt.
 The service keeps ``(tenant, key) -> email_id`` in the tracking store, written in the same
 transaction as the call's delivery records, so a record set and its key exist together or not
 at all. The key also holds a fingerprint of the normalised arguments: the same key with other
@@ -29,7 +29,7 @@ from msev15.escalation.models import (
     SendResult,
     overall_status,
 )
-from msev15.idempotency import (
+from msev15.mcpkit.meta import (
     IDEMPOTENCY_META_KEY,
     RETENTION_SECONDS,
     idempotency_key_from_meta,

@@ -18,7 +18,7 @@ import logging
 
 import aiosqlite
 
-from msev15.tenancy import DEFAULT_TENANT
+from msev15.common.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger("escalation.schema")
 

@@ -8,11 +8,11 @@ server, its task and socket) and is used the same way by the CLI and by tests::
         ...  # server.url is http://127.0.0.1:<port>/mcp
 
 Delivery records belong to tenants. The tenant comes from the request's ``_meta`` (key
-:data:`~msev15.tenancy.TENANT_META_KEY`, set by the service from the turn), never from a
+:data:`~msev15.common.tenancy.TENANT_META_KEY`, set by the service from the turn), never from a
 tool argument a prompt could set. A call without the key works in tenant "default"; a malformed
 tenant is refused. ``get_email_status`` only finds the caller's own tenant's emails.
 
-``sendemail`` also reads an idempotency key from ``_meta`` (:mod:`msev15.idempotency`): a call
+``sendemail`` also reads an idempotency key from ``_meta`` (:mod:`msev15.mcpkit.meta`): a call
 repeating a key its tenant already used sends nothing and gets the first call's result. The key
 is never a tool argument either.
 """
@@ -42,8 +42,8 @@ from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
 from msev15.escalation.replay import KeyConflict, KeyTaken
 from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
-from msev15.mcp_caller import caller, caller_tenant
-from msev15.mcp_http import McpHttpServer, bind_socket
+from msev15.mcpkit.caller import caller, caller_tenant
+from msev15.mcpkit.runner import McpHttpServer, bind_socket
 
 log = logging.getLogger("escalation.server")
 

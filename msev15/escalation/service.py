@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from msev15 import __version__
+from msev15.common.tenancy import DEFAULT_TENANT, check_tenant
 from msev15.escalation.config import EscalationSettings
 from msev15.escalation.delivery import Backend, DeliveryError, build_backend, deliver
 from msev15.escalation.metrics import Metrics
@@ -58,7 +59,6 @@ from msev15.escalation.templates import (
     template_values,
 )
 from msev15.escalation.tracking import TrackingStore
-from msev15.tenancy import DEFAULT_TENANT, check_tenant
 
 log = logging.getLogger("escalation.service")
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from msev15 import keys, logs
+from msev15.common.ids import new_id
 from msev15.events.bus import BusClosed, EventBus, Subscription
 from msev15.events.types import (
     CLIENT_EVENTS,
@@ -20,7 +21,6 @@ from msev15.events.types import (
 )
 from msev15.handlers.errors import ApiError, utc_now_iso
 from msev15.handlers.validation import ChatRequest, chat_request, json_object
-from msev15.ids import new_id
 
 log = logging.getLogger("api.chat")
 

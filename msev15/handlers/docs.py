@@ -17,7 +17,7 @@ from apispec.yaml_utils import load_yaml_from_docstring
 from swagger_ui_bundle import swagger_ui_path
 
 from msev15 import __version__, keys
-from msev15.tenancy import ID_PATTERN
+from msev15.common.tenancy import ID_PATTERN
 
 SPEC_KEY = web.AppKey("msev15.openapi", dict)
 DOC_PATHS = ("/openapi.json", "/docs", "/redoc")

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from msev15 import logs
-from msev15.ids import new_id
+from msev15.common.ids import new_id
 
 log = logging.getLogger("api.errors")
 

@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from msev15 import keys
+from msev15.common.tenancy import DEFAULT_TENANT, ID_RE
 from msev15.handlers.errors import ApiError
-from msev15.tenancy import DEFAULT_TENANT, ID_RE
 
 _ID = ID_RE
 _CHAT_FIELDS = frozenset({"session_id", "message", "tenant_id"})

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
 
-from msev15.tenancy import check_tenant as _check_tenant
+from msev15.common.tenancy import check_tenant as _check_tenant
 
 STATUSES: tuple[str, ...] = ("pending", "confirmed", "shipped", "delivered", "cancelled")
 TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType({
@@ -61,7 +61,7 @@ class InvalidTransition(OrderError):
 
 
 def check_tenant(value: object) -> str:
-    """The service's tenant id rule (:mod:`msev15.tenancy`), as an OrderValidationError."""
+    """The service's tenant id rule (:mod:`msev15.common.tenancy`), as an OrderValidationError."""
     try:
         return _check_tenant(value)
     except ValueError as exc:

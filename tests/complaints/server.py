@@ -29,7 +29,7 @@ from msev15.complaints.server import (
     close_listen_streams,
 )
 from msev15.complaints.store import ComplaintStore
-from msev15.mcp_http import McpHttpServer, bind_socket
+from msev15.mcpkit.runner import McpHttpServer, bind_socket
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0

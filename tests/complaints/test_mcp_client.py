@@ -15,7 +15,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
 
 from msev15.agent.mcp_client import TENANT_META_KEY, McpConnection
 from msev15.agent.tools.registry import ToolContext, ToolError, ToolRegistry
-from msev15.idempotency import IDEMPOTENCY_META_KEY, idempotency_key_from_meta
+from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, idempotency_key_from_meta
 
 from .server import McpTestServer, eventually, running_complaints_server, running_mcp_server
 

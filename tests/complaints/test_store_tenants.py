@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from msev15.common.tenancy import DEFAULT_TENANT as SERVICE_DEFAULT_TENANT
+from msev15.common.tenancy import ID_PATTERN as SERVICE_ID_PATTERN
 from msev15.complaints.models import (
     DEFAULT_TENANT,
     TENANT_ID_RE,
@@ -16,8 +18,6 @@ from msev15.complaints.models import (
     check_tenant,
 )
 from msev15.complaints.store import ComplaintStore
-from msev15.tenancy import DEFAULT_TENANT as SERVICE_DEFAULT_TENANT
-from msev15.tenancy import ID_PATTERN as SERVICE_ID_PATTERN
 
 A, B = "acme", "globex"
 

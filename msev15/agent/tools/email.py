@@ -49,14 +49,14 @@ from msev15.agent.tools.email_schemas import (
 )
 from msev15.agent.tools.html_text import html_to_text
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError
-from msev15.config import Settings
-from msev15.mail import (
+from msev15.common.mail import (
     DeliveryError,
     OutboxTransport,
     SmtpTransport,
     Transport,
     send_with_retries,
 )
+from msev15.config import Settings
 
 __all__ = [
     "ATTACHMENTS_SCHEMA", "CONNECTION_SCHEMA", "HTML_SCHEMA", "MAX_ADDRESS_FIELD", "MAX_ATTACHMENTS",

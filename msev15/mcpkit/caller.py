@@ -1,8 +1,8 @@
 """Who is calling one of the project's MCP tools, read from the request's ``_meta``.
 
-Both MCP servers (complaints, escalation) take the tenant (:mod:`msev15.tenancy`) and the call's
-idempotency key (:mod:`msev15.idempotency`) from there, never from tool arguments. A malformed
-value is refused with the SDK's ``ToolError``, so the client gets an error result it can read.
+Both MCP servers (complaints, escalation) take the tenant and the call's idempotency key from
+there (:mod:`msev15.common.tenancy`, :mod:`msev15.mcpkit.meta`), never from tool arguments. A malformed value is refused with
+the SDK's ``ToolError``, so the client gets an error result it can read.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from msev15.idempotency import idempotency_key_from_meta
-from msev15.tenancy import tenant_from_meta
+from msev15.common.tenancy import tenant_from_meta
+from msev15.mcpkit.meta import idempotency_key_from_meta
 
 
 def caller_tenant(ctx: Context) -> str:

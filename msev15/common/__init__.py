@@ -1,0 +1,8 @@
+"""What the three programs (the service and the two MCP servers) share.
+
+- :mod:`.mail`: SMTP and file-outbox transports.
+- :mod:`.ids`: cheap unique ids.
+- :mod:`.tenancy`: the one tenant-id rule.
+
+Imports only the standard library and third-party packages, never the rest of ``msev15``.
+"""

@@ -1,0 +1,8 @@
+"""Our MCP contract, shared by the service's MCP client and the project's two MCP servers.
+
+- :mod:`.meta`: the idempotency-key ``_meta`` key and its reader.
+- :mod:`.caller`: the calling tenant and idempotency key of a tool call, as a server sees them.
+- :mod:`.runner`: running an MCP server's ASGI app on a socket (uvicorn), with a clean stop.
+
+Imports only :mod:`msev15.common` and third-party packages, never the service's layers.
+"""
