@@ -7,7 +7,7 @@ from typing import Any
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
-from msev15.common.tenancy import TENANT_META_KEY
+from msev15.mcpkit.meta import TENANT_META_KEY
 
 
 async def call_as(client: Client, tool: str, tenant: object | None, **args: Any) -> CallToolResult:

@@ -42,8 +42,7 @@ from msev15.agent.mcp_results import describe, is_connection_error, tool_result
 from msev15.agent.mcp_tools import list_server_tools, local_tools
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolFunc
 from msev15.common.ids import new_id
-from msev15.common.tenancy import TENANT_META_KEY
-from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY
+from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, TENANT_META_KEY
 
 log = logging.getLogger("agent.mcp")
 

@@ -1,21 +1,16 @@
 """Tenant ids: one rule for the service, its stores and its MCP servers.
 
 The service takes the tenant from the request (``tenant_id``, default ``"default"``), never
-from the model. MCP tool calls carry it out of band, in the request's ``_meta`` under
-:data:`TENANT_META_KEY`, so no tool schema ever offers a tenant argument; the project's MCP
-servers read it back with :func:`tenant_from_meta`.
+from the model. MCP tool calls carry it out of band, in ``_meta`` (see :mod:`msev15.mcpkit.meta`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 DEFAULT_TENANT = "default"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 ID_RE = re.compile(ID_PATTERN)
-TENANT_META_KEY = "msev15/tenant_id"  # prefixed: MCP reserves unprefixed _meta keys
 
 
 def check_tenant(raw: object) -> str:
@@ -27,17 +22,3 @@ def check_tenant(raw: object) -> str:
         raise ValueError("tenant_id must be 1-128 characters: letters, digits and . _ : @ - (starting with a "
                          f"letter or digit), got {shown!r}")
     return raw
-
-
-def tenant_from_meta(meta: Mapping[str, Any] | None) -> str:
-    """The calling tenant from an MCP request's ``_meta``; :data:`DEFAULT_TENANT` without the key.
-
-    A present but invalid value raises ValueError: it is never quietly taken as "default".
-    """
-    meta = meta or {}
-    if TENANT_META_KEY not in meta:
-        return DEFAULT_TENANT
-    try:
-        return check_tenant(meta[TENANT_META_KEY])
-    except ValueError as exc:
-        raise ValueError(f"{exc} (from _meta[{TENANT_META_KEY!r}])") from None

@@ -8,7 +8,7 @@ server, its task and socket) and is used the same way by the CLI and by tests::
         ...  # server.url is http://127.0.0.1:<port>/mcp
 
 Delivery records belong to tenants. The tenant comes from the request's ``_meta`` (key
-:data:`~msev15.common.tenancy.TENANT_META_KEY`, set by the service from the turn), never from a
+:data:`~msev15.mcpkit.meta.TENANT_META_KEY`, set by the service from the turn), never from a
 tool argument a prompt could set. A call without the key works in tenant "default"; a malformed
 tenant is refused. ``get_email_status`` only finds the caller's own tenant's emails.
 

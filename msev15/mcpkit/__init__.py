@@ -1,6 +1,6 @@
 """Our MCP contract, shared by the service's MCP client and the project's two MCP servers.
 
-- :mod:`.meta`: the idempotency-key ``_meta`` key and its reader.
+- :mod:`.meta`: the tenant and idempotency-key ``_meta`` keys and their readers.
 - :mod:`.caller`: the calling tenant and idempotency key of a tool call, as a server sees them.
 - :mod:`.runner`: running an MCP server's ASGI app on a socket (uvicorn), with a clean stop.
 

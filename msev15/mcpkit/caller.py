@@ -1,7 +1,7 @@
 """Who is calling one of the project's MCP tools, read from the request's ``_meta``.
 
 Both MCP servers (complaints, escalation) take the tenant and the call's idempotency key from
-there (:mod:`msev15.common.tenancy`, :mod:`msev15.mcpkit.meta`), never from tool arguments. A malformed value is refused with
+there (:mod:`msev15.mcpkit.meta`), never from tool arguments. A malformed value is refused with
 the SDK's ``ToolError``, so the client gets an error result it can read.
 """
 
@@ -10,8 +10,7 @@ from __future__ import annotations
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from msev15.common.tenancy import tenant_from_meta
-from msev15.mcpkit.meta import idempotency_key_from_meta
+from msev15.mcpkit.meta import idempotency_key_from_meta, tenant_from_meta
 
 
 def caller_tenant(ctx: Context) -> str:

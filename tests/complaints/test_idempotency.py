@@ -20,11 +20,10 @@ from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
 from msev15.agent.mcp_client import McpConnection
-from msev15.common.tenancy import TENANT_META_KEY
 from msev15.complaints.models import ComplaintError
 from msev15.complaints.server import build_server
 from msev15.complaints.store import ComplaintStore
-from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, RETENTION_SECONDS
+from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, RETENTION_SECONDS, TENANT_META_KEY
 
 from .server import McpTestServer, running_mcp_server
 

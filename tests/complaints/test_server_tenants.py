@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from msev15.common.tenancy import TENANT_META_KEY
+from msev15.mcpkit.meta import TENANT_META_KEY
 from tests.mcp_calls import error_as, ok_as
 
 from .server import McpTestServer

@@ -15,9 +15,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
-from msev15.common.tenancy import TENANT_META_KEY
 from msev15.escalation.server import EscalationServer
-from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, idempotency_key_from_meta
+from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, TENANT_META_KEY, idempotency_key_from_meta
 from tests.smtp_server import RecordingSMTP
 
 from .conftest import connect, http_get, metric, running, uc2_args

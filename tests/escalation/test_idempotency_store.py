@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 
-from msev15.common.tenancy import TENANT_META_KEY
 from msev15.escalation.models import DeliveryRecord, EscalationRequest, InvalidRequest
 from msev15.escalation.replay import KeyRecord, KeyTaken, request_fingerprint, utc_stamp
 from msev15.escalation.schema import SCHEMA_VERSION
 from msev15.escalation.server import EscalationServer
 from msev15.escalation.service import EscalationService
 from msev15.escalation.tracking import TrackingStore
-from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, RETENTION_SECONDS
+from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, RETENTION_SECONDS, TENANT_META_KEY
 
 from .conftest import connect, metric, running, uc2_args
 from .test_idempotency import KEY, conflict_message, send, smtp_settings, text_of

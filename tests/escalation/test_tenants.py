@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from msev15.common.tenancy import TENANT_META_KEY
 from msev15.escalation.tracking import TrackingStore
+from msev15.mcpkit.meta import TENANT_META_KEY
 from tests.mcp_calls import error_as, ok_as
 
 from .conftest import connect, running, uc2_args
