@@ -22,7 +22,8 @@ from pathlib import Path
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from msev15.config import MASK, Settings
+from msev15.common.env import MASK
+from msev15.config import Settings
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 session_var: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from msev15.cli import main
-from msev15.config import MASK, VARIABLES, Settings, SettingsError, load_settings, read_env_file
+from msev15.common.env import MASK, SettingsError, read_env_file
+from msev15.config import VARIABLES, Settings, load_settings
 from msev15.logs import close_logging, setup_logging
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from msev15.config import VARIABLES, Settings, read_env_file
+from msev15.common.env import read_env_file
+from msev15.config import VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

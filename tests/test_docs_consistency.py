@@ -16,7 +16,8 @@ import pytest
 from msev15 import __version__
 from msev15.app import create_app
 from msev15.cli import main as cli_main
-from msev15.config import VARIABLES, Settings, read_env_file
+from msev15.common.env import read_env_file
+from msev15.config import VARIABLES, Settings
 from msev15.escalation.config import VARIABLES as ESCALATION_VARIABLES
 from msev15.events.types import Token, ToolCalled, ToolFinished, TurnCompleted, TurnFailed, to_wire
 

@@ -1,5 +1,6 @@
 """What the three programs (the service and the two MCP servers) share.
 
+- :mod:`.env`: env-variable parsing and validation (``Var``, parsers, ``SettingsError``, masking).
 - :mod:`.mail`: SMTP and file-outbox transports.
 - :mod:`.ids`: cheap unique ids.
 - :mod:`.tenancy`: the one tenant-id rule.

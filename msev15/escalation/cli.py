@@ -14,7 +14,7 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Mapping
 
-from msev15.config import MASK, SettingsError
+from msev15.common.env import MASK, SettingsError
 from msev15.escalation.config import EscalationSettings, load_settings
 from msev15.escalation.server import EscalationServer
 

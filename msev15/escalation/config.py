@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from msev15.config import (
+from msev15.common.env import (
     LOG_LEVELS,
     SettingsError,
     Var,
+    env_file_or_default,
     float_between,
     int_between,
     masked_values,
@@ -39,7 +40,7 @@ __all__ = ["VARIABLES", "EscalationSettings", "SettingsError", "AcsConnection", 
            "load_settings"]
 
 
-# --- parsers of our own (the common ones come from msev15.config) ---------------------------
+# --- parsers of our own (the common ones come from msev15.common.env) ----------------------
 
 
 def _required_path(raw: str) -> str:
@@ -251,6 +252,4 @@ class EscalationSettings:
 def load_settings(env_file: str | Path | None = None,
                   environ: Mapping[str, str] | None = None) -> EscalationSettings:
     """Settings for the CLI: ``env_file`` if given, else ``./.env`` when it exists."""
-    if env_file is None and Path(".env").is_file():
-        env_file = ".env"
-    return EscalationSettings.from_env(environ, env_file)
+    return EscalationSettings.from_env(environ, env_file_or_default(env_file))

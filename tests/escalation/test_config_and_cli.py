@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from msev15.config import SettingsError
+from msev15.common.env import SettingsError
 from msev15.escalation.cli import main
 from msev15.escalation.config import EscalationSettings
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from msev15.config import SettingsError
+from msev15.common.env import SettingsError
 from msev15.escalation.config import EscalationSettings
 
 from .conftest import connect, http_get, metric, running, uc2_args, uc3_args
