@@ -2,6 +2,7 @@
 
 - :mod:`.env`: env-variable parsing and validation (``Var``, parsers, ``SettingsError``, masking).
 - :mod:`.mail`: SMTP and file-outbox transports.
+- :mod:`.retry`: the one retry-with-backoff helper.
 - :mod:`.ids`: cheap unique ids.
 - :mod:`.tenancy`: the one tenant-id rule.
 

@@ -3,7 +3,8 @@
 Two transports with one contract (``name``, ``send``, ``check``): :class:`SmtpTransport` over
 aiosmtplib, and :class:`OutboxTransport`, which writes ``.eml`` files to a folder when no SMTP
 server is configured (nothing is lost, and the files can be inspected or replayed).
-Both raise :class:`DeliveryError`, whose ``transient`` flag drives :func:`send_with_retries`.
+Both raise :class:`DeliveryError`, whose ``transient`` flag drives :func:`send_with_retries`
+(through :func:`msev15.common.retry.retry`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import aiosmtplib
+
+from msev15.common.retry import retry
 
 log = logging.getLogger("mail.transport")
 
@@ -56,7 +59,8 @@ def _prepare(message: EmailMessage) -> str:
 
 def security_for_port(port: int) -> Security:
     """587 is submission with STARTTLS, 465 is implicit TLS, anything else a plain local relay."""
-    return {587: "starttls", 465: "tls"}.get(port, "plain")
+    security: dict[int, Security] = {587: "starttls", 465: "tls"}
+    return security.get(port, "plain")
 
 
 def _delivery_error(exc: Exception, where: str) -> DeliveryError:
@@ -185,21 +189,20 @@ class OutboxTransport:
             raise DeliveryError(f"the outbox folder is not writable: {exc}", transient=False) from exc
 
 
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, DeliveryError) and exc.transient
+
+
 async def send_with_retries(transport: Transport, message: EmailMessage, attempts: int = 3,
                             base_delay: float = 1.0) -> str:
     """Send, retrying transient failures after ``base_delay``, 2x, 4x ... seconds.
 
     The final :class:`DeliveryError` carries how many attempts were made.
     """
-    for attempt in range(1, attempts + 1):
-        try:
-            return await transport.send(message)
-        except DeliveryError as exc:
+
+    async def count(attempt: int, exc: Exception) -> None:
+        if isinstance(exc, DeliveryError):
             exc.attempts = attempt
-            if not exc.transient or attempt >= attempts:
-                raise
-            delay = base_delay * 2 ** (attempt - 1)
-            log.warning("%s delivery attempt %d/%d failed (%s); retrying in %.2gs",
-                        transport.name, attempt, attempts, exc, delay)
-            await asyncio.sleep(delay)
-    raise ValueError(f"attempts must be at least 1, got {attempts}")
+
+    return await retry(lambda _: transport.send(message), attempts=attempts, base_delay=base_delay,
+                       retryable=_transient, on_failure=count, log=log, what=f"{transport.name} delivery")

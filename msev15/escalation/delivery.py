@@ -1,4 +1,4 @@
-"""Delivery backends and the retry loop.
+"""Delivery backends and delivery with retries.
 
 A backend turns an :class:`OutgoingEmail` into a provider message once (``prepare``), then
 ``send``s that same prepared message on every attempt, so a retry keeps its Message-ID (SMTP,
@@ -9,7 +9,6 @@ SMTP and the outbox use the shared :mod:`msev15.common.mail` transports; ACS liv
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from email.utils import formataddr, make_msgid
 from typing import Any, Protocol
 
 from msev15.common.mail import DeliveryError, OutboxTransport, SmtpTransport, Transport
+from msev15.common.retry import retry
 from msev15.escalation.config import EscalationSettings
 from msev15.escalation.models import DeliveryOutcome, OutgoingEmail
 
@@ -114,42 +114,44 @@ def failure_message(attempts: int, error: str) -> str:
     return f"Failed to deliver email after {attempts} {'retry' if attempts == 1 else 'retries'}: {error}"
 
 
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, DeliveryError) and exc.transient
+
+
+def _describe(backend: Backend, exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"{backend.name} did not answer within the EMAIL_TIMEOUT_SECONDS budget"
+    if isinstance(exc, DeliveryError):
+        return str(exc)
+    return f"{backend.name} backend error: {type(exc).__name__}: {exc}"
+
+
 async def deliver(backend: Backend, prepared: Any, *, attempts: int, base_delay: float, deadline: float,
                   on_failure: Callable[[int, str], Awaitable[None]] | None = None) -> DeliveryOutcome:
-    """Send with retries: transient failures wait ``base_delay`` x 1, 2, 4 ... between attempts.
+    """Send with retries (:func:`msev15.common.retry.retry`): transient failures wait
+    ``base_delay`` x 1, 2, 4 ... between attempts.
 
     ``deadline`` (loop time) bounds everything: an attempt is cut at the deadline and no retry
     starts whose backoff would end past it. Never raises for a delivery problem; the outcome says
     what happened, ending in "Failed to deliver email after N retries: <last error>".
     """
-    loop = asyncio.get_running_loop()
-    error = "no attempt was made: the time budget was already spent"
-    attempt = 0
-    while attempt < attempts:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        attempt += 1
-        transient = False
-        try:
-            async with asyncio.timeout(remaining):
-                message_id = await backend.send(prepared)
-            return DeliveryOutcome(ok=True, attempts=attempt, provider_message_id=message_id)
-        except TimeoutError:
-            error = f"{backend.name} did not answer within the EMAIL_TIMEOUT_SECONDS budget"
-        except DeliveryError as exc:
-            error, transient = str(exc), exc.transient
-        except Exception as exc:  # a bug or an unexpected library error: report it, never hide it
-            log.exception("%s backend failed unexpectedly", backend.name)
-            error = f"{backend.name} backend error: {type(exc).__name__}: {exc}"
+    failed, error = 0, "no attempt was made: the time budget was already spent"
+
+    async def send(attempt: int) -> DeliveryOutcome:
+        return DeliveryOutcome(ok=True, attempts=attempt, provider_message_id=await backend.send(prepared))
+
+    async def record(attempt: int, exc: Exception) -> None:
+        nonlocal failed, error
+        if not isinstance(exc, (DeliveryError, TimeoutError)):  # a bug or an unexpected library error
+            log.error("%s backend failed unexpectedly", backend.name, exc_info=exc)
+        failed, error = attempt, _describe(backend, exc)
         if on_failure is not None:
             await on_failure(attempt, error)
-        if not transient or attempt >= attempts:
-            break
-        delay = base_delay * 2 ** (attempt - 1)
-        if loop.time() + delay >= deadline:
+
+    try:
+        return await retry(send, attempts=attempts, base_delay=base_delay, retryable=_transient, log=log,
+                           what=backend.name, deadline=deadline, on_failure=record)
+    except Exception as exc:
+        if failed and failed < attempts and _transient(exc):  # retryable, but the budget was spent
             error += " (no time left for another attempt within EMAIL_TIMEOUT_SECONDS)"
-            break
-        log.warning("%s attempt %d/%d failed (%s); retrying in %.2gs", backend.name, attempt, attempts, error, delay)
-        await asyncio.sleep(delay)
-    return DeliveryOutcome(ok=False, attempts=attempt, error=failure_message(attempt, error))
+        return DeliveryOutcome(ok=False, attempts=failed, error=failure_message(failed, error))
