@@ -161,7 +161,7 @@ async def _serve(args: argparse.Namespace) -> int:
         finally:
             await runner.cleanup()
             if args.app == "service":
-                from msev15.logs import close_logging
+                from msev15.common.logsetup import close_logging
 
                 close_logging()
             gc.callbacks.remove(watch)

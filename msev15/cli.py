@@ -16,8 +16,9 @@ from msev15 import __version__, keys
 from msev15.app import begin_shutdown, create_app
 from msev15.banner import banner
 from msev15.common.env import SettingsError
+from msev15.common.logsetup import close_logging, flush_logging
 from msev15.config import Settings, load_settings
-from msev15.logs import close_logging, flush_logging, setup_logging
+from msev15.logs import setup_logging
 
 log = logging.getLogger("app.serve")
 

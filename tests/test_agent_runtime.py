@@ -10,7 +10,8 @@ import re
 from msev15 import keys
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolRegistry
 from msev15.app import create_app
-from msev15.logs import close_logging, setup_logging
+from msev15.common.logsetup import close_logging
+from msev15.logs import setup_logging
 from tests.conftest import make_settings, sse_events
 from tests.llm_server import Reply, ScriptedLLM
 

@@ -9,8 +9,9 @@ import pytest
 
 from msev15.cli import main
 from msev15.common.env import MASK, SettingsError, read_env_file
+from msev15.common.logsetup import close_logging
 from msev15.config import VARIABLES, Settings, load_settings
-from msev15.logs import close_logging, setup_logging
+from msev15.logs import setup_logging
 
 
 def test_defaults_match_the_spec() -> None:

@@ -9,8 +9,9 @@ from aiohttp import web
 
 from msev15 import keys
 from msev15.app import create_app
-from msev15.logs import close_logging, setup_logging
+from msev15.common.logsetup import close_logging
 from msev15.handlers.ratelimit import RateLimiter
+from msev15.logs import setup_logging
 from tests.conftest import assert_envelope, make_settings
 
 

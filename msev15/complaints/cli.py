@@ -10,6 +10,8 @@ import sqlite3
 import sys
 from collections.abc import Mapping
 
+from msev15.common.env import LOG_LEVELS
+from msev15.common.logsetup import close_logging, setup_logging
 from msev15.mcpkit.runner import McpHttpServer, bind_socket
 
 from .server import MCP_PATH, build_app, build_server, close_listen_streams
@@ -20,7 +22,6 @@ log = logging.getLogger("complaints.cli")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_DB_PATH = "./data/complaints.db"
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _port(raw: str) -> int:
@@ -44,7 +45,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--db", default=environ.get("COMPLAINTS_DB_PATH") or DEFAULT_DB_PATH,
                         help=f"SQLite file (default $COMPLAINTS_DB_PATH or {DEFAULT_DB_PATH})")
     parser.add_argument("--log-level", type=str.upper, default=(environ.get("LOG_LEVEL") or "INFO").upper(),
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                        choices=LOG_LEVELS,
                         help="default $LOG_LEVEL or INFO")
     return parser
 
@@ -58,9 +59,14 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     """Run until SIGINT/SIGTERM. Returns the process exit code (0 after a clean stop)."""
     environ = os.environ if environ is None else environ
     args = _parser(environ).parse_args(argv)
-    # A no-op when the entry point has configured logging already: its format wins.
-    logging.basicConfig(level=args.log_level, format=_LOG_FORMAT)
+    setup_logging(level=args.log_level)
+    try:
+        return _run(args)
+    finally:
+        close_logging()
 
+
+def _run(args: argparse.Namespace) -> int:
     try:
         store = ComplaintStore(args.db)
     except (sqlite3.Error, OSError) as exc:

@@ -12,51 +12,17 @@ import logging
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
-from msev15.common.env import MASK, SettingsError
+from msev15.common.env import SettingsError
+from msev15.common.logsetup import close_logging, setup_logging
 from msev15.escalation.config import EscalationSettings, load_settings
 from msev15.escalation.server import EscalationServer
 
 log = logging.getLogger("escalation.cli")
 
-LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
-LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
-_HANDLER_MARK = "_escalation_handler"
 # Loggers that are chatty at INFO and say nothing an operator needs.
 _QUIET = ("azure.core.pipeline.policies.http_logging_policy", "azure", "uvicorn.access", "httpx", "aiosqlite")
-
-
-class _RedactingFormatter(logging.Formatter):
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__(LOG_FORMAT, LOG_DATEFMT)
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
-
-
-def setup_logging(settings: EscalationSettings, stream=None) -> None:
-    """One stderr handler in the service's format, secrets scrubbed. Idempotent.
-
-    Done before the MCPServer is created, so its ``logging.basicConfig`` call finds a configured
-    root logger and changes nothing.
-    """
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, _HANDLER_MARK, False):
-            root.removeHandler(handler)
-            handler.close()
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_RedactingFormatter(settings.secrets()))
-    setattr(handler, _HANDLER_MARK, True)
-    root.addHandler(handler)
-    root.setLevel(settings.log_level)
-    for name in _QUIET:
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,7 +62,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    setup_logging(settings)
+    # Before the MCPServer is created, so its logging.basicConfig call changes nothing.
+    setup_logging(level=settings.log_level, secrets=settings.secrets(), quiet=_QUIET)
     try:
         asyncio.run(_serve(settings))
     except OSError as exc:
@@ -107,4 +74,6 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return 130
+    finally:
+        close_logging()
     return 0

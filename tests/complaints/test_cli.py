@@ -65,7 +65,11 @@ async def test_serves_tools_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     )
     try:
         assert proc.stderr is not None
-        url, port = (await _read_until(proc.stderr, _LISTENING, 30.0)).groups()
+        listening = await _read_until(proc.stderr, _LISTENING, 30.0)
+        url, port = listening.groups()
+        # The one log format of the three programs; the server binds no session, tenant or request.
+        assert "| INFO | complaints.cli | session=- | tenant=- | req=- | complaints MCP server listening on" \
+            in listening.string
         conn = McpConnection("complaints", url, backoff_initial=0.05, backoff_max=0.2)
         conn.start()
         try:

@@ -118,7 +118,9 @@ async def test_service_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Pat
                 lines.append(line)
         url = lines[-1].rsplit(" ", 1)[1].strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp")
-        assert any("| INFO | escalation.service | Email backend: outbox" in line for line in lines)
+        # The one log format of the three programs; the server binds no session, tenant or request.
+        assert any("| INFO | escalation.service | session=- | tenant=- | req=- | Email backend: outbox" in line
+                   for line in lines)
         async with aiohttp.ClientSession() as session, session.get(url.removesuffix("/mcp") + "/health") as resp:
             assert resp.status == 200
             assert json.loads(await resp.text())["backend"] == "outbox"

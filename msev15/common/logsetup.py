@@ -1,0 +1,134 @@
+"""The one log setup of the three programs: one format, secrets redacted, written off the loop.
+
+Line format::
+
+    2026-02-19 10:30:45 | INFO | api.chat | session=abc-123 | tenant=company-A | req=9f1c... | User message received
+
+Session, tenant and request id are filled by the program when it knows them (the service binds
+them per request and turn: :mod:`msev15.logs`); a line without them shows ``-``, so every
+program's lines read and parse alike. Configured secrets are scrubbed from every line before it
+is written anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import queue
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from msev15.common.env import MASK
+
+FORMAT = ("%(asctime)s | %(levelname)s | %(name)s | session=%(session)s | tenant=%(tenant)s | "
+          "req=%(request_id)s | %(message)s")
+DATEFMT = "%Y-%m-%d %H:%M:%S"
+CONTEXT_FIELDS = ("session", "tenant", "request_id")
+_HANDLER_MARK = "_msev15_handler"
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats in :data:`FORMAT`, then replaces any configured secret with a mask (tracebacks
+    included)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__(FORMAT, DATEFMT, defaults={name: "-" for name in CONTEXT_FIELDS})
+        # Longest first so a secret containing another is masked whole.
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class LogFile:
+    """A rotating log file, written besides the console."""
+
+    path: str | Path
+    max_bytes: int
+    backup_count: int
+
+
+class _Writer:
+    """The handlers that do the writing, behind one QueueListener thread: a slow disk, a log
+    rotation or a stalled stderr pipe never blocks the event loop."""
+
+    def __init__(self, handlers: list[logging.Handler]) -> None:
+        self.handlers = handlers
+        self.queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self.listener = logging.handlers.QueueListener(self.queue, *handlers, respect_handler_level=True)
+        self.listener.start()
+
+    def flush(self) -> None:
+        """Write out everything queued so far (stop drains the queue; start again after)."""
+        self.listener.stop()
+        for handler in self.handlers:
+            handler.flush()
+        self.listener.start()
+
+    def close(self) -> None:
+        self.listener.stop()
+        for handler in self.handlers:
+            handler.close()
+
+
+_writer: _Writer | None = None
+
+
+def setup_logging(*, level: str, secrets: Iterable[str] = (), stream: TextIO | None = None,
+                  log_file: LogFile | None = None, filters: Iterable[logging.Filter] = (),
+                  quiet: Iterable[str] = ()) -> list[logging.Handler]:
+    """Console (``stream``, default stderr) always, plus ``log_file`` if given; returns the
+    writing handlers.
+
+    Idempotent: replaces what an earlier call set up. ``filters`` run in the logging task, so
+    they can read its contextvars; formatting, redaction and I/O happen in the writer thread.
+    Loggers named in ``quiet`` log WARNING and above only (unless ``level`` is stricter).
+    """
+    global _writer
+    close_logging()
+    root = logging.getLogger()
+    formatter = RedactingFormatter(secrets)
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    if log_file is not None:
+        path = Path(log_file.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.handlers.RotatingFileHandler(
+            path, maxBytes=log_file.max_bytes, backupCount=log_file.backup_count, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    _writer = _Writer(handlers)
+    front = logging.handlers.QueueHandler(_writer.queue)
+    for log_filter in filters:
+        front.addFilter(log_filter)
+    setattr(front, _HANDLER_MARK, True)
+    root.addHandler(front)
+    root.setLevel(level)
+    for name in quiet:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    return handlers
+
+
+def flush_logging() -> None:
+    if _writer is not None:
+        _writer.flush()
+
+
+def close_logging() -> None:
+    """Write out what is queued, then remove and close what :func:`setup_logging` installed."""
+    global _writer
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+            handler.close()
+    if _writer is not None:
+        _writer.close()
+        _writer = None
