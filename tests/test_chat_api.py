@@ -168,6 +168,33 @@ async def test_chat_validation_errors(service, path: str, body: dict, field: str
     assert listing["total"] == 0  # nothing was stored
 
 
+_TENANT_RULE = ("tenant_id must be 1-128 characters: letters, digits and . _ : @ - "
+                "(starting with a letter or digit)")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "message"),
+    [
+        ("POST", "/api/v1/chat", {"json": {"session_id": "s", "message": "hi", "tenant_id": "no spaces"}},
+         _TENANT_RULE),
+        ("POST", "/api/v1/chat/stream", {"json": {"session_id": "s", "message": "hi", "tenant_id": 7}},
+         "tenant_id must be a string"),
+        ("GET", "/api/v1/sessions", {"params": {"tenant_id": "-x"}}, _TENANT_RULE),
+        ("GET", "/api/v1/sessions/s/history", {"params": {"tenant_id": "a" * 129}}, _TENANT_RULE),
+        ("DELETE", "/api/v1/sessions/s", {"params": {"tenant_id": "x\n"}}, _TENANT_RULE),
+    ],
+)
+async def test_bad_tenant_ids_are_refused_with_the_rule(service, method: str, path: str, kwargs: dict,
+                                                         message: str) -> None:
+    """The one tenant rule (common.tenancy) in the API's words: the rule, never the value sent."""
+    client = await service()
+    resp = await client.request(method, path, **kwargs)
+    assert resp.status == 400
+    payload = await resp.json()
+    assert_envelope(payload, "validation_error")
+    assert (payload["field"], payload["message"]) == ("tenant_id", message)
+
+
 async def test_body_must_be_a_json_object(service) -> None:
     client = await service()
     for raw in (b"[1, 2]", b'"text"', b"null"):

@@ -11,10 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from msev15 import keys
-from msev15.common.tenancy import DEFAULT_TENANT, ID_RE
+from msev15.common.tenancy import DEFAULT_TENANT, ID_RE, ID_RULE, TenantIdError, check_tenant
 from msev15.handlers.errors import ApiError
 
-_ID = ID_RE
 _CHAT_FIELDS = frozenset({"session_id", "message", "tenant_id"})
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
@@ -25,18 +24,27 @@ def invalid(message: str, field: str | None = None) -> ApiError:
 
 
 def check_id(value: Any, field: str) -> str:
+    """A session id (or another id of the API): the same shape as a tenant id."""
     if not isinstance(value, str):
         raise invalid(f"{field} must be a string", field)
-    if not _ID.fullmatch(value):  # not match(): "$" would also accept a trailing newline
-        raise invalid(f"{field} must be 1-128 characters: letters, digits and . _ : @ - "
-                      "(starting with a letter or digit)", field)
+    if not ID_RE.fullmatch(value):  # not match(): "$" would also accept a trailing newline
+        raise invalid(f"{field} must be {ID_RULE}", field)
     return value
+
+
+def check_tenant_id(value: Any) -> str:
+    """The one tenant rule (:func:`msev15.common.tenancy.check_tenant`), refused as a 400 that
+    names the rule without echoing the value."""
+    try:
+        return check_tenant(value)
+    except TenantIdError as exc:
+        raise invalid(exc.rule, "tenant_id") from None
 
 
 def tenant_from_query(query: Mapping[str, str]) -> str:
     if "tenant_id" not in query:
         return DEFAULT_TENANT
-    return check_id(query["tenant_id"], "tenant_id")
+    return check_tenant_id(query["tenant_id"])
 
 
 def int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -106,7 +114,7 @@ def chat_request(body: dict[str, Any], max_chars: int) -> ChatRequest:
         raise invalid("session_id is required", "session_id")
     session_id = check_id(body["session_id"], "session_id")
     tenant = body.get("tenant_id")
-    tenant_id = DEFAULT_TENANT if tenant is None else check_id(tenant, "tenant_id")
+    tenant_id = DEFAULT_TENANT if tenant is None else check_tenant_id(tenant)
     if "message" not in body:
         raise invalid("message is required", "message")
     message = body["message"]
