@@ -38,8 +38,8 @@ from msev15.handlers.errors import (
     error_middleware,
     request_id_middleware,
 )
-from msev15.handlers.health import HealthMonitor
 from msev15.handlers.ratelimit import RateLimiter, rate_limit_middleware
+from msev15.health import HealthMonitor, model_configured
 from msev15.store.orders import OrderRepository
 from msev15.store.sessions import SessionStore
 
@@ -103,11 +103,8 @@ async def agent_ctx(app: web.Application) -> AsyncIterator[None]:
     mailer = app[keys.MAILER] = app.get(keys.MAILER) or Mailer.from_settings(settings)
     if mailer.status == "invalid":
         log.error("Email tools disabled: %s", mailer.problem)
-        state.warnings.append(f"Email tools disabled: {mailer.problem}")
     registry.add_many(email_tools(mailer))
     provider = app[keys.PROVIDER] = app.get(keys.PROVIDER) or make_provider(settings)
-    if settings.provider == "offline" and settings.llm_provider == "auto":
-        state.warnings.append("No language model configured: using the built-in offline assistant")
     connections = app[keys.MCP] = _mcp_connections(settings, registry)
     for connection in connections.values():
         registry.add_source(connection.tools)
@@ -134,8 +131,7 @@ async def agent_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def health_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    monitor = app[keys.HEALTH] = HealthMonitor(app[keys.PROVIDER], model_configured=settings.provider != "offline"
-                                               or settings.llm_provider == "offline")
+    monitor = app[keys.HEALTH] = HealthMonitor(app[keys.PROVIDER], model_configured=model_configured(settings))
     yield
     await monitor.close()
 

@@ -18,6 +18,7 @@ from msev15.banner import banner
 from msev15.common.env import SettingsError
 from msev15.common.logsetup import close_logging, flush_logging
 from msev15.config import Settings, load_settings
+from msev15.health import readiness_warnings
 from msev15.logs import setup_logging
 
 log = logging.getLogger("app.serve")
@@ -78,13 +79,10 @@ async def _until(stop: asyncio.Event, coro: Awaitable[str | None]) -> str | None
 
 
 def _print_banner(app: web.Application, settings: Settings) -> None:
-    state, registry, connections = app[keys.STATE], app[keys.REGISTRY], app[keys.MCP]
-    warnings = list(state.warnings)
-    labels = {"complaints": "MCP Server", "escalation": "Escalation MCP"}
-    for name, connection in connections.items():
-        if connection.status != "connected":
-            warnings.append(f"{labels.get(name, name)} not reachable at {connection.url}; "
-                            "continuing without its tools and reconnecting in the background")
+    registry, connections = app[keys.REGISTRY], app[keys.MCP]
+    warnings = readiness_warnings(settings, model_status=app[keys.HEALTH].last_model_status, mailer=app[keys.MAILER],
+                                  mcp=connections, at_start=True)
+    labels = {"complaints": "MCP Server", "escalation": "Escalation MCP"}  # the banner's status lines
     _say(banner(settings, local_tools=len(registry.local_names), mcp_tools=len(registry) - len(registry.local_names),
                 mcp_status={labels.get(n, n): (c.url, c.status == "connected") for n, c in connections.items()},
                 warnings=warnings))

@@ -17,19 +17,18 @@ if TYPE_CHECKING:
     from msev15.agent.tools.email import Mailer
     from msev15.agent.tools.registry import ToolRegistry
     from msev15.events.bus import EventBus
-    from msev15.handlers.health import HealthMonitor
     from msev15.handlers.ratelimit import RateLimiter
+    from msev15.health import HealthMonitor
     from msev15.store.orders import OrderRepository
     from msev15.store.sessions import SessionStore
 
 
 @dataclass
 class ServiceState:
-    """What the service knows about itself: uptime, shutdown, start-up warnings, counters."""
+    """What the service knows about itself: uptime, shutdown, counters."""
 
     started: float = field(default_factory=time.monotonic)
     shutting_down: bool = False
-    warnings: list[str] = field(default_factory=list)
     sessions_at_shutdown: int = 0
     shutdown_deadline: float | None = None  # loop time
 

@@ -1,53 +1,19 @@
-"""Health, liveness and readiness.
+"""Health, liveness and readiness: the HTTP handlers.
 
-Readiness checks are real but never block a probe: MCP status comes from the connection owner
-(which already knows), SMTP from the mailer's configuration, and the model endpoint from a
-TCP probe that runs in one background task at a time; its result is cached for a few seconds
-and a probe waits for a fresh one only briefly.
+Readiness never blocks on a probe: MCP status comes from the connection owner (which already
+knows), SMTP from the mailer's configuration, and the model endpoint from the service's
+:class:`~msev15.health.HealthMonitor`; :func:`~msev15.health.readiness_warnings` words the warnings.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from aiohttp import web
 
 from msev15 import keys
-from msev15.agent.providers.base import Provider
 from msev15.handlers.errors import utc_now_iso
-
-CACHE_SECONDS = 5.0
-PROBE_WAIT_SECONDS = 0.05
-
-
-class HealthMonitor:
-    def __init__(self, provider: Provider, model_configured: bool) -> None:
-        self._provider = provider
-        self._configured = model_configured
-        self._model_status = "checking"
-        self._checked_at = -CACHE_SECONDS
-        self._task: asyncio.Task[None] | None = None
-
-    async def _probe(self) -> None:
-        status = await self._provider.probe()
-        if status == "offline" and not self._configured:
-            status = "not_configured"
-        self._model_status = status
-        self._checked_at = time.monotonic()
-
-    async def model_status(self) -> str:
-        if time.monotonic() - self._checked_at >= CACHE_SECONDS and (self._task is None or self._task.done()):
-            self._task = asyncio.create_task(self._probe(), name="health:model-probe")
-        if self._task is not None and not self._task.done():
-            await asyncio.wait([self._task], timeout=PROBE_WAIT_SECONDS)
-        return self._model_status
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+from msev15.health import readiness_warnings
 
 
 def _mcp_status(connection: Any | None) -> str:
@@ -125,18 +91,8 @@ async def readiness(request: web.Request) -> web.Response:
     }
     if "escalation" in connections:
         checks["escalation_mcp"] = _mcp_status(connections["escalation"])
-    warnings = []
-    for name, connection in connections.items():
-        if connection.status != "connected":
-            label = "MCP server" if name == "complaints" else f"{name.capitalize()} MCP server"
-            warnings.append(f"{label} not reachable at {connection.url}")
-    if checks["azure_openai"] == "not_configured":
-        warnings.append("No language model configured: using the built-in offline assistant")
-    elif checks["azure_openai"] == "unreachable":
-        warnings.append(f"Language model endpoint ({settings.provider}) is not reachable")
-    mailer = app[keys.MAILER]
-    if mailer.status == "invalid" and mailer.problem:
-        warnings.append(f"Email tools disabled: {mailer.problem}")
+    warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[keys.MAILER],
+                                  mcp=connections)
     ready = not state.shutting_down and not (settings.mcp_server_required and checks["mcp_server"] != "healthy")
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": warnings}
     return web.json_response(body, status=200 if ready else 503)

@@ -1,0 +1,88 @@
+"""The service's health, for readiness and the banner: the model probe and the warnings.
+
+Readiness never blocks a probe on the model: :class:`HealthMonitor` probes the endpoint in one
+background task at a time, caches the result for a few seconds, and a caller waits for a fresh
+one only briefly. :func:`readiness_warnings` is the one place that words what is degraded, for the
+readiness body and for the start-up banner alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from msev15.agent.providers.base import Provider
+from msev15.config import Settings
+
+if TYPE_CHECKING:
+    from msev15.agent.mcp_client import McpConnection
+    from msev15.agent.tools.email import Mailer
+
+CACHE_SECONDS = 5.0
+PROBE_WAIT_SECONDS = 0.05
+
+# How a warning names each MCP server of the settings (MCP_SERVER_URL, ESCALATION_MCP_URL).
+MCP_LABELS = {"complaints": "MCP server", "escalation": "Escalation MCP server"}
+
+
+def model_configured(settings: Settings) -> bool:
+    """False when no model is configured and the offline assistant stands in for one."""
+    return settings.provider != "offline" or settings.llm_provider == "offline"
+
+
+class HealthMonitor:
+    def __init__(self, provider: Provider, model_configured: bool) -> None:
+        self._provider = provider
+        self._configured = model_configured
+        self._model_status = "checking" if model_configured else "not_configured"
+        self._checked_at = -CACHE_SECONDS
+        self._task: asyncio.Task[None] | None = None
+
+    async def _probe(self) -> None:
+        status = await self._provider.probe()
+        if status == "offline" and not self._configured:
+            status = "not_configured"
+        self._model_status = status
+        self._checked_at = time.monotonic()
+
+    @property
+    def last_model_status(self) -> str:
+        """The latest known status, without probing ("checking" before a configured model's
+        first probe ends)."""
+        return self._model_status
+
+    async def model_status(self) -> str:
+        if time.monotonic() - self._checked_at >= CACHE_SECONDS and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._probe(), name="health:model-probe")
+        if self._task is not None and not self._task.done():
+            await asyncio.wait([self._task], timeout=PROBE_WAIT_SECONDS)
+        return self._model_status
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def readiness_warnings(settings: Settings, *, model_status: str, mailer: Mailer,
+                       mcp: Mapping[str, McpConnection], at_start: bool = False) -> list[str]:
+    """One sentence per degraded dependency: unreachable MCP servers, the model, the email tools.
+
+    ``model_status`` is the :class:`HealthMonitor`'s. ``at_start`` words them for the banner,
+    which also says what the service does about an unreachable MCP server.
+    """
+    found = []
+    for name, connection in mcp.items():
+        if connection.status != "connected":
+            label = MCP_LABELS.get(name, f"{name.capitalize()} MCP server")
+            found.append(f"{label} not reachable at {connection.url}"
+                         + ("; continuing without its tools and reconnecting in the background" if at_start else ""))
+    if model_status == "not_configured":
+        found.append("No language model configured: using the built-in offline assistant")
+    elif model_status == "unreachable":
+        found.append(f"Language model endpoint ({settings.provider}) is not reachable")
+    if mailer.status == "invalid" and mailer.problem:
+        found.append(f"Email tools disabled: {mailer.problem}")
+    return found
