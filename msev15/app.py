@@ -173,8 +173,6 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
     app[keys.STATE] = keys.ServiceState()
-    if settings.enable_rate_limiting:
-        app[keys.RATE_LIMITER] = limiter
     if "provider" in overrides:
         app[keys.PROVIDER] = overrides.pop("provider")
     if "mailer" in overrides:

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from msev15.agent.tools.email import Mailer
     from msev15.agent.tools.registry import ToolRegistry
     from msev15.events.bus import EventBus
-    from msev15.handlers.ratelimit import RateLimiter
     from msev15.health import HealthMonitor
     from msev15.store.orders import OrderRepository
     from msev15.store.sessions import SessionStore
@@ -48,4 +47,3 @@ ORDERS: web.AppKey[OrderRepository] = web.AppKey("msev15.orders")
 MAILER: web.AppKey[Mailer] = web.AppKey("msev15.mailer")
 MCP: web.AppKey[dict[str, McpConnection]] = web.AppKey("msev15.mcp")
 HEALTH: web.AppKey[HealthMonitor] = web.AppKey("msev15.health")
-RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("msev15.rate_limiter")

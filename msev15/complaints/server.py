@@ -6,7 +6,7 @@ blocking SQLite calls belong. Refused requests raise the SDK's ``ToolError`` so 
 traceback and reports to the client without internals.
 
 Complaints belong to tenants. The tenant comes from the request's ``_meta`` (key
-:data:`~msev15.agent.mcp_client.TENANT_META_KEY`, set by the service from the turn), never from a
+:data:`~msev15.mcpkit.meta.TENANT_META_KEY`, set by the service from the turn), never from a
 tool argument: tool schemas are shown to the model, and a tenant argument would let a prompt pick
 any tenant. A call without the key works in tenant "default"; a malformed tenant is refused.
 The four tools that change complaints honour the call's idempotency key (:mod:`msev15.mcpkit.meta`):

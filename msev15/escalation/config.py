@@ -34,7 +34,6 @@ from msev15.common.env import (
 from msev15.escalation.models import EMAIL_RE
 
 PROFILES = ("dev", "prod")
-BACKENDS = ("acs", "smtp", "outbox")
 
 __all__ = ["VARIABLES", "EscalationSettings", "SettingsError", "AcsConnection", "parse_acs_connection_string",
            "load_settings"]

@@ -21,7 +21,6 @@ ROLES: tuple[Role, ...] = ("customer", "bank_team")
 # Per-message states: pending (being sent), sent (accepted by the SMTP server, the outbox or ACS),
 # delivered (ACS confirmed delivery), failed.
 MessageStatus = Literal["pending", "sent", "delivered", "failed"]
-FINAL_STATUSES = frozenset({"delivered", "failed"})
 
 EMAIL_RE = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

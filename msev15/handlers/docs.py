@@ -20,7 +20,6 @@ from msev15 import __version__, keys
 from msev15.common.tenancy import ID_PATTERN
 
 SPEC_KEY = web.AppKey("msev15.openapi", dict)
-DOC_PATHS = ("/openapi.json", "/docs", "/redoc")
 
 _ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128, "example": "abc-123"}
 _TS = {"type": "string", "format": "date-time", "example": "2026-02-19T10:30:00Z"}
