@@ -20,10 +20,11 @@ WORKDIR /src
 # resolves them for this platform), so no compiler is installed: --only-binary makes a
 # dependency that ever loses its wheel fail here with a clear "no matching distribution"
 # instead of an obscure compiler error. The project itself is pure Python and always builds.
+# The escalation extra is included: the image runs the EscalationComms server too.
 COPY pyproject.toml setup.cfg README.md LICENSE ./
 COPY msev15 ./msev15
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel --wheel-dir /wheels --only-binary=:all: .
+    pip wheel --wheel-dir /wheels --only-binary=:all: '.[escalation]'
 
 # --- runtime -------------------------------------------------------------------------------------
 FROM python:3.12-alpine AS runtime

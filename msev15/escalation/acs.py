@@ -17,22 +17,27 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from azure.communication.email.aio import EmailClient
-from azure.core.credentials import AzureKeyCredential
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.core.rest import HttpRequest
-
 from msev15.common.mail import DeliveryError
+from msev15.escalation import INSTALL_HINT
 from msev15.escalation.config import AcsConnection
 from msev15.escalation.delivery import ProviderStatus
 from msev15.escalation.models import OutgoingEmail
+
+try:
+    from azure.communication.email.aio import EmailClient
+    from azure.core.credentials import AzureKeyCredential
+    from azure.core.exceptions import (
+        AzureError,
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceExistsError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+    from azure.core.rest import HttpRequest
+except ImportError as exc:
+    raise ImportError(f"Azure Communication Services delivery needs azure-communication-email ({exc}); "
+                      f"{INSTALL_HINT}") from exc
 
 log = logging.getLogger("escalation.acs")
 

@@ -1,7 +1,8 @@
 """``msev15 escalation-mcp`` / ``python -m msev15.escalation``: run the EscalationComms MCP server.
 
 Exit codes: 0 after a clean stop (SIGINT/SIGTERM), 1 when the server cannot start (port taken,
-database unusable), 2 for bad configuration or arguments (one line per problem on stderr).
+database unusable, the ``escalation`` extra not installed), 2 for bad configuration or arguments
+(one line per problem on stderr).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Mapping
 from msev15.common.env import SettingsError
 from msev15.common.logsetup import close_logging, setup_logging
 from msev15.escalation.config import EscalationSettings, load_settings
-from msev15.escalation.server import EscalationServer
 
 log = logging.getLogger("escalation.cli")
 
@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(settings: EscalationSettings) -> None:
+    # Here, not at the top: without the 'escalation' extra main() reports the ImportError's hint.
+    from msev15.escalation.server import EscalationServer
+
     server = EscalationServer(settings, handle_signals=True)
     await server.start()
     try:
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except OSError as exc:
         print(f"escalation-mcp: cannot start: {exc}", file=sys.stderr)
         return 1
-    except (sqlite3.Error, RuntimeError) as exc:
+    except (sqlite3.Error, RuntimeError, ImportError) as exc:  # ImportError: the 'escalation' extra is missing
         print(f"escalation-mcp: cannot start: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C while stopping

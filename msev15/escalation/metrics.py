@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from msev15.escalation import INSTALL_HINT
+
+try:
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+    )
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+except ImportError as exc:
+    raise ImportError(f"EscalationComms needs prometheus-client ({exc}); {INSTALL_HINT}") from exc
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
