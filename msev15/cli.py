@@ -104,7 +104,7 @@ async def _serve(settings: Settings) -> int:
     signals = _Signals(loop)
     app = await create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=settings.shutdown_timeout_seconds + 2,
+                           shutdown_timeout=settings.shutdown_timeout_seconds,
                            keepalive_timeout=settings.keepalive_timeout_seconds)
     try:
         await runner.setup()
@@ -136,7 +136,7 @@ async def _serve(settings: Settings) -> int:
         # Drain while still listening: new chat requests get 503 and readiness says not_ready, so
         # load balancers see the service leave instead of connections being refused.
         begin_shutdown(app)
-        await app[keys.BUS].drain(settings.shutdown_timeout_seconds + 1)
+        await app[keys.RUNNER].wait_idle()  # the runner cuts what is left at the one deadline
     finally:
         await runner.cleanup()
     state, cut = app[keys.STATE], app[keys.RUNNER].cut_turns if keys.RUNNER in app else 0

@@ -107,6 +107,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("LLM_TIMEOUT_SECONDS", "60", float_between(1, 600), "Timeout of one model request.", _L),
     Var("SYSTEM_PROMPT_FILE", "", stripped, "File with the agent's system prompt (built-in one if empty).", _A),
     Var("AGENT_MAX_CONCURRENT_TURNS", "100", int_between(1, 100_000), "Turns of different sessions run at once.", _A),
+    Var("AGENT_MAX_CONCURRENT_TURNS_PER_TENANT", "0", int_between(0, 100_000),
+        "Turns of one tenant run at once; 0 means a quarter of AGENT_MAX_CONCURRENT_TURNS.", _A),
+    Var("AGENT_MAX_QUEUED_TURNS_PER_TENANT", "100", int_between(1, 1_000_000),
+        "Turns of one tenant waiting to run; beyond it chats get 429 tenant_busy.", _A),
     Var("AGENT_MAX_TOOL_ROUNDS", "8", int_between(1, 50), "Model/tool round trips in one turn.", _A),
     Var("TOOL_TIMEOUT_SECONDS", "30", float_between(0.1, 600), "Timeout of one tool call.", _A),
     Var("SESSION_TTL_SECONDS", "86400", int_between(1, 365 * 86400), "Idle sessions expire after this long.", _A),
@@ -115,6 +119,10 @@ VARIABLES: tuple[Var, ...] = (
         "Messages kept per session; the oldest whole turns are dropped beyond it.", _A),
     Var("SESSION_MAX_SESSIONS", "250000", int_between(1, 100_000_000),
         "Sessions kept in memory (all tenants); the least recently active are dropped beyond it.", _A),
+    Var("STREAM_RETENTION_SECONDS", "300", int_between(0, 7 * 86400),
+        "A finished turn's events stay resumable this long.", _A),
+    Var("STREAM_MAX_RETAINED_EVENTS", "200000", int_between(0, 100_000_000),
+        "Events kept for finished turns (all tenants); the oldest turns go first beyond it.", _A),
     Var("MAX_MESSAGE_CHARS", "16000", int_between(1, 1_000_000), "Longest accepted user message.", _A),
     Var("MCP_SERVER_URL", "http://localhost:8000/mcp", http_url, "Complaints MCP server (Streamable HTTP).", _M),
     Var("MCP_SERVER_REQUIRED", "false", boolean, "Refuse readiness (and start-up) without the MCP server.", _M),
@@ -170,12 +178,16 @@ class Settings:
     llm_timeout_seconds: float
     system_prompt_file: str
     agent_max_concurrent_turns: int
+    agent_max_concurrent_turns_per_tenant: int
+    agent_max_queued_turns_per_tenant: int
     agent_max_tool_rounds: int
     tool_timeout_seconds: float
     session_ttl_seconds: int
     session_max_context_messages: int
     session_max_messages: int
     session_max_sessions: int
+    stream_retention_seconds: int
+    stream_max_retained_events: int
     max_message_chars: int
     mcp_server_url: str
     mcp_server_required: bool

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
+from aiohttp import web
+
+from msev15 import keys
 from msev15.agent.providers.base import Provider
 from msev15.config import Settings
 
@@ -64,6 +67,12 @@ class HealthMonitor:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def health_ctx(app: web.Application) -> AsyncIterator[None]:
+    monitor = app[keys.HEALTH] = HealthMonitor(app[keys.PROVIDER], model_configured=model_configured(app[keys.SETTINGS]))
+    yield
+    await monitor.close()
 
 
 def readiness_warnings(settings: Settings, *, model_status: str, mailer: Mailer,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from msev15.agent.tools.email import Mailer
     from msev15.agent.tools.registry import ToolRegistry
     from msev15.events.bus import EventBus
+    from msev15.events.turnlog import TurnLog
     from msev15.health import HealthMonitor
     from msev15.store.orders import OrderRepository
     from msev15.store.sessions import SessionStore
@@ -24,12 +25,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class ServiceState:
-    """What the service knows about itself: uptime, shutdown, counters."""
+    """What the service knows about itself: uptime, and what shutdown found."""
 
     started: float = field(default_factory=time.monotonic)
-    shutting_down: bool = False
     sessions_at_shutdown: int = 0
-    shutdown_deadline: float | None = None  # loop time
 
     @property
     def uptime(self) -> float:
@@ -39,6 +38,7 @@ class ServiceState:
 SETTINGS = web.AppKey("msev15.settings", Settings)
 STATE = web.AppKey("msev15.state", ServiceState)
 BUS: web.AppKey[EventBus] = web.AppKey("msev15.bus")
+TURNS: web.AppKey[TurnLog] = web.AppKey("msev15.turns")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("msev15.sessions")
 REGISTRY: web.AppKey[ToolRegistry] = web.AppKey("msev15.registry")
 PROVIDER: web.AppKey[Provider] = web.AppKey("msev15.provider")

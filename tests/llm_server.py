@@ -34,6 +34,33 @@ class Reply:
     hang: bool = False          # never answer (client timeout)
     chunk_words: bool = True    # stream word by word
     drop_after: int | None = None  # close the connection after this many chunks
+    gate: asyncio.Event | None = None  # after ``gate_after`` chunks, wait for this event
+    gate_after: int = 0
+
+
+def history_problem(messages: list[dict[str, Any]]) -> str | None:
+    """Why the real Chat Completions API would refuse this history (400), or None.
+
+    Every assistant message with ``tool_calls`` must be followed by one ``tool`` message for each
+    call id, and a ``tool`` message must answer a call of the assistant message before it."""
+    open_ids: set[str] = set()
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            if message.get("tool_call_id") not in open_ids:
+                return ("Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                        "message with 'tool_calls'.")
+            open_ids.discard(message["tool_call_id"])
+            continue
+        if open_ids:
+            return ("An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                    f"each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                    f"{', '.join(sorted(open_ids))}")
+        if role == "assistant":
+            open_ids = {call["id"] for call in message.get("tool_calls") or ()}
+    if open_ids:
+        return "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'."
+    return None
 
 
 class ScriptedLLM:
@@ -43,6 +70,12 @@ class ScriptedLLM:
         self.requests: list[dict[str, Any]] = []
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.rejected: list[str] = []
+        self.streams_started = 0
+        self.streams_finished = 0
+        self.active = 0  # streams being sent right now
+        self.max_active = 0
+        self._gates: list[asyncio.Event] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
         self._release = asyncio.Event()
@@ -64,6 +97,8 @@ class ScriptedLLM:
 
     async def close(self) -> None:
         self._release.set()
+        for gate in self._gates:  # a held stream must not hold the server's shutdown
+            gate.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -78,6 +113,11 @@ class ScriptedLLM:
         self.requests.append(body)
         self.paths.append(request.path_qs)
         self.headers.append(dict(request.headers))
+        problem = history_problem(body.get("messages") or [])
+        if problem is not None:  # what the real API answers to a broken history
+            self.rejected.append(problem)
+            return web.json_response({"error": {"message": problem, "type": "invalid_request_error",
+                                                "param": "messages", "code": None}}, status=400)
         reply = self.script.popleft() if self.script else self.default
         if reply.hang:
             await self._release.wait()
@@ -122,7 +162,21 @@ class ScriptedLLM:
                                            "function": {"name": call.name, "arguments": args[:half]}}]})
             chunks.append({"tool_calls": [{"index": index, "function": {"arguments": args[half:]}}]})
         sent = 0
+        self.streams_started += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            return await self._send_chunks(request, resp, body, base, chunks, reply)
+        finally:
+            self.active -= 1
+
+    async def _send_chunks(self, request: web.Request, resp: web.StreamResponse, body: dict[str, Any],
+                           base: dict[str, Any], chunks: list[dict[str, Any]], reply: Reply) -> web.StreamResponse:
+        sent = 0
         for delta in chunks:
+            if reply.gate is not None and sent == reply.gate_after:
+                self._gates.append(reply.gate)
+                await reply.gate.wait()
             if reply.delay:
                 await asyncio.sleep(reply.delay)
             if reply.drop_after is not None and sent >= reply.drop_after:
@@ -138,6 +192,7 @@ class ScriptedLLM:
                                                   "total_tokens": 11 + len(chunks)}}))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
+        self.streams_finished += 1
         return resp
 
     @staticmethod

@@ -64,6 +64,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.owner.data_started.set()
+        if self.owner.hold is not None:  # a slow relay: DATA waits until the test lets it go
+            await self.owner.hold.wait()
         status = self.owner._deliver(session, envelope)
         async with self.owner._changed:
             self.owner._changed.notify_all()
@@ -97,6 +100,8 @@ class RecordingSMTP:
         self.messages: list[Received] = []
         self.attempts = 0
         self._changed = asyncio.Condition()
+        self.hold: asyncio.Event | None = None  # set to an Event to hold every DATA until it is set
+        self.data_started = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._protocols: list[SMTP] = []
 

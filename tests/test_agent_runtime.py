@@ -83,11 +83,12 @@ async def test_registry_sources_and_schema_cache() -> None:
 async def test_more_turns_than_slots_wait_instead_of_failing(service, llm: ScriptedLLM) -> None:
     llm.default = Reply("slow answer", delay=0.02)
     client = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0,
-                           agent_max_concurrent_turns=2)
+                           agent_max_concurrent_turns=2, agent_max_concurrent_turns_per_tenant=2)
     responses = await asyncio.gather(*(client.post("/api/v1/chat", json={"session_id": f"s{i}", "message": "hi"})
                                        for i in range(8)))
     assert [r.status for r in responses] == [200] * 8
     assert client.app[keys.RUNNER].completed == 8
+    assert llm.max_active == 2  # never more than the limit at once, and the limit was used
 
 
 async def test_fifty_concurrent_turns_create_fifty_orders(service) -> None:

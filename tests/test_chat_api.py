@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from tests.conftest import assert_envelope, sse_events
+from tests.llm_server import Reply
 
 
 async def _chat(client, session: str, message: str, tenant: str | None = None):
@@ -40,7 +41,7 @@ async def test_stream_sends_tokens_then_done(service) -> None:
     events = sse_events(await resp.text())
     assert [e["type"] for e in events[:-1]] == ["token"] * (len(events) - 1)
     assert events[-1] == {"type": "done", "session_id": "s", "message_count": 2,
-                          "usage": events[-1]["usage"]}
+                          "turn_id": resp.headers["X-Turn-ID"], "usage": events[-1]["usage"]}
     assert set(events[-1]["usage"]) == {"prompt_tokens", "completion_tokens"}
     text = "".join(e["content"] for e in events[:-1])
     history = await (await client.get("/api/v1/sessions/s/history?tenant_id=t1")).json()
@@ -99,24 +100,24 @@ async def test_tenants_cannot_see_each_other(service) -> None:
     assert still.status == 200
 
 
-async def test_concurrent_turns_on_one_session_keep_arrival_order(service) -> None:
-    client = await service()
+async def test_concurrent_turns_on_one_session_keep_arrival_order(service, llm) -> None:
+    """Five turns queued on one session while the first is held by the model: each request is sent
+    only after the previous one was accepted (its stream's headers arrived), so arrival order is
+    defined; the history and the message counts must follow it exactly."""
+    client = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0)
+    gate = asyncio.Event()
     messages = [f"hello number {i}" for i in range(5)]
-    # Each request is sent only after the previous one is accepted, so arrival order is defined.
-    tasks = []
+    llm.push(Reply("answer 0", gate=gate, gate_after=1), *(Reply(f"answer {i}") for i in range(1, 5)))
+    streams = []
     for text in messages:
-        tasks.append(asyncio.create_task(_chat(client, "one", text)))
-        await asyncio.sleep(0)
-    responses = await asyncio.gather(*tasks)
-    assert all(r.status == 200 for r in responses)
+        streams.append(await client.post("/api/v1/chat/stream", json={"session_id": "one", "message": text}))
+    gate.set()
+    done = [sse_events(await s.text())[-1] for s in streams]
+    assert [d["message_count"] for d in done] == [2, 4, 6, 8, 10]
     history = await (await client.get("/api/v1/sessions/one/history")).json()
-    assert history["message_count"] == 10
-    roles = [m["role"] for m in history["messages"]]
-    assert roles == ["user", "assistant"] * 5
-    users = [m["content"] for m in history["messages"] if m["role"] == "user"]
-    assert sorted(users) == sorted(messages)
-    counts = sorted([(await r.json())["message_count"] for r in responses])
-    assert counts == [2, 4, 6, 8, 10]
+    assert [m["content"] for m in history["messages"]] == [
+        part for i, text in enumerate(messages) for part in (text, f"answer {i}")]
+    assert [r["messages"][-1]["content"] for r in llm.requests] == messages  # the model saw them in order
 
 
 async def test_twenty_sessions_in_parallel(service) -> None:

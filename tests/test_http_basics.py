@@ -104,7 +104,7 @@ async def test_readiness_without_a_model_warns(service) -> None:
 
 async def test_readiness_is_503_while_shutting_down(service) -> None:
     client = await service()
-    client.app[keys.STATE].shutting_down = True
+    client.app[keys.RUNNER].begin_shutdown(60)
     resp = await client.get("/health/readiness")
     assert resp.status == 503
     assert (await resp.json())["status"] == "not_ready"

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.complaints.server import eventually
 from tests.conftest import sse_events
 from tests.llm_server import Reply, ScriptedLLM
 
@@ -128,7 +129,7 @@ async def test_stream_in_flight_gets_done_before_exit(tmp_path: Path) -> None:
             async with http.post(f"{service.url}/api/v1/chat/stream",
                                  json={"session_id": "s", "message": "talk"}) as resp:
                 first = await resp.content.readline()
-                assert first.startswith(b"data: ")
+                assert first.startswith(b"id: ")
                 service.proc.send_signal(signal.SIGTERM)
                 rest = (await resp.read()).decode()
         events = sse_events(first.decode() + rest)
@@ -147,15 +148,15 @@ async def test_turn_cut_at_the_deadline_ends_with_shutting_down(tmp_path: Path) 
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{service.url}/api/v1/chat/stream",
                                  json={"session_id": "s", "message": "talk"}) as resp:
-                await asyncio.sleep(0)  # the request is in; the model hangs
                 assert resp.status == 200
+                await eventually(lambda: len(llm.requests) == 1, "the model to be asked")  # it hangs there
                 started = time.monotonic()
                 service.proc.send_signal(signal.SIGTERM)
                 body = (await resp.read()).decode()
         code, out, err = await service.finish()
     events = sse_events(body)
     assert events == [{"type": "error", "error": "shutting_down", "message": events[0]["message"],
-                       "request_id": events[0]["request_id"], "session_id": "s"}]
+                       "request_id": events[0]["request_id"], "session_id": "s", "turn_id": resp.headers["X-Turn-ID"]}]
     assert code == 0, err
     assert time.monotonic() - started < 6
     assert "Server stopped gracefully. Goodbye!" in out
@@ -198,7 +199,7 @@ async def test_while_draining_new_chats_get_503_and_readiness_says_not_ready(tmp
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{service.url}/api/v1/chat/stream",
                                  json={"session_id": "s", "message": "talk"}) as stream:
-                assert (await stream.content.readline()).startswith(b"data: ")
+                assert (await stream.content.readline()).startswith(b"id: ")
                 service.proc.send_signal(signal.SIGTERM)
                 await service.read_until("Shutdown signal received")
                 # Still listening: load balancers are told, not refused.

@@ -1,9 +1,13 @@
 """The tool-calling loop of one turn.
 
 Stream the model's answer; when it asks for tools (parallel calls included) announce them, run
-them concurrently, announce their results, send the results back and go round again, up to
-``max_rounds``. Every tool call gets a result (errors included), so history never holds a call
-without its answer.
+them concurrently, announce each result as it comes, send the results back and go round again,
+up to ``max_rounds``. Every tool call gets a result (errors included), so history never holds a
+call without its answer.
+
+The loop records what it has done in a :class:`TurnProgress` the runner owns, so a turn that is
+stopped half-way (cancel, interrupt, shutdown, model failure) can still commit the tool calls
+that completed, each with its result, and nothing else.
 """
 
 from __future__ import annotations
@@ -11,30 +15,62 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from msev15.agent.providers.base import ModelReply, Provider
-from msev15.agent.tools.registry import ToolContext, ToolRegistry
-from msev15.events.types import (
-    Token,
-    ToolCalled,
-    ToolFinished,
-    TurnEvent,
-    TurnRequested,
-)
+from msev15.agent.providers.base import ModelReply, Provider, ToolCallRequest
+from msev15.agent.tools.registry import ToolContext, ToolRegistry, ToolResult
+from msev15.events.types import Token, ToolCalled, ToolFinished, TurnEvent, TurnRequested
 
 TOO_MANY_ROUNDS = (
     "I'm sorry — this request needed more steps than I'm allowed to take in one turn, so I stopped "
     "here. Please split it into smaller requests or tell me which part to do first."
 )
 
+Emit = Callable[[TurnEvent], None]
 
-@dataclass(frozen=True, slots=True)
-class TurnOutcome:
-    answer: str
-    steps: list[dict[str, Any]]  # assistant tool-call messages and tool results, in order
-    usage: dict[str, int] | None
+
+class TurnStopped(Exception):
+    """The turn was asked to stop between steps (``progress.stop_reason`` says why)."""
+
+
+class TurnProgress:
+    """What a turn has done so far. ``steps`` holds only whole tool rounds (the assistant's call
+    message and every result); ``pending`` the round whose tools are running now."""
+
+    __slots__ = ("streamed", "steps", "usage", "phase", "stop_reason", "pending")
+
+    def __init__(self) -> None:
+        self.streamed: list[str] = []
+        self.steps: list[dict[str, Any]] = []
+        self.usage: dict[str, int] | None = None
+        self.phase: Literal["model", "tools"] = "model"
+        self.stop_reason: str | None = None
+        self.pending: tuple[tuple[ToolCallRequest, ...], dict[str, ToolResult], str | None] | None = None
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.streamed)
+
+    def completed_steps(self) -> list[dict[str, Any]]:
+        """Whole rounds, plus the calls of a cut round that did finish (each with its result)."""
+        if self.pending is None:
+            return list(self.steps)
+        calls, results, text = self.pending
+        finished = [c for c in calls if c.id in results]
+        if not finished:
+            return list(self.steps)
+        return [*self.steps, *_round_messages(text, finished, results)]
+
+
+def _round_messages(text: str | None, calls: list[ToolCallRequest] | tuple[ToolCallRequest, ...],
+                    results: dict[str, ToolResult]) -> list[dict[str, Any]]:
+    call_message = {
+        "role": "assistant",
+        "content": text or None,
+        "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                       for c in calls],
+    }
+    return [call_message, *({"role": "tool", "tool_call_id": c.id, "content": results[c.id].content} for c in calls)]
 
 
 def _arguments(raw: str) -> Any:
@@ -52,64 +88,81 @@ def _add_usage(total: dict[str, int] | None, more: dict[str, int] | None) -> dic
     return {k: total.get(k, 0) + v for k, v in more.items()}
 
 
+async def _model_round(provider: Provider, messages: list[dict[str, Any]], schemas: list[dict[str, Any]],
+                       progress: TurnProgress, emit_token: Callable[[str], None] | None) -> ModelReply:
+    reply: ModelReply | None = None
+    streamed = progress.streamed
+    async for item in provider.stream(messages, schemas):
+        if isinstance(item, str):
+            streamed.append(item)
+            if emit_token is not None:
+                emit_token(item)
+        else:
+            reply = item
+    assert reply is not None, "a provider must end its stream with a ModelReply"
+    progress.usage = _add_usage(progress.usage, reply.usage)
+    return reply
+
+
+async def _tool_round(reply: ModelReply, registry: ToolRegistry, ctx: ToolContext, progress: TurnProgress,
+                      emit: Emit, ids: tuple[str, str, str, str]) -> list[dict[str, Any]]:
+    """Run the round's calls concurrently; its messages (call message, then results in call order)."""
+    calls = reply.tool_calls
+    results: dict[str, ToolResult] = {}
+    progress.phase = "tools"
+    progress.pending = (calls, results, reply.text)
+    for call in calls:
+        emit(ToolCalled(*ids, call.name, call.id, _arguments(call.arguments)))
+
+    async def run(call: ToolCallRequest) -> None:
+        result = await registry.call(call.name, call.arguments, ctx)
+        results[call.id] = result
+        error = None if result.ok else json.loads(result.content).get("error")
+        emit(ToolFinished(*ids, call.name, call.id, result.ok, error))
+
+    await asyncio.gather(*(run(call) for call in calls))
+    round_messages = _round_messages(reply.text, calls, results)
+    progress.steps.extend(round_messages)
+    progress.pending = None
+    progress.phase = "model"
+    return round_messages
+
+
 async def run_turn(
     turn: TurnRequested,
+    progress: TurnProgress,
     *,
     provider: Provider,
     registry: ToolRegistry,
     system_prompt: str,
     history: list[dict[str, Any]],
     max_rounds: int,
-    publish: Callable[[TurnEvent], None],
-    publish_tokens: bool = True,
-) -> TurnOutcome:
-    """Run one turn. ``publish_tokens=False`` skips token events nobody listens to (plain /chat)."""
+    emit: Emit,
+    emit_tokens: bool = True,
+) -> str:
+    """Run one turn; returns the answer. ``emit_tokens=False`` skips token events (plain /chat).
+
+    Raises :class:`TurnStopped` when ``progress.stop_reason`` is set between steps."""
     ids = (turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id)
     ctx = ToolContext(turn.tenant_id, turn.session_id, turn.request_id)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}, *history,
                                       {"role": "user", "content": turn.message}]
-    steps: list[dict[str, Any]] = []
-    streamed: list[str] = []
-    usage: dict[str, int] | None = None
+    emit_token = (lambda text: emit(Token(*ids, text))) if emit_tokens else None
 
     for _ in range(max_rounds):
-        schemas = registry.schemas()
-        reply: ModelReply | None = None
-        async for item in provider.stream(messages, schemas):
-            if type(item) is str:
-                streamed.append(item)
-                if publish_tokens:
-                    publish(Token(*ids, item))
-            else:
-                reply = item
-        assert reply is not None, "a provider must end its stream with a ModelReply"
-        usage = _add_usage(usage, reply.usage)
+        if progress.stop_reason is not None:
+            raise TurnStopped(progress.stop_reason)
+        reply = await _model_round(provider, messages, registry.schemas(), progress, emit_token)
         if not reply.tool_calls:
-            return TurnOutcome("".join(streamed), steps, usage)
+            return progress.answer
+        messages.extend(await _tool_round(reply, registry, ctx, progress, emit, ids))
 
-        call_message = {
-            "role": "assistant",
-            "content": reply.text or None,
-            "tool_calls": [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in reply.tool_calls
-            ],
-        }
-        messages.append(call_message)
-        steps.append(call_message)
-        for call in reply.tool_calls:
-            publish(ToolCalled(*ids, call.name, call.id, _arguments(call.arguments)))
-        results = await asyncio.gather(*(registry.call(c.name, c.arguments, ctx) for c in reply.tool_calls))
-        for call, result in zip(reply.tool_calls, results, strict=True):
-            error = None if result.ok else json.loads(result.content).get("error")
-            publish(ToolFinished(*ids, call.name, call.id, result.ok, error))
-            tool_message = {"role": "tool", "tool_call_id": call.id, "content": result.content}
-            messages.append(tool_message)
-            steps.append(tool_message)
-
+    if progress.stop_reason is not None:
+        raise TurnStopped(progress.stop_reason)
     # Out of rounds: tell the user plainly instead of failing the turn.
+    streamed = progress.streamed
     tail = ("\n\n" if streamed and not streamed[-1].endswith((" ", "\n")) else "") + TOO_MANY_ROUNDS
     streamed.append(tail)
-    if publish_tokens:
-        publish(Token(*ids, tail))
-    return TurnOutcome("".join(streamed), steps, usage)
+    if emit_token is not None:
+        emit_token(tail)
+    return progress.answer

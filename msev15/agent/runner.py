@@ -1,13 +1,20 @@
-"""The agent subscriber: turns ``TurnRequested`` events into turns.
+"""The agent runner: the one owner of turn intake, scheduling, stopping and shutdown.
 
-One dispatcher task reads requested turns in publish order and appends each to its session's
-lane. A lane is a task that runs its session's turns one after another, in arrival order; lanes
-of different sessions run concurrently, bounded by a semaphore (more turns wait, none is
-rejected). Every turn ends with exactly one terminal event, whatever happens.
+It takes ``TurnRequested`` straight from ``bus.publish`` (a synchronous bus handler), so a turn is
+accepted, refused (shutting down, session busy, tenant queue full) or queued before the handler's
+``publish`` returns. Queued turns are started by the fair scheduler (tenants → sessions → turns;
+one turn per session at a time, in arrival order). Every turn gets a record in the turn log and
+ends with exactly one terminal event, whatever happens.
 
-Shutdown: the bus stops accepting turns; accepted turns go on. ``cut_after(deadline)`` arms a
-timer that cancels what is still running at the deadline; a cut turn ends with ``shutting_down``
-and commits nothing, so its session's history is as it was before the turn.
+Stopping a turn (cancel, interrupt, the shutdown deadline): a queued turn is taken out and ends at
+once; a running turn whose model is streaming is cancelled at once; one whose tools are running
+lets them finish (each bounded by its timeout) and stops before the model sees their results,
+except at the shutdown deadline, which cancels everything. A stopped turn commits the tool calls
+that completed, with their results and a short note (or nothing, if none did), so the session's
+history stays valid for every provider.
+
+Shutdown has one deadline: ``begin_shutdown(timeout)`` refuses new turns and arms it; turns that
+are queued or running may finish until then; at the deadline the rest are cut (``shutting_down``).
 """
 
 from __future__ import annotations
@@ -15,147 +22,272 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Final
 
 from msev15 import logs
-from msev15.agent.loop import run_turn
+from msev15.agent.loop import TurnProgress, TurnStopped, run_turn
 from msev15.agent.providers.base import LLMError, Provider
+from msev15.agent.scheduler import FairScheduler, QueueFull, SessionKey
 from msev15.agent.tools.registry import ToolRegistry
 from msev15.events.bus import EventBus
-from msev15.events.types import Token, TurnCompleted, TurnFailed, TurnRequested
+from msev15.events.turnlog import TurnLog, TurnRecord
+from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 from msev15.store.sessions import SessionStore
 
 log = logging.getLogger("agent.runner")
 
-SHUTTING_DOWN = "The service is shutting down and stopped this turn before it finished. Please retry."
+SHUTTING_DOWN: Final = "The service is shutting down and stopped this turn before it finished. Please retry."
+STOP_MESSAGES: Final[dict[str, tuple[str, int]]] = {
+    "cancelled": ("The turn was cancelled before it finished.", 409),
+    "interrupted": ("A newer message in this session interrupted this turn.", 409),
+    "shutting_down": (SHUTTING_DOWN, 503),
+}
+STOP_NOTES: Final[dict[str, str]] = {
+    "cancelled": "(This answer was cancelled before it finished. The tool calls above did complete.)",
+    "interrupted": "(This answer was interrupted by a newer message. The tool calls above did complete.)",
+    "shutting_down": "(This answer was cut short by a service restart. The tool calls above did complete.)",
+}
+FAILED_NOTE: Final = "(This answer failed before it finished. The tool calls above did complete.)"
+
+
+class TurnRefused(Exception):
+    """The runner did not accept the turn: ``code`` and ``status`` for the client's envelope."""
+
+    def __init__(self, code: str, message: str, status: int, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+class _Running:
+    __slots__ = ("task", "progress")
+
+    def __init__(self, task: asyncio.Task[None], progress: TurnProgress) -> None:
+        self.task = task
+        self.progress = progress
 
 
 class AgentRunner:
     def __init__(
         self,
         bus: EventBus,
+        turns: TurnLog,
         sessions: SessionStore,
         provider: Provider,
         registry: ToolRegistry,
         *,
         system_prompt: str,
         max_concurrent: int = 100,
+        max_concurrent_per_tenant: int | None = None,
+        max_queued_per_tenant: int = 100,
         max_rounds: int = 8,
         context_messages: int = 40,
+        busy_retry_after: int = 2,
     ) -> None:
         self.bus = bus
+        self.turns = turns
         self.sessions = sessions
         self.provider = provider
         self.registry = registry
         self.system_prompt = system_prompt
         self.max_rounds = max_rounds
         self.context_messages = context_messages
-        self._slots = asyncio.Semaphore(max_concurrent)
-        self._lanes: dict[tuple[str, str], list[TurnRequested]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._sub = bus.subscribe(types=(TurnRequested,))
+        self.busy_retry_after = busy_retry_after
+        per_tenant = max_concurrent_per_tenant or max(1, max_concurrent // 4)
+        self._queue: FairScheduler[TurnRequested] = FairScheduler(max_concurrent, per_tenant, max_queued_per_tenant)
+        self._open: dict[str, TurnRecord] = {}  # every turn not ended yet, queued or running
+        self._running: dict[str, _Running] = {}
+        self._running_of: dict[SessionKey, TurnRecord] = {}  # each busy session's running turn
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._cut_timer: asyncio.TimerHandle | None = None
+        self.accepting = True
         self.completed = 0
-        self.failed = 0
         self.cut_turns = 0  # turns ended by the shutdown deadline
+        bus.on(TurnRequested, self.accept)
 
-    def start(self) -> None:
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="agent:dispatch")
+    # --- intake ---------------------------------------------------------------------------
 
     @property
-    def active_sessions(self) -> int:
-        return len(self._lanes)
+    def open_turns(self) -> int:
+        return len(self._open)
 
-    async def _dispatch(self) -> None:
-        while True:
-            turn = await self._sub.get()
-            self._enqueue(turn)
+    @property
+    def running(self) -> int:
+        return self._queue.running
 
-    def _enqueue(self, turn: TurnRequested) -> None:
+    @property
+    def queued(self) -> int:
+        return self._queue.queued
+
+    def accept(self, turn: TurnRequested) -> None:
+        """The bus handler for TurnRequested. Raises TurnRefused; otherwise the turn is queued."""
+        if not self.accepting:
+            raise TurnRefused("shutting_down", "The service is shutting down and accepts no new messages.",
+                              503, retry_after=5)
         key = (turn.tenant_id, turn.session_id)
-        lane = self._lanes.get(key)
-        if lane is not None:
-            lane.append(turn)
-            return
-        lane = self._lanes[key] = [turn]  # a list: lighter than a deque for one or two turns
-        task = asyncio.create_task(self._run_lane(key, lane), name=f"agent:lane:{turn.tenant_id}/{turn.session_id}")
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: self._lane_done(key, lane, t))
-
-    def _lane_done(self, key: tuple[str, str], lane: list[TurnRequested], task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._lanes.get(key) is lane:  # cancelled before its first step: its finally never ran
-            del self._lanes[key]
-            for turn in lane:
-                self._fail(turn, "shutting_down", SHUTTING_DOWN, 503)
-
-    async def _run_lane(self, key: tuple[str, str], lane: list[TurnRequested]) -> None:
+        if turn.if_busy == "reject" and self._queue.busy(key):
+            raise TurnRefused("session_busy", "This session is still answering an earlier message.", 409,
+                              retry_after=self.busy_retry_after)
+        if turn.if_busy == "interrupt":
+            self.stop_session(key, "interrupted")
         try:
-            while lane:
-                await self._run_turn(lane[0])
-                del lane[0]
-        finally:
-            del self._lanes[key]
-            # Only non-empty when the lane was cancelled: those turns never ran.
-            for turn in lane:
-                self._fail(turn, "shutting_down", SHUTTING_DOWN, 503)
+            self._queue.push(key, turn)
+        except QueueFull:
+            raise TurnRefused("tenant_busy", "Too many messages are waiting for this tenant; retry shortly.",
+                              429, retry_after=self.busy_retry_after) from None
+        self._open[turn.turn_id] = self.turns.open(turn)
+        self._idle.clear()
+        self._pump()
 
-    async def _run_turn(self, turn: TurnRequested) -> None:
+    def _pump(self) -> None:
+        while (ready := self._queue.next()) is not None:
+            key, turn = ready
+            record = self._open[turn.turn_id]
+            record.status = "running"
+            self._running_of[key] = record
+            progress = TurnProgress()
+            task = asyncio.create_task(self._run(turn, record, progress), name=f"agent:turn:{turn.turn_id}")
+            self._running[turn.turn_id] = _Running(task, progress)
+            task.add_done_callback(self._when_done(key, turn.turn_id))
+
+    def _when_done(self, key: SessionKey, turn_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            del self._running[turn_id]
+            del self._running_of[key]
+            self._queue.done(key)
+            if not task.cancelled() and task.exception() is not None:  # _run ends every turn itself
+                log.error("turn task failed", exc_info=task.exception())
+            self._pump()
+        return done
+
+    # --- running a turn --------------------------------------------------------------------
+
+    def _emit(self, record: TurnRecord, event: TurnEvent) -> None:
+        """Log first, then fan out: a reader that finds the log has all a subscriber saw."""
+        self.turns.append(record, event)
+        self.bus.publish(event)
+
+    async def _run(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
         logs.bind(request_id=turn.request_id, session_id=turn.session_id, tenant_id=turn.tenant_id)
         started_at = time.time()
-        async with self._slots:
-            try:
-                outcome = await run_turn(
-                    turn,
-                    provider=self.provider,
-                    registry=self.registry,
-                    system_prompt=self.system_prompt,
-                    history=self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages),
-                    max_rounds=self.max_rounds,
-                    publish=self.bus.publish,
-                    publish_tokens=self.bus.wants(Token, turn.turn_id),
-                )
-            except asyncio.CancelledError:
-                # The lane's finally fails this turn (it is still lane[0]).
-                raise
-            except LLMError as exc:
-                self._fail(turn, exc.code, exc.message, exc.status)
-                return
-            except Exception:
-                log.exception("turn failed unexpectedly")
-                self._fail(turn, "internal_error", "The assistant failed while answering. Please retry.", 500)
-                return
+        try:
+            answer = await run_turn(
+                turn, progress,
+                provider=self.provider,
+                registry=self.registry,
+                system_prompt=self.system_prompt,
+                history=self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages),
+                max_rounds=self.max_rounds,
+                emit=lambda event: self._emit(record, event),
+                emit_tokens=turn.stream,
+            )
+        except (asyncio.CancelledError, TurnStopped) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+            reason = progress.stop_reason or "shutting_down"
+            message, status = STOP_MESSAGES[reason]
+            self._end_failed(turn, record, progress, started_at, reason, message, status, STOP_NOTES[reason])
+            return
+        except LLMError as exc:
+            self._end_failed(turn, record, progress, started_at, exc.code, exc.message, exc.status, FAILED_NOTE)
+            return
+        except Exception:
+            log.exception("turn failed unexpectedly")
+            self._end_failed(turn, record, progress, started_at, "internal_error",
+                             "The assistant failed while answering. Please retry.", 500, FAILED_NOTE)
+            return
         count = self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
-                                          outcome.steps, outcome.answer)
+                                          progress.steps, answer)
         self.completed += 1
-        self.bus.publish(TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                       outcome.answer, count, outcome.usage))
+        self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
+                                           answer, count, progress.usage))
 
-    def _fail(self, turn: TurnRequested, error: str, message: str, status: int) -> None:
-        self.failed += 1
-        self.bus.publish(TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                    error, message, status))
+    def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, started_at: float,
+                    error: str, message: str, status: int, note: str) -> None:
+        """End a turn that did not complete. Tool calls that did complete are committed with their
+        results and ``note``, so the model later knows what was done; otherwise nothing is."""
+        steps = progress.completed_steps()
+        if steps:
+            try:
+                self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at, steps, note)
+            except Exception:
+                log.exception("could not save the completed steps of a stopped turn")
+        self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
+                                        error, message, status))
 
-    def cut_after(self, seconds: float) -> None:
-        """Arm the shutdown deadline: turns still running after ``seconds`` are cancelled."""
-        if self._cut_timer is None:
-            self._cut_timer = asyncio.get_running_loop().call_later(seconds, self._cut)
+    def _finish(self, record: TurnRecord, event: TurnCompleted | TurnFailed) -> None:
+        self._emit(record, event)
+        del self._open[record.turn_id]
+        if not self._open:
+            self._idle.set()
+
+    # --- stopping ----------------------------------------------------------------------------
+
+    def stop(self, record: TurnRecord, reason: str, *, hard: bool = False) -> bool:
+        """Stop a queued or running turn (reason: cancelled, interrupted, shutting_down).
+        False if it already ended. ``hard`` cancels tools that are running too."""
+        turn_id = record.turn_id
+        if turn_id not in self._open:
+            return False
+        running = self._running.get(turn_id)
+        if running is None:  # still queued: it never ran, so nothing to commit
+            key = (record.tenant_id, record.session_id)
+            self._queue.remove(key, next(t for t in self._queue.waiting(key) if t.turn_id == turn_id))
+            message, status = STOP_MESSAGES[reason]
+            self._finish(record, TurnFailed(turn_id, record.tenant_id, record.session_id, record.request_id,
+                                            reason, message, status))
+            return True
+        progress = running.progress
+        if progress.stop_reason is None:  # a user's cancel stays a cancel if the deadline comes
+            progress.stop_reason = reason
+        if hard or progress.phase == "model":
+            running.task.cancel()
+        return True
+
+    def open_turns_of(self, key: SessionKey) -> list[TurnRecord]:
+        """The session's running turn (first) and its queued ones, in order."""
+        running = self._running_of.get(key)
+        queued = [self._open[t.turn_id] for t in self._queue.waiting(key)]
+        return [running, *queued] if running is not None else queued
+
+    def stop_session(self, key: SessionKey, reason: str) -> int:
+        """Stop the session's running turn and every queued one; how many were stopped."""
+        records = self.open_turns_of(key)
+        # Queued ones first, so none of them starts when the running one ends.
+        for record in reversed(records):
+            self.stop(record, reason)
+        return len(records)
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    def begin_shutdown(self, timeout: float) -> None:
+        """Refuse new turns; cut what is still open after ``timeout`` seconds. Idempotent."""
+        if not self.accepting:
+            return
+        self.accepting = False
+        self._cut_timer = asyncio.get_running_loop().call_later(timeout, self._cut)
 
     def _cut(self) -> None:
-        # Dispatch what was accepted but not yet read, so those turns end too.
-        while self._sub.pending():
-            self._enqueue(self._sub.get_nowait())
-        self.cut_turns += sum(len(lane) for lane in self._lanes.values())
-        for task in list(self._tasks):
-            task.cancel()
+        # All in one synchronous pass: a cut task ends later, and by then nothing is queued.
+        self.cut_turns += len(self._open)
+        for record in list(self._open.values()):
+            self.stop(record, "shutting_down", hard=True)
+
+    async def wait_idle(self) -> None:
+        """Until every accepted turn has ended."""
+        await self._idle.wait()
 
     async def close(self) -> None:
         """Stop everything now; every turn still open ends with ``shutting_down``."""
+        self.begin_shutdown(0)
         if self._cut_timer is not None:
             self._cut_timer.cancel()
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
-        self._cut()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._sub.close()
+        if self._open:
+            self._cut()
+        await asyncio.gather(*(r.task for r in list(self._running.values())), return_exceptions=True)

@@ -1,56 +1,51 @@
-"""The in-process event bus.
+"""The in-process event bus: fan-out only.
 
-``publish()`` is synchronous and never blocks: each subscription has its own unbounded queue, so
-a slow subscriber (a slow SSE reader) only grows its own queue and never stalls the publisher or
-its peers. Subscriptions are either global (optionally filtered by event type) or bound to one
-turn; turn-bound ones are found by a dict lookup, keeping the per-token path O(1).
+``publish()`` is synchronous and never blocks. Two kinds of listeners:
 
-The bus also tracks turns in flight (from ``TurnRequested`` to their terminal event) so shutdown
-can ``close()`` it to new turns and ``drain()`` what was already accepted.
+- a *handler* (``on(kind, callback)``) is called inside ``publish`` for events of its kind, before
+  anything else sees them, and may refuse the event by raising: that is how the agent runner
+  takes a ``TurnRequested`` (and refuses it while shutting down) with no task in between;
+- a *subscription* (``subscribe(kinds)``) has its own queue, so a slow subscriber (the log writer,
+  metrics) only grows its own queue and never stalls the publisher or its peers.
+
+A turn's client events are not read from here: readers follow the turn log (events/turnlog.py),
+which the runner appends to before it publishes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
-from msev15.events.types import TERMINAL, TurnEvent, TurnRequested
+from msev15.events.types import TurnEvent
 
-
-class BusClosed(RuntimeError):
-    """The bus accepts no new turns (the service is shutting down)."""
+E = TypeVar("E", bound=TurnEvent)
 
 
-class Subscription:
+class Subscription(Generic[E]):
     """One subscriber's queue: a list read from a moving head, and one waiter at a time.
 
-    Lighter than ``asyncio.Queue`` (which keeps several internal deques per instance): with
-    thousands of open streams the per-subscription cost shows up in RSS.
+    Lighter than ``asyncio.Queue`` (which keeps several internal deques per instance).
     """
 
-    __slots__ = ("_bus", "_items", "_head", "_waiter", "types", "turn_id", "closed")
+    __slots__ = ("_bus", "_items", "_head", "_waiter", "kinds", "closed")
 
-    def __init__(self, bus: EventBus, types: tuple[type, ...] | None, turn_id: str | None) -> None:
+    def __init__(self, bus: EventBus, kinds: tuple[type[E], ...]) -> None:
         self._bus = bus
-        self._items: list[TurnEvent] = []
+        self._items: list[E] = []
         self._head = 0
         self._waiter: asyncio.Future[None] | None = None
-        self.types = types
-        self.turn_id = turn_id
+        self.kinds = kinds
         self.closed = False
 
-    def wants(self, kind: type) -> bool:
-        return self.types is None or issubclass(kind, self.types)
+    def deliver(self, event: E) -> None:
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    def deliver(self, event: TurnEvent) -> None:
-        if self.types is None or isinstance(event, self.types):
-            self._items.append(event)
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    async def get(self) -> TurnEvent:
+    async def get(self) -> E:
         while self._head >= len(self._items):
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -59,7 +54,7 @@ class Subscription:
                 self._waiter = None
         return self.get_nowait()
 
-    def get_nowait(self) -> TurnEvent:
+    def get_nowait(self) -> E:
         """The next event; IndexError when there is none."""
         items, head = self._items, self._head
         if head >= len(items):
@@ -78,86 +73,48 @@ class Subscription:
     def pending(self) -> int:
         return len(self._items) - self._head
 
+    def backlog(self) -> int:
+        """Entries held in memory, read or not (what compaction keeps small)."""
+        return len(self._items)
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self._bus._unsubscribe(self)
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Subscription[E]:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-
-    async def __aiter__(self) -> AsyncIterator[TurnEvent]:
-        while True:
-            yield await self.get()
 
 
 class EventBus:
     def __init__(self) -> None:
-        self._global: list[Subscription] = []
-        self._by_turn: dict[str, list[Subscription]] = {}
-        self._in_flight: set[str] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self.closed = False
+        self._subs: list[Subscription[Any]] = []
+        self._handlers: dict[type[TurnEvent], list[Callable[[Any], None]]] = {}
         self.published = 0
 
-    def subscribe(self, *, types: tuple[type, ...] | None = None, turn_id: str | None = None) -> Subscription:
-        sub = Subscription(self, types, turn_id)
-        if turn_id is None:
-            self._global.append(sub)
-        else:
-            self._by_turn.setdefault(turn_id, []).append(sub)
+    def on(self, kind: type[E], handler: Callable[[E], None]) -> None:
+        """Call ``handler`` synchronously for each published event of exactly ``kind``."""
+        self._handlers.setdefault(kind, []).append(handler)
+
+    def subscribe(self, kinds: tuple[type[E], ...]) -> Subscription[E]:
+        sub: Subscription[E] = Subscription(self, kinds)
+        self._subs.append(sub)
         return sub
 
-    def _unsubscribe(self, sub: Subscription) -> None:
-        if sub.turn_id is None:
-            self._global.remove(sub)
-            return
-        subs = self._by_turn.get(sub.turn_id)
-        if subs is not None:
-            subs.remove(sub)
-            if not subs:
-                del self._by_turn[sub.turn_id]
+    def _unsubscribe(self, sub: Subscription[Any]) -> None:
+        self._subs.remove(sub)
 
     def publish(self, event: TurnEvent) -> None:
-        """Deliver to every matching subscription. Raises BusClosed for new turns after close()."""
-        if type(event) is TurnRequested:
-            if self.closed:
-                raise BusClosed("the service is shutting down")
-            self._in_flight.add(event.turn_id)
-            self._idle.clear()
+        """Run the handlers of the event's kind (their exceptions reach the publisher, and the
+        event then goes no further), then queue it for every matching subscription."""
+        handlers = self._handlers.get(type(event))
+        if handlers:
+            for handler in handlers:
+                handler(event)
         self.published += 1
-        for sub in self._global:
-            sub.deliver(event)
-        subs = self._by_turn.get(event.turn_id)
-        if subs:
-            for sub in subs:
+        for sub in self._subs:
+            if isinstance(event, sub.kinds):
                 sub.deliver(event)
-        if isinstance(event, TERMINAL):
-            self._in_flight.discard(event.turn_id)
-            if not self._in_flight:
-                self._idle.set()
-
-    def wants(self, kind: type, turn_id: str) -> bool:
-        """Does any subscription take events of ``kind`` for this turn? (Skip building them if not.)"""
-        return any(sub.wants(kind) for sub in self._global) or any(
-            sub.wants(kind) for sub in self._by_turn.get(turn_id, ()))
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
-    def close(self) -> None:
-        """Refuse new turns; turns already accepted go on."""
-        self.closed = True
-
-    async def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every accepted turn has ended. True if drained within ``timeout``."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True

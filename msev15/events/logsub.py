@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from msev15.events.bus import EventBus
+from msev15.events.bus import EventBus, Subscription
 from msev15.events.types import (
     Token,
     ToolCalled,
@@ -29,34 +29,34 @@ def _context(event: TurnEvent) -> dict[str, str]:
 
 def log_event(event: TurnEvent) -> None:
     extra = _context(event)
-    kind = type(event)
-    if kind is Token:
-        log.debug("token %r", event.content, extra=extra)
-    elif kind is TurnRequested:
-        log.info("User message received", extra=extra)
-        log.debug("message of %d chars, %s", len(event.message), "streamed" if event.stream else "json", extra=extra)
-    elif kind is ToolCalled:
-        log.info("Tool call %s (%s)", event.name, event.call_id, extra=extra)
-    elif kind is ToolFinished:
-        if event.ok:
+    match event:
+        case Token():
+            log.debug("token %r", event.content, extra=extra)
+        case TurnRequested():
+            log.info("User message received", extra=extra)
+            log.debug("message of %d chars, %s", len(event.message), "streamed" if event.stream else "json",
+                      extra=extra)
+        case ToolCalled():
+            log.info("Tool call %s (%s)", event.name, event.call_id, extra=extra)
+        case ToolFinished(ok=True):
             log.info("Tool result %s ok", event.name, extra=extra)
-        else:
+        case ToolFinished():
             log.warning("Tool result %s failed: %s", event.name, event.error, extra=extra)
-    elif kind is TurnCompleted:
-        log.info("Turn completed (%d messages in session)", event.message_count, extra=extra)
-    elif kind is TurnFailed:
-        log.warning("Turn failed: %s: %s", event.error, event.message, extra=extra)
+        case TurnCompleted():
+            log.info("Turn completed (%d messages in session)", event.message_count, extra=extra)
+        case TurnFailed():
+            log.warning("Turn failed: %s: %s", event.error, event.message, extra=extra)
 
 
 class LoggingSubscriber:
     def __init__(self, bus: EventBus) -> None:
         # Ask the bus only for what this level writes: the queue costs nothing then.
-        types: tuple[type, ...] = (ToolFinished, TurnFailed)  # failures are WARNINGs
+        kinds: tuple[type[TurnEvent], ...] = (ToolFinished, TurnFailed)  # failures are WARNINGs
         if log.isEnabledFor(logging.INFO):
-            types += (TurnRequested, ToolCalled, TurnCompleted)
+            kinds += (TurnRequested, ToolCalled, TurnCompleted)
         if log.isEnabledFor(logging.DEBUG):
-            types += (Token,)
-        self._sub = bus.subscribe(types=types)
+            kinds += (Token,)
+        self._sub: Subscription[TurnEvent] = bus.subscribe(kinds)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+BusyPolicy = Literal["enqueue", "reject", "interrupt"]
+BUSY_POLICIES: tuple[BusyPolicy, ...] = ("enqueue", "reject", "interrupt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,7 @@ class TurnEvent:
 class TurnRequested(TurnEvent):
     message: str
     stream: bool = False
+    if_busy: BusyPolicy = "enqueue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,24 +62,26 @@ TERMINAL = (TurnCompleted, TurnFailed)
 CLIENT_EVENTS = (Token, ToolCalled, ToolFinished, TurnCompleted, TurnFailed)
 
 
-def to_wire(event: TurnEvent) -> dict[str, Any] | None:
-    """The SSE ``data:`` object of an event, ``type`` first; None for events not sent to clients."""
-    if type(event) is Token:
-        return {"type": "token", "content": event.content, "session_id": event.session_id}
-    if type(event) is ToolCalled:
-        return {"type": "tool_call", "name": event.name, "call_id": event.call_id,
-                "arguments": event.arguments, "session_id": event.session_id}
-    if type(event) is ToolFinished:
-        # The error text is for the model and the logs: it can name internals (an SMTP host, an
-        # MCP server's own message), so clients get only ``ok``.
-        return {"type": "tool_result", "name": event.name, "call_id": event.call_id,
-                "ok": event.ok, "session_id": event.session_id}
-    if type(event) is TurnCompleted:
-        wire = {"type": "done", "session_id": event.session_id, "message_count": event.message_count}
-        if event.usage:
-            wire["usage"] = event.usage
-        return wire
-    if type(event) is TurnFailed:
-        return {"type": "error", "error": event.error, "message": event.message,
-                "request_id": event.request_id, "session_id": event.session_id}
-    return None
+def to_wire(event: TurnEvent) -> dict[str, Any]:
+    """The SSE ``data:`` object of a client event, ``type`` first."""
+    match event:
+        case Token(content=content):
+            return {"type": "token", "content": content, "session_id": event.session_id}
+        case ToolCalled():
+            return {"type": "tool_call", "name": event.name, "call_id": event.call_id,
+                    "arguments": event.arguments, "session_id": event.session_id}
+        case ToolFinished():
+            # The error text is for the model and the logs: it can name internals (an SMTP host, an
+            # MCP server's own message), so clients get only ``ok``.
+            return {"type": "tool_result", "name": event.name, "call_id": event.call_id,
+                    "ok": event.ok, "session_id": event.session_id}
+        case TurnCompleted():
+            wire: dict[str, Any] = {"type": "done", "session_id": event.session_id,
+                                    "message_count": event.message_count, "turn_id": event.turn_id}
+            if event.usage:
+                wire["usage"] = event.usage
+            return wire
+        case TurnFailed():
+            return {"type": "error", "error": event.error, "message": event.message,
+                    "request_id": event.request_id, "session_id": event.session_id, "turn_id": event.turn_id}
+    raise TypeError(f"{type(event).__name__} is not sent to clients")

@@ -6,7 +6,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from msev15.config import Settings
-from msev15.handlers import chat, health, sessions
+from msev15.handlers import chat, health, sessions, turns
 from msev15.handlers.docs import setup_docs
 
 
@@ -19,6 +19,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/sessions", sessions.list_sessions)
     app.router.add_get("/api/v1/sessions/{session_id}/history", sessions.history)
     app.router.add_delete("/api/v1/sessions/{session_id}", sessions.delete_session)
+    app.router.add_post("/api/v1/sessions/{session_id}/cancel", turns.cancel_session)
+    app.router.add_get("/api/v1/sessions/{session_id}/turns/{turn_id}", turns.turn_status)
+    app.router.add_get("/api/v1/sessions/{session_id}/turns/{turn_id}/events", turns.turn_events)
+    app.router.add_post("/api/v1/sessions/{session_id}/turns/{turn_id}/cancel", turns.cancel_turn)
     setup_docs(app)
 
 
@@ -29,7 +33,7 @@ def setup_cors(app: web.Application, settings: Settings) -> None:
     options = aiohttp_cors.ResourceOptions(
         allow_credentials=True,
         # Listed, not "*": with credentials browsers take "*" literally.
-        expose_headers=("X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+        expose_headers=("X-Request-ID", "X-Turn-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
                         "X-RateLimit-Reset"),
         allow_headers="*",
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],

@@ -40,16 +40,45 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "session_id": _ID,
             "message": {"type": "string", "minLength": 1, "maxLength": 16000,  # MAX_MESSAGE_CHARS, set per app
-                        "pattern": r"^[^\u0000]*\S[^\u0000]*$",
+                        "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
                         "description": "Not blank; Unicode text without NUL characters. The limit is MAX_MESSAGE_CHARS."},
             "tenant_id": {**_ID, "description": "Defaults to \"default\"."},
+            "if_busy": {"type": "string", "enum": ["enqueue", "reject", "interrupt"], "default": "enqueue",
+                        "description": "When the session is still answering: queue this message (default), "
+                                       "refuse it (409 session_busy), or stop the running and queued turns "
+                                       "(they end with error `interrupted`) and run this one."},
         },
     },
     "ChatResponse": {
         "type": "object",
         "required": ["session_id", "message", "timestamp", "message_count", "tenant_id"],
         "properties": {"session_id": _ID, "message": {"type": "string"}, "timestamp": _TS,
-                       "message_count": {"type": "integer"}, "tenant_id": _ID},
+                       "message_count": {"type": "integer"}, "tenant_id": _ID,
+                       "turn_id": {"type": "string", "description": "The turn's id (status, events)."}},
+    },
+    "TurnStatus": {
+        "type": "object",
+        "required": ["turn_id", "session_id", "tenant_id", "status", "last_seq"],
+        "properties": {"turn_id": {"type": "string"}, "session_id": _ID, "tenant_id": _ID,
+                       "status": {"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled",
+                                                             "interrupted"]},
+                       "last_seq": {"type": "integer", "description": "Seq of the turn's latest event (0: none yet)."},
+                       "message_count": {"type": "integer", "description": "Visible messages after a completed turn."},
+                       "error": {"type": "string", "description": "The error code of a turn that did not complete."}},
+    },
+    "Cancelling": {"type": "object", "required": ["turn_id", "status"],
+                   "properties": {"turn_id": {"type": "string"}, "status": {"type": "string", "enum": ["cancelling"]}}},
+    "SessionCancelled": {"type": "object", "required": ["session_id", "cancelled"],
+                         "properties": {"session_id": _ID, "cancelled": {"type": "integer"}}},
+    "SseFrame": {
+        "description": "One Server-Sent Event: `id: {turn_id}:{seq}` (seq 1, 2, 3, ... in the turn), then one "
+                       "`data:` line holding a `#/components/schemas/StreamEvent` (`type` first). Keep-alive "
+                       "comments (`: ping`) carry no id. Send the last id back as `Last-Event-ID` to resume.",
+        "type": "object",
+        "required": ["id", "data"],
+        "properties": {"id": {"type": "string", "pattern": "^[^:]+:[0-9]+$", "example": "t1:3"},
+                       "data": {"type": "string",
+                                "pattern": '^[{]"type": "(token|tool_call|tool_result|done|error)"'}},
     },
     "Error": {
         "type": "object",
@@ -61,6 +90,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "field": {"type": "string"},
             "session_id": {"type": "string"},
             "retry_after": {"type": "integer"},
+            "turn_id": {"type": "string"},
+            "turn_status": {"type": "string"},
             "request_id": {"type": "string"},
             "timestamp": _TS,
         },
@@ -112,10 +143,12 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "ToolCallEvent": _event("tool_call", {"name": {"type": "string"}, "call_id": {"type": "string"}, "arguments": {}}),
     "ToolResultEvent": _event("tool_result", {"name": {"type": "string"}, "call_id": {"type": "string"},
                                               "ok": {"type": "boolean"}}),
-    "DoneEvent": _event("done", {"message_count": {"type": "integer"}},
+    "DoneEvent": _event("done", {"message_count": {"type": "integer"}, "turn_id": {"type": "string"}},
                         {"usage": {"type": "object", "additionalProperties": {"type": "integer"}}}),
-    "ErrorEvent": _event("error", {"error": {"type": "string"}, "message": {"type": "string"},
-                                   "request_id": {"type": "string"}}),
+    "ErrorEvent": _event("error", {"error": {"type": "string", "description":
+                                             "cancelled, interrupted, shutting_down, llm_error, ..."},
+                                   "message": {"type": "string"}, "request_id": {"type": "string"},
+                                   "turn_id": {"type": "string"}}),
     "Readiness": {
         "type": "object",
         "required": ["status", "checks", "warnings"],
@@ -151,6 +184,17 @@ _RESPONSES = {
                                                          "message": "An unexpected error occurred."}),
     "ModelError": _error_response("The language model failed.", {"error": "llm_error",
                                                                  "message": "The language model returned an error (HTTP 500)."}),
+    "TurnNotFound": _error_response("Unknown turn in this session and tenant, or no longer retained.", {
+        "error": "turn_not_found", "message": "No such turn in this session, or its events are no longer kept."}),
+    "TurnFinished": _error_response("The turn has already ended.", {
+        "error": "turn_finished", "message": "The turn has already ended (completed).", "turn_id": "t1",
+        "turn_status": "completed"}),
+    "TurnStopped": _error_response(
+        "The turn was cancelled, interrupted by a newer message (if_busy: interrupt), or the session was busy "
+        "(if_busy: reject, with Retry-After).", {
+            "error": "cancelled", "message": "The turn was cancelled before it finished."}),
+    "TenantBusy": _error_response("Too many turns of this tenant are waiting (Retry-After says when to retry).", {
+        "error": "tenant_busy", "message": "Too many messages are waiting for this tenant; retry shortly."}),
     "Unavailable": _error_response("Shutting down, or the model is unreachable.", {
         "error": "shutting_down", "message": "The service is shutting down and accepts no new messages."}),
 }

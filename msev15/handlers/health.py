@@ -80,11 +80,10 @@ async def readiness(request: web.Request) -> web.Response:
     """
     app = request.app
     settings = app[keys.SETTINGS]
-    state = app[keys.STATE]
     connections = app[keys.MCP]
     complaints = connections.get("complaints")
     checks = {
-        "api": "shutting_down" if state.shutting_down else "healthy",
+        "api": "healthy" if app[keys.RUNNER].accepting else "shutting_down",
         "mcp_server": _mcp_status(complaints),
         "azure_openai": await app[keys.HEALTH].model_status(),
         "smtp": app[keys.MAILER].status,
@@ -93,6 +92,6 @@ async def readiness(request: web.Request) -> web.Response:
         checks["escalation_mcp"] = _mcp_status(connections["escalation"])
     warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[keys.MAILER],
                                   mcp=connections)
-    ready = not state.shutting_down and not (settings.mcp_server_required and checks["mcp_server"] != "healthy")
+    ready = app[keys.RUNNER].accepting and not (settings.mcp_server_required and checks["mcp_server"] != "healthy")
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": warnings}
     return web.json_response(body, status=200 if ready else 503)

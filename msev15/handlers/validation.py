@@ -12,9 +12,10 @@ from aiohttp import web
 
 from msev15 import keys
 from msev15.common.tenancy import DEFAULT_TENANT, ID_RE, ID_RULE, TenantIdError, check_tenant
+from msev15.events.types import BUSY_POLICIES, BusyPolicy
 from msev15.handlers.errors import ApiError
 
-_CHAT_FIELDS = frozenset({"session_id", "message", "tenant_id"})
+_CHAT_FIELDS = frozenset({"session_id", "message", "tenant_id", "if_busy"})
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
 
@@ -104,12 +105,13 @@ class ChatRequest:
     session_id: str
     tenant_id: str
     message: str
+    if_busy: BusyPolicy = "enqueue"
 
 
 def chat_request(body: dict[str, Any], max_chars: int) -> ChatRequest:
     unknown = sorted(set(body) - _CHAT_FIELDS)
     if unknown:
-        raise invalid(f"unknown field {unknown[0]!r}; allowed: session_id, message, tenant_id", unknown[0])
+        raise invalid(f"unknown field {unknown[0]!r}; allowed: session_id, message, tenant_id, if_busy", unknown[0])
     if "session_id" not in body:
         raise invalid("session_id is required", "session_id")
     session_id = check_id(body["session_id"], "session_id")
@@ -131,4 +133,11 @@ def chat_request(body: dict[str, Any], max_chars: int) -> ChatRequest:
             message.encode("utf-8")
         except UnicodeEncodeError:  # a lone "\\ud800" escape: no model API could be sent it
             raise invalid("message must be valid Unicode text (it has an unpaired surrogate)", "message") from None
-    return ChatRequest(session_id, tenant_id, message)
+    return ChatRequest(session_id, tenant_id, message, busy_policy(body.get("if_busy", "enqueue")))
+
+
+def busy_policy(raw: object) -> BusyPolicy:
+    for policy in BUSY_POLICIES:
+        if raw == policy:
+            return policy
+    raise invalid("if_busy must be one of: enqueue, reject, interrupt", "if_busy")

@@ -83,7 +83,9 @@ async def test_sigterm_with_200_streams_in_flight(tmp_path: Path) -> None:
     async with ScriptedLLM(Reply(" ".join(f"w{i}" for i in range(WORDS)), delay=CHUNK_DELAY)) as llm:
         llm.push(*(Reply(hang=True) for _ in range(HUNG)))
         service = await _start(tmp_path, LLM_PROVIDER="openai", OPENAI_BASE_URL=f"{llm.url}/v1", LLM_MAX_RETRIES="0",
-                               SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_TIMEOUT))
+                               SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_TIMEOUT),
+                               # One tenant on purpose: this is about shutdown, not fairness.
+                               AGENT_MAX_CONCURRENT_TURNS_PER_TENANT="100", AGENT_MAX_QUEUED_TURNS_PER_TENANT="1000")
         gate = _InFlight(STREAMS)
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:

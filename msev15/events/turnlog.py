@@ -1,0 +1,165 @@
+"""The turn log: every client event of a turn, numbered 1..n, kept while the turn runs and for a
+while after it ends.
+
+A stream is "replay from seq k, then follow": a reader keeps only an index into the turn's event
+list and waits for it to grow, so a new stream (k = 0), a ``Last-Event-ID`` resume and a second
+reader of the same turn are one code path, and a reader costs no queue of its own. Events are
+appended here *before* they are fanned out on the bus, so a reader that finds the log has
+everything a subscriber would have seen.
+
+Memory is bounded: finished turns are kept for ``retention_seconds`` and at most
+``max_retained_events`` events over all finished turns; past either bound the oldest finished
+turns go first and a reader asking for them gets "not found". Running turns are never evicted
+(their size is bounded by the model output cap and the tool-round limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal
+
+from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
+
+TurnStatus = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+STOPPED: dict[str, TurnStatus] = {"cancelled": "cancelled", "interrupted": "interrupted"}
+
+
+class TurnRecord:
+    """One turn's identity, status and numbered events. ``seq`` of ``events[i]`` is ``i + 1``."""
+
+    __slots__ = ("turn_id", "tenant_id", "session_id", "request_id", "stream", "status", "events",
+                 "error", "message_count", "finished_at", "_waiters")
+
+    def __init__(self, turn: TurnRequested) -> None:
+        self.turn_id = turn.turn_id
+        self.tenant_id = turn.tenant_id
+        self.session_id = turn.session_id
+        self.request_id = turn.request_id
+        self.stream = turn.stream
+        self.status: TurnStatus = "queued"
+        self.events: list[TurnEvent] = []
+        self.error: str | None = None
+        self.message_count: int | None = None
+        self.finished_at: float | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.events)
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+    @property
+    def terminal(self) -> TurnCompleted | TurnFailed | None:
+        if self.finished_at is None:
+            return None
+        last = self.events[-1]
+        assert isinstance(last, TurnCompleted | TurnFailed)
+        return last
+
+    def append(self, event: TurnEvent, now: float) -> int:
+        """Add the next event; returns its seq. Nothing is added after the terminal event."""
+        if self.finished_at is not None:
+            raise RuntimeError(f"turn {self.turn_id} already ended")
+        self.events.append(event)
+        if isinstance(event, TurnCompleted):
+            self.status, self.message_count, self.finished_at = "completed", event.message_count, now
+        elif isinstance(event, TurnFailed):
+            self.status, self.error, self.finished_at = STOPPED.get(event.error, "failed"), event.error, now
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        return len(self.events)
+
+    async def wait(self, after: int) -> None:
+        """Return once there is an event past seq ``after`` or the turn has ended."""
+        while len(self.events) <= after and self.finished_at is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if not waiter.done():  # the reader was cancelled: forget its waiter
+                    self._waiters.remove(waiter)
+
+    async def outcome(self) -> TurnCompleted | TurnFailed:
+        """Wait for the terminal event."""
+        while (terminal := self.terminal) is None:
+            await self.wait(self.last_seq)
+        return terminal
+
+    def status_view(self) -> dict[str, object]:
+        """The turn status resource (``GET .../turns/{turn_id}``)."""
+        view: dict[str, object] = {"turn_id": self.turn_id, "session_id": self.session_id,
+                                   "tenant_id": self.tenant_id, "status": self.status, "last_seq": self.last_seq}
+        if self.message_count is not None:
+            view["message_count"] = self.message_count
+        if self.error is not None:
+            view["error"] = self.error
+        return view
+
+
+class TurnLog:
+    """The in-process turn log (one process; a shared log goes behind the same methods)."""
+
+    def __init__(self, retention_seconds: float, max_retained_events: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.retention_seconds = retention_seconds
+        self.max_retained_events = max_retained_events
+        self._clock = clock
+        self._turns: dict[str, TurnRecord] = {}
+        self._finished: OrderedDict[str, TurnRecord] = OrderedDict()  # in finishing order
+        self._retained_events = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    @property
+    def retained_events(self) -> int:
+        """Events held by finished turns (the bounded part)."""
+        return self._retained_events
+
+    def open(self, turn: TurnRequested) -> TurnRecord:
+        self._expire()
+        record = self._turns[turn.turn_id] = TurnRecord(turn)
+        return record
+
+    def get(self, tenant_id: str, session_id: str, turn_id: str) -> TurnRecord | None:
+        """The turn if it is this tenant's and this session's and still retained; else None."""
+        self._expire()
+        record = self._turns.get(turn_id)
+        if record is None or record.tenant_id != tenant_id or record.session_id != session_id:
+            return None
+        return record
+
+    def append(self, record: TurnRecord, event: TurnEvent) -> int:
+        now = self._clock()
+        seq = record.append(event, now)
+        if record.finished_at is not None:
+            self._finished[record.turn_id] = record
+            self._retained_events += len(record.events)
+            self._expire()
+        return seq
+
+    def _expire(self) -> None:
+        """Drop finished turns past their retention or over the event budget, oldest first."""
+        if not self._finished:
+            return
+        cutoff = self._clock() - self.retention_seconds
+        finished = self._finished
+        while finished:
+            oldest = next(iter(finished.values()))
+            assert oldest.finished_at is not None
+            if oldest.finished_at > cutoff and self._retained_events <= self.max_retained_events:
+                break
+            del finished[oldest.turn_id]
+            del self._turns[oldest.turn_id]
+            self._retained_events -= len(oldest.events)
+            self.evicted += 1
