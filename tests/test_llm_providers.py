@@ -171,7 +171,7 @@ async def test_client_disconnect_mid_stream_still_saves_the_turn(service, llm: S
     words = " ".join(f"w{i}" for i in range(40))
     llm.push(Reply(words, delay=0.01))
     bus = client.app[keys.BUS]
-    with bus.subscribe(types=(TurnCompleted,)) as done:
+    with bus.subscribe((TurnCompleted,)) as done:
         resp = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "talk"})
         await resp.content.readline()  # first frame arrived: the stream is live
         resp.close()  # the client goes away
