@@ -10,7 +10,7 @@ from msev15 import keys, logs
 from msev15.agent.runner import TurnRefused
 from msev15.common.ids import new_id
 from msev15.events.turnlog import TurnRecord
-from msev15.events.types import TurnFailed, TurnRequested
+from msev15.events.types import BusyPolicy, TurnFailed, TurnRequested
 from msev15.handlers.errors import ApiError, utc_now_iso
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import ChatRequest, chat_request, json_object
@@ -25,21 +25,27 @@ def refused(exc: TurnRefused) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message, headers=headers)
 
 
-async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
-    """Validate the body and publish the turn; the runner has accepted it (or refused: an
-    ApiError) when ``publish`` returns, and its record is in the turn log."""
-    app = request.app
-    chat = chat_request(await json_object(request), app[keys.SETTINGS].max_message_chars)
-    logs.bind(session_id=chat.session_id, tenant_id=chat.tenant_id)
-    turn = TurnRequested(new_id(), chat.tenant_id, chat.session_id, logs.request_id_var.get(),
-                         chat.message, stream, chat.if_busy)
+def start_turn(app: web.Application, tenant_id: str, session_id: str, message: str, *, stream: bool,
+               if_busy: BusyPolicy = "enqueue") -> TurnRecord:
+    """Publish a new turn and return its record in the turn log. The runner has accepted it when
+    ``publish`` returns, or refused it: then an ApiError (503, 409 session_busy, 429 tenant_busy).
+
+    Every front door (REST, SSE, the AG-UI and AI SDK adapters) starts turns through here."""
+    logs.bind(session_id=session_id, tenant_id=tenant_id)
+    turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy)
     try:
         app[keys.BUS].publish(turn)
     except TurnRefused as exc:
         raise refused(exc) from None
-    record = app[keys.TURNS].get(turn.tenant_id, turn.session_id, turn.turn_id)
+    record = app[keys.TURNS].get(tenant_id, session_id, turn.turn_id)
     assert record is not None, "an accepted turn is in the turn log"
-    return chat, record
+    return record
+
+
+async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
+    chat = chat_request(await json_object(request), request.app[keys.SETTINGS].max_message_chars)
+    return chat, start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
+                            if_busy=chat.if_busy)
 
 
 async def chat(request: web.Request) -> web.Response:
