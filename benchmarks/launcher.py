@@ -150,7 +150,7 @@ async def _serve(args: argparse.Namespace) -> int:
             if args.seed_sessions:
                 from msev15 import keys
 
-                _emit("seeded", **seed_sessions(app[keys.SESSIONS], args.seed_sessions, args.seed_messages))
+                _emit("seeded", **seed_sessions(app[keys.SESSIONS].store, args.seed_sessions, args.seed_messages))
             site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
             await site.start()
             _emit("ready", port=runner.addresses[0][1], pid=os.getpid(), nofile=args.nofile)

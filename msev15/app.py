@@ -51,10 +51,7 @@ def begin_shutdown(app: web.Application) -> None:
     """Signal only: the runner refuses new turns and arms the one deadline for the rest.
     Idempotent: ``msev15 serve`` calls it on the signal (while still listening), aiohttp's
     shutdown again."""
-    runner = app[keys.RUNNER]
-    if runner.accepting:
-        app[keys.STATE].sessions_at_shutdown = len(app[keys.SESSIONS])
-        runner.begin_shutdown(app[keys.SETTINGS].shutdown_timeout_seconds)
+    app[keys.RUNNER].begin_shutdown(app[keys.SETTINGS].shutdown_timeout_seconds)
 
 
 async def _on_shutdown(app: web.Application) -> None:

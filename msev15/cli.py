@@ -99,6 +99,13 @@ def _say_signal(signals: _Signals) -> None:
     log.info("Shutdown signal %s received; draining", name)
 
 
+async def _count_sessions(app: web.Application) -> int:
+    try:
+        return await asyncio.wait_for(app[keys.SESSIONS].count(), 2.0)
+    except Exception:  # the store is gone (Redis down): the goodbye line says 0
+        return 0
+
+
 async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     signals = _Signals(loop)
@@ -137,6 +144,7 @@ async def _serve(settings: Settings) -> int:
         # load balancers see the service leave instead of connections being refused.
         begin_shutdown(app)
         await app[keys.RUNNER].wait_idle()  # the runner cuts what is left at the one deadline
+        app[keys.STATE].sessions_at_shutdown = await _count_sessions(app)
     finally:
         await runner.cleanup()
     state, cut = app[keys.STATE], app[keys.RUNNER].cut_turns if keys.RUNNER in app else 0

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,14 @@ def _domains(raw: str) -> tuple[str, ...]:
 
 
 _S, _L, _A, _M, _D, _E, _G = "Server", "LLM", "Agent", "MCP", "Orders", "Email", "Logging"
+SESSION_STORES = ("memory", "sqlite", "redis")
+
+
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0")
+    return value
 
 VARIABLES: tuple[Var, ...] = (
     Var("SERVER_HOST", "0.0.0.0", stripped, "Interface to bind.", _S),
@@ -113,12 +122,17 @@ VARIABLES: tuple[Var, ...] = (
         "Turns of one tenant waiting to run; beyond it chats get 429 tenant_busy.", _A),
     Var("AGENT_MAX_TOOL_ROUNDS", "8", int_between(1, 50), "Model/tool round trips in one turn.", _A),
     Var("TOOL_TIMEOUT_SECONDS", "30", float_between(0.1, 600), "Timeout of one tool call.", _A),
-    Var("SESSION_TTL_SECONDS", "86400", int_between(1, 365 * 86400), "Idle sessions expire after this long.", _A),
+    Var("SESSION_TTL_SECONDS", "0", int_between(0, 365 * 86400),
+        "Idle sessions expire after this long (0: never), in every store.", _A),
     Var("SESSION_MAX_CONTEXT_MESSAGES", "40", int_between(1, 1000), "History messages sent to the model.", _A),
     Var("SESSION_MAX_MESSAGES", "1000", int_between(10, 1_000_000),
         "Messages kept per session; the oldest whole turns are dropped beyond it.", _A),
     Var("SESSION_MAX_SESSIONS", "250000", int_between(1, 100_000_000),
         "Sessions kept in memory (all tenants); the least recently active are dropped beyond it.", _A),
+    Var("SESSION_STORE", "memory", one_of(*SESSION_STORES),
+        "memory (per process), sqlite (durable on one machine) or redis (shared by many instances).", _A),
+    Var("SESSION_DB_PATH", "./data/sessions.db", stripped, "SQLite file of the sessions (SESSION_STORE=sqlite).", _A),
+    Var("REDIS_URL", "", _redis_url, "Redis for SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0.", _A, secret=True),
     Var("STREAM_RETENTION_SECONDS", "300", int_between(0, 7 * 86400),
         "A finished turn's events stay resumable this long.", _A),
     Var("STREAM_MAX_RETAINED_EVENTS", "200000", int_between(0, 100_000_000),
@@ -186,6 +200,9 @@ class Settings:
     session_max_context_messages: int
     session_max_messages: int
     session_max_sessions: int
+    session_store: str
+    session_db_path: str
+    redis_url: str
     stream_retention_seconds: int
     stream_max_retained_events: int
     max_message_chars: int

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from msev15.events.turnlog import TurnLog
     from msev15.health import HealthMonitor
     from msev15.store.orders import OrderRepository
-    from msev15.store.sessions import SessionStore
+    from msev15.store.base import Sessions
 
 
 @dataclass
@@ -39,7 +39,7 @@ SETTINGS = web.AppKey("msev15.settings", Settings)
 STATE = web.AppKey("msev15.state", ServiceState)
 BUS: web.AppKey[EventBus] = web.AppKey("msev15.bus")
 TURNS: web.AppKey[TurnLog] = web.AppKey("msev15.turns")
-SESSIONS: web.AppKey[SessionStore] = web.AppKey("msev15.sessions")
+SESSIONS: web.AppKey[Sessions] = web.AppKey("msev15.sessions")
 REGISTRY: web.AppKey[ToolRegistry] = web.AppKey("msev15.registry")
 PROVIDER: web.AppKey[Provider] = web.AppKey("msev15.provider")
 RUNNER: web.AppKey[AgentRunner] = web.AppKey("msev15.runner")

@@ -43,7 +43,7 @@ class TurnProgress:
         self.streamed: list[str] = []
         self.steps: list[dict[str, Any]] = []
         self.usage: dict[str, int] | None = None
-        self.phase: Literal["model", "tools"] = "model"
+        self.phase: Literal["model", "tools", "commit"] = "model"
         self.stop_reason: str | None = None
         self.pending: tuple[tuple[ToolCallRequest, ...], dict[str, ToolResult], str | None] | None = None
 

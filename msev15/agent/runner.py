@@ -33,7 +33,7 @@ from msev15.agent.tools.registry import ToolRegistry
 from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
-from msev15.store.sessions import SessionStore
+from msev15.store.base import Sessions, StoreUnavailable
 
 log = logging.getLogger("agent.runner")
 
@@ -48,6 +48,7 @@ STOP_NOTES: Final[dict[str, str]] = {
     "interrupted": "(This answer was interrupted by a newer message. The tool calls above did complete.)",
     "shutting_down": "(This answer was cut short by a service restart. The tool calls above did complete.)",
 }
+STORE_UNAVAILABLE: Final = "The answer could not be saved: the session store is unavailable. Please retry."
 FAILED_NOTE: Final = "(This answer failed before it finished. The tool calls above did complete.)"
 
 
@@ -75,7 +76,7 @@ class AgentRunner:
         self,
         bus: EventBus,
         turns: TurnLog,
-        sessions: SessionStore,
+        sessions: Sessions,
         provider: Provider,
         registry: ToolRegistry,
         *,
@@ -180,7 +181,7 @@ class AgentRunner:
                 provider=self.provider,
                 registry=self.registry,
                 system_prompt=self.system_prompt,
-                history=self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages),
+                history=await self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages),
                 max_rounds=self.max_rounds,
                 emit=lambda event: self._emit(record, event),
                 emit_tokens=turn.stream,
@@ -192,30 +193,43 @@ class AgentRunner:
                     current.uncancel()
             reason = progress.stop_reason or "shutting_down"
             message, status = STOP_MESSAGES[reason]
-            self._end_failed(turn, record, progress, started_at, reason, message, status, STOP_NOTES[reason])
+            await self._end_failed(turn, record, progress, started_at, reason, message, status, STOP_NOTES[reason])
+            return
+        except StoreUnavailable:
+            await self._end_failed(turn, record, progress, started_at, "store_unavailable", STORE_UNAVAILABLE, 503,
+                                   FAILED_NOTE)
             return
         except LLMError as exc:
-            self._end_failed(turn, record, progress, started_at, exc.code, exc.message, exc.status, FAILED_NOTE)
+            await self._end_failed(turn, record, progress, started_at, exc.code, exc.message, exc.status, FAILED_NOTE)
             return
         except Exception:
             log.exception("turn failed unexpectedly")
-            self._end_failed(turn, record, progress, started_at, "internal_error",
+            await self._end_failed(turn, record, progress, started_at, "internal_error",
                              "The assistant failed while answering. Please retry.", 500, FAILED_NOTE)
             return
-        count = self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
-                                          progress.steps, answer)
+        progress.phase = "commit"  # a stop from now on lets the commit finish: the answer is complete
+        try:
+            count = await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
+                                                    progress.steps, answer)
+        except Exception:
+            log.exception("could not save the turn")
+            self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
+                                            "store_unavailable", STORE_UNAVAILABLE, 503))
+            return
         self.completed += 1
         self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
                                            answer, count, progress.usage))
 
-    def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, started_at: float,
-                    error: str, message: str, status: int, note: str) -> None:
+    async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress,
+                          started_at: float, error: str, message: str, status: int, note: str) -> None:
         """End a turn that did not complete. Tool calls that did complete are committed with their
         results and ``note``, so the model later knows what was done; otherwise nothing is."""
         steps = progress.completed_steps()
         if steps:
+            progress.phase = "commit"
             try:
-                self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at, steps, note)
+                await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
+                                                steps, note)
             except Exception:
                 log.exception("could not save the completed steps of a stopped turn")
         self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
@@ -246,6 +260,8 @@ class AgentRunner:
         progress = running.progress
         if progress.stop_reason is None:  # a user's cancel stays a cancel if the deadline comes
             progress.stop_reason = reason
+        if progress.phase == "commit":  # the turn is being saved: it ends in a moment either way
+            return True
         if hard or progress.phase == "model":
             running.task.cancel()
         return True

@@ -42,7 +42,7 @@ async def history(request: web.Request) -> web.Response:
       "404": {$ref: "#/components/responses/SessionNotFound"}
     """
     tenant_id, session_id = _target(request)
-    session = request.app[keys.SESSIONS].get(tenant_id, session_id)
+    session = await request.app[keys.SESSIONS].get(tenant_id, session_id)
     if session is None:
         raise _not_found(session_id)
     return web.json_response({
@@ -74,7 +74,7 @@ async def delete_session(request: web.Request) -> web.Response:
       "404": {$ref: "#/components/responses/SessionNotFound"}
     """
     tenant_id, session_id = _target(request)
-    deleted = request.app[keys.SESSIONS].delete(tenant_id, session_id)
+    deleted = await request.app[keys.SESSIONS].delete(tenant_id, session_id)
     if deleted is None:
         raise _not_found(session_id)
     return web.json_response({"message": "Session deleted successfully", "session_id": session_id,
@@ -100,7 +100,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     tenant_id = tenant_from_query(request.query)
     limit = int_param(request.query, "limit", 50, 1, 200)
     offset = int_param(request.query, "offset", 0, 0, 10**9)
-    page = request.app[keys.SESSIONS].page(tenant_id, limit, offset)
+    page = await request.app[keys.SESSIONS].page(tenant_id, limit, offset)
     return web.json_response({
         "tenant_id": tenant_id,
         "total": page.total,

@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from msev15 import keys
+from msev15.config import Settings
+from msev15.store.base import Sessions, StoreUnavailable
+from msev15.store.memory import MemorySessions
 from msev15.store.orders import OrderRepository
 from msev15.store.sessions import SessionStore
 
@@ -17,23 +20,35 @@ log = logging.getLogger("app")
 SWEEP_SECONDS = 60.0
 
 
-async def _sweep_sessions(store: SessionStore) -> None:
+async def _sweep_sessions(store: Sessions, every: float) -> None:
     while True:
-        await asyncio.sleep(min(SWEEP_SECONDS, store.ttl))
-        dropped = store.expire()
+        await asyncio.sleep(every)
+        try:
+            dropped = await store.expire()
+        except StoreUnavailable as exc:
+            log.warning("Session expiry skipped: %s", exc)
+            continue
         if dropped:
             log.info("Expired %d idle sessions", dropped)
 
 
+async def open_sessions(settings: Settings) -> Sessions:
+    """The session store SESSION_STORE names."""
+    if settings.session_store == "memory":
+        return MemorySessions(SessionStore(settings.session_ttl_seconds, max_messages=settings.session_max_messages,
+                                           max_sessions=settings.session_max_sessions))
+    raise ValueError(f"unknown SESSION_STORE {settings.session_store!r}")
+
+
 async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    store = app[keys.SESSIONS] = SessionStore(settings.session_ttl_seconds,
-                                              max_messages=settings.session_max_messages,
-                                              max_sessions=settings.session_max_sessions)
-    sweeper = asyncio.create_task(_sweep_sessions(store), name="store:session-sweeper")
+    store = app[keys.SESSIONS] = await open_sessions(settings)
+    every = min(SWEEP_SECONDS, settings.session_ttl_seconds or SWEEP_SECONDS)
+    sweeper = asyncio.create_task(_sweep_sessions(store, every), name="store:session-sweeper")
     yield
     sweeper.cancel()
     await asyncio.gather(sweeper, return_exceptions=True)
+    await store.close()
 
 
 async def orders_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ A turn's messages are committed together when the turn completes; a failed turn 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -65,7 +66,7 @@ class Page:
 class SessionStore:
     def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.time,
                  max_messages: int = 1000, max_sessions: int = 250_000) -> None:
-        self.ttl = ttl_seconds
+        self.ttl = ttl_seconds if ttl_seconds > 0 else math.inf  # 0: sessions never expire
         self.max_messages = max_messages
         self.max_sessions = max_sessions
         self._clock = clock

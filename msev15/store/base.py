@@ -1,0 +1,61 @@
+"""What every session store offers: the interface the runner and the handlers use.
+
+Three implementations, chosen by SESSION_STORE: ``memory`` (the spec's default, in-process; the
+fast path), ``sqlite`` (durable on one machine) and ``redis`` (shared by many instances). One
+contract test suite (tests/test_session_stores.py) runs against all three.
+
+Snapshots returned here are plain values (:class:`~msev15.store.sessions.Session` with its
+messages, :class:`~msev15.store.sessions.Page`); changing them changes nothing stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal, Protocol
+
+from msev15.store.sessions import Page, Session
+
+StoreStatus = Literal["healthy", "unavailable"]
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or written now (Redis down, disk full): 503 store_unavailable."""
+
+
+class Sessions(Protocol):
+    kind: str  # "memory", "sqlite" or "redis"
+
+    async def get(self, tenant_id: str, session_id: str) -> Session | None:
+        """The session with its messages (all of them: tool steps included), or None."""
+        ...
+
+    async def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` messages in the model's shape, never starting with an orphaned tool result."""
+        ...
+
+    async def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
+                          steps: Iterable[dict[str, Any]], answer: str) -> int:
+        """Append a whole turn atomically; returns the session's visible message count."""
+        ...
+
+    async def page(self, tenant_id: str, limit: int, offset: int) -> Page:
+        """Newest activity first, without a full scan."""
+        ...
+
+    async def delete(self, tenant_id: str, session_id: str) -> int | None:
+        """Remove a session; the visible messages deleted, or None if unknown."""
+        ...
+
+    async def expire(self) -> int:
+        """Drop idle sessions past the TTL (stores that expire by themselves return 0)."""
+        ...
+
+    async def count(self) -> int:
+        """Sessions held, all tenants."""
+        ...
+
+    async def status(self) -> StoreStatus:
+        """Readiness: can the store be used right now? Never blocks for long."""
+        ...
+
+    async def close(self) -> None: ...
