@@ -61,10 +61,18 @@ async def _on_shutdown(app: web.Application) -> None:
 async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     """Build the service. ``overrides`` may inject a ``provider`` or a ``mailer`` (tests, benchmarks)."""
     middlewares: list[Any] = [request_id_middleware, error_middleware]
+    limiter: RateLimiter | None = None
     if settings.enable_rate_limiting:
-        limiter = RateLimiter(settings.rate_limit_per_minute, settings.trusted_proxies)
+        if settings.session_store == "redis":  # one window per client IP across every instance
+            from msev15.handlers.ratelimit_redis import RedisRateLimiter
+
+            limiter = RedisRateLimiter(settings.redis_url, settings.rate_limit_per_minute, settings.trusted_proxies)
+        else:
+            limiter = RateLimiter(settings.rate_limit_per_minute, settings.trusted_proxies)
         middlewares.append(rate_limit_middleware(limiter))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    if limiter is not None:
+        app.on_cleanup.append(lambda _app: limiter.close())
     app[keys.SETTINGS] = settings
     app[keys.STATE] = keys.ServiceState()
     if "provider" in overrides:

@@ -133,6 +133,8 @@ VARIABLES: tuple[Var, ...] = (
         "memory (per process), sqlite (durable on one machine) or redis (shared by many instances).", _A),
     Var("SESSION_DB_PATH", "./data/sessions.db", stripped, "SQLite file of the sessions (SESSION_STORE=sqlite).", _A),
     Var("REDIS_URL", "", _redis_url, "Redis for SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0.", _A, secret=True),
+    Var("REDIS_LEASE_SECONDS", "10", float_between(1, 300),
+        "An instance that stops heartbeating for this long loses its turns (turn_lost) to the others.", _A),
     Var("STREAM_RETENTION_SECONDS", "300", int_between(0, 7 * 86400),
         "A finished turn's events stay resumable this long.", _A),
     Var("STREAM_MAX_RETAINED_EVENTS", "200000", int_between(0, 100_000_000),
@@ -203,6 +205,7 @@ class Settings:
     session_store: str
     session_db_path: str
     redis_url: str
+    redis_lease_seconds: float
     stream_retention_seconds: int
     stream_max_retained_events: int
     max_message_chars: int
@@ -234,7 +237,10 @@ class Settings:
 
         Raises :class:`SettingsError` listing every bad variable at once.
         """
-        return cls(**parse_variables(VARIABLES, environ, env_file))
+        settings = cls(**parse_variables(VARIABLES, environ, env_file))
+        if settings.session_store == "redis" and not settings.redis_url:
+            raise SettingsError(["REDIS_URL is required when SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0"])
+        return settings
 
     @classmethod
     def defaults(cls, **overrides: Any) -> Settings:

@@ -11,6 +11,7 @@ from aiohttp import web
 from msev15.config import Settings
 
 if TYPE_CHECKING:
+    from msev15.agent.coordination import Coordination
     from msev15.agent.mcp_client import McpConnection
     from msev15.agent.providers.base import Provider
     from msev15.agent.runner import AgentRunner
@@ -42,6 +43,7 @@ TURNS: web.AppKey[TurnLog] = web.AppKey("msev15.turns")
 SESSIONS: web.AppKey[Sessions] = web.AppKey("msev15.sessions")
 REGISTRY: web.AppKey[ToolRegistry] = web.AppKey("msev15.registry")
 PROVIDER: web.AppKey[Provider] = web.AppKey("msev15.provider")
+COORDINATION: web.AppKey[Coordination] = web.AppKey("msev15.coordination")
 RUNNER: web.AppKey[AgentRunner] = web.AppKey("msev15.runner")
 ORDERS: web.AppKey[OrderRepository] = web.AppKey("msev15.orders")
 MAILER: web.AppKey[Mailer] = web.AppKey("msev15.mailer")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from msev15 import keys
+from msev15.agent.coordination import Coordination, LocalCoordination
 from msev15.agent.mcp_client import McpConnection
 from msev15.agent.prompt import load_system_prompt
 from msev15.agent.providers import make_provider
@@ -66,5 +67,20 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         max_rounds=settings.agent_max_tool_rounds,
         context_messages=settings.session_max_context_messages,
     )
+    coordination: Coordination
+    if settings.session_store == "redis":
+        from msev15.agent.coordination import RedisCoordination
+        from msev15.events.redis_turnlog import RedisTurnLog
+
+        turns = app[keys.TURNS]
+        assert isinstance(turns, RedisTurnLog)
+        coordination = RedisCoordination(settings.redis_url, turns.instance_id, runner, turns,
+                                         settings.redis_lease_seconds)
+        runner.coordination = coordination
+    else:
+        coordination = LocalCoordination(runner)
+    app[keys.COORDINATION] = coordination
+    coordination.start()
     yield
     await runner.close()
+    await coordination.close()

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from msev15 import logs
 from msev15.agent.loop import TurnProgress, TurnStopped, run_turn
@@ -33,7 +33,10 @@ from msev15.agent.tools.registry import ToolRegistry
 from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
-from msev15.store.base import Sessions, StoreUnavailable
+from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable
+
+if TYPE_CHECKING:
+    from msev15.agent.coordination import Coordination
 
 log = logging.getLogger("agent.runner")
 
@@ -49,6 +52,7 @@ STOP_NOTES: Final[dict[str, str]] = {
     "shutting_down": "(This answer was cut short by a service restart. The tool calls above did complete.)",
 }
 STORE_UNAVAILABLE: Final = "The answer could not be saved: the session store is unavailable. Please retry."
+TURN_LOST: Final = "This turn lost its session to another instance before it could be saved. Please retry."
 FAILED_NOTE: Final = "(This answer failed before it finished. The tool calls above did complete.)"
 
 
@@ -106,6 +110,7 @@ class AgentRunner:
         self._idle.set()
         self._cut_timer: asyncio.TimerHandle | None = None
         self.accepting = True
+        self.coordination: Coordination | None = None  # set by runner_ctx; None: one process, nothing to do
         self.completed = 0
         self.cut_turns = 0  # turns ended by the shutdown deadline
         bus.on(TurnRequested, self.accept)
@@ -148,7 +153,7 @@ class AgentRunner:
         while (ready := self._queue.next()) is not None:
             key, turn = ready
             record = self._open[turn.turn_id]
-            record.status = "running"
+            self.turns.started(record)
             self._running_of[key] = record
             progress = TurnProgress()
             task = asyncio.create_task(self._run(turn, record, progress), name=f"agent:turn:{turn.turn_id}")
@@ -174,8 +179,17 @@ class AgentRunner:
 
     async def _run(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
         logs.bind(request_id=turn.request_id, session_id=turn.session_id, tenant_id=turn.tenant_id)
+        try:
+            await self._run_held(turn, record, progress)
+        finally:
+            if self.coordination is not None:
+                await self.coordination.release(turn)
+
+    async def _run_held(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
         started_at = time.time()
         try:
+            if self.coordination is not None:  # across instances: wait for the session, take its fence
+                FENCE.set(await self.coordination.acquire(turn))
             answer = await run_turn(
                 turn, progress,
                 provider=self.provider,
@@ -195,6 +209,9 @@ class AgentRunner:
             message, status = STOP_MESSAGES[reason]
             await self._end_failed(turn, record, progress, started_at, reason, message, status, STOP_NOTES[reason])
             return
+        except FencedOut:
+            await self._end_failed(turn, record, progress, started_at, "turn_lost", TURN_LOST, 503, FAILED_NOTE)
+            return
         except StoreUnavailable:
             await self._end_failed(turn, record, progress, started_at, "store_unavailable", STORE_UNAVAILABLE, 503,
                                    FAILED_NOTE)
@@ -205,12 +222,16 @@ class AgentRunner:
         except Exception:
             log.exception("turn failed unexpectedly")
             await self._end_failed(turn, record, progress, started_at, "internal_error",
-                             "The assistant failed while answering. Please retry.", 500, FAILED_NOTE)
+                                   "The assistant failed while answering. Please retry.", 500, FAILED_NOTE)
             return
         progress.phase = "commit"  # a stop from now on lets the commit finish: the answer is complete
         try:
             count = await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
                                                     progress.steps, answer)
+        except FencedOut:
+            self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
+                                            "turn_lost", TURN_LOST, 503))
+            return
         except Exception:
             log.exception("could not save the turn")
             self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
@@ -265,6 +286,9 @@ class AgentRunner:
         if hard or progress.phase == "model":
             running.task.cancel()
         return True
+
+    def open_record(self, turn_id: str) -> TurnRecord | None:
+        return self._open.get(turn_id)
 
     def open_turns_of(self, key: SessionKey) -> list[TurnRecord]:
         """The session's running turn (first) and its queued ones, in order."""

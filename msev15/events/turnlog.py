@@ -19,12 +19,38 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 
 TurnStatus = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
 STOPPED: dict[str, TurnStatus] = {"cancelled": "cancelled", "interrupted": "interrupted"}
+
+
+class TurnReader(Protocol):
+    """How a reader sees a turn, here or on another instance (events/redis_turnlog.py)."""
+
+    turn_id: str
+    tenant_id: str
+    session_id: str
+    request_id: str
+    status: TurnStatus
+    events: list[TurnEvent]
+
+    @property
+    def last_seq(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def terminal(self) -> TurnCompleted | TurnFailed | None: ...
+
+    async def wait(self, after: int) -> None: ...
+
+    async def outcome(self) -> TurnCompleted | TurnFailed: ...
+
+    def status_view(self) -> dict[str, object]: ...
 
 
 class TurnRecord:
@@ -138,6 +164,16 @@ class TurnLog:
         if record is None or record.tenant_id != tenant_id or record.session_id != session_id:
             return None
         return record
+
+    async def close(self) -> None:
+        return None
+
+    def started(self, record: TurnRecord) -> None:
+        record.status = "running"
+
+    async def find(self, tenant_id: str, session_id: str, turn_id: str) -> TurnReader | None:
+        """``get`` for handlers: a shared log also finds turns that other instances run."""
+        return self.get(tenant_id, session_id, turn_id)
 
     def append(self, record: TurnRecord, event: TurnEvent) -> int:
         now = self._clock()

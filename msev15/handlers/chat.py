@@ -25,17 +25,25 @@ def refused(exc: TurnRefused) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message, headers=headers)
 
 
-def start_turn(app: web.Application, tenant_id: str, session_id: str, message: str, *, stream: bool,
-               if_busy: BusyPolicy = "enqueue") -> TurnRecord:
+async def start_turn(app: web.Application, tenant_id: str, session_id: str, message: str, *, stream: bool,
+                     if_busy: BusyPolicy = "enqueue") -> TurnRecord:
     """Publish a new turn and return its record in the turn log. The runner has accepted it when
     ``publish`` returns, or refused it: then an ApiError (503, 409 session_busy, 429 tenant_busy).
+    With a shared store the session's other instances are asked first (``if_busy`` holds across
+    them).
 
     Every front door (REST, SSE, the AG-UI and AI SDK adapters) starts turns through here."""
     logs.bind(session_id=session_id, tenant_id=tenant_id)
     turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy)
+    coordination = app[keys.COORDINATION]
+    try:
+        await coordination.admit(turn)
+    except TurnRefused as exc:
+        raise refused(exc) from None
     try:
         app[keys.BUS].publish(turn)
     except TurnRefused as exc:
+        await coordination.withdraw(turn)
         raise refused(exc) from None
     record = app[keys.TURNS].get(tenant_id, session_id, turn.turn_id)
     assert record is not None, "an accepted turn is in the turn log"
@@ -44,8 +52,8 @@ def start_turn(app: web.Application, tenant_id: str, session_id: str, message: s
 
 async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
     chat = chat_request(await json_object(request), request.app[keys.SETTINGS].max_message_chars)
-    return chat, start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
-                            if_busy=chat.if_busy)
+    return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
+                                  if_busy=chat.if_busy)
 
 
 async def chat(request: web.Request) -> web.Response:

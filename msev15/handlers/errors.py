@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 
 from msev15 import logs
 from msev15.common.ids import new_id
+from msev15.store.base import StoreUnavailable
 
 log = logging.getLogger("api.errors")
 
@@ -108,6 +109,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc)
+    except StoreUnavailable as exc:
+        log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
+        return error_response(ApiError(503, "store_unavailable",
+                                       "Conversations are unavailable right now (the session store cannot be reached). "
+                                       "Please retry.", headers={"Retry-After": "5"}))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -87,11 +87,15 @@ async def readiness(request: web.Request) -> web.Response:
         "mcp_server": _mcp_status(complaints),
         "azure_openai": await app[keys.HEALTH].model_status(),
         "smtp": app[keys.MAILER].status,
+        "session_store": await app[keys.SESSIONS].status(),
     }
     if "escalation" in connections:
         checks["escalation_mcp"] = _mcp_status(connections["escalation"])
     warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[keys.MAILER],
                                   mcp=connections)
-    ready = app[keys.RUNNER].accepting and not (settings.mcp_server_required and checks["mcp_server"] != "healthy")
+    ready = (app[keys.RUNNER].accepting and checks["session_store"] == "healthy"
+             and not (settings.mcp_server_required and checks["mcp_server"] != "healthy"))
+    if checks["session_store"] != "healthy":
+        warnings.append(f"Session store ({settings.session_store}) is unavailable: chats answer 503 until it is back")
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": warnings}
     return web.json_response(body, status=200 if ready else 503)

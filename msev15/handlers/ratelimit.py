@@ -61,6 +61,13 @@ class RateLimiter:
             del self._hits[key]
         self._next_sweep = now + self.window / 4
 
+    async def check(self, client: str) -> tuple[bool, int, float]:
+        """``hit``, as every limiter offers it (a shared one asks Redis)."""
+        return self.hit(client)
+
+    async def close(self) -> None:
+        return None
+
     def hit(self, client: str) -> tuple[bool, int, float]:
         """Count one request. Returns (allowed, remaining, seconds until a slot frees)."""
         now = self._clock()
@@ -85,7 +92,7 @@ def rate_limit_middleware(limiter: RateLimiter) -> Callable[..., object]:
         if request.path.startswith(EXEMPT_PREFIXES) or request.method == "OPTIONS":
             return await handler(request)
         client = limiter.client_ip(request.remote, request.headers.get("X-Forwarded-For"))
-        allowed, remaining, reset_in = limiter.hit(client)
+        allowed, remaining, reset_in = await limiter.check(client)
         headers = {
             "X-RateLimit-Limit": str(limiter.limit),
             "X-RateLimit-Remaining": str(remaining),

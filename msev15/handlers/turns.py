@@ -11,7 +11,7 @@ import re
 from aiohttp import web
 
 from msev15 import keys, logs
-from msev15.events.turnlog import TurnRecord
+from msev15.events.turnlog import TurnReader
 from msev15.handlers.errors import ApiError
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, invalid, tenant_from_query
@@ -26,10 +26,10 @@ def _session(request: web.Request) -> tuple[str, str]:
     return tenant_id, session_id
 
 
-def _turn(request: web.Request) -> TurnRecord:
+async def _turn(request: web.Request) -> TurnReader:
     tenant_id, session_id = _session(request)
     turn_id = request.match_info["turn_id"]
-    record = request.app[keys.TURNS].get(tenant_id, session_id, turn_id)
+    record = await request.app[keys.TURNS].find(tenant_id, session_id, turn_id)
     if record is None:
         raise ApiError(404, "turn_not_found",
                        "No such turn in this session, or its events are no longer kept "
@@ -81,7 +81,7 @@ async def turn_events(request: web.Request) -> web.StreamResponse:
       "400": {$ref: "#/components/responses/BadRequest"}
       "404": {$ref: "#/components/responses/TurnNotFound"}
     """
-    record = _turn(request)
+    record = await _turn(request)
     after = resume_point(request, record.turn_id)
     if after > record.last_seq and record.finished:
         after = record.last_seq  # past the end of a finished turn: nothing more to send
@@ -108,7 +108,7 @@ async def turn_status(request: web.Request) -> web.Response:
             example: {turn_id: t1, session_id: abc-123, tenant_id: tenant-001, status: completed, last_seq: 12, message_count: 4}
       "404": {$ref: "#/components/responses/TurnNotFound"}
     """
-    return web.json_response(_turn(request).status_view())
+    return web.json_response((await _turn(request)).status_view())
 
 
 async def cancel_turn(request: web.Request) -> web.Response:
@@ -135,8 +135,8 @@ async def cancel_turn(request: web.Request) -> web.Response:
       "404": {$ref: "#/components/responses/TurnNotFound"}
       "409": {$ref: "#/components/responses/TurnFinished"}
     """
-    record = _turn(request)
-    if not request.app[keys.RUNNER].stop(record, "cancelled"):
+    record = await _turn(request)
+    if not await request.app[keys.COORDINATION].cancel(record, "cancelled"):
         raise ApiError(409, "turn_finished", f"The turn has already ended ({record.status}).",
                        turn_id=record.turn_id, turn_status=record.status)
     return web.json_response({"turn_id": record.turn_id, "status": "cancelling"}, status=202)
@@ -158,6 +158,6 @@ async def cancel_session(request: web.Request) -> web.Response:
             schema: {$ref: "#/components/schemas/SessionCancelled"}
             example: {session_id: abc-123, cancelled: 2}
     """
-    key = _session(request)
-    cancelled = request.app[keys.RUNNER].stop_session(key, "cancelled")
-    return web.json_response({"session_id": key[1], "cancelled": cancelled}, status=202)
+    tenant_id, session_id = _session(request)
+    cancelled = await request.app[keys.COORDINATION].cancel_session(tenant_id, session_id, "cancelled")
+    return web.json_response({"session_id": session_id, "cancelled": cancelled}, status=202)

@@ -10,6 +10,7 @@ messages, :class:`~msev15.store.sessions.Page`); changing them changes nothing s
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterable
 from typing import Any, Literal, Protocol
 
@@ -20,6 +21,15 @@ StoreStatus = Literal["healthy", "unavailable"]
 
 class StoreUnavailable(Exception):
     """The store cannot be reached or written now (Redis down, disk full): 503 store_unavailable."""
+
+
+class FencedOut(StoreUnavailable):
+    """The turn no longer holds its session (another instance took it over): it must not write."""
+
+
+# Set by the runner around a turn that holds its session through cross-instance coordination:
+# the token a shared store checks before it commits the turn (see store/redis_sessions.py).
+FENCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("msev15_session_fence", default=None)
 
 
 class Sessions(Protocol):

@@ -37,6 +37,11 @@ async def open_sessions(settings: Settings) -> Sessions:
     if settings.session_store == "memory":
         return MemorySessions(SessionStore(settings.session_ttl_seconds, max_messages=settings.session_max_messages,
                                            max_sessions=settings.session_max_sessions))
+    if settings.session_store == "redis":
+        from msev15.store.redis_sessions import RedisSessions
+
+        return RedisSessions.from_url(settings.redis_url, ttl_seconds=settings.session_ttl_seconds,
+                                      max_messages=settings.session_max_messages)
     raise ValueError(f"unknown SESSION_STORE {settings.session_store!r}")
 
 

