@@ -266,6 +266,16 @@ def test_docker_compose_validates_the_file() -> None:
     assert run.returncode == 0, run.stderr
 
 
+def test_docker_compose_validates_the_scale_profile() -> None:
+    run = _compose("--profile", "scale", "config", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    services = json.loads(run.stdout)["services"]
+    assert sorted(services) == ["api", "api-1", "api-2", "redis"]
+    for name in ("api-1", "api-2"):
+        assert services[name]["environment"]["SESSION_STORE"] == "redis"
+        assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+
+
 def test_docker_compose_reads_env_docker_as_the_service_does() -> None:
     run = _compose("config", "--format", "json")
     assert run.returncode == 0, run.stderr
@@ -285,9 +295,11 @@ def _seconds(duration: str) -> float:
 
 
 def compose_problems(compose: dict, env: dict[str, str]) -> list[str]:
-    services = compose.get("services") or {}
+    all_services = compose.get("services") or {}
+    services = {name: s for name, s in all_services.items() if not s.get("profiles")}
     if list(services) != ["api"]:
-        return [f"expected the single service api (no MCP server), got {list(services)}"]
+        return [f"expected the single service api (no MCP server) outside profiles, got {list(services)}"]
+    problems = scale_problems({n: s for n, s in all_services.items() if s.get("profiles")}, env)
     api = services["api"]
     expected = {
         "build": ".",
@@ -297,13 +309,37 @@ def compose_problems(compose: dict, env: dict[str, str]) -> list[str]:
         "volumes": ["./data:/app/data", "./logs:/app/logs"],
         "extra_hosts": ["host.docker.internal:host-gateway"],
     }
-    problems = [f"{key} should be {value!r}, got {api.get(key)!r}" for key, value in expected.items()
-                if api.get(key) != value]
+    problems += [f"{key} should be {value!r}, got {api.get(key)!r}" for key, value in expected.items()
+                 if api.get(key) != value]
     if extra := set(api) - set(expected) - {"stop_grace_period"}:
         problems.append(f"unexpected keys {sorted(extra)}")
     grace = _seconds(str(api.get("stop_grace_period", "10s")))
     if grace <= float(env["SHUTDOWN_TIMEOUT_SECONDS"]):
         problems.append(f"stop_grace_period {grace:g}s is not longer than SHUTDOWN_TIMEOUT_SECONDS")
+    return problems
+
+
+def scale_problems(services: dict, env: dict[str, str]) -> list[str]:
+    """The ``scale`` profile: Redis with AOF, and two API replicas on one REDIS_URL."""
+    if sorted(services) != ["api-1", "api-2", "redis"]:
+        return [f"the scale profile should hold redis, api-1 and api-2, got {sorted(services)}"]
+    problems = [f"{name} is not in the scale profile" for name, s in services.items() if s["profiles"] != ["scale"]]
+    redis = services["redis"]
+    if "--appendonly" not in redis.get("command", []) or "yes" not in redis.get("command", []):
+        problems.append("redis should persist with --appendonly yes")
+    published = []
+    for name in ("api-1", "api-2"):
+        api = services[name]
+        environment = api.get("environment") or {}
+        if environment.get("SESSION_STORE") != "redis" or environment.get("REDIS_URL") != "redis://redis:6379/0":
+            problems.append(f"{name} should use SESSION_STORE=redis on redis://redis:6379/0")
+        if api.get("depends_on", {}).get("redis", {}).get("condition") != "service_healthy":
+            problems.append(f"{name} should wait for a healthy redis")
+        if _seconds(str(api.get("stop_grace_period", "10s"))) <= float(env["SHUTDOWN_TIMEOUT_SECONDS"]):
+            problems.append(f"{name}: stop_grace_period is not longer than SHUTDOWN_TIMEOUT_SECONDS")
+        published += [p.split(":")[0] for p in api.get("ports", [])]
+    if len(set(published)) != 2:
+        problems.append(f"the replicas need two distinct published ports, got {published}")
     return problems
 
 
@@ -322,6 +358,11 @@ def test_compose_service_has_the_spec_shape() -> None:
     (lambda c: c["services"]["api"].pop("stop_grace_period"), "stop_grace_period 10s"),
     (lambda c: c["services"]["api"].update(ports=["8080:9080"]), "ports"),
     (lambda c: c["services"]["api"].update(healthcheck={"disable": True}), "unexpected keys"),
+    (lambda c: c["services"].pop("api-2"), "scale profile should hold"),
+    (lambda c: c["services"]["api-2"].update(ports=["9081:9080"]), "distinct published ports"),
+    (lambda c: c["services"]["api-1"]["environment"].update(SESSION_STORE="memory"), "api-1 should use"),
+    (lambda c: c["services"]["redis"].update(command=["redis-server"]), "appendonly"),
+    (lambda c: c["services"]["api-2"].pop("depends_on"), "healthy redis"),
 ])
 def test_compose_check_catches_a_broken_variant(change, problem: str) -> None:
     compose = _load_compose()
