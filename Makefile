@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/msev15 serve
+	$(BIN)/msev15 serve --with-reference-servers
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov=msev15 --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
