@@ -70,7 +70,7 @@ async def test_a_run_with_a_tool_call_in_protocol_order(service) -> None:
     assert kinds.count(EventType.TEXT_MESSAGE_START) == kinds.count(EventType.TEXT_MESSAGE_END) >= 1
     # The same turn as the REST API's: the history holds the new message only, not the client's copies.
     history = await (await client.get("/api/v1/sessions/thread-1/history")).json()
-    assert [m["content"] for m in history["messages"]][0] == "Show my recent orders"
+    assert history["messages"][0]["content"] == "Show my recent orders"
     assert history["message_count"] == 2
     turn_id = resp.headers["X-Turn-ID"]
     status = await (await client.get(f"/api/v1/sessions/thread-1/turns/{turn_id}")).json()

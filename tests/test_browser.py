@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from playwright.async_api import expect
 
 from tests.complaints.server import eventually

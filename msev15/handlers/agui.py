@@ -160,7 +160,7 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
           X-Turn-ID: {description: The turn's id (status, resume with the REST routes, cancel)., schema: {type: string}}
         content:
           text/event-stream:
-            schema: {$ref: "#/components/schemas/AgUiEvent"}
+            schema: {$ref: "#/components/schemas/AgUiFrame"}
             example: |
               data: {"type": "RUN_STARTED", "threadId": "abc-123", "runId": "run-1"}
 

@@ -189,7 +189,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
           X-Turn-ID: {description: The turn's id., schema: {type: string}}
         content:
           text/event-stream:
-            schema: {$ref: "#/components/schemas/AiSdkPart"}
+            schema: {$ref: "#/components/schemas/AiSdkFrame"}
             example: |
               data: {"type": "start", "messageId": "msg-t1", "messageMetadata": {"turnId": "t1"}}
 
@@ -234,7 +234,7 @@ async def resume(request: web.Request) -> web.StreamResponse:
         description: The UI message stream of the running turn.
         content:
           text/event-stream:
-            schema: {$ref: "#/components/schemas/AiSdkPart"}
+            schema: {$ref: "#/components/schemas/AiSdkFrame"}
       "204": {description: No turn of this session is running.}
     """
     session_id = check_id(request.match_info["id"], "id")

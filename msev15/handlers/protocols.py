@@ -82,6 +82,16 @@ _TYPES = ("RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MES
 _PARTS = ("start", "start-step", "text-start", "text-delta", "text-end", "tool-input-available",
           "tool-output-available", "tool-output-error", "finish-step", "finish", "error")
 
+# A user message's text: what the ChatRequest's message allows (MAX_MESSAGE_CHARS by default).
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 16000, "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"}
+
+
+def _frame(description: str, pattern: str) -> dict[str, Any]:
+    """One SSE message of a protocol stream (as schemathesis and the docs read a stream)."""
+    return {"type": "object", "required": ["data"], "description": description,
+            "properties": {"data": {"type": "string", "pattern": pattern}}}
+
+
 # OpenAPI schemas of the two protocol endpoints (merged into /openapi.json by handlers/docs.py).
 SCHEMAS: dict[str, dict[str, Any]] = {
     "RunAgentInput": {
@@ -92,10 +102,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "threadId": {**_ID_REF},
             "runId": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"},
             "messages": {"type": "array", "minItems": 1, "items": {
-                "type": "object", "required": ["role"],
+                "type": "object", "required": ["role", "content"],
                 "properties": {"id": {"type": "string"}, "role": {"type": "string", "enum": ["user"]},
-                               "content": {"type": "string", "minLength": 1, "maxLength": 1000,
-                                           "pattern": "^[a-zA-Z0-9 ?.,-]*[a-zA-Z0-9][a-zA-Z0-9 ?.,-]*$"}}}},
+                               "content": _TEXT}}},
             "tools": {"type": "array", "items": {"type": "object"}},
             "context": {"type": "array", "items": {"type": "object"}},
             "state": {},
@@ -110,6 +119,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                        "toolCallId": {"type": "string"}, "toolCallName": {"type": "string"},
                        "content": {"type": "string"}, "message": {"type": "string"}, "code": {"type": "string"}},
     },
+    "AgUiFrame": _frame("One SSE message: a `data:` line holding a `#/components/schemas/AgUiEvent`.",
+                        '^[{]"type": "(' + "|".join(_TYPES) + ')"'),
+    "AiSdkFrame": _frame("One SSE message: a `data:` line holding a `#/components/schemas/AiSdkPart`, "
+                         "or the last one, `[DONE]`.", '^([{]"type": "(' + "|".join(_PARTS) + r')"|\[DONE\]$)'),
     "AiSdkChatRequest": {
         "type": "object",
         "required": ["id", "messages"],
@@ -119,11 +132,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "messages": {"type": "array", "minItems": 1, "items": {
                 "type": "object", "required": ["role", "parts"],
                 "properties": {"id": {"type": "string"}, "role": {"type": "string", "enum": ["user"]},
-                               "parts": {"type": "array", "minItems": 1, "items": {
+                               "parts": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
                                    "type": "object", "required": ["type", "text"],
                                    "properties": {"type": {"type": "string", "enum": ["text"]},
-                                                  "text": {"type": "string", "minLength": 1, "maxLength": 1000,
-                                                           "pattern": "^[a-zA-Z0-9 ?.,-]*[a-zA-Z0-9][a-zA-Z0-9 ?.,-]*$"}}}}}}},
+                                                  "text": _TEXT}}}}}},
             "trigger": {"type": "string", "enum": ["submit-message", "regenerate-message"]},
             "messageId": {"type": "string"},
         },
