@@ -20,6 +20,7 @@ from msev15.common.logsetup import close_logging, flush_logging
 from msev15.config import Settings, load_settings
 from msev15.health import readiness_warnings
 from msev15.logs import setup_logging
+from msev15.supervisor import Supervisor
 
 log = logging.getLogger("app.serve")
 
@@ -78,7 +79,7 @@ async def _until(stop: asyncio.Event, coro: Awaitable[str | None]) -> str | None
     return None if stop.is_set() or isinstance(results[0], BaseException) else results[0]
 
 
-def _print_banner(app: web.Application, settings: Settings) -> None:
+def _print_banner(app: web.Application, settings: Settings, supervisor: Supervisor | None = None) -> None:
     registry, connections = app[keys.REGISTRY], app[keys.MCP]
     warnings = readiness_warnings(settings, model_status=app[keys.HEALTH].last_model_status, mailer=app[keys.MAILER],
                                   mcp=connections, at_start=True)
@@ -86,6 +87,11 @@ def _print_banner(app: web.Application, settings: Settings) -> None:
     _say(banner(settings, local_tools=len(registry.local_names), mcp_tools=len(registry) - len(registry.local_names),
                 mcp_status={labels.get(n, n): (c.url, c.status == "connected") for n, c in connections.items()},
                 warnings=warnings))
+    if settings.playground_enabled:
+        host = "localhost" if settings.server_host in ("0.0.0.0", "::", "") else settings.server_host
+        _say(f"Playground: http://{host}:{settings.server_port}/")
+    if supervisor is not None:
+        _say(*supervisor.banner_lines())
 
 
 def _say_signal(signals: _Signals) -> None:
@@ -106,7 +112,19 @@ async def _count_sessions(app: web.Application) -> int:
         return 0
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, with_reference_servers: bool = False) -> int:
+    """Serve; with ``with_reference_servers`` also run the reference MCP servers as children."""
+    if not with_reference_servers:
+        return await _serve_app(settings)
+    supervisor = Supervisor()
+    try:
+        await supervisor.start()
+        return await _serve_app(supervisor.settings(settings), supervisor)
+    finally:
+        await supervisor.stop()
+
+
+async def _serve_app(settings: Settings, supervisor: Supervisor | None = None) -> int:
     loop = asyncio.get_running_loop()
     signals = _Signals(loop)
     app = await create_app(settings)
@@ -136,7 +154,7 @@ async def _serve(settings: Settings) -> int:
             print(f"Error: {problem}", file=sys.stderr, flush=True)
             return 1
         if not signals.stop.is_set():
-            _print_banner(app, settings)
+            _print_banner(app, settings, supervisor)
             log.info("Serving on %s:%s", settings.server_host, settings.server_port)
             await signals.stop.wait()
         _say_signal(signals)
@@ -147,6 +165,8 @@ async def _serve(settings: Settings) -> int:
         app[keys.STATE].sessions_at_shutdown = await _count_sessions(app)
     finally:
         await runner.cleanup()
+        if supervisor is not None:
+            await supervisor.stop()  # after the service closed its MCP sessions to them
     state, cut = app[keys.STATE], app[keys.RUNNER].cut_turns if keys.RUNNER in app else 0
     note = f" ({cut} turns cut at the deadline)" if cut else ""
     _say(f"  • Closing active sessions... [{state.sessions_at_shutdown} sessions]{note}", "  • Flushing logs...")
@@ -174,7 +194,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         settings = settings.replace(server_port=args.port)
     setup_logging(settings)
     try:
-        return asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings, args.with_reference_servers))
     finally:
         close_logging()
 
@@ -207,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--env-file", help="read settings from this file (default: ./.env if present)")
     serve.add_argument("--host", help="override SERVER_HOST")
     serve.add_argument("--port", type=_port, help="override SERVER_PORT")
+    serve.add_argument("--with-reference-servers", action="store_true",
+                       help="also run the reference complaints and escalation MCP servers (supervised, loopback)")
     config = commands.add_parser("config", help="print the effective settings (secrets masked)")
     config.add_argument("--env-file")
     commands.add_parser("complaints-mcp", help="run the reference complaints MCP server", add_help=False)

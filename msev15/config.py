@@ -101,8 +101,8 @@ VARIABLES: tuple[Var, ...] = (
         "A request body must arrive within this (slow clients get 408).", _S),
     Var("KEEPALIVE_TIMEOUT_SECONDS", "75", float_between(1, 3600), "Idle keep-alive connections close after this.", _S),
     Var("SSE_PING_SECONDS", "15", float_between(0.1, 3600), "Interval of ': ping' keep-alive comments on streams.", _S),
-    Var("REDOC_JS_URL", "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
-        http_url, "Where /redoc loads ReDoc from (point it at a mirror when offline).", _S),
+    Var("REDOC_JS_URL", "", http_url, "Where /redoc loads ReDoc from; empty serves the bundled copy (works offline).", _S),
+    Var("PLAYGROUND_ENABLED", "true", boolean, "Serve the browser playground at /.", _S),
     Var("LLM_PROVIDER", "auto", one_of(*PROVIDERS), "auto, azure, openai or offline.", _A),
     Var("AZURE_AI_PROJECT_ENDPOINT", "", http_url, "Azure AI project endpoint (informational).", _L),
     Var("AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME", "gpt-4o", single_line, "Azure OpenAI deployment to call.", _L),
@@ -181,6 +181,7 @@ class Settings:
     keepalive_timeout_seconds: float
     sse_ping_seconds: float
     redoc_js_url: str
+    playground_enabled: bool
     llm_provider: str
     azure_ai_project_endpoint: str
     azure_openai_responses_deployment_name: str

@@ -6,8 +6,10 @@ import aiohttp_cors
 from aiohttp import web
 
 from msev15.config import Settings
-from msev15.handlers import chat, health, sessions, turns
+from msev15.handlers import agui, aisdk, chat, health, sessions, turns
 from msev15.handlers.docs import setup_docs
+from msev15.handlers.playground import setup_playground
+from msev15.keys import SETTINGS
 
 
 def setup_routes(app: web.Application) -> None:
@@ -23,7 +25,12 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/sessions/{session_id}/turns/{turn_id}", turns.turn_status)
     app.router.add_get("/api/v1/sessions/{session_id}/turns/{turn_id}/events", turns.turn_events)
     app.router.add_post("/api/v1/sessions/{session_id}/turns/{turn_id}/cancel", turns.cancel_turn)
+    app.router.add_post("/api/v1/ag-ui", agui.ag_ui)
+    app.router.add_post("/api/v1/ai-sdk/chat", aisdk.chat)
+    app.router.add_get("/api/v1/ai-sdk/chat/{id}/stream", aisdk.resume)
     setup_docs(app)
+    if app[SETTINGS].playground_enabled:
+        setup_playground(app)
 
 
 def setup_cors(app: web.Application, settings: Settings) -> None:
@@ -33,7 +40,7 @@ def setup_cors(app: web.Application, settings: Settings) -> None:
     options = aiohttp_cors.ResourceOptions(
         allow_credentials=True,
         # Listed, not "*": with credentials browsers take "*" literally.
-        expose_headers=("X-Request-ID", "X-Turn-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+        expose_headers=("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-stream", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
                         "X-RateLimit-Reset"),
         allow_headers="*",
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],

@@ -1,14 +1,15 @@
 """/openapi.json built with apispec from the handlers' docstrings; /docs (Swagger UI) and /redoc.
 
-Swagger UI's assets ship in the ``swagger-ui-bundle`` package, so /docs works with no internet.
-No PyPI package ships ReDoc, so /redoc loads it from REDOC_JS_URL (a CDN by default; point it
-at a mirror for offline networks).
+Swagger UI's assets ship in the ``swagger-ui-bundle`` package and ReDoc's standalone bundle is
+vendored under ``handlers/static/redoc`` (with its licence), so both work with no internet;
+REDOC_JS_URL points /redoc at another copy instead.
 """
 
 from __future__ import annotations
 
 import copy
 import html
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -18,8 +19,11 @@ from swagger_ui_bundle import swagger_ui_path
 
 from msev15 import __version__, keys
 from msev15.common.tenancy import ID_PATTERN
+from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 
 SPEC_KEY = web.AppKey("msev15.openapi", dict)
+REDOC_DIR = Path(__file__).parent / "static" / "redoc"
+REDOC_BUNDLED = "/redoc/static/redoc.standalone.js"
 
 _ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128, "example": "abc-123"}
 _TS = {"type": "string", "format": "date-time", "example": "2026-02-19T10:30:00Z"}
@@ -228,7 +232,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
               "license": {"name": "MIT"}},
         servers=[{"url": "/"}],
     )
-    schemas = copy.deepcopy(_SCHEMAS)
+    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS})
     schemas["ChatRequest"]["properties"]["message"]["maxLength"] = app[keys.SETTINGS].max_message_chars
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
@@ -279,7 +283,7 @@ async def swagger(request: web.Request) -> web.Response:
 
 
 async def redoc(request: web.Request) -> web.Response:
-    src = html.escape(request.app[keys.SETTINGS].redoc_js_url, quote=True)
+    src = html.escape(request.app[keys.SETTINGS].redoc_js_url or REDOC_BUNDLED, quote=True)
     return web.Response(text=_REDOC.replace("{src}", src), content_type="text/html")
 
 
@@ -288,4 +292,5 @@ def setup_docs(app: web.Application) -> None:
     app.router.add_get("/docs", swagger)
     app.router.add_get("/redoc", redoc)
     app.router.add_static("/docs/static", swagger_ui_path, name="swagger-static")
+    app.router.add_static("/redoc/static", REDOC_DIR, name="redoc-static")
     app.on_startup.append(_build_on_startup)

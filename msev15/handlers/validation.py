@@ -11,7 +11,13 @@ from typing import Any
 from aiohttp import web
 
 from msev15 import keys
-from msev15.common.tenancy import DEFAULT_TENANT, ID_RE, ID_RULE, TenantIdError, check_tenant
+from msev15.common.tenancy import (
+    DEFAULT_TENANT,
+    ID_RE,
+    ID_RULE,
+    TenantIdError,
+    check_tenant,
+)
 from msev15.events.types import BUSY_POLICIES, BusyPolicy
 from msev15.handlers.errors import ApiError
 
@@ -119,21 +125,26 @@ def chat_request(body: dict[str, Any], max_chars: int) -> ChatRequest:
     tenant_id = DEFAULT_TENANT if tenant is None else check_tenant_id(tenant)
     if "message" not in body:
         raise invalid("message is required", "message")
-    message = body["message"]
+    message = check_message(body["message"], max_chars)
+    return ChatRequest(session_id, tenant_id, message, busy_policy(body.get("if_busy", "enqueue")))
+
+
+def check_message(message: Any, max_chars: int, field: str = "message") -> str:
+    """A user message: non-blank text within MAX_MESSAGE_CHARS that any model API accepts."""
     if not isinstance(message, str):
-        raise invalid("message must be a string", "message")
+        raise invalid(f"{field} must be a string", field)
     if not message.strip():
-        raise invalid("message must not be empty", "message")
+        raise invalid(f"{field} must not be empty", field)
     if len(message) > max_chars:
-        raise invalid(f"message is longer than {max_chars} characters", "message")
+        raise invalid(f"{field} is longer than {max_chars} characters", field)
     if "\x00" in message:
-        raise invalid("message must not contain NUL characters", "message")
+        raise invalid(f"{field} must not contain NUL characters", field)
     if not message.isascii():
         try:
             message.encode("utf-8")
         except UnicodeEncodeError:  # a lone "\\ud800" escape: no model API could be sent it
-            raise invalid("message must be valid Unicode text (it has an unpaired surrogate)", "message") from None
-    return ChatRequest(session_id, tenant_id, message, busy_policy(body.get("if_busy", "enqueue")))
+            raise invalid(f"{field} must be valid Unicode text (it has an unpaired surrogate)", field) from None
+    return message
 
 
 def busy_policy(raw: object) -> BusyPolicy:

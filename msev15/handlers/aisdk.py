@@ -1,0 +1,245 @@
+"""The Vercel AI SDK's UI message stream: ``POST /api/v1/ai-sdk/chat`` and its resume route.
+
+What ``DefaultChatTransport`` (``useChat``) sends: ``{id, messages, trigger, messageId}`` with UI
+messages (``parts``). The last user message's text parts become a turn started through
+:func:`msev15.handlers.chat.start_turn` (``id`` is the session); the turn's log becomes the UI
+message stream parts. The server's history stays authoritative: earlier messages are not read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from msev15 import keys
+from msev15.events.turnlog import TurnRecord
+from msev15.events.types import (
+    Token,
+    ToolCalled,
+    ToolFinished,
+    TurnCompleted,
+    TurnEvent,
+    TurnFailed,
+)
+from msev15.handlers.chat import start_turn
+from msev15.handlers.protocols import (
+    field_of,
+    follow,
+    open_event_stream,
+    request_tenant,
+)
+from msev15.handlers.streams import TurnStream
+from msev15.handlers.validation import check_id, check_message, invalid, json_object
+
+log = logging.getLogger("api.aisdk")
+
+STREAM_HEADER = {"x-vercel-ai-ui-message-stream": "v1", "x-accel-buffering": "no"}
+_TRIGGERS = ("submit-message", "regenerate-message")
+_DONE = b"data: [DONE]\n\n"
+
+
+def parse_chat(body: dict[str, Any], max_chars: int) -> tuple[str, str]:
+    """(session id, the new user message) of a ``DefaultChatTransport`` request."""
+    session_id = check_id(field_of(body, "id", str, "a string", required=True), "id")
+    messages = field_of(body, "messages", list, "an array of UI messages", required=True)
+    trigger = field_of(body, "trigger", str, "a string")
+    if trigger is not None and trigger not in _TRIGGERS:
+        raise invalid("trigger must be submit-message or regenerate-message", "trigger")
+    field_of(body, "messageId", str, "a string")
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        raise invalid("messages must be objects with a string role", "messages")
+    users = [m for m in messages if m["role"] == "user"]
+    if not users:
+        raise invalid("messages must contain a user message (the new turn)", "messages")
+    parts = users[-1].get("parts")
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise invalid("a UI message's parts must be an array of objects", "messages")
+    texts = [p.get("text") for p in parts if p.get("type") == "text"]
+    if not all(isinstance(t, str) for t in texts):
+        raise invalid("a text part's text must be a string", "messages")
+    return session_id, check_message("\n".join(texts), max_chars, "the last user message's text")
+
+
+def _part(kind: str, **fields: Any) -> bytes:
+    return b"data: " + json.dumps({"type": kind, **fields}, ensure_ascii=False).encode(
+        "utf-8", "backslashreplace") + b"\n\n"
+
+
+class _Translator:
+    """Turn events to UI message stream parts. A step is one model round: text after tool
+    results starts a new step; each text block between tool calls is one text part."""
+
+    def __init__(self, record: TurnRecord) -> None:
+        self.turn_id = record.turn_id
+        self.text_id: str | None = None
+        self.blocks = 0
+        self.after_tools = False
+        self.texts = 0
+
+    def start(self) -> list[bytes]:
+        return [_part("start", messageId=f"msg-{self.turn_id}", messageMetadata={"turnId": self.turn_id}),
+                _part("start-step")]
+
+    def _close_text(self, out: list[bytes]) -> None:
+        if self.text_id is not None:
+            out.append(_part("text-end", id=self.text_id))
+            self.text_id = None
+
+    def _text(self, out: list[bytes], delta: str) -> None:
+        if not delta:
+            return
+        if self.after_tools:  # the model answers the tool results: a new step
+            out += [_part("finish-step"), _part("start-step")]
+            self.after_tools = False
+        if self.text_id is None:
+            self.blocks += 1
+            self.text_id = f"{self.turn_id}-t{self.blocks}"
+            out.append(_part("text-start", id=self.text_id))
+        self.texts += 1
+        out.append(_part("text-delta", id=self.text_id, delta=delta))
+
+    def translate(self, event: TurnEvent, out: list[bytes]) -> bool:
+        """Append the parts of ``event``; True once the stream's last part is out."""
+        match event:
+            case Token(content=content):
+                self._text(out, content)
+            case ToolCalled():
+                self._close_text(out)
+                out.append(_part("tool-input-available", toolCallId=event.call_id, toolName=event.name,
+                                 input=event.arguments))
+            case ToolFinished():
+                self.after_tools = True
+                if event.ok:
+                    # Only whether the tool worked: its raw result is for the model (as on the SSE stream).
+                    out.append(_part("tool-output-available", toolCallId=event.call_id, output={"ok": True}))
+                else:
+                    out.append(_part("tool-output-error", toolCallId=event.call_id, errorText="The tool failed."))
+            case TurnCompleted():
+                if not self.texts and event.message:
+                    self._text(out, event.message)
+                self._close_text(out)
+                out += [_part("finish-step"), _part("finish", finishReason="stop",
+                                                    messageMetadata={"turnId": self.turn_id}), _DONE]
+                return True
+            case TurnFailed():
+                self._close_text(out)
+                out += [_part("error", errorText=f"{event.error}: {event.message}"), _DONE]
+                return True
+        return False
+
+
+async def _stream(request: web.Request, record: TurnRecord) -> web.StreamResponse:
+    translator = _Translator(record)
+    async with open_event_stream(request, record, STREAM_HEADER) as resp:
+        await _relay(record, resp, translator)
+    return resp
+
+
+async def _relay(record: TurnRecord, resp: TurnStream, translator: _Translator) -> None:
+    frames = translator.start()
+    try:
+        async for batch in follow(record):
+            for event in batch:
+                translator.translate(event, frames)
+            await resp.send_frames(frames)
+            frames = []
+    except (ConnectionResetError, TimeoutError):
+        log.info("AI SDK client went away; the turn continues")
+    except Exception:
+        log.exception("AI SDK relay failed")
+        with contextlib.suppress(Exception):
+            await resp.send_frames([_part("error", errorText="internal_error: the stream failed; read the history."),
+                                    _DONE])
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    """Chat with the AI SDK's UI message stream protocol (`useChat` with `DefaultChatTransport`).
+    ---
+    summary: AI SDK chat (UI message stream)
+    description: |
+      The body is what the AI SDK's `DefaultChatTransport` sends: `id` (the session id),
+      `messages` (UI messages with `parts`), `trigger` and `messageId`. The new turn is the text
+      parts of the **last user message**; the server keeps the conversation, so earlier messages
+      are not read (`regenerate-message` sends that last user message again as a new turn).
+      The tenant is the `X-Tenant-ID` header (else `default`).
+
+      The answer is the UI message stream (`x-vercel-ai-ui-message-stream: v1`): `start`
+      (`messageMetadata.turnId` names the turn), `start-step`, `text-start`/`text-delta`/`text-end`,
+      `tool-input-available` and `tool-output-available` (output `{"ok": true}`) or
+      `tool-output-error` per tool call, `finish-step` between model rounds, then `finish` or
+      `error`, then `data: [DONE]`.
+    tags: [front ends]
+    parameters:
+      - {in: header, name: X-Tenant-ID, required: false, schema: {$ref: "#/components/schemas/Id"}}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema: {$ref: "#/components/schemas/AiSdkChatRequest"}
+          example: {id: abc-123, messages: [{id: m1, role: user, parts: [{type: text, text: "Show my recent orders"}]}], trigger: submit-message}
+    responses:
+      "200":
+        description: The UI message stream.
+        headers:
+          x-vercel-ai-ui-message-stream: {schema: {type: string, enum: [v1]}}
+          X-Turn-ID: {description: The turn's id., schema: {type: string}}
+        content:
+          text/event-stream:
+            schema: {$ref: "#/components/schemas/AiSdkFrame"}
+            example: |
+              data: {"type": "start", "messageId": "msg-t1", "messageMetadata": {"turnId": "t1"}}
+
+              data: {"type": "start-step"}
+
+              data: {"type": "text-start", "id": "t1-t1"}
+
+              data: {"type": "text-delta", "id": "t1-t1", "delta": "Hello"}
+
+              data: {"type": "text-end", "id": "t1-t1"}
+
+              data: {"type": "finish-step"}
+
+              data: {"type": "finish", "finishReason": "stop", "messageMetadata": {"turnId": "t1"}}
+
+              data: [DONE]
+      "409": {$ref: "#/components/responses/TurnStopped"}
+      "429": {$ref: "#/components/responses/TenantBusy"}
+      "503": {$ref: "#/components/responses/Unavailable"}
+    """
+    body = await json_object(request)
+    session_id, message = parse_chat(body, request.app[keys.SETTINGS].max_message_chars)
+    tenant_id = request_tenant(request)
+    record = await start_turn(request.app, tenant_id, session_id, message, stream=True)
+    return await _stream(request, record)
+
+
+async def resume(request: web.Request) -> web.StreamResponse:
+    """Resume the session's running answer (`useChat({resume: true})`).
+    ---
+    summary: AI SDK chat resume
+    description: |
+      Streams the session's running turn (or, when none runs yet, the next queued one) from its
+      start, in the same parts as `POST /api/v1/ai-sdk/chat`; answers 204 when the session has
+      no open turn. The tenant is the `X-Tenant-ID` header (else `default`).
+    tags: [front ends]
+    parameters:
+      - {in: path, name: id, required: true, schema: {$ref: "#/components/schemas/Id"}}
+      - {in: header, name: X-Tenant-ID, required: false, schema: {$ref: "#/components/schemas/Id"}}
+    responses:
+      "200":
+        description: The UI message stream of the running turn.
+        content:
+          text/event-stream:
+            schema: {$ref: "#/components/schemas/AiSdkFrame"}
+      "204": {description: No turn of this session is running.}
+    """
+    session_id = check_id(request.match_info["id"], "id")
+    tenant_id = request_tenant(request)
+    open_turns = request.app[keys.RUNNER].open_turns_of((tenant_id, session_id))
+    if not open_turns:
+        return web.Response(status=204)
+    return await _stream(request, open_turns[0])

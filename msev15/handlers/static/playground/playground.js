@@ -1,0 +1,325 @@
+// The playground: a plain script over the public API (no framework, no build step).
+// Chat: POST /api/v1/chat/stream (SSE). Resume: GET .../turns/{turn}/events with Last-Event-ID.
+// Stop: POST .../turns/{turn}/cancel. Sessions: GET /api/v1/sessions, DELETE /api/v1/sessions/{id}.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+const state = {
+  turn: null,        // {id, lastEventId, bubble, text, finished, controller, tenant, session}
+};
+
+function tenant() { return $("tenant").value.trim() || "default"; }
+function session() { return $("session").value.trim(); }
+function newSessionId() {
+  const bytes = new Uint8Array(6);
+  crypto.getRandomValues(bytes);
+  return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+function q(params) { return "?" + new URLSearchParams(params).toString(); }
+function setStatus(text) { $("status").textContent = text; }
+function remember() {
+  localStorage.setItem("msev15.tenant", tenant());
+  localStorage.setItem("msev15.session", session());
+}
+
+async function apiError(resp) {
+  try {
+    const body = await resp.json();
+    return `${body.error}: ${body.message}`;
+  } catch {
+    return `HTTP ${resp.status}`;
+  }
+}
+
+// --- rendering -------------------------------------------------------------------------------
+
+function bubble(role, text) {
+  const li = document.createElement("li");
+  li.className = role;
+  const label = document.createElement("span");
+  label.className = "role";
+  label.textContent = role === "user" ? "You" : "Agent";
+  const body = document.createElement("div");
+  body.className = "body";
+  li.append(label, body);
+  if (text) appendText(body, text);
+  $("log").append(li);
+  li.scrollIntoView({block: "end"});
+  return body;
+}
+
+function appendText(body, text) {
+  let last = body.lastElementChild;
+  if (!last || !last.classList.contains("text")) {
+    last = document.createElement("span");
+    last.className = "text";
+    body.append(last);
+  }
+  last.textContent += text;
+}
+
+function toolCard(body, event) {
+  const card = document.createElement("div");
+  card.className = "tool";
+  card.dataset.callId = event.call_id;
+  const title = document.createElement("strong");
+  title.textContent = `Tool: ${event.name}`;
+  const args = document.createElement("code");
+  args.textContent = " " + JSON.stringify(event.arguments ?? {});
+  const result = document.createElement("span");
+  result.className = "result pending";
+  result.textContent = " … running";
+  card.append(title, args, document.createElement("br"), result);
+  body.append(card);
+}
+
+function toolResult(body, event) {
+  const card = body.querySelector(`.tool[data-call-id="${CSS.escape(event.call_id)}"]`);
+  if (!card) return;
+  const result = card.querySelector(".result");
+  result.className = "result " + (event.ok ? "ok" : "failed");
+  result.textContent = event.ok ? "✓ done" : "✗ failed";
+}
+
+// --- streams ---------------------------------------------------------------------------------
+
+// Reads an SSE body; calls onEvent(id, data) per event. Resolves when the body ends.
+async function readSse(resp, onEvent) {
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const {done, value} = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, {stream: true});
+    let match;
+    while ((match = /\r\n\r\n|\n\n|\r\r/.exec(buffer))) {
+      const block = buffer.slice(0, match.index);
+      buffer = buffer.slice(match.index + match[0].length);
+      let id = null;
+      const data = [];
+      for (const line of block.split(/\r\n|\n|\r/)) {
+        if (line.startsWith("id:")) id = line.slice(3).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (data.length) onEvent(id, JSON.parse(data.join("\n")));
+    }
+  }
+}
+
+function handle(turn, id, event) {
+  if (id) turn.lastEventId = id;
+  switch (event.type) {
+    case "token": appendText(turn.bubble, event.content); break;
+    case "tool_call": toolCard(turn.bubble, event); break;
+    case "tool_result": toolResult(turn.bubble, event); break;
+    case "done":
+      turn.finished = true;
+      setStatus("");
+      break;
+    case "error": {
+      turn.finished = true;
+      const note = document.createElement("span");
+      note.className = "answer-error";
+      note.textContent = event.error === "cancelled" ? "Stopped." : `Error (${event.error}): ${event.message}`;
+      turn.bubble.append(note);
+      setStatus(event.error === "cancelled" ? "Stopped." : "The answer failed.");
+      break;
+    }
+  }
+  turn.bubble.parentElement.scrollIntoView({block: "end"});
+}
+
+function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+
+function online() {
+  return navigator.onLine ? Promise.resolve() : new Promise((resolve) => {
+    window.addEventListener("online", () => resolve(), {once: true});
+  });
+}
+
+// Follows the turn after a dropped connection, from the last event seen, until its end.
+async function resume(turn) {
+  let delay = 250;
+  while (!turn.finished) {
+    setStatus("Connection lost: resuming…");
+    await online();
+    turn.controller = new AbortController();
+    try {
+      const url = `/api/v1/sessions/${encodeURIComponent(turn.session)}/turns/${encodeURIComponent(turn.id)}/events`
+        + q({tenant_id: turn.tenant});
+      const headers = turn.lastEventId ? {"Last-Event-ID": turn.lastEventId} : {};
+      const resp = await fetch(url, {headers, signal: turn.controller.signal, cache: "no-store"});
+      if (resp.status === 404) {
+        setStatus("The answer is no longer available; showing the history.");
+        await loadHistory();
+        return;
+      }
+      if (!resp.ok) throw new Error(await apiError(resp));
+      setStatus("Answering…");
+      await readSse(resp, (id, event) => handle(turn, id, event));
+      delay = 250;
+    } catch (err) {
+      if (turn.finished) break;
+      await sleep(delay);
+      delay = Math.min(delay * 2, 4000);
+    }
+  }
+}
+
+async function send(text) {
+  const sid = session();
+  if (!ID_RE.test(sid) || !ID_RE.test(tenant())) {
+    setStatus("Tenant and session must be 1–128 letters, digits, '.', '_' or '-'.");
+    return;
+  }
+  remember();
+  bubble("user", text);
+  const turn = {id: null, lastEventId: null, bubble: bubble("assistant", ""), finished: false,
+                controller: new AbortController(), tenant: tenant(), session: sid};
+  state.turn = turn;
+  $("send").disabled = true;
+  $("stop").disabled = false;
+  setStatus("Answering…");
+  try {
+    let resp;
+    try {
+      resp = await fetch("/api/v1/chat/stream", {
+        method: "POST", signal: turn.controller.signal,
+        headers: {"Content-Type": "application/json", "Accept": "text/event-stream"},
+        body: JSON.stringify({session_id: sid, tenant_id: turn.tenant, message: text}),
+      });
+    } catch (err) {
+      turn.finished = true;
+      turn.bubble.parentElement.remove();
+      setStatus("Could not reach the service: the message was not sent.");
+      return;
+    }
+    if (!resp.ok) {
+      turn.finished = true;
+      turn.bubble.parentElement.remove();
+      setStatus(await apiError(resp));
+      return;
+    }
+    turn.id = resp.headers.get("X-Turn-ID");
+    try {
+      await readSse(resp, (id, event) => handle(turn, id, event));
+    } catch (err) {
+      // A dropped connection (or going offline): the turn goes on at the server.
+    }
+    if (!turn.finished) await resume(turn);
+  } finally {
+    if (state.turn === turn) state.turn = null;
+    $("send").disabled = false;
+    $("stop").disabled = true;
+    refreshSessions();
+  }
+}
+
+async function stop() {
+  const turn = state.turn;
+  if (!turn || !turn.id) return;
+  $("stop").disabled = true;
+  setStatus("Stopping…");
+  const url = `/api/v1/sessions/${encodeURIComponent(turn.session)}/turns/${encodeURIComponent(turn.id)}/cancel`
+    + q({tenant_id: turn.tenant});
+  const resp = await fetch(url, {method: "POST"});
+  if (!resp.ok && resp.status !== 409) setStatus(await apiError(resp));
+}
+
+// --- sessions --------------------------------------------------------------------------------
+
+async function loadHistory() {
+  $("log").replaceChildren();
+  const sid = session();
+  if (!ID_RE.test(sid) || !ID_RE.test(tenant())) return;
+  const resp = await fetch(`/api/v1/sessions/${encodeURIComponent(sid)}/history` + q({tenant_id: tenant()}));
+  if (resp.status === 404) return;  // a new session
+  if (!resp.ok) { setStatus(await apiError(resp)); return; }
+  for (const message of (await resp.json()).messages) bubble(message.role, message.content);
+}
+
+async function refreshSessions() {
+  const list = $("sessions");
+  if (!ID_RE.test(tenant())) return;
+  const resp = await fetch("/api/v1/sessions" + q({tenant_id: tenant(), limit: 50}));
+  if (!resp.ok) { setStatus(await apiError(resp)); return; }
+  const {sessions} = await resp.json();
+  list.replaceChildren();
+  if (!sessions.length) {
+    const li = document.createElement("li");
+    li.className = "empty";
+    li.textContent = "No sessions yet.";
+    list.append(li);
+  }
+  for (const item of sessions) {
+    const li = document.createElement("li");
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "open";
+    open.textContent = `${item.session_id} (${item.message_count})`;
+    open.setAttribute("aria-label", `Open session ${item.session_id}, ${item.message_count} messages`);
+    if (item.session_id === session()) open.setAttribute("aria-current", "true");
+    open.addEventListener("click", () => switchTo(item.session_id));
+    const del = document.createElement("button");
+    del.type = "button";
+    del.className = "delete";
+    del.textContent = "Delete";
+    del.setAttribute("aria-label", `Delete session ${item.session_id}`);
+    del.addEventListener("click", () => deleteSession(item.session_id));
+    li.append(open, del);
+    list.append(li);
+  }
+}
+
+async function switchTo(sid) {
+  $("session").value = sid;
+  remember();
+  setStatus("");
+  await loadHistory();
+  await refreshSessions();
+}
+
+async function deleteSession(sid) {
+  const resp = await fetch(`/api/v1/sessions/${encodeURIComponent(sid)}` + q({tenant_id: tenant()}),
+                           {method: "DELETE"});
+  if (!resp.ok && resp.status !== 404) { setStatus(await apiError(resp)); return; }
+  setStatus(`Deleted session ${sid}.`);
+  if (sid === session()) $("log").replaceChildren();
+  await refreshSessions();
+}
+
+// --- wiring ----------------------------------------------------------------------------------
+
+window.addEventListener("offline", () => {
+  // Some browsers keep a dead stream open for minutes: drop it now and resume when back online.
+  if (state.turn && state.turn.controller) state.turn.controller.abort();
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("tenant").value = localStorage.getItem("msev15.tenant") || "default";
+  $("session").value = localStorage.getItem("msev15.session") || newSessionId();
+  $("chat").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("message").value.trim();
+    if (!text || state.turn) return;
+    $("message").value = "";
+    send(text);
+  });
+  $("message").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      $("chat").requestSubmit();
+    }
+  });
+  $("stop").addEventListener("click", stop);
+  $("new-session").addEventListener("click", () => switchTo(newSessionId()));
+  $("refresh").addEventListener("click", refreshSessions);
+  $("who").addEventListener("submit", (e) => e.preventDefault());
+  $("tenant").addEventListener("change", () => { remember(); loadHistory(); refreshSessions(); });
+  $("session").addEventListener("change", () => switchTo(session()));
+  loadHistory();
+  refreshSessions();
+});

@@ -1,0 +1,103 @@
+"""`msev15 serve --with-reference-servers`: the two reference MCP servers as supervised children."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from tests.complaints.server import eventually
+from tests.test_serve_process import GOODBYE, Service, _free_port, _start
+
+pytestmark = pytest.mark.subprocess
+
+
+def _child_pids(out: list[str]) -> dict[str, int]:
+    found = {}
+    for line in out:
+        match = re.match(r"  • (Complaints MCP|Escalation MCP): http://127\.0\.0\.1:\d+/mcp \(pid (\d+),", line)
+        if match:
+            found[match[1]] = int(match[2])
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def _start_with_servers(tmp_path: Path) -> Service:
+    port = _free_port()
+    environ = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "LOG_TO_FILE": "false",
+               "LLM_PROVIDER": "offline", "ORDER_DB_PATH": str(tmp_path / "orders.db"),
+               "EMAIL_OUTBOX_DIR": str(tmp_path / "outbox"), "SHUTDOWN_TIMEOUT_SECONDS": "10"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "msev15", "serve", "--with-reference-servers", cwd=tmp_path, env=environ,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    service = Service(proc, port)
+    try:
+        await service.read_until("Supervised reference servers:", timeout=60)
+        while len(_child_pids(service.stdout)) < 2:
+            line = await asyncio.wait_for(proc.stdout.readline(), 10)  # type: ignore[union-attr]
+            assert line, service.stdout
+            service.stdout.append(line.decode().rstrip("\n"))
+    except BaseException:
+        proc.kill()
+        await proc.communicate()
+        raise
+    return service
+
+
+async def test_serve_runs_restarts_and_stops_the_reference_servers(tmp_path: Path) -> None:
+    service = await _start_with_servers(tmp_path)
+    try:
+        pids = _child_pids(service.stdout)
+        assert set(pids) == {"Complaints MCP", "Escalation MCP"}, service.stdout
+        banner = "\n".join(service.stdout)
+        assert re.search(r"MCP Server: http://127\.0\.0\.1:\d+/mcp \[✓ Connected\]", banner), banner
+        assert re.search(r"Escalation MCP: http://127\.0\.0\.1:\d+/mcp \[✓ Connected\]", banner), banner
+        assert f"Playground: http://127.0.0.1:{service.port}/" in banner
+        async with aiohttp.ClientSession() as http:
+            # The agent has the complaints tools: a complaint question reaches the server.
+            async with http.post(f"{service.url}/api/v1/chat", json={
+                    "session_id": "s1", "message": "Find complaints of customer CUST-1"}) as resp:
+                assert resp.status == 200
+                assert "not available" not in (await resp.json())["message"]
+            # A child that dies is started again.
+            os.kill(pids["Complaints MCP"], signal.SIGKILL)
+            await eventually(lambda: not _alive(pids["Complaints MCP"]), "the killed child is gone")
+            parent = psutil.Process(service.proc.pid)
+
+            def restarted() -> bool:
+                return any("complaints-mcp" in " ".join(c.cmdline()) for c in parent.children()
+                           if c.pid != pids["Complaints MCP"] and c.status() != psutil.STATUS_ZOMBIE)
+
+            await eventually(restarted, "the complaints server is restarted", timeout=15)
+            children = [c.pid for c in parent.children()]
+    finally:
+        service.proc.send_signal(signal.SIGTERM)
+        code, out, err = await service.finish()
+    assert code == 0, err
+    assert out.splitlines()[-len(GOODBYE):][-1] == GOODBYE[-1]
+    for pid in children:
+        await eventually(lambda pid=pid: not _alive(pid), f"child {pid} stopped with the service")
+
+
+async def test_plain_serve_starts_no_reference_servers(tmp_path: Path) -> None:
+    service = await _start(tmp_path)
+    try:
+        assert "Supervised reference servers:" not in "\n".join(service.stdout)
+        assert psutil.Process(service.proc.pid).children() == []
+    finally:
+        service.proc.send_signal(signal.SIGTERM)
+        code, _, _ = await service.finish()
+    assert code == 0
