@@ -45,6 +45,7 @@ class Reply:
     fast: bool = False          # the whole stream in one write, built once (benchmarks)
     headers: dict[str, str] | None = None  # headers of an error answer (default: retry-after-ms: 1)
     fail_in_stream: bool = False  # Responses API: start the stream, then send response.failed
+    end_after: int | None = None  # end the stream cleanly after this many chunks, without its last events
 
 
 # Azure refuses the Responses API at dated api-versions before this one.
@@ -209,6 +210,8 @@ class ScriptedLLM:
                 if reply.drop_after is not None and sent >= reply.drop_after:
                     request.transport.close()  # type: ignore[union-attr]
                     return resp
+                if reply.end_after is not None and sent >= reply.end_after:
+                    break
                 await resp.write(frame)
         finally:
             self.active -= 1
@@ -307,6 +310,9 @@ class ScriptedLLM:
                 await asyncio.sleep(reply.delay)
             if reply.drop_after is not None and sent >= reply.drop_after:
                 request.transport.close()  # type: ignore[union-attr]
+                return resp
+            if reply.end_after is not None and sent >= reply.end_after:
+                await resp.write_eof()
                 return resp
             await resp.write(self._sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
             sent += 1

@@ -205,3 +205,7 @@ async def test_answer_cut_off_mid_stream_is_llm_error(service, llm: ScriptedLLM)
     assert [e["type"] for e in events][:2] == ["token", "token"]
     assert events[-1]["type"] == "error" and events[-1]["error"] == "llm_error"
     assert "broke off" in events[-1]["message"]
+    llm.push(Reply("Ends cleanly but too early", end_after=3))  # no finish_reason, no [DONE]
+    stream = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "again"})
+    events = sse_events(await stream.text())
+    assert events[-1]["type"] == "error" and "broke off" in events[-1]["message"]

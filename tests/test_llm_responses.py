@@ -89,6 +89,10 @@ async def test_errors_map_as_for_chat_completions(service, llm: ScriptedLLM) -> 
     stream = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "four"})
     events = sse_events(await stream.text())
     assert events[-1]["type"] == "error" and events[-1]["error"] == "llm_error"
+    llm.push(Reply("Ends cleanly but too early", end_after=5))  # no response.completed
+    stream = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "five"})
+    events = sse_events(await stream.text())
+    assert events[-1]["type"] == "error" and "broke off" in events[-1]["message"]
     history = await client.get("/api/v1/sessions/s/history")
     assert history.status == 404  # failed turns are rolled back: the session never got a message
 
