@@ -72,6 +72,21 @@ def test_responses_input_from_a_tool_loop_history() -> None:
                               "parameters": TOOLS[0]["function"]["parameters"], "strict": False}]
 
 
+async def test_a_lone_surrogate_goes_both_ways() -> None:
+    """Valid JSON that orjson refuses: an answer echoing "\\ud800", and the next request carrying it."""
+    events = await _events(b'data: {"choices": [{"delta": {"content": "x \\ud800"}, "finish_reason": "stop"}]}\n\n')
+    items = [item async for item in ChatCompletions("m", "/c").read(_aiter(events))]
+    assert items[0] == "x \ud800"
+    history = [{"role": "assistant", "content": "x \ud800"}]
+    assert json.loads(ChatCompletions("m", "/c").body(history, TOOLS))["messages"] == history
+    assert json.loads(Responses("m", "/r").body(history, TOOLS))["input"] == history
+
+
+async def _aiter(events: list[tuple[bytes, bytes]]) -> AsyncIterator[tuple[bytes, bytes]]:
+    for event in events:
+        yield event
+
+
 def test_retry_after_reads_the_models_headers() -> None:
     assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert retry_after({"retry-after": "9"}) == 9.0

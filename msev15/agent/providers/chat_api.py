@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from msev15.agent.providers.base import LLMError, ModelReply, ToolCallRequest
-from msev15.agent.providers.sse import Event
+from msev15.agent.providers.sse import Event, dumps, loads
 
 _DONE = b"[DONE]"
 
@@ -28,7 +28,7 @@ class ToolsCache:
 
     def json(self, tools: list[dict[str, Any]]) -> bytes:
         if tools is not self._source:
-            self._json = orjson.dumps([self._convert(t) for t in tools] if self._convert else tools)
+            self._json = dumps([self._convert(t) for t in tools] if self._convert else tools)
             self._source = tools
         return self._json
 
@@ -56,7 +56,7 @@ class ChatCompletions:
         parts = [self._head]
         if tools:
             parts += [b',"tools":', self._tools.json(tools)]
-        parts += [b',"messages":', orjson.dumps(messages), b"}"]
+        parts += [b',"messages":', dumps(messages), b"}"]
         return b"".join(parts)
 
     async def read(self, events: AsyncIterator[Event]) -> AsyncIterator[str | ModelReply]:
@@ -68,7 +68,7 @@ class ChatCompletions:
             if data == _DONE:
                 finished = True
                 break
-            chunk = orjson.loads(data)
+            chunk = loads(data)
             if "error" in chunk:  # an error after the stream started (HTTP 200 already sent)
                 raise stream_failed(chunk["error"])
             if chunk.get("usage"):

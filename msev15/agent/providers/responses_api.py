@@ -19,7 +19,7 @@ import orjson
 
 from msev15.agent.providers.base import ModelReply, ToolCallRequest
 from msev15.agent.providers.chat_api import ToolsCache, broke_off, stream_failed
-from msev15.agent.providers.sse import Event
+from msev15.agent.providers.sse import Event, dumps, loads
 
 _TEXT = b"response.output_text.delta"
 _ARGS = b"response.function_call_arguments.delta"
@@ -70,7 +70,7 @@ class Responses:
         parts = [self._head]
         if tools:
             parts += [b',"tools":', self._tools.json(tools)]
-        parts += [b',"input":', orjson.dumps(input_items(messages)), b"}"]
+        parts += [b',"input":', dumps(input_items(messages)), b"}"]
         return b"".join(parts)
 
     async def read(self, events: AsyncIterator[Event]) -> AsyncIterator[str | ModelReply]:
@@ -81,7 +81,7 @@ class Responses:
         async for name, data in events:
             if name and name not in _WANTED:
                 continue
-            event = orjson.loads(data)
+            event = loads(data)
             kind = event.get("type")
             if kind == "response.output_text.delta":
                 delta = event.get("delta")

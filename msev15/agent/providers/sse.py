@@ -7,9 +7,31 @@ caller decides it needs to parse it (``orjson``), and only the fields it uses ar
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import orjson
 
 Event = tuple[bytes, bytes]  # (event name, b"" when absent; data, lines joined with b"\n")
+
+
+def loads(data: bytes) -> Any:
+    """orjson, or the standard library for what orjson refuses but JSON allows: an escaped lone
+    surrogate (``"\\ud800"``), which a model can be talked into echoing."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def dumps(value: Any) -> bytes:
+    """orjson, or the standard library (escaping) for a lone surrogate that came back into the
+    history from such an answer: the next request must still go out."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value).encode()
 
 
 async def sse_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[Event]:
