@@ -80,6 +80,10 @@ def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "
         order_db_path=str(workdir / "orders.db"), order_db_seed=False,
         email_outbox_dir=str(workdir / "outbox"), email_attachments_dir=str(workdir / "attachments"),
         agent_max_concurrent_turns=max_concurrent_turns, shutdown_timeout_seconds=2.0,
+        # Every benchmark turn is in one tenant: its share of the turns and its queue must not
+        # refuse what the scenario runs at once (they would answer 429 tenant_busy).
+        agent_max_concurrent_turns_per_tenant=max_concurrent_turns,
+        agent_max_queued_turns_per_tenant=max(100, max_concurrent_turns),
     )
 
 
