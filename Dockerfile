@@ -20,11 +20,12 @@ WORKDIR /src
 # resolves them for this platform), so no compiler is installed: --only-binary makes a
 # dependency that ever loses its wheel fail here with a clear "no matching distribution"
 # instead of an obscure compiler error. The project itself is pure Python and always builds.
-# The escalation extra is included: the image runs the EscalationComms server too.
+# The escalation extra is included: the image runs the EscalationComms server too; the azure
+# extra too, since a container in Azure is where keyless (managed identity) sign-in is used.
 COPY pyproject.toml setup.cfg README.md LICENSE ./
 COPY msev15 ./msev15
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel --wheel-dir /wheels --only-binary=:all: '.[escalation]'
+    pip wheel --wheel-dir /wheels --only-binary=:all: '.[escalation,azure]'
 
 # --- runtime -------------------------------------------------------------------------------------
 FROM python:3.12-alpine AS runtime

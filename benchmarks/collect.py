@@ -51,6 +51,14 @@ class Collector:
     targets: list[Target] = field(default_factory=list)
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    reported: list[dict[str, Any]] = field(default_factory=list)
+
+    def report(self, id: str, text: str, value: float | None, unit: str = "") -> None:
+        """A measurement shown without PASS/MISS: an absolute time on a shared machine proves little."""
+        if isinstance(value, float):
+            value = round(value, 4)
+        self.reported.append({"id": id, "text": text, "value": value, "unit": unit})
+        print(f"  [REPORT] {id} {text}: {value} {unit}", flush=True)
 
     def target(self, id: str, text: str, value: float | None, op: str, limit: float, unit: str = "") -> Target:
         if isinstance(value, float):

@@ -37,6 +37,8 @@ class BenchConfig:
     lookup_seconds: float = 3.0
     # Scenario 5: start-up to healthy.
     startup_runs: int = 3
+    # Scenario 6: the token relay through the real openai client.
+    relay_tokens: int = 50
 
     def replace(self, **changes: object) -> BenchConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

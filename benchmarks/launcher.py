@@ -27,6 +27,7 @@ from aiohttp import web
 
 from benchmarks.provider import BenchProvider
 from benchmarks.reference import create_reference_app
+from benchmarks.relay import create_relay_app, upstream_app
 from benchmarks.system import pin, raise_nofile
 
 log = logging.getLogger("bench.launcher")
@@ -66,16 +67,23 @@ class GcWatch:
                             "max_cpu_ms": round(self.longest_cpu[g] * 1000, 2)} for g in range(3)}
 
 
-def service_settings(workdir: Path, max_concurrent_turns: int) -> Any:
-    """The service as deployed, made hermetic: offline, no MCP, files under ``workdir``."""
+def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "", llm_api: str = "chat") -> Any:
+    """The service as deployed, made hermetic: offline (or the real openai client against
+    ``upstream``), no MCP, files under ``workdir``."""
     from msev15.config import Settings
 
-    return Settings.defaults(
+    model = {"llm_provider": "openai", "openai_base_url": f"{upstream.rstrip('/')}/v1", "openai_model": "bench-relay",
+             "llm_api": llm_api} if upstream else {"llm_provider": "offline"}
+    return Settings.defaults(**model,
         server_host="127.0.0.1", log_level="WARNING", log_to_file=False,
-        log_file_path=str(workdir / "app.log"), mcp_server_url="", llm_provider="offline",
+        log_file_path=str(workdir / "app.log"), mcp_server_url="",
         order_db_path=str(workdir / "orders.db"), order_db_seed=False,
         email_outbox_dir=str(workdir / "outbox"), email_attachments_dir=str(workdir / "attachments"),
         agent_max_concurrent_turns=max_concurrent_turns, shutdown_timeout_seconds=2.0,
+        # Every benchmark turn is in one tenant: its share of the turns and its queue must not
+        # refuse what the scenario runs at once (they would answer 429 tenant_busy).
+        agent_max_concurrent_turns_per_tenant=max_concurrent_turns,
+        agent_max_queued_turns_per_tenant=max(100, max_concurrent_turns),
     )
 
 
@@ -110,11 +118,16 @@ async def _build(args: argparse.Namespace, workdir: Path) -> web.Application:
     if args.app == "reference":
         logging.basicConfig(level=logging.WARNING)
         return create_reference_app(args.tokens, args.delay)
+    if args.app == "relay":
+        logging.basicConfig(level=logging.WARNING)
+        return create_relay_app(args.upstream)
     from msev15.app import create_app
     from msev15.logs import setup_logging
 
-    settings = service_settings(workdir, args.max_concurrent_turns)
+    settings = service_settings(workdir, args.max_concurrent_turns, args.upstream, args.llm_api)
     setup_logging(settings)
+    if args.upstream:  # the real openai client against the instant upstream
+        return await create_app(settings)
     return await create_app(settings, provider=BenchProvider(args.tokens, args.delay))
 
 
@@ -143,16 +156,20 @@ async def _serve(args: argparse.Namespace) -> int:
     watch = GcWatch()
     gc.callbacks.append(watch)
     with tempfile.TemporaryDirectory(prefix="msev15-bench-") as tmp:
-        app = await _build(args, Path(tmp))
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
-        await runner.setup()
+        if args.app == "upstream":
+            runner = await upstream_app(args.tokens)
+        else:
+            app = await _build(args, Path(tmp))
+            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+            await runner.setup()
         try:
             if args.seed_sessions:
                 from msev15 import keys
 
                 _emit("seeded", **seed_sessions(app[keys.SESSIONS].store, args.seed_sessions, args.seed_messages))
-            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-            await site.start()
+            if args.app != "upstream":  # the scripted server listens already
+                site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+                await site.start()
             _emit("ready", port=runner.addresses[0][1], pid=os.getpid(), nofile=args.nofile)
             try:
                 await asyncio.wait_for(stop.wait(), args.max_seconds)
@@ -171,7 +188,9 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.launcher", description=__doc__.splitlines()[0])
-    parser.add_argument("--app", choices=("service", "reference"), required=True)
+    parser.add_argument("--app", choices=("service", "reference", "relay", "upstream"), required=True)
+    parser.add_argument("--upstream", default="", help="service/relay: the OpenAI-compatible upstream's URL")
+    parser.add_argument("--llm-api", choices=("chat", "responses"), default="chat", help="service: LLM_API")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per answer")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each token (slow model)")
     parser.add_argument("--max-concurrent-turns", type=int, default=100, help="the service's AGENT_MAX_CONCURRENT_TURNS")
@@ -183,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seed_sessions and args.app != "service":
         parser.error("--seed-sessions needs --app service")
+    if args.app == "relay" and not args.upstream:
+        parser.error("--app relay needs --upstream")
     if args.cpu:
         pin(frozenset(args.cpu))
     args.nofile = raise_nofile()

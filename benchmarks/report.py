@@ -61,6 +61,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     for t in results["targets"]:
         out.append(_row(t["id"], t["target"], f"{_fmt(t['value'], 3)} {t['unit']}".strip(),
                         f"{t['op']} {t['limit']:g} {t['unit']}".strip(), f"**{t['status']}**"))
+    if results.get("reported"):
+        out += ["", "Reported without a limit (absolute times on a shared machine; no reference serves these):", "",
+                "| # | Measurement | Measured |", "|---|---|---|"]
+        out += [_row(r["id"], r["text"], f"{_fmt(r['value'], 3)} {r['unit']}".strip()) for r in results["reported"]]
     out += ["", "## Throughput and latency", "",
             "| Scenario | Server | Rate /s | p50 ms | p95 ms | p99 ms | Errors | Server CPU (cores) | Server CPU ms/req | Server RSS peak MiB |",
             "|---|---|---|---|---|---|---|---|---|---|"]
@@ -68,6 +72,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += _load_rows(f"1. Chat, {s['1_chat']['connections']} connections", s["1_chat"])
     if "2_streaming" in s:
         out += _load_rows(f"2. Streaming, {s['2_streaming']['tokens']} tokens", s["2_streaming"])
+    if "7_chat_defaults" in s:
+        out += _load_rows("7. Chat, `msev15 serve` on the defaults", s["7_chat_defaults"])
+    if "6_relay" in s:
+        relay = s["6_relay"]
+        for api in ("chat", "responses"):
+            if api in relay:
+                out += _load_rows(f"6. Relay via openai, LLM_API={api}, {relay['tokens']} tokens",
+                                  {"reference": relay["reference"], "service": relay[api]["service"],
+                                   "ratio": relay[api]["ratio"]})
     if "5_health_under_load" in s:
         out += _load_rows("5. GET /health during 1", s["5_health_under_load"])
     if s.get("load_generator_cpu_cores"):

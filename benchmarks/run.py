@@ -24,13 +24,15 @@ from typing import Any
 
 from benchmarks.collect import Collector
 from benchmarks.config import BenchConfig
+from benchmarks.defaults import chat_on_defaults
+from benchmarks.model import relay
 from benchmarks.report import write_chart, write_results
 from benchmarks.scale import concurrency, sessions
 from benchmarks.servers import ServerProcess
 from benchmarks.system import CpuPlan, pin, plan_cpus, raise_nofile
 from benchmarks.traffic import chat_and_health, startup, streaming
 
-SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup")
+SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -39,19 +41,22 @@ async def _traffic(cfg: BenchConfig, plan: CpuPlan, selected: set[str], collecto
     tokens = ["--tokens", str(cfg.tokens)]
     ref = await ServerProcess.start("reference", "--app", "reference", *tokens, cores=plan.server)
     try:
-        svc = await ServerProcess.start("service", "--app", "service", *tokens, cores=plan.server)
-        try:
-            if "chat" in selected:
-                await chat_and_health(cfg, ref, svc, collector)
-            if "streaming" in selected:
-                await streaming(cfg, ref, svc, collector)
-        finally:
-            await svc.stop()
+        if selected & {"chat", "streaming"}:
+            svc = await ServerProcess.start("service", "--app", "service", *tokens, cores=plan.server)
+            try:
+                if "chat" in selected:
+                    await chat_and_health(cfg, ref, svc, collector)
+                if "streaming" in selected:
+                    await streaming(cfg, ref, svc, collector)
+            finally:
+                await svc.stop()
+            # Collector pauses over both scenarios: the first thing to check when a p99 tail appears.
+            collector.scenarios["gc_pauses"] = {
+                s.label: {k: v for k, v in s.events.get("gc", {}).items() if k != "event"} for s in (ref, svc)}
+        if "defaults" in selected:
+            await chat_on_defaults(cfg, ref, plan.server, collector)
     finally:
         await ref.stop()
-    # Collector pauses over both scenarios: the first thing to check when a p99 tail appears.
-    collector.scenarios["gc_pauses"] = {s.label: {k: v for k, v in s.events.get("gc", {}).items() if k != "event"}
-                                        for s in (ref, svc)}
 
 
 async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, Any]:
@@ -63,10 +68,11 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
     print(f"Benchmarks: {', '.join(s for s in SCENARIOS if s in selected)}; {plan.describe()}; open-files limit {nofile}",
           flush=True)
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        ("chat/streaming", lambda: _traffic(cfg, plan, selected, collector)),
+        ("chat/streaming/defaults", lambda: _traffic(cfg, plan, selected, collector)),
         ("concurrency", lambda: concurrency(cfg, plan.server, collector)),
         ("sessions", lambda: sessions(cfg, plan.server, collector)),
         ("startup", lambda: startup(cfg, plan.server, collector)),
+        ("relay", lambda: relay(cfg, plan, collector)),
     ]
     for name, step in steps:
         if not selected & set(name.split("/")):
@@ -90,6 +96,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         "config": dataclasses.asdict(cfg),
         "scenarios": collector.scenarios,
         "targets": [t.to_dict() for t in collector.targets],
+        "reported": collector.reported,
         "all_pass": bool(collector.targets) and all(t.passed for t in collector.targets),
         "notes": collector.notes,
         "curves": collector.curves,

@@ -187,8 +187,9 @@ async def sessions(cfg: BenchConfig, cores: frozenset[int] | None, collector: Co
         "server": sampler.summary(),
     }
     collector.target("4.rss_per_session", "RSS per session beyond its message text", per_session, "<=", 4096, "B")
-    collector.target("4.history_p99", "history fetch p99", history.latency_ms()["p99"], "<=", 5.0, "ms")
-    collector.target("4.list_p99", "list limit=50 p99, worst of offsets 0 / middle / end", worst_list_p99, "<=", 20.0, "ms")
+    # No reference serves sessions, so these absolute times are reported, not judged.
+    collector.report("4.history_p99", "history fetch p99", history.latency_ms()["p99"], "ms")
+    collector.report("4.list_p99", "list limit=50 p99, worst of offsets 0 / middle / end", worst_list_p99, "ms")
     collector.target("4.delete_o1", "delete p50, slowest / fastest of newest / middle / oldest", spread, "<=", 1.5, "x")
     collector.target("4.errors", "history/list/delete errors",
                      history.error_count + sum(p.error_count for p in pages.values())

@@ -38,6 +38,13 @@ def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
         "Agent Configuration:",
         f"  • Model: {model}",
         f"  • Provider: {settings.provider}",
+    ]
+    if settings.provider != "offline":
+        api = "Responses API" if settings.llm_api == "responses" else "Chat Completions"
+        auth = ("Microsoft Entra ID (DefaultAzureCredential)" if settings.azure_auth == "entra-id" else "API key"
+                ) if settings.provider == "azure" else ("API key" if settings.openai_api_key else "no key")
+        lines.append(f"  • Model API: {api}, auth: {auth}")
+    lines += [
         f"  • Tools: {local_tools + mcp_tools} (MCP {mcp_tools} + Local {local_tools})",
     ]
     for label, (url, connected) in mcp_status.items():

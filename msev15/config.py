@@ -8,6 +8,7 @@ configuration reference are checked against, so the three cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -104,16 +105,20 @@ VARIABLES: tuple[Var, ...] = (
     Var("REDOC_JS_URL", "", http_url, "Where /redoc loads ReDoc from; empty serves the bundled copy (works offline).", _S),
     Var("PLAYGROUND_ENABLED", "true", boolean, "Serve the browser playground at /.", _S),
     Var("LLM_PROVIDER", "auto", one_of(*PROVIDERS), "auto, azure, openai or offline.", _A),
-    Var("AZURE_AI_PROJECT_ENDPOINT", "", http_url, "Azure AI project endpoint (informational).", _L),
+    Var("AZURE_AI_PROJECT_ENDPOINT", "", http_url,
+        "Azure AI Foundry project endpoint; used (Entra ID, its /openai/v1 URL) when AZURE_OPENAI_ENDPOINT is empty.", _L),
     Var("AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME", "gpt-4o", single_line, "Azure OpenAI deployment to call.", _L),
     Var("AZURE_OPENAI_ENDPOINT", "", http_url, "Azure OpenAI resource endpoint.", _L),
-    Var("AZURE_OPENAI_API_KEY", "", stripped, "Azure OpenAI API key.", _L, secret=True),
-    Var("AZURE_OPENAI_API_VERSION", "2024-10-21", single_line, "Azure OpenAI API version.", _L),
+    Var("AZURE_OPENAI_API_KEY", "", stripped, "Azure OpenAI API key; empty: sign in with Microsoft Entra ID.", _L,
+        secret=True),
+    Var("AZURE_OPENAI_API_VERSION", "2024-10-21", single_line,
+        "Azure OpenAI API version, or 'v1' for the /openai/v1 URL (LLM_API=responses uses v1 below 2025-03-01-preview).", _L),
     Var("OPENAI_BASE_URL", "", http_url, "OpenAI-compatible base URL (OpenAI, Ollama, vLLM, llama.cpp).", _L),
     Var("OPENAI_API_KEY", "", stripped, "API key for the OpenAI-compatible endpoint.", _L, secret=True),
     Var("OPENAI_MODEL", "gpt-4o-mini", single_line, "Model name for the OpenAI-compatible endpoint.", _L),
     Var("LLM_MAX_RETRIES", "2", int_between(0, 10), "Retries of transient model errors (429, 5xx, timeouts).", _L),
     Var("LLM_TIMEOUT_SECONDS", "60", float_between(1, 600), "Timeout of one model request.", _L),
+    Var("LLM_API", "chat", one_of("chat", "responses"), "chat (Chat Completions) or responses (the Responses API).", _L),
     Var("SYSTEM_PROMPT_FILE", "", stripped, "File with the agent's system prompt (built-in one if empty).", _A),
     Var("AGENT_MAX_CONCURRENT_TURNS", "100", int_between(1, 100_000), "Turns of different sessions run at once.", _A),
     Var("AGENT_MAX_CONCURRENT_TURNS_PER_TENANT", "0", int_between(0, 100_000),
@@ -193,6 +198,7 @@ class Settings:
     openai_model: str
     llm_max_retries: int
     llm_timeout_seconds: float
+    llm_api: str
     system_prompt_file: str
     agent_max_concurrent_turns: int
     agent_max_concurrent_turns_per_tenant: int
@@ -268,11 +274,16 @@ class Settings:
         """The LLM provider actually used (``auto`` resolved)."""
         if self.llm_provider != "auto":
             return self.llm_provider
-        if self.azure_openai_endpoint and self.azure_openai_api_key:
-            return "azure"
+        if self.azure_openai_endpoint or self.azure_ai_project_endpoint:
+            return "azure"  # with AZURE_OPENAI_API_KEY, or keyless through Microsoft Entra ID
         if self.openai_base_url:
             return "openai"
         return "offline"
+
+    @property
+    def azure_auth(self) -> str:
+        """How Azure is called: "api-key", or "entra-id" (DefaultAzureCredential) without a key."""
+        return "api-key" if self.azure_openai_api_key else "entra-id"
 
     @property
     def model_name(self) -> str:
@@ -284,8 +295,12 @@ class Settings:
     def problems(self) -> list[str]:
         """Cross-field problems found once all values parse (reported like parse errors)."""
         found = []
-        if self.llm_provider == "azure" and not (self.azure_openai_endpoint and self.azure_openai_api_key):
-            found.append("LLM_PROVIDER=azure needs AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY")
+        if self.llm_provider == "azure" and not (self.azure_openai_endpoint or self.azure_ai_project_endpoint):
+            found.append("LLM_PROVIDER=azure needs AZURE_OPENAI_ENDPOINT (or AZURE_AI_PROJECT_ENDPOINT); "
+                         "without AZURE_OPENAI_API_KEY it signs in with Microsoft Entra ID")
+        if self.provider == "azure" and self.azure_auth == "entra-id" and importlib.util.find_spec("azure.identity") is None:
+            found.append("Azure OpenAI without AZURE_OPENAI_API_KEY signs in with Microsoft Entra ID, which needs "
+                         "the azure extra: pip install 'msev15e2e[azure]'")
         if self.llm_provider == "openai" and not self.openai_base_url:
             found.append("LLM_PROVIDER=openai needs OPENAI_BASE_URL")
         if self.system_prompt_file:

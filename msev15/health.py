@@ -92,6 +92,9 @@ def readiness_warnings(settings: Settings, *, model_status: str, mailer: Mailer,
         found.append("No language model configured: using the built-in offline assistant")
     elif model_status == "unreachable":
         found.append(f"Language model endpoint ({settings.provider}) is not reachable")
+    elif model_status == "no_credential":
+        found.append("No Microsoft Entra ID credential for Azure OpenAI (set AZURE_OPENAI_API_KEY, or sign in: "
+                     "managed identity, workload identity, AZURE_CLIENT_* variables or the Azure CLI)")
     if mailer.status == "invalid" and mailer.problem:
         found.append(f"Email tools disabled: {mailer.problem}")
     return found

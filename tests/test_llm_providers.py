@@ -126,7 +126,7 @@ async def test_model_error_gives_envelope_and_keeps_session_usable(service, llm:
     resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "second"})
     assert resp.status == 502
     assert_envelope(await resp.json(), "llm_error")
-    llm.push(Reply(status=429))
+    llm.push(Reply(status=500))
     stream = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "third"})
     events = sse_events(await stream.text())
     assert events[-1]["type"] == "error" and events[-1]["error"] == "llm_error"
@@ -179,3 +179,33 @@ async def test_client_disconnect_mid_stream_still_saves_the_turn(service, llm: S
     assert event.message == words
     history = await (await client.get("/api/v1/sessions/s/history")).json()
     assert history["messages"][-1]["content"] == words
+
+
+async def test_rate_limit_is_503_with_the_models_retry_after(service, llm: ScriptedLLM) -> None:
+    client = await service(**_openai(llm))
+    llm.push(Reply(status=429, headers={"retry-after": "7"}))
+    resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "one"})
+    assert resp.status == 503 and resp.headers["Retry-After"] == "7"
+    assert_envelope(await resp.json(), "llm_unavailable")
+    llm.push(Reply(status=429, headers={"retry-after-ms": "2500", "retry-after": "60"}))  # the ms header wins
+    stream = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "two"})
+    events = sse_events(await stream.text())
+    assert events[-1]["type"] == "error" and events[-1]["error"] == "llm_unavailable"
+    assert events[-1]["retry_after"] == 3
+    llm.push(Reply(status=429, headers={}))  # no hint from the model: no Retry-After invented
+    resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "three"})
+    assert resp.status == 503 and "Retry-After" not in resp.headers
+
+
+async def test_answer_cut_off_mid_stream_is_llm_error(service, llm: ScriptedLLM) -> None:
+    client = await service(**_openai(llm))
+    llm.push(Reply("This answer is cut off before it ends", drop_after=3))
+    stream = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "talk"})
+    events = sse_events(await stream.text())
+    assert [e["type"] for e in events][:2] == ["token", "token"]
+    assert events[-1]["type"] == "error" and events[-1]["error"] == "llm_error"
+    assert "broke off" in events[-1]["message"]
+    llm.push(Reply("Ends cleanly but too early", end_after=3))  # no finish_reason, no [DONE]
+    stream = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "again"})
+    events = sse_events(await stream.text())
+    assert events[-1]["type"] == "error" and "broke off" in events[-1]["message"]

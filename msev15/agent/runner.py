@@ -217,7 +217,8 @@ class AgentRunner:
                                    FAILED_NOTE)
             return
         except LLMError as exc:
-            await self._end_failed(turn, record, progress, started_at, exc.code, exc.message, exc.status, FAILED_NOTE)
+            await self._end_failed(turn, record, progress, started_at, exc.code, exc.message, exc.status, FAILED_NOTE,
+                                   retry_after=exc.retry_after)
             return
         except Exception:
             log.exception("turn failed unexpectedly")
@@ -241,8 +242,9 @@ class AgentRunner:
         self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
                                            answer, count, progress.usage))
 
-    async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress,
-                          started_at: float, error: str, message: str, status: int, note: str) -> None:
+    async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, started_at: float,
+                          error: str, message: str, status: int, note: str, *,
+                          retry_after: float | None = None) -> None:
         """End a turn that did not complete. Tool calls that did complete are committed with their
         results and ``note``, so the model later knows what was done; otherwise nothing is."""
         steps = progress.completed_steps()
@@ -254,7 +256,7 @@ class AgentRunner:
             except Exception:
                 log.exception("could not save the completed steps of a stopped turn")
         self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                        error, message, status))
+                                        error, message, status, retry_after))
 
     def _finish(self, record: TurnRecord, event: TurnCompleted | TurnFailed) -> None:
         self._emit(record, event)

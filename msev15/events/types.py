@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,10 +57,16 @@ class TurnFailed(TurnEvent):
     error: str
     message: str
     status: int = 500
+    retry_after: float | None = None  # seconds, when the model said when to come back (HTTP 429)
 
 
 TERMINAL = (TurnCompleted, TurnFailed)
 CLIENT_EVENTS = (Token, ToolCalled, ToolFinished, TurnCompleted, TurnFailed)
+
+
+def retry_after_seconds(seconds: float) -> int:
+    """A ``Retry-After`` value: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
 
 
 def to_wire(event: TurnEvent) -> dict[str, Any]:
@@ -82,6 +89,10 @@ def to_wire(event: TurnEvent) -> dict[str, Any]:
                 wire["usage"] = event.usage
             return wire
         case TurnFailed():
-            return {"type": "error", "error": event.error, "message": event.message,
-                    "request_id": event.request_id, "session_id": event.session_id, "turn_id": event.turn_id}
+            failed: dict[str, Any] = {"type": "error", "error": event.error, "message": event.message,
+                                      "request_id": event.request_id, "session_id": event.session_id,
+                                      "turn_id": event.turn_id}
+            if event.retry_after is not None:
+                failed["retry_after"] = retry_after_seconds(event.retry_after)
+            return failed
     raise TypeError(f"{type(event).__name__} is not sent to clients")

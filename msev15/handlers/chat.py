@@ -10,7 +10,12 @@ from msev15 import keys, logs
 from msev15.agent.runner import TurnRefused
 from msev15.common.ids import new_id
 from msev15.events.turnlog import TurnRecord
-from msev15.events.types import BusyPolicy, TurnFailed, TurnRequested
+from msev15.events.types import (
+    BusyPolicy,
+    TurnFailed,
+    TurnRequested,
+    retry_after_seconds,
+)
 from msev15.handlers.errors import ApiError, utc_now_iso
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import ChatRequest, chat_request, json_object
@@ -82,7 +87,9 @@ async def chat(request: web.Request) -> web.Response:
     chat_req, record = await _start_turn(request, stream=False)
     event = await record.outcome()
     if isinstance(event, TurnFailed):
-        raise ApiError(event.status, event.error, event.message)
+        wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
+        headers = None if wait is None else {"Retry-After": str(retry_after_seconds(wait))}
+        raise ApiError(event.status, event.error, event.message, headers=headers)
     return web.json_response({
         "session_id": chat_req.session_id,
         "message": event.message,

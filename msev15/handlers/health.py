@@ -91,6 +91,8 @@ async def readiness(request: web.Request) -> web.Response:
     }
     if "escalation" in connections:
         checks["escalation_mcp"] = _mcp_status(connections["escalation"])
+    if settings.provider == "azure":  # which sign-in the model calls use: "api_key" or "entra_id"
+        checks["azure_openai_auth"] = settings.azure_auth.replace("-", "_")
     warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[keys.MAILER],
                                   mcp=connections)
     ready = (app[keys.RUNNER].accepting and checks["session_store"] == "healthy"

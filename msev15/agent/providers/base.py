@@ -24,13 +24,16 @@ class ModelReply:
 
 
 class LLMError(Exception):
-    """A model failure the client sees: ``code`` for the envelope, ``status`` for /chat."""
+    """A model failure the client sees: ``code`` for the envelope, ``status`` for /chat, and
+    ``retry_after`` (seconds, from the model's own ``retry-after``/``retry-after-ms``) when the
+    model asked to be called again later."""
 
-    def __init__(self, code: str, message: str, status: int) -> None:
+    def __init__(self, code: str, message: str, status: int, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.retry_after = retry_after
 
 
 class Provider(Protocol):

@@ -1,103 +1,135 @@
-"""Azure OpenAI and OpenAI-compatible endpoints through the ``openai`` package (Chat Completions)."""
+"""Azure OpenAI and OpenAI-compatible endpoints through the ``openai`` package, on a lean path.
+
+The openai client still sends every request: its auth (API key, Azure ``api-key``, Entra ID
+tokens), retries of 408/409/429/5xx (``LLM_MAX_RETRIES``), timeouts and typed errors all apply.
+What it no longer does per request is the costly part: the body goes as ready JSON bytes
+(``chat_api``/``responses_api``, tool schemas serialized once), and the streamed answer is read
+as raw SSE bytes (``sse``) instead of one typed object per chunk.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
 from urllib.parse import urlsplit
 
+import httpx2
 import openai
 
-from msev15.agent.providers.base import LLMError, ModelReply, ToolCallRequest
+from msev15.agent.providers.base import LLMError, ModelReply
+from msev15.agent.providers.clients import ModelClient, build_client
+from msev15.agent.providers.sse import sse_events
 from msev15.config import Settings
 
 log = logging.getLogger("agent.llm")
 
+# Which auth the SDK applies (the generated methods pass the same); the body is JSON bytes.
+_OPTIONS: Any = {"headers": {"Content-Type": "application/json", "Accept": "text/event-stream"},
+                 "security": {"bearer_auth": True}}
+TOKEN_PROBE_SECONDS = 10.0
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the model asked us to wait: ``retry-after-ms``, else ``retry-after`` (seconds or
+    an HTTP date); None when neither is there or readable."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Did a timeout cause this? The aiohttp adapter reports any lost connection (a refused
+    connect, a server that hung up) as an httpx timeout, so look at what aiohttp raised."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _status_error(exc: openai.APIStatusError) -> LLMError:
+    status = exc.status_code
+    log.warning("model request failed: HTTP %s", status)
+    if status == 429:  # rate-limited even after the client's retries: tell the caller when to come back
+        return LLMError("llm_unavailable", "The language model is busy (rate-limited). Please retry later.", 503,
+                        retry_after(exc.response.headers))
+    return LLMError("llm_error", f"The language model returned an error (HTTP {status}).", 502)
+
 
 class OpenAIProvider:
-    """One client per process; the client retries 408/409/429/5xx itself (LLM_MAX_RETRIES)."""
+    """One client per process, one pooled connection per concurrent request, reused."""
 
-    def __init__(self, client: openai.AsyncOpenAI, model: str, name: str, probe_url: str) -> None:
-        self.client = client
-        self.model = model
-        self.name = name
-        self._probe_url = probe_url
+    def __init__(self, model_client: ModelClient) -> None:
+        self.client = model_client.client
+        self.model = model_client.wire.model
+        self.name = model_client.name
+        self.auth = model_client.auth
+        self.api = model_client.wire.api
+        self._wire = model_client.wire
+        self._url = model_client.url
+        self._credential = model_client.credential
+        self._scope = model_client.scope
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIProvider:
-        common = {"max_retries": settings.llm_max_retries, "timeout": settings.llm_timeout_seconds}
-        if settings.provider == "azure":
-            client: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
-                azure_endpoint=settings.azure_openai_endpoint,
-                api_key=settings.azure_openai_api_key,
-                api_version=settings.azure_openai_api_version,
-                **common,
-            )
-            return cls(client, settings.azure_openai_responses_deployment_name, "azure", settings.azure_openai_endpoint)
-        client = openai.AsyncOpenAI(
-            base_url=settings.openai_base_url,
-            # Local servers (Ollama, vLLM, llama.cpp) accept any key; the client insists on one.
-            api_key=settings.openai_api_key or "not-needed",
-            **common,
-        )
-        return cls(client, settings.openai_model, "openai", settings.openai_base_url)
+        return cls(build_client(settings))
 
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if tools:
-            kwargs["tools"] = tools
-        text: list[str] = []
-        calls: dict[int, dict[str, str]] = {}
-        usage: dict[str, int] | None = None
+        wire = self._wire
+        body = wire.body(messages, tools)
         try:
-            stream = await self.client.chat.completions.create(**kwargs)
-            async with stream:
-                async for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = {"prompt_tokens": chunk.usage.prompt_tokens,
-                                 "completion_tokens": chunk.usage.completion_tokens}
-                    if not chunk.choices:
-                        continue
-                    delta = chunk.choices[0].delta
-                    if delta is None:
-                        continue
-                    if delta.content:
-                        text.append(delta.content)
-                        yield delta.content
-                    for part in delta.tool_calls or ():
-                        slot = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
-                        if part.id:
-                            slot["id"] = part.id
-                        if part.function is not None:
-                            if part.function.name:
-                                slot["name"] += part.function.name
-                            if part.function.arguments:
-                                slot["arguments"] += part.function.arguments
-        except openai.APITimeoutError as exc:
-            raise LLMError("llm_error", "The language model did not answer in time.", 502) from exc
-        except openai.APIConnectionError as exc:
+            response = cast(httpx2.Response, await self.client.post(
+                wire.path, cast_to=httpx2.Response, content=body, options=_OPTIONS, stream=True,
+                stream_cls=openai.AsyncStream[Any]))
+        except openai.APIConnectionError as exc:  # APITimeoutError included
+            if _timed_out(exc):
+                raise LLMError("llm_error", "The language model did not answer in time.", 502) from exc
             raise LLMError("llm_unavailable", "The language model endpoint is unreachable.", 503) from exc
         except openai.APIStatusError as exc:
-            log.warning("model request failed: HTTP %s", exc.status_code)
-            raise LLMError("llm_error", f"The language model returned an error (HTTP {exc.status_code}).", 502) from exc
+            raise _status_error(exc) from exc
         except openai.OpenAIError as exc:
             raise LLMError("llm_error", "The language model returned an invalid response.", 502) from exc
-        tool_calls = tuple(
-            ToolCallRequest(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}")
-            for i, c in sorted(calls.items())
-        )
-        yield ModelReply("".join(text), tool_calls, usage)
+        except Exception as exc:
+            if self._credential is not None and type(exc).__module__.startswith("azure."):
+                log.warning("Microsoft Entra ID sign-in failed: %s", type(exc).__name__)
+                raise LLMError("llm_unavailable", "Could not sign in to Azure (Microsoft Entra ID).", 503) from exc
+            raise
+        try:
+            async for item in wire.read(sse_events(response.aiter_bytes())):
+                yield item
+        except httpx2.HTTPError as exc:
+            if _timed_out(exc):
+                raise LLMError("llm_error", "The language model did not answer in time.", 502) from exc
+            raise LLMError("llm_error", "The language model's answer broke off before it ended.", 502) from exc
+        except ValueError as exc:  # orjson.JSONDecodeError
+            raise LLMError("llm_error", "The language model returned an invalid response.", 502) from exc
+        finally:
+            await response.aclose()
 
     async def probe(self) -> str:
-        """Is the endpoint reachable? A TCP connect, not a billed model call."""
-        parts = urlsplit(self._probe_url)
+        """Is the endpoint reachable (a TCP connect, not a billed model call), and, for Entra ID,
+        can a token be had?"""
+        parts = urlsplit(self._url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), 1.0)
@@ -108,7 +140,15 @@ class OpenAIProvider:
             await writer.wait_closed()
         except OSError:
             pass
+        if self._credential is not None:
+            try:
+                await asyncio.wait_for(self._credential.get_token(self._scope), TOKEN_PROBE_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - any failure to sign in means the same to readiness
+                log.warning("Microsoft Entra ID: no token (%s)", type(exc).__name__)
+                return "no_credential"
         return "healthy"
 
     async def close(self) -> None:
         await self.client.close()
+        if self._credential is not None:
+            await self._credential.close()
