@@ -91,7 +91,7 @@ async def test_readiness_reports_each_check(service) -> None:
     body = await resp.json()
     assert body["status"] == "ready"
     assert body["checks"] == {"api": "healthy", "mcp_server": "not_configured", "azure_openai": "offline",
-                              "smtp": "outbox"}
+                              "smtp": "outbox", "session_store": "healthy"}
     assert body["warnings"] == []
 
 

@@ -59,7 +59,8 @@ async def readiness(request: web.Request) -> web.Response:
     ---
     summary: Readiness probe (checks dependencies)
     description: >
-      `ready` (200) unless the service is shutting down or a required dependency
+      `ready` (200) unless the service is shutting down, the session store cannot be
+      written (`session_store: unavailable`) or a required dependency
       (MCP_SERVER_REQUIRED=true) is down, then `not_ready` (503).
     tags: [health]
     responses:
@@ -70,7 +71,8 @@ async def readiness(request: web.Request) -> web.Response:
             schema: {$ref: "#/components/schemas/Readiness"}
             example:
               status: ready
-              checks: {api: healthy, mcp_server: unavailable, azure_openai: healthy, smtp: configured}
+              checks: {api: healthy, mcp_server: unavailable, azure_openai: healthy, smtp: configured,
+                       session_store: healthy}
               warnings: ["MCP server not reachable at http://localhost:8000/mcp"]
       "503":
         description: Not ready.
@@ -87,11 +89,13 @@ async def readiness(request: web.Request) -> web.Response:
         "mcp_server": _mcp_status(complaints),
         "azure_openai": await app[keys.HEALTH].model_status(),
         "smtp": app[keys.MAILER].status,
+        "session_store": await app[keys.SESSIONS].status(),
     }
     if "escalation" in connections:
         checks["escalation_mcp"] = _mcp_status(connections["escalation"])
     warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[keys.MAILER],
-                                  mcp=connections)
-    ready = app[keys.RUNNER].accepting and not (settings.mcp_server_required and checks["mcp_server"] != "healthy")
+                                  mcp=connections, session_store=checks["session_store"])
+    ready = (app[keys.RUNNER].accepting and checks["session_store"] == "healthy"
+             and not (settings.mcp_server_required and checks["mcp_server"] != "healthy"))
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": warnings}
     return web.json_response(body, status=200 if ready else 503)
