@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
+from msev15.store import sqlite_sessions
 from msev15.store.base import Sessions, StoreUnavailable
 from msev15.store.memory import MemorySessions
 from msev15.store.session_schema import SCHEMA_VERSION, SessionDatabaseError
 from msev15.store.sessions import SessionStore
-from msev15.store import sqlite_sessions
 from msev15.store.sqlite_sessions import SqliteSessions
 
 KINDS = ["memory", "sqlite", "redis"]
@@ -477,3 +477,12 @@ async def test_sqlite_paging_uses_the_index(tmp_path: Path, clock: Clock) -> Non
         plan = " ".join(str(r[-1]) for r in db.execute(
             "EXPLAIN QUERY PLAN SELECT tenant, session_id FROM sessions ORDER BY last_activity, touched LIMIT 1"))
         assert "USING INDEX sessions_by_activity" in plan or "USING COVERING INDEX sessions_by_activity" in plan, plan
+
+
+async def test_the_redis_url_fixture_serves_a_real_redis(redis_url: str) -> None:
+    """The fixture the redis store's tests use: a real server, so they never skip silently."""
+    reader, writer = await asyncio.open_connection(*redis_url.removeprefix("redis://").split("/")[0].split(":"))
+    writer.write(b"PING\r\n")
+    assert await reader.readline() == b"+PONG\r\n"
+    writer.close()
+    await writer.wait_closed()
