@@ -154,9 +154,9 @@ class SqliteSessions:
                     "UPDATE sessions SET last_activity = ?, touched = ?, visible_count = ?, next_seq = ? "
                     "WHERE tenant = ? AND session_id = ?",
                     (now, touched, visible, start + len(messages), tenant_id, session_id))
-            await db.executemany(
-                "INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(tenant_id, session_id, start + i, *m) for i, m in enumerate(messages)])
+            await _run_many(db, "INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(tenant_id, session_id, start + i, *m) for i, m in enumerate(messages)])
             if start + len(messages) - first > self.max_messages:
                 visible = await self._trim(db, tenant_id, session_id, first, start + len(messages), visible)
         return visible
@@ -277,9 +277,13 @@ class SqliteSessions:
 
     @staticmethod
     async def _rollback(db: aiosqlite.Connection) -> None:
+        # Always queued, never skipped on db.in_transaction: after a cancellation the BEGIN may
+        # still be waiting in aiosqlite's queue, and the ROLLBACK must run after it.
         try:
-            if db.in_transaction:  # SQLite rolls back by itself after some errors (disk full)
-                await db.execute_fetchall("ROLLBACK")
+            await db.execute_fetchall("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if "no transaction is active" not in str(exc):  # SQLite rolls back by itself after some errors
+                log.warning("rollback of the session database failed: %s", exc)
         except (sqlite3.Error, ValueError) as exc:
             log.warning("rollback of the session database failed: %s", exc)
 
@@ -310,8 +314,8 @@ class SqliteSessions:
     async def _drop(self, db: aiosqlite.Connection, keys: list[tuple[str, str]]) -> None:
         if not keys:
             return
-        await db.executemany("DELETE FROM messages WHERE tenant = ? AND session_id = ?", keys)
-        await db.executemany("DELETE FROM sessions WHERE tenant = ? AND session_id = ?", keys)
+        await _run_many(db, "DELETE FROM messages WHERE tenant = ? AND session_id = ?", keys)
+        await _run_many(db, "DELETE FROM sessions WHERE tenant = ? AND session_id = ?", keys)
         await self._counter(db, "sessions", -len(keys))
 
     async def _evict_oldest(self, db: aiosqlite.Connection, tenant_id: str, session_id: str) -> None:
@@ -342,6 +346,11 @@ class SqliteSessions:
         await db.execute_fetchall("UPDATE sessions SET first_seq = ?, visible_count = ? "
                                   "WHERE tenant = ? AND session_id = ?", (cut, visible, *key))
         return visible
+
+
+async def _run_many(db: aiosqlite.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    cursor = await db.executemany(sql, rows)
+    await cursor.close()
 
 
 def _message(row: Sequence[Any]) -> Message:
