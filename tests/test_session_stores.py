@@ -327,6 +327,35 @@ async def test_a_malformed_turn_changes_nothing(open_store: OpenStore, clock: Cl
     assert await store.get("t", "new") is None and await store.count() == 1
 
 
+async def test_a_cancelled_commit_is_all_or_nothing(open_store: OpenStore, clock: Clock) -> None:
+    """Cancel commits at every point they can be cancelled: each is whole or absent, and the store
+    keeps working (no transaction left open)."""
+    store = await open_store()
+    await _commit(store, clock, "t", "s", "first")
+    committed = ["first"]
+    for ticks in range(40):
+        clock.now += 1
+        text = f"cancelled after {ticks} ticks"
+        task = asyncio.ensure_future(_commit(store, clock, "t", "s", text, _tool_steps(f"c{ticks}")))
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        users = [c for r, c in await _visible(store, "t", "s") if r == "user"]
+        if users[-1] == text:
+            committed.append(text)
+        assert users == committed
+        clock.now += 1
+        await _commit(store, clock, "t", "s", f"after {ticks}")
+        committed.append(f"after {ticks}")
+    session = await store.get("t", "s")
+    assert session is not None and session.visible_count == 2 * len(committed)
+    assert await store.status() == "healthy"
+
+
 async def test_status_is_healthy_and_kind_is_named(open_store: OpenStore, clock: Clock) -> None:
     store = await open_store()
     assert store.kind in KINDS
@@ -404,6 +433,31 @@ async def test_sqlite_full_disk_fails_the_commit_whole_then_recovers(tmp_path: P
         await _set_page_limit(store, None)
         assert await _commit(store, clock, "t", "s", "x" * 20_000) == 4
         assert await store.status() == "healthy"
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_commit_failing_after_its_first_writes_leaves_nothing(tmp_path: Path, clock: Clock) -> None:
+    """A failure SQLite does not roll back by itself (a constraint, here from a row another writer
+    put where the turn's messages go): the session row was already updated when the insert fails."""
+    store = await _sqlite(tmp_path, clock)
+    try:
+        await _commit(store, clock, "t", "s", "kept")
+        before = await store.get("t", "s")
+        with sqlite3.connect(tmp_path / "s.db") as other:
+            other.execute("INSERT INTO messages (tenant, session_id, seq, role, content, ts) "
+                          "VALUES ('t', 's', 3, 'user', 'squatter', 0)")
+        clock.now += 5
+        with pytest.raises(sqlite3.IntegrityError):
+            await _commit(store, clock, "t", "s", "lost", _tool_steps("c1"))
+        with sqlite3.connect(tmp_path / "s.db") as other:
+            other.execute("DELETE FROM messages WHERE content = 'squatter'")
+        after = await store.get("t", "s")
+        assert before is not None and after is not None
+        assert (after.messages, after.visible_count, after.last_activity) == (
+            before.messages, before.visible_count, before.last_activity)
+        assert await _commit(store, clock, "t", "s", "next") == 4
+        assert await store.status() == "healthy"  # a constraint is a bug, not an unavailable store
     finally:
         await store.close()
 

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.subprocess
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 SESSIONS = 12  # driven at once; each session's turns one after another (a session runs one at a time)
-KILL_AFTER = 40  # answered turns before SIGKILL
+# Answered turns (in all) at which the service is SIGKILLed, one crash per round; not multiples of
+# one another, so no batch size of a "commit later" bug lines up with every crash.
+KILL_AT = (37, 66)
 MAX_TURNS_PER_SESSION = 200
 LOAD_SECONDS = 60.0
 
@@ -39,7 +41,9 @@ class Answered:
 
 @dataclass
 class Load:
-    answered: dict[tuple[str, str], list[Answered]] = field(default_factory=dict)
+    kill_at: int
+    answered: dict[tuple[str, str], list[Answered]]
+    sent: dict[tuple[str, str], list[str]]
     total: int = 0
     enough: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -76,12 +80,13 @@ async def _turn_sse(http: aiohttp.ClientSession, url: str, tenant: str, sid: str
     return None
 
 
-async def _drive(http: aiohttp.ClientSession, url: str, i: int, load: Load) -> None:
+async def _drive(http: aiohttp.ClientSession, url: str, i: int, load: Load, round_: int) -> None:
     tenant, sid = key = _key(i)
-    done = load.answered.setdefault(key, [])
+    done, sent = load.answered.setdefault(key, []), load.sent.setdefault(key, [])
     turn = _turn_sse if i % 2 else _turn_rest
     for n in range(MAX_TURNS_PER_SESSION):
-        text = f"turn {n} of {sid}: where is my order ORD-{n:08d}?"
+        text = f"round {round_} turn {n} of {sid}: where is my order ORD-{n:08d}?"
+        sent.append(text)
         sent_at = time.time()
         try:
             result = await turn(http, url, tenant, sid, text)
@@ -91,21 +96,27 @@ async def _drive(http: aiohttp.ClientSession, url: str, i: int, load: Load) -> N
             return
         done.append(Answered(text, result[0], result[1], sent_at, time.time()))
         load.total += 1
-        if load.total >= KILL_AFTER:
+        if load.total >= load.kill_at:
             load.enough.set()
 
 
-def _assert_history(history: dict[str, Any], answered: list[Answered], tenant: str, sid: str) -> None:
-    """Every answered turn is there, in order, with its answer and timestamps; at most one more
-    turn follows (committed, but the process died before it answered)."""
+def _assert_history(history: dict[str, Any], load: Load, tenant: str, sid: str, crashes: int) -> None:
+    """Every answered turn is there, in order, with its answer, count and timestamps. Besides them
+    only turns that were sent but not answered (committed just before a crash), at most one per
+    crash."""
+    answered = {a.text: a for a in load.answered[(tenant, sid)]}
     messages = history["messages"]
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    assert users[:len(answered)] == [a.text for a in answered], (tenant, sid)
-    assert len(users) - len(answered) in (0, 1), (tenant, sid, users[len(answered):])
-    assert [m["role"] for m in messages] == ["user", "assistant"] * len(users)
-    assert history["message_count"] == len(messages) == 2 * len(users)
     assert (history["session_id"], history["tenant_id"]) == (sid, tenant)
-    for n, a in enumerate(answered):
+    assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2)
+    assert history["message_count"] == len(messages)
+    users = [m["content"] for m in messages[::2]]
+    assert [u for u in users if u in answered] == [a.text for a in load.answered[(tenant, sid)]], (tenant, sid)
+    unanswered = [u for u in users if u not in answered]
+    assert set(unanswered) <= set(load.sent[(tenant, sid)]) and len(unanswered) <= crashes, unanswered
+    for n, text in enumerate(users):
+        a = answered.get(text)
+        if a is None:
+            continue
         assert a.message_count == 2 * (n + 1)
         user, assistant = messages[2 * n], messages[2 * n + 1]
         assert assistant["content"] == a.answer
@@ -132,17 +143,13 @@ async def _stop(service: Service) -> None:
     assert "Server stopped gracefully. Goodbye!" in out
 
 
-async def test_every_answered_turn_survives_sigkill_mid_load(tmp_path: Path) -> None:
-    db = tmp_path / "data" / "sessions.db"
-    env = {"SESSION_STORE": "sqlite", "SESSION_DB_PATH": str(db)}
-    service = await _start(tmp_path, **env)
-    assert "  • Sessions: sqlite (" in "\n".join(service.stdout)
-    load = Load()
+async def _crash_under_load(service: Service, load: Load, round_: int) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        drivers = [asyncio.create_task(_drive(http, service.url, i, load), name=f"driver-{i}")
+        drivers = [asyncio.create_task(_drive(http, service.url, i, load, round_), name=f"driver-{i}")
                    for i in range(SESSIONS)]
         try:
             await asyncio.wait_for(load.enough.wait(), LOAD_SECONDS)
+            assert service.proc.returncode is None
             service.proc.send_signal(signal.SIGKILL)  # mid-load: turns are in flight right now
             await asyncio.wait_for(asyncio.gather(*drivers), 30)
         finally:
@@ -152,40 +159,57 @@ async def test_every_answered_turn_survives_sigkill_mid_load(tmp_path: Path) -> 
             if service.proc.returncode is None:
                 service.proc.kill()
             await service.proc.wait()
-    assert service.proc.returncode == -signal.SIGKILL
-    assert load.total >= KILL_AFTER
+    # 255: asyncio's child watcher sometimes loses the status of a killed child ("Unknown child
+    # process") and reports 255; the process was alive until the SIGKILL either way.
+    assert service.proc.returncode in (-signal.SIGKILL, 255)
 
-    with sqlite3.connect(db) as conn:  # the file as the crash left it (the WAL is recovered on open)
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-    restarted = await _start(tmp_path, **env)
+async def _check_everything_answered_is_there(url: str, load: Load, crashes: int) -> None:
+    async with aiohttp.ClientSession() as http:
+        for i in range(SESSIONS):
+            tenant, sid = _key(i)
+            async with http.get(f"{url}/api/v1/sessions/{sid}/history", params={"tenant_id": tenant}) as resp:
+                if not load.answered[(tenant, sid)] and resp.status == 404:
+                    continue
+                assert resp.status == 200, (tenant, sid)
+                history = await resp.json()
+            _assert_history(history, load, tenant, sid, crashes)
+        for tenant in ("tenant-0", "tenant-1"):
+            listing = await _listing(http, url, tenant)
+            listed = {s["session_id"]: s["message_count"] for s in listing["sessions"]}
+            assert listing["total"] == len(listed)
+            for (t, sid), answered in load.answered.items():
+                if t == tenant and answered:
+                    assert listed[sid] >= 2 * len(answered)
+
+
+async def test_every_answered_turn_survives_sigkill_mid_load(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "sessions.db"
+    env = {"SESSION_STORE": "sqlite", "SESSION_DB_PATH": str(db)}
+    load = Load(kill_at=0, answered={}, sent={})
+    service = await _start(tmp_path, **env)
     try:
-        async with aiohttp.ClientSession() as http:
-            for i in range(SESSIONS):
-                tenant, sid = _key(i)
-                answered = load.answered[(tenant, sid)]
-                async with http.get(f"{restarted.url}/api/v1/sessions/{sid}/history",
-                                    params={"tenant_id": tenant}) as resp:
-                    if not answered and resp.status == 404:
-                        continue
-                    assert resp.status == 200, (tenant, sid)
-                    _assert_history(await resp.json(), answered, tenant, sid)
-            for tenant in ("tenant-0", "tenant-1"):
-                listing = await _listing(http, restarted.url, tenant)
-                mine = {k[1] for k, v in load.answered.items() if k[0] == tenant and v}
-                listed = {s["session_id"]: s["message_count"] for s in listing["sessions"]}
-                assert mine <= listed.keys() and listing["total"] == len(listed)
-                for sid in mine:
-                    assert listed[sid] >= 2 * len(load.answered[(tenant, sid)])
-            # The restarted service goes on from where each session was.
-            async with http.post(f"{restarted.url}/api/v1/chat",
+        assert "  • Sessions: sqlite (" in "\n".join(service.stdout)
+        for round_, kill_at in enumerate(KILL_AT, 1):
+            load.kill_at, load.enough = kill_at, asyncio.Event()
+            await _crash_under_load(service, load, round_)
+            assert load.total >= kill_at
+            with sqlite3.connect(db) as conn:  # the file as the crash left it (its WAL is recovered on open)
+                assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            service = await _start(tmp_path, **env)
+            await _check_everything_answered_is_there(service.url, load, round_)
+        async with aiohttp.ClientSession() as http:  # the restarted service goes on from where s0 was
+            async with http.post(f"{service.url}/api/v1/chat",
                                  json={"session_id": "s0", "message": "still there?", "tenant_id": "tenant-0"}) as resp:
                 body = await resp.json()
-                history = await (await http.get(f"{restarted.url}/api/v1/sessions/s0/history",
-                                                params={"tenant_id": "tenant-0"})).json()
-                assert body["message_count"] == history["message_count"]
+            history = await (await http.get(f"{service.url}/api/v1/sessions/s0/history",
+                                            params={"tenant_id": "tenant-0"})).json()
+            assert body["message_count"] == history["message_count"] >= 2 * len(load.answered[_key(0)]) + 2
+        await _stop(service)
     finally:
-        await _stop(restarted)
+        if service.proc.returncode is None:
+            service.proc.kill()
+            await service.proc.communicate()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
