@@ -76,13 +76,18 @@ async def health_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def readiness_warnings(settings: Settings, *, model_status: str, mailer: Mailer,
-                       mcp: Mapping[str, McpConnection], at_start: bool = False) -> list[str]:
-    """One sentence per degraded dependency: unreachable MCP servers, the model, the email tools.
+                       mcp: Mapping[str, McpConnection], at_start: bool = False,
+                       session_store: str = "healthy") -> list[str]:
+    """One sentence per degraded dependency: the session store, unreachable MCP servers, the
+    model, the email tools.
 
-    ``model_status`` is the :class:`HealthMonitor`'s. ``at_start`` words them for the banner,
-    which also says what the service does about an unreachable MCP server.
+    ``model_status`` is the :class:`HealthMonitor`'s, ``session_store`` the store's ``status()``.
+    ``at_start`` words them for the banner, which also says what the service does about an
+    unreachable MCP server.
     """
     found = []
+    if session_store != "healthy":
+        found.append(f"Session store ({settings.session_store}) is unavailable: new answers cannot be saved")
     for name, connection in mcp.items():
         if connection.status != "connected":
             label = MCP_LABELS.get(name, f"{name.capitalize()} MCP server")

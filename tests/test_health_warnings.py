@@ -32,3 +32,12 @@ async def test_nothing_degraded_means_no_warnings(tmp_path) -> None:
     assert readiness_warnings(settings, model_status="healthy", mailer=mailer, mcp={}) == []
     assert readiness_warnings(settings, model_status="unreachable", mailer=mailer, mcp={}) == [
         "Language model endpoint (openai) is not reachable"]
+
+
+async def test_an_unavailable_session_store_is_named(tmp_path) -> None:
+    settings = Settings.defaults(llm_provider="offline", session_store="sqlite")
+    mailer = Mailer.from_settings(settings.replace(email_outbox_dir=str(tmp_path)))
+    assert readiness_warnings(settings, model_status="offline", mailer=mailer, mcp={},
+                              session_store="unavailable") == [
+        "Session store (sqlite) is unavailable: new answers cannot be saved"]
+    assert readiness_warnings(settings, model_status="offline", mailer=mailer, mcp={}, session_store="healthy") == []

@@ -59,7 +59,8 @@ async def readiness(request: web.Request) -> web.Response:
     ---
     summary: Readiness probe (checks dependencies)
     description: >
-      `ready` (200) unless the service is shutting down or a required dependency
+      `ready` (200) unless the service is shutting down, the session store cannot be
+      written (`session_store: unavailable`) or a required dependency
       (MCP_SERVER_REQUIRED=true) is down, then `not_ready` (503).
     tags: [health]
     responses:
@@ -70,7 +71,8 @@ async def readiness(request: web.Request) -> web.Response:
             schema: {$ref: "#/components/schemas/Readiness"}
             example:
               status: ready
-              checks: {api: healthy, mcp_server: unavailable, azure_openai: healthy, smtp: configured}
+              checks: {api: healthy, mcp_server: unavailable, azure_openai: healthy, smtp: configured,
+                       session_store: healthy}
               warnings: ["MCP server not reachable at http://localhost:8000/mcp"]
       "503":
         description: Not ready.
@@ -94,10 +96,8 @@ async def readiness(request: web.Request) -> web.Response:
     if settings.provider == "azure":  # which sign-in the model calls use: "api_key" or "entra_id"
         checks["azure_openai_auth"] = settings.azure_auth.replace("-", "_")
     warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[keys.MAILER],
-                                  mcp=connections)
+                                  mcp=connections, session_store=checks["session_store"])
     ready = (app[keys.RUNNER].accepting and checks["session_store"] == "healthy"
              and not (settings.mcp_server_required and checks["mcp_server"] != "healthy"))
-    if checks["session_store"] != "healthy":
-        warnings.append(f"Session store ({settings.session_store}) is unavailable: chats answer 503 until it is back")
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": warnings}
     return web.json_response(body, status=200 if ready else 503)

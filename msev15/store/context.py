@@ -14,6 +14,7 @@ from msev15.store.base import Sessions, StoreUnavailable
 from msev15.store.memory import MemorySessions
 from msev15.store.orders import OrderRepository
 from msev15.store.sessions import SessionStore
+from msev15.store.sqlite_sessions import SqliteSessions
 
 log = logging.getLogger("app")
 
@@ -40,8 +41,13 @@ async def open_sessions(settings: Settings) -> Sessions:
     if settings.session_store == "redis":
         from msev15.store.redis_sessions import RedisSessions
 
-        return RedisSessions.from_url(settings.redis_url, ttl_seconds=settings.session_ttl_seconds,
-                                      max_messages=settings.session_max_messages)
+        return await RedisSessions.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds,
+                                        max_messages=settings.session_max_messages,
+                                        max_sessions=settings.session_max_sessions)
+    if settings.session_store == "sqlite":
+        return await SqliteSessions.open(settings.session_db_path, ttl_seconds=settings.session_ttl_seconds,
+                                         max_messages=settings.session_max_messages,
+                                         max_sessions=settings.session_max_sessions)
     raise ValueError(f"unknown SESSION_STORE {settings.session_store!r}")
 
 

@@ -22,8 +22,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from msev15.store.base import FENCE, FencedOut, StoreStatus
-from msev15.store.redis_kit import connect, tenant_key, translated
+from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, translated
 from msev15.store.sessions import Message, Page, Session
+
+ALL_SESSIONS = f"{PREFIX}:sessions"  # every session of every tenant, by last activity (the global cap)
 
 _COMMIT = """
 -- KEYS: session hash, message list, tenant index, turn queue
@@ -59,7 +61,11 @@ if length > max then
   redis.call('LTRIM', KEYS[2], cut, -1)
   visible = redis.call('HINCRBY', KEYS[1], 'visible_count', -dropped)
 end
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+-- newest activity last, commit order kept when two commits share a timestamp
+local score = tonumber(ARGV[2])
+local top = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 0.000001 end
+redis.call('ZADD', KEYS[3], score, ARGV[1])
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -103,18 +109,22 @@ def _decode(raw: str) -> Message:
 class RedisSessions:
     kind = "redis"
 
-    def __init__(self, client: aioredis.Redis, *, ttl_seconds: int = 0, max_messages: int = 1000,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: aioredis.Redis, *, ttl_seconds: float = 0, max_messages: int = 1000,
+                 max_sessions: int = 250_000, clock: Callable[[], float] = time.time) -> None:
         self._redis = client
         self.ttl = ttl_seconds
         self.max_messages = max_messages
+        self.max_sessions = max_sessions
         self._clock = clock
         self._commit = client.register_script(_COMMIT)
         self._delete = client.register_script(_DELETE)
 
     @classmethod
-    def from_url(cls, url: str, *, ttl_seconds: int = 0, max_messages: int = 1000) -> RedisSessions:
-        return cls(connect(url), ttl_seconds=ttl_seconds, max_messages=max_messages)
+    async def open(cls, url: str, *, ttl_seconds: float = 0, max_messages: int = 1000, max_sessions: int = 250_000,
+                   clock: Callable[[], float] = time.time) -> RedisSessions:
+        """A store on ``url``; nothing is connected yet (a Redis that is down never fails start-up)."""
+        return cls(connect(url), ttl_seconds=ttl_seconds, max_messages=max_messages, max_sessions=max_sessions,
+                   clock=clock)
 
     def _keys(self, tenant_id: str, session_id: str) -> tuple[str, str, str]:
         return (tenant_key(tenant_id, "sess", session_id), tenant_key(tenant_id, "msgs", session_id),
@@ -166,7 +176,23 @@ class RedisSessions:
         visible = int(await self._commit(keys=keys, args=args))
         if visible < 0:
             raise FencedOut("this turn no longer holds its session (another instance took it over)")
+        await self._enforce_cap(tenant_id, session_id, now)
         return visible
+
+    async def _enforce_cap(self, tenant_id: str, session_id: str, now: float) -> None:
+        """SESSION_MAX_SESSIONS over every tenant: the least recently active sessions go. A global
+        index outside the tenants' hash slots, so this runs just after the commit, not inside it."""
+        member = f"{tenant_id}\x00{session_id}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(ALL_SESSIONS, {member: now})
+            pipe.zcard(ALL_SESSIONS)
+            _, total = await pipe.execute()
+        excess = int(total) - self.max_sessions
+        if excess <= 0:
+            return
+        for victim, _score in await self._redis.zpopmin(ALL_SESSIONS, excess):
+            victim_tenant, _, victim_session = text(victim).partition("\x00")
+            await self._delete(keys=list(self._keys(victim_tenant, victim_session)), args=[victim_session])
 
     @translated
     async def page(self, tenant_id: str, limit: int, offset: int) -> Page:
@@ -198,6 +224,7 @@ class RedisSessions:
         if await self.get(tenant_id, session_id) is None:
             return None
         deleted = int(await self._delete(keys=list(self._keys(tenant_id, session_id)), args=[session_id]))
+        await self._redis.zrem(ALL_SESSIONS, f"{tenant_id}\x00{session_id}")
         return None if deleted < 0 else deleted
 
     async def expire(self) -> int:
@@ -205,10 +232,9 @@ class RedisSessions:
 
     @translated
     async def count(self) -> int:
-        total = 0
-        async for key in self._redis.scan_iter(match=f"msev15:{{*}}:index", count=1000):
-            total += int(await self._redis.zcard(key))
-        return total
+        if self.ttl:
+            await self._redis.zremrangebyscore(ALL_SESSIONS, "-inf", repr(self._clock() - self.ttl))
+        return int(await self._redis.zcard(ALL_SESSIONS))
 
     async def status(self) -> StoreStatus:
         try:

@@ -116,6 +116,14 @@ class SessionStore:
                     steps: Iterable[dict[str, Any]], answer: str) -> int:
         """Append a whole turn (user message, tool exchange, answer). Returns the visible count."""
         now = self._clock()
+        # Build the turn before touching the session: a malformed step changes nothing.
+        turn = [Message("user", user_text, started_at)]
+        for step in steps:
+            if step["role"] == "tool":
+                turn.append(Message("tool", step["content"], now, step["tool_call_id"]))
+            else:
+                turn.append(Message("assistant", step.get("content"), now, step["tool_calls"]))
+        turn.append(Message("assistant", answer, now))
         session = self._live(tenant_id, session_id)
         sessions = self._tenants.setdefault(tenant_id, OrderedDict())
         key = (tenant_id, session_id)
@@ -126,14 +134,7 @@ class SessionStore:
         else:
             sessions.move_to_end(session_id)
             self._lru.move_to_end(key)
-        append = session.messages.append
-        append(Message("user", user_text, started_at))
-        for step in steps:
-            if step["role"] == "tool":
-                append(Message("tool", step["content"], now, step["tool_call_id"]))
-            else:
-                append(Message("assistant", step.get("content"), now, step["tool_calls"]))
-        append(Message("assistant", answer, now))
+        session.messages += turn
         session.visible_count += 2
         session.last_activity = now
         if len(session.messages) > self.max_messages:
