@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from msev15 import __version__
@@ -34,6 +35,7 @@ def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
         f"  • Log Level: {settings.log_level}",
         f"  • CORS: {cors}",
         f"  • Rate Limiting: {rate}",
+        f"  • Authentication: {settings.auth_mode}",
         "",
         "Agent Configuration:",
         f"  • Model: {model}",
@@ -58,3 +60,24 @@ def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
         lines.append("")
     lines += ["Starting server... ✓", f"API Documentation: http://{host}:{settings.server_port}/docs"]
     return "\n".join(lines)
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """What the banner says about an open door (the service still starts: none is the spec's default)."""
+    found = []
+    if settings.auth_mode == "none" and not is_loopback(settings.server_host):
+        found.append(f"AUTH_MODE=none on {settings.server_host}: anyone who can reach this port can read and "
+                     "change every tenant's data (the tenant is whatever the caller sends); set AUTH_MODE=api_key "
+                     "or jwt, or bind SERVER_HOST=127.0.0.1")
+    if (settings.mcp_server_url or settings.escalation_mcp_url) and not settings.mcp_auth_token:
+        found.append("MCP_AUTH_TOKEN is not set: the MCP servers cannot tell this service from any other caller")
+    return found
