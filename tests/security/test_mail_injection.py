@@ -122,7 +122,7 @@ async def test_harmless_encoded_words_and_lookalikes_still_send(tmp_path: Path, 
     [received] = await smtp.wait_for(1)
     message = received.message
     assert "Reply-To" not in message
-    assert [k for k in message.keys() if k.lower() == "subject"] == ["Subject"]
+    assert [k for k in message if k.lower() == "subject"] == ["Subject"]
 
 
 async def test_a_long_non_ascii_subject_and_name_still_send(tmp_path: Path, smtp: RecordingSMTP) -> None:

@@ -24,7 +24,14 @@ from aiohttp.test_utils import TestClient
 from msev15.app import create_app
 from msev15.config import Settings
 from tests.conftest import assert_envelope, make_settings
-from tests.security.authkit import AUDIENCE, ISSUER, Jwks, SigningKey, create_keys, revoke_key
+from tests.security.authkit import (
+    AUDIENCE,
+    ISSUER,
+    Jwks,
+    SigningKey,
+    create_keys,
+    revoke_key,
+)
 
 SECRET = "acme-private-note-7f3a"
 SESSION = "s-acme"
