@@ -131,7 +131,7 @@ async def test_successes_do_not_count_toward_the_failure_limit(keyed) -> None:
 
 
 async def test_no_credential_reaches_a_log_line(keyed, caplog: pytest.LogCaptureFixture) -> None:
-    client, (key_id, key) = await keyed()
+    client, (_, key) = await keyed()
     garbage = "msev15_0123456789abcdef_" + "Z" * 43
     caplog.set_level(logging.DEBUG)
     await client.get("/api/v1/sessions", headers={"X-API-Key": key})
