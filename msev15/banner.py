@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from msev15 import __version__
 from msev15.config import Settings
@@ -78,6 +79,11 @@ def security_warnings(settings: Settings) -> list[str]:
         found.append(f"AUTH_MODE=none on {settings.server_host}: anyone who can reach this port can read and "
                      "change every tenant's data (the tenant is whatever the caller sends); set AUTH_MODE=api_key "
                      "or jwt, or bind SERVER_HOST=127.0.0.1")
-    if (settings.mcp_server_url or settings.escalation_mcp_url) and not settings.mcp_auth_token:
-        found.append("MCP_AUTH_TOKEN is not set: the MCP servers cannot tell this service from any other caller")
+    for name, url, token in (("MCP_SERVER_URL", settings.mcp_server_url, settings.mcp_auth_token),
+                             ("ESCALATION_MCP_URL", settings.escalation_mcp_url,
+                              settings.escalation_mcp_auth_token or settings.mcp_auth_token)):
+        host = urlsplit(url).hostname or ""
+        if url and not token and not is_loopback(host):
+            found.append(f"{name} points at {host} but no MCP auth token is set: that server cannot tell this "
+                         "service from any other caller (set MCP_AUTH_TOKEN)")
     return found

@@ -300,6 +300,8 @@ class Settings:
         if self.auth_mode == "jwt":
             if bool(self.jwt_jwks_url) == bool(self.jwt_public_key_file):
                 found.append("AUTH_MODE=jwt needs exactly one of JWT_JWKS_URL and JWT_PUBLIC_KEY_FILE")
+            if self.jwt_public_key_file and not Path(self.jwt_public_key_file).is_file():
+                found.append(f"JWT_PUBLIC_KEY_FILE must be a readable PEM file, got {self.jwt_public_key_file!r}")
             if not (self.jwt_issuer and self.jwt_audience):
                 found.append("AUTH_MODE=jwt needs JWT_ISSUER and JWT_AUDIENCE (tokens for other services "
                              "must not be accepted)")

@@ -71,4 +71,4 @@ def keys_command(args: argparse.Namespace) -> int:
         except TenantIdError as exc:
             print(f"error: --tenant: {exc.rule}", file=sys.stderr)
             return 2
-    return asyncio.run(_run(open_api_key_store(settings.api_keys_db_path), args))
+    return asyncio.run(_run(open_api_key_store(settings), args))

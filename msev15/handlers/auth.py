@@ -112,7 +112,7 @@ class JwtAuthenticator:
 
 def make_authenticator(settings: Settings) -> Authenticator | None:
     if settings.auth_mode == "api_key":
-        return ApiKeyAuthenticator(open_api_key_store(settings.api_keys_db_path), settings.api_keys_cache_seconds)
+        return ApiKeyAuthenticator(open_api_key_store(settings), settings.api_keys_cache_seconds)
     if settings.auth_mode == "jwt":
         return JwtAuthenticator(JwtVerifier(
             issuer=settings.jwt_issuer, audience=settings.jwt_audience, tenant_claim=settings.jwt_tenant_claim,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from msev15.common.tenancy import check_tenant
+from msev15.config import Settings
 
 PREFIX = "msev15_"
 KEY_RE = re.compile(r"msev15_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})")
@@ -148,6 +149,7 @@ class SqliteApiKeyStore:
             self._db.close()
 
 
-def open_api_key_store(path: str | Path) -> ApiKeyStore:
-    """The store the settings name (SQLite now; Redis joins here)."""
-    return SqliteApiKeyStore(path)
+def open_api_key_store(settings: Settings) -> ApiKeyStore:
+    """The store the settings name: SQLite at API_KEYS_DB_PATH (a Redis store joins here, chosen
+    by the same settings as the session store)."""
+    return SqliteApiKeyStore(settings.api_keys_db_path)

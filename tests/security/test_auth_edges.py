@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from msev15.store.apikeys import KEY_RE
 from tests.conftest import assert_envelope
 from tests.security.authkit import create_keys
 
@@ -140,7 +141,7 @@ async def test_no_credential_reaches_a_log_line(keyed, caplog: pytest.LogCapture
     await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {garbage}"})
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "authentication refused" in text  # the refusal is logged...
-    for secret in (key, key.rsplit("_", 1)[1], garbage, "Z" * 43):
+    for secret in (key, KEY_RE.fullmatch(key)["secret"], garbage, "Z" * 43):
         assert secret not in text  # ...without the credential
 
 
@@ -156,3 +157,20 @@ async def test_a_key_of_another_tenant_cannot_read_acme(keyed, tmp_path: Path) -
     assert listing["tenant_id"] == "globex" and listing["sessions"] == []
     mine = await client.get("/api/v1/sessions/s1/history", headers={"X-API-Key": acme})
     assert "acme secret" in await mine.text()
+
+
+# --- the banner's warnings ------------------------------------------------------------------------
+
+
+def test_banner_warns_about_open_doors_beyond_loopback(tmp_path: Path) -> None:
+    from msev15.banner import security_warnings
+    from tests.conftest import make_settings
+
+    assert security_warnings(make_settings(tmp_path, server_host="127.0.0.1")) == []
+    [open_api] = security_warnings(make_settings(tmp_path, server_host="0.0.0.0"))
+    assert "AUTH_MODE=none on 0.0.0.0" in open_api
+    assert security_warnings(make_settings(tmp_path, server_host="0.0.0.0", auth_mode="api_key")) == []
+    remote = make_settings(tmp_path, server_host="127.0.0.1", mcp_server_url="http://mcp.internal:8000/mcp")
+    [mcp] = security_warnings(remote)
+    assert "MCP_SERVER_URL points at mcp.internal" in mcp
+    assert security_warnings(remote.replace(mcp_auth_token="t")) == []
