@@ -2,6 +2,7 @@
 it; none lives at import.
 
 Start order (teardown runs in reverse):
+  0. auth      — the authenticator of AUTH_MODE (API key store or JWT verifier), if any
   1. events    — the bus with its logging subscriber (last to stop, so every line is written),
                  and the turn log
   2. store     — sessions (with their expiry sweeper), then the orders database
@@ -25,6 +26,7 @@ from msev15.agent.context import mcp_ctx, provider_ctx, runner_ctx, tools_ctx
 from msev15.config import Settings
 from msev15.events.context import events_ctx
 from msev15.handlers import setup_cors, setup_routes
+from msev15.handlers.auth import auth_ctx, auth_middleware
 from msev15.handlers.errors import (
     add_extra_headers,
     error_middleware,
@@ -70,6 +72,7 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
         else:
             limiter = RateLimiter(settings.rate_limit_per_minute, settings.trusted_proxies)
         middlewares.append(rate_limit_middleware(limiter))
+    middlewares.append(auth_middleware(settings))  # every /api/ route, present and future
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     if limiter is not None:
         app.on_cleanup.append(lambda _app: limiter.close())
@@ -81,8 +84,8 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
         app[keys.MAILER] = overrides.pop("mailer")
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
-    app.cleanup_ctx.extend([events_ctx, sessions_ctx, orders_ctx, tools_ctx, provider_ctx, mcp_ctx, runner_ctx,
-                            health_ctx])
+    app.cleanup_ctx.extend([auth_ctx, events_ctx, sessions_ctx, orders_ctx, tools_ctx, provider_ctx, mcp_ctx,
+                            runner_ctx, health_ctx])
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(add_extra_headers)
     setup_routes(app)

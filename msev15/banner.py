@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -45,6 +46,7 @@ def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
         f"  • Log Level: {settings.log_level}",
         f"  • CORS: {cors}",
         f"  • Rate Limiting: {rate}",
+        f"  • Authentication: {settings.auth_mode}",
         "",
         "Agent Configuration:",
         f"  • Model: {model}",
@@ -77,3 +79,29 @@ def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
         lines.append("")
     lines += ["Starting server... ✓", f"API Documentation: http://{host}:{settings.server_port}/docs"]
     return "\n".join(lines)
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """What the banner says about an open door (the service still starts: none is the spec's default)."""
+    found = []
+    if settings.auth_mode == "none" and not is_loopback(settings.server_host):
+        found.append(f"AUTH_MODE=none on {settings.server_host}: anyone who can reach this port can read and "
+                     "change every tenant's data (the tenant is whatever the caller sends); set AUTH_MODE=api_key "
+                     "or jwt, or bind SERVER_HOST=127.0.0.1")
+    for name, url, token in (("MCP_SERVER_URL", settings.mcp_server_url, settings.mcp_auth_token),
+                             ("ESCALATION_MCP_URL", settings.escalation_mcp_url,
+                              settings.escalation_mcp_auth_token or settings.mcp_auth_token)):
+        host = urlsplit(url).hostname or ""
+        if url and not token and not is_loopback(host):
+            found.append(f"{name} points at {host} but no MCP auth token is set: that server cannot tell this "
+                         "service from any other caller (set MCP_AUTH_TOKEN)")
+    return found

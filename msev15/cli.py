@@ -14,11 +14,13 @@ from aiohttp import web
 
 from msev15 import __version__, keys
 from msev15.app import begin_shutdown, create_app
-from msev15.banner import banner
+from msev15.banner import banner, security_warnings
 from msev15.common.env import SettingsError
 from msev15.common.logsetup import close_logging, flush_logging
 from msev15.config import Settings, load_settings
 from msev15.health import readiness_warnings
+from msev15.keycli import add_parser as add_keys_parser
+from msev15.keycli import keys_command
 from msev15.logs import setup_logging
 from msev15.supervisor import Supervisor
 
@@ -81,8 +83,9 @@ async def _until(stop: asyncio.Event, coro: Awaitable[str | None]) -> str | None
 
 def _print_banner(app: web.Application, settings: Settings, supervisor: Supervisor | None = None) -> None:
     registry, connections = app[keys.REGISTRY], app[keys.MCP]
-    warnings = readiness_warnings(settings, model_status=app[keys.HEALTH].last_model_status, mailer=app[keys.MAILER],
-                                  mcp=connections, at_start=True)
+    warnings = security_warnings(settings) + readiness_warnings(
+        settings, model_status=app[keys.HEALTH].last_model_status, mailer=app[keys.MAILER], mcp=connections,
+        at_start=True)
     labels = {"complaints": "MCP Server", "escalation": "Escalation MCP"}  # the banner's status lines
     _say(banner(settings, local_tools=len(registry.local_names), mcp_tools=len(registry) - len(registry.local_names),
                 mcp_status={labels.get(n, n): (c.url, c.status == "connected") for n, c in connections.items()},
@@ -231,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="also run the reference complaints and escalation MCP servers (supervised, loopback)")
     config = commands.add_parser("config", help="print the effective settings (secrets masked)")
     config.add_argument("--env-file")
+    add_keys_parser(commands)
     commands.add_parser("complaints-mcp", help="run the reference complaints MCP server", add_help=False)
     commands.add_parser("escalation-mcp", help="run the EscalationComms MCP server", add_help=False)
 
@@ -246,4 +250,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve_command(args)
+    if args.command == "keys":
+        return keys_command(args)
     return _config_command(args)

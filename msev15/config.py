@@ -87,6 +87,8 @@ def _redis_url(raw: str) -> str:
         raise ValueError("a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0")
     return value
 
+AUTH_MODES = ("none", "api_key", "jwt")
+
 VARIABLES: tuple[Var, ...] = (
     Var("SERVER_HOST", "0.0.0.0", stripped, "Interface to bind.", _S),
     Var("SERVER_PORT", "9080", int_between(1, 65535), "TCP port to listen on.", _S),
@@ -104,6 +106,19 @@ VARIABLES: tuple[Var, ...] = (
     Var("SSE_PING_SECONDS", "15", float_between(0.1, 3600), "Interval of ': ping' keep-alive comments on streams.", _S),
     Var("REDOC_JS_URL", "", http_url, "Where /redoc loads ReDoc from; empty serves the bundled copy (works offline).", _S),
     Var("PLAYGROUND_ENABLED", "true", boolean, "Serve the browser playground at /.", _S),
+    Var("AUTH_MODE", "none", one_of(*AUTH_MODES),
+        "none (trust the tenant_id clients send), api_key or jwt (the credential names the tenant).", _S),
+    Var("API_KEYS_DB_PATH", "./data/api_keys.db", stripped, "SQLite file of the API keys (msev15 keys ...).", _S),
+    Var("API_KEYS_CACHE_SECONDS", "2", float_between(0, 5),
+        "How long a key lookup is cached; a revoked key is refused within this on every instance.", _S),
+    Var("JWT_JWKS_URL", "", http_url, "JWKS of the token issuer (or set JWT_PUBLIC_KEY_FILE).", _S),
+    Var("JWT_PUBLIC_KEY_FILE", "", stripped, "PEM public key that verifies tokens (instead of a JWKS).", _S),
+    Var("JWT_ISSUER", "", single_line, "Required 'iss' of tokens.", _S),
+    Var("JWT_AUDIENCE", "", single_line, "Required 'aud' of tokens.", _S),
+    Var("JWT_TENANT_CLAIM", "tenant_id", single_line, "The claim that names the caller's tenant.", _S),
+    Var("AUTH_PROTECT_DOCS", "false", boolean, "Require a credential for /docs, /redoc and /openapi.json too.", _S),
+    Var("AUTH_MAX_FAILURES_PER_MINUTE", "20", int_between(1, 1_000_000),
+        "Failed authentications per client IP per minute; beyond it 429.", _S),
     Var("LLM_PROVIDER", "auto", one_of(*PROVIDERS), "auto, azure, openai or offline.", _A),
     Var("AZURE_AI_PROJECT_ENDPOINT", "", http_url,
         "Azure AI Foundry project endpoint; used (Entra ID, its /openai/v1 URL) when AZURE_OPENAI_ENDPOINT is empty.", _L),
@@ -149,6 +164,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("MCP_SERVER_REQUIRED", "false", boolean, "Refuse readiness (and start-up) without the MCP server.", _M),
     Var("MCP_CONNECT_TIMEOUT_SECONDS", "10", float_between(0.1, 600), "Wait at start when MCP is required.", _M),
     Var("ESCALATION_MCP_URL", "", http_url, "EscalationComms MCP server (adds the sendemail tool).", _M),
+    Var("MCP_AUTH_TOKEN", "", stripped, "Bearer token sent to the MCP servers (they require it when set).", _M,
+        secret=True),
+    Var("ESCALATION_MCP_AUTH_TOKEN", "", stripped,
+        "Bearer token for the escalation MCP server when it differs from MCP_AUTH_TOKEN.", _M, secret=True),
     Var("ORDER_DB_PATH", "./data/orders.db", stripped, "SQLite file of the orders.", _D),
     Var("ORDER_DB_SEED", "true", boolean, "Seed demo orders for the default tenant on an empty database.", _D),
     Var("SMTP_SERVER", "", single_line, "SMTP host; empty writes mail to EMAIL_OUTBOX_DIR instead.", _E),
@@ -159,6 +178,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("EMAIL_OUTBOX_DIR", "./data/outbox", stripped, "Folder of .eml files when no SMTP server is set.", _E),
     Var("EMAIL_MAX_RECIPIENTS", "20", int_between(1, 1000), "Most recipients (to+cc+bcc) per message.", _E),
     Var("EMAIL_ALLOWED_DOMAINS", "", _domains, "If set, only these recipient domains are allowed.", _E),
+    Var("EMAIL_MAX_PER_TENANT_PER_HOUR", "100", int_between(0, 1_000_000),
+        "Messages the email tools may send per tenant per hour (per instance); 0 means no limit.", _E),
     Var("EMAIL_ATTACHMENTS_DIR", "./data/attachments", stripped, "The only folder attachments may come from.", _E),
     Var("EMAIL_MAX_ATTACHMENT_BYTES", "10485760", int_between(1, 100 * 1024 * 1024), "Largest attachment.", _E),
     Var("SMTP_TIMEOUT_SECONDS", "8", float_between(0.1, 600),
@@ -187,6 +208,16 @@ class Settings:
     sse_ping_seconds: float
     redoc_js_url: str
     playground_enabled: bool
+    auth_mode: str
+    api_keys_db_path: str
+    api_keys_cache_seconds: float
+    jwt_jwks_url: str
+    jwt_public_key_file: str
+    jwt_issuer: str
+    jwt_audience: str
+    jwt_tenant_claim: str
+    auth_protect_docs: bool
+    auth_max_failures_per_minute: int
     llm_provider: str
     azure_ai_project_endpoint: str
     azure_openai_responses_deployment_name: str
@@ -220,6 +251,8 @@ class Settings:
     mcp_server_required: bool
     mcp_connect_timeout_seconds: float
     escalation_mcp_url: str
+    mcp_auth_token: str
+    escalation_mcp_auth_token: str
     order_db_path: str
     order_db_seed: bool
     smtp_server: str
@@ -230,6 +263,7 @@ class Settings:
     email_outbox_dir: str
     email_max_recipients: int
     email_allowed_domains: tuple[str, ...]
+    email_max_per_tenant_per_hour: int
     email_attachments_dir: str
     email_max_attachment_bytes: int
     smtp_timeout_seconds: float
@@ -303,6 +337,14 @@ class Settings:
                          "the azure extra: pip install 'msev15e2e[azure]'")
         if self.llm_provider == "openai" and not self.openai_base_url:
             found.append("LLM_PROVIDER=openai needs OPENAI_BASE_URL")
+        if self.auth_mode == "jwt":
+            if bool(self.jwt_jwks_url) == bool(self.jwt_public_key_file):
+                found.append("AUTH_MODE=jwt needs exactly one of JWT_JWKS_URL and JWT_PUBLIC_KEY_FILE")
+            if self.jwt_public_key_file and not Path(self.jwt_public_key_file).is_file():
+                found.append(f"JWT_PUBLIC_KEY_FILE must be a readable PEM file, got {self.jwt_public_key_file!r}")
+            if not (self.jwt_issuer and self.jwt_audience):
+                found.append("AUTH_MODE=jwt needs JWT_ISSUER and JWT_AUDIENCE (tokens for other services "
+                             "must not be accepted)")
         if self.system_prompt_file:
             try:
                 readable = bool(Path(self.system_prompt_file).read_text(encoding="utf-8").strip())

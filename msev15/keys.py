@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from msev15.agent.tools.registry import ToolRegistry
     from msev15.events.bus import EventBus
     from msev15.events.turnlog import TurnLog
+    from msev15.handlers.auth import Authenticator
     from msev15.health import HealthMonitor
     from msev15.store.orders import OrderRepository
     from msev15.store.base import Sessions
@@ -49,3 +50,4 @@ ORDERS: web.AppKey[OrderRepository] = web.AppKey("msev15.orders")
 MAILER: web.AppKey[Mailer] = web.AppKey("msev15.mailer")
 MCP: web.AppKey[dict[str, McpConnection]] = web.AppKey("msev15.mcp")
 HEALTH: web.AppKey[HealthMonitor] = web.AppKey("msev15.health")
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("msev15.authenticator")

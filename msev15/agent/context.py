@@ -43,10 +43,13 @@ async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
 async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
     """Connect in the background: start-up never waits for an MCP server unless it is required."""
     settings, registry = app[keys.SETTINGS], app[keys.REGISTRY]
-    servers = {"complaints": settings.mcp_server_url, "escalation": settings.escalation_mcp_url}
+    servers = {"complaints": (settings.mcp_server_url, settings.mcp_auth_token),
+               "escalation": (settings.escalation_mcp_url,
+                              settings.escalation_mcp_auth_token or settings.mcp_auth_token)}
     connections = app[keys.MCP] = {
-        name: McpConnection(name, url, reserved_names=registry.local_names, call_timeout=settings.tool_timeout_seconds)
-        for name, url in servers.items() if url
+        name: McpConnection(name, url, reserved_names=registry.local_names, call_timeout=settings.tool_timeout_seconds,
+                            auth_token=token)
+        for name, (url, token) in servers.items() if url
     }
     for connection in connections.values():
         registry.add_source(connection.tools)

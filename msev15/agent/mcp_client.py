@@ -34,7 +34,9 @@ import anyio
 import mcp_types
 from anyio.abc import TaskStatus
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from msev15 import __version__
@@ -55,7 +57,8 @@ class McpConnection:
     ``reserved_names`` are names already taken (the local tools); a server tool with such a name
     is published as ``f"{prefix or name}_{tool}"``. ``call_timeout`` bounds one call, including
     waiting for a reconnect after a dropped connection. ``mode`` is the SDK's protocol negotiation
-    (``"auto"``; ``"legacy"`` forces the handshake-era protocol).
+    (``"auto"``; ``"legacy"`` forces the handshake-era protocol). ``auth_token`` is sent as
+    ``Authorization: Bearer`` on every request (the servers' MCP_AUTH_TOKEN).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class McpConnection:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         mode: str = "auto",
+        auth_token: str = "",
     ) -> None:
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
@@ -79,6 +83,7 @@ class McpConnection:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.mode = mode
+        self.auth_token = auth_token
         self._reserved = reserved_names
         self._status = CONNECTING
         self._last_error: str | None = None
@@ -192,10 +197,20 @@ class McpConnection:
 
     async def _connect_once(self) -> None:
         """One connection, from handshake until it breaks. Returns or raises when it is over."""
+        if not self.auth_token:
+            await self._session(self.url)
+            return
+        # The server wants MCP_AUTH_TOKEN on every request: an HTTP client that sends it, owned
+        # (opened and closed) by this task like the connection itself.
+        headers = {"Authorization": f"Bearer {self.auth_token}"}
+        async with create_mcp_http_client(headers=headers) as http:
+            await self._session(streamable_http_client(self.url, http_client=http))
+
+    async def _session(self, server: Any) -> None:
         self._broken = asyncio.Event()
         self._refresh = asyncio.Event()
         client = Client(
-            self.url,
+            server,
             message_handler=self._on_message,
             read_timeout_seconds=self.call_timeout,
             client_info=mcp_types.Implementation(name="msev15", version=__version__),

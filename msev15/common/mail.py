@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 
 import aiosmtplib
 
+from msev15.common.mailguard import HeaderInjection, verify_message
 from msev15.common.retry import retry
 
 log = logging.getLogger("mail.transport")
@@ -47,7 +48,14 @@ class Transport(Protocol):
 
 
 def _prepare(message: EmailMessage) -> str:
-    """Give the message a Message-ID (kept across retries) and a Date; return the ID."""
+    """Give the message a Message-ID (kept across retries) and a Date; return the ID.
+
+    A message whose headers do not read back as they were set is never sent (the last line of
+    defence; callers check first, see :mod:`msev15.common.mailguard`)."""
+    try:
+        verify_message(message)
+    except HeaderInjection as exc:
+        raise DeliveryError(f"refused to send: {exc}", transient=False) from None
     if not message["Date"]:
         message["Date"] = formatdate(usegmt=True)
     if not message["Message-ID"]:

@@ -10,8 +10,9 @@ import sqlite3
 import sys
 from collections.abc import Mapping
 
-from msev15.common.env import LOG_LEVELS
+from msev15.common.env import LOG_LEVELS, boolean
 from msev15.common.logsetup import close_logging, setup_logging
+from msev15.mcpkit.auth import bind_refusal
 from msev15.mcpkit.runner import McpHttpServer, bind_socket
 
 from .server import MCP_PATH, build_app, build_server, close_listen_streams
@@ -56,17 +57,28 @@ def _url(host: str, port: int) -> str:
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run until SIGINT/SIGTERM. Returns the process exit code (0 after a clean stop)."""
+    """Run until SIGINT/SIGTERM. Returns the process exit code (0 after a clean stop, 2 when it
+    must not start: a non-loopback address without MCP_AUTH_TOKEN)."""
     environ = os.environ if environ is None else environ
     args = _parser(environ).parse_args(argv)
-    setup_logging(level=args.log_level)
+    token = environ.get("MCP_AUTH_TOKEN", "").strip()
     try:
-        return _run(args)
+        allow = boolean(environ.get("MCP_ALLOW_UNAUTHENTICATED") or "false")
+    except ValueError as exc:
+        print(f"error: MCP_ALLOW_UNAUTHENTICATED: {exc}", file=sys.stderr)
+        return 2
+    refusal = bind_refusal(args.host, token, allow)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
+    setup_logging(level=args.log_level, secrets=(token,) if token else ())
+    try:
+        return _run(args, token)
     finally:
         close_logging()
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, token: str) -> int:
     try:
         store = ComplaintStore(args.db)
     except (sqlite3.Error, OSError) as exc:
@@ -84,9 +96,11 @@ def _run(args: argparse.Namespace) -> int:
             handle_signals=True,
             before_shutdown=lambda: close_listen_streams(server),
             log_level=args.log_level,
+            auth_token=token,
         )
-        log.info("complaints MCP server listening on %s (database %s)",
-                 _url(args.host, sock.getsockname()[1]), args.db)
+        log.info("complaints MCP server listening on %s (database %s, %s)",
+                 _url(args.host, sock.getsockname()[1]), args.db,
+                 "bearer token required" if token else "no token: any local caller is trusted")
         try:
             asyncio.run(http.serve(sockets=[sock]))
         except SystemExit as exc:  # uvicorn exits this way when the app fails to start

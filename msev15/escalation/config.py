@@ -22,6 +22,7 @@ from msev15.common.env import (
     LOG_LEVELS,
     SettingsError,
     Var,
+    boolean,
     env_file_or_default,
     float_between,
     int_between,
@@ -163,6 +164,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("SENDER_PASSWORD", "", stripped, "SMTP password; login is skipped when empty.", secret=True),
     Var("EMAIL_OUTBOX_DIR", "./data/outbox", _required_path, "Folder of .eml files when neither ACS nor SMTP is set."),
     Var("ESCALATION_DB_PATH", "./data/escalation.db", _required_path, "SQLite file of delivery records."),
+    Var("MCP_AUTH_TOKEN", "", stripped, "Bearer token every /mcp request must carry (the service's "
+        "ESCALATION_MCP_AUTH_TOKEN or MCP_AUTH_TOKEN).", secret=True),
+    Var("MCP_ALLOW_UNAUTHENTICATED", "false", boolean,
+        "Start on a non-loopback HOST without MCP_AUTH_TOKEN (only behind a network policy)."),
 )
 
 
@@ -186,6 +191,8 @@ class EscalationSettings:
     sender_password: str
     email_outbox_dir: str
     escalation_db_path: str
+    mcp_auth_token: str
+    mcp_allow_unauthenticated: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,

@@ -42,6 +42,7 @@ from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
 from msev15.escalation.replay import KeyConflict, KeyTaken
 from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
+from msev15.mcpkit.auth import bind_refusal
 from msev15.mcpkit.caller import caller, caller_tenant
 from msev15.mcpkit.runner import McpHttpServer, bind_socket
 
@@ -174,8 +175,12 @@ class EscalationServer:
     async def start(self) -> None:
         """Open the service, bind the socket, and return once uvicorn accepts connections.
 
-        Raises OSError when the address cannot be bound, RuntimeError when the server fails to start.
+        Raises OSError when the address cannot be bound, RuntimeError when the server fails to start
+        or must not (a non-loopback address without MCP_AUTH_TOKEN, see :mod:`msev15.mcpkit.auth`).
         """
+        refusal = bind_refusal(self.host, self.settings.mcp_auth_token, self.settings.mcp_allow_unauthenticated)
+        if refusal:
+            raise RuntimeError(refusal)
         extra = {} if self._clock is None else {"clock": self._clock}
         self.service = await EscalationService.open(self.settings, backend=self._backend, templates=self._templates,
                                                     **extra)
@@ -183,7 +188,8 @@ class EscalationServer:
             self._sock = bind_socket(self.host, self._port)
             app = build_mcp_server(self.service).streamable_http_app(streamable_http_path=MCP_PATH, host=self.host)
             self._http = McpHttpServer(app, handle_signals=self._handle_signals, log_level=self.settings.log_level,
-                                       graceful_timeout=self.settings.email_timeout_seconds + 5)
+                                       graceful_timeout=self.settings.email_timeout_seconds + 5,
+                                       auth_token=self.settings.mcp_auth_token)
             self._task = asyncio.create_task(self._serve(), name="escalation-http")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
+from msev15.common.mailguard import header_text_problem
 from msev15.escalation.models import EscalationRequest, RenderedEmail
 
 TEMPLATE_VARIABLES = ("ticket_id", "customer_id", "query", "use_case", "reason", "timestamp",
@@ -96,6 +97,9 @@ class EmailTemplate:
         subject = self.subject.format_map(_Values(values, escape=False)).strip()
         if "\r" in subject or "\n" in subject:
             raise TemplateError("Email subject must be a single line (CR/LF found)")
+        problem = header_text_problem(subject)  # other controls, and encoded words hiding CR/LF
+        if problem:
+            raise TemplateError(f"Email subject {problem}; header injection is not allowed")
         return RenderedEmail(
             subject=subject,
             text=self.text.format_map(_Values(values, escape=False)),

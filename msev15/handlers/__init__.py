@@ -33,19 +33,42 @@ def setup_routes(app: web.Application) -> None:
         setup_playground(app)
 
 
-def setup_cors(app: web.Application, settings: Settings) -> None:
-    """Call after every route is added: aiohttp-cors wraps the routes that exist then."""
-    if not settings.enable_cors:
-        return
-    options = aiohttp_cors.ResourceOptions(
-        allow_credentials=True,
-        # Listed, not "*": with credentials browsers take "*" literally.
-        expose_headers=("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-stream", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
-                        "X-RateLimit-Reset"),
+_EXPOSED = ("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-stream", "Retry-After",
+            "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "WWW-Authenticate")
+
+
+def _cors_options(credentials: bool) -> aiohttp_cors.ResourceOptions:
+    return aiohttp_cors.ResourceOptions(
+        allow_credentials=credentials,
+        expose_headers=_EXPOSED,  # listed, not "*": with credentials browsers take "*" literally
         allow_headers="*",
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
     )
-    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in settings.cors_origins})
+
+
+def setup_cors(app: web.Application, settings: Settings) -> None:
+    """Call after every route is added: aiohttp-cors wraps the routes that exist then.
+
+    Credentials (cookies, Authorization sent by the browser) are allowed only for origins listed
+    explicitly. ``*`` answers ``Access-Control-Allow-Origin: *`` without credentials: aiohttp-cors
+    would reflect the caller's origin, which with credentials lets any site act as the user.
+    """
+    if not settings.enable_cors:
+        return
+    listed = frozenset(o for o in settings.cors_origins if o != "*")
+    defaults = {origin: _cors_options(credentials=True) for origin in listed}
+    if "*" in settings.cors_origins:
+        defaults["*"] = _cors_options(credentials=False)
+    cors = aiohttp_cors.setup(app, defaults=defaults)
     for route in list(app.router.routes()):
         if route.method != "HEAD":
             cors.add(route)
+    if "*" in settings.cors_origins:
+
+        async def any_origin(request: web.Request, response: web.StreamResponse) -> None:
+            # After aiohttp-cors' own hook (registered by setup() above): an unlisted origin gets "*".
+            if response.headers.get("Access-Control-Allow-Origin") not in (None, "*", *listed):
+                response.headers["Access-Control-Allow-Origin"] = "*"
+                response.headers.pop("Access-Control-Allow-Credentials", None)
+
+        app.on_response_prepare.append(any_origin)

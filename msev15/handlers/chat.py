@@ -56,7 +56,7 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
 
 
 async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
-    chat = chat_request(await json_object(request), request.app[keys.SETTINGS].max_message_chars)
+    chat = chat_request(request, await json_object(request), request.app[keys.SETTINGS].max_message_chars)
     return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
                                   if_busy=chat.if_busy)
 

@@ -46,7 +46,9 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "message": {"type": "string", "minLength": 1, "maxLength": 16000,  # MAX_MESSAGE_CHARS, set per app
                         "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
                         "description": "Not blank; Unicode text without NUL characters. The limit is MAX_MESSAGE_CHARS."},
-            "tenant_id": {**_ID, "description": "Defaults to \"default\"."},
+            "tenant_id": {**_ID, "description": "AUTH_MODE=none: the tenant, \"default\" when left out (null is "
+                                                "refused; a tenant_id in the query must agree). With a credential: "
+                                                "leave it out or send the credential's own tenant (else 403)."},
             "if_busy": {"type": "string", "enum": ["enqueue", "reject", "interrupt"], "default": "enqueue",
                         "description": "When the session is still answering: queue this message (default), "
                                        "refuse it (409 session_busy), or stop the running and queued turns "
@@ -199,6 +201,13 @@ _RESPONSES = {
             "error": "cancelled", "message": "The turn was cancelled before it finished."}),
     "TenantBusy": _error_response("Too many turns of this tenant are waiting (Retry-After says when to retry).", {
         "error": "tenant_busy", "message": "Too many messages are waiting for this tenant; retry shortly."}),
+    "Unauthorized": {**_error_response(
+        "Missing, malformed, unknown, revoked or expired credential (AUTH_MODE api_key or jwt).", {
+            "error": "unauthorized", "message": "Missing or invalid credentials."}),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string", "example": 'Bearer realm="msev15"'}}}},
+    "TenantMismatch": _error_response("The tenant_id sent names another tenant than the credential's.", {
+        "error": "tenant_mismatch", "message": "The credential belongs to another tenant than the tenant_id sent.",
+        "field": "tenant_id"}),
     "Unavailable": _error_response("Shutting down, or the model is unreachable.", {
         "error": "shutting_down", "message": "The service is shutting down and accepts no new messages."}),
 }
@@ -206,6 +215,17 @@ _RESPONSES = {
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/responses/{name}"}
+
+
+def _add_security(path: str, operation: dict[str, Any], settings: Any) -> None:
+    """Under AUTH_MODE api_key or jwt every /api/ operation takes one of the two schemes (the auth
+    middleware covers the whole prefix); under none nothing is required and nothing is declared."""
+    if settings.auth_mode == "none" or not path.startswith("/api/"):
+        return
+    operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
+    responses = operation.setdefault("responses", {})
+    responses.setdefault("401", _ref("Unauthorized"))
+    responses.setdefault("403", _ref("TenantMismatch"))
 
 
 def _add_shared_errors(path: str, operation: dict[str, Any]) -> None:
@@ -240,7 +260,11 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         spec.components.response(name, response)
     spec.components.security_scheme("ApiKey", {
         "type": "apiKey", "in": "header", "name": "X-API-Key",
-        "description": "Placeholder: version 0.1.0 requires no authentication."})
+        "description": "An API key (msev15 keys create), when AUTH_MODE=api_key. It names the tenant."})
+    spec.components.security_scheme("Bearer", {
+        "type": "http", "scheme": "bearer",
+        "description": "An API key (AUTH_MODE=api_key) or a JWT signed by the configured issuer (AUTH_MODE=jwt); "
+                       "the credential names the tenant. Not required when AUTH_MODE=none."})
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         if route.method in ("HEAD", "OPTIONS", "*") or route.resource is None:
@@ -250,6 +274,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         operation = load_yaml_from_docstring(route.handler.__doc__ or "")
         if path and operation:
             _add_shared_errors(path, operation)
+            _add_security(path, operation, app[keys.SETTINGS])
             paths.setdefault(path, {})[route.method.lower()] = operation
     for path, operations in sorted(paths.items()):
         spec.path(path=path, operations=operations)

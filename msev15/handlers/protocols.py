@@ -15,28 +15,22 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from msev15 import keys
-from msev15.common.tenancy import DEFAULT_TENANT
 from msev15.events.turnlog import TurnRecord
 from msev15.events.types import TurnEvent
 from msev15.handlers.chat import TURN_ID_HEADER
 from msev15.handlers.streams import SEND_TIMEOUT_SECONDS, TurnStream
-from msev15.handlers.validation import check_tenant_id, invalid
+from msev15.handlers import tenancy
+from msev15.handlers.validation import invalid
 
 TENANT_HEADER = "X-Tenant-ID"
 
 
 def request_tenant(request: web.Request, fallback: Any = None) -> str:
     """The caller's tenant: the ``X-Tenant-ID`` header, else ``fallback`` (a body field such as
-    AG-UI's ``forwardedProps.tenant_id``), else ``default``; a bad one is a 400.
-
-    The one place the adapters decide who is calling: with authentication this becomes the
-    authenticated principal's tenant (the header or field then only has to agree with it)."""
+    AG-UI's ``forwardedProps.tenant_id``), else ``default``; a bad one is a 400. With
+    authentication on, the credential's tenant, which a header or field must agree with (403)."""
     header = request.headers.get(TENANT_HEADER)
-    if header is not None:
-        return check_tenant_id(header)
-    if fallback is not None:
-        return check_tenant_id(fallback)
-    return DEFAULT_TENANT
+    return tenancy.request_tenant(request, header if header is not None else fallback)
 
 
 def field_of(body: Mapping[str, Any], name: str, kind: type[str | list[Any] | dict[str, Any]],

@@ -17,7 +17,7 @@ def _not_found(session_id: str) -> ApiError:
 
 def _target(request: web.Request) -> tuple[str, str]:
     session_id = check_id(request.match_info["session_id"], "session_id")
-    tenant_id = tenant_from_query(request.query)
+    tenant_id = tenant_from_query(request)
     logs.bind(session_id=session_id, tenant_id=tenant_id)
     return tenant_id, session_id
 
@@ -97,7 +97,7 @@ async def list_sessions(request: web.Request) -> web.Response:
           application/json:
             schema: {$ref: "#/components/schemas/SessionList"}
     """
-    tenant_id = tenant_from_query(request.query)
+    tenant_id = tenant_from_query(request)
     limit = int_param(request.query, "limit", 50, 1, 200)
     offset = int_param(request.query, "offset", 0, 0, 10**9)
     page = await request.app[keys.SESSIONS].page(tenant_id, limit, offset)

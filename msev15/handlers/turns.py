@@ -21,7 +21,7 @@ _LAST_EVENT_ID = re.compile(r"^(?P<turn>[^:\s]+):(?P<seq>[0-9]{1,9})$")
 
 def _session(request: web.Request) -> tuple[str, str]:
     session_id = check_id(request.match_info["session_id"], "session_id")
-    tenant_id = tenant_from_query(request.query)
+    tenant_id = tenant_from_query(request)
     logs.bind(session_id=session_id, tenant_id=tenant_id)
     return tenant_id, session_id
 

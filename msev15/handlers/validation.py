@@ -12,7 +12,6 @@ from aiohttp import web
 
 from msev15 import keys
 from msev15.common.tenancy import (
-    DEFAULT_TENANT,
     ID_RE,
     ID_RULE,
     TenantIdError,
@@ -20,6 +19,7 @@ from msev15.common.tenancy import (
 )
 from msev15.events.types import BUSY_POLICIES, BusyPolicy
 from msev15.handlers.errors import ApiError
+from msev15.handlers.tenancy import request_tenant
 
 _CHAT_FIELDS = frozenset({"session_id", "message", "tenant_id", "if_busy"})
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
@@ -48,10 +48,9 @@ def check_tenant_id(value: Any) -> str:
         raise invalid(exc.rule, "tenant_id") from None
 
 
-def tenant_from_query(query: Mapping[str, str]) -> str:
-    if "tenant_id" not in query:
-        return DEFAULT_TENANT
-    return check_tenant_id(query["tenant_id"])
+def tenant_from_query(request: web.Request) -> str:
+    """The tenant of a request without a body (see :func:`msev15.handlers.tenancy.request_tenant`)."""
+    return request_tenant(request)
 
 
 def int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -114,15 +113,14 @@ class ChatRequest:
     if_busy: BusyPolicy = "enqueue"
 
 
-def chat_request(body: dict[str, Any], max_chars: int) -> ChatRequest:
+def chat_request(request: web.Request, body: dict[str, Any], max_chars: int) -> ChatRequest:
     unknown = sorted(set(body) - _CHAT_FIELDS)
     if unknown:
         raise invalid(f"unknown field {unknown[0]!r}; allowed: session_id, message, tenant_id, if_busy", unknown[0])
     if "session_id" not in body:
         raise invalid("session_id is required", "session_id")
     session_id = check_id(body["session_id"], "session_id")
-    tenant = body.get("tenant_id")
-    tenant_id = DEFAULT_TENANT if tenant is None else check_tenant_id(tenant)
+    tenant_id = request_tenant(request, body=body)
     if "message" not in body:
         raise invalid("message is required", "message")
     message = check_message(body["message"], max_chars)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from msev15.mcpkit.auth import require_bearer
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0 picks a free one).
@@ -46,6 +48,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 class McpHttpServer(uvicorn.Server):
     """``uvicorn.Server`` for an MCP app.
 
+    With ``auth_token``, every HTTP request must carry ``Authorization: Bearer <auth_token>``
+    (:func:`msev15.mcpkit.auth.require_bearer`).
+
     ``before_shutdown`` runs when shutdown starts (e.g. to end long-lived listen streams, which
     would otherwise hold the graceful shutdown open until ``graceful_timeout``).
 
@@ -68,9 +73,10 @@ class McpHttpServer(uvicorn.Server):
         before_shutdown: Callable[[], None] | None = None,
         graceful_timeout: float = 5.0,
         log_level: str = "info",
+        auth_token: str = "",
     ) -> None:
         config = uvicorn.Config(
-            app,
+            require_bearer(app, auth_token),  # every HTTP request checked before any MCP processing
             log_config=None,
             log_level=log_level.lower(),
             access_log=False,

@@ -52,9 +52,10 @@ class McpTestServer:
     client configured with :attr:`url` finds the server again after :meth:`stop`/:meth:`start`.
     """
 
-    def __init__(self, server: MCPServer, *, port: int = 0) -> None:
+    def __init__(self, server: MCPServer, *, port: int = 0, auth_token: str = "") -> None:
         self.mcp = server
         self.port = port
+        self.auth_token = auth_token
         self.store: ComplaintStore | None = None  # set by running_complaints_server
         self._http: McpHttpServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -92,6 +93,7 @@ class McpTestServer:
             before_shutdown=lambda: close_listen_streams(mcp),
             graceful_timeout=1.0,
             log_level="warning",
+            auth_token=self.auth_token,
         )
         task = asyncio.get_running_loop().create_task(http.serve(sockets=[sock]), name=f"mcp-test-server:{self.port}")
         self._http, self._task = http, task
@@ -120,9 +122,11 @@ class McpTestServer:
 
 
 @asynccontextmanager
-async def running_mcp_server(server: MCPServer, *, start: bool = True) -> AsyncIterator[McpTestServer]:
-    """Serve ``server`` on a free loopback port for the duration of the block."""
-    handle = McpTestServer(server)
+async def running_mcp_server(server: MCPServer, *, start: bool = True,
+                             auth_token: str = "") -> AsyncIterator[McpTestServer]:
+    """Serve ``server`` on a free loopback port for the duration of the block (with ``auth_token``,
+    every HTTP request must carry it as a bearer token)."""
+    handle = McpTestServer(server, auth_token=auth_token)
     try:
         if start:
             await handle.start()
@@ -135,7 +139,8 @@ async def running_mcp_server(server: MCPServer, *, start: bool = True) -> AsyncI
 
 @asynccontextmanager
 async def running_complaints_server(
-    db_path: str | Path, *, start: bool = True, setup: Callable[[ComplaintStore], None] | None = None
+    db_path: str | Path, *, start: bool = True, setup: Callable[[ComplaintStore], None] | None = None,
+    auth_token: str = "",
 ) -> AsyncIterator[McpTestServer]:
     """The reference complaints server over a SQLite file; ``setup`` may seed the store first.
 
@@ -145,7 +150,7 @@ async def running_complaints_server(
     try:
         if setup is not None:
             setup(store)
-        async with running_mcp_server(build_server(store), start=start) as handle:
+        async with running_mcp_server(build_server(store), start=start, auth_token=auth_token) as handle:
             handle.store = store
             yield handle
     finally:

@@ -163,3 +163,12 @@ def test_subject_spanning_lines_is_refused():
 def test_unknown_template_name_is_reported():
     with pytest.raises(TemplateError, match="No template named 'customer_UC7'"):
         TemplateRegistry.default().render("customer_UC7", {})
+
+
+@pytest.mark.parametrize("reason", ["=?utf-8?q?x=0D=0ABcc:_victim@example.com?=", "first\u2028second", "a\x00b"])
+def test_subject_hiding_a_line_break_is_refused(reason):
+    """An encoded word the mail library would decode into CR/LF (CVE-2024-6923), or another control."""
+    registry = TemplateRegistry()
+    registry.register("bad", EmailTemplate(subject="Ticket {ticket_id} {reason}", text="", html=""))
+    with pytest.raises(TemplateError, match="header injection is not allowed"):
+        registry.render("bad", dict(_values(**uc2_args()), reason=reason))

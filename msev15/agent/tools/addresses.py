@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 
 from msev15.agent.tools.registry import ToolError
+from msev15.common.mailguard import CONTROL, header_text_problem
 
-# C0/C1 controls and the Unicode line separators: anything a header writer might treat as a line end.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+__all__ = ["CONTROL", "Recipient", "parse_field", "single_line", "valid_host"]
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _NAMED = re.compile(r"(?P<name>[^<>\"]*)<(?P<addr>[^<>]*)>")
@@ -49,9 +49,10 @@ def _parse_address(field: str, raw: str) -> Recipient:
 
 
 def _no_control(field: str, value: str) -> str:
-    if CONTROL.search(value):
-        raise ToolError(f"'{field}' contains a line break or control character; "
-                        "header injection is not allowed")
+    """No control character, raw or inside an RFC 2047 encoded word (see :mod:`msev15.common.mailguard`)."""
+    problem = header_text_problem(value)
+    if problem:
+        raise ToolError(f"'{field}' {problem}; header injection is not allowed")
     return value
 
 

@@ -49,6 +49,7 @@ from msev15.agent.tools.email_schemas import (
 )
 from msev15.agent.tools.html_text import html_to_text
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError
+from msev15.agent.tools.send_limits import SendLimiter
 from msev15.common.mail import (
     DeliveryError,
     OutboxTransport,
@@ -56,6 +57,7 @@ from msev15.common.mail import (
     Transport,
     send_with_retries,
 )
+from msev15.common.mailguard import HeaderInjection, header_text_problem, verify_message
 from msev15.config import Settings
 
 __all__ = [
@@ -83,7 +85,8 @@ class Mailer:
                  max_recipients: int = 20, allowed_domains: tuple[str, ...] = (),
                  attachments_dir: str | Path = "./data/attachments",
                  max_attachment_bytes: int = 10 * 1024 * 1024, attempts: int = 3, base_delay: float = 1.0,
-                 problem: str | None = None) -> None:
+                 problem: str | None = None, max_per_tenant_per_hour: int = 0,
+                 limiter: SendLimiter | None = None) -> None:
         self.transport = None if problem else transport
         self.problem = problem
         self.sender = Address(display_name=sender_name, addr_spec=sender_email or "noreply@localhost")
@@ -93,6 +96,7 @@ class Mailer:
         self.max_attachment_bytes = max_attachment_bytes
         self.attempts = attempts
         self.base_delay = base_delay
+        self.limiter = limiter or SendLimiter(max_per_tenant_per_hour)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, attempts: int = 3, base_delay: float = 1.0) -> Mailer:
@@ -108,7 +112,8 @@ class Mailer:
                    allowed_domains=settings.email_allowed_domains,
                    attachments_dir=settings.email_attachments_dir,
                    max_attachment_bytes=settings.email_max_attachment_bytes,
-                   attempts=attempts, base_delay=base_delay, problem=problem)
+                   attempts=attempts, base_delay=base_delay, problem=problem,
+                   max_per_tenant_per_hour=settings.email_max_per_tenant_per_hour)
 
     @property
     def status(self) -> str:
@@ -236,9 +241,24 @@ class Mailer:
         else:
             message.set_content(body)
         for item in files:
+            problem = header_text_problem(item.filename)
+            if problem:
+                raise ToolError(f"attachment {item.filename!r}: its file name {problem}; header injection "
+                                "is not allowed")
             mime = mimetypes.guess_type(item.filename)[0] or "application/octet-stream"
             maintype, subtype = mime.split("/", 1)
             message.add_attachment(item.data, maintype=maintype, subtype=subtype, filename=item.filename)
+        try:
+            verify_message(message)  # built, serialized, parsed back: exactly the headers we set
+        except HeaderInjection as exc:
+            raise ToolError(str(exc)) from None
+        wait = self.limiter.take(ctx.tenant_id)
+        if wait is not None:
+            log.warning("email NOT sent (tenant=%s session=%s): the hourly limit of %d messages is reached",
+                        ctx.tenant_id, ctx.session_id, self.limiter.per_hour)
+            raise ToolError(f"The email was NOT sent: this customer account may send at most "
+                            f"{self.limiter.per_hour} emails per hour; the next one can go in about "
+                            f"{max(1, round(wait / 60))} minute(s).")
 
         try:
             message_id = await send_with_retries(self.transport, message, self.attempts, self.base_delay)

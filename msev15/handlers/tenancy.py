@@ -1,0 +1,62 @@
+"""The one way a handler learns its caller's tenant: :func:`request_tenant`.
+
+Under ``AUTH_MODE=none`` (the spec's default) the tenant is what the client claims: ``tenant_id``
+in the query and/or the body (they must agree), ``"default"`` when neither names one. Under
+``api_key`` or ``jwt`` it is the authenticated principal's tenant (bound by
+:mod:`msev15.handlers.auth`); a claim may repeat it, but naming another tenant is a 403
+``tenant_mismatch``, never a quiet switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from msev15 import logs
+from msev15.common.tenancy import DEFAULT_TENANT, TenantIdError, check_tenant
+from msev15.handlers.auth import PRINCIPAL
+from msev15.handlers.errors import ApiError
+
+
+def _checked(value: object, field: str, where: str) -> str:
+    if value is None:
+        raise ApiError(400, "validation_error", f"{field} must be a string, not null (leave it out for the "
+                       "default tenant)", field=field)
+    try:
+        return check_tenant(value)
+    except TenantIdError as exc:  # the rule, never the value sent
+        raise ApiError(400, "validation_error", exc.rule.replace("tenant_id", field, 1), field=field,
+                       detail=f"in the {where}") from None
+
+
+def request_tenant(request: web.Request, claimed: object | None = None, field: str = "tenant_id", *,
+                   body: Mapping[str, Any] | None = None) -> str:
+    """The tenant this request acts for, bound for logging.
+
+    ``claimed`` is a tenant the body named (None: it named none). Pass the parsed JSON ``body``
+    instead to have an explicit ``null`` refused (400) rather than read as "absent". A ``field``
+    in the query string is always considered and must agree with the body's (else 400).
+    """
+    if body is not None and field in body:
+        claimed = _checked(body[field], field, "body")
+    elif claimed is not None:
+        claimed = _checked(claimed, field, "body")
+    named: str | None = claimed
+    if field in request.query:
+        in_query = _checked(request.query[field], field, "query")
+        if named is not None and named != in_query:
+            raise ApiError(400, "validation_error", f"{field} in the query and in the body differ; send it once "
+                           "or send the same value", field=field)
+        named = in_query
+    principal = request.get(PRINCIPAL)
+    if principal is None:  # AUTH_MODE=none: the claim is the tenant
+        tenant = named or DEFAULT_TENANT
+    else:
+        if named is not None and named != principal.tenant_id:
+            raise ApiError(403, "tenant_mismatch", f"The credential belongs to another tenant than the {field} "
+                           "sent; leave it out or send the credential's own tenant.", field=field)
+        tenant = principal.tenant_id
+    logs.bind(tenant_id=tenant)
+    return tenant

@@ -1,0 +1,166 @@
+"""API keys: the SQLite store, ``msev15 keys``, the lookup cache, and revocation reaching every
+running instance (two real service subprocesses on one API_KEYS_DB_PATH)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from msev15.handlers.auth import ApiKeyAuthenticator, Unauthorized
+from msev15.store.apikeys import KEY_RE, ApiKeyStore, SqliteApiKeyStore
+from tests.test_serve_process import Service, _free_port, _spawn
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> ApiKeyStore:
+    s = SqliteApiKeyStore(tmp_path / "keys.db")
+    yield s
+    await s.close()
+
+
+async def test_create_verify_list_revoke(store: ApiKeyStore, tmp_path: Path) -> None:
+    record, key = await store.create("acme", "support-app")
+    assert KEY_RE.fullmatch(key) and key.startswith("msev15_") and len(key) > 60
+    found = await store.verify(key)
+    assert found is not None and (found.tenant_id, found.name, found.id) == ("acme", "support-app", record.id)
+    [listed] = await store.list()
+    assert listed.id == record.id and listed.last_used_at is not None and listed.active
+    assert await store.revoke(record.id)
+    assert await store.verify(key) is None
+    assert not await store.revoke(record.id)  # already revoked
+    assert not (await store.list())[0].active
+
+
+async def test_only_a_digest_is_stored(store: ApiKeyStore, tmp_path: Path) -> None:
+    _, key = await store.create("acme")
+    secret = KEY_RE.fullmatch(key)["secret"]
+    raw = (tmp_path / "keys.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("keys.db-*"))
+    assert secret.encode() not in raw and key.encode() not in raw
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda k: k[:-1] + ("A" if k[-1] != "A" else "B"),  # right id, wrong secret
+    lambda k: k.replace("msev15_", "msev16_"),
+    lambda k: k + "x",
+    lambda k: "",
+    lambda k: "Bearer " + k,
+])
+async def test_near_misses_are_refused(store: ApiKeyStore, mutate) -> None:
+    _, key = await store.create("acme")
+    assert await store.verify(mutate(key)) is None
+
+
+async def test_bad_tenant_is_refused_at_creation(store: ApiKeyStore) -> None:
+    with pytest.raises(ValueError, match="tenant_id must be"):
+        await store.create("bad tenant")
+
+
+async def test_the_cache_holds_a_lookup_at_most_its_ttl(store: ApiKeyStore) -> None:
+    now = [0.0]
+    auth = ApiKeyAuthenticator(store, ttl=2.0, clock=lambda: now[0])
+    record, key = await store.create("acme")
+    assert (await auth.authenticate(key)).tenant_id == "acme"
+    await store.revoke(record.id)
+    now[0] = 1.9
+    assert (await auth.authenticate(key)).tenant_id == "acme"  # cached
+    now[0] = 2.1
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(key)
+
+
+# --- msev15 keys -------------------------------------------------------------------------------
+
+
+async def _keys(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "API_KEYS_DB_PATH": str(tmp_path / "keys.db")}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "keys", *args, cwd=tmp_path, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.subprocess
+async def test_the_keys_command(tmp_path: Path) -> None:
+    code, out, err = await _keys(tmp_path, "create", "--tenant", "acme", "--name", "helpdesk")
+    assert code == 0
+    key = out.strip()
+    assert KEY_RE.fullmatch(key), out
+    key_id = KEY_RE.fullmatch(key)["id"]
+    assert f"Created key {key_id} for tenant acme" in err
+    code, out, _ = await _keys(tmp_path, "list")
+    assert code == 0
+    assert key_id in out and "acme" in out and "helpdesk" in out and "active" in out
+    assert KEY_RE.fullmatch(key)["secret"] not in out  # never the secret
+    assert "LAST USED" in out
+    code, out, _ = await _keys(tmp_path, "revoke", key_id)
+    assert code == 0 and f"Revoked key {key_id}" in out
+    code, out, _ = await _keys(tmp_path, "list")
+    assert "revoked" in out
+    code, _, err = await _keys(tmp_path, "revoke", key_id)
+    assert code == 1 and "no active key" in err
+    code, _, err = await _keys(tmp_path, "create", "--tenant", "no spaces")
+    assert code == 2 and "tenant_id must be" in err
+
+
+# --- revocation across instances ------------------------------------------------------------------
+
+
+async def _start_instance(tmp_path: Path, name: str, db: Path) -> Service:
+    port = _free_port()
+    folder = tmp_path / name
+    folder.mkdir()
+    proc = await _spawn(folder, SERVER_PORT=str(port), LLM_PROVIDER="offline", AUTH_MODE="api_key",
+                        API_KEYS_DB_PATH=str(db), API_KEYS_CACHE_SECONDS="5")
+    service = Service(proc, port)
+    try:
+        await service.read_until("API Documentation:")
+    except BaseException:
+        proc.kill()
+        await proc.communicate()
+        raise
+    return service
+
+
+@pytest.mark.subprocess
+async def test_a_revoked_key_is_refused_by_every_instance_within_5_seconds(tmp_path: Path) -> None:
+    db = tmp_path / "keys.db"
+    code, out, _ = await _keys(tmp_path, "create", "--tenant", "acme")
+    assert code == 0
+    key = out.strip()
+    instances = [await _start_instance(tmp_path, "a", db), await _start_instance(tmp_path, "b", db)]
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def status(instance: Service) -> int:
+                async with http.get(f"{instance.url}/api/v1/sessions", headers={"X-API-Key": key}) as resp:
+                    return resp.status
+
+            for instance in instances:
+                assert await status(instance) == 200  # both have the key cached now
+            code, _, _ = await _keys(tmp_path, "revoke", KEY_RE.fullmatch(key)["id"])
+            assert code == 0
+            revoked_at = time.monotonic()
+            refused: dict[int, float] = {}
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 8
+            while len(refused) < len(instances) and loop.time() < deadline:
+                for i, instance in enumerate(instances):
+                    if i not in refused and await status(instance) == 401:
+                        refused[i] = time.monotonic() - revoked_at
+                await asyncio.sleep(0.1)  # polling cadence of this client, not a wait for state
+            assert sorted(refused) == [0, 1], f"still accepted after 8 s: {refused}"
+            assert max(refused.values()) <= 6.0, refused  # the 5 s cache, plus polling and request slack
+    finally:
+        for instance in instances:
+            instance.proc.terminate()
+            await instance.finish()
+    rows = sqlite3.connect(db).execute("SELECT revoked_at FROM api_keys").fetchall()
+    assert rows[0][0] is not None
