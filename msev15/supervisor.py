@@ -6,9 +6,9 @@ starts it, restarts it with capped exponential backoff when it dies, and on :met
 SIGTERM, then SIGKILL after a bound. The service reaches them through MCP_SERVER_URL and
 ESCALATION_MCP_URL (:meth:`Supervisor.settings`).
 
-A bearer token for the servers (MCP_AUTH_TOKEN) is not generated yet: when the servers take
-one, generate it here (``secrets.token_urlsafe``), pass it in each child's ``env`` and set it in
-the service's settings in :meth:`Supervisor.settings`.
+Each run generates a bearer token (MCP_AUTH_TOKEN) that both children require and the service
+sends, so no other local process can use the servers (the complaints server would otherwise let
+any caller read any tenant's complaints; the escalation server would send mail for anyone).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -93,13 +94,17 @@ class Supervisor:
         complaints, escalation = self.children
         complaints.args = ["--host", HOST, "--port", str(complaints.port), "--db", str(data / "complaints.db")]
         escalation.args = ["--host", HOST, "--port", str(escalation.port)]
+        self.token = secrets.token_urlsafe(32)
+        for child in self.children:
+            child.env["MCP_AUTH_TOKEN"] = self.token
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
     def settings(self, settings: Settings) -> Settings:
         """The service's settings pointed at the children."""
         complaints, escalation = self.children
-        return settings.replace(mcp_server_url=complaints.url, escalation_mcp_url=escalation.url)
+        return settings.replace(mcp_server_url=complaints.url, escalation_mcp_url=escalation.url,
+                                mcp_auth_token=self.token, escalation_mcp_auth_token=self.token)
 
     async def start(self) -> None:
         """Start every child and wait (bounded) until each accepts connections."""

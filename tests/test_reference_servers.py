@@ -72,6 +72,12 @@ async def test_serve_runs_restarts_and_stops_the_reference_servers(tmp_path: Pat
                     "session_id": "s1", "message": "Find complaints of customer CUST-1"}) as resp:
                 assert resp.status == 200
                 assert "not available" not in (await resp.json())["message"]
+            # The children take the service's generated token and nobody else's.
+            url = re.search(r"MCP Server: (http://127\.0\.0\.1:\d+/mcp)", banner)
+            assert url is not None
+            async with http.post(url.group(1), json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                 headers={"Accept": "application/json, text/event-stream"}) as anonymous:
+                assert anonymous.status == 401
             # A child that dies is started again.
             os.kill(pids["Complaints MCP"], signal.SIGKILL)
             await eventually(lambda: not _alive(pids["Complaints MCP"]), "the killed child is gone")
