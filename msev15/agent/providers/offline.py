@@ -135,6 +135,7 @@ class OfflineProvider:
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
         by_name = {t["function"]["name"]: t["function"] for t in tools}
         last = messages[-1] if messages else {}
+        calls: tuple[ToolCallRequest, ...]
         if last.get("role") == "tool":
             text, calls = self._summarise(messages), ()
         else:

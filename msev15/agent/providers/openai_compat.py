@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 import openai
@@ -14,6 +14,13 @@ from msev15.agent.providers.base import LLMError, ModelReply, ToolCallRequest
 from msev15.config import Settings
 
 log = logging.getLogger("agent.llm")
+
+
+class _ClientOptions(TypedDict):
+    """What both client classes take alike, typed so ``**`` matches their keyword parameters."""
+
+    max_retries: int
+    timeout: float
 
 
 class OpenAIProvider:
@@ -27,7 +34,7 @@ class OpenAIProvider:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIProvider:
-        common = {"max_retries": settings.llm_max_retries, "timeout": settings.llm_timeout_seconds}
+        common: _ClientOptions = {"max_retries": settings.llm_max_retries, "timeout": settings.llm_timeout_seconds}
         if settings.provider == "azure":
             client: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
                 azure_endpoint=settings.azure_openai_endpoint,
