@@ -17,7 +17,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from msev15.agent.providers.base import ModelReply, ToolCallRequest
+from msev15.agent.providers.base import ModelReply, ProbeStatus, ToolCallRequest
 
 _ORDER_ID = re.compile(r"\b(ORD-[A-Z0-9]{4,})\b", re.I)
 _COMPLAINT_ID = re.compile(r"\b(CMP-[A-Z0-9]{4,})\b", re.I)
@@ -126,7 +126,7 @@ class OfflineProvider:
         self._delay = token_delay
         self._calls = 0
 
-    async def probe(self) -> str:
+    async def probe(self) -> ProbeStatus:
         return "offline"
 
     async def close(self) -> None:

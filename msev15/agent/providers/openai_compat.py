@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import openai
 
-from msev15.agent.providers.base import LLMError, ModelReply, ToolCallRequest
+from msev15.agent.providers.base import LLMError, ModelReply, ProbeStatus, ToolCallRequest
 from msev15.config import Settings
 
 log = logging.getLogger("agent.llm")
@@ -102,7 +102,7 @@ class OpenAIProvider:
         )
         yield ModelReply("".join(text), tool_calls, usage)
 
-    async def probe(self) -> str:
+    async def probe(self) -> ProbeStatus:
         """Is the endpoint reachable? A TCP connect, not a billed model call."""
         parts = urlsplit(self._probe_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
