@@ -37,7 +37,8 @@ def setup_cors(app: web.Application, settings: Settings) -> None:
     """Call after every route is added: aiohttp-cors wraps the routes that exist then."""
     if not settings.enable_cors:
         return
-    options = aiohttp_cors.ResourceOptions(
+    # aiohttp-cors ships py.typed but leaves ResourceOptions.__new__ unannotated.
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=True,
         # Listed, not "*": with credentials browsers take "*" literally.
         expose_headers=("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-stream", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
