@@ -144,7 +144,7 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
     groups = [(k, label) for k, label in (("1_chat", "chat"), ("2_streaming", "streaming"),
                                           ("5_health_under_load", "health under load")) if k in s]
     width = 0.13
-    for g, (key, label) in enumerate(groups):
+    for g, (key, _label) in enumerate(groups):
         for i, side in enumerate(("reference", "service")):
             for j, q in enumerate(("p50", "p95", "p99")):
                 value = s[key][side]["latency_ms"][q] or 0

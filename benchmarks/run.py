@@ -73,7 +73,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
             continue
         try:
             await step()
-        except Exception as exc:  # noqa: BLE001 - keep what was measured and go on; the traceback goes to stderr
+        except Exception as exc:  # keep what was measured and go on; the traceback goes to stderr
             traceback.print_exc()
             collector.note(f"scenario {name} stopped early: {type(exc).__name__}: {exc}")
     return {

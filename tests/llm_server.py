@@ -161,7 +161,6 @@ class ScriptedLLM:
             chunks.append({"tool_calls": [{"index": index, "id": full["id"], "type": "function",
                                            "function": {"name": call.name, "arguments": args[:half]}}]})
             chunks.append({"tool_calls": [{"index": index, "function": {"arguments": args[half:]}}]})
-        sent = 0
         self.streams_started += 1
         self.active += 1
         self.max_active = max(self.max_active, self.active)

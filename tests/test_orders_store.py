@@ -101,7 +101,7 @@ async def test_a_newer_schema_version_is_refused(db_path: Path) -> None:
 async def test_a_file_that_is_not_a_database_is_refused(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     db_path.write_bytes(b"this is not a database, just some text" * 100)
-    with pytest.raises(OrderError, match="cannot use .* as the order database"):
+    with pytest.raises(OrderError, match=r"cannot use .* as the order database"):
         await OrderRepository.open(db_path)
 
 
@@ -232,7 +232,7 @@ async def test_create_accepts_a_multi_line_address(repo: OrderRepository) -> Non
 
 @pytest.mark.parametrize("tenant", ["", "  ", None, "t" * 129, "a/b", "..", "x\n"])
 async def test_a_missing_tenant_is_refused(repo: OrderRepository, tenant: Any) -> None:
-    with pytest.raises(OrderValidationError, match="tenant_id must be (a string|1-128 characters)"):
+    with pytest.raises(OrderValidationError, match=r"tenant_id must be (a string|1-128 characters)"):
         await make(repo, tenant)
 
 
@@ -285,7 +285,7 @@ async def test_get_ignores_case_and_spaces(repo: OrderRepository) -> None:
 
 
 async def test_get_unknown_id_is_not_found(repo: OrderRepository) -> None:
-    with pytest.raises(OrderNotFound, match="^no order ORD-ZZZZZZZZ found$"):
+    with pytest.raises(OrderNotFound, match=r"^no order ORD-ZZZZZZZZ found$"):
         await repo.get(A, "ORD-ZZZZZZZZ")
 
 

@@ -34,7 +34,7 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -219,7 +219,7 @@ class OrderRepository:
         once cannot both seed.
         """
         tenant = check_tenant(tenant_id)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for _ in range(_ID_ATTEMPTS):
             params: list[Any] = []
             for created, updated, customer, sku, qty, price, address, status, notes in _DEMO_ORDERS:
