@@ -58,7 +58,8 @@ def _networks(raw: str) -> tuple[str, ...]:
     return items
 
 
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"  # local part
+                       r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
 def _email(raw: str) -> str:
@@ -95,7 +96,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("ENABLE_RATE_LIMITING", "false", boolean, "Per-IP sliding-window rate limiting.", _S),
     Var("RATE_LIMIT_PER_MINUTE", "100", int_between(1, 1_000_000), "Requests per client IP per 60 s window.", _S),
     Var("TRUSTED_PROXIES", "", _networks, "Proxies whose X-Forwarded-For is believed (IPs or CIDRs).", _S),
-    Var("SHUTDOWN_TIMEOUT_SECONDS", "30", float_between(0.1, 3600), "How long in-flight turns may run after SIGTERM.", _S),
+    Var("SHUTDOWN_TIMEOUT_SECONDS", "30", float_between(0.1, 3600), "How long in-flight turns may run after SIGTERM.",
+        _S),
     Var("MAX_BODY_BYTES", "1048576", int_between(1024, 64 * 1024 * 1024), "Largest accepted request body.", _S),
     Var("REQUEST_BODY_TIMEOUT_SECONDS", "10", float_between(0.1, 600),
         "A request body must arrive within this (slow clients get 408).", _S),

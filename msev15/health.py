@@ -73,7 +73,8 @@ class HealthMonitor:
 
 
 async def health_ctx(app: web.Application) -> AsyncIterator[None]:
-    monitor = app[keys.HEALTH] = HealthMonitor(app[keys.PROVIDER], model_configured=model_configured(app[keys.SETTINGS]))
+    configured = model_configured(app[keys.SETTINGS])
+    monitor = app[keys.HEALTH] = HealthMonitor(app[keys.PROVIDER], model_configured=configured)
     yield
     await monitor.close()
 

@@ -123,4 +123,5 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(ApiError(exc.status, code, message, detail, headers))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(ApiError(500, "internal_error", "An unexpected error occurred. Quote the request id when reporting it."))
+        return error_response(ApiError(500, "internal_error",
+                                       "An unexpected error occurred. Quote the request id when reporting it."))

@@ -51,7 +51,8 @@ class OpenAIProvider:
         )
         return cls(client, settings.openai_model, "openai", settings.openai_base_url)
 
-    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
+    async def stream(self, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
