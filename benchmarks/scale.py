@@ -167,7 +167,9 @@ async def sessions(cfg: BenchConfig, cores: frozenset[int] | None, collector: Co
             k = min(cfg.deletes_per_position, n // 3)
             for name, first, step in (("newest", n - 1, -1), ("middle", n // 2, 1), ("oldest", 0, 1)):
                 deletes[name] = await closed_loop(
-                    server.port, lambda c, i, f=first, s=step: request_bytes("DELETE", f"/api/v1/sessions/seed-{f + s * i:07d}?{tenant}"),
+                    server.port,
+                    lambda c, i, f=first, s=step: request_bytes(
+                        "DELETE", f"/api/v1/sessions/seed-{f + s * i:07d}?{tenant}"),
                     connections=1, duration=3 * cfg.lookup_seconds, max_requests=k,
                     expect=Expect(contains=b'"messages_deleted"'))
         collector.curve("sessions/service", sampler.curve(collector.started))
@@ -188,7 +190,8 @@ async def sessions(cfg: BenchConfig, cores: frozenset[int] | None, collector: Co
     }
     collector.target("4.rss_per_session", "RSS per session beyond its message text", per_session, "<=", 4096, "B")
     collector.target("4.history_p99", "history fetch p99", history.latency_ms()["p99"], "<=", 5.0, "ms")
-    collector.target("4.list_p99", "list limit=50 p99, worst of offsets 0 / middle / end", worst_list_p99, "<=", 20.0, "ms")
+    collector.target("4.list_p99", "list limit=50 p99, worst of offsets 0 / middle / end", worst_list_p99, "<=", 20.0,
+                     "ms")
     collector.target("4.delete_o1", "delete p50, slowest / fastest of newest / middle / oldest", spread, "<=", 1.5, "x")
     collector.target("4.errors", "history/list/delete errors",
                      history.error_count + sum(p.error_count for p in pages.values())

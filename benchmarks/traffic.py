@@ -40,7 +40,8 @@ async def _alternate(cfg: BenchConfig, servers: list[ServerProcess], phase: str,
                      make: Any) -> dict[str, tuple[LoadResult, list[Sampler], list[LoadResult]]]:
     """Run ``make(server, round)`` -> (main load, probe load) on each server in turn, ``cfg.rounds`` times."""
     per_round = cfg.phase_seconds / cfg.rounds
-    parts: dict[str, tuple[list[LoadResult], list[Sampler], list[LoadResult]]] = {s.label: ([], [], []) for s in servers}
+    parts: dict[str, tuple[list[LoadResult], list[Sampler], list[LoadResult]]] = {
+        s.label: ([], [], []) for s in servers}
     client = {s.label: 0.0 for s in servers}
     for round_no in range(cfg.rounds):
         for server in servers:

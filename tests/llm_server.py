@@ -59,7 +59,8 @@ def history_problem(messages: list[dict[str, Any]]) -> str | None:
         if role == "assistant":
             open_ids = {call["id"] for call in message.get("tool_calls") or ()}
     if open_ids:
-        return "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'."
+        return ("An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                "'tool_call_id'.")
     return None
 
 

@@ -78,8 +78,8 @@ def test_idle_sessions_expire() -> None:
 def test_context_keeps_tool_exchange_and_trims_at_a_user_message() -> None:
     store = SessionStore(3600)
     steps = [
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
-                                                                "function": {"name": "get_order_by_id", "arguments": "{}"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_order_by_id", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "{\"order\": {}}"},
     ]
     _commit(store, "t", "s", "first", steps)
