@@ -11,10 +11,10 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from msev15.common.env import (
     LOG_LEVELS,
