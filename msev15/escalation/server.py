@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
@@ -156,7 +157,7 @@ class EscalationServer:
         self.service: EscalationService | None = None
         self._http: McpHttpServer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._sock: Any = None
+        self._sock: socket.socket | None = None
 
     @property
     def port(self) -> int:
@@ -200,7 +201,7 @@ class EscalationServer:
                  self.url)
 
     async def _serve(self) -> None:
-        assert self._http is not None
+        assert self._http is not None and self._sock is not None
         try:
             await self._http.serve(sockets=[self._sock])
         except SystemExit as exc:  # uvicorn's way of saying the app did not start
