@@ -26,8 +26,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from msev15.events.turnlog import STOPPED, TurnLog, TurnReader, TurnRecord, TurnStatus
 from msev15.events.types import (
     Token,

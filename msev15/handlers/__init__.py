@@ -41,8 +41,8 @@ def setup_cors(app: web.Application, settings: Settings) -> None:
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=True,
         # Listed, not "*": with credentials browsers take "*" literally.
-        expose_headers=("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-stream", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
-                        "X-RateLimit-Reset"),
+        expose_headers=("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-stream", "Retry-After",
+                        "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"),
         allow_headers="*",
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
     )

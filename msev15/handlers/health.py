@@ -18,6 +18,7 @@ from msev15.health import ModelStatus, readiness_warnings
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection
     from msev15.agent.tools.email import MailerStatus
+    from msev15.store.base import StoreStatus
 
 McpCheck = Literal["healthy", "unavailable", "not_configured"]
 
@@ -29,6 +30,7 @@ class ReadinessChecks(TypedDict):
     mcp_server: McpCheck
     azure_openai: ModelStatus
     smtp: MailerStatus
+    session_store: StoreStatus
     escalation_mcp: NotRequired[McpCheck]
 
 

@@ -206,7 +206,7 @@ class RedisSessions:
     @translated
     async def count(self) -> int:
         total = 0
-        async for key in self._redis.scan_iter(match=f"msev15:{{*}}:index", count=1000):
+        async for key in self._redis.scan_iter(match="msev15:{*}:index", count=1000):
             total += int(await self._redis.zcard(key))
         return total
 
