@@ -35,6 +35,10 @@ js:
 test: $(STAMP) js
 	$(BIN)/python -m pytest --cov=msev15 --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
+lint: $(STAMP)
+	$(BIN)/mypy --strict msev15
+	$(BIN)/ruff check msev15 tests benchmarks
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 

@@ -193,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--llm-api", choices=("chat", "responses"), default="chat", help="service: LLM_API")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per answer")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each token (slow model)")
-    parser.add_argument("--max-concurrent-turns", type=int, default=100, help="the service's AGENT_MAX_CONCURRENT_TURNS")
+    parser.add_argument("--max-concurrent-turns", type=int, default=100,
+                        help="the service's AGENT_MAX_CONCURRENT_TURNS")
     parser.add_argument("--seed-sessions", type=int, default=0, help="pre-fill this many sessions (service)")
     parser.add_argument("--seed-messages", type=int, default=10, help="messages per seeded session")
     parser.add_argument("--cpu", type=int, action="append", help="pin to this core (repeatable)")

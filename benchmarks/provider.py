@@ -40,7 +40,8 @@ class BenchProvider:
     def text(self) -> str:
         return self._text
 
-    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
+    async def stream(self, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
         for token in self._tokens:
             if self._delay:
                 await asyncio.sleep(self._delay)

@@ -32,7 +32,8 @@ async def _body(request: web.Request) -> tuple[str, str, str]:
         body = await request.json()
     except ValueError:
         raise web.HTTPBadRequest(text="invalid JSON") from None
-    if not isinstance(body, dict) or not isinstance(body.get("session_id"), str) or not isinstance(body.get("message"), str):
+    if (not isinstance(body, dict) or not isinstance(body.get("session_id"), str)
+            or not isinstance(body.get("message"), str)):
         raise web.HTTPBadRequest(text="session_id and message are required strings")
     return body["session_id"], str(body.get("tenant_id") or "default"), body["message"]
 

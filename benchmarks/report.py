@@ -66,7 +66,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                 "| # | Measurement | Measured |", "|---|---|---|"]
         out += [_row(r["id"], r["text"], f"{_fmt(r['value'], 3)} {r['unit']}".strip()) for r in results["reported"]]
     out += ["", "## Throughput and latency", "",
-            "| Scenario | Server | Rate /s | p50 ms | p95 ms | p99 ms | Errors | Server CPU (cores) | Server CPU ms/req | Server RSS peak MiB |",
+            "| Scenario | Server | Rate /s | p50 ms | p95 ms | p99 ms | Errors | Server CPU (cores) "
+            "| Server CPU ms/req | Server RSS peak MiB |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     if "1_chat" in s:
         out += _load_rows(f"1. Chat, {s['1_chat']['connections']} connections", s["1_chat"])
@@ -85,13 +86,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += _load_rows("5. GET /health during 1", s["5_health_under_load"])
     if s.get("load_generator_cpu_cores"):
         busiest = max(s["load_generator_cpu_cores"].values())
-        out += ["", f"The load generator used at most {busiest:.2f} of a core in these phases (it is not the bottleneck)."]
+        out += ["", f"The load generator used at most {busiest:.2f} of a core in these phases "
+                    "(it is not the bottleneck)."]
     if s.get("gc_pauses"):
         out += ["", "Garbage-collector pauses in the servers over scenarios 1, 2 and 5 (full collections, gen2):", "",
                 "| Server | Collections | Total ms | Longest ms (wall) | Longest ms (CPU) |", "|---|---|---|---|---|"]
         for side, gens in s["gc_pauses"].items():
             gen2 = gens.get("gen2", {})
-            out.append(_row(side, gen2.get("collections"), gen2.get("total_ms"), gen2.get("max_ms"), gen2.get("max_cpu_ms")))
+            out.append(_row(side, gen2.get("collections"), gen2.get("total_ms"), gen2.get("max_ms"),
+                            gen2.get("max_cpu_ms")))
     if "2_streaming" in s:
         ttft = s["2_streaming"]["ttft_one_connection_ms"]
         out += ["", ("Time to first token, one connection (no queueing); the model's own is "
@@ -101,7 +104,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     if "3_concurrency" in s:
         c = s["3_concurrency"]
         out += ["", f"## Concurrency: {c['streams']:,} open streams, a token every {c['token_delay_s']:g} s", "",
-                "| Server | Completed | Peak open | Errors | RSS idle MiB | RSS all open MiB | KiB per open stream | Stream p50 s |",
+                "| Server | Completed | Peak open | Errors | RSS idle MiB | RSS all open MiB "
+                "| KiB per open stream | Stream p50 s |",
                 "|---|---|---|---|---|---|---|---|"]
         for side in ("reference", "service"):
             d = c[side]
@@ -157,12 +161,13 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
     groups = [(k, label) for k, label in (("1_chat", "chat"), ("2_streaming", "streaming"),
                                           ("5_health_under_load", "health under load")) if k in s]
     width = 0.13
-    for g, (key, label) in enumerate(groups):
+    for g, (key, _label) in enumerate(groups):
         for i, side in enumerate(("reference", "service")):
             for j, q in enumerate(("p50", "p95", "p99")):
                 value = s[key][side]["latency_ms"][q] or 0
                 x = g + (i * 3 + j - 2.5) * width
-                ax.bar(x, value, width, color=("#8fb3d9", "#3a6ea5", "#1d3f66", "#f2b179", "#e07b24", "#9a4a0c")[i * 3 + j],
+                ax.bar(x, value, width,
+                       color=("#8fb3d9", "#3a6ea5", "#1d3f66", "#f2b179", "#e07b24", "#9a4a0c")[i * 3 + j],
                        label=f"{side} {q}" if g == 0 else None)
     ax.set_xticks(range(len(groups)), [label for _, label in groups])
     ax.set_ylabel("latency (ms)")
@@ -170,11 +175,13 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
     if groups:
         ax.legend(fontsize=7, ncol=2)
     _curves(axes[0][1], curves, "streams/", "RSS during the open-streams burst", "seconds since the burst started")
-    _curves(axes[1][0], curves, ("chat/", "streaming/"), "RSS during chat and streaming phases", "seconds since the run started")
+    _curves(axes[1][0], curves, ("chat/", "streaming/"), "RSS during chat and streaming phases",
+            "seconds since the run started")
     ax = axes[1][1]
     if "4_sessions" in s:
         d = s["4_sessions"]
-        names = ["history"] + [f"list @{v['offset']:,}" for v in d["list_limit_50"].values()] + [f"delete {k}" for k in d["delete"]]
+        names = (["history"] + [f"list @{v['offset']:,}" for v in d["list_limit_50"].values()]
+                 + [f"delete {k}" for k in d["delete"]])
         parts = [d["history"], *d["list_limit_50"].values(), *d["delete"].values()]
         xs = range(len(names))
         ax.bar([x - 0.2 for x in xs], [p["latency_ms"]["p50"] or 0 for p in parts], 0.4, label="p50", color="#3a6ea5")
@@ -190,7 +197,8 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _curves(ax: Any, curves: dict[str, list[list[float]]], prefix: str | tuple[str, ...], title: str, xlabel: str) -> None:
+def _curves(ax: Any, curves: dict[str, list[list[float]]], prefix: str | tuple[str, ...], title: str,
+            xlabel: str) -> None:
     for name, points in sorted(curves.items()):
         if name.startswith(prefix) and points:
             xs, ys = zip(*points, strict=True)

@@ -65,8 +65,8 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
     nofile = raise_nofile()
     collector = Collector()
     load_start = [round(x, 2) for x in os.getloadavg()]
-    print(f"Benchmarks: {', '.join(s for s in SCENARIOS if s in selected)}; {plan.describe()}; open-files limit {nofile}",
-          flush=True)
+    print(f"Benchmarks: {', '.join(s for s in SCENARIOS if s in selected)}; {plan.describe()}; "
+          f"open-files limit {nofile}", flush=True)
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("chat/streaming/defaults", lambda: _traffic(cfg, plan, selected, collector)),
         ("concurrency", lambda: concurrency(cfg, plan.server, collector)),
@@ -79,7 +79,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
             continue
         try:
             await step()
-        except Exception as exc:  # noqa: BLE001 - keep what was measured and go on; the traceback goes to stderr
+        except Exception as exc:  # keep what was measured and go on; the traceback goes to stderr
             traceback.print_exc()
             collector.note(f"scenario {name} stopped early: {type(exc).__name__}: {exc}")
     return {
@@ -104,7 +104,8 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description="Benchmark the service against a bare aiohttp reference.")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run",
+                                     description="Benchmark the service against a bare aiohttp reference.")
     parser.add_argument("--quick", action="store_true", help="a small run to check the machinery (writes quick.*)")
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
@@ -112,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = BenchConfig.quick() if args.quick else BenchConfig()
     name = "quick" if args.quick else "latest"
-    command = "python -m benchmarks.run" + (" --quick" if args.quick else "") + "".join(f" --only {o}" for o in args.only or ())
+    command = ("python -m benchmarks.run" + (" --quick" if args.quick else "")
+               + "".join(f" --only {o}" for o in args.only or ()))
     if not args.quick and not args.only:
         command = "make bench"
     results = asyncio.run(_run(cfg, set(args.only or SCENARIOS), command))

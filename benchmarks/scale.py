@@ -167,7 +167,9 @@ async def sessions(cfg: BenchConfig, cores: frozenset[int] | None, collector: Co
             k = min(cfg.deletes_per_position, n // 3)
             for name, first, step in (("newest", n - 1, -1), ("middle", n // 2, 1), ("oldest", 0, 1)):
                 deletes[name] = await closed_loop(
-                    server.port, lambda c, i, f=first, s=step: request_bytes("DELETE", f"/api/v1/sessions/seed-{f + s * i:07d}?{tenant}"),
+                    server.port,
+                    lambda c, i, f=first, s=step: request_bytes(
+                        "DELETE", f"/api/v1/sessions/seed-{f + s * i:07d}?{tenant}"),
                     connections=1, duration=3 * cfg.lookup_seconds, max_requests=k,
                     expect=Expect(contains=b'"messages_deleted"'))
         collector.curve("sessions/service", sampler.curve(collector.started))

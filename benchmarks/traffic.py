@@ -40,7 +40,8 @@ async def _alternate(cfg: BenchConfig, servers: list[ServerProcess], phase: str,
                      make: Any) -> dict[str, tuple[LoadResult, list[Sampler], list[LoadResult]]]:
     """Run ``make(server, round)`` -> (main load, probe load) on each server in turn, ``cfg.rounds`` times."""
     per_round = cfg.phase_seconds / cfg.rounds
-    parts: dict[str, tuple[list[LoadResult], list[Sampler], list[LoadResult]]] = {s.label: ([], [], []) for s in servers}
+    parts: dict[str, tuple[list[LoadResult], list[Sampler], list[LoadResult]]] = {
+        s.label: ([], [], []) for s in servers}
     client = {s.label: 0.0 for s in servers}
     for round_no in range(cfg.rounds):
         for server in servers:
@@ -57,7 +58,7 @@ async def _alternate(cfg: BenchConfig, servers: list[ServerProcess], phase: str,
             collector.curve(f"{phase}/{server.label}/round{round_no}", sampler.curve(collector.started))
             print(f"    {phase} {server.label} round {round_no + 1}: {main.rate:,.0f}/s, "
                   f"p99 {main.latency_ms()['p99']} ms, errors {main.error_count}", flush=True)
-    for label, (loads, samplers, _) in parts.items():
+    for label, (_loads, samplers, _) in parts.items():
         # The load generator's own CPU use (1.0 = a core): well below 1, it is not the bottleneck.
         collector.scenarios.setdefault("load_generator_cpu_cores", {})[f"{phase}/{label}"] = round(
             client[label] / max(sum(s.samples[-1].at - s.samples[0].at for s in samplers), 1e-9), 3)

@@ -32,8 +32,8 @@ from msev15.handlers.errors import (
     error_middleware,
     request_id_middleware,
 )
-from msev15.health import health_ctx
 from msev15.handlers.ratelimit import RateLimiter, rate_limit_middleware
+from msev15.health import health_ctx
 from msev15.store.context import orders_ctx, sessions_ctx
 
 GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700

@@ -209,7 +209,8 @@ def _config_command(args: argparse.Namespace) -> int:
         _report(exc)
         return 2
     for name, value in settings.masked().items():
-        shown = ",".join(value) if isinstance(value, tuple) else str(value).lower() if isinstance(value, bool) else value
+        shown = (",".join(value) if isinstance(value, tuple)
+                 else str(value).lower() if isinstance(value, bool) else value)
         print(f"{name}={shown}")
     return 0
 

@@ -12,10 +12,10 @@ import importlib.util
 import ipaddress
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from msev15.common.env import (
     LOG_LEVELS,
@@ -59,7 +59,8 @@ def _networks(raw: str) -> tuple[str, ...]:
     return items
 
 
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"  # local part
+                       r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
 def _email(raw: str) -> str:
@@ -98,13 +99,15 @@ VARIABLES: tuple[Var, ...] = (
     Var("ENABLE_RATE_LIMITING", "false", boolean, "Per-IP sliding-window rate limiting.", _S),
     Var("RATE_LIMIT_PER_MINUTE", "100", int_between(1, 1_000_000), "Requests per client IP per 60 s window.", _S),
     Var("TRUSTED_PROXIES", "", _networks, "Proxies whose X-Forwarded-For is believed (IPs or CIDRs).", _S),
-    Var("SHUTDOWN_TIMEOUT_SECONDS", "30", float_between(0.1, 3600), "How long in-flight turns may run after SIGTERM.", _S),
+    Var("SHUTDOWN_TIMEOUT_SECONDS", "30", float_between(0.1, 3600), "How long in-flight turns may run after SIGTERM.",
+        _S),
     Var("MAX_BODY_BYTES", "1048576", int_between(1024, 64 * 1024 * 1024), "Largest accepted request body.", _S),
     Var("REQUEST_BODY_TIMEOUT_SECONDS", "10", float_between(0.1, 600),
         "A request body must arrive within this (slow clients get 408).", _S),
     Var("KEEPALIVE_TIMEOUT_SECONDS", "75", float_between(1, 3600), "Idle keep-alive connections close after this.", _S),
     Var("SSE_PING_SECONDS", "15", float_between(0.1, 3600), "Interval of ': ping' keep-alive comments on streams.", _S),
-    Var("REDOC_JS_URL", "", http_url, "Where /redoc loads ReDoc from; empty serves the bundled copy (works offline).", _S),
+    Var("REDOC_JS_URL", "", http_url, "Where /redoc loads ReDoc from; empty serves the bundled copy (works offline).",
+        _S),
     Var("PLAYGROUND_ENABLED", "true", boolean, "Serve the browser playground at /.", _S),
     Var("AUTH_MODE", "none", one_of(*AUTH_MODES),
         "none (trust the tenant_id clients send), api_key or jwt (the credential names the tenant).", _S),
@@ -121,19 +124,22 @@ VARIABLES: tuple[Var, ...] = (
         "Failed authentications per client IP per minute; beyond it 429.", _S),
     Var("LLM_PROVIDER", "auto", one_of(*PROVIDERS), "auto, azure, openai or offline.", _A),
     Var("AZURE_AI_PROJECT_ENDPOINT", "", http_url,
-        "Azure AI Foundry project endpoint; used (Entra ID, its /openai/v1 URL) when AZURE_OPENAI_ENDPOINT is empty.", _L),
+        "Azure AI Foundry project endpoint; used (Entra ID, its /openai/v1 URL) "
+        "when AZURE_OPENAI_ENDPOINT is empty.", _L),
     Var("AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME", "gpt-4o", single_line, "Azure OpenAI deployment to call.", _L),
     Var("AZURE_OPENAI_ENDPOINT", "", http_url, "Azure OpenAI resource endpoint.", _L),
     Var("AZURE_OPENAI_API_KEY", "", stripped, "Azure OpenAI API key; empty: sign in with Microsoft Entra ID.", _L,
         secret=True),
     Var("AZURE_OPENAI_API_VERSION", "2024-10-21", single_line,
-        "Azure OpenAI API version, or 'v1' for the /openai/v1 URL (LLM_API=responses uses v1 below 2025-03-01-preview).", _L),
+        "Azure OpenAI API version, or 'v1' for the /openai/v1 URL "
+        "(LLM_API=responses uses v1 below 2025-03-01-preview).", _L),
     Var("OPENAI_BASE_URL", "", http_url, "OpenAI-compatible base URL (OpenAI, Ollama, vLLM, llama.cpp).", _L),
     Var("OPENAI_API_KEY", "", stripped, "API key for the OpenAI-compatible endpoint.", _L, secret=True),
     Var("OPENAI_MODEL", "gpt-4o-mini", single_line, "Model name for the OpenAI-compatible endpoint.", _L),
     Var("LLM_MAX_RETRIES", "2", int_between(0, 10), "Retries of transient model errors (429, 5xx, timeouts).", _L),
     Var("LLM_TIMEOUT_SECONDS", "60", float_between(1, 600), "Timeout of one model request.", _L),
-    Var("LLM_API", "chat", one_of("chat", "responses"), "chat (Chat Completions) or responses (the Responses API).", _L),
+    Var("LLM_API", "chat", one_of("chat", "responses"),
+        "chat (Chat Completions) or responses (the Responses API).", _L),
     Var("SYSTEM_PROMPT_FILE", "", stripped, "File with the agent's system prompt (built-in one if empty).", _A),
     Var("AGENT_MAX_CONCURRENT_TURNS", "100", int_between(1, 100_000), "Turns of different sessions run at once.", _A),
     Var("AGENT_MAX_CONCURRENT_TURNS_PER_TENANT", "0", int_between(0, 100_000),
@@ -332,7 +338,8 @@ class Settings:
         if self.llm_provider == "azure" and not (self.azure_openai_endpoint or self.azure_ai_project_endpoint):
             found.append("LLM_PROVIDER=azure needs AZURE_OPENAI_ENDPOINT (or AZURE_AI_PROJECT_ENDPOINT); "
                          "without AZURE_OPENAI_API_KEY it signs in with Microsoft Entra ID")
-        if self.provider == "azure" and self.azure_auth == "entra-id" and importlib.util.find_spec("azure.identity") is None:
+        if (self.provider == "azure" and self.azure_auth == "entra-id"
+                and importlib.util.find_spec("azure.identity") is None):
             found.append("Azure OpenAI without AZURE_OPENAI_API_KEY signs in with Microsoft Entra ID, which needs "
                          "the azure extra: pip install 'msev15e2e[azure]'")
         if self.llm_provider == "openai" and not self.openai_base_url:

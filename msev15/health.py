@@ -11,17 +11,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
 from msev15 import keys
-from msev15.agent.providers.base import Provider
+from msev15.agent.providers.base import ProbeStatus, Provider
 from msev15.config import Settings
 
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection
     from msev15.agent.tools.email import Mailer
+
+# The readiness check "azure_openai": a probe's answer, or what stands before or instead of one.
+ModelStatus = ProbeStatus | Literal["checking", "not_configured"]
 
 CACHE_SECONDS = 5.0
 PROBE_WAIT_SECONDS = 0.05
@@ -39,24 +42,24 @@ class HealthMonitor:
     def __init__(self, provider: Provider, model_configured: bool) -> None:
         self._provider = provider
         self._configured = model_configured
-        self._model_status = "checking" if model_configured else "not_configured"
+        self._model_status: ModelStatus = "checking" if model_configured else "not_configured"
         self._checked_at = -CACHE_SECONDS
         self._task: asyncio.Task[None] | None = None
 
     async def _probe(self) -> None:
-        status = await self._provider.probe()
+        status: ModelStatus = await self._provider.probe()
         if status == "offline" and not self._configured:
             status = "not_configured"
         self._model_status = status
         self._checked_at = time.monotonic()
 
     @property
-    def last_model_status(self) -> str:
+    def last_model_status(self) -> ModelStatus:
         """The latest known status, without probing ("checking" before a configured model's
         first probe ends)."""
         return self._model_status
 
-    async def model_status(self) -> str:
+    async def model_status(self) -> ModelStatus:
         if time.monotonic() - self._checked_at >= CACHE_SECONDS and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._probe(), name="health:model-probe")
         if self._task is not None and not self._task.done():
@@ -70,12 +73,13 @@ class HealthMonitor:
 
 
 async def health_ctx(app: web.Application) -> AsyncIterator[None]:
-    monitor = app[keys.HEALTH] = HealthMonitor(app[keys.PROVIDER], model_configured=model_configured(app[keys.SETTINGS]))
+    configured = model_configured(app[keys.SETTINGS])
+    monitor = app[keys.HEALTH] = HealthMonitor(app[keys.PROVIDER], model_configured=configured)
     yield
     await monitor.close()
 
 
-def readiness_warnings(settings: Settings, *, model_status: str, mailer: Mailer,
+def readiness_warnings(settings: Settings, *, model_status: ModelStatus, mailer: Mailer,
                        mcp: Mapping[str, McpConnection], at_start: bool = False,
                        session_store: str = "healthy") -> list[str]:
     """One sentence per degraded dependency: the session store, unreachable MCP servers, the

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from msev15.events.turnlog import TurnLog
     from msev15.handlers.auth import Authenticator
     from msev15.health import HealthMonitor
-    from msev15.store.orders import OrderRepository
     from msev15.store.base import Sessions
+    from msev15.store.orders import OrderRepository
 
 
 @dataclass

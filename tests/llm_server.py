@@ -74,7 +74,8 @@ def history_problem(messages: list[dict[str, Any]]) -> str | None:
         if role == "assistant":
             open_ids = {call["id"] for call in message.get("tool_calls") or ()}
     if open_ids:
-        return "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'."
+        return ("An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                "'tool_call_id'.")
     return None
 
 
@@ -290,7 +291,6 @@ class ScriptedLLM:
             chunks.append({"tool_calls": [{"index": index, "id": full["id"], "type": "function",
                                            "function": {"name": call.name, "arguments": args[:half]}}]})
             chunks.append({"tool_calls": [{"index": index, "function": {"arguments": args[half:]}}]})
-        sent = 0
         self.streams_started += 1
         self.active += 1
         self.max_active = max(self.max_active, self.active)

@@ -110,7 +110,8 @@ async def test_turn_logs_carry_session_tenant_and_request(aiohttp_client, tmp_pa
     try:
         client = await aiohttp_client(await create_app(settings))
         resp = await client.post("/api/v1/chat/stream", headers={"X-Request-ID": "req-42"},
-                                 json={"session_id": "abc-123", "tenant_id": "company-A", "message": "list recent orders"})
+                                 json={"session_id": "abc-123", "tenant_id": "company-A",
+                                       "message": "list recent orders"})
         assert sse_events(await resp.text())[-1]["type"] == "done"
     finally:
         close_logging()

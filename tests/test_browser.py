@@ -85,7 +85,8 @@ async def test_chat_streams_tokens_and_shows_the_tool_card(browser: Any, service
     assert await page.locator("#stop").is_enabled()
     gate.set()
     await page.locator("#send:not([disabled])").wait_for()
-    assert (await page.locator("#log li.assistant").last.inner_text()).count("You have two recent orders, both shipped.") == 1
+    answer = await page.locator("#log li.assistant").last.inner_text()
+    assert answer.count("You have two recent orders, both shipped.") == 1
     await page.locator("#sessions button.open", has_text="web-demo").wait_for()
     await page.screenshot(path=str(DOCS / "playground.png"))
     # The same page on a phone-width screen: nothing wider than the viewport.

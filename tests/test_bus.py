@@ -94,7 +94,7 @@ async def test_closed_subscription_gets_nothing_more() -> None:
 def test_wire_format_type_first_and_terminal_events_carry_the_turn() -> None:
     assert list(to_wire(_token())) == ["type", "content", "session_id"]
     done = to_wire(_done())
-    assert list(done)[0] == "type" and done["turn_id"] == "t1"
+    assert next(iter(done)) == "type" and done["turn_id"] == "t1"
     failed = to_wire(TurnFailed("t9", "tenant", "s1", "req", "cancelled", "stopped", 409))
     assert failed == {"type": "error", "error": "cancelled", "message": "stopped", "request_id": "req",
                       "session_id": "s1", "turn_id": "t9"}

@@ -209,7 +209,8 @@ async def test_malformed_json_and_bad_encoding(service) -> None:
     resp = await client.post("/api/v1/chat", data=b'{"session_id": ', headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert_envelope(await resp.json(), "invalid_json")
-    resp = await client.post("/api/v1/chat", data=b'{"session_id": "\xff"}', headers={"Content-Type": "application/json"})
+    resp = await client.post("/api/v1/chat", data=b'{"session_id": "\xff"}',
+                             headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert_envelope(await resp.json(), "invalid_json")
 

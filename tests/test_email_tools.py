@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import json
 import os
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from email import policy
@@ -440,7 +441,7 @@ async def test_recipients_at_the_limit_are_accepted(make_mailer: MakeMailer, smt
 
 async def test_disallowed_recipient_domain_is_rejected(make_mailer: MakeMailer, smtp: RecordingSMTP) -> None:
     mailer = make_mailer(email_allowed_domains=("example.com",))
-    with pytest.raises(ToolError, match="recipient domain x.com is not allowed"):
+    with pytest.raises(ToolError, match=re.escape("recipient domain x.com is not allowed")):
         await _call(mailer, "send_email", to="alice@example.com", bcc="spy@x.com", subject="Hi", body="Hello")
     assert smtp.attempts == 0
 
@@ -455,7 +456,7 @@ async def test_allowed_domain_and_its_subdomains_are_accepted(make_mailer: MakeM
 
 async def test_lookalike_domain_is_not_a_subdomain(make_mailer: MakeMailer, smtp: RecordingSMTP) -> None:
     mailer = make_mailer(email_allowed_domains=("example.com",))
-    with pytest.raises(ToolError, match="recipient domain badexample.com is not allowed"):
+    with pytest.raises(ToolError, match=re.escape("recipient domain badexample.com is not allowed")):
         await _call(mailer, "send_email", to="alice@badexample.com", subject="Hi", body="Hello")
     assert smtp.attempts == 0
 
@@ -483,7 +484,7 @@ async def test_attachment_path_traversal_is_rejected(make_mailer: MakeMailer, sm
 async def test_attachment_symlink_escape_is_rejected(make_mailer: MakeMailer, smtp: RecordingSMTP,
                                                      attachments: Path, tmp_path: Path) -> None:
     (attachments / "innocent.txt").symlink_to(tmp_path / "secret.txt")
-    with pytest.raises(ToolError, match="attachment 'innocent.txt' is outside the attachments folder"):
+    with pytest.raises(ToolError, match=re.escape("attachment 'innocent.txt' is outside the attachments folder")):
         await _attach(make_mailer(), "innocent.txt")
     assert smtp.attempts == 0
 
@@ -491,13 +492,13 @@ async def test_attachment_symlink_escape_is_rejected(make_mailer: MakeMailer, sm
 async def test_attachment_through_a_symlinked_folder_escape_is_rejected(
         make_mailer: MakeMailer, smtp: RecordingSMTP, attachments: Path, tmp_path: Path) -> None:
     (attachments / "shared").symlink_to(tmp_path, target_is_directory=True)
-    with pytest.raises(ToolError, match="attachment 'shared/secret.txt' is outside the attachments folder"):
+    with pytest.raises(ToolError, match=re.escape("attachment 'shared/secret.txt' is outside the attachments folder")):
         await _attach(make_mailer(), "shared/secret.txt")
     assert smtp.attempts == 0
 
 
 async def test_oversized_attachment_is_rejected(make_mailer: MakeMailer, smtp: RecordingSMTP) -> None:
-    with pytest.raises(ToolError, match="attachment 'returns.txt' is 23 bytes, over the 20 byte limit"):
+    with pytest.raises(ToolError, match=re.escape("attachment 'returns.txt' is 23 bytes, over the 20 byte limit")):
         await _attach(make_mailer(email_max_attachment_bytes=20), "returns.txt")
     assert smtp.attempts == 0
 
@@ -514,13 +515,13 @@ async def test_directory_attachment_is_rejected(make_mailer: MakeMailer, smtp: R
 
 
 async def test_attachments_folder_itself_is_rejected(make_mailer: MakeMailer, smtp: RecordingSMTP) -> None:
-    with pytest.raises(ToolError, match="attachment 'invoices/..' is outside the attachments folder"):
+    with pytest.raises(ToolError, match=re.escape("attachment 'invoices/..' is outside the attachments folder")):
         await _attach(make_mailer(), "invoices/..")
     assert smtp.attempts == 0
 
 
 async def test_missing_attachment_is_rejected(make_mailer: MakeMailer, smtp: RecordingSMTP) -> None:
-    with pytest.raises(ToolError, match="attachment 'nope.pdf' does not exist in the attachments folder"):
+    with pytest.raises(ToolError, match=re.escape("attachment 'nope.pdf' does not exist in the attachments folder")):
         await _attach(make_mailer(), "returns.txt", "nope.pdf")
     assert smtp.attempts == 0
 
@@ -535,7 +536,7 @@ async def test_fifo_attachment_is_rejected_without_blocking(make_mailer: MakeMai
 
 async def test_control_character_in_attachment_name_is_rejected(make_mailer: MakeMailer,
                                                                 smtp: RecordingSMTP) -> None:
-    with pytest.raises(ToolError, match="attachment 'a\\?b.txt' is not a valid file name"):
+    with pytest.raises(ToolError, match=r"attachment 'a\?b\.txt' is not a valid file name"):
         await _attach(make_mailer(), "a\nb.txt")
     assert smtp.attempts == 0
 
@@ -592,7 +593,7 @@ async def test_another_tenant_cannot_reach_a_file_by_traversal(make_mailer: Make
 async def test_symlink_from_one_tenant_to_another_tenants_file_is_refused(
         make_mailer: MakeMailer, smtp: RecordingSMTP, attachments: Path, other_attachments: Path) -> None:
     (other_attachments / "latest.pdf").symlink_to(attachments / "invoices" / "INV-1001.pdf")
-    with pytest.raises(ToolError, match="attachment 'latest.pdf' is outside the attachments folder"):
+    with pytest.raises(ToolError, match=re.escape("attachment 'latest.pdf' is outside the attachments folder")):
         await _attach(make_mailer(), "latest.pdf", ctx=OTHER_CTX)
     assert smtp.attempts == 0
 

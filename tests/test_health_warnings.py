@@ -14,7 +14,8 @@ RETRYING = "; continuing without its tools and reconnecting in the background"
 async def test_readiness_and_the_banner_share_one_wording() -> None:
     settings = Settings.defaults(llm_provider="auto")
     mailer = Mailer(None, sender_email="", problem="SENDER_EMAIL is required with SMTP_SERVER")
-    mcp = {"complaints": McpConnection("complaints", MCP_URL), "escalation": McpConnection("escalation", ESCALATION_URL)}
+    mcp = {"complaints": McpConnection("complaints", MCP_URL),
+           "escalation": McpConnection("escalation", ESCALATION_URL)}
     ready = readiness_warnings(settings, model_status="not_configured", mailer=mailer, mcp=mcp)
     assert ready == [
         f"MCP server not reachable at {MCP_URL}",

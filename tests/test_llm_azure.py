@@ -136,7 +136,8 @@ async def test_project_endpoint_uses_its_openai_v1_url(service, identity: Script
 def test_settings_resolve_keyless_azure_and_say_so() -> None:
     keyless = Settings.defaults(azure_openai_endpoint="https://x.openai.azure.com")
     assert keyless.provider == "azure" and keyless.azure_auth == "entra-id"
-    assert Settings.defaults(azure_ai_project_endpoint="https://x.services.ai.azure.com/api/projects/p").provider == "azure"
+    project = "https://x.services.ai.azure.com/api/projects/p"
+    assert Settings.defaults(azure_ai_project_endpoint=project).provider == "azure"
     keyed = keyless.replace(azure_openai_api_key="k")
     assert keyed.azure_auth == "api-key"
     text = banner(keyless.replace(llm_api="responses"), local_tools=1, mcp_tools=0, mcp_status={}, warnings=())

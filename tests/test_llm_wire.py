@@ -55,7 +55,8 @@ def test_responses_input_from_a_tool_loop_history() -> None:
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Where is ORD-1?"},
         {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_order", "arguments": '{"id":"ORD-1"}'}}]},
+         "tool_calls": [{"id": "c1", "type": "function",
+                         "function": {"name": "get_order", "arguments": '{"id":"ORD-1"}'}}]},
         {"role": "tool", "tool_call_id": "c1", "content": '{"status": "shipped"}'},
         {"role": "assistant", "content": "It shipped."},
     ]

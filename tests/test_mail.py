@@ -118,7 +118,7 @@ async def test_smtp_5xx_is_permanent() -> None:
 
 async def test_smtp_every_recipient_refused_is_not_delivered() -> None:
     async with RecordingSMTP(refuse_recipients={"alice@example.com": 550}) as smtp:
-        with pytest.raises(DeliveryError, match="refused every recipient: alice@example.com \\(550") as info:
+        with pytest.raises(DeliveryError, match=r"refused every recipient: alice@example\.com \(550") as info:
             await SmtpTransport(smtp.host, smtp.port).send(_message())
     assert info.value.transient is False
     assert smtp.attempts == 0

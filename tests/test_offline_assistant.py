@@ -86,7 +86,8 @@ async def test_missing_details_are_asked_for(service) -> None:
 
 async def test_orders_stay_in_their_tenant(service) -> None:
     client = await service()
-    events = await _stream(client, "create an order for customer C-1: 1 x SKU A-1 at 5, ship to 9 Elm St", tenant="acme")
+    events = await _stream(client, "create an order for customer C-1: 1 x SKU A-1 at 5, ship to 9 Elm St",
+                           tenant="acme")
     order_id = re.search(r"ORD-[0-9A-Z]{8}", _answer(events)).group(0)
     other = await _stream(client, f"where is order {order_id}", tenant="globex")
     assert [e["ok"] for e in other if e["type"] == "tool_result"] == [False]
@@ -96,7 +97,8 @@ async def test_orders_stay_in_their_tenant(service) -> None:
 async def test_email_by_chat_through_real_smtp(service) -> None:
     async with RecordingSMTP() as smtp:
         client = await service(smtp_server=smtp.host, smtp_port=smtp.port, sender_email="help@shop.example.com")
-        events = await _stream(client, "Send an email to jane@example.com with subject Your order saying It has shipped today.")
+        events = await _stream(client,
+                               "Send an email to jane@example.com with subject Your order saying It has shipped today.")
         assert _calls(events)[0] == ("send_email", {"to": "jane@example.com", "subject": "Your order",
                                                    "body": "It has shipped today."})
         assert "The email was sent to jane@example.com" in _answer(events)

@@ -101,7 +101,7 @@ async def test_a_newer_schema_version_is_refused(db_path: Path) -> None:
 async def test_a_file_that_is_not_a_database_is_refused(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     db_path.write_bytes(b"this is not a database, just some text" * 100)
-    with pytest.raises(OrderError, match="cannot use .* as the order database"):
+    with pytest.raises(OrderError, match=r"cannot use .* as the order database"):
         await OrderRepository.open(db_path)
 
 
@@ -126,7 +126,7 @@ async def test_a_closed_repository_says_so(db_path: Path) -> None:
 async def test_seeding_fills_an_empty_database_for_the_default_tenant_only(db_path: Path) -> None:
     repo = await OrderRepository.open(db_path, seed=True)
     try:
-        orders = await repo.list("default")
+        orders = await repo.list_orders("default")
         assert len(orders) == 5
         assert {o["status"] for o in orders} == {"pending", "confirmed", "shipped", "delivered", "cancelled"}
         assert all(ID_RE.fullmatch(o["order_id"]) for o in orders)
@@ -232,7 +232,7 @@ async def test_create_accepts_a_multi_line_address(repo: OrderRepository) -> Non
 
 @pytest.mark.parametrize("tenant", ["", "  ", None, "t" * 129, "a/b", "..", "x\n"])
 async def test_a_missing_tenant_is_refused(repo: OrderRepository, tenant: Any) -> None:
-    with pytest.raises(OrderValidationError, match="tenant_id must be (a string|1-128 characters)"):
+    with pytest.raises(OrderValidationError, match=r"tenant_id must be (a string|1-128 characters)"):
         await make(repo, tenant)
 
 
@@ -252,7 +252,7 @@ async def test_seeding_draws_new_ids_on_a_collision(db_path: Path) -> None:
     try:
         await make(repo, B)  # takes ORD-AAAAAAAA, which the first seeding attempt draws again
         assert await repo.seed_demo_orders() == 5
-        assert "ORD-AAAAAAAA" not in ids(await repo.list("default"))
+        assert "ORD-AAAAAAAA" not in ids(await repo.list_orders("default"))
     finally:
         await repo.close()
 
@@ -285,7 +285,7 @@ async def test_get_ignores_case_and_spaces(repo: OrderRepository) -> None:
 
 
 async def test_get_unknown_id_is_not_found(repo: OrderRepository) -> None:
-    with pytest.raises(OrderNotFound, match="^no order ORD-ZZZZZZZZ found$"):
+    with pytest.raises(OrderNotFound, match=r"^no order ORD-ZZZZZZZZ found$"):
         await repo.get(A, "ORD-ZZZZZZZZ")
 
 
@@ -311,17 +311,17 @@ async def test_by_customer_rejects_an_empty_customer(repo: OrderRepository) -> N
 
 async def test_list_is_newest_first_with_a_default_limit(repo: OrderRepository) -> None:
     made = [await make(repo, quantity=i) for i in range(1, 56)]
-    listed = await repo.list(A)
+    listed = await repo.list_orders(A)
     assert len(listed) == 50
     assert ids(listed) == ids(made[::-1][:50])
-    assert len(await repo.list(A, limit=MAX_LIMIT)) == 55
+    assert len(await repo.list_orders(A, limit=MAX_LIMIT)) == 55
     assert await repo.count(A) == 55
 
 
 @pytest.mark.parametrize("limit", [0, -1, MAX_LIMIT + 1, 2.5, True, "10"])
 async def test_list_rejects_a_bad_limit(repo: OrderRepository, limit: Any) -> None:
     with pytest.raises(OrderValidationError, match="limit must be a whole number from 1 to 500"):
-        await repo.list(A, limit=limit)
+        await repo.list_orders(A, limit=limit)
 
 
 # --- search -------------------------------------------------------------------------------------
@@ -455,7 +455,7 @@ async def test_tenants_never_see_each_others_orders(repo: OrderRepository) -> No
     assert await repo.search(B, sku="SKU-1") == []
     assert await repo.search(B, address="Oak") == []
     assert await repo.search(B, status="pending") == []
-    assert await repo.list(B) == []
+    assert await repo.list_orders(B) == []
     assert await repo.count(B) == 0
     assert await repo.get(A, oid) == mine
 
@@ -474,7 +474,7 @@ async def test_two_writers_on_one_file_never_hit_a_locked_database(db_path: Path
     first, second = await OrderRepository.open(db_path), await OrderRepository.open(db_path)
     try:
         work = [make(first if i % 2 else second, quantity=i + 1) for i in range(100)]
-        work += [first.list(A) for _ in range(20)] + [second.count(A) for _ in range(20)]
+        work += [first.list_orders(A) for _ in range(20)] + [second.count(A) for _ in range(20)]
         results = await asyncio.gather(*work)
         created = results[:100]
         assert len(set(ids(created))) == 100
@@ -502,4 +502,4 @@ async def test_a_writer_waits_for_a_lock_held_elsewhere(repo: OrderRepository, d
         await asyncio.to_thread(other.execute, "COMMIT")
         order = await asyncio.wait_for(pending, 5)
     assert await repo.count(A) == 2
-    assert ids(await repo.list(A))[0] == order["order_id"]
+    assert ids(await repo.list_orders(A))[0] == order["order_id"]

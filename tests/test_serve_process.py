@@ -96,7 +96,7 @@ async def test_signal_stops_gracefully_with_goodbye_lines(tmp_path: Path, sig: s
     first = "^C Shutdown signal received..." if sig == signal.SIGINT else "Shutdown signal received (SIGTERM)..."
     lines = out.splitlines()
     at = lines.index(first)
-    assert [line[: len(g)] for line, g in zip(lines[at + 1:], GOODBYE)] == GOODBYE
+    assert [line[: len(g)] for line, g in zip(lines[at + 1:], GOODBYE, strict=False)] == GOODBYE
     assert "[1 sessions]" in lines[at + 1]
     assert "Traceback" not in err
     assert "User message received" in (tmp_path / "logs" / "app.log").read_text()
@@ -210,7 +210,7 @@ async def test_while_draining_new_chats_get_503_and_readiness_says_not_ready(tmp
                 async with http.get(f"{service.url}/health/readiness") as ready:
                     assert ready.status == 503 and (await ready.json())["status"] == "not_ready"
                 rest = (await stream.read()).decode()
-        code, out, err = await service.finish()
+        code, _out, err = await service.finish()
     assert '"type": "done"' in rest.strip().splitlines()[-1]
     assert code == 0, err
 

@@ -8,7 +8,6 @@ implementation has (its failure modes, its files) is tested at the end, by kind.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import sqlite3
 import time
@@ -78,7 +77,8 @@ def _tool_steps(*call_ids: str) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
     for cid in call_ids:
         steps.append({"role": "assistant", "content": None, "tool_calls": [
-            {"id": cid, "type": "function", "function": {"name": "get_order_by_id", "arguments": "{\"order_id\": 1}"}}]})
+            {"id": cid, "type": "function",
+             "function": {"name": "get_order_by_id", "arguments": "{\"order_id\": 1}"}}]})
         steps.append({"role": "tool", "tool_call_id": cid, "content": json.dumps({"order": {"id": cid}})})
     return steps
 
@@ -408,7 +408,7 @@ async def test_sqlite_refuses_a_database_from_a_newer_release(tmp_path: Path, cl
 
 async def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path, clock: Clock) -> None:
     (tmp_path / "s.db").write_bytes(b"this is not sqlite " * 100)
-    with pytest.raises(SessionDatabaseError, match="cannot use .* as the session database"):
+    with pytest.raises(SessionDatabaseError, match=r"cannot use .* as the session database"):
         await _sqlite(tmp_path, clock)
 
 

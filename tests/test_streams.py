@@ -361,7 +361,8 @@ async def test_if_busy_reject_answers_409_with_retry_after(service, llm: Scripte
     assert other.status == 200
     gate.set()
     await frames(first)
-    assert (await client.post("/api/v1/chat", json={"session_id": "s", "message": "x", "if_busy": "reject"})).status == 200
+    resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "x", "if_busy": "reject"})
+    assert resp.status == 200
 
 
 async def test_racing_rejects_let_exactly_one_in(service, llm: ScriptedLLM) -> None:

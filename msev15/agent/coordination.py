@@ -30,8 +30,8 @@ from msev15.agent.runner import AgentRunner, TurnRefused
 from msev15.events.redis_turnlog import RedisTurnLog, RemoteTurnRecord, instance_key
 from msev15.events.turnlog import TurnReader, TurnRecord
 from msev15.events.types import TurnRequested
-from msev15.store.redis_kit import connect, tenant_key, text, translated
 from msev15.store.base import FencedOut
+from msev15.store.redis_kit import connect, tenant_key, text, translated
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

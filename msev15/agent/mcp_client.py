@@ -28,7 +28,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 import mcp_types
@@ -48,7 +48,10 @@ from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, TENANT_META_KEY
 
 log = logging.getLogger("agent.mcp")
 
-CONNECTED, CONNECTING, UNAVAILABLE = "connected", "connecting", "unavailable"
+McpStatus = Literal["connected", "connecting", "unavailable"]
+CONNECTED: McpStatus = "connected"
+CONNECTING: McpStatus = "connecting"
+UNAVAILABLE: McpStatus = "unavailable"
 
 
 class McpConnection:
@@ -85,7 +88,7 @@ class McpConnection:
         self.mode = mode
         self.auth_token = auth_token
         self._reserved = reserved_names
-        self._status = CONNECTING
+        self._status: McpStatus = CONNECTING
         self._last_error: str | None = None
         self._client: Client | None = None
         self._generation = 0  # bumped on every successful connect
@@ -100,7 +103,7 @@ class McpConnection:
     # --- what other code reads -------------------------------------------------------------
 
     @property
-    def status(self) -> str:
+    def status(self) -> McpStatus:
         """``connected``, ``connecting`` (before the first attempt ends) or ``unavailable``."""
         return self._status
 

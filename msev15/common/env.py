@@ -102,7 +102,7 @@ def http_url(raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("an http(s) URL such as http://localhost:8000/mcp, or empty")
     try:
-        parts.port
+        _ = parts.port  # reading it raises ValueError for a port out of range
     except ValueError:
         raise ValueError("an http(s) URL with a valid port") from None
     return value

@@ -87,10 +87,10 @@ def verify_message(message: EmailMessage) -> None:
     if len(built) != len(read):
         raise HeaderInjection("the message does not read back with the parts it was built with; "
                               "header injection is not allowed")
-    for want, got in zip(built, read):
+    for want, got in zip(built, read, strict=False):
         expected, actual = _headers(want), _headers(got)
         if expected != actual:
             names = {n for n, _ in expected} ^ {n for n, _ in actual} or {
-                n for (n, v), (_, w) in zip(expected, actual) if v != w} or {"?"}
+                n for (n, v), (_, w) in zip(expected, actual, strict=False) if v != w} or {"?"}
             raise HeaderInjection(f"the message's headers ({', '.join(sorted(names))}) do not read back "
                                   "as they were set; header injection is not allowed")

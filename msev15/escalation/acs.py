@@ -21,7 +21,7 @@ from msev15.common.mail import DeliveryError
 from msev15.escalation import INSTALL_HINT
 from msev15.escalation.config import AcsConnection
 from msev15.escalation.delivery import ProviderStatus
-from msev15.escalation.models import OutgoingEmail
+from msev15.escalation.models import MessageStatus, OutgoingEmail
 
 try:
     from azure.communication.email.aio import EmailClient
@@ -42,7 +42,7 @@ except ImportError as exc:
 log = logging.getLogger("escalation.acs")
 
 API_VERSION = "2025-09-01"
-_DONE = {"succeeded": "delivered", "failed": "failed", "canceled": "failed"}
+_DONE: dict[str, MessageStatus] = {"succeeded": "delivered", "failed": "failed", "canceled": "failed"}
 
 
 @dataclass(slots=True)

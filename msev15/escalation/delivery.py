@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from msev15.common.mail import DeliveryError, OutboxTransport, SmtpTransport, Transport
 from msev15.common.retry import retry
 from msev15.escalation.config import EscalationSettings
-from msev15.escalation.models import DeliveryOutcome, OutgoingEmail
+from msev15.escalation.models import DeliveryOutcome, MessageStatus, OutgoingEmail
 
 log = logging.getLogger("escalation.delivery")
 
@@ -31,7 +31,7 @@ __all__ = ["Backend", "ProviderStatus", "TransportBackend", "build_backend", "de
 class ProviderStatus:
     """What a provider says about a message it accepted (ACS only)."""
 
-    status: str  # sent (still in flight), delivered or failed
+    status: MessageStatus  # sent (still in flight), delivered or failed
     provider_status: str  # the provider's own word, e.g. Running, Succeeded
     error: str = ""
 

@@ -7,6 +7,7 @@ reported by field name with what is expected, so an MCP client (often a model) c
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ ROLES: tuple[Role, ...] = ("customer", "bank_team")
 # Per-message states: pending (being sent), sent (accepted by the SMTP server, the outbox or ACS),
 # delivered (ACS confirmed delivery), failed.
 MessageStatus = Literal["pending", "sent", "delivered", "failed"]
+# A sendemail call: its messages' statuses taken together (overall_status).
+CallStatus = Literal["pending", "sent", "partial", "delivered", "failed"]
 
 EMAIL_RE = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -182,7 +185,7 @@ class DeliveryRecord:
         }
 
 
-def overall_status(statuses: list[str]) -> str:
+def overall_status(statuses: Sequence[MessageStatus]) -> CallStatus:
     """sent / partial / failed for a call; delivered once every message is confirmed."""
     if any(s == "pending" for s in statuses):
         return "pending"
@@ -199,11 +202,11 @@ def overall_status(statuses: list[str]) -> str:
 @dataclass(frozen=True, slots=True)
 class SendResult:
     email_id: str
-    status: str
+    status: CallStatus
     sent_at: str
     backend: str
-    recipients: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
+    recipients: dict[Role, str] = field(default_factory=dict)
+    errors: dict[Role, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {

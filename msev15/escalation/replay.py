@@ -26,6 +26,7 @@ from msev15.escalation.models import (
     ROLES,
     DeliveryRecord,
     EscalationRequest,
+    MessageStatus,
     SendResult,
     overall_status,
 )
@@ -109,7 +110,7 @@ def result_from_records(records: list[DeliveryRecord]) -> SendResult:
     if not ordered:
         raise LookupError("no delivery records for this call")
 
-    def state(record: DeliveryRecord) -> str:
+    def state(record: DeliveryRecord) -> MessageStatus:
         if record.sent_at:
             return "sent"
         return "pending" if record.status == "pending" else "failed"

@@ -374,7 +374,7 @@ class EscalationService:
         try:
             await self.store.ping()
             database = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure here means "not healthy", reported, not raised
+        except Exception as exc:  # any failure here means "not healthy", reported, not raised
             database = f"error: {exc}"
         ok = database == "ok"
         return ok, {

@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-
 from msev15.events.turnlog import STOPPED, TurnLog, TurnReader, TurnRecord, TurnStatus
 from msev15.events.types import (
     Token,

@@ -38,7 +38,8 @@ _EXPOSED = ("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-
 
 
 def _cors_options(credentials: bool) -> aiohttp_cors.ResourceOptions:
-    return aiohttp_cors.ResourceOptions(
+    # aiohttp-cors ships py.typed but leaves ResourceOptions.__new__ unannotated.
+    return aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=credentials,
         expose_headers=_EXPOSED,  # listed, not "*": with credentials browsers take "*" literally
         allow_headers="*",

@@ -152,7 +152,8 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
       content:
         application/json:
           schema: {$ref: "#/components/schemas/RunAgentInput"}
-          example: {threadId: abc-123, runId: run-1, messages: [{id: m1, role: user, content: "Show my recent orders"}], tools: [], context: [], state: {}, forwardedProps: {tenant_id: default}}
+          example: {threadId: abc-123, runId: run-1, messages: [{id: m1, role: user, content: "Show my recent orders"}],
+                    tools: [], context: [], state: {}, forwardedProps: {tenant_id: default}}
     responses:
       "200":
         description: AG-UI events.
@@ -174,7 +175,7 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
       "409": {$ref: "#/components/responses/TurnStopped"}
       "429": {$ref: "#/components/responses/TenantBusy"}
       "503": {$ref: "#/components/responses/Unavailable"}
-    """
+    """  # noqa: E501 - an SSE data: line of the example cannot be wrapped
     body = await json_object(request)
     thread_id, run_id, message, forwarded_tenant = parse_run_input(body, request.app[keys.SETTINGS].max_message_chars)
     tenant_id = request_tenant(request, forwarded_tenant)

@@ -180,7 +180,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
       content:
         application/json:
           schema: {$ref: "#/components/schemas/AiSdkChatRequest"}
-          example: {id: abc-123, messages: [{id: m1, role: user, parts: [{type: text, text: "Show my recent orders"}]}], trigger: submit-message}
+          example: {id: abc-123, messages: [{id: m1, role: user, parts: [{type: text, text: "Show my recent orders"}]}],
+                    trigger: submit-message}
     responses:
       "200":
         description: The UI message stream.

@@ -78,7 +78,9 @@ async def chat(request: web.Request) -> web.Response:
         content:
           application/json:
             schema: {$ref: "#/components/schemas/ChatResponse"}
-            example: {session_id: abc-123-def, message: "Order ORD-1A2B3C4D is shipped.", timestamp: "2026-02-19T10:30:00Z", message_count: 4, tenant_id: tenant-001, turn_id: 0d2f9c1e5b7a4e11}
+            example: {session_id: abc-123-def, message: "Order ORD-1A2B3C4D is shipped.",
+                      timestamp: "2026-02-19T10:30:00Z", message_count: 4, tenant_id: tenant-001,
+                      turn_id: 0d2f9c1e5b7a4e11}
       "409": {$ref: "#/components/responses/TurnStopped"}
       "429": {$ref: "#/components/responses/TenantBusy"}
       "502": {$ref: "#/components/responses/ModelError"}

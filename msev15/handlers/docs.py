@@ -45,7 +45,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "session_id": _ID,
             "message": {"type": "string", "minLength": 1, "maxLength": 16000,  # MAX_MESSAGE_CHARS, set per app
                         "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
-                        "description": "Not blank; Unicode text without NUL characters. The limit is MAX_MESSAGE_CHARS."},
+                        "description": "Not blank; Unicode text without NUL characters. "
+                                       "The limit is MAX_MESSAGE_CHARS."},
             "tenant_id": {**_ID, "description": "AUTH_MODE=none: the tenant, \"default\" when left out (null is "
                                                 "refused; a tenant_id in the query must agree). With a credential: "
                                                 "leave it out or send the credential's own tenant (else 403)."},
@@ -123,7 +124,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "SessionSummary": {
         "type": "object",
         "required": ["session_id", "message_count", "created_at", "last_activity"],
-        "properties": {"session_id": _ID, "message_count": {"type": "integer"}, "created_at": _TS, "last_activity": _TS},
+        "properties": {"session_id": _ID, "message_count": {"type": "integer"}, "created_at": _TS,
+                       "last_activity": _TS},
     },
     "SessionList": {
         "type": "object",
@@ -135,7 +137,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "Health": {"type": "object", "required": ["status", "timestamp"],
                "properties": {"status": {"type": "string", "enum": ["healthy"]}, "timestamp": _TS}},
     "Liveness": {"type": "object", "required": ["status", "uptime_seconds"],
-                 "properties": {"status": {"type": "string", "enum": ["alive"]}, "uptime_seconds": {"type": "integer"}}},
+                 "properties": {"status": {"type": "string", "enum": ["alive"]},
+                                "uptime_seconds": {"type": "integer"}}},
     # The JSON object in the `data:` line of each Server-Sent Event of /api/v1/chat/stream.
     "StreamEvent": {
         "oneOf": [{"$ref": f"#/components/schemas/{n}"}
@@ -185,11 +188,12 @@ _RESPONSES = {
     "UnsupportedMediaType": _error_response("Body is not UTF-8 application/json.", {
         "error": "unsupported_media_type", "message": "Send the body as application/json."}),
     "RateLimited": _error_response("Rate limit exceeded.", {
-        "error": "Rate limit exceeded", "message": "Maximum 100 requests per minute per IP address", "retry_after": 30}),
+        "error": "Rate limit exceeded", "message": "Maximum 100 requests per minute per IP address",
+        "retry_after": 30}),
     "ServerError": _error_response("Unexpected error.", {"error": "internal_error",
                                                          "message": "An unexpected error occurred."}),
-    "ModelError": _error_response("The language model failed.", {"error": "llm_error",
-                                                                 "message": "The language model returned an error (HTTP 500)."}),
+    "ModelError": _error_response("The language model failed.", {
+        "error": "llm_error", "message": "The language model returned an error (HTTP 500)."}),
     "TurnNotFound": _error_response("Unknown turn in this session and tenant, or no longer retained.", {
         "error": "turn_not_found", "message": "No such turn in this session, or its events are no longer kept."}),
     "TurnFinished": _error_response("The turn has already ended.", {

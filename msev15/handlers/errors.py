@@ -121,9 +121,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         detail = exc.text if exc.status == 413 else None
         return error_response(ApiError(exc.status, code, message, detail, headers))
-    except StoreUnavailable as exc:  # a history read or delete while the store cannot be used
-        log.warning("session store unavailable on %s %s: %s", request.method, request.path, exc)
-        return error_response(ApiError(503, "store_unavailable", "The session store is unavailable. Please retry."))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(ApiError(500, "internal_error", "An unexpected error occurred. Quote the request id when reporting it."))
+        return error_response(ApiError(500, "internal_error",
+                                       "An unexpected error occurred. Quote the request id when reporting it."))

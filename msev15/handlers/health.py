@@ -7,16 +7,35 @@ knows), SMTP from the mailer's configuration, and the model endpoint from the se
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
 from aiohttp import web
 
 from msev15 import keys
 from msev15.handlers.errors import utc_now_iso
-from msev15.health import readiness_warnings
+from msev15.health import ModelStatus, readiness_warnings
+
+if TYPE_CHECKING:
+    from msev15.agent.mcp_client import McpConnection
+    from msev15.agent.tools.email import MailerStatus
+    from msev15.store.base import StoreStatus
+
+McpCheck = Literal["healthy", "unavailable", "not_configured"]
 
 
-def _mcp_status(connection: Any | None) -> str:
+class ReadinessChecks(TypedDict):
+    """The readiness body's ``checks``: the values the Readiness schema of the API documents."""
+
+    api: Literal["healthy", "shutting_down"]
+    mcp_server: McpCheck
+    azure_openai: ModelStatus
+    smtp: MailerStatus
+    session_store: StoreStatus
+    escalation_mcp: NotRequired[McpCheck]
+    azure_openai_auth: NotRequired[str]
+
+
+def _mcp_status(connection: McpConnection | None) -> McpCheck:
     if connection is None:
         return "not_configured"
     return "healthy" if connection.status == "connected" else "unavailable"
@@ -84,7 +103,7 @@ async def readiness(request: web.Request) -> web.Response:
     settings = app[keys.SETTINGS]
     connections = app[keys.MCP]
     complaints = connections.get("complaints")
-    checks = {
+    checks: ReadinessChecks = {
         "api": "healthy" if app[keys.RUNNER].accepting else "shutting_down",
         "mcp_server": _mcp_status(complaints),
         "azure_openai": await app[keys.HEALTH].model_status(),

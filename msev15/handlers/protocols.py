@@ -17,9 +17,9 @@ from aiohttp_sse import sse_response
 from msev15 import keys
 from msev15.events.turnlog import TurnRecord
 from msev15.events.types import TurnEvent
+from msev15.handlers import tenancy
 from msev15.handlers.chat import TURN_ID_HEADER
 from msev15.handlers.streams import SEND_TIMEOUT_SECONDS, TurnStream
-from msev15.handlers import tenancy
 from msev15.handlers.validation import invalid
 
 TENANT_HEADER = "X-Tenant-ID"

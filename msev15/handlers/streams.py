@@ -47,10 +47,11 @@ def frame(turn_id: str, seq: int, event: TurnEvent) -> bytes:
     return b"id: %s:%d\ndata: %s\n\n" % (turn_id.encode(), seq, text.encode("utf-8", "backslashreplace"))
 
 
-def open_stream(request: web.Request, headers: Mapping[str, str] | None = None) -> TurnStream:
+def open_stream(request: web.Request,
+                headers: Mapping[str, str] | None = None) -> contextlib.AbstractAsyncContextManager[TurnStream]:
     """The SSE response, not yet prepared (``async with`` prepares it and stops its pings)."""
     ping = request.app[keys.SETTINGS].sse_ping_seconds
-    return sse_response(request, allow_all_methods=True, ping_interval=ping, headers=headers,  # type: ignore[no-any-return]
+    return sse_response(request, allow_all_methods=True, ping_interval=ping, headers=headers,
                         send_timeout=SEND_TIMEOUT_SECONDS, response_cls=TurnStream)
 
 

@@ -105,7 +105,8 @@ async def turn_status(request: web.Request) -> web.Response:
         content:
           application/json:
             schema: {$ref: "#/components/schemas/TurnStatus"}
-            example: {turn_id: t1, session_id: abc-123, tenant_id: tenant-001, status: completed, last_seq: 12, message_count: 4}
+            example: {turn_id: t1, session_id: abc-123, tenant_id: tenant-001, status: completed, last_seq: 12,
+                      message_count: 4}
       "404": {$ref: "#/components/responses/TurnNotFound"}
     """
     return web.json_response((await _turn(request)).status_view())

@@ -26,8 +26,9 @@ _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
 
 def invalid(message: str, field: str | None = None) -> ApiError:
-    extra = {"field": field} if field else {}
-    return ApiError(400, "validation_error", message, **extra)
+    if field:
+        return ApiError(400, "validation_error", message, field=field)
+    return ApiError(400, "validation_error", message)
 
 
 def check_id(value: Any, field: str) -> str:

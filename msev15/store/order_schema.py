@@ -53,7 +53,7 @@ async def _enable_wal(db: aiosqlite.Connection) -> str:
     delay, waited = 0.005, 0.0
     while True:
         try:
-            return str((await db.execute_fetchall("PRAGMA journal_mode = WAL"))[0][0])
+            return str(next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))[0])
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or waited >= BUSY_TIMEOUT_MS / 1000:
                 raise
@@ -77,7 +77,7 @@ async def migrate(db: aiosqlite.Connection) -> None:
     await db.execute_fetchall("BEGIN IMMEDIATE")
     await db.execute_fetchall(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-    current = int((await db.execute_fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_version"))[0][0])
+    current = int(next(iter(await db.execute_fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_version")))[0])
     if current > SCHEMA_VERSION:
         raise OrderError(f"the order database has schema version {current}, newer than this program "
                          f"supports ({SCHEMA_VERSION}); upgrade the program or use another ORDER_DB_PATH")

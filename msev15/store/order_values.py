@@ -11,15 +11,16 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 from msev15.common.tenancy import check_tenant as _check_tenant
 
-STATUSES: tuple[str, ...] = ("pending", "confirmed", "shipped", "delivered", "cancelled")
-TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType({
+OrderStatus = Literal["pending", "confirmed", "shipped", "delivered", "cancelled"]
+STATUSES: tuple[OrderStatus, ...] = get_args(OrderStatus)
+TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = MappingProxyType({
     "pending": frozenset({"confirmed", "cancelled"}),
     "confirmed": frozenset({"shipped", "cancelled"}),
     "shipped": frozenset({"delivered"}),
@@ -113,11 +114,12 @@ def to_cents(value: object) -> int:
     return int(cents)
 
 
-def check_status(value: object) -> str:
-    status = value.strip().lower() if isinstance(value, str) else None
-    if status not in TRANSITIONS:
-        raise OrderValidationError(f"unknown status {value!r}; use one of: {', '.join(STATUSES)}")
-    return status
+def check_status(value: object) -> OrderStatus:
+    text = value.strip().lower() if isinstance(value, str) else None
+    for status in STATUSES:
+        if text == status:
+            return status
+    raise OrderValidationError(f"unknown status {value!r}; use one of: {', '.join(STATUSES)}")
 
 
 def check_limit(value: object) -> int:
@@ -133,7 +135,7 @@ def check_order_id(value: object) -> str:
     return oid
 
 
-def transition_message(oid: str, previous: str, new: str) -> str:
+def transition_message(oid: str, previous: OrderStatus, new: OrderStatus) -> str:
     allowed = [s for s in STATUSES if s in TRANSITIONS[previous]]
     hint = f"allowed next: {', '.join(allowed)}" if allowed else f"{previous} is a final status"
     return f"order {oid} is {previous} and cannot become {new}; {hint}"
@@ -147,11 +149,11 @@ def escape_like(text: str) -> str:
 
 
 def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def now_iso() -> str:
-    return iso_utc(datetime.now(timezone.utc))
+    return iso_utc(datetime.now(UTC))
 
 
 def _money(cents: int) -> float:

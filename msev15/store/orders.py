@@ -34,7 +34,7 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ from msev15.store.order_values import (
     OrderError,
     OrderList,
     OrderNotFound,
+    OrderStatus,
     OrderValidationError,
     check_limit,
     check_notes,
@@ -87,7 +88,7 @@ __all__ = [
     "BUSY_TIMEOUT_MS", "DEFAULT_LIMIT", "DEMO_TENANT", "ID_ALPHABET", "MAX_ADDRESS", "MAX_CUSTOMER_ID",
     "MAX_LIMIT", "MAX_NOTES", "MAX_PRICE", "MAX_QUANTITY", "MAX_SKU", "MAX_TENANT_ID", "MIGRATIONS",
     "SCHEMA_VERSION", "STATUSES", "TRANSITIONS", "InvalidTransition", "Order", "OrderError", "OrderList",
-    "OrderNotFound", "OrderRepository", "OrderValidationError", "new_order_id",
+    "OrderNotFound", "OrderRepository", "OrderStatus", "OrderValidationError", "new_order_id",
 ]
 
 log = logging.getLogger("store.orders")
@@ -218,7 +219,7 @@ class OrderRepository:
         once cannot both seed.
         """
         tenant = check_tenant(tenant_id)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for _ in range(_ID_ATTEMPTS):
             params: list[Any] = []
             for created, updated, customer, sku, qty, price, address, status, notes in _DEMO_ORDERS:
@@ -273,7 +274,7 @@ class OrderRepository:
             (*params, check_limit(limit)))
         return [order_from_row(row) for row in rows]
 
-    async def list(self, tenant_id: str, limit: int = DEFAULT_LIMIT) -> OrderList:
+    async def list_orders(self, tenant_id: str, limit: int = DEFAULT_LIMIT) -> OrderList:
         """The tenant's most recent orders, newest first."""
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM orders WHERE tenant_id = ? {_NEWEST_FIRST} LIMIT ?",
                                  (check_tenant(tenant_id), check_limit(limit)))

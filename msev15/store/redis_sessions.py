@@ -190,7 +190,8 @@ class RedisSessions:
         excess = int(total) - self.max_sessions
         if excess <= 0:
             return
-        for victim, _score in await self._redis.zpopmin(ALL_SESSIONS, excess):
+        popped: list[tuple[bytes | str, float]] = await self._redis.zpopmin(ALL_SESSIONS, excess)  # type: ignore[assignment]  # redis-py types ZPOPMIN's reply loosely
+        for victim, _score in popped:
             victim_tenant, _, victim_session = text(victim).partition("\x00")
             await self._delete(keys=list(self._keys(victim_tenant, victim_session)), args=[victim_session])
 

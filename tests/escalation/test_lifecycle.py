@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from datetime import date
 
@@ -11,7 +12,7 @@ from msev15.escalation.models import DeliveryRecord
 from msev15.escalation.server import EscalationServer
 from msev15.escalation.tracking import TrackingStore
 
-from .conftest import connect, running
+from .conftest import connect, http_get, running
 
 
 async def test_messages_left_pending_by_a_stopped_run_are_marked_failed(settings_for):
@@ -41,13 +42,29 @@ async def test_a_taken_port_fails_start_up_and_releases_everything(settings_for)
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         server = EscalationServer(settings_for(), port=taken.getsockname()[1])
-        with pytest.raises(OSError, match="cannot listen on 127.0.0.1"):
+        with pytest.raises(OSError, match=re.escape("cannot listen on 127.0.0.1")):
             await server.start()
     assert server.service is None  # the database was closed again
+
+
+def _listening(port: int) -> bool:
+    """Whether something still listens on the loopback port (SO_REUSEADDR: TIME_WAIT does not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 async def test_stop_is_idempotent(settings_for):
     server = EscalationServer(settings_for())
     await server.start()
+    port = server.port
+    assert (await http_get(server, "/health"))[0] == 200 and _listening(port)
+
     await server.stop()
-    await server.stop()
+    assert server.service is None and not _listening(port)  # the first stop released everything
+    await server.stop()  # the second finds nothing left to release, and neither fails nor changes that
+    assert server.service is None and not _listening(port)

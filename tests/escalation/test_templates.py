@@ -136,13 +136,13 @@ def test_custom_template_function_can_be_registered():
 
 def test_template_naming_an_unknown_variable_is_refused_at_registration():
     registry = TemplateRegistry.default()
-    with pytest.raises(TemplateError, match="^Missing template variable: customer_name"):
+    with pytest.raises(TemplateError, match=r"^Missing template variable: customer_name"):
         registry.register("x", EmailTemplate(subject="Hi {customer_name}", text="", html=""))
 
 
 def test_rendering_with_a_missing_variable_names_it():
     template = EmailTemplate(subject="{ticket_id}", text="{agent_name}", html="")
-    with pytest.raises(TemplateError, match="^Missing template variable: agent_name$"):
+    with pytest.raises(TemplateError, match=r"^Missing template variable: agent_name$"):
         template.render({"ticket_id": "TKT-1"})
 
 

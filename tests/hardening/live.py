@@ -44,7 +44,7 @@ class LiveService:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except Exception as exc:  # noqa: BLE001 - re-raised in the thread that starts or stops us
+        except Exception as exc:  # re-raised in the thread that starts or stops us
             self._error = exc
         finally:
             self._ready.set()

@@ -165,7 +165,8 @@ async def _settle(service: LiveService, idle_tasks: int | None = None) -> tuple[
     while True:
         state = await _idle_state(service)
         count, _, in_flight, lanes, mcp = state
-        if ((idle_tasks is None or count <= idle_tasks) and not in_flight and not lanes and mcp == "connected") or loop.time() > deadline:
+        settled = (idle_tasks is None or count <= idle_tasks) and not in_flight and not lanes and mcp == "connected"
+        if settled or loop.time() > deadline:
             return state
         await asyncio.sleep(0.05)
 

@@ -79,7 +79,8 @@ FLOODS = {
                                                + b" HTTP/1.1\r\n" + _CLOSE,
     "NUL in a header": b"GET /health HTTP/1.1\r\n" + _CLOSE + b"X-Evil: a\x00b\r\n",
     "Content-Length with chunked": b"POST /api/v1/chat HTTP/1.1\r\n" + _CLOSE
-                                   + b"Content-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                                   + b"Content-Type: application/json\r\nContent-Length: 5\r\n"
+                                   + b"Transfer-Encoding: chunked\r\n",
     "negative Content-Length": b"POST /api/v1/chat HTTP/1.1\r\n" + _CLOSE
                                + b"Content-Type: application/json\r\nContent-Length: -1\r\n",
     "TLS handshake on the HTTP port": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 64,

@@ -168,4 +168,5 @@ async def test_model_echoing_a_lone_surrogate_still_ends_the_stream(scripted: Te
     llm.push(Reply("You asked me to repeat \ud800 so here it is"))
     events = await _stream(scripted, "Repeat after me exactly: \\ud800")
     assert events[-1]["type"] == "done" and [e["type"] for e in events].count("done") == 1
-    assert "".join(e["content"] for e in events if e["type"] == "token") == "You asked me to repeat \ud800 so here it is"
+    tokens = "".join(e["content"] for e in events if e["type"] == "token")
+    assert tokens == "You asked me to repeat \ud800 so here it is"

@@ -136,7 +136,8 @@ async def test_no_credential_reaches_a_log_line(keyed, caplog: pytest.LogCapture
     garbage = "msev15_0123456789abcdef_" + "Z" * 43
     caplog.set_level(logging.DEBUG)
     await client.get("/api/v1/sessions", headers={"X-API-Key": key})
-    await client.post("/api/v1/chat", json={"session_id": "s", "message": "hi"}, headers={"Authorization": f"Bearer {key}"})
+    await client.post("/api/v1/chat", json={"session_id": "s", "message": "hi"},
+                      headers={"Authorization": f"Bearer {key}"})
     await client.get("/api/v1/sessions", headers={"X-API-Key": garbage})
     await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {garbage}"})
     text = "\n".join(r.getMessage() for r in caplog.records)

@@ -74,7 +74,7 @@ def _outbox(tmp_path: Path) -> list[Path]:
 async def test_the_issue_payload_in_the_subject_is_refused(tmp_path: Path, smtp: RecordingSMTP,
                                                             transport: str) -> None:
     mailer = _mailer(tmp_path, smtp if transport == "smtp" else None)
-    with pytest.raises(ToolError, match="'subject'.*encoded word"):
+    with pytest.raises(ToolError, match=r"'subject'.*encoded word"):
         await _send(mailer, subject=REPLY_TO)
     assert smtp.attempts == 0
     assert _outbox(tmp_path) == []

@@ -82,11 +82,30 @@ def _query(target: Target, tenant: str | None) -> dict[str, Any]:
     return {"params": {"tenant_id": tenant}} if tenant is not None else {}
 
 
+def _agui_body(target: Target, tenant: str | None) -> dict[str, Any]:
+    body = {"threadId": target.session_id, "runId": "run-1", "state": {}, "tools": [], "context": [],
+            "forwardedProps": {}, "messages": [{"id": "m1", "role": "user", "content": "Hello there"}]}
+    return {"json": body, "headers": {"X-Tenant-ID": tenant} if tenant is not None else {}}
+
+
+def _aisdk_body(target: Target, tenant: str | None) -> dict[str, Any]:
+    body = {"id": target.session_id, "trigger": "submit-message", "messageId": "m1",
+            "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Hello there"}]}]}
+    return {"json": body, "headers": {"X-Tenant-ID": tenant} if tenant is not None else {}}
+
+
+def _aisdk_resume(target: Target, tenant: str | None) -> dict[str, Any]:
+    return {"headers": {"X-Tenant-ID": tenant} if tenant is not None else {}}
+
+
 # Per-route request builders; routes not listed get the generic one (a JSON body for POST, and
 # the tenant in the query, which every handler reads through request_tenant()).
 BUILDERS: dict[tuple[str, str], Builder] = {
     ("POST", "/api/v1/chat"): _chat_body,
     ("POST", "/api/v1/chat/stream"): _chat_body,
+    ("POST", "/api/v1/ag-ui"): _agui_body,
+    ("POST", "/api/v1/ai-sdk/chat"): _aisdk_body,
+    ("GET", "/api/v1/ai-sdk/chat/{id}/stream"): _aisdk_resume,
 }
 
 
@@ -101,7 +120,7 @@ def _generic(method: str) -> Builder:
 
 
 def _url(path: str, target: Target) -> str:
-    values = {"session_id": target.session_id, "turn_id": target.turn_id}
+    values = {"session_id": target.session_id, "turn_id": target.turn_id, "id": target.session_id}
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "x1"), path)
 
 
@@ -149,8 +168,9 @@ async def world(request: pytest.FixtureRequest, aiohttp_client: Any, tmp_path: P
 
 async def _call(world: World, method: str, path: str, headers: dict[str, str], tenant: str | None) -> Any:
     build = BUILDERS.get((method, path), _generic(method))
-    resp = await world.client.request(method, _url(path, world.target), headers=headers,
-                                      **build(world.target, tenant))
+    kwargs = build(world.target, tenant)
+    merged = {**kwargs.pop("headers", {}), **headers}
+    resp = await world.client.request(method, _url(path, world.target), headers=merged, **kwargs)
     return resp, await resp.text()
 
 

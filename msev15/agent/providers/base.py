@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+# What a provider's probe() reports for readiness.
+ProbeStatus = Literal["healthy", "offline", "unreachable", "no_credential"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +47,8 @@ class Provider(Protocol):
         """Yield text tokens as they arrive, then exactly one ModelReply. Raise LLMError."""
         ...
 
-    async def probe(self) -> str:
-        """Readiness: "healthy", "offline", or a short problem such as "unreachable"."""
+    async def probe(self) -> ProbeStatus:
+        """Readiness: "healthy", "offline" (no endpoint to reach), or "unreachable"."""
         ...
 
     async def close(self) -> None: ...

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from msev15.agent.providers.base import ModelReply, ToolCallRequest
+from msev15.agent.providers.base import ModelReply, ProbeStatus, ToolCallRequest
 
 _ORDER_ID = re.compile(r"\b(ORD-[A-Z0-9]{4,})\b", re.I)
 _COMPLAINT_ID = re.compile(r"\b(CMP-[A-Z0-9]{4,})\b", re.I)
@@ -27,11 +27,14 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _SKU = re.compile(r"\bsku\s*[:#]?\s*([A-Za-z0-9][\w-]*)", re.I)
 _QTY = re.compile(r"\b(\d{1,6})\s*(?:x\b|×|units?\b|pcs\b|pieces\b|items?\b|of\b)", re.I)
 _PRICE = re.compile(r"(?:price|at|for|@)\s*[:]?\s*[$€£]?\s*(\d+(?:\.\d{1,2})?)\b(?!\s*(?:x|units?|pcs))", re.I)
-_ADDRESS = re.compile(r"(?:ship(?:ping)?(?:\s+it)?\s+to|address(?:\s+is)?|deliver(?:ed)?\s+to)\s*[:]?\s*(.+?)(?:\s*$|\.\s)", re.I)
+_ADDRESS = re.compile(r"(?:ship(?:ping)?(?:\s+it)?\s+to|address(?:\s+is)?|deliver(?:ed)?\s+to)"
+                      r"\s*[:]?\s*(.+?)(?:\s*$|\.\s)", re.I)
 _STATUSES = ("pending", "confirmed", "shipped", "delivered", "cancelled")
 _STATUS = re.compile(r"\b(" + "|".join(_STATUSES) + r"|canceled)\b", re.I)
-_SUBJECT = re.compile(r"subject\s*[:=]?\s*[\"']?(.+?)[\"']?(?:\s+(?:saying|body|with (?:the )?body|and (?:say|tell)|message)\b|$)", re.I)
-_BODY = re.compile(r"(?:saying|body\s*[:=]?|message\s*[:=]|tell(?:ing)? (?:them|him|her)(?: that)?)\s*[\"']?(.+?)[\"']?\s*$", re.I | re.S)
+_SUBJECT = re.compile(r"subject\s*[:=]?\s*[\"']?(.+?)[\"']?"
+                      r"(?:\s+(?:saying|body|with (?:the )?body|and (?:say|tell)|message)\b|$)", re.I)
+_BODY = re.compile(r"(?:saying|body\s*[:=]?|message\s*[:=]|tell(?:ing)? (?:them|him|her)(?: that)?)"
+                   r"\s*[\"']?(.+?)[\"']?\s*$", re.I | re.S)
 _LIMIT = re.compile(r"\b(?:last|recent|latest|top|first)\s+(\d{1,3})\b", re.I)
 _RESOLUTION = re.compile(r"(?:resolution|resolved with|because|note)\s*[:=]?\s*(.+)$", re.I | re.S)
 _GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|greetings)\b", re.I)
@@ -126,15 +129,17 @@ class OfflineProvider:
         self._delay = token_delay
         self._calls = 0
 
-    async def probe(self) -> str:
+    async def probe(self) -> ProbeStatus:
         return "offline"
 
     async def close(self) -> None:
         return None
 
-    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
+    async def stream(self, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
         by_name = {t["function"]["name"]: t["function"] for t in tools}
         last = messages[-1] if messages else {}
+        calls: tuple[ToolCallRequest, ...]
         if last.get("role") == "tool":
             text, calls = self._summarise(messages), ()
         else:
@@ -155,7 +160,8 @@ class OfflineProvider:
         return "", (ToolCallRequest(f"call_offline_{self._calls}", name, json.dumps(args)),)
 
     def _ask(self, tools: dict[str, dict[str, Any]], name: str | None, args: dict[str, Any],
-             what: str, missing_hint: Callable[[list[str]], str] | None = None) -> tuple[str, tuple[ToolCallRequest, ...]]:
+             what: str,
+             missing_hint: Callable[[list[str]], str] | None = None) -> tuple[str, tuple[ToolCallRequest, ...]]:
         if name is None:
             return f"Sorry, {what} is not available right now: that service is not connected.", ()
         fitted, missing = _fit(tools, name, args)
@@ -178,7 +184,8 @@ class OfflineProvider:
             return self._complaint(text, low, tools, complaint_id, customer, order_id)
         if re.search(r"\b(escalat|ticket|human|speak to (someone|a person)|supervisor)", low):
             name = _tool(tools, "sendemail")
-            args = {"ticket_id": _ticket_id(text), "customer_id": customer, "customer_email": emails[0] if emails else None,
+            args = {"ticket_id": _ticket_id(text), "customer_id": customer,
+                    "customer_email": emails[0] if emails else None,
                     "query": text, "use_case": "UC2", "reason": "Customer asked for a human agent"}
             return self._ask(tools, name, args, "opening a support ticket")
         if re.search(r"\b(test|check)\b.*\b(mail|smtp|email)\b.*\bconnect", low) or "test_connection" in low:
@@ -189,38 +196,44 @@ class OfflineProvider:
             body = found.group(1).strip() if found else None
             if not body and order_id:
                 body = f"This is an update about your order {order_id}."
-            args = {"to": ", ".join(emails) or None, "subject": subject or ("Your order " + order_id if order_id else "Message from Customer Service"),
-                    "body": body}
+            default_subject = "Your order " + order_id if order_id else "Message from Customer Service"
+            args = {"to": ", ".join(emails) or None, "subject": subject or default_subject, "body": body}
             return self._ask(tools, _tool(tools, "send_email", "send_text_email"), args, "sending an email",
-                             lambda _: " For example: send an email to jane@example.com with subject Hello saying Your order shipped.")
+                             lambda _: " For example: send an email to jane@example.com with subject Hello"
+                                       " saying Your order shipped.")
         if re.search(r"\b(create|place|make|new)\b.*\border\b|\border\b.*\b(create|place)", low):
             price = _m(_PRICE, text)
             qty = _m(_QTY, text)
             args = {"customer_id": customer, "product_sku": _m(_SKU, text), "quantity": int(qty) if qty else None,
                     "price": float(price) if price else None, "shipping_address": _m(_ADDRESS, text)}
             return self._ask(tools, _tool(tools, "create_order"), args, "creating an order",
-                             lambda _: " For example: create an order for customer CUST-1001, 2 x SKU WIDGET-1 at 19.99, ship to 1 Main St, Springfield.")
+                             lambda _: " For example: create an order for customer CUST-1001, 2 x SKU WIDGET-1"
+                                       " at 19.99, ship to 1 Main St, Springfield.")
         status = _m(_STATUS, text, lower=True)
         if status == "canceled" or (status is None and re.search(r"\bcancel\b", low)):
             status = "cancelled"
         if order_id and status and re.search(r"\b(mark|set|change|update|move|cancel)\b", low):
-            return self._ask(tools, _tool(tools, "update_order_status"), {"order_id": order_id, "new_status": status, "status": status},
-                             "updating an order")
+            return self._ask(tools, _tool(tools, "update_order_status"),
+                             {"order_id": order_id, "new_status": status, "status": status}, "updating an order")
         if order_id:
             return self._ask(tools, _tool(tools, "get_order_by_id"), {"order_id": order_id}, "looking up an order")
         if customer and ("order" in low or "order number" in previous):
             # Also the answer to our own question "what is the order number ... or your customer id?"
-            return self._ask(tools, _tool(tools, "get_orders_by_customer"), {"customer_id": customer}, "finding a customer's orders")
+            return self._ask(tools, _tool(tools, "get_orders_by_customer"), {"customer_id": customer},
+                             "finding a customer's orders")
         sku = _m(_SKU, text)
-        address = _m(re.compile(r"\b(?:address|shipped to|going to)\s+(?:contains\s+|like\s+)?[\"']?(.+?)[\"']?\s*$", re.I), text)
+        address = _m(re.compile(r"\b(?:address|shipped to|going to)\s+(?:contains\s+|like\s+)?[\"']?(.+?)[\"']?\s*$",
+                                re.I), text)
         if "order" in low and (sku or address or status):
             return self._ask(tools, _tool(tools, "search_orders"), {"sku": sku, "address": address, "status": status},
                              "searching orders")
         if "order" in low and re.search(r"\b(all|recent|latest|list|show|last)\b", low):
             limit = _m(_LIMIT, text)
-            return self._ask(tools, _tool(tools, "get_all_orders"), {"limit": int(limit) if limit else None}, "listing orders")
+            return self._ask(tools, _tool(tools, "get_all_orders"), {"limit": int(limit) if limit else None},
+                             "listing orders")
         if "order" in low:
-            return "I can help with your order. What is the order number (it looks like ORD-XXXXXXXX), or your customer id?", ()
+            return ("I can help with your order. What is the order number (it looks like ORD-XXXXXXXX), "
+                    "or your customer id?"), ()
         if _GREETING.search(text):
             return "Hello! How can I help you today? " + capabilities(tools), ()
         if _THANKS.search(text):
@@ -237,7 +250,8 @@ class OfflineProvider:
             return self._ask(tools, _tool(tools, "resolve_complaint"),
                              {"complaint_id": complaint_id, "resolution": resolution}, "resolving a complaint")
         if complaint_id:
-            return self._ask(tools, _tool(tools, "get_complaint"), {"complaint_id": complaint_id}, "looking up a complaint")
+            return self._ask(tools, _tool(tools, "get_complaint"), {"complaint_id": complaint_id},
+                             "looking up a complaint")
         if re.search(r"\b(find|search|list|show|my complaints)\b", low) and customer:
             return self._ask(tools, _tool(tools, "search_complaints"), {"customer_id": customer}, "finding complaints")
         description = re.split(r"[:\-–]\s+", text, maxsplit=1)[-1].strip() if re.search(r"[:\-–]\s+", text) else text
@@ -246,7 +260,8 @@ class OfflineProvider:
         args = {"customer_id": customer, "order_id": order_id, "category": category,
                 "description": description, "priority": priority}
         return self._ask(tools, _tool(tools, "register_complaint"), args, "registering a complaint",
-                         lambda _: " For example: register a complaint for customer CUST-1001 about order ORD-1234ABCD: the parcel arrived damaged.")
+                         lambda _: " For example: register a complaint for customer CUST-1001 about order"
+                                   " ORD-1234ABCD: the parcel arrived damaged.")
 
     # --- answering from tool results ---------------------------------------------------------
 
@@ -321,7 +336,8 @@ def _describe(name: str, payload: Any, args: dict[str, Any]) -> str:
             return f"I found {len(orders)} order(s): {lines}{more}"
         if name in ("send_email", "send_text_email", "send_html_email", "send_email_with_attachments"):
             if payload.get("sent"):
-                where = " (saved to the outbox, since no mail server is configured)" if payload.get("delivery") == "outbox" else ""
+                outbox = payload.get("delivery") == "outbox"
+                where = " (saved to the outbox, since no mail server is configured)" if outbox else ""
                 return f"The email was sent to {', '.join(payload.get('recipients') or [])}{where}."
             return f"The email was not sent: {payload.get('error') or payload}"
         if name == "test_connection":
@@ -338,7 +354,8 @@ def _describe(name: str, payload: Any, args: dict[str, Any]) -> str:
         complaint = payload.get("complaint", payload if name in _COMPLAINT_TOOLS else None)
         if isinstance(complaint, dict) and (complaint.get("id") or complaint.get("complaint_id")):
             cid = complaint.get("id") or complaint.get("complaint_id")
-            verb = {"register_complaint": "I've registered your complaint", "resolve_complaint": "I've resolved complaint"}.get(name, "Complaint")
+            verb = {"register_complaint": "I've registered your complaint",
+                    "resolve_complaint": "I've resolved complaint"}.get(name, "Complaint")
             about = str(complaint.get("description") or "").rstrip(" .")
             return f"{verb} {cid}, status {complaint.get('status')}: {about}."
         complaints = payload.get("complaints")
@@ -346,7 +363,8 @@ def _describe(name: str, payload: Any, args: dict[str, Any]) -> str:
             if not complaints:
                 return "I found no matching complaints."
             return f"I found {len(complaints)} complaint(s): " + "; ".join(
-                f"{c.get('id') or c.get('complaint_id')} ({c.get('status')}): {str(c.get('description') or '').rstrip(' .')}"
+                f"{c.get('id') or c.get('complaint_id')} ({c.get('status')}): "
+                f"{str(c.get('description') or '').rstrip(' .')}"
                 for c in complaints[:10] if isinstance(c, dict)) + "."
     return f"Done. Result: {json.dumps(payload, default=str)[:500]}"
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx2
 import openai
 
-from msev15.agent.providers.base import LLMError, ModelReply
+from msev15.agent.providers.base import LLMError, ModelReply, ProbeStatus
 from msev15.agent.providers.clients import ModelClient, build_client
 from msev15.agent.providers.sse import sse_events
 from msev15.config import Settings
@@ -94,7 +94,8 @@ class OpenAIProvider:
     def from_settings(cls, settings: Settings) -> OpenAIProvider:
         return cls(build_client(settings))
 
-    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
+    async def stream(self, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
         wire = self._wire
         body = wire.body(messages, tools)
         try:
@@ -126,7 +127,7 @@ class OpenAIProvider:
         finally:
             await response.aclose()
 
-    async def probe(self) -> str:
+    async def probe(self) -> ProbeStatus:
         """Is the endpoint reachable (a TCP connect, not a billed model call), and, for Entra ID,
         can a token be had?"""
         parts = urlsplit(self._url)
@@ -143,7 +144,7 @@ class OpenAIProvider:
         if self._credential is not None:
             try:
                 await asyncio.wait_for(self._credential.get_token(self._scope), TOKEN_PROBE_SECONDS)
-            except Exception as exc:  # noqa: BLE001 - any failure to sign in means the same to readiness
+            except Exception as exc:
                 log.warning("Microsoft Entra ID: no token (%s)", type(exc).__name__)
                 return "no_credential"
         return "healthy"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from msev15.agent.tools.addresses import (
     CONTROL,
@@ -62,11 +62,13 @@ from msev15.config import Settings
 
 __all__ = [
     "ATTACHMENTS_SCHEMA", "CONNECTION_SCHEMA", "HTML_SCHEMA", "MAX_ADDRESS_FIELD", "MAX_ATTACHMENTS",
-    "MAX_BODY", "MAX_SUBJECT", "SEND_SCHEMA", "TEXT_SCHEMA", "Mailer", "Recipient", "email_tools",
+    "MAX_BODY", "MAX_SUBJECT", "SEND_SCHEMA", "TEXT_SCHEMA", "Mailer", "MailerStatus", "Recipient", "email_tools",
     "html_to_text",
 ]
 
 log = logging.getLogger("agent.email")
+
+MailerStatus = Literal["configured", "outbox", "invalid"]
 
 _OUTBOX_NOTE = ("No SMTP server is configured, so the message was saved to the local outbox folder; "
                 "it has not reached the recipient's mailbox.")
@@ -116,7 +118,7 @@ class Mailer:
                    max_per_tenant_per_hour=settings.email_max_per_tenant_per_hour)
 
     @property
-    def status(self) -> str:
+    def status(self) -> MailerStatus:
         """``configured`` (SMTP), ``outbox`` (no SMTP server set) or ``invalid`` (tools disabled)."""
         if self.transport is None:
             return "invalid"

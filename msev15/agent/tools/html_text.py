@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 class _TextFromHtml(HTMLParser):
     """A readable plain-text alternative for HTML mail (clients without HTML, spam filters)."""
 
-    _BREAKS = {"br", "tr", "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
-    _BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
+    _BREAKS = frozenset({"br", "tr", "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
+    _BLOCKS = frozenset({"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

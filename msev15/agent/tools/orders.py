@@ -103,7 +103,7 @@ def order_tools(repo: OrderRepository) -> list[Tool]:
         return {"order": order, "previous_status": previous, "changed": previous != order["status"]}
 
     async def get_all_orders(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-        orders = await _call(repo.list(ctx.tenant_id, limit=args.get("limit", DEFAULT_LIMIT)))
+        orders = await _call(repo.list_orders(ctx.tenant_id, limit=args.get("limit", DEFAULT_LIMIT)))
         total = await _call(repo.count(ctx.tenant_id))
         return {"orders": orders, "count": len(orders), "total": total}
 

@@ -128,7 +128,7 @@ class ToolRegistry:
         tools = tuple(self.tools().values())
         cached, schemas = self._schema_cache
         # Identity, not equality: holding the tools keeps their ids from being reused.
-        if len(cached) != len(tools) or any(a is not b for a, b in zip(cached, tools)):
+        if len(cached) != len(tools) or any(a is not b for a, b in zip(cached, tools, strict=True)):
             schemas = [t.openai_schema() for t in tools]
             self._schema_cache = (tools, schemas)
         return schemas
