@@ -49,6 +49,8 @@ class TurnCompleted(TurnEvent):
     message: str
     message_count: int
     usage: dict[str, int] | None = None
+    elapsed: float = 0.0  # seconds from acceptance to the end (metrics; not sent to clients)
+    ttft: float | None = None  # seconds from acceptance to the first token, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class TurnFailed(TurnEvent):
     error: str
     message: str
     status: int = 500
+    elapsed: float = 0.0
+    ttft: float | None = None
 
 
 TERMINAL = (TurnCompleted, TurnFailed)

@@ -29,7 +29,9 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     store = app[keys.SESSIONS] = SessionStore(settings.session_ttl_seconds,
                                               max_messages=settings.session_max_messages,
-                                              max_sessions=settings.session_max_sessions)
+                                              max_sessions=settings.session_max_sessions,
+                                              max_sessions_per_tenant=settings.session_max_sessions_per_tenant,
+                                              max_bytes=settings.session_max_bytes)
     sweeper = asyncio.create_task(_sweep_sessions(store), name="store:session-sweeper")
     yield
     sweeper.cancel()
