@@ -16,8 +16,11 @@ if TYPE_CHECKING:
     from msev15.agent.runner import AgentRunner
     from msev15.agent.tools.email import Mailer
     from msev15.agent.tools.registry import ToolRegistry
+    from msev15.connections import ConnectionStats
     from msev15.events.bus import EventBus
+    from msev15.events.metrics import ServiceMetrics
     from msev15.events.turnlog import TurnLog
+    from msev15.handlers.ratelimit import Limiter
     from msev15.health import HealthMonitor
     from msev15.store.orders import OrderRepository
     from msev15.store.sessions import SessionStore
@@ -47,3 +50,6 @@ ORDERS: web.AppKey[OrderRepository] = web.AppKey("msev15.orders")
 MAILER: web.AppKey[Mailer] = web.AppKey("msev15.mailer")
 MCP: web.AppKey[dict[str, McpConnection]] = web.AppKey("msev15.mcp")
 HEALTH: web.AppKey[HealthMonitor] = web.AppKey("msev15.health")
+CONNECTIONS: web.AppKey[ConnectionStats] = web.AppKey("msev15.connections")
+METRICS: web.AppKey[ServiceMetrics] = web.AppKey("msev15.metrics")
+TENANT_LIMITER: web.AppKey[Limiter] = web.AppKey("msev15.tenant_limiter")

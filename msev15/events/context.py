@@ -9,6 +9,7 @@ from aiohttp import web
 from msev15 import keys
 from msev15.events.bus import EventBus
 from msev15.events.logsub import LoggingSubscriber
+from msev15.events.metrics import MetricsSubscriber
 from msev15.events.turnlog import TurnLog
 
 
@@ -19,5 +20,8 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.TURNS] = TurnLog(settings.stream_retention_seconds, settings.stream_max_retained_events)
     subscriber = LoggingSubscriber(bus)
     subscriber.start()
+    metrics = MetricsSubscriber(bus, app[keys.METRICS])
+    metrics.start()
     yield
+    await metrics.close()
     await subscriber.close()
