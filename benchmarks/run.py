@@ -24,13 +24,14 @@ from typing import Any
 
 from benchmarks.collect import Collector
 from benchmarks.config import BenchConfig
+from benchmarks.fairness import fairness
 from benchmarks.report import write_chart, write_results
 from benchmarks.scale import concurrency, sessions
 from benchmarks.servers import ServerProcess
 from benchmarks.system import CpuPlan, pin, plan_cpus, raise_nofile
 from benchmarks.traffic import chat_and_health, startup, streaming
 
-SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup")
+SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "fairness")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -67,6 +68,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         ("concurrency", lambda: concurrency(cfg, plan.server, collector)),
         ("sessions", lambda: sessions(cfg, plan.server, collector)),
         ("startup", lambda: startup(cfg, plan.server, collector)),
+        ("fairness", lambda: fairness(cfg, plan.server, collector)),
     ]
     for name, step in steps:
         if not selected & set(name.split("/")):
