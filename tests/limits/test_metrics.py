@@ -133,3 +133,21 @@ async def test_two_apps_keep_separate_registries(service) -> None:
     await first.post("/api/v1/chat", json={"session_id": "s", "message": "hi"})
     await _turns_seen(first, 1)
     assert _value(await _samples(second), "msev15_turns_total", outcome="completed") == 0
+
+
+async def test_every_metric_of_the_grafana_dashboard_is_exported(service) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json").read_text())
+    wanted = {name for panel in dashboard["panels"] for target in panel["targets"]
+              for name in re.findall(r"msev15_\w+", target["expr"])}
+    client = await service()
+    await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "where is order ORD-ZZZZ9999?"})
+    await _turns_seen(client, 1)
+    exported = {name for name, _ in await _samples(client)}
+    exported |= {n.removesuffix("_total") + "_total" for n in exported}
+    missing = sorted(n for n in wanted if n not in exported and not any(e.startswith(n) for e in exported))
+    # Series that appear only once something happens: labels of events this test does not cause.
+    assert set(missing) <= {"msev15_rate_limited_total", "msev15_mcp_connected"}, missing
