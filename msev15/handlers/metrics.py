@@ -110,8 +110,8 @@ def app_gauges(app: web.Application) -> Callable[[], Iterable[tuple[str, str, di
         yield "msev15_connections_open", "Client connections open now (msev15 serve).", {}, stats.open
         yield ("msev15_connections_shed_total", "Connections closed or refused at HTTP_MAX_CONNECTIONS.", {},
                stats.shed)
-        yield ("msev15_connections_header_timeouts_total", "Connections closed for not sending a request head "
-               "in time.", {}, stats.header_timeouts)
+        yield ("msev15_connections_header_timeouts_total",
+               "Connections closed for not sending a request head in time.", {}, stats.header_timeouts)
         yield "msev15_http_parser_errors_total", "Requests refused by the HTTP parser (400/431).", {}, stats.parser_errors
         if keys.ORDERS in app:
             yield ("msev15_store_available", "0 while the orders store refuses writes.", {},

@@ -51,14 +51,19 @@ class Message(NamedTuple):
         return {"role": self.role, "content": self.content}
 
 
+def _utf8_len(text: str) -> int:
+    # surrogatepass: a model can echo a lone surrogate ("\ud800"); it is stored, so it is counted.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def message_bytes(message: Message) -> int:
     """What a message costs against SESSION_MAX_BYTES: its text and tool-call arguments (UTF-8)."""
-    size = len(message.content.encode()) if message.content else 0
+    size = _utf8_len(message.content) if message.content else 0
     extra = message.extra
     if isinstance(extra, list):  # an assistant's tool calls
         for call in extra:
             function = call.get("function") or {}
-            size += len(str(function.get("arguments") or "").encode()) + len(str(function.get("name") or ""))
+            size += _utf8_len(str(function.get("arguments") or "")) + len(str(function.get("name") or ""))
     return size
 
 

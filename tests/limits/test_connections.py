@@ -165,7 +165,7 @@ async def test_when_every_connection_is_busy_a_new_one_gets_503_in_the_envelope(
     service = await served(http_max_connections=3, http_header_timeout_seconds=30)
     busy = []
     for _ in range(3):  # each has sent a whole head of a body that never comes: busy, not idle
-        reader, writer = await asyncio.open_connection(service.host, service.port)
+        _, writer = await asyncio.open_connection(service.host, service.port)
         writer.write(b"POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n{")
         await writer.drain()

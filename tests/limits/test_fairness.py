@@ -103,7 +103,7 @@ async def _assert_left_turn_cancelled(app: Any, host: str, port: int, llm: Scrip
     llm.default = Reply("nobody reads this", gate=gate, gate_after=1)
     runner = app[keys.RUNNER]
     body = b'{"session_id": "gone", "message": "hi"}'
-    reader, writer = await asyncio.open_connection(host, port)
+    _, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(b"POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -167,7 +167,7 @@ async def test_a_client_that_waits_gets_its_answer(served: Callable[..., Awaitab
     """The good twin under the production runner: a client that stays gets the whole answer."""
     service = await served(**_openai(llm))
     llm.push(Reply("worth the wait", delay=0.01))
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{service.url}/api/v1/chat", json={"session_id": "w", "message": "hi"}) as resp:
-            assert resp.status == 200
-            assert (await resp.json())["message"] == "worth the wait"
+    async with (aiohttp.ClientSession() as session,
+                session.post(f"{service.url}/api/v1/chat", json={"session_id": "w", "message": "hi"}) as resp):
+        assert resp.status == 200
+        assert (await resp.json())["message"] == "worth the wait"

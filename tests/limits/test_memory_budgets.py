@@ -174,3 +174,11 @@ async def test_the_model_stream_is_closed_at_the_cap(service, llm: ScriptedLLM) 
         assert_envelope(await resp.json(), "model_output_too_large")
     finally:
         gate.set()
+
+
+def test_a_lone_surrogate_is_counted_not_refused() -> None:
+    """A model can echo "\\ud800" (valid JSON, not encodable UTF-8): the turn is still stored."""
+    store = SessionStore(3600, max_bytes=1_024)
+    assert _commit(store, "t", "s", "repeat \ud800", "here: \ud800") == 2
+    session = store.get("t", "s")
+    assert session is not None and session.size == len("repeat \ud800".encode("utf-8", "surrogatepass")) * 2 - 1
