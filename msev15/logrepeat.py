@@ -1,7 +1,7 @@
 """Repeated identical warnings and errors are written once per interval, with a count.
 
 A flood of one failure (``accept()`` out of file descriptors, a malformed request per
-connection) would otherwise write a line per occurrence: 100,000 lines say no more than one line
+connection) would otherwise write a line per occurrence, and such lines belong to no request: 100,000 lines say no more than one line
 and a number, and fill the disk that the rest of the service needs. The first occurrence is
 written at once; later identical ones within ``interval`` seconds are counted, and the first one
 after the interval says how many were held back ("... [repeated 1234 times in 10s]").
@@ -27,8 +27,10 @@ class RepeatFilter(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         exc = record.exc_info[1] if record.exc_info else None
+        # The request id is part of the line: a line per request or turn is never held back, only
+        # the same failure repeating outside any request (accept errors, malformed requests).
         key = (record.name, record.levelno, record.getMessage(), type(exc).__name__ if exc else None,
-               getattr(record, "tenant", None), getattr(record, "session", None))
+               getattr(record, "request_id", None), getattr(record, "tenant", None), getattr(record, "session", None))
         now = self._clock()
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.interval:

@@ -212,6 +212,12 @@ def test_repeated_identical_errors_are_logged_once_per_interval_with_a_count() -
         logger.removeHandler(handler)
         logger.propagate = True
     messages = [r.getMessage() for r in records]
+    per_request = RepeatFilter(interval=10, clock=lambda: now[0])
+    lines = [logging.LogRecord("api.chat", logging.WARNING, __file__, 1, "Turn failed: shutting_down", None, None)
+             for _ in range(2)]
+    for request_id, line in zip(("r1", "r2"), lines, strict=True):
+        line.request_id = request_id
+    assert all(per_request.filter(line) for line in lines)  # one line per turn is never held back
     assert messages == [
         "socket.accept() out of system resource: Too many open files",
         "a different error",
