@@ -25,6 +25,7 @@ from typing import Any
 from benchmarks.collect import Collector
 from benchmarks.config import BenchConfig
 from benchmarks.defaults import chat_on_defaults
+from benchmarks.fairness import fairness
 from benchmarks.model import relay
 from benchmarks.report import write_chart, write_results
 from benchmarks.scale import concurrency, sessions
@@ -32,7 +33,7 @@ from benchmarks.servers import ServerProcess
 from benchmarks.system import CpuPlan, pin, plan_cpus, raise_nofile
 from benchmarks.traffic import chat_and_health, startup, streaming
 
-SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults")
+SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -73,6 +74,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         ("sessions", lambda: sessions(cfg, plan.server, collector)),
         ("startup", lambda: startup(cfg, plan.server, collector)),
         ("relay", lambda: relay(cfg, plan, collector)),
+        ("fairness", lambda: fairness(cfg, plan.server, collector)),
     ]
     for name, step in steps:
         if not selected & set(name.split("/")):

@@ -24,7 +24,9 @@ from aiohttp import web
 from msev15 import keys
 from msev15.agent.context import mcp_ctx, provider_ctx, runner_ctx, tools_ctx
 from msev15.config import Settings
+from msev15.connections import ConnectionStats
 from msev15.events.context import events_ctx
+from msev15.events.metrics import ServiceMetrics
 from msev15.handlers import setup_cors, setup_routes
 from msev15.handlers.auth import auth_ctx, auth_middleware
 from msev15.handlers.errors import (
@@ -32,7 +34,8 @@ from msev15.handlers.errors import (
     error_middleware,
     request_id_middleware,
 )
-from msev15.handlers.ratelimit import RateLimiter, rate_limit_middleware
+from msev15.handlers.metrics import app_gauges, metrics_middleware
+from msev15.handlers.ratelimit import RateLimiter, rate_limit_middleware, tenant_rate_middleware
 from msev15.health import health_ctx
 from msev15.store.context import orders_ctx, sessions_ctx
 
@@ -62,7 +65,8 @@ async def _on_shutdown(app: web.Application) -> None:
 
 async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     """Build the service. ``overrides`` may inject a ``provider`` or a ``mailer`` (tests, benchmarks)."""
-    middlewares: list[Any] = [request_id_middleware, error_middleware]
+    metrics = ServiceMetrics(tenant_labels=settings.metrics_tenant_labels, max_tenants=settings.metrics_max_tenants)
+    middlewares: list[Any] = [request_id_middleware, metrics_middleware(metrics), error_middleware]
     limiter: RateLimiter | None = None
     if settings.enable_rate_limiting:
         if settings.session_store == "redis":  # one window per client IP across every instance
@@ -71,13 +75,20 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
             limiter = RedisRateLimiter(settings.redis_url, settings.rate_limit_per_minute, settings.trusted_proxies)
         else:
             limiter = RateLimiter(settings.rate_limit_per_minute, settings.trusted_proxies)
-        middlewares.append(rate_limit_middleware(limiter))
+        middlewares.append(rate_limit_middleware(limiter, metrics))
     middlewares.append(auth_middleware(settings))  # every /api/ route, present and future
+    if settings.rate_limit_per_tenant_per_minute:  # after auth: a tenant is counted once it is believed
+        middlewares.append(tenant_rate_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     if limiter is not None:
         app.on_cleanup.append(lambda _app: limiter.close())
     app[keys.SETTINGS] = settings
+    app[keys.METRICS] = metrics
+    metrics.gauges(app_gauges(app))
+    if settings.rate_limit_per_tenant_per_minute:
+        app[keys.TENANT_LIMITER] = RateLimiter(settings.rate_limit_per_tenant_per_minute)
     app[keys.STATE] = keys.ServiceState()
+    app[keys.CONNECTIONS] = ConnectionStats()  # filled by msev15 serve's GuardedRunner
     if "provider" in overrides:
         app[keys.PROVIDER] = overrides.pop("provider")
     if "mailer" in overrides:

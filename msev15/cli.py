@@ -18,6 +18,7 @@ from msev15.banner import banner, security_warnings
 from msev15.common.env import SettingsError
 from msev15.common.logsetup import close_logging, flush_logging
 from msev15.config import Settings, load_settings
+from msev15.connections import ConnectionLimits, GuardedRunner
 from msev15.health import readiness_warnings
 from msev15.keycli import add_parser as add_keys_parser
 from msev15.keycli import keys_command
@@ -131,9 +132,10 @@ async def _serve_app(settings: Settings, supervisor: Supervisor | None = None) -
     loop = asyncio.get_running_loop()
     signals = _Signals(loop)
     app = await create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+    limits = ConnectionLimits(settings.http_header_timeout_seconds, settings.http_max_connections)
+    runner = GuardedRunner(app, limits, app[keys.CONNECTIONS], handle_signals=False, access_log=None,
                            shutdown_timeout=settings.shutdown_timeout_seconds,
-                           keepalive_timeout=settings.keepalive_timeout_seconds)
+                           keepalive_timeout=settings.keepalive_seconds)
     try:
         await runner.setup()
     except Exception as exc:

@@ -98,13 +98,25 @@ VARIABLES: tuple[Var, ...] = (
     Var("CORS_ORIGINS", "*", _origins, "'*' or a comma-separated list of allowed origins.", _S),
     Var("ENABLE_RATE_LIMITING", "false", boolean, "Per-IP sliding-window rate limiting.", _S),
     Var("RATE_LIMIT_PER_MINUTE", "100", int_between(1, 1_000_000), "Requests per client IP per 60 s window.", _S),
+    Var("RATE_LIMIT_PER_TENANT_PER_MINUTE", "0", int_between(0, 100_000_000),
+        "Requests per tenant per 60 s window (beside the per-IP limit); 0 turns it off.", _S),
     Var("TRUSTED_PROXIES", "", _networks, "Proxies whose X-Forwarded-For is believed (IPs or CIDRs).", _S),
     Var("SHUTDOWN_TIMEOUT_SECONDS", "30", float_between(0.1, 3600), "How long in-flight turns may run after SIGTERM.",
         _S),
     Var("MAX_BODY_BYTES", "1048576", int_between(1024, 64 * 1024 * 1024), "Largest accepted request body.", _S),
     Var("REQUEST_BODY_TIMEOUT_SECONDS", "10", float_between(0.1, 600),
         "A request body must arrive within this (slow clients get 408).", _S),
-    Var("KEEPALIVE_TIMEOUT_SECONDS", "75", float_between(1, 3600), "Idle keep-alive connections close after this.", _S),
+    Var("KEEPALIVE_TIMEOUT_SECONDS", "0", float_between(0, 3600),
+        "Deprecated alias of HTTP_KEEPALIVE_SECONDS: when not 0 it is used instead.", _S),
+    Var("HTTP_HEADER_TIMEOUT_SECONDS", "10", float_between(0.1, 600),
+        "A new connection must send its request head within this, or it is closed.", _S),
+    Var("HTTP_KEEPALIVE_SECONDS", "15", float_between(0.1, 3600), "Idle keep-alive connections close after this.", _S),
+    Var("HTTP_MAX_CONNECTIONS", "0", int_between(0, 10_000_000),
+        "Open client connections at most; 0 means half the process's open-files limit.", _S),
+    Var("METRICS_TOKEN", "", stripped, "If set, GET /metrics needs 'Authorization: Bearer <token>'.", _S, secret=True),
+    Var("METRICS_TENANT_LABELS", "false", boolean, "Add a tenant label to the turn metrics.", _S),
+    Var("METRICS_MAX_TENANTS", "50", int_between(1, 10_000),
+        "Tenants labelled by name; the rest count as 'other'.", _S),
     Var("SSE_PING_SECONDS", "15", float_between(0.1, 3600), "Interval of ': ping' keep-alive comments on streams.", _S),
     Var("REDOC_JS_URL", "", http_url, "Where /redoc loads ReDoc from; empty serves the bundled copy (works offline).",
         _S),
@@ -140,6 +152,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("LLM_TIMEOUT_SECONDS", "60", float_between(1, 600), "Timeout of one model request.", _L),
     Var("LLM_API", "chat", one_of("chat", "responses"),
         "chat (Chat Completions) or responses (the Responses API).", _L),
+    Var("LLM_CONTEXT_MAX_CHARS", "200000", int_between(1000, 100_000_000),
+        "Characters of history sent to the model; the newest whole turns that fit.", _L),
+    Var("LLM_MAX_OUTPUT_CHARS", "100000", int_between(100, 100_000_000),
+        "Longest model output in one turn; past it the turn ends with model_output_too_large.", _L),
     Var("SYSTEM_PROMPT_FILE", "", stripped, "File with the agent's system prompt (built-in one if empty).", _A),
     Var("AGENT_MAX_CONCURRENT_TURNS", "100", int_between(1, 100_000), "Turns of different sessions run at once.", _A),
     Var("AGENT_MAX_CONCURRENT_TURNS_PER_TENANT", "0", int_between(0, 100_000),
@@ -154,7 +170,12 @@ VARIABLES: tuple[Var, ...] = (
     Var("SESSION_MAX_MESSAGES", "1000", int_between(10, 1_000_000),
         "Messages kept per session; the oldest whole turns are dropped beyond it.", _A),
     Var("SESSION_MAX_SESSIONS", "250000", int_between(1, 100_000_000),
-        "Sessions kept in memory (all tenants); the least recently active are dropped beyond it.", _A),
+        "Sessions kept in memory (all tenants); beyond it the tenant holding the most "
+        "loses its least recently active.", _A),
+    Var("SESSION_MAX_SESSIONS_PER_TENANT", "0", int_between(0, 100_000_000),
+        "Sessions kept for one tenant; its least recently active go beyond it. 0 means no cap of its own.", _A),
+    Var("SESSION_MAX_BYTES", "262144", int_between(1024, 1_000_000_000),
+        "Bytes of messages kept per session; the oldest whole turns are dropped beyond it.", _A),
     Var("SESSION_STORE", "memory", one_of(*SESSION_STORES),
         "memory (per process), sqlite (durable on one machine) or redis (shared by many instances).", _A),
     Var("SESSION_DB_PATH", "./data/sessions.db", stripped, "SQLite file of the sessions (SESSION_STORE=sqlite).", _A),
@@ -206,11 +227,18 @@ class Settings:
     cors_origins: tuple[str, ...]
     enable_rate_limiting: bool
     rate_limit_per_minute: int
+    rate_limit_per_tenant_per_minute: int
     trusted_proxies: tuple[str, ...]
     shutdown_timeout_seconds: float
     max_body_bytes: int
     request_body_timeout_seconds: float
     keepalive_timeout_seconds: float
+    http_header_timeout_seconds: float
+    http_keepalive_seconds: float
+    http_max_connections: int
+    metrics_token: str
+    metrics_tenant_labels: bool
+    metrics_max_tenants: int
     sse_ping_seconds: float
     redoc_js_url: str
     playground_enabled: bool
@@ -236,6 +264,8 @@ class Settings:
     llm_max_retries: int
     llm_timeout_seconds: float
     llm_api: str
+    llm_context_max_chars: int
+    llm_max_output_chars: int
     system_prompt_file: str
     agent_max_concurrent_turns: int
     agent_max_concurrent_turns_per_tenant: int
@@ -250,6 +280,8 @@ class Settings:
     session_db_path: str
     redis_url: str
     redis_lease_seconds: float
+    session_max_sessions_per_tenant: int
+    session_max_bytes: int
     stream_retention_seconds: int
     stream_max_retained_events: int
     max_message_chars: int
@@ -308,6 +340,11 @@ class Settings:
     @property
     def smtp_configured(self) -> bool:
         return bool(self.smtp_server)
+
+    @property
+    def keepalive_seconds(self) -> float:
+        """HTTP_KEEPALIVE_SECONDS, unless the deprecated KEEPALIVE_TIMEOUT_SECONDS is set."""
+        return self.keepalive_timeout_seconds or self.http_keepalive_seconds
 
     @property
     def provider(self) -> str:

@@ -17,9 +17,12 @@ if TYPE_CHECKING:
     from msev15.agent.runner import AgentRunner
     from msev15.agent.tools.email import Mailer
     from msev15.agent.tools.registry import ToolRegistry
+    from msev15.connections import ConnectionStats
     from msev15.events.bus import EventBus
+    from msev15.events.metrics import ServiceMetrics
     from msev15.events.turnlog import TurnLog
     from msev15.handlers.auth import Authenticator
+    from msev15.handlers.ratelimit import Limiter
     from msev15.health import HealthMonitor
     from msev15.store.base import Sessions
     from msev15.store.orders import OrderRepository
@@ -51,3 +54,6 @@ MAILER: web.AppKey[Mailer] = web.AppKey("msev15.mailer")
 MCP: web.AppKey[dict[str, McpConnection]] = web.AppKey("msev15.mcp")
 HEALTH: web.AppKey[HealthMonitor] = web.AppKey("msev15.health")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("msev15.authenticator")
+CONNECTIONS: web.AppKey[ConnectionStats] = web.AppKey("msev15.connections")
+METRICS: web.AppKey[ServiceMetrics] = web.AppKey("msev15.metrics")
+TENANT_LIMITER: web.AppKey[Limiter] = web.AppKey("msev15.tenant_limiter")

@@ -16,6 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from msev15.common.logsetup import LogFile
 from msev15.common.logsetup import setup_logging as _setup_logging
 from msev15.config import Settings
+from msev15.logrepeat import RepeatFilter
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 session_var: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")
@@ -73,7 +74,7 @@ def setup_logging(settings: Settings, stream: TextIO | None = None) -> list[logg
     log_file = (LogFile(settings.log_file_path, settings.log_max_size_mb * 1024 * 1024, settings.log_backup_count)
                 if settings.log_to_file else None)
     handlers = _setup_logging(level=settings.log_level, secrets=settings.secrets(), stream=stream,
-                              log_file=log_file, filters=[ContextFilter()], quiet=_NOISY)
+                              log_file=log_file, filters=[ContextFilter(), RepeatFilter()], quiet=_NOISY)
     server_log = logging.getLogger("aiohttp.server")
     if _MALFORMED not in server_log.filters:
         server_log.addFilter(_MALFORMED)

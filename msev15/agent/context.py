@@ -69,6 +69,8 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         max_queued_per_tenant=settings.agent_max_queued_turns_per_tenant,
         max_rounds=settings.agent_max_tool_rounds,
         context_messages=settings.session_max_context_messages,
+        context_max_chars=settings.llm_context_max_chars,
+        max_output_chars=settings.llm_max_output_chars,
     )
     coordination: Coordination
     if settings.session_store == "redis":

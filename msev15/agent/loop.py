@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from msev15.agent.providers.base import ModelReply, Provider, ToolCallRequest
+from msev15.agent.providers.base import LLMError, ModelReply, Provider, ToolCallRequest
 from msev15.agent.tools.registry import ToolContext, ToolRegistry, ToolResult
 from msev15.events.types import Token, ToolCalled, ToolFinished, TurnEvent, TurnRequested
 
@@ -37,7 +38,7 @@ class TurnProgress:
     """What a turn has done so far. ``steps`` holds only whole tool rounds (the assistant's call
     message and every result); ``pending`` the round whose tools are running now."""
 
-    __slots__ = ("streamed", "steps", "usage", "phase", "stop_reason", "pending")
+    __slots__ = ("streamed", "steps", "usage", "phase", "stop_reason", "pending", "output_chars", "first_token_at")
 
     def __init__(self) -> None:
         self.streamed: list[str] = []
@@ -46,6 +47,8 @@ class TurnProgress:
         self.phase: Literal["model", "tools", "commit"] = "model"
         self.stop_reason: str | None = None
         self.pending: tuple[tuple[ToolCallRequest, ...], dict[str, ToolResult], str | None] | None = None
+        self.output_chars = 0  # text and tool-call arguments the model produced in this turn
+        self.first_token_at: float | None = None  # time.monotonic() of the turn's first token
 
     @property
     def answer(self) -> str:
@@ -88,18 +91,43 @@ def _add_usage(total: dict[str, int] | None, more: dict[str, int] | None) -> dic
     return {k: total.get(k, 0) + v for k, v in more.items()}
 
 
+def output_too_large(limit: int) -> LLMError:
+    return LLMError("model_output_too_large",
+                    f"The model's answer passed the limit of {limit} characters, so the turn was stopped. "
+                    "Please ask for a shorter answer.", 502)
+
+
 async def _model_round(provider: Provider, messages: list[dict[str, Any]], schemas: list[dict[str, Any]],
-                       progress: TurnProgress, emit_token: Callable[[str], None] | None) -> ModelReply:
+                       progress: TurnProgress, emit_token: Callable[[str], None] | None,
+                       max_output_chars: int) -> ModelReply:
+    """One model request. Past ``max_output_chars`` (over the whole turn) the stream is closed and
+    the turn fails with ``model_output_too_large``: nothing of that size is kept or stored."""
     reply: ModelReply | None = None
     streamed = progress.streamed
-    async for item in provider.stream(messages, schemas):
-        if isinstance(item, str):
-            streamed.append(item)
-            if emit_token is not None:
-                emit_token(item)
-        else:
-            reply = item
+    budget = max_output_chars - progress.output_chars
+    stream = provider.stream(messages, schemas)
+    try:
+        async for item in stream:
+            if isinstance(item, str):
+                budget -= len(item)
+                if budget < 0:
+                    raise output_too_large(max_output_chars)
+                if not streamed:
+                    progress.first_token_at = time.monotonic()
+                streamed.append(item)
+                if emit_token is not None:
+                    emit_token(item)
+            else:
+                reply = item
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
     assert reply is not None, "a provider must end its stream with a ModelReply"
+    budget -= sum(len(call.arguments) for call in reply.tool_calls)
+    if budget < 0:
+        raise output_too_large(max_output_chars)
+    progress.output_chars = max_output_chars - budget
     progress.usage = _add_usage(progress.usage, reply.usage)
     return reply
 
@@ -125,6 +153,9 @@ async def _tool_round(reply: ModelReply, registry: ToolRegistry, ctx: ToolContex
     progress.steps.extend(round_messages)
     progress.pending = None
     progress.phase = "model"
+    down = next((r.unavailable for r in results.values() if r.unavailable is not None), None)
+    if down is not None:  # the round is kept (with its results); the turn ends with a 503
+        raise down
     return round_messages
 
 
@@ -139,6 +170,7 @@ async def run_turn(
     max_rounds: int,
     emit: Emit,
     emit_tokens: bool = True,
+    max_output_chars: int = 100_000,
 ) -> str:
     """Run one turn; returns the answer. ``emit_tokens=False`` skips token events (plain /chat).
 
@@ -152,7 +184,7 @@ async def run_turn(
     for _ in range(max_rounds):
         if progress.stop_reason is not None:
             raise TurnStopped(progress.stop_reason)
-        reply = await _model_round(provider, messages, registry.schemas(), progress, emit_token)
+        reply = await _model_round(provider, messages, registry.schemas(), progress, emit_token, max_output_chars)
         if not reply.tool_calls:
             return progress.answer
         messages.extend(await _tool_round(reply, registry, ctx, progress, emit, ids))

@@ -20,16 +20,18 @@ are queued or running may finish until then; at the deadline the rest are cut (`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from msev15 import logs
+from msev15.agent.budget import fit_context
 from msev15.agent.loop import TurnProgress, TurnStopped, run_turn
 from msev15.agent.providers.base import LLMError, Provider
 from msev15.agent.scheduler import FairScheduler, QueueFull, SessionKey
-from msev15.agent.tools.registry import ToolRegistry
+from msev15.agent.tools.registry import ServiceUnavailable, ToolRegistry
 from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
@@ -90,6 +92,8 @@ class AgentRunner:
         max_queued_per_tenant: int = 100,
         max_rounds: int = 8,
         context_messages: int = 40,
+        context_max_chars: int = 200_000,
+        max_output_chars: int = 100_000,
         busy_retry_after: int = 2,
     ) -> None:
         self.bus = bus
@@ -100,12 +104,15 @@ class AgentRunner:
         self.system_prompt = system_prompt
         self.max_rounds = max_rounds
         self.context_messages = context_messages
+        self.context_max_chars = context_max_chars
+        self.max_output_chars = max_output_chars
         self.busy_retry_after = busy_retry_after
         per_tenant = max_concurrent_per_tenant or max(1, max_concurrent // 4)
         self._queue: FairScheduler[TurnRequested] = FairScheduler(max_concurrent, per_tenant, max_queued_per_tenant)
         self._open: dict[str, TurnRecord] = {}  # every turn not ended yet, queued or running
         self._running: dict[str, _Running] = {}
         self._running_of: dict[SessionKey, TurnRecord] = {}  # each busy session's running turn
+        self._accepted_at: dict[str, float] = {}  # time.monotonic() of each open turn's acceptance
         self._idle = asyncio.Event()
         self._idle.set()
         self._cut_timer: asyncio.TimerHandle | None = None
@@ -146,6 +153,7 @@ class AgentRunner:
             raise TurnRefused("tenant_busy", "Too many messages are waiting for this tenant; retry shortly.",
                               429, retry_after=self.busy_retry_after) from None
         self._open[turn.turn_id] = self.turns.open(turn)
+        self._accepted_at[turn.turn_id] = time.monotonic()
         self._idle.clear()
         self._pump()
 
@@ -195,8 +203,9 @@ class AgentRunner:
                 provider=self.provider,
                 registry=self.registry,
                 system_prompt=self.system_prompt,
-                history=await self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages),
+                history=await self._history(turn),
                 max_rounds=self.max_rounds,
+                max_output_chars=self.max_output_chars,
                 emit=lambda event: self._emit(record, event),
                 emit_tokens=turn.stream,
             )
@@ -220,6 +229,11 @@ class AgentRunner:
             await self._end_failed(turn, record, progress, started_at, exc.code, exc.message, exc.status, FAILED_NOTE,
                                    retry_after=exc.retry_after)
             return
+        except ServiceUnavailable as exc:
+            await self._end_failed(turn, record, progress, started_at, exc.code,
+                                   "The service cannot save changes right now; please retry in a minute.", 503,
+                                   FAILED_NOTE)
+            return
         except Exception:
             log.exception("turn failed unexpectedly")
             await self._end_failed(turn, record, progress, started_at, "internal_error",
@@ -242,6 +256,13 @@ class AgentRunner:
         self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
                                            answer, count, progress.usage))
 
+    async def _history(self, turn: TurnRequested) -> list[dict[str, Any]]:
+        """The session's context: the last SESSION_MAX_CONTEXT_MESSAGES, then the newest whole
+        turns that fit LLM_CONTEXT_MAX_CHARS beside the system prompt and the new message."""
+        history = await self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages)
+        room = self.context_max_chars - len(self.system_prompt) - len(turn.message)
+        return fit_context(history, max(0, room))
+
     async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, started_at: float,
                           error: str, message: str, status: int, note: str, *,
                           retry_after: float | None = None) -> None:
@@ -259,6 +280,12 @@ class AgentRunner:
                                         error, message, status, retry_after))
 
     def _finish(self, record: TurnRecord, event: TurnCompleted | TurnFailed) -> None:
+        now = time.monotonic()
+        accepted = self._accepted_at.pop(record.turn_id, now)
+        running = self._running.get(record.turn_id)
+        first = running.progress.first_token_at if running is not None else None
+        event = dataclasses.replace(event, elapsed=now - accepted,
+                                    ttft=None if first is None else first - accepted)
         self._emit(record, event)
         del self._open[record.turn_id]
         if not self._open:

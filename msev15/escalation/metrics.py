@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from msev15.escalation import INSTALL_HINT
-
-try:
-    from prometheus_client import (
-        CollectorRegistry,
-        Counter,
-        Gauge,
-        Histogram,
-        generate_latest,
-    )
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST
-except ImportError as exc:
-    raise ImportError(f"EscalationComms needs prometheus-client ({exc}); {INSTALL_HINT}") from exc
+# prometheus-client is a dependency of the whole distribution (the service exports metrics too).
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

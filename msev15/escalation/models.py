@@ -30,7 +30,9 @@ EMAIL_RE = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
 )
 TICKET_ID_RE = re.compile(r"TKT-[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
-EMAIL_ID_RE = re.compile(r"EMAIL-(UC[23])-(\d{8})-(\d{3,})")
+EMAIL_TAG_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
+# The tag is absent from ids written before ids became per tenant; those still resolve.
+EMAIL_ID_RE = re.compile(r"EMAIL-(UC[23])-(\d{8})-(\d{3,})(?:-[A-Z0-9]{6})?")
 TICKET_ID_MAX = 64
 CUSTOMER_ID_MAX = 128
 QUERY_MAX = 10_000

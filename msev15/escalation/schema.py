@@ -32,6 +32,17 @@ CREATE TABLE IF NOT EXISTS email_sequence (
     PRIMARY KEY (day, use_case)
 )
 """
+# Email ids count per tenant (the shared counter above, kept for old databases, let one tenant
+# read another's volume from its own ids). Created by every start, so no schema version bump.
+_CREATE_TENANT_SEQUENCE = """
+CREATE TABLE IF NOT EXISTS email_sequence_by_tenant (
+    tenant_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    use_case TEXT NOT NULL,
+    last INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, day, use_case)
+)
+"""
 # ``tenant_id`` has a default only because SQLite adds a NOT NULL column to an existing table
 # only with one: records written before they had tenants belong to the default tenant. Every
 # statement that writes or reads records names the tenant explicitly.
@@ -97,6 +108,7 @@ async def migrate(db: aiosqlite.Connection, where: str) -> None:
                                "ESCALATION_DB_PATH")
         existing = await _scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'email_deliveries'")
         await db.execute(_CREATE_SEQUENCE)
+        await db.execute(_CREATE_TENANT_SEQUENCE)
         await db.execute(_CREATE_DELIVERIES)
         async with db.execute("PRAGMA table_info(email_deliveries)") as cursor:
             columns = {row[1] for row in await cursor.fetchall()}

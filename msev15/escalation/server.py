@@ -116,7 +116,8 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
 
     @mcp.tool(name="get_email_status", title="Email delivery status")
     async def get_email_status(
-        email_id: Annotated[str, Field(description="The email_id sendemail returned, e.g. EMAIL-UC2-20251107-001")],
+        email_id: Annotated[str, Field(
+            description="The email_id sendemail returned, e.g. EMAIL-UC2-20251107-001-K7Q2MZ")],
         *,
         ctx: Context,
     ) -> dict[str, Any]:

@@ -250,7 +250,7 @@ class EscalationService:
         }
         recipients: dict[str, str] = {"customer": request.customer_email,
                                        "bank_team": self.settings.support_team_email}
-        email_id = await self.store.next_email_id(request.use_case, now.date())
+        email_id = await self.store.next_email_id(request.use_case, now.date(), tenant_id)
         log.info("Sending email for ticket %s (%s) as %s (tenant %s)", request.ticket_id, request.use_case, email_id,
                  tenant_id)
         log.debug("%s recipients: customer %s, support team %s", email_id, recipients["customer"],
@@ -325,7 +325,7 @@ class EscalationService:
         unknown or another tenant's (with the same message, so the two cannot be told apart)."""
         tenant_id = checked_tenant(tenant_id)
         if not isinstance(email_id, str) or not EMAIL_ID_RE.fullmatch(email_id.strip()):
-            raise InvalidRequest([f"email_id must look like EMAIL-UC2-20251107-001, got {email_id!r}"[:200]])
+            raise InvalidRequest([f"email_id must look like EMAIL-UC2-20251107-001-K7Q2MZ, got {email_id!r}"[:200]])
         email_id = email_id.strip()
         records = await self.store.get(email_id, tenant_id=tenant_id)
         if not records:

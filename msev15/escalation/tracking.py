@@ -1,11 +1,13 @@
-"""Delivery tracking in SQLite: one row per message, and the per-day email id sequence.
+"""Delivery tracking in SQLite: one row per message, and the per-tenant, per-day email id sequence.
 
-The sequence lives in the same file, so ``EMAIL-UC2-20251107-001`` ids stay unique across
+The sequence lives in the same file, so ``EMAIL-UC2-20251107-001-K7Q2MZ`` ids stay unique across
 restarts (and across processes sharing the file: the increment is a single atomic statement).
 
-Records belong to the tenant whose call created them. Email ids are sequential, so easy to guess:
-a record is only ever read back inside its own tenant, and another tenant's id finds nothing,
-exactly like an id that was never issued. The tables and their migration are in :mod:`.schema`.
+Records belong to the tenant whose call created them. Each tenant has its own sequence (a shared
+one let a tenant read the others' volume off its ids), and a random tag makes ids unique across
+tenants and unguessable; still, a record is only ever read back inside its own tenant, and
+another tenant's id finds nothing, exactly like an id that was never issued. The tables and their
+migration are in :mod:`.schema`.
 
 ``sendemail`` idempotency keys (:mod:`.replay`) are written with the call's delivery records,
 in one transaction. Writes share one connection, so every write holds ``_writing``: a commit
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import secrets
 import sqlite3
 from datetime import date
 from pathlib import Path
@@ -24,7 +27,8 @@ from typing import Any
 
 import aiosqlite
 
-from msev15.escalation.models import DeliveryRecord
+from msev15.common.tenancy import DEFAULT_TENANT
+from msev15.escalation.models import EMAIL_TAG_ALPHABET, DeliveryRecord
 from msev15.escalation.replay import KeyRecord, KeyTaken
 from msev15.escalation.schema import migrate
 
@@ -67,19 +71,22 @@ class TrackingStore:
         async with self._db.execute("SELECT 1") as cursor:
             await cursor.fetchone()
 
-    async def next_email_id(self, use_case: str, day: date) -> str:
-        """``EMAIL-{use_case}-{yyyymmdd}-{seq:03d}``, seq counting per use case and day from 1."""
+    async def next_email_id(self, use_case: str, day: date, tenant_id: str = DEFAULT_TENANT) -> str:
+        """``EMAIL-{use_case}-{yyyymmdd}-{seq:03d}-{tag}``: seq counts per tenant, use case and day
+        from 1, so an id says nothing of other tenants' volume; ``tag`` is 6 random characters,
+        so ids are unique across tenants and cannot be guessed from one's own."""
         stamp = day.strftime("%Y%m%d")
         async with self._writing:
             async with self._db.execute(
-                "INSERT INTO email_sequence (day, use_case, last) VALUES (?, ?, 1) "
-                "ON CONFLICT (day, use_case) DO UPDATE SET last = last + 1 RETURNING last",
-                (stamp, use_case),
+                "INSERT INTO email_sequence_by_tenant (tenant_id, day, use_case, last) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (tenant_id, day, use_case) DO UPDATE SET last = last + 1 RETURNING last",
+                (tenant_id, stamp, use_case),
             ) as cursor:
                 row = await cursor.fetchone()
             await self._db.commit()
         assert row is not None
-        return f"EMAIL-{use_case}-{stamp}-{row[0]:03d}"
+        tag = "".join(secrets.choice(EMAIL_TAG_ALPHABET) for _ in range(6))
+        return f"EMAIL-{use_case}-{stamp}-{row[0]:03d}-{tag}"
 
     async def create(self, records: list[DeliveryRecord], *, key: KeyRecord | None = None,
                      forget_keys_before: str = "") -> None:

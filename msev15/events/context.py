@@ -10,6 +10,7 @@ from msev15 import keys
 from msev15.common.ids import new_id
 from msev15.events.bus import EventBus
 from msev15.events.logsub import LoggingSubscriber
+from msev15.events.metrics import MetricsSubscriber
 from msev15.events.turnlog import TurnLog
 
 
@@ -30,6 +31,9 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.TURNS] = turns
     subscriber = LoggingSubscriber(bus)
     subscriber.start()
+    metrics = MetricsSubscriber(bus, app[keys.METRICS])
+    metrics.start()
     yield
+    await metrics.close()
     await subscriber.close()
     await turns.close()

@@ -50,6 +50,8 @@ class TurnCompleted(TurnEvent):
     message: str
     message_count: int
     usage: dict[str, int] | None = None
+    elapsed: float = 0.0  # seconds from acceptance to the end (metrics; not sent to clients)
+    ttft: float | None = None  # seconds from acceptance to the first token, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class TurnFailed(TurnEvent):
     message: str
     status: int = 500
     retry_after: float | None = None  # seconds, when the model said when to come back (HTTP 429)
+    elapsed: float = 0.0
+    ttft: float | None = None
 
 
 TERMINAL = (TurnCompleted, TurnFailed)

@@ -6,7 +6,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from msev15.config import Settings
-from msev15.handlers import agui, aisdk, chat, health, sessions, turns
+from msev15.handlers import agui, aisdk, chat, health, metrics, sessions, turns
 from msev15.handlers.docs import setup_docs
 from msev15.handlers.playground import setup_playground
 from msev15.keys import SETTINGS
@@ -16,6 +16,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/health", health.health)
     app.router.add_get("/health/liveness", health.liveness)
     app.router.add_get("/health/readiness", health.readiness)
+    app.router.add_get("/metrics", metrics.metrics)
     app.router.add_post("/api/v1/chat", chat.chat)
     app.router.add_post("/api/v1/chat/stream", chat.chat_stream)
     app.router.add_get("/api/v1/sessions", sessions.list_sessions)

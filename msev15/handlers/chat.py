@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -12,11 +13,14 @@ from msev15.common.ids import new_id
 from msev15.events.turnlog import TurnRecord
 from msev15.events.types import (
     BusyPolicy,
+    TurnCompleted,
     TurnFailed,
     TurnRequested,
     retry_after_seconds,
 )
+from msev15.handlers.disconnect import client_gone
 from msev15.handlers.errors import ApiError, utc_now_iso
+from msev15.handlers.ratelimit import check_tenant_rate
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import ChatRequest, chat_request, json_object
 
@@ -39,6 +43,7 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
 
     Every front door (REST, SSE, the AG-UI and AI SDK adapters) starts turns through here."""
     logs.bind(session_id=session_id, tenant_id=tenant_id)
+    check_tenant_rate(app, tenant_id)
     turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy)
     coordination = app[keys.COORDINATION]
     try:
@@ -59,6 +64,30 @@ async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, 
     chat = chat_request(request, await json_object(request), request.app[keys.SETTINGS].max_message_chars)
     return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
                                   if_busy=chat.if_busy)
+
+
+async def _outcome_unless_gone(request: web.Request, record: TurnRecord) -> TurnCompleted | TurnFailed:
+    """The turn's end; if the client leaves first, the turn is cancelled (nobody would read it).
+
+    Leaving shows up either as the connection's loss (see handlers/disconnect.py) or, on servers
+    run with ``handler_cancellation`` (aiohttp's test server), as this handler being cancelled."""
+    runner = request.app[keys.RUNNER]
+    outcome = asyncio.ensure_future(record.outcome())
+    gone = asyncio.ensure_future(client_gone(request))
+    try:
+        await asyncio.wait((outcome, gone), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        runner.stop(record, "cancelled" if runner.accepting else "shutting_down")
+        raise
+    finally:
+        gone.cancel()
+        if not outcome.done():
+            outcome.cancel()
+    if outcome.done() and not outcome.cancelled():
+        return outcome.result()
+    if runner.stop(record, "cancelled"):
+        log.info("Client left before the answer: turn %s cancelled", record.turn_id)
+    return await record.outcome()
 
 
 async def chat(request: web.Request) -> web.Response:
@@ -87,7 +116,7 @@ async def chat(request: web.Request) -> web.Response:
       "503": {$ref: "#/components/responses/Unavailable"}
     """
     chat_req, record = await _start_turn(request, stream=False)
-    event = await record.outcome()
+    event = await _outcome_unless_gone(request, record)
     if isinstance(event, TurnFailed):
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
         headers = None if wait is None else {"Retry-After": str(retry_after_seconds(wait))}

@@ -33,6 +33,7 @@ class ReadinessChecks(TypedDict):
     session_store: StoreStatus
     escalation_mcp: NotRequired[McpCheck]
     azure_openai_auth: NotRequired[str]
+    orders_store: NotRequired[Literal["unavailable"]]
 
 
 def _mcp_status(connection: McpConnection | None) -> McpCheck:
@@ -114,9 +115,16 @@ async def readiness(request: web.Request) -> web.Response:
         checks["escalation_mcp"] = _mcp_status(connections["escalation"])
     if settings.provider == "azure":  # which sign-in the model calls use: "api_key" or "entra_id"
         checks["azure_openai_auth"] = settings.azure_auth.replace("-", "_")
+    orders = app[keys.ORDERS]
+    # After a refused write, not ready until a write succeeds (a client's, or this probe's).
+    store_ok = orders.write_failure is None or await orders.probe_write()
+    if not store_ok:  # listed only when failing: the spec's set of checks stays as it is otherwise
+        checks["orders_store"] = "unavailable"
     warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[keys.MAILER],
                                   mcp=connections, session_store=checks["session_store"])
-    ready = (app[keys.RUNNER].accepting and checks["session_store"] == "healthy"
+    if not store_ok:
+        warnings.append("The order database refuses writes (disk full or read-only?); orders cannot be saved.")
+    ready = (app[keys.RUNNER].accepting and store_ok and checks["session_store"] == "healthy"
              and not (settings.mcp_server_required and checks["mcp_server"] != "healthy"))
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": warnings}
     return web.json_response(body, status=200 if ready else 503)

@@ -1,4 +1,9 @@
-"""Per-client-IP rate limiting over a sliding 60 s window.
+"""Rate limiting over a sliding 60 s window: per client IP (a middleware) and per tenant.
+
+Both go through the small :class:`Limiter` interface (``hit(key)``), so a limiter shared by
+several instances (Redis) can replace the in-process one without touching the callers. The
+tenant limit (RATE_LIMIT_PER_TENANT_PER_MINUTE) is checked where the tenant is known: by the
+middleware for requests naming it in the query, and by ``start_turn`` for every new turn.
 
 A sliding log: each client keeps the times of its allowed requests in the window (at most
 ``limit`` of them), so the limit is exact and ``Retry-After`` is when the oldest one leaves.
@@ -14,15 +19,27 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from msev15.handlers.errors import EXTRA_HEADERS, ApiError
 
+if TYPE_CHECKING:
+    from msev15.events.metrics import ServiceMetrics
+
 WINDOW = 60.0
-EXEMPT_PREFIXES = ("/health", "/docs", "/redoc", "/openapi.json")
+EXEMPT_PREFIXES = ("/health", "/docs", "/redoc", "/openapi.json", "/metrics")
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Limiter(Protocol):
+    limit: int
+
+    def hit(self, client: str) -> tuple[bool, int, float]:
+        """Count one request of ``client``: (allowed, remaining, seconds until a slot frees)."""
+        ...
 
 
 class RateLimiter:
@@ -99,7 +116,32 @@ class RateLimiter:
         return True, self.limit - len(hits), reset
 
 
-def rate_limit_middleware(limiter: RateLimiter) -> Callable[..., object]:
+def check_tenant_rate(app: web.Application, tenant_id: str) -> None:
+    """Count one request of ``tenant_id`` against RATE_LIMIT_PER_TENANT_PER_MINUTE (when set);
+    429 ``tenant_rate_limited`` with Retry-After beyond it."""
+    from msev15 import keys  # keys imports this module's Limiter for its types
+
+    limiter = app.get(keys.TENANT_LIMITER)
+    if limiter is None:
+        return
+    allowed, _, reset_in = limiter.hit(tenant_id)
+    if not allowed:
+        app[keys.METRICS].rate_limited.labels("tenant").inc()
+        retry_after = max(1, math.ceil(reset_in))
+        raise ApiError(429, "tenant_rate_limited", f"This tenant sent more than {limiter.limit} requests in a minute.",
+                       headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
+
+
+@web.middleware
+async def tenant_rate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The tenant limit for requests naming their tenant in the query (sessions, turns)."""
+    tenant_id = request.query.get("tenant_id")
+    if tenant_id and not request.path.startswith(EXEMPT_PREFIXES) and request.method != "OPTIONS":
+        check_tenant_rate(request.app, tenant_id)
+    return await handler(request)
+
+
+def rate_limit_middleware(limiter: RateLimiter, metrics: ServiceMetrics | None = None) -> Callable[..., object]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(EXEMPT_PREFIXES) or request.method == "OPTIONS":
@@ -112,6 +154,8 @@ def rate_limit_middleware(limiter: RateLimiter) -> Callable[..., object]:
             "X-RateLimit-Reset": str(math.ceil(time.time() + reset_in)),
         }
         if not allowed:
+            if metrics is not None:
+                metrics.rate_limited.labels("ip").inc()
             retry_after = max(1, math.ceil(reset_in))
             headers["Retry-After"] = str(retry_after)
             raise ApiError(429, "Rate limit exceeded",

@@ -37,7 +37,9 @@ async def open_sessions(settings: Settings) -> Sessions:
     """The session store SESSION_STORE names."""
     if settings.session_store == "memory":
         return MemorySessions(SessionStore(settings.session_ttl_seconds, max_messages=settings.session_max_messages,
-                                           max_sessions=settings.session_max_sessions))
+                                           max_sessions=settings.session_max_sessions,
+                                           max_sessions_per_tenant=settings.session_max_sessions_per_tenant,
+                                           max_bytes=settings.session_max_bytes))
     if settings.session_store == "redis":
         from msev15.store.redis_sessions import RedisSessions
 

@@ -46,6 +46,11 @@ class OrderError(Exception):
     """Base of the order errors; ``str(error)`` is a message a caller (or a model) can act on."""
 
 
+class StoreUnavailable(OrderError):
+    """The database refused a write (disk full, read-only file, I/O error): the service, not the
+    request, is at fault, and a retry later may succeed."""
+
+
 class OrderValidationError(OrderError, ValueError):
     """An argument is missing, malformed or out of range."""
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiosqlite
 
@@ -69,6 +69,7 @@ from msev15.store.order_values import (
     OrderNotFound,
     OrderStatus,
     OrderValidationError,
+    StoreUnavailable,
     check_limit,
     check_notes,
     check_order_id,
@@ -88,7 +89,7 @@ __all__ = [
     "BUSY_TIMEOUT_MS", "DEFAULT_LIMIT", "DEMO_TENANT", "ID_ALPHABET", "MAX_ADDRESS", "MAX_CUSTOMER_ID",
     "MAX_LIMIT", "MAX_NOTES", "MAX_PRICE", "MAX_QUANTITY", "MAX_SKU", "MAX_TENANT_ID", "MIGRATIONS",
     "SCHEMA_VERSION", "STATUSES", "TRANSITIONS", "InvalidTransition", "Order", "OrderError", "OrderList",
-    "OrderNotFound", "OrderRepository", "OrderStatus", "OrderValidationError", "new_order_id",
+    "OrderNotFound", "OrderRepository", "OrderStatus", "OrderValidationError", "StoreUnavailable", "new_order_id",
 ]
 
 log = logging.getLogger("store.orders")
@@ -104,6 +105,13 @@ _INSERT = ("INSERT INTO orders (order_id, tenant_id, customer_id, product_sku, q
 _NEWEST_FIRST = "ORDER BY created_at DESC, seq DESC"
 
 
+_REFUSALS = ("disk is full", "readonly", "read-only", "disk i/o error", "unable to open", "no space")
+
+
+def _storage_refusal(exc: sqlite3.Error) -> bool:
+    return any(word in str(exc).lower() for word in _REFUSALS)
+
+
 def new_order_id() -> str:
     return "ORD-" + "".join(secrets.choice(ID_ALPHABET) for _ in range(8))
 
@@ -115,6 +123,9 @@ class OrderRepository:
         self._db: aiosqlite.Connection | None = db
         self.path = path
         self._new_id = id_factory
+        # Why the last write failed (disk full, read-only, I/O error), until a write succeeds:
+        # readiness says not_ready meanwhile.
+        self.write_failure: str | None = None
 
     @classmethod
     async def open(cls, path: str | Path, *, seed: bool = False,
@@ -179,7 +190,7 @@ class OrderRepository:
         for _ in range(_ID_ATTEMPTS):
             order_id = self._generated_id()
             try:
-                rows = await self._fetch(
+                rows = await self._write(
                     f"{_INSERT} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
                     (order_id, *values, now, now))
             except sqlite3.IntegrityError as exc:
@@ -204,7 +215,7 @@ class OrderRepository:
                 return {**current, "previous_status": previous}
             if new not in TRANSITIONS[previous]:
                 raise InvalidTransition(transition_message(oid, previous, new))
-            rows = await self._fetch(
+            rows = await self._write(
                 f"UPDATE orders SET status = ?, updated_at = ? WHERE tenant_id = ? AND order_id = ? "
                 f"AND status = ? RETURNING {_COLUMNS}", (new, now_iso(), tenant, oid, previous))
             if rows:
@@ -292,6 +303,46 @@ class OrderRepository:
         if not rows:
             raise OrderNotFound(f"no order {oid} found")
         return order_from_row(rows[0])
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A statement that changes the database; a refusal of the storage becomes StoreUnavailable."""
+        try:
+            rows = await self._fetch(sql, params)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.OperationalError as exc:
+            if not _storage_refusal(exc):
+                raise
+            self._write_failed(exc)
+        self.write_failure = None
+        return rows
+
+    def _write_failed(self, exc: sqlite3.Error) -> NoReturn:
+        if self.write_failure is None:
+            log.error("The order database refused a write: %s", exc)
+        self.write_failure = str(exc)
+        raise StoreUnavailable("the order store cannot save changes right now (the database refused the write); "
+                               "please try again later") from exc
+
+    async def probe_write(self) -> bool:
+        """Try a write that needs new pages and a commit, then leaves nothing behind; True when
+        it succeeds. Readiness calls this while a write failure is on record, so the store is
+        seen to recover without waiting for a client's write."""
+        assert self._db is not None
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            await db.execute("CREATE TABLE IF NOT EXISTS store_probe (filler BLOB)")
+            await db.execute("INSERT INTO store_probe VALUES (zeroblob(8192))")
+            await db.execute("DELETE FROM store_probe")
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            self.write_failure = str(exc)
+            return False
+        self.write_failure = None
+        return True
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         # execute + fetchall in one call on aiosqlite's thread: the statement (and its implicit

@@ -8,6 +8,12 @@ messages (``visible``).
 
 A turn's messages are committed together when the turn completes; a failed turn commits nothing
 (the session is exactly as it was before the turn), so history never holds half an answer.
+
+Memory is bounded per tenant, so one tenant's flood never costs another its history: a tenant
+keeps at most ``max_sessions_per_tenant`` sessions (its own least recently active go first), and
+when all tenants together reach ``max_sessions`` the tenant holding the most loses its least
+recently active one. Each session keeps at most ``max_bytes`` of message text (UTF-8), dropping
+its oldest whole turns first; the newest turn is always kept.
 """
 
 from __future__ import annotations
@@ -46,8 +52,24 @@ class Message(NamedTuple):
         return {"role": self.role, "content": self.content}
 
 
+def _utf8_len(text: str) -> int:
+    # surrogatepass: a model can echo a lone surrogate ("\ud800"); it is stored, so it is counted.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def message_bytes(message: Message) -> int:
+    """What a message costs against SESSION_MAX_BYTES: its text and tool-call arguments (UTF-8)."""
+    size = _utf8_len(message.content) if message.content else 0
+    extra = message.extra
+    if isinstance(extra, list):  # an assistant's tool calls
+        for call in extra:
+            function = call.get("function") or {}
+            size += _utf8_len(str(function.get("arguments") or "")) + len(str(function.get("name") or ""))
+    return size
+
+
 class Session:
-    __slots__ = ("session_id", "created_at", "last_activity", "messages", "visible_count")
+    __slots__ = ("created_at", "last_activity", "messages", "session_id", "size", "visible_count")
 
     def __init__(self, session_id: str, now: float) -> None:
         self.session_id = session_id
@@ -55,6 +77,7 @@ class Session:
         self.last_activity = now
         self.messages: list[Message] = []
         self.visible_count = 0
+        self.size = 0  # message_bytes() of every message
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +86,49 @@ class Page:
     sessions: list[Session]
 
 
+class _Counts:
+    """Sessions per tenant, with the tenant holding the most found in O(1) (counts move by one)."""
+
+    __slots__ = ("_buckets", "of", "top")
+
+    def __init__(self) -> None:
+        self.of: dict[str, int] = {}
+        self._buckets: dict[int, dict[str, None]] = {}  # count -> tenants (insertion-ordered)
+        self.top = 0
+
+    def _move(self, tenant_id: str, old: int, new: int) -> None:
+        if old:
+            bucket = self._buckets[old]
+            del bucket[tenant_id]
+            if not bucket:
+                del self._buckets[old]
+                if self.top == old:
+                    self.top = new if new else max(self._buckets, default=0)
+        if new:
+            self._buckets.setdefault(new, {})[tenant_id] = None
+            self.of[tenant_id] = new
+            self.top = max(self.top, new)
+        else:
+            del self.of[tenant_id]
+
+    def add(self, tenant_id: str, delta: int) -> None:
+        old = self.of.get(tenant_id, 0)
+        self._move(tenant_id, old, old + delta)
+
+    def largest(self) -> str:
+        return next(iter(self._buckets[self.top]))
+
+
 class SessionStore:
     def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.time,
-                 max_messages: int = 1000, max_sessions: int = 250_000) -> None:
+                 max_messages: int = 1000, max_sessions: int = 250_000, *,
+                 max_sessions_per_tenant: int = 0, max_bytes: int = 0) -> None:
         self.ttl = ttl_seconds if ttl_seconds > 0 else math.inf  # 0: sessions never expire
         self.max_messages = max_messages
         self.max_sessions = max_sessions
+        self.max_sessions_per_tenant = max_sessions_per_tenant or max_sessions
+        self.max_bytes = max_bytes  # 0: no byte budget
+        self._counts = _Counts()
         self._clock = clock
         self._tenants: dict[str, OrderedDict[str, Session]] = {}
         # Every session of every tenant in last-activity order: expiry and the global cap pop
@@ -92,7 +152,9 @@ class SessionStore:
         if not sessions:
             return None
         session = sessions.pop(session_id, None)
-        self._lru.pop((tenant_id, session_id), None)
+        if session is not None:
+            self._lru.pop((tenant_id, session_id), None)
+            self._counts.add(tenant_id, -1)
         if not sessions:
             del self._tenants[tenant_id]
         return session
@@ -129,31 +191,49 @@ class SessionStore:
         key = (tenant_id, session_id)
         if session is None:
             session = sessions[session_id] = self._lru[key] = Session(session_id, started_at)
+            self._counts.add(tenant_id, 1)
+            if len(sessions) > self.max_sessions_per_tenant:
+                self._evict_from(tenant_id)
             if len(self._lru) > self.max_sessions:
-                self._evict_oldest()
+                self._evict_from(self._counts.largest())
         else:
             sessions.move_to_end(session_id)
             self._lru.move_to_end(key)
         session.messages += turn
+        session.size += sum(message_bytes(m) for m in turn)
         session.visible_count += 2
         session.last_activity = now
         if len(session.messages) > self.max_messages:
-            self._trim(session)
+            self._trim(session, len(session.messages) - self.max_messages)
+        if self.max_bytes and session.size > self.max_bytes:
+            self._trim_bytes(session)
         return session.visible_count
 
-    def _evict_oldest(self) -> None:
-        """Over SESSION_MAX_SESSIONS: the least recently active session, of any tenant, goes."""
-        (tenant_id, session_id), _ = self._lru.popitem(last=False)
-        self._drop(tenant_id, session_id)
+    def _evict_from(self, tenant_id: str) -> None:
+        """Drop the tenant's least recently active session (over a session cap)."""
+        sessions = self._tenants[tenant_id]
+        self._drop(tenant_id, next(iter(sessions)))
         self.evicted += 1
 
-    def _trim(self, session: Session) -> None:
-        """Drop the oldest whole turns so a long-lived session stays within max_messages."""
+    def _trim(self, session: Session, excess: int) -> None:
+        """Drop at least ``excess`` of the oldest messages, cutting only at a turn's start."""
         messages = session.messages
-        excess = len(messages) - self.max_messages
         cut = next((i for i in range(excess, len(messages)) if messages[i].role == "user"), excess)
         session.visible_count -= sum(1 for m in messages[:cut] if m.visible)
+        session.size -= sum(message_bytes(m) for m in messages[:cut])
         del messages[:cut]
+
+    def _trim_bytes(self, session: Session) -> None:
+        """Over SESSION_MAX_BYTES: drop the oldest whole turns; the newest turn always stays."""
+        over, freed, cut = session.size - self.max_bytes, 0, 0
+        for i, message in enumerate(session.messages):
+            if message.role == "user" and i:  # a turn starts at i
+                cut = i
+                if freed >= over:
+                    break
+            freed += message_bytes(message)
+        if cut:
+            self._trim(session, cut)
 
     def page(self, tenant_id: str, limit: int, offset: int) -> Page:
         """Newest activity first. Cost is O(min(offset, total - offset) + limit), never a sort."""

@@ -246,3 +246,25 @@ async def test_the_service_refuses_a_malformed_key_given_directly(settings_for):
     assert sent.status == "sent"
     assert metric(metrics, "escalation_requests_rejected_total") == 1
     assert _keys(settings.escalation_db_path) == [("default", "call-0003", sent.email_id)]
+
+
+async def test_email_ids_count_per_tenant_and_carry_an_unguessable_tag(tmp_path) -> None:
+    """A shared per-day counter let one tenant read the others' volume off its own ids."""
+    from msev15.escalation.models import EMAIL_ID_RE
+    from msev15.escalation.tracking import TrackingStore
+
+    store = await TrackingStore.open(str(tmp_path / "escalation.db"))
+    try:
+        day = date(2025, 11, 7)
+        first_a = await store.next_email_id("UC2", day, "acme")
+        for _ in range(5):
+            await store.next_email_id("UC2", day, "globex")
+        second_a = await store.next_email_id("UC2", day, "acme")
+        other = await store.next_email_id("UC2", day, "globex")
+    finally:
+        await store.close()
+    assert first_a.startswith("EMAIL-UC2-20251107-001-") and second_a.startswith("EMAIL-UC2-20251107-002-")
+    assert other.startswith("EMAIL-UC2-20251107-006-")  # globex's own sixth, nothing of acme's
+    assert len({first_a[-6:], second_a[-6:], other[-6:]}) == 3
+    assert all(EMAIL_ID_RE.fullmatch(i) for i in (first_a, second_a, other))
+    assert EMAIL_ID_RE.fullmatch("EMAIL-UC2-20251107-001")  # ids issued before still resolve

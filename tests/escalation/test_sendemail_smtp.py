@@ -47,7 +47,7 @@ async def test_uc2_sends_customer_and_team_emails(settings_for, smtp, caplog):
 
     assert not result.is_error
     data: dict[str, Any] = result.structured_content
-    assert re.fullmatch(r"EMAIL-UC2-\d{8}-001", data["email_id"])
+    assert re.fullmatch(r"EMAIL-UC2-\d{8}-001-[A-Z0-9]{6}", data["email_id"])
     assert data["status"] == "sent"
     assert data["recipients"] == {"customer": "jane.doe@example.com", "bank_team": "support@bankx.com"}
     assert data["errors"] == {}
@@ -102,7 +102,7 @@ async def test_uc3_uses_money_coach_wording(settings_for, smtp):
         result = await client.call_tool("sendemail", uc3_args())
 
     assert not result.is_error
-    assert re.fullmatch(r"EMAIL-UC3-\d{8}-001", result.structured_content["email_id"])
+    assert re.fullmatch(r"EMAIL-UC3-\d{8}-001-[A-Z0-9]{6}", result.structured_content["email_id"])
     by_rcpt = _by_recipient(smtp)
     customer, team = by_rcpt["jane.doe@example.com"], by_rcpt["support@bankx.com"]
     assert customer["Subject"] == "Financial Coaching Request: TKT-2025-001235"
@@ -145,6 +145,6 @@ async def test_email_ids_count_per_day_and_survive_a_restart(settings_for, smtp)
             ids.append((await client.call_tool("sendemail", args)).structured_content["email_id"])
     async with running(settings) as server, connect(server) as client:
         ids.append((await client.call_tool("sendemail", uc2_args())).structured_content["email_id"])
-    assert [i.rsplit("-", 1)[1] for i in ids] == ["001", "002", "001", "003"]
+    assert [i.split("-")[3] for i in ids] == ["001", "002", "001", "003"]
     assert [i.split("-")[1] for i in ids] == ["UC2", "UC2", "UC3", "UC2"]
     assert len(set(ids)) == 4

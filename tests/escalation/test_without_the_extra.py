@@ -27,14 +27,6 @@ def _escalation_mcp_without(module: str, tmp_path: Path, **env: str) -> subproce
 
 
 @pytest.mark.subprocess
-def test_without_prometheus_client_the_server_says_what_to_install(tmp_path: Path) -> None:
-    run = _escalation_mcp_without("prometheus_client", tmp_path)
-    assert run.returncode == 1, run.stderr
-    assert "escalation-mcp: cannot start: EscalationComms needs prometheus-client" in run.stderr
-    assert HINT in run.stderr and "Traceback" not in run.stderr
-
-
-@pytest.mark.subprocess
 def test_without_the_azure_sdk_acs_says_what_to_install(tmp_path: Path) -> None:
     acs = f"endpoint=http://127.0.0.1:9/;accesskey={ACS_KEY}"
     run = _escalation_mcp_without("azure.communication.email.aio", tmp_path, AZURE_COMMUNICATION_CONNECTION_STRING=acs)

@@ -1,8 +1,9 @@
 """Hostile clients at the HTTP level: header floods, huge lines, lying lengths, slow loris.
 
 Header floods and over-long request lines are refused by aiohttp's parser before any middleware
-runs, so the answer is aiohttp's own short ``400`` in text/plain (no JSON envelope, no
-X-Request-ID) and the connection is closed. What we require there: a clean 4xx, no echo of
+runs. Under aiohttp's test server (these tests) the answer is aiohttp's own short ``400`` in
+text/plain and the connection is closed; ``msev15 serve`` answers them with the envelope and
+X-Request-ID instead (tests/limits/test_connections.py). What we require there: a clean 4xx, no echo of
 internals, and a service that keeps serving. Everything that reaches a handler gets the envelope.
 """
 

@@ -19,26 +19,78 @@ from typing import Any
 
 from msev15.agent.providers.base import ModelReply, ProbeStatus, ToolCallRequest
 
+# Every pattern runs in time linear in the message (a 16,000-character message is allowed, and
+# this runs on the event loop). The rules that keep it so: whitespace before a capture is
+# possessive (``\s*+``: no splitting one run between several ``\s*``); a match may start only
+# where its run starts (lookbehinds), so a long run is not rescanned from every position; no
+# ``A.*B`` search (with many A's each scans to the end): ``_after`` looks for B after the first A;
+# and free text ("ship to ...", "subject ...") is cut by :class:`_Phrase` in one forward pass
+# instead of a lazy ``(.+?)`` tested against the end at every step.
 _ORDER_ID = re.compile(r"\b(ORD-[A-Z0-9]{4,})\b", re.I)
 _COMPLAINT_ID = re.compile(r"\b(CMP-[A-Z0-9]{4,})\b", re.I)
-_CUSTOMER = re.compile(r"\bcustomer(?:\s*id)?\s*[:#]?\s*([A-Za-z0-9][\w-]*\d[\w-]*|[A-Z]{2,}[\w-]*)", re.I)
+_CUSTOMER = re.compile(r"\bcustomer(?:\s*+id)?\s*+[:#]?\s*+([A-Za-z0-9][\w-]*\d[\w-]*|[A-Z]{2,}[\w-]*)", re.I)
 _BARE_CUSTOMER = re.compile(r"\b(CUST-[A-Z0-9][A-Z0-9-]*)\b", re.I)
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-_SKU = re.compile(r"\bsku\s*[:#]?\s*([A-Za-z0-9][\w-]*)", re.I)
-_QTY = re.compile(r"\b(\d{1,6})\s*(?:x\b|×|units?\b|pcs\b|pieces\b|items?\b|of\b)", re.I)
-_PRICE = re.compile(r"(?:price|at|for|@)\s*[:]?\s*[$€£]?\s*(\d+(?:\.\d{1,2})?)\b(?!\s*(?:x|units?|pcs))", re.I)
-_ADDRESS = re.compile(r"(?:ship(?:ping)?(?:\s+it)?\s+to|address(?:\s+is)?|deliver(?:ed)?\s+to)"
-                      r"\s*[:]?\s*(.+?)(?:\s*$|\.\s)", re.I)
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_SKU = re.compile(r"\bsku\s*+[:#]?\s*+([A-Za-z0-9][\w-]*)", re.I)
+_QTY = re.compile(r"\b(\d{1,6})\s*+(?:x\b|×|units?\b|pcs\b|pieces\b|items?\b|of\b)", re.I)
+_PRICE = re.compile(r"(?:price|at|for|@)\s*+[:]?\s*+[$€£]?\s*+(\d++(?:\.\d{1,2})?)\b(?!\s*+(?:x|units?|pcs))", re.I)
 _STATUSES = ("pending", "confirmed", "shipped", "delivered", "cancelled")
 _STATUS = re.compile(r"\b(" + "|".join(_STATUSES) + r"|canceled)\b", re.I)
-_SUBJECT = re.compile(r"subject\s*[:=]?\s*[\"']?(.+?)[\"']?"
-                      r"(?:\s+(?:saying|body|with (?:the )?body|and (?:say|tell)|message)\b|$)", re.I)
-_BODY = re.compile(r"(?:saying|body\s*[:=]?|message\s*[:=]|tell(?:ing)? (?:them|him|her)(?: that)?)"
-                   r"\s*[\"']?(.+?)[\"']?\s*$", re.I | re.S)
-_LIMIT = re.compile(r"\b(?:last|recent|latest|top|first)\s+(\d{1,3})\b", re.I)
-_RESOLUTION = re.compile(r"(?:resolution|resolved with|because|note)\s*[:=]?\s*(.+)$", re.I | re.S)
-_GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|greetings)\b", re.I)
+_LIMIT = re.compile(r"\b(?:last|recent|latest|top|first)\s++(\d{1,3})\b", re.I)
+_GREETING = re.compile(r"^\s*+(hi|hello|hey|good (morning|afternoon|evening)|greetings)\b", re.I)
 _THANKS = re.compile(r"\b(thanks|thank you|cheers)\b", re.I)
+
+
+class _Phrase:
+    """Free text after a keyword: from the end of the first ``start`` match up to the first
+    ``stop`` match after it, else to the end of that line (``to_end``: of the message), with
+    whitespace and quotes trimmed. One forward search for each, so linear in the message."""
+
+    def __init__(self, start: str, stop: str | None = None, *, to_end: bool = False) -> None:
+        self.start = re.compile(start, re.I)
+        self.stop = re.compile(stop, re.I) if stop else None
+        self.to_end = to_end
+
+    def search(self, text: str) -> str | None:
+        found = self.start.search(text)
+        if found is None:
+            return None
+        begin = found.end()
+        end = len(text) if self.to_end else text.find("\n", begin)
+        if end < 0:
+            end = len(text)
+        if self.stop is not None:
+            stop = self.stop.search(text, begin + 1, end + 1)
+            if stop is not None:
+                end = stop.start()
+        value = text[begin:end].strip().strip("\"'").strip()
+        return value or None
+
+
+_ADDRESS = _Phrase(r"(?:ship(?:ping)?(?:\s++it)?\s++to|address(?:\s++is)?|deliver(?:ed)?\s++to)\s*+[:]?\s*+",
+                   r"\.\s")
+_SEARCH_ADDRESS = _Phrase(r"\b(?:address|shipped to|going to)\s++(?:contains\s++|like\s++)?")
+_SUBJECT = _Phrase(r"subject\s*+[:=]?\s*+",
+                   r"(?<!\s)[\"']?\s++(?:saying|body|with (?:the )?body|and (?:say|tell)|message)\b")
+_BODY = _Phrase(r"(?:saying|body\s*+[:=]?|message\s*+[:=]|tell(?:ing)? (?:them|him|her)(?: that)?)\s*+", to_end=True)
+_RESOLUTION = _Phrase(r"(?:resolution|resolved with|because|note)\s*+[:=]?\s*+", to_end=True)
+_TEST_MAIL = (re.compile(r"\b(?:test|check)\b"), re.compile(r"\b(?:mail|smtp|email)\b"), re.compile(r"\bconnect"))
+_CREATE = re.compile(r"\b(?:create|place|make|new)\b")
+_CREATE_AFTER = re.compile(r"\b(?:create|place)")
+_ORDER_WORD = re.compile(r"\border\b")
+
+
+def _after(text: str, *patterns: re.Pattern[str]) -> bool:
+    """Each pattern matches after the previous one's first match: ``A.*B.*C`` in linear time
+    (the first A leaves the most room for the rest, so it is the only one to try)."""
+    pos = 0
+    for pattern in patterns:
+        found = pattern.search(text, pos)
+        if found is None:
+            return False
+        pos = found.end()
+    return True
+
 
 _CATEGORIES = {  # first match wins: "arrived damaged" is about the product, not the delivery
     "product": ("broken", "damaged", "defect", "faulty", "quality", "wrong item"),
@@ -188,12 +240,11 @@ class OfflineProvider:
                     "customer_email": emails[0] if emails else None,
                     "query": text, "use_case": "UC2", "reason": "Customer asked for a human agent"}
             return self._ask(tools, name, args, "opening a support ticket")
-        if re.search(r"\b(test|check)\b.*\b(mail|smtp|email)\b.*\bconnect", low) or "test_connection" in low:
+        if _after(low, *_TEST_MAIL) or "test_connection" in low:
             return self._ask(tools, _tool(tools, "test_connection"), {}, "checking the mail connection")
         if re.search(r"\b(send|write)\b.{0,40}\be-?mail\b", low) or (emails and re.search(r"\be-?mail\b", low)):
             subject = _m(_SUBJECT, text)
-            found = _BODY.search(text)
-            body = found.group(1).strip() if found else None
+            body = _BODY.search(text)
             if not body and order_id:
                 body = f"This is an update about your order {order_id}."
             default_subject = "Your order " + order_id if order_id else "Message from Customer Service"
@@ -201,7 +252,7 @@ class OfflineProvider:
             return self._ask(tools, _tool(tools, "send_email", "send_text_email"), args, "sending an email",
                              lambda _: " For example: send an email to jane@example.com with subject Hello"
                                        " saying Your order shipped.")
-        if re.search(r"\b(create|place|make|new)\b.*\border\b|\border\b.*\b(create|place)", low):
+        if _after(low, _CREATE, _ORDER_WORD) or _after(low, _ORDER_WORD, _CREATE_AFTER):
             price = _m(_PRICE, text)
             qty = _m(_QTY, text)
             args = {"customer_id": customer, "product_sku": _m(_SKU, text), "quantity": int(qty) if qty else None,
@@ -222,8 +273,7 @@ class OfflineProvider:
             return self._ask(tools, _tool(tools, "get_orders_by_customer"), {"customer_id": customer},
                              "finding a customer's orders")
         sku = _m(_SKU, text)
-        address = _m(re.compile(r"\b(?:address|shipped to|going to)\s+(?:contains\s+|like\s+)?[\"']?(.+?)[\"']?\s*$",
-                                re.I), text)
+        address = _m(_SEARCH_ADDRESS, text)
         if "order" in low and (sku or address or status):
             return self._ask(tools, _tool(tools, "search_orders"), {"sku": sku, "address": address, "status": status},
                              "searching orders")
@@ -287,11 +337,17 @@ class OfflineProvider:
         return " ".join(reversed(results))
 
 
-def _m(pattern: re.Pattern[str], text: str, *, upper: bool = False, lower: bool = False) -> str | None:
-    match = pattern.search(text)
-    if not match:
-        return None
-    value = match.group(1).strip().rstrip(".,;")
+def _m(pattern: re.Pattern[str] | _Phrase, text: str, *, upper: bool = False, lower: bool = False) -> str | None:
+    if isinstance(pattern, _Phrase):
+        found = pattern.search(text)
+        if found is None:
+            return None
+        value = found.rstrip(".,;")
+    else:
+        match = pattern.search(text)
+        if not match:
+            return None
+        value = match.group(1).strip().rstrip(".,;")
     return value.upper() if upper else value.lower() if lower else value
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from msev15.agent.tools.registry import Tool, ToolContext, ToolError
+from msev15.agent.tools.registry import ServiceUnavailable, Tool, ToolContext, ToolError
 from msev15.store.orders import (
     DEFAULT_LIMIT,
     MAX_ADDRESS,
@@ -23,6 +23,7 @@ from msev15.store.orders import (
     STATUSES,
     OrderError,
     OrderRepository,
+    StoreUnavailable,
 )
 
 T = TypeVar("T")
@@ -71,6 +72,8 @@ ALL_SCHEMA = _schema({"limit": _LIMIT})
 async def _call(work: Awaitable[T]) -> T:
     try:
         return await work
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable("store_unavailable", str(exc)) from exc
     except OrderError as exc:
         raise ToolError(str(exc)) from exc
 

@@ -36,6 +36,16 @@ class ToolError(Exception):
     """An error the model should read and may recover from (bad input, not found, ...)."""
 
 
+class ServiceUnavailable(Exception):
+    """A dependency of the service itself failed (the order store refuses writes): the call
+    gets a result like any failure, and the turn then ends with a 503 ``code`` for the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 ToolFunc = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
 
 
@@ -62,6 +72,7 @@ class Tool:
 class ToolResult:
     ok: bool
     content: str  # JSON text sent back to the model
+    unavailable: ServiceUnavailable | None = None
 
     @classmethod
     def success(cls, value: Any) -> ToolResult:
@@ -167,6 +178,8 @@ class ToolRegistry:
             value = await asyncio.wait_for(tool.func(ctx, args), self.timeout)
         except ToolError as exc:
             return ToolResult.failure(str(exc))
+        except ServiceUnavailable as exc:
+            return ToolResult(False, json.dumps({"error": f"{exc.code}: {exc.message}"}), exc)
         except TimeoutError:
             log.warning("tool %s timed out after %.1fs", name, self.timeout)
             return ToolResult.failure(f"tool {name} timed out after {self.timeout:g}s")

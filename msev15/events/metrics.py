@@ -1,0 +1,151 @@
+"""Prometheus metrics of the service, in a registry of its own per app (tests build many apps).
+
+Three sources, each as cheap as it can be on its path:
+
+- the bus: a subscriber reads turn ends and tool results (never tokens: a turn's token counts
+  arrive once, in its terminal event's usage, so the per-token path pays nothing);
+- the HTTP middleware (handlers/metrics.py): one counter and one histogram per request, labelled
+  by route template (``/api/v1/sessions/{session_id}/history``), never the raw path;
+- gauges read at scrape time from their owners (runner, sessions, MCP connections, the
+  connection guard), by a custom collector: nothing to keep in step.
+
+Per-tenant labels only with METRICS_TENANT_LABELS=true, and then at most METRICS_MAX_TENANTS
+distinct tenants; the rest are counted as ``other``, so a tenant flood cannot grow the series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from msev15.events.bus import EventBus, Subscription
+from msev15.events.types import ToolFinished, TurnCompleted, TurnEvent, TurnFailed
+
+OTHER = "other"
+TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+STOPPED = frozenset({"cancelled", "interrupted", "shutting_down"})
+
+
+class TenantLabels:
+    """The tenant label: the first ``limit`` tenants by name, every later one as ``other``."""
+
+    def __init__(self, enabled: bool, limit: int) -> None:
+        self.enabled = enabled
+        self.limit = limit
+        self._known: set[str] = set()
+
+    def __call__(self, tenant_id: str) -> str:
+        if tenant_id in self._known:
+            return tenant_id
+        if len(self._known) < self.limit:
+            self._known.add(tenant_id)
+            return tenant_id
+        return OTHER
+
+
+class ServiceMetrics:
+    def __init__(self, *, tenant_labels: bool = False, max_tenants: int = 50) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.tenant = TenantLabels(tenant_labels, max_tenants)
+        t: tuple[str, ...] = ("tenant",) if tenant_labels else ()
+        r = self.registry
+        self.http_requests = Counter("msev15_http_requests", "HTTP requests by route template, method and status.",
+                                     ("route", "method", "status"), registry=r)
+        self.http_duration = Histogram("msev15_http_request_duration_seconds", "HTTP request duration.",
+                                       ("route", "method"), buckets=HTTP_BUCKETS, registry=r)
+        self.turns = Counter("msev15_turns", "Turns ended, by outcome (completed, failed, cancelled, ...).",
+                             ("outcome", *t), registry=r)
+        self.turn_duration = Histogram("msev15_turn_duration_seconds", "Turn duration from acceptance to its end.",
+                                       t, buckets=TURN_BUCKETS, registry=r)
+        self.ttft = Histogram("msev15_time_to_first_token_seconds", "Time from acceptance to the first token.",
+                              t, buckets=TTFT_BUCKETS, registry=r)
+        self.tokens = Counter("msev15_tokens", "Model tokens by kind (prompt, completion).", ("kind", *t), registry=r)
+        self.tool_calls = Counter("msev15_tool_calls", "Tool calls by tool and outcome (ok, error).",
+                                  ("tool", "outcome"), registry=r)
+        self.rate_limited = Counter("msev15_rate_limited", "Requests refused by a rate limit, by scope (ip, tenant).",
+                                    ("scope",), registry=r)
+        self._tools: set[str] = set()
+        self.open_streams = [0]  # a plain int in a list: the HTTP middleware bumps it, a gauge reads it
+
+    # --- the bus subscriber ---------------------------------------------------------------
+
+    def observe(self, event: TurnEvent) -> None:
+        match event:
+            case ToolFinished():
+                self.tool_calls.labels(self._tool(event.name), "ok" if event.ok else "error").inc()
+            case TurnCompleted() | TurnFailed():
+                t = (self.tenant(event.tenant_id),) if self.tenant.enabled else ()
+                if isinstance(event, TurnCompleted):
+                    outcome = "completed"
+                else:
+                    outcome = event.error if event.error in STOPPED else "failed"
+                self.turns.labels(outcome, *t).inc()
+                if event.elapsed:
+                    (self.turn_duration.labels(*t) if t else self.turn_duration).observe(event.elapsed)
+                if event.ttft is not None:
+                    (self.ttft.labels(*t) if t else self.ttft).observe(event.ttft)
+                usage = event.usage if isinstance(event, TurnCompleted) else None
+                for kind in ("prompt_tokens", "completion_tokens"):
+                    if usage and usage.get(kind):
+                        self.tokens.labels(kind.removesuffix("_tokens"), *t).inc(usage[kind])
+
+    def _tool(self, name: str) -> str:
+        """Tool names come from our registry and MCP servers: bounded, but capped all the same."""
+        if name in self._tools or len(self._tools) < 200:
+            self._tools.add(name)
+            return name
+        return OTHER
+
+    def gauges(self, read: Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]) -> None:
+        """Add gauges read at scrape time: ``read`` yields (name, help, labels, value)."""
+        self.registry.register(_ReadCollector(read))
+
+
+class _ReadCollector(Collector):
+    def __init__(self, read: Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Any]:
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for name, help_text, labels, value in self._read():
+            family = families.get(name)
+            if family is None:
+                kind = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
+                family = families[name] = kind(name.removesuffix("_total") if kind is CounterMetricFamily else name,
+                                               help_text, labels=list(labels))
+            family.add_metric(list(labels.values()), value)
+        return list(families.values())
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+
+class MetricsSubscriber:
+    """Reads turn ends and tool results from the bus into :class:`ServiceMetrics`."""
+
+    def __init__(self, bus: EventBus, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+        self._sub: Subscription[TurnEvent] = bus.subscribe((ToolFinished, TurnCompleted, TurnFailed))
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="events:metrics")
+
+    async def _run(self) -> None:
+        while True:
+            self._metrics.observe(await self._sub.get())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while self._sub.pending():
+            self._metrics.observe(self._sub.get_nowait())
+        self._sub.close()

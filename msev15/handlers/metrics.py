@@ -1,0 +1,122 @@
+"""GET /metrics (Prometheus text format) and the HTTP metrics middleware.
+
+The route label is the matched route's template (``/api/v1/sessions/{session_id}``), or
+``unmatched`` for paths no route knows: never the raw path, so scanning random URLs cannot grow
+the series. /metrics is exempt from rate limits and, when METRICS_TOKEN is set, needs
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from msev15 import keys
+from msev15.events.metrics import ServiceMetrics
+from msev15.handlers.errors import ApiError
+from msev15.store.memory import MemorySessions
+
+STREAM_ROUTES = frozenset({"/api/v1/chat/stream", "/api/v1/sessions/{session_id}/turns/{turn_id}/events"})
+
+
+def route_of(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    if resource is None or request.match_info.http_exception is not None:
+        return "unmatched"
+    return resource.canonical
+
+
+def metrics_middleware(metrics: ServiceMetrics) -> Callable[..., object]:
+    counter, histogram = metrics.http_requests, metrics.http_duration
+    streams = metrics.open_streams
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = route_of(request)
+        stream = route in STREAM_ROUTES
+        status = 500
+        if stream:
+            streams[0] += 1
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            if stream:
+                streams[0] -= 1
+            counter.labels(route, request.method, str(status)).inc()
+            histogram.labels(route, request.method).observe(time.perf_counter() - started)
+
+    return middleware
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics (text exposition format).
+    ---
+    summary: Prometheus metrics
+    description: |
+      Requests, turns, tokens, tool calls, queues, streams, sessions and connections. When
+      `METRICS_TOKEN` is set, send `Authorization: Bearer <token>`. Exempt from rate limits.
+    tags: [operations]
+    responses:
+      "200":
+        description: The metrics.
+        content:
+          text/plain:
+            schema: {type: string}
+      "401":
+        description: METRICS_TOKEN is set and the request did not carry it.
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Error"}
+    """
+    token = request.app[keys.SETTINGS].metrics_token
+    if token:
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "unauthorized", "This endpoint needs 'Authorization: Bearer <METRICS_TOKEN>'.",
+                           headers={"WWW-Authenticate": "Bearer"})
+    body = generate_latest(request.app[keys.METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def app_gauges(app: web.Application) -> Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]:
+    """What the gauges read at scrape time, from each part's owner."""
+
+    def read() -> Iterable[tuple[str, str, dict[str, str], float]]:
+        metrics = app[keys.METRICS]
+        yield "msev15_open_streams", "SSE streams open now.", {}, metrics.open_streams[0]
+        if keys.RUNNER in app:
+            runner = app[keys.RUNNER]
+            yield "msev15_turns_queued", "Turns waiting for a slot.", {}, runner.queued
+            yield "msev15_turns_running", "Turns running now.", {}, runner.running
+        sessions = app.get(keys.SESSIONS)
+        if isinstance(sessions, MemorySessions):  # read without I/O; the shared stores have their own metrics
+            yield "msev15_sessions", "Sessions held in the session store.", {}, len(sessions.store)
+            yield "msev15_sessions_evicted_total", "Sessions dropped by a session cap.", {}, sessions.store.evicted
+        for name, connection in (app.get(keys.MCP) or {}).items():
+            yield ("msev15_mcp_connected", "1 when the MCP server is connected.", {"server": name},
+                   1.0 if connection.status == "connected" else 0.0)
+        stats = app[keys.CONNECTIONS]
+        yield "msev15_connections_open", "Client connections open now (msev15 serve).", {}, stats.open
+        yield ("msev15_connections_shed_total", "Connections closed or refused at HTTP_MAX_CONNECTIONS.", {},
+               stats.shed)
+        yield ("msev15_connections_header_timeouts_total",
+               "Connections closed for not sending a request head in time.", {}, stats.header_timeouts)
+        yield ("msev15_http_parser_errors_total", "Requests refused by the HTTP parser (400/431).", {},
+               stats.parser_errors)
+        if keys.ORDERS in app:
+            yield ("msev15_store_available", "0 while the orders store refuses writes.", {},
+                   0.0 if app[keys.ORDERS].write_failure else 1.0)
+
+    return read

@@ -1,0 +1,153 @@
+"""GET /metrics: the Prometheus text format, labelled by route templates and (optionally, capped)
+tenants, protected by METRICS_TOKEN, exempt from rate limits; and the per-tenant rate limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from msev15 import keys
+from tests.complaints.server import eventually
+from tests.conftest import assert_envelope
+
+
+async def _samples(client: Any, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    resp = await client.get("/metrics", headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    found = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def _turns_seen(client: Any, count: float, outcome: str = "completed", **labels: str) -> None:
+    """The bus subscriber counts asynchronously: wait (bounded) until it has caught up."""
+    registry = client.server.app[keys.METRICS].registry
+
+    def seen() -> bool:
+        return (registry.get_sample_value("msev15_turns_total", {"outcome": outcome, **labels}) or 0) >= count
+    await eventually(seen, "turn metrics")
+
+
+async def test_metrics_count_requests_by_route_template_turns_tokens_and_gauges(service) -> None:
+    client = await service()
+    assert (await client.post("/api/v1/chat", json={"session_id": "abc-123", "message": "hello"})).status == 200
+    stream = await client.post("/api/v1/chat/stream", json={"session_id": "abc-123", "message": "hi"})
+    await stream.text()
+    assert (await client.get("/api/v1/sessions/abc-123/history")).status == 200
+    assert (await client.get("/no/such/path-9f8e7d")).status == 404
+    await _turns_seen(client, 2)
+
+    samples = await _samples(client)
+    route = "/api/v1/sessions/{session_id}/history"
+    assert _value(samples, "msev15_http_requests_total", route=route, method="GET", status="200") == 1
+    assert _value(samples, "msev15_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert not any("abc-123" in str(k) or "9f8e7d" in str(k) for k in samples)  # never a raw path
+    assert _value(samples, "msev15_http_request_duration_seconds_count", route="/api/v1/chat", method="POST") == 1
+    assert _value(samples, "msev15_turns_total", outcome="completed") == 2
+    assert _value(samples, "msev15_turn_duration_seconds_count") == 2
+    assert _value(samples, "msev15_time_to_first_token_seconds_count") == 2
+    assert _value(samples, "msev15_tokens_total", kind="completion") > 0
+    assert _value(samples, "msev15_tokens_total", kind="prompt") > 0
+    assert _value(samples, "msev15_sessions") == 1
+    assert ("msev15_turns_queued", ()) in samples and ("msev15_turns_running", ()) in samples
+    assert ("msev15_open_streams", ()) in samples
+
+
+async def test_tool_calls_and_failed_turns_are_counted(service) -> None:
+    client = await service()
+    resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "where is order ORD-ZZZZ9999?"})
+    assert resp.status == 200
+    await _turns_seen(client, 1)
+    samples = await _samples(client)
+    assert _value(samples, "msev15_tool_calls_total", tool="get_order_by_id", outcome="error") == 1
+
+
+async def test_metrics_token_protects_the_endpoint(service) -> None:
+    client = await service(metrics_token="s3cret-metrics")
+    resp = await client.get("/metrics")
+    assert resp.status == 401
+    assert_envelope(await resp.json(), "unauthorized")
+    wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401
+    await _samples(client, Authorization="Bearer s3cret-metrics")
+
+
+async def test_tenant_labels_are_opt_in_and_capped(service) -> None:
+    client = await service(metrics_tenant_labels=True, metrics_max_tenants=2)
+    for tenant in ("t1", "t2", "t3", "t4"):
+        resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "hi", "tenant_id": tenant})
+        assert resp.status == 200
+    await _turns_seen(client, 2, tenant="other")
+    samples = await _samples(client)
+    assert _value(samples, "msev15_turns_total", outcome="completed", tenant="t1") == 1
+    assert _value(samples, "msev15_turns_total", outcome="completed", tenant="t2") == 1
+    assert _value(samples, "msev15_turns_total", outcome="completed", tenant="other") == 2
+    assert not any(("tenant", "t3") in k[1] for k in samples)
+
+
+async def test_without_tenant_labels_no_series_names_a_tenant(service) -> None:
+    client = await service()
+    await client.post("/api/v1/chat", json={"session_id": "s", "message": "hi", "tenant_id": "acme"})
+    await _turns_seen(client, 1)
+    assert not any("acme" in str(k) for k in await _samples(client))
+
+
+async def test_metrics_are_exempt_from_the_ip_rate_limit_which_is_counted(service) -> None:
+    client = await service(enable_rate_limiting=True, rate_limit_per_minute=2)
+    for _ in range(2):
+        assert (await client.get("/api/v1/sessions")).status == 200
+    limited = await client.get("/api/v1/sessions")
+    assert limited.status == 429
+    for _ in range(5):
+        samples = await _samples(client)
+    assert _value(samples, "msev15_rate_limited_total", scope="ip") == 1
+
+
+async def test_the_per_tenant_rate_limit_refuses_only_that_tenant(service) -> None:
+    client = await service(rate_limit_per_tenant_per_minute=3)
+    for i in range(3):
+        resp = await client.post("/api/v1/chat", json={"session_id": f"s{i}", "message": "hi", "tenant_id": "loud"})
+        assert resp.status == 200
+    refused = await client.post("/api/v1/chat", json={"session_id": "s9", "message": "hi", "tenant_id": "loud"})
+    assert refused.status == 429
+    assert_envelope(await refused.json(), "tenant_rate_limited")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    listed = await client.get("/api/v1/sessions", params={"tenant_id": "loud"})  # counted in the query too
+    assert listed.status == 429
+    quiet = await client.post("/api/v1/chat", json={"session_id": "s", "message": "hi", "tenant_id": "quiet"})
+    assert quiet.status == 200
+    assert _value(await _samples(client), "msev15_rate_limited_total", scope="tenant") == 2
+
+
+async def test_two_apps_keep_separate_registries(service) -> None:
+    first = await service()
+    second = await service()
+    await first.post("/api/v1/chat", json={"session_id": "s", "message": "hi"})
+    await _turns_seen(first, 1)
+    assert _value(await _samples(second), "msev15_turns_total", outcome="completed") == 0
+
+
+async def test_every_metric_of_the_grafana_dashboard_is_exported(service) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json").read_text())
+    wanted = {name for panel in dashboard["panels"] for target in panel["targets"]
+              for name in re.findall(r"msev15_\w+", target["expr"])}
+    client = await service()
+    await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "where is order ORD-ZZZZ9999?"})
+    await _turns_seen(client, 1)
+    exported = {name for name, _ in await _samples(client)}
+    exported |= {n.removesuffix("_total") + "_total" for n in exported}
+    missing = sorted(n for n in wanted if n not in exported and not any(e.startswith(n) for e in exported))
+    # Series that appear only once something happens: labels of events this test does not cause.
+    assert set(missing) <= {"msev15_rate_limited_total", "msev15_mcp_connected"}, missing
