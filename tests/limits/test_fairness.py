@@ -118,7 +118,7 @@ async def _assert_left_turn_cancelled(app: Any, host: str, port: int, llm: Scrip
     registry = app[keys.METRICS].registry
     await eventually(lambda: registry.get_sample_value("msev15_turns_total", {"outcome": "cancelled"}) == 1,
                      "the cancelled turn to be counted")
-    assert app[keys.SESSIONS].get("default", "gone") is None  # nothing committed for nobody
+    assert app[keys.SESSIONS].store.get("default", "gone") is None  # nothing committed for nobody
 
 
 async def test_a_plain_chat_whose_client_left_is_cancelled_under_msev15_serve(

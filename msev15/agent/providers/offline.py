@@ -15,6 +15,7 @@ import json
 import re
 import zlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from msev15.agent.providers.base import ModelReply, ProbeStatus, ToolCallRequest
@@ -173,6 +174,33 @@ def _last_user(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+Tools = dict[str, dict[str, Any]]
+Reply = tuple[str, tuple[ToolCallRequest, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What every intent reads from the user's message, parsed once."""
+
+    text: str
+    low: str
+    previous: str
+    order_id: str | None
+    complaint_id: str | None
+    customer: str | None
+    emails: list[str]
+    status: str | None
+
+    @classmethod
+    def parse(cls, text: str, previous: str) -> _Request:
+        low = text.lower()
+        status = _m(_STATUS, text, lower=True)
+        if status == "canceled" or (status is None and re.search(r"\bcancel\b", low)):
+            status = "cancelled"
+        return cls(text, low, previous, _m(_ORDER_ID, text, upper=True), _m(_COMPLAINT_ID, text, upper=True),
+                   _m(_CUSTOMER, text) or _m(_BARE_CUSTOMER, text, upper=True), _EMAIL.findall(text), status)
+
+
 class OfflineProvider:
     name = "offline"
     model = "offline assistant"
@@ -226,72 +254,109 @@ class OfflineProvider:
 
     def _decide(self, text: str, tools: dict[str, dict[str, Any]],
                 previous: str = "") -> tuple[str, tuple[ToolCallRequest, ...]]:
-        low = text.lower()
-        order_id = _m(_ORDER_ID, text, upper=True)
-        complaint_id = _m(_COMPLAINT_ID, text, upper=True)
-        customer = _m(_CUSTOMER, text) or _m(_BARE_CUSTOMER, text, upper=True)
-        emails = _EMAIL.findall(text)
-
-        if "complain" in low or complaint_id:
-            return self._complaint(text, low, tools, complaint_id, customer, order_id)
-        if re.search(r"\b(escalat|ticket|human|speak to (someone|a person)|supervisor)", low):
-            name = _tool(tools, "sendemail")
-            args = {"ticket_id": _ticket_id(text), "customer_id": customer,
-                    "customer_email": emails[0] if emails else None,
-                    "query": text, "use_case": "UC2", "reason": "Customer asked for a human agent"}
-            return self._ask(tools, name, args, "opening a support ticket")
-        if _after(low, *_TEST_MAIL) or "test_connection" in low:
-            return self._ask(tools, _tool(tools, "test_connection"), {}, "checking the mail connection")
-        if re.search(r"\b(send|write)\b.{0,40}\be-?mail\b", low) or (emails and re.search(r"\be-?mail\b", low)):
-            subject = _m(_SUBJECT, text)
-            body = _BODY.search(text)
-            if not body and order_id:
-                body = f"This is an update about your order {order_id}."
-            default_subject = "Your order " + order_id if order_id else "Message from Customer Service"
-            args = {"to": ", ".join(emails) or None, "subject": subject or default_subject, "body": body}
-            return self._ask(tools, _tool(tools, "send_email", "send_text_email"), args, "sending an email",
-                             lambda _: " For example: send an email to jane@example.com with subject Hello"
-                                       " saying Your order shipped.")
-        if _after(low, _CREATE, _ORDER_WORD) or _after(low, _ORDER_WORD, _CREATE_AFTER):
-            price = _m(_PRICE, text)
-            qty = _m(_QTY, text)
-            args = {"customer_id": customer, "product_sku": _m(_SKU, text), "quantity": int(qty) if qty else None,
-                    "price": float(price) if price else None, "shipping_address": _m(_ADDRESS, text)}
-            return self._ask(tools, _tool(tools, "create_order"), args, "creating an order",
-                             lambda _: " For example: create an order for customer CUST-1001, 2 x SKU WIDGET-1"
-                                       " at 19.99, ship to 1 Main St, Springfield.")
-        status = _m(_STATUS, text, lower=True)
-        if status == "canceled" or (status is None and re.search(r"\bcancel\b", low)):
-            status = "cancelled"
-        if order_id and status and re.search(r"\b(mark|set|change|update|move|cancel)\b", low):
-            return self._ask(tools, _tool(tools, "update_order_status"),
-                             {"order_id": order_id, "new_status": status, "status": status}, "updating an order")
-        if order_id:
-            return self._ask(tools, _tool(tools, "get_order_by_id"), {"order_id": order_id}, "looking up an order")
-        if customer and ("order" in low or "order number" in previous):
-            # Also the answer to our own question "what is the order number ... or your customer id?"
-            return self._ask(tools, _tool(tools, "get_orders_by_customer"), {"customer_id": customer},
-                             "finding a customer's orders")
-        sku = _m(_SKU, text)
-        address = _m(_SEARCH_ADDRESS, text)
-        if "order" in low and (sku or address or status):
-            return self._ask(tools, _tool(tools, "search_orders"), {"sku": sku, "address": address, "status": status},
-                             "searching orders")
-        if "order" in low and re.search(r"\b(all|recent|latest|list|show|last)\b", low):
-            limit = _m(_LIMIT, text)
-            return self._ask(tools, _tool(tools, "get_all_orders"), {"limit": int(limit) if limit else None},
-                             "listing orders")
-        if "order" in low:
-            return ("I can help with your order. What is the order number (it looks like ORD-XXXXXXXX), "
-                    "or your customer id?"), ()
-        if _GREETING.search(text):
-            return "Hello! How can I help you today? " + capabilities(tools), ()
-        if _THANKS.search(text):
-            return "You're welcome! Is there anything else I can help you with?", ()
-        if re.search(r"\b(help|what can you do|capabilit|how does this work)\b", low):
-            return capabilities(tools) + " Just tell me what you need, for example: where is order ORD-1234ABCD?", ()
+        """The first intent of :data:`_INTENTS` that recognises the request answers it."""
+        request = _Request.parse(text, previous)
+        for intent in _INTENTS:
+            reply = intent(self, request, tools)
+            if reply is not None:
+                return reply
         return ("I'm the offline assistant, so I understand a fixed set of requests. " + capabilities(tools)
                 + " Could you rephrase your request along those lines?"), ()
+
+    # --- the intents, in the order they are tried ------------------------------------------------
+
+    def _complaints(self, r: _Request, tools: Tools) -> Reply | None:
+        if "complain" not in r.low and not r.complaint_id:
+            return None
+        return self._complaint(r.text, r.low, tools, r.complaint_id, r.customer, r.order_id)
+
+    def _escalation(self, r: _Request, tools: Tools) -> Reply | None:
+        if not re.search(r"\b(escalat|ticket|human|speak to (someone|a person)|supervisor)", r.low):
+            return None
+        args = {"ticket_id": _ticket_id(r.text), "customer_id": r.customer,
+                "customer_email": r.emails[0] if r.emails else None,
+                "query": r.text, "use_case": "UC2", "reason": "Customer asked for a human agent"}
+        return self._ask(tools, _tool(tools, "sendemail"), args, "opening a support ticket")
+
+    def _mail_check(self, r: _Request, tools: Tools) -> Reply | None:
+        if not (_after(r.low, *_TEST_MAIL) or "test_connection" in r.low):
+            return None
+        return self._ask(tools, _tool(tools, "test_connection"), {}, "checking the mail connection")
+
+    def _send_mail(self, r: _Request, tools: Tools) -> Reply | None:
+        if not (re.search(r"\b(send|write)\b.{0,40}\be-?mail\b", r.low)
+                or (r.emails and re.search(r"\be-?mail\b", r.low))):
+            return None
+        subject = _m(_SUBJECT, r.text)
+        body = _BODY.search(r.text)
+        if not body and r.order_id:
+            body = f"This is an update about your order {r.order_id}."
+        default_subject = "Your order " + r.order_id if r.order_id else "Message from Customer Service"
+        args = {"to": ", ".join(r.emails) or None, "subject": subject or default_subject, "body": body}
+        return self._ask(tools, _tool(tools, "send_email", "send_text_email"), args, "sending an email",
+                         lambda _: " For example: send an email to jane@example.com with subject Hello"
+                                   " saying Your order shipped.")
+
+    def _create_order(self, r: _Request, tools: Tools) -> Reply | None:
+        if not (_after(r.low, _CREATE, _ORDER_WORD) or _after(r.low, _ORDER_WORD, _CREATE_AFTER)):
+            return None
+        price = _m(_PRICE, r.text)
+        qty = _m(_QTY, r.text)
+        args = {"customer_id": r.customer, "product_sku": _m(_SKU, r.text), "quantity": int(qty) if qty else None,
+                "price": float(price) if price else None, "shipping_address": _m(_ADDRESS, r.text)}
+        return self._ask(tools, _tool(tools, "create_order"), args, "creating an order",
+                         lambda _: " For example: create an order for customer CUST-1001, 2 x SKU WIDGET-1"
+                                   " at 19.99, ship to 1 Main St, Springfield.")
+
+    def _update_order(self, r: _Request, tools: Tools) -> Reply | None:
+        if not (r.order_id and r.status and re.search(r"\b(mark|set|change|update|move|cancel)\b", r.low)):
+            return None
+        return self._ask(tools, _tool(tools, "update_order_status"),
+                         {"order_id": r.order_id, "new_status": r.status, "status": r.status}, "updating an order")
+
+    def _order_lookup(self, r: _Request, tools: Tools) -> Reply | None:
+        if not r.order_id:
+            return None
+        return self._ask(tools, _tool(tools, "get_order_by_id"), {"order_id": r.order_id}, "looking up an order")
+
+    def _customer_orders(self, r: _Request, tools: Tools) -> Reply | None:
+        # Also the answer to our own question "what is the order number ... or your customer id?"
+        if not (r.customer and ("order" in r.low or "order number" in r.previous)):
+            return None
+        return self._ask(tools, _tool(tools, "get_orders_by_customer"), {"customer_id": r.customer},
+                         "finding a customer's orders")
+
+    def _search_orders(self, r: _Request, tools: Tools) -> Reply | None:
+        if "order" not in r.low:
+            return None
+        sku = _m(_SKU, r.text)
+        address = _m(_SEARCH_ADDRESS, r.text)
+        if not (sku or address or r.status):
+            return None
+        return self._ask(tools, _tool(tools, "search_orders"), {"sku": sku, "address": address, "status": r.status},
+                         "searching orders")
+
+    def _list_orders(self, r: _Request, tools: Tools) -> Reply | None:
+        if not ("order" in r.low and re.search(r"\b(all|recent|latest|list|show|last)\b", r.low)):
+            return None
+        limit = _m(_LIMIT, r.text)
+        return self._ask(tools, _tool(tools, "get_all_orders"), {"limit": int(limit) if limit else None},
+                         "listing orders")
+
+    def _order_question(self, r: _Request, tools: Tools) -> Reply | None:
+        if "order" not in r.low:
+            return None
+        return ("I can help with your order. What is the order number (it looks like ORD-XXXXXXXX), "
+                "or your customer id?"), ()
+
+    def _small_talk(self, r: _Request, tools: Tools) -> Reply | None:
+        if _GREETING.search(r.text):
+            return "Hello! How can I help you today? " + capabilities(tools), ()
+        if _THANKS.search(r.text):
+            return "You're welcome! Is there anything else I can help you with?", ()
+        if re.search(r"\b(help|what can you do|capabilit|how does this work)\b", r.low):
+            return capabilities(tools) + " Just tell me what you need, for example: where is order ORD-1234ABCD?", ()
+        return None
 
     def _complaint(self, text: str, low: str, tools: dict[str, dict[str, Any]], complaint_id: str | None,
                    customer: str | None, order_id: str | None) -> tuple[str, tuple[ToolCallRequest, ...]]:
@@ -433,3 +498,21 @@ _KNOWN = frozenset({
     "test_connection", "register_complaint", "get_complaint", "search_complaints", "update_complaint",
     "resolve_complaint", "archive_complaint", "sendemail",
 })
+
+
+# The intents of the offline assistant, tried in this order; the first that recognises a request
+# answers it (complaints before orders: "complaint about order ORD-…" is a complaint).
+_INTENTS: tuple[Callable[[OfflineProvider, _Request, Tools], Reply | None], ...] = (
+    OfflineProvider._complaints,
+    OfflineProvider._escalation,
+    OfflineProvider._mail_check,
+    OfflineProvider._send_mail,
+    OfflineProvider._create_order,
+    OfflineProvider._update_order,
+    OfflineProvider._order_lookup,
+    OfflineProvider._customer_orders,
+    OfflineProvider._search_orders,
+    OfflineProvider._list_orders,
+    OfflineProvider._order_question,
+    OfflineProvider._small_talk,
+)
