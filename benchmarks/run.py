@@ -32,8 +32,9 @@ from benchmarks.scale import concurrency, sessions
 from benchmarks.servers import ServerProcess
 from benchmarks.system import CpuPlan, pin, plan_cpus, raise_nofile
 from benchmarks.traffic import chat_and_health, startup, streaming
+from benchmarks.turnlog import measure as turnlog_memory
 
-SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness")
+SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness", "turnlog")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -60,6 +61,17 @@ async def _traffic(cfg: BenchConfig, plan: CpuPlan, selected: set[str], collecto
         await ref.stop()
 
 
+async def _turnlog(collector: Collector) -> None:
+    """Scenario 8: memory of retained turn logs (in this process: a data structure, no server)."""
+    figures = turnlog_memory()
+    collector.scenarios["turnlog"] = figures
+    collector.target("8.within_bound", "events retained after 10,000 finished turns, of the bound",
+                     figures["events_retained"] / figures["event_bound"], "<=", 1.0, "x")
+    collector.report("8.bytes_per_event", "memory per retained event", figures["bytes_per_event"], "B")
+    collector.report("8.bytes_at_bound", "memory at STREAM_MAX_RETAINED_EVENTS", figures["bytes_at_bound"] / 2**20,
+                     "MiB")
+
+
 async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, Any]:
     plan = plan_cpus()
     pin(plan.client)
@@ -75,6 +87,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         ("startup", lambda: startup(cfg, plan.server, collector)),
         ("relay", lambda: relay(cfg, plan, collector)),
         ("fairness", lambda: fairness(cfg, plan.server, collector)),
+        ("turnlog", lambda: _turnlog(collector)),
     ]
     for name, step in steps:
         if not selected & set(name.split("/")):
