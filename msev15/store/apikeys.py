@@ -150,6 +150,10 @@ class SqliteApiKeyStore:
 
 
 def open_api_key_store(settings: Settings) -> ApiKeyStore:
-    """The store the settings name: SQLite at API_KEYS_DB_PATH (a Redis store joins here, chosen
-    by the same settings as the session store)."""
+    """The store the settings name: Redis when SESSION_STORE=redis (every instance on every
+    machine shares the keys), else SQLite at API_KEYS_DB_PATH."""
+    if settings.session_store == "redis":
+        from msev15.store.redis_apikeys import RedisApiKeyStore
+
+        return RedisApiKeyStore(settings.redis_url)
     return SqliteApiKeyStore(settings.api_keys_db_path)
