@@ -67,7 +67,8 @@ class GcWatch:
                             "max_cpu_ms": round(self.longest_cpu[g] * 1000, 2)} for g in range(3)}
 
 
-def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "", llm_api: str = "chat") -> Any:
+def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "", llm_api: str = "chat",
+                     session_store: str = "memory", redis_url: str = "") -> Any:
     """The service as deployed, made hermetic: offline (or the real openai client against
     ``upstream``), no MCP, files under ``workdir``."""
     from msev15.config import Settings
@@ -84,6 +85,7 @@ def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "
         # refuse what the scenario runs at once (they would answer 429 tenant_busy).
         agent_max_concurrent_turns_per_tenant=max_concurrent_turns,
         agent_max_queued_turns_per_tenant=max(100, max_concurrent_turns),
+        session_store=session_store, session_db_path=str(workdir / "sessions.db"), redis_url=redis_url,
     )
 
 
@@ -124,7 +126,8 @@ async def _build(args: argparse.Namespace, workdir: Path) -> web.Application:
     from msev15.app import create_app
     from msev15.logs import setup_logging
 
-    settings = service_settings(workdir, args.max_concurrent_turns, args.upstream, args.llm_api)
+    settings = service_settings(workdir, args.max_concurrent_turns, args.upstream, args.llm_api,
+                                args.session_store, args.redis_url)
     setup_logging(settings)
     if args.upstream:  # the real openai client against the instant upstream
         return await create_app(settings)
@@ -191,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--app", choices=("service", "reference", "relay", "upstream"), required=True)
     parser.add_argument("--upstream", default="", help="service/relay: the OpenAI-compatible upstream's URL")
     parser.add_argument("--llm-api", choices=("chat", "responses"), default="chat", help="service: LLM_API")
+    parser.add_argument("--session-store", choices=("memory", "sqlite", "redis"), default="memory",
+                        help="service: SESSION_STORE (sqlite files go in the launcher's temp dir)")
+    parser.add_argument("--redis-url", default="", help="service: REDIS_URL for --session-store redis")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per answer")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each token (slow model)")
     parser.add_argument("--max-concurrent-turns", type=int, default=100,

