@@ -129,10 +129,10 @@ async def fairness(cfg: BenchConfig, cores: frozenset[int] | None, collector: Co
     }
     print(f"    victim p99 {p99_alone} ms alone, {p99_flooded} ms flooded; attacker {flood['completed']} answered, "
           f"{refused} refused", flush=True)
-    collector.target("6.fairness_p99", "victim p99 under another tenant's flood / unloaded p99",
+    collector.target("10.fairness_p99", "victim p99 under another tenant's flood / unloaded p99",
                      ratio(p99_flooded, p99_alone), "<=", 2.0, "x")
-    collector.target("6.victim_errors", "victim errors under the flood", victim.error_count, "==", 0)
-    collector.target("6.memory_full_session", "RSS per session at SESSION_MAX_BYTES / SESSION_MAX_BYTES",
+    collector.target("10.victim_errors", "victim errors under the flood", victim.error_count, "==", 0)
+    collector.target("10.memory_full_session", "RSS per session at SESSION_MAX_BYTES / SESSION_MAX_BYTES",
                      memory["rss_per_full_session_over_budget"], "<=", 1.5, "x")
 
 
