@@ -86,7 +86,16 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     app[keys.METRICS] = metrics
     metrics.gauges(app_gauges(app))
     if settings.rate_limit_per_tenant_per_minute:
-        app[keys.TENANT_LIMITER] = RateLimiter(settings.rate_limit_per_tenant_per_minute)
+        tenant_limiter: RateLimiter
+        if settings.session_store == "redis":  # one window per tenant across every instance
+            from msev15.handlers.ratelimit_redis import RedisRateLimiter
+
+            tenant_limiter = RedisRateLimiter(settings.redis_url, settings.rate_limit_per_tenant_per_minute,
+                                              scope="tenant")
+        else:
+            tenant_limiter = RateLimiter(settings.rate_limit_per_tenant_per_minute)
+        app[keys.TENANT_LIMITER] = tenant_limiter
+        app.on_cleanup.append(lambda _app: tenant_limiter.close())
     app[keys.STATE] = keys.ServiceState()
     app[keys.CONNECTIONS] = ConnectionStats()  # filled by msev15 serve's GuardedRunner
     if "provider" in overrides:

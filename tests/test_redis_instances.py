@@ -235,3 +235,18 @@ async def test_turn_events_are_mirrored_in_order(pair: Any, llm: ScriptedLLM, re
     finally:
         await client.aclose()
     assert reply.count("data: ") == len(entries)
+
+
+async def test_the_per_tenant_rate_limit_is_shared_across_instances(pair: Any, llm: ScriptedLLM) -> None:
+    a, b = await pair(rate_limit_per_tenant_per_minute=3)
+    statuses = []
+    for client in (a, b, a, b):
+        resp = await client.post("/api/v1/chat", json={"session_id": f"s{len(statuses)}", "message": "hi",
+                                                        "tenant_id": "busy"})
+        statuses.append(resp.status)
+        if resp.status == 429:
+            assert_envelope(await resp.json(), "tenant_rate_limited")
+            assert int(resp.headers["Retry-After"]) >= 1
+    assert statuses == [200, 200, 200, 429]
+    other = await b.post("/api/v1/chat", json={"session_id": "x", "message": "hi", "tenant_id": "calm"})
+    assert other.status == 200  # another tenant's window is its own

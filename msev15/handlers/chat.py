@@ -43,7 +43,7 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
 
     Every front door (REST, SSE, the AG-UI and AI SDK adapters) starts turns through here."""
     logs.bind(session_id=session_id, tenant_id=tenant_id)
-    check_tenant_rate(app, tenant_id)
+    await check_tenant_rate(app, tenant_id)
     turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy)
     coordination = app[keys.COORDINATION]
     try:

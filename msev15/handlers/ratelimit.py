@@ -37,7 +37,7 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Limiter(Protocol):
     limit: int
 
-    def hit(self, client: str) -> tuple[bool, int, float]:
+    async def check(self, client: str) -> tuple[bool, int, float]:
         """Count one request of ``client``: (allowed, remaining, seconds until a slot frees)."""
         ...
 
@@ -116,7 +116,7 @@ class RateLimiter:
         return True, self.limit - len(hits), reset
 
 
-def check_tenant_rate(app: web.Application, tenant_id: str) -> None:
+async def check_tenant_rate(app: web.Application, tenant_id: str) -> None:
     """Count one request of ``tenant_id`` against RATE_LIMIT_PER_TENANT_PER_MINUTE (when set);
     429 ``tenant_rate_limited`` with Retry-After beyond it."""
     from msev15 import keys  # keys imports this module's Limiter for its types
@@ -124,7 +124,7 @@ def check_tenant_rate(app: web.Application, tenant_id: str) -> None:
     limiter = app.get(keys.TENANT_LIMITER)
     if limiter is None:
         return
-    allowed, _, reset_in = limiter.hit(tenant_id)
+    allowed, _, reset_in = await limiter.check(tenant_id)
     if not allowed:
         app[keys.METRICS].rate_limited.labels("tenant").inc()
         retry_after = max(1, math.ceil(reset_in))
@@ -137,7 +137,7 @@ async def tenant_rate_middleware(request: web.Request, handler: Handler) -> web.
     """The tenant limit for requests naming their tenant in the query (sessions, turns)."""
     tenant_id = request.query.get("tenant_id")
     if tenant_id and not request.path.startswith(EXEMPT_PREFIXES) and request.method != "OPTIONS":
-        check_tenant_rate(request.app, tenant_id)
+        await check_tenant_rate(request.app, tenant_id)
     return await handler(request)
 
 

@@ -1,4 +1,5 @@
-"""The per-client-IP limit shared by every instance: one sliding 60 s window per IP in Redis.
+"""Rate limits shared by every instance: one sliding 60 s window per client IP (or per tenant,
+for RATE_LIMIT_PER_TENANT_PER_MINUTE) in Redis.
 
 The same sliding log as the in-process limiter (handlers/ratelimit.py), kept in a sorted set
 per client and changed by one Lua script, so the count is exact and atomic across instances;
@@ -41,15 +42,17 @@ return {1, limit - n - 1, tostring(tonumber(oldest[2]) + window - now)}
 
 
 class RedisRateLimiter(RateLimiter):
-    def __init__(self, url: str, limit: int, trusted_proxies: tuple[str, ...] = (), window: float = WINDOW) -> None:
+    def __init__(self, url: str, limit: int, trusted_proxies: tuple[str, ...] = (), window: float = WINDOW,
+                 scope: str = "ip") -> None:
         super().__init__(limit, trusted_proxies, window=window)
+        self.scope = scope  # "ip" (per client address) or "tenant" (RATE_LIMIT_PER_TENANT_PER_MINUTE)
         self._redis: aioredis.Redis = connect(url)
         self._script = self._redis.register_script(_HIT)
         self._ids = itertools.count()
         self._tag = os.urandom(6).hex()
 
     async def check(self, client: str) -> tuple[bool, int, float]:
-        key = f"{PREFIX}:ratelimit:ip:{client}"
+        key = f"{PREFIX}:ratelimit:{self.scope}:{client}"
         try:
             allowed, remaining, reset = await self._script(
                 keys=[key], args=[self.window, self.limit, f"{self._tag}:{next(self._ids)}"])
