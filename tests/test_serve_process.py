@@ -162,6 +162,38 @@ async def test_turn_cut_at_the_deadline_ends_with_shutting_down(tmp_path: Path) 
     assert "Server stopped gracefully. Goodbye!" in out
 
 
+async def test_shutdown_ends_resumed_and_replaying_readers_with_one_terminal_event(tmp_path: Path) -> None:
+    """A turn with three readers at SIGTERM: its first stream, a reader that resumed it with
+    Last-Event-ID, and one replaying it from the start. Each gets the turn's one terminal event."""
+    async with ScriptedLLM() as llm:
+        gate = asyncio.Event()
+        llm.default = Reply("one two three four five six", gate=gate, gate_after=3)
+        service = await _start(tmp_path, LLM_PROVIDER="openai", OPENAI_BASE_URL=f"{llm.url}/v1",
+                               SHUTDOWN_TIMEOUT_SECONDS="1")
+        async with aiohttp.ClientSession() as http:
+            first = await http.post(f"{service.url}/api/v1/chat/stream", json={"session_id": "s", "message": "hi"})
+            turn_id = first.headers["X-Turn-ID"]
+            head = [await first.content.readline() for _ in range(3)]  # id, data, blank: event 1
+            assert head[0].decode().strip() == f"id: {turn_id}:1"
+            events_url = f"{service.url}/api/v1/sessions/s/turns/{turn_id}/events"
+            resumed = await http.get(events_url, headers={"Last-Event-ID": f"{turn_id}:1"})
+            replay = await http.get(events_url)
+            assert resumed.status == replay.status == 200
+            service.proc.send_signal(signal.SIGTERM)  # the model stays held: the deadline cuts the turn
+            bodies = [(b"".join(head) + await first.read()).decode(), (await resumed.read()).decode(),
+                      (await replay.read()).decode()]
+            gate.set()
+        code, out, err = await service.finish()
+    for body in bodies:
+        events = sse_events(body)
+        terminal = [e for e in events if e["type"] in ("done", "error")]
+        assert len(terminal) == 1 and terminal[0] is events[-1], events
+        assert terminal[0]["error"] == "shutting_down" and terminal[0]["turn_id"] == turn_id
+    assert [e["content"] for e in sse_events(bodies[1]) if e["type"] == "token"] == ["two "]  # after seq 1 only
+    assert code == 0, err
+    assert "Server stopped gracefully. Goodbye!" in out
+
+
 async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     async with ScriptedLLM() as llm:
         llm.default = Reply(hang=True)
