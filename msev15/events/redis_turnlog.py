@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from msev15.events.turnlog import STOPPED, TurnLog, TurnReader, TurnRecord, TurnStatus
+from msev15.events.turnlog import STOPPED, TurnLog, TurnReader, TurnRecord, TurnStatus, TurnView
 from msev15.events.types import (
     Token,
     ToolCalled,
@@ -230,7 +230,7 @@ class RedisTurnLog(TurnLog):
         return bool(wrote)
 
 
-class RemoteTurnRecord:
+class RemoteTurnRecord(TurnView):
     """A turn run by another instance, read from Redis. The reading interface of TurnRecord."""
 
     def __init__(self, log_: RedisTurnLog, turn_id: str, meta: dict[str, str]) -> None:
@@ -251,18 +251,6 @@ class RemoteTurnRecord:
     @property
     def last_seq(self) -> int:
         return max(len(self.events), self._meta_last_seq)
-
-    @property
-    def finished(self) -> bool:
-        return self.finished_at is not None
-
-    @property
-    def terminal(self) -> TurnCompleted | TurnFailed | None:
-        if self.finished_at is None:
-            return None
-        last = self.events[-1]
-        assert isinstance(last, TurnCompleted | TurnFailed)
-        return last
 
     def _take(self, entries: Any) -> None:
         for entry_id, fields in entries:
@@ -291,16 +279,3 @@ class RemoteTurnRecord:
             if not await self._log.owner_alive(self.owner):
                 await self._log.mark_lost(self)
 
-    async def outcome(self) -> TurnCompleted | TurnFailed:
-        while (terminal := self.terminal) is None:
-            await self.wait(self.last_seq)
-        return terminal
-
-    def status_view(self) -> dict[str, object]:
-        view: dict[str, object] = {"turn_id": self.turn_id, "session_id": self.session_id,
-                                   "tenant_id": self.tenant_id, "status": self.status, "last_seq": self.last_seq}
-        if self.message_count is not None:
-            view["message_count"] = self.message_count
-        if self.error is not None:
-            view["error"] = self.error
-        return view

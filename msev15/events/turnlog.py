@@ -53,7 +53,56 @@ class TurnReader(Protocol):
     def status_view(self) -> dict[str, object]: ...
 
 
-class TurnRecord:
+class TurnView:
+    """What a turn record, here or on another instance, derives from its events and identity."""
+
+    __slots__ = ()
+    turn_id: str
+    tenant_id: str
+    session_id: str
+    status: TurnStatus
+    events: list[TurnEvent]
+    error: str | None
+    message_count: int | None
+    finished_at: float | None
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.events)
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+    @property
+    def terminal(self) -> TurnCompleted | TurnFailed | None:
+        if self.finished_at is None:
+            return None
+        last = self.events[-1]
+        assert isinstance(last, TurnCompleted | TurnFailed)
+        return last
+
+    async def wait(self, after: int) -> None:
+        raise NotImplementedError
+
+    async def outcome(self) -> TurnCompleted | TurnFailed:
+        """Wait for the terminal event."""
+        while (terminal := self.terminal) is None:
+            await self.wait(self.last_seq)
+        return terminal
+
+    def status_view(self) -> dict[str, object]:
+        """The turn status resource (``GET .../turns/{turn_id}``)."""
+        view: dict[str, object] = {"turn_id": self.turn_id, "session_id": self.session_id,
+                                   "tenant_id": self.tenant_id, "status": self.status, "last_seq": self.last_seq}
+        if self.message_count is not None:
+            view["message_count"] = self.message_count
+        if self.error is not None:
+            view["error"] = self.error
+        return view
+
+
+class TurnRecord(TurnView):
     """One turn's identity, status and numbered events. ``seq`` of ``events[i]`` is ``i + 1``."""
 
     __slots__ = ("turn_id", "tenant_id", "session_id", "request_id", "stream", "status", "events",
@@ -71,22 +120,6 @@ class TurnRecord:
         self.message_count: int | None = None
         self.finished_at: float | None = None
         self._waiters: list[asyncio.Future[None]] = []
-
-    @property
-    def last_seq(self) -> int:
-        return len(self.events)
-
-    @property
-    def finished(self) -> bool:
-        return self.finished_at is not None
-
-    @property
-    def terminal(self) -> TurnCompleted | TurnFailed | None:
-        if self.finished_at is None:
-            return None
-        last = self.events[-1]
-        assert isinstance(last, TurnCompleted | TurnFailed)
-        return last
 
     def append(self, event: TurnEvent, now: float) -> int:
         """Add the next event; returns its seq. Nothing is added after the terminal event."""
@@ -113,22 +146,6 @@ class TurnRecord:
             finally:
                 if not waiter.done():  # the reader was cancelled: forget its waiter
                     self._waiters.remove(waiter)
-
-    async def outcome(self) -> TurnCompleted | TurnFailed:
-        """Wait for the terminal event."""
-        while (terminal := self.terminal) is None:
-            await self.wait(self.last_seq)
-        return terminal
-
-    def status_view(self) -> dict[str, object]:
-        """The turn status resource (``GET .../turns/{turn_id}``)."""
-        view: dict[str, object] = {"turn_id": self.turn_id, "session_id": self.session_id,
-                                   "tenant_id": self.tenant_id, "status": self.status, "last_seq": self.last_seq}
-        if self.message_count is not None:
-            view["message_count"] = self.message_count
-        if self.error is not None:
-            view["error"] = self.error
-        return view
 
 
 class TurnLog:

@@ -4,14 +4,13 @@ that :meth:`msev15.store.orders.OrderRepository.open` applies to every new conne
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sqlite3
 from pathlib import Path
 
 import aiosqlite
 
 from msev15.store.order_values import OrderError, now_iso
+from msev15.store.sqlite_kit import enable_wal
 
 log = logging.getLogger("store.orders")
 
@@ -46,25 +45,9 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
-async def _enable_wal(db: aiosqlite.Connection) -> str:
-    """Switch to WAL. Switching a new file needs an exclusive lock and SQLite answers "database is
-    locked" at once (without the busy handler) when another connection is opening it too; retry,
-    bounded by the busy timeout."""
-    delay, waited = 0.005, 0.0
-    while True:
-        try:
-            return str(next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))[0])
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or waited >= BUSY_TIMEOUT_MS / 1000:
-                raise
-        await asyncio.sleep(delay)
-        waited += delay
-        delay = min(delay * 2, 0.2)
-
-
 async def configure(db: aiosqlite.Connection, path: Path) -> None:
     await db.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-    mode = await _enable_wal(db)
+    mode = await enable_wal(db, BUSY_TIMEOUT_MS)
     if str(mode).lower() != "wal":
         log.warning("order database %s runs in journal mode %s, not WAL", path, mode)
     await db.execute_fetchall("PRAGMA foreign_keys = ON")

@@ -8,12 +8,12 @@ release is refused instead of being misread.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sqlite3
 from pathlib import Path
 
 import aiosqlite
+
+from msev15.store.sqlite_kit import enable_wal
 
 log = logging.getLogger("store.sessions")
 
@@ -63,26 +63,11 @@ class SessionDatabaseError(Exception):
     """The file cannot be used as the session database (a newer schema, not SQLite, no folder)."""
 
 
-async def _enable_wal(db: aiosqlite.Connection) -> str:
-    """Switch to WAL. Switching a new file takes an exclusive lock and SQLite answers "locked" at
-    once (without the busy handler) when another connection opens it too: retry, bounded."""
-    delay, waited = 0.005, 0.0
-    while True:
-        try:
-            return str(next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))[0])
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or waited >= BUSY_TIMEOUT_MS / 1000:
-                raise
-        await asyncio.sleep(delay)
-        waited += delay
-        delay = min(delay * 2, 0.2)
-
-
 async def configure(db: aiosqlite.Connection, path: Path) -> None:
     """WAL with synchronous=FULL: a committed turn is on disk (WAL fsynced) before COMMIT returns,
     so an answered turn survives a crash of the process and of the machine."""
     await db.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-    mode = await _enable_wal(db)
+    mode = await enable_wal(db, BUSY_TIMEOUT_MS)
     if mode.lower() != "wal":
         log.warning("session database %s runs in journal mode %s, not WAL", path, mode)
     await db.execute_fetchall("PRAGMA synchronous = FULL")
