@@ -190,6 +190,11 @@ class AgentRunner:
         try:
             await self._run_held(turn, record, progress)
         finally:
+            if turn.turn_id in self._open and not record.finished:  # a backstop: readers never hang on a bug
+                log.error("turn %s left open by its task; ending it", turn.turn_id)
+                self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
+                                                "internal_error", "The assistant failed while answering. Please retry.",
+                                                500))
             if self.coordination is not None:
                 await self.coordination.release(turn)
 
