@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from msev15.agent.runner import AgentRunner, TurnRefused
 from msev15.events.redis_turnlog import RedisTurnLog, RemoteTurnRecord, instance_key
-from msev15.events.turnlog import TurnReader, TurnRecord
+from msev15.events.turnlog import TurnRecord, TurnView
 from msev15.events.types import TurnRequested
 from msev15.store.base import FencedOut
 from msev15.store.redis_kit import connect, tenant_key, text, translated
@@ -79,7 +79,7 @@ class Coordination(Protocol):
 
     async def release(self, turn: TurnRequested) -> None: ...
 
-    async def cancel(self, record: TurnReader, reason: str) -> bool:
+    async def cancel(self, record: TurnView, reason: str) -> bool:
         """Stop a turn wherever it runs; False if it has ended."""
         ...
 
@@ -107,7 +107,7 @@ class LocalCoordination:
     async def release(self, turn: TurnRequested) -> None:
         return None
 
-    async def cancel(self, record: TurnReader, reason: str) -> bool:
+    async def cancel(self, record: TurnView, reason: str) -> bool:
         return isinstance(record, TurnRecord) and self.runner.stop(record, reason)
 
     async def cancel_session(self, tenant_id: str, session_id: str, reason: str) -> int:
@@ -249,7 +249,7 @@ class RedisCoordination:
     # --- cancel from any instance ------------------------------------------------------------
 
     @translated
-    async def cancel(self, record: TurnReader, reason: str) -> bool:
+    async def cancel(self, record: TurnView, reason: str) -> bool:
         if isinstance(record, TurnRecord):
             return self.runner.stop(record, reason)
         if record.status in _FINAL:

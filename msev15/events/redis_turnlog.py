@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from msev15.events.turnlog import STOPPED, TurnLog, TurnReader, TurnRecord, TurnStatus, TurnView
+from msev15.events.turnlog import STOPPED, TurnLog, TurnRecord, TurnStatus, TurnView
 from msev15.events.types import (
     Token,
     ToolCalled,
@@ -199,7 +199,7 @@ class RedisTurnLog(TurnLog):
 
     # --- any instance's side -------------------------------------------------------------
 
-    async def find(self, tenant_id: str, session_id: str, turn_id: str) -> TurnReader | None:
+    async def find(self, tenant_id: str, session_id: str, turn_id: str) -> TurnView | None:
         local = self.get(tenant_id, session_id, turn_id)
         if local is not None:
             return local

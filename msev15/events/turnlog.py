@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Literal
 
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 
@@ -27,37 +27,13 @@ TurnStatus = Literal["queued", "running", "completed", "failed", "cancelled", "i
 STOPPED: dict[str, TurnStatus] = {"cancelled": "cancelled", "interrupted": "interrupted"}
 
 
-class TurnReader(Protocol):
-    """How a reader sees a turn, here or on another instance (events/redis_turnlog.py)."""
-
-    turn_id: str
-    tenant_id: str
-    session_id: str
-    request_id: str
-    status: TurnStatus
-    events: list[TurnEvent]
-
-    @property
-    def last_seq(self) -> int: ...
-
-    @property
-    def finished(self) -> bool: ...
-
-    @property
-    def terminal(self) -> TurnCompleted | TurnFailed | None: ...
-
-    async def wait(self, after: int) -> None: ...
-
-    async def outcome(self) -> TurnCompleted | TurnFailed: ...
-
-    def status_view(self) -> dict[str, object]: ...
-
-
 class TurnView:
-    """What a turn record, here or on another instance, derives from its events and identity."""
+    """How a reader sees a turn, run here (:class:`TurnRecord`) or by another instance
+    (events/redis_turnlog.py), and what both derive from their events and identity."""
 
     __slots__ = ()
     turn_id: str
+    request_id: str
     tenant_id: str
     session_id: str
     status: TurnStatus
@@ -188,7 +164,7 @@ class TurnLog:
     def started(self, record: TurnRecord) -> None:
         record.status = "running"
 
-    async def find(self, tenant_id: str, session_id: str, turn_id: str) -> TurnReader | None:
+    async def find(self, tenant_id: str, session_id: str, turn_id: str) -> TurnView | None:
         """``get`` for handlers: a shared log also finds turns that other instances run."""
         return self.get(tenant_id, session_id, turn_id)
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from msev15 import keys
-from msev15.events.turnlog import TurnReader
+from msev15.events.turnlog import TurnView
 from msev15.events.types import TurnEvent, TurnFailed, to_wire
 
 log = logging.getLogger("api.chat")
@@ -55,7 +55,7 @@ def open_stream(request: web.Request,
                         send_timeout=SEND_TIMEOUT_SECONDS, response_cls=TurnStream)
 
 
-async def relay(record: TurnReader, resp: TurnStream, after: int = 0) -> None:
+async def relay(record: TurnView, resp: TurnStream, after: int = 0) -> None:
     """Write the turn's events with seq > ``after`` and follow it to its terminal event.
 
     A gone or stalled client ends the relay, not the turn: it can come back with ``Last-Event-ID``.

@@ -11,7 +11,7 @@ import re
 from aiohttp import web
 
 from msev15 import keys, logs
-from msev15.events.turnlog import TurnReader
+from msev15.events.turnlog import TurnView
 from msev15.handlers.errors import ApiError
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, invalid, tenant_from_query
@@ -26,7 +26,7 @@ def _session(request: web.Request) -> tuple[str, str]:
     return tenant_id, session_id
 
 
-async def _turn(request: web.Request) -> TurnReader:
+async def _turn(request: web.Request) -> TurnView:
     tenant_id, session_id = _session(request)
     turn_id = request.match_info["turn_id"]
     record = await request.app[keys.TURNS].find(tenant_id, session_id, turn_id)
