@@ -112,11 +112,16 @@ class TurnRecord(TurnView):
                 waiter.set_result(None)
         return len(self.events)
 
+    def next_event(self) -> asyncio.Future[None]:
+        """A future done at the next append (a waiter that is cancelled is skipped then)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
     async def wait(self, after: int) -> None:
         """Return once there is an event past seq ``after`` or the turn has ended."""
         while len(self.events) <= after and self.finished_at is None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            waiter = self.next_event()
             try:
                 await waiter
             finally:

@@ -18,7 +18,7 @@ from msev15.events.types import (
     TurnRequested,
     retry_after_seconds,
 )
-from msev15.handlers.disconnect import client_gone
+from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
 from msev15.handlers.ratelimit import check_tenant_rate
 from msev15.handlers.streams import open_stream, relay
@@ -70,21 +70,31 @@ async def _outcome_unless_gone(request: web.Request, record: TurnRecord) -> Turn
     """The turn's end; if the client leaves first, the turn is cancelled (nobody would read it).
 
     Leaving shows up either as the connection's loss (see handlers/disconnect.py) or, on servers
-    run with ``handler_cancellation`` (aiohttp's test server), as this handler being cancelled."""
+    run with ``handler_cancellation`` (aiohttp's test server), as this handler being cancelled.
+    Waiting costs one future per turn event (a plain turn has only its tool events and its end)
+    and a callback on the connection: no task."""
     runner = request.app[keys.RUNNER]
-    outcome = asyncio.ensure_future(record.outcome())
-    gone = asyncio.ensure_future(client_gone(request))
+    waiter: asyncio.Future[None] | None = None
+    gone = False
+
+    def left() -> None:
+        nonlocal gone
+        gone = True
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    unwatch = watch_departure(request, left)
     try:
-        await asyncio.wait((outcome, gone), return_when=asyncio.FIRST_COMPLETED)
+        while (terminal := record.terminal) is None and not gone:
+            waiter = record.next_event()
+            await waiter
     except asyncio.CancelledError:
         runner.stop(record, "cancelled" if runner.accepting else "shutting_down")
         raise
     finally:
-        gone.cancel()
-        if not outcome.done():
-            outcome.cancel()
-    if outcome.done() and not outcome.cancelled():
-        return outcome.result()
+        unwatch()
+    if terminal is not None:
+        return terminal
     if runner.stop(record, "cancelled"):
         log.info("Client left before the answer: turn %s cancelled", record.turn_id)
     return await record.outcome()

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from msev15 import keys
 from msev15.app import create_app
+from msev15.handlers import disconnect
 from tests.complaints.server import eventually
 from tests.conftest import assert_envelope, make_settings
 from tests.limits.conftest import Served
@@ -137,6 +138,31 @@ async def test_a_plain_chat_whose_client_left_is_cancelled_under_a_plain_app_run
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         await _assert_left_turn_cancelled(app, "127.0.0.1", runner.addresses[0][1], llm)
+    finally:
+        await runner.cleanup()
+
+
+async def test_under_a_plain_app_runner_answered_chats_leave_nothing_watched(tmp_path, llm) -> None:
+    """The good twin: clients that wait get their answers, and the one poller forgets each request
+    as it ends (nothing grows with the requests served)."""
+    app = await create_app(make_settings(tmp_path, **_openai(llm)))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1/chat"
+        gate = asyncio.Event()
+        llm.default = Reply("answered", gate=gate, gate_after=1)
+        async with aiohttp.ClientSession() as session:
+            posts = [asyncio.create_task(session.post(url, json={"session_id": f"p{i}", "message": "hi"}))
+                     for i in range(5)]
+            await eventually(lambda: disconnect.watching() == 5, "every waiting request to be watched")
+            gate.set()
+            for post in posts:
+                resp = await post
+                assert resp.status == 200 and (await resp.json())["message"] == "answered"
+        assert disconnect.watching() == 0
     finally:
         await runner.cleanup()
 
