@@ -32,8 +32,7 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     subscriber = LoggingSubscriber(bus)
     subscriber.start()
     metrics = MetricsSubscriber(bus, app[keys.METRICS])
-    metrics.start()
     yield
-    await metrics.close()
+    metrics.close()
     await subscriber.close()
     await turns.close()

@@ -2,8 +2,8 @@
 
 Three sources, each as cheap as it can be on its path:
 
-- the bus: a subscriber reads turn ends and tool results (never tokens: a turn's token counts
-  arrive once, in its terminal event's usage, so the per-token path pays nothing);
+- the bus: a synchronous handler counts turn ends and tool results (never tokens: a turn's token
+  counts arrive once, in its terminal event's usage, so the per-token path pays nothing);
 - the HTTP middleware (handlers/metrics.py): one counter and one histogram per request, labelled
   by route template (``/api/v1/sessions/{session_id}/history``), never the raw path;
 - gauges read at scrape time from their owners (runner, sessions, MCP connections, the
@@ -15,16 +15,19 @@ distinct tenants; the rest are counted as ``other``, so a tenant flood cannot gr
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from msev15.events.bus import EventBus, Subscription
+from msev15.events.bus import EventBus
+from msev15.events.tally import Tally, TallyCollector, TallyHistogram
 from msev15.events.types import ToolFinished, TurnCompleted, TurnEvent, TurnFailed
+
+log = logging.getLogger("app.metrics")
 
 OTHER = "other"
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
@@ -55,22 +58,22 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.tenant = TenantLabels(tenant_labels, max_tenants)
         t: tuple[str, ...] = ("tenant",) if tenant_labels else ()
-        r = self.registry
-        self.http_requests = Counter("msev15_http_requests", "HTTP requests by route template, method and status.",
-                                     ("route", "method", "status"), registry=r)
-        self.http_duration = Histogram("msev15_http_request_duration_seconds", "HTTP request duration.",
-                                       ("route", "method"), buckets=HTTP_BUCKETS, registry=r)
-        self.turns = Counter("msev15_turns", "Turns ended, by outcome (completed, failed, cancelled, ...).",
-                             ("outcome", *t), registry=r)
-        self.turn_duration = Histogram("msev15_turn_duration_seconds", "Turn duration from acceptance to its end.",
-                                       t, buckets=TURN_BUCKETS, registry=r)
-        self.ttft = Histogram("msev15_time_to_first_token_seconds", "Time from acceptance to the first token.",
-                              t, buckets=TTFT_BUCKETS, registry=r)
-        self.tokens = Counter("msev15_tokens", "Model tokens by kind (prompt, completion).", ("kind", *t), registry=r)
-        self.tool_calls = Counter("msev15_tool_calls", "Tool calls by tool and outcome (ok, error).",
-                                  ("tool", "outcome"), registry=r)
-        self.rate_limited = Counter("msev15_rate_limited", "Requests refused by a rate limit, by scope (ip, tenant).",
-                                    ("scope",), registry=r)
+        self.http_requests = Tally("msev15_http_requests", "HTTP requests by route template, method and status.",
+                                   ("route", "method", "status"))
+        self.http_duration = TallyHistogram("msev15_http_request_duration_seconds", "HTTP request duration.",
+                                            ("route", "method"), HTTP_BUCKETS)
+        self.turns = Tally("msev15_turns", "Turns ended, by outcome (completed, failed, cancelled, ...).",
+                           ("outcome", *t))
+        self.turn_duration = TallyHistogram("msev15_turn_duration_seconds",
+                                            "Turn duration from acceptance to its end.", t, TURN_BUCKETS)
+        self.ttft = TallyHistogram("msev15_time_to_first_token_seconds", "Time from acceptance to the first token.",
+                                   t, TTFT_BUCKETS)
+        self.tokens = Tally("msev15_tokens", "Model tokens by kind (prompt, completion).", ("kind", *t))
+        self.tool_calls = Tally("msev15_tool_calls", "Tool calls by tool and outcome (ok, error).", ("tool", "outcome"))
+        self.rate_limited = Tally("msev15_rate_limited", "Requests refused by a rate limit, by scope (ip, tenant).",
+                                  ("scope",))
+        self.registry.register(TallyCollector((self.http_requests, self.http_duration, self.turns, self.turn_duration,
+                                               self.ttft, self.tokens, self.tool_calls, self.rate_limited)))
         self._tools: set[str] = set()
         self.open_streams = [0]  # a plain int in a list: the HTTP middleware bumps it, a gauge reads it
 
@@ -79,22 +82,23 @@ class ServiceMetrics:
     def observe(self, event: TurnEvent) -> None:
         match event:
             case ToolFinished():
-                self.tool_calls.labels(self._tool(event.name), "ok" if event.ok else "error").inc()
+                self.tool_calls.inc((self._tool(event.name), "ok" if event.ok else "error"))
             case TurnCompleted() | TurnFailed():
                 t = (self.tenant(event.tenant_id),) if self.tenant.enabled else ()
                 if isinstance(event, TurnCompleted):
                     outcome = "completed"
                 else:
                     outcome = event.error if event.error in STOPPED else "failed"
-                self.turns.labels(outcome, *t).inc()
+                self.turns.inc((outcome, *t))
                 if event.elapsed:
-                    (self.turn_duration.labels(*t) if t else self.turn_duration).observe(event.elapsed)
+                    self.turn_duration.observe(event.elapsed, t)
                 if event.ttft is not None:
-                    (self.ttft.labels(*t) if t else self.ttft).observe(event.ttft)
+                    self.ttft.observe(event.ttft, t)
                 usage = event.usage if isinstance(event, TurnCompleted) else None
-                for kind in ("prompt_tokens", "completion_tokens"):
-                    if usage and usage.get(kind):
-                        self.tokens.labels(kind.removesuffix("_tokens"), *t).inc(usage[kind])
+                if usage:
+                    for kind in ("prompt", "completion"):
+                        if count := usage.get(f"{kind}_tokens"):
+                            self.tokens.inc((kind, *t), count)
 
     def _tool(self, name: str) -> str:
         """Tool names come from our registry and MCP servers: bounded, but capped all the same."""
@@ -128,24 +132,25 @@ class _ReadCollector(Collector):
 
 
 class MetricsSubscriber:
-    """Reads turn ends and tool results from the bus into :class:`ServiceMetrics`."""
+    """Counts turn ends and tool results as they are published. A synchronous bus handler: counting
+    is as cheap as queueing would be, so there is no queue and no task, and nothing to drain at
+    shutdown. A failure here is logged, never raised into the publisher (the runner)."""
+
+    KINDS = (ToolFinished, TurnCompleted, TurnFailed)
 
     def __init__(self, bus: EventBus, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
-        self._sub: Subscription[TurnEvent] = bus.subscribe((ToolFinished, TurnCompleted, TurnFailed))
-        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+        for kind in self.KINDS:
+            bus.on(kind, self._observe)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="events:metrics")
+    def _observe(self, event: TurnEvent) -> None:
+        if self.closed:
+            return
+        try:
+            self._metrics.observe(event)
+        except Exception:
+            log.exception("could not count a %s event", type(event).__name__)
 
-    async def _run(self) -> None:
-        while True:
-            self._metrics.observe(await self._sub.get())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        while self._sub.pending():
-            self._metrics.observe(self._sub.get_nowait())
-        self._sub.close()
+    def close(self) -> None:
+        self.closed = True

@@ -2,7 +2,8 @@
 
 The route label is the matched route's template (``/api/v1/sessions/{session_id}``), or
 ``unmatched`` for paths no route knows: never the raw path, so scanning random URLs cannot grow
-the series. /metrics is exempt from rate limits and, when METRICS_TOKEN is set, needs
+the series (nor can made-up methods: those outside the standard ones count as ``other``).
+/metrics is exempt from rate limits and, when METRICS_TOKEN is set, needs
 ``Authorization: Bearer <token>``.
 """
 
@@ -21,6 +22,7 @@ from msev15.events.metrics import ServiceMetrics
 from msev15.handlers.errors import ApiError
 from msev15.store.memory import MemorySessions
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 STREAM_ROUTES = frozenset({"/api/v1/chat/stream", "/api/v1/sessions/{session_id}/turns/{turn_id}/events"})
 
 
@@ -54,8 +56,9 @@ def metrics_middleware(metrics: ServiceMetrics) -> Callable[..., object]:
         finally:
             if stream:
                 streams[0] -= 1
-            counter.labels(route, request.method, str(status)).inc()
-            histogram.labels(route, request.method).observe(time.perf_counter() - started)
+            method = request.method if request.method in METHODS else "other"  # any token is a method
+            counter.inc((route, method, str(status)))
+            histogram.observe(time.perf_counter() - started, (route, method))
 
     return middleware
 

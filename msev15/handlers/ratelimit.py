@@ -126,7 +126,7 @@ async def check_tenant_rate(app: web.Application, tenant_id: str) -> None:
         return
     allowed, _, reset_in = await limiter.check(tenant_id)
     if not allowed:
-        app[keys.METRICS].rate_limited.labels("tenant").inc()
+        app[keys.METRICS].rate_limited.inc(("tenant",))
         retry_after = max(1, math.ceil(reset_in))
         raise ApiError(429, "tenant_rate_limited", f"This tenant sent more than {limiter.limit} requests in a minute.",
                        headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
@@ -155,7 +155,7 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: ServiceMetrics | None =
         }
         if not allowed:
             if metrics is not None:
-                metrics.rate_limited.labels("ip").inc()
+                metrics.rate_limited.inc(("ip",))
             retry_after = max(1, math.ceil(reset_in))
             headers["Retry-After"] = str(retry_after)
             raise ApiError(429, "Rate limit exceeded",

@@ -61,6 +61,23 @@ async def test_metrics_count_requests_by_route_template_turns_tokens_and_gauges(
     assert ("msev15_open_streams", ()) in samples
 
 
+async def test_made_up_methods_cannot_grow_the_series(service) -> None:
+    """The HTTP parser knows dozens of methods (WebDAV, CalDAV, ...): beyond the standard ones, a
+    scan is counted as ``other``, not as a series per method."""
+    client = await service()
+    scan = ("PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "PURGE", "REPORT", "SUBSCRIBE")
+    for method in scan:
+        resp = await client.request(method, "/api/v1/chat")
+        assert resp.status == 405
+        assert_envelope(await resp.json(), "method_not_allowed")
+    assert (await client.get("/health")).status == 200  # the good twin keeps its own method
+
+    samples = await _samples(client)
+    assert not any(method in str(key) for key in samples for method in scan)
+    assert _value(samples, "msev15_http_requests_total", route="unmatched", method="other", status="405") == len(scan)
+    assert _value(samples, "msev15_http_requests_total", route="/health", method="GET", status="200") == 1
+
+
 async def test_tool_calls_and_failed_turns_are_counted(service) -> None:
     client = await service()
     resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "where is order ORD-ZZZZ9999?"})
