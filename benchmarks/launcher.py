@@ -134,6 +134,20 @@ async def _build(args: argparse.Namespace, workdir: Path) -> web.Application:
     return await create_app(settings, provider=BenchProvider(args.tokens, args.delay))
 
 
+def _runner(app: web.Application, kind: str) -> web.AppRunner:
+    """The service runs on the runner ``msev15 serve`` uses (its connection guard, its keep-alive);
+    the reference and the relay on aiohttp's own."""
+    if kind != "service":
+        return web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    from msev15 import keys
+    from msev15.connections import ConnectionLimits, GuardedRunner
+
+    settings = app[keys.SETTINGS]
+    limits = ConnectionLimits(settings.http_header_timeout_seconds, settings.http_max_connections)
+    return GuardedRunner(app, limits, app[keys.CONNECTIONS], handle_signals=False, access_log=None,
+                         shutdown_timeout=5.0, keepalive_timeout=settings.keepalive_seconds)
+
+
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     fd = sys.stdin.fileno()
 
@@ -163,7 +177,7 @@ async def _serve(args: argparse.Namespace) -> int:
             runner = await upstream_app(args.tokens)
         else:
             app = await _build(args, Path(tmp))
-            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+            runner = _runner(app, args.app)
             await runner.setup()
         try:
             if args.seed_sessions:

@@ -76,7 +76,8 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
         else:
             limiter = RateLimiter(settings.rate_limit_per_minute, settings.trusted_proxies)
         middlewares.append(rate_limit_middleware(limiter, metrics))
-    middlewares.append(auth_middleware(settings))  # every /api/ route, present and future
+    if settings.auth_mode != "none":
+        middlewares.append(auth_middleware(settings))  # every /api/ route, present and future
     if settings.rate_limit_per_tenant_per_minute:  # after auth: a tenant is counted once it is believed
         middlewares.append(tenant_rate_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)

@@ -20,7 +20,6 @@ are queued or running may finish until then; at the deadline the rest are cut (`
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -192,9 +191,7 @@ class AgentRunner:
         finally:
             if turn.turn_id in self._open and not record.finished:  # a backstop: readers never hang on a bug
                 log.error("turn %s left open by its task; ending it", turn.turn_id)
-                self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                                "internal_error", "The assistant failed while answering. Please retry.",
-                                                500))
+                self._fail(record, "internal_error", "The assistant failed while answering. Please retry.", 500)
             if self.coordination is not None:
                 await self.coordination.release(turn)
 
@@ -249,17 +246,16 @@ class AgentRunner:
             count = await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
                                                     progress.steps, answer)
         except FencedOut:
-            self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                            "turn_lost", TURN_LOST, 503))
+            self._fail(record, "turn_lost", TURN_LOST, 503)
             return
         except Exception:
             log.exception("could not save the turn")
-            self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                            "store_unavailable", STORE_UNAVAILABLE, 503))
+            self._fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)
             return
         self.completed += 1
+        elapsed, ttft = self._timing(record)
         self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                           answer, count, progress.usage))
+                                           answer, count, progress.usage, elapsed, ttft))
 
     async def _history(self, turn: TurnRequested) -> list[dict[str, Any]]:
         """The session's context: the last SESSION_MAX_CONTEXT_MESSAGES, then the newest whole
@@ -281,16 +277,23 @@ class AgentRunner:
                                                 steps, note)
             except Exception:
                 log.exception("could not save the completed steps of a stopped turn")
-        self._finish(record, TurnFailed(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                        error, message, status, retry_after))
+        self._fail(record, error, message, status, retry_after)
 
-    def _finish(self, record: TurnRecord, event: TurnCompleted | TurnFailed) -> None:
+    def _timing(self, record: TurnRecord) -> tuple[float, float | None]:
+        """Seconds from acceptance to now and to the first token (None without one), for metrics."""
         now = time.monotonic()
         accepted = self._accepted_at.pop(record.turn_id, now)
         running = self._running.get(record.turn_id)
         first = running.progress.first_token_at if running is not None else None
-        event = dataclasses.replace(event, elapsed=now - accepted,
-                                    ttft=None if first is None else first - accepted)
+        return now - accepted, None if first is None else first - accepted
+
+    def _fail(self, record: TurnRecord, error: str, message: str, status: int,
+              retry_after: float | None = None) -> None:
+        elapsed, ttft = self._timing(record)
+        self._finish(record, TurnFailed(record.turn_id, record.tenant_id, record.session_id, record.request_id,
+                                        error, message, status, retry_after, elapsed, ttft))
+
+    def _finish(self, record: TurnRecord, event: TurnCompleted | TurnFailed) -> None:
         self._emit(record, event)
         del self._open[record.turn_id]
         if not self._open:
@@ -309,8 +312,7 @@ class AgentRunner:
             key = (record.tenant_id, record.session_id)
             self._queue.remove(key, next(t for t in self._queue.waiting(key) if t.turn_id == turn_id))
             message, status = STOP_MESSAGES[reason]
-            self._finish(record, TurnFailed(turn_id, record.tenant_id, record.session_id, record.request_id,
-                                            reason, message, status))
+            self._fail(record, reason, message, status)
             return True
         progress = running.progress
         if progress.stop_reason is None:  # a user's cancel stays a cancel if the deadline comes

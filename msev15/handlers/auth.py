@@ -154,11 +154,12 @@ def is_protected(path: str, settings: Settings) -> bool:
 
 
 def auth_middleware(settings: Settings) -> Callable[..., object]:
+    """Installed by create_app unless AUTH_MODE is none (then no request pays for it)."""
     failures = RateLimiter(settings.auth_max_failures_per_minute, settings.trusted_proxies)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if settings.auth_mode == "none" or request.method == "OPTIONS" or not is_protected(request.path, settings):
+        if request.method == "OPTIONS" or not is_protected(request.path, settings):
             return await handler(request)
         client = failures.client_ip(request.remote, request.headers.get("X-Forwarded-For"))
         wait = failures.blocked(client)
