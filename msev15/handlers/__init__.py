@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import aiohttp_cors
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from msev15.config import Settings
 from msev15.handlers import agui, aisdk, chat, health, metrics, sessions, turns
@@ -62,15 +62,23 @@ def setup_cors(app: web.Application, settings: Settings) -> None:
     if "*" in settings.cors_origins:
         defaults["*"] = _cors_options(credentials=False)
     cors = aiohttp_cors.setup(app, defaults=defaults)
+    # aiohttp-cors registered its response hook just now. It resolves the route's CORS config for
+    # every response, then does nothing without an Origin header (CORS 6.1.1): ask it only when
+    # the request is cross-origin, so same-origin and server-to-server calls pay nothing.
+    cors_hook = app.on_response_prepare.pop()
+    assert type(getattr(cors_hook, "__self__", None)).__module__.startswith("aiohttp_cors"), cors_hook
     for route in list(app.router.routes()):
         if route.method != "HEAD":
             cors.add(route)
-    if "*" in settings.cors_origins:
+    any_origin = "*" in settings.cors_origins
 
-        async def any_origin(request: web.Request, response: web.StreamResponse) -> None:
-            # After aiohttp-cors' own hook (registered by setup() above): an unlisted origin gets "*".
-            if response.headers.get("Access-Control-Allow-Origin") not in (None, "*", *listed):
-                response.headers["Access-Control-Allow-Origin"] = "*"
-                response.headers.pop("Access-Control-Allow-Credentials", None)
+    async def cross_origin(request: web.Request, response: web.StreamResponse) -> None:
+        if hdrs.ORIGIN not in request.headers:
+            return
+        await cors_hook(request, response)
+        # An unlisted origin under "*" gets "*", without credentials.
+        if any_origin and response.headers.get(hdrs.ACCESS_CONTROL_ALLOW_ORIGIN) not in (None, "*", *listed):
+            response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = "*"
+            response.headers.pop(hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS, None)
 
-        app.on_response_prepare.append(any_origin)
+    app.on_response_prepare.append(cross_origin)
