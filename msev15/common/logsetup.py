@@ -12,14 +12,16 @@ is written anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import queue
 import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from msev15.common.env import MASK
 
@@ -57,26 +59,92 @@ class LogFile:
 
 
 class _Writer:
-    """The handlers that do the writing, behind one QueueListener thread: a slow disk, a log
-    rotation or a stalled stderr pipe never blocks the event loop."""
+    """The handlers that do the writing, behind one thread: a slow disk, a log rotation or a
+    stalled stderr pipe never blocks the event loop.
 
-    def __init__(self, handlers: list[logging.Handler]) -> None:
+    The thread takes whatever has queued up since its last write (up to :data:`BATCH` records),
+    formats each record once, and writes the batch to each handler's stream in one call with one
+    flush. Under load that is a few writes a second instead of two per line, and the thread wakes
+    (and takes the interpreter lock from the event loop) once per batch, not once per line.
+    """
+
+    BATCH = 512
+    _STOP = None
+
+    def __init__(self, handlers: list[logging.StreamHandler[Any]], formatter: logging.Formatter) -> None:
         self.handlers = handlers
-        self.queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        self.listener = logging.handlers.QueueListener(self.queue, *handlers, respect_handler_level=True)
-        self.listener.start()
+        self.formatter = formatter
+        self.queue: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write out everything queued so far, then end the thread."""
+        if self._thread is not None:
+            self.queue.put(self._STOP)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        get, get_nowait = self.queue.get, self.queue.get_nowait
+        while True:
+            record = get()
+            batch: list[logging.LogRecord] = []
+            while record is not None:
+                batch.append(record)
+                if len(batch) >= self.BATCH:
+                    break
+                try:
+                    record = get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+            if record is None:
+                return
+
+    def _write(self, batch: list[logging.LogRecord]) -> None:
+        lines = []
+        for record in batch:
+            try:
+                lines.append(self.formatter.format(record))
+            except Exception:
+                logging.Handler.handleError(self.handlers[0], record)
+        if not lines:
+            return
+        text = "\n".join(lines) + "\n"
+        for handler in self.handlers:
+            try:
+                with handler.lock or contextlib.nullcontext():
+                    if isinstance(handler, logging.handlers.RotatingFileHandler):
+                        _roll_if_full(handler, len(text))
+                    handler.stream.write(text)
+                    handler.stream.flush()
+            except Exception:
+                handler.handleError(batch[-1])
 
     def flush(self) -> None:
-        """Write out everything queued so far (stop drains the queue; start again after)."""
-        self.listener.stop()
-        for handler in self.handlers:
-            handler.flush()
-        self.listener.start()
+        """Write out everything queued so far."""
+        self.stop()
+        self.start()
 
     def close(self) -> None:
-        self.listener.stop()
+        self.stop()
         for handler in self.handlers:
             handler.close()
+
+
+def _roll_if_full(handler: logging.handlers.RotatingFileHandler, size: int) -> None:
+    """RotatingFileHandler's own check, for a batch: roll over before the file passes maxBytes.
+    A batch larger than maxBytes alone still goes into one file."""
+    if handler.stream is None:  # closed after a failed rollover: reopen
+        handler.stream = handler._open()
+    if handler.maxBytes > 0 and handler.stream.tell() and handler.stream.tell() + size > handler.maxBytes:
+        handler.doRollover()
 
 
 _writer: _Writer | None = None
@@ -96,7 +164,7 @@ def setup_logging(*, level: str, secrets: Iterable[str] = (), stream: TextIO | N
     close_logging()
     root = logging.getLogger()
     formatter = RedactingFormatter(secrets)
-    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    handlers: list[logging.StreamHandler[Any]] = [logging.StreamHandler(stream or sys.stderr)]
     if log_file is not None:
         path = Path(log_file.path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +172,7 @@ def setup_logging(*, level: str, secrets: Iterable[str] = (), stream: TextIO | N
             path, maxBytes=log_file.max_bytes, backupCount=log_file.backup_count, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(formatter)
-    _writer = _Writer(handlers)
+    _writer = _Writer(handlers, formatter)
     front = logging.handlers.QueueHandler(_writer.queue)
     for log_filter in filters:
         front.addFilter(log_filter)
@@ -113,7 +181,7 @@ def setup_logging(*, level: str, secrets: Iterable[str] = (), stream: TextIO | N
     root.setLevel(level)
     for name in quiet:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
-    return handlers
+    return list(handlers)
 
 
 def flush_logging() -> None:
