@@ -94,3 +94,30 @@ def test_a_broken_stream_does_not_stop_the_file(tmp_path: Path, capsys) -> None:
         close_logging()
     assert any("still written to the file" in line for line in _lines(tmp_path / "app.log"))
     assert "stderr is gone" in capsys.readouterr().err  # reported the way logging reports handler errors
+
+
+def test_other_handlers_see_the_record_as_it_was_logged(tmp_path: Path) -> None:
+    """The queue gets a prepared copy; a handler after ours (pytest's, an APM agent's) still gets
+    the arguments and the exception object."""
+    seen: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    console = io.StringIO()
+    setup_logging(level="INFO", stream=console)
+    collect = Collect()
+    logging.getLogger().addHandler(collect)
+    try:
+        try:
+            raise KeyError("k")
+        except KeyError:
+            logging.getLogger("test.copy").exception("lookup %s failed", "order")
+    finally:
+        logging.getLogger().removeHandler(collect)
+        close_logging()
+    (record,) = [r for r in seen if r.name == "test.copy"]
+    assert record.msg == "lookup %s failed" and record.args == ("order",)
+    assert record.exc_info is not None and record.exc_info[0] is KeyError
+    assert "lookup order failed" in console.getvalue() and "KeyError: 'k'" in console.getvalue()

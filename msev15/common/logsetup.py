@@ -120,9 +120,10 @@ class _Writer:
         for handler in self.handlers:
             try:
                 with handler.lock or contextlib.nullcontext():
-                    if isinstance(handler, logging.handlers.RotatingFileHandler):
-                        _roll_if_full(handler, len(text))
-                    handler.stream.write(text)
+                    if isinstance(handler, logging.handlers.RotatingFileHandler) and handler.maxBytes > 0:
+                        _write_rotating(handler, lines)
+                    else:
+                        handler.stream.write(text)
                     handler.stream.flush()
             except Exception:
                 handler.handleError(batch[-1])
@@ -138,13 +139,35 @@ class _Writer:
             handler.close()
 
 
-def _roll_if_full(handler: logging.handlers.RotatingFileHandler, size: int) -> None:
-    """RotatingFileHandler's own check, for a batch: roll over before the file passes maxBytes.
-    A batch larger than maxBytes alone still goes into one file."""
+def _write_rotating(handler: logging.handlers.RotatingFileHandler, lines: list[str]) -> None:
+    """RotatingFileHandler's rule, for a batch: roll over before a line would take the file past
+    maxBytes (counted in characters, as the stdlib does); a line alone larger than that still gets
+    a file of its own."""
     if handler.stream is None:  # closed after a failed rollover: reopen
         handler.stream = handler._open()
-    if handler.maxBytes > 0 and handler.stream.tell() and handler.stream.tell() + size > handler.maxBytes:
-        handler.doRollover()
+    size, start = handler.stream.tell(), 0
+    for i, line in enumerate(lines):
+        if size and size + len(line) + 1 > handler.maxBytes:
+            if i > start:
+                handler.stream.write("\n".join(lines[start:i]) + "\n")
+            handler.doRollover()
+            size, start = 0, i
+        size += len(line) + 1
+    handler.stream.write("\n".join(lines[start:]) + "\n")
+
+
+class _QueueFront(logging.handlers.QueueHandler):
+    """The stdlib QueueHandler, with a cheaper copy of the record: its ``copy.copy`` goes through
+    ``__reduce_ex__`` and cost more than the rest of ``prepare`` together."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        msg = self.format(record)  # merges the arguments, appends a traceback's text
+        queued = logging.LogRecord.__new__(logging.LogRecord)
+        queued.__dict__.update(record.__dict__)  # a copy: other handlers see the record as it was
+        queued.message = queued.msg = msg
+        queued.args = None
+        queued.exc_info = queued.exc_text = queued.stack_info = None
+        return queued
 
 
 _writer: _Writer | None = None
@@ -173,12 +196,14 @@ def setup_logging(*, level: str, secrets: Iterable[str] = (), stream: TextIO | N
     for handler in handlers:
         handler.setFormatter(formatter)
     _writer = _Writer(handlers, formatter)
-    front = logging.handlers.QueueHandler(_writer.queue)
+    front = _QueueFront(_writer.queue)
     for log_filter in filters:
         front.addFilter(log_filter)
     setattr(front, _HANDLER_MARK, True)
     root.addHandler(front)
     root.setLevel(level)
+    # The format names no thread or process: don't look them up for every record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for name in quiet:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     return list(handlers)
