@@ -85,6 +85,10 @@ class Coordination(Protocol):
 
     async def cancel_session(self, tenant_id: str, session_id: str, reason: str) -> int: ...
 
+    async def session_turn(self, tenant_id: str, session_id: str) -> TurnView | None:
+        """The session's running turn, else its next queued one, wherever it runs; None if none is open."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -112,6 +116,10 @@ class LocalCoordination:
 
     async def cancel_session(self, tenant_id: str, session_id: str, reason: str) -> int:
         return self.runner.stop_session((tenant_id, session_id), reason)
+
+    async def session_turn(self, tenant_id: str, session_id: str) -> TurnView | None:
+        open_turns = self.runner.open_turns_of((tenant_id, session_id))
+        return open_turns[0] if open_turns else None
 
     async def close(self) -> None:
         return None
@@ -268,3 +276,19 @@ class RedisCoordination:
             else:
                 await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": reason}))
         return len(entries)
+
+    @translated
+    async def session_turn(self, tenant_id: str, session_id: str) -> TurnView | None:
+        """The first entry of the session's queue that is still open: the queue's head runs (or is
+        about to), whichever instance holds it. An entry whose turn ended, or whose record is not
+        written yet, is passed over."""
+        for entry in [text(e) for e in await self._redis.lrange(tenant_key(tenant_id, "queue", session_id), 0, -1)]:
+            turn_id, _, owner = entry.partition("|")
+            record: TurnView | None
+            if owner == self.instance_id:
+                record = self.runner.open_record(turn_id)
+            else:
+                record = await self.turns.find(tenant_id, session_id, turn_id)
+            if record is not None and not record.finished:
+                return record
+        return None

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from msev15 import keys
-from msev15.events.turnlog import TurnRecord
+from msev15.events.turnlog import TurnView
 from msev15.events.types import (
     Token,
     ToolCalled,
@@ -73,7 +73,7 @@ class _Translator:
     """Turn events to UI message stream parts. A step is one model round: text after tool
     results starts a new step; each text block between tool calls is one text part."""
 
-    def __init__(self, record: TurnRecord) -> None:
+    def __init__(self, record: TurnView) -> None:
         self.turn_id = record.turn_id
         self.text_id: str | None = None
         self.blocks = 0
@@ -132,14 +132,14 @@ class _Translator:
         return False
 
 
-async def _stream(request: web.Request, record: TurnRecord) -> web.StreamResponse:
+async def _stream(request: web.Request, record: TurnView) -> web.StreamResponse:
     translator = _Translator(record)
     async with open_event_stream(request, record, STREAM_HEADER) as resp:
         await _relay(record, resp, translator)
     return resp
 
 
-async def _relay(record: TurnRecord, resp: TurnStream, translator: _Translator) -> None:
+async def _relay(record: TurnView, resp: TurnStream, translator: _Translator) -> None:
     frames = translator.start()
     try:
         async for batch in follow(record):
@@ -225,7 +225,9 @@ async def resume(request: web.Request) -> web.StreamResponse:
     description: |
       Streams the session's running turn (or, when none runs yet, the next queued one) from its
       start, in the same parts as `POST /api/v1/ai-sdk/chat`; answers 204 when the session has
-      no open turn. The tenant is the `X-Tenant-ID` header (else `default`).
+      no open turn. With `SESSION_STORE=redis` any instance finds the turn, whichever instance
+      runs it. The tenant is the `X-Tenant-ID` header (else `default`): another tenant's session
+      looks like one with no open turn.
     tags: [front ends]
     parameters:
       - {in: path, name: id, required: true, schema: {$ref: "#/components/schemas/Id"}}
@@ -237,10 +239,11 @@ async def resume(request: web.Request) -> web.StreamResponse:
           text/event-stream:
             schema: {$ref: "#/components/schemas/AiSdkFrame"}
       "204": {description: No turn of this session is running.}
+      "503": {$ref: "#/components/responses/Unavailable"}
     """
     session_id = check_id(request.match_info["id"], "id")
     tenant_id = request_tenant(request)
-    open_turns = request.app[keys.RUNNER].open_turns_of((tenant_id, session_id))
-    if not open_turns:
+    record = await request.app[keys.COORDINATION].session_turn(tenant_id, session_id)
+    if record is None:
         return web.Response(status=204)
-    return await _stream(request, open_turns[0])
+    return await _stream(request, record)

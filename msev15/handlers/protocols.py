@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from msev15 import keys
-from msev15.events.turnlog import TurnRecord
+from msev15.events.turnlog import TurnView
 from msev15.events.types import TurnEvent
 from msev15.handlers import tenancy
 from msev15.handlers.chat import TURN_ID_HEADER
@@ -46,7 +46,7 @@ def field_of(body: Mapping[str, Any], name: str, kind: type[str | list[Any] | di
     return value
 
 
-def open_event_stream(request: web.Request, record: TurnRecord,
+def open_event_stream(request: web.Request, record: TurnView,
                       headers: Mapping[str, str] | None = None) -> TurnStream:
     """An SSE response (not yet prepared) for a protocol stream: ``\\n`` line ends, since some
     clients split events on a blank ``\\n\\n`` only; keep-alive comments; the turn id header."""
@@ -56,7 +56,7 @@ def open_event_stream(request: web.Request, record: TurnRecord,
                         send_timeout=SEND_TIMEOUT_SECONDS, response_cls=TurnStream)
 
 
-async def follow(record: TurnRecord, after: int = 0) -> AsyncIterator[list[TurnEvent]]:
+async def follow(record: TurnView, after: int = 0) -> AsyncIterator[list[TurnEvent]]:
     """The turn's events past seq ``after``, in batches as they arrive, up to its terminal event."""
     seq = after
     while True:

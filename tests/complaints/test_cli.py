@@ -79,17 +79,19 @@ async def test_serves_tools_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
             async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health") as response:
                 assert response.status == 200
 
-            # An open listen stream must not hold the shutdown up.
-            loop = asyncio.get_running_loop()
-            started = loop.time()
+            # An open listen stream must not hold the shutdown up: the server ends it when the
+            # shutdown starts, so uvicorn never reaches its graceful timeout and cancels nothing.
+            # The 30 s bound only keeps the test from hanging.
             proc.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(10.0):
+            async with asyncio.timeout(30.0):
                 rest = (await proc.stderr.read()).decode()
                 code = await proc.wait()
             assert code == 0, rest
-            assert loop.time() - started < 3.0
+            assert "timeout graceful shutdown exceeded" not in rest, rest
             assert "complaints MCP server stopped" in rest
             assert "Traceback" not in rest
+            with pytest.raises(ConnectionRefusedError):  # nothing is left listening
+                await asyncio.open_connection("127.0.0.1", int(port))
             await eventually(lambda: conn.status == "unavailable", "the client to notice the stop")
         finally:
             await conn.close()
