@@ -308,9 +308,11 @@ class AgentRunner:
         if turn_id not in self._open:
             return False
         running = self._running.get(turn_id)
-        if running is None:  # still queued: it never ran, so nothing to commit
+        if running is None:  # still queued (or left open by its task): it never ran, nothing to commit
             key = (record.tenant_id, record.session_id)
-            self._queue.remove(key, next(t for t in self._queue.waiting(key) if t.turn_id == turn_id))
+            queued = next((t for t in self._queue.waiting(key) if t.turn_id == turn_id), None)
+            if queued is not None:
+                self._queue.remove(key, queued)
             message, status = STOP_MESSAGES[reason]
             self._fail(record, reason, message, status)
             return True
