@@ -12,7 +12,6 @@ from aiohttp import web
 
 from msev15 import keys
 from msev15.agent.coordination import Coordination, LocalCoordination
-from msev15.agent.mcp_client import McpConnection
 from msev15.agent.prompt import load_system_prompt
 from msev15.agent.providers import make_provider
 from msev15.agent.runner import AgentRunner
@@ -46,11 +45,15 @@ async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
     servers = {"complaints": (settings.mcp_server_url, settings.mcp_auth_token),
                "escalation": (settings.escalation_mcp_url,
                               settings.escalation_mcp_auth_token or settings.mcp_auth_token)}
-    connections = app[keys.MCP] = {
-        name: McpConnection(name, url, reserved_names=registry.local_names, call_timeout=settings.tool_timeout_seconds,
-                            auth_token=token)
-        for name, (url, token) in servers.items() if url
-    }
+    connections = app[keys.MCP] = {}
+    if any(url for url, _ in servers.values()):
+        from msev15.agent.mcp_client import McpConnection  # the mcp package: only when a server is set
+
+        connections.update({
+            name: McpConnection(name, url, reserved_names=registry.local_names,
+                                call_timeout=settings.tool_timeout_seconds, auth_token=token)
+            for name, (url, token) in servers.items() if url
+        })
     for connection in connections.values():
         registry.add_source(connection.tools)
         connection.start()
@@ -74,7 +77,7 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     coordination: Coordination
     if settings.session_store == "redis":
-        from msev15.agent.coordination import RedisCoordination
+        from msev15.agent.redis_coordination import RedisCoordination
         from msev15.events.redis_turnlog import RedisTurnLog
 
         turns = app[keys.TURNS]

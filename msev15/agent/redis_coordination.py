@@ -1,0 +1,228 @@
+"""SESSION_STORE=redis: one turn at a time per session across instances (see agent/coordination.py).
+
+:class:`RedisCoordination` keeps a **per-session queue in Redis**: a
+turn is admitted by one script that applies ``if_busy`` and appends ``{turn_id}|{instance}``
+(so arrival order is global), and runs only when its entry heads the queue. We chose a queue over
+a bare lease because a lease says who runs now but not who is next: with a lease, turns waiting
+on two instances race for it and arrival order is lost. Liveness is a per-instance heartbeat key
+(``msev15:instance:{id}``, TTL ``REDIS_LEASE_SECONDS``): an instance that finds the head entry's
+owner expired removes it and ends that turn with ``turn_lost``, so a session held by a dead
+instance is free again within one lease period (plus a second for the waiter to look). The head
+entry is also the fencing token: a session commit is refused unless the turn still heads its
+queue (store/redis_sessions.py), so an instance that lost its turn while paused cannot write.
+
+Cancels travel on a pub/sub channel to the instance that owns the turn; waiters are woken on
+another when a session's head changes (and look again every second, should a message be lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from msev15.agent.runner import AgentRunner, TurnRefused
+from msev15.events.redis_turnlog import RedisTurnLog, RemoteTurnRecord, instance_key
+from msev15.events.turnlog import TurnRecord, TurnView
+from msev15.events.types import TurnRequested
+from msev15.store.base import FencedOut
+from msev15.store.redis_kit import connect, tenant_key, text, translated
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+log = logging.getLogger("agent.coordination")
+
+CONTROL_CHANNEL = "msev15:control"
+WAKE_CHANNEL = "msev15:wake"
+QUEUE_TTL_SECONDS = 86_400
+RECHECK_SECONDS = 1.0
+_FINAL = ("completed", "failed", "cancelled", "interrupted")
+
+# KEYS: the session's queue; ARGV: entry, if_busy policy. Returns {'BUSY'} when a reject finds the
+# session busy; else the entries that were ahead (for interrupt) after appending this one.
+_ADMIT = """
+local ahead = redis.call('LRANGE', KEYS[1], 0, -1)
+if ARGV[2] == 'reject' and #ahead > 0 then return {'BUSY'} end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[2] == 'interrupt' then return ahead end
+return {}
+"""
+
+# KEYS: the session's queue; ARGV: entry. Removes the entry if it is still the head.
+_DROP_HEAD = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) return 1 end
+return 0
+"""
+
+
+def _entry(turn: TurnRequested, instance_id: str) -> str:
+    return f"{turn.turn_id}|{instance_id}"
+
+
+class RedisCoordination:
+    def __init__(self, url: str, instance_id: str, runner: AgentRunner, turns: RedisTurnLog,
+                 lease_seconds: float) -> None:
+        self.instance_id = instance_id
+        self.runner = runner
+        self.turns = turns
+        self.lease_seconds = lease_seconds
+        self._redis: aioredis.Redis = connect(url)
+        self._listener_client: aioredis.Redis = connect(url, socket_timeout=None)
+        self._admit = self._redis.register_script(_ADMIT)
+        self._drop_head = self._redis.register_script(_DROP_HEAD)
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._heartbeat(), name="agent:coordination-heartbeat"),
+                       asyncio.create_task(self._listen(), name="agent:coordination-listener")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._redis.delete(instance_key(self.instance_id))
+        await self._redis.aclose()
+        await self._listener_client.aclose()
+
+    # --- liveness and messages ----------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self._redis.set(instance_key(self.instance_id), "1", px=int(self.lease_seconds * 1000))
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.lease_seconds / 4)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._listener_client.pubsub() as pubsub:
+                    await pubsub.subscribe(CONTROL_CHANNEL, WAKE_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._on_message(message["channel"], message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("coordination listener lost Redis (%s); reconnecting", type(exc).__name__)
+                await asyncio.sleep(RECHECK_SECONDS)
+
+    def _on_message(self, channel: str, data: str) -> None:
+        if channel == WAKE_CHANNEL:
+            waiter = self._waiters.get(data)
+            if waiter is not None:
+                waiter.set()
+            return
+        order = json.loads(data)
+        record = self.runner.open_record(order["turn_id"])
+        if record is not None:
+            self.runner.stop(record, order["reason"])
+
+    # --- one turn at a time per session -------------------------------------------------------
+
+    @translated
+    async def admit(self, turn: TurnRequested) -> None:
+        queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
+        ahead = await self._admit(keys=[queue], args=[_entry(turn, self.instance_id), turn.if_busy, QUEUE_TTL_SECONDS])
+        if ahead == ["BUSY"]:
+            raise TurnRefused("session_busy", "This session is still answering an earlier message.", 409,
+                              retry_after=self.runner.busy_retry_after)
+        for entry in map(text, ahead):  # if_busy=interrupt: stop what was ahead, wherever it runs
+            turn_id, _, owner = entry.partition("|")
+            if owner != self.instance_id:
+                await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": "interrupted"}))
+
+    @translated
+    async def withdraw(self, turn: TurnRequested) -> None:
+        await self._remove(turn)
+
+    async def _remove(self, turn: TurnRequested) -> None:
+        queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(queue, 1, _entry(turn, self.instance_id))
+            pipe.publish(WAKE_CHANNEL, queue)
+            await pipe.execute()
+
+    @translated
+    async def acquire(self, turn: TurnRequested) -> str | None:
+        queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
+        mine = _entry(turn, self.instance_id)
+        waiter = self._waiters.setdefault(queue, asyncio.Event())
+        try:
+            while True:
+                waiter.clear()
+                raw_head = await self._redis.lindex(queue, 0)
+                head = None if raw_head is None else text(raw_head)
+                if head == mine:
+                    return mine
+                if head is None or mine not in [text(e) for e in await self._redis.lrange(queue, 0, -1)]:
+                    raise FencedOut("this turn lost its place in the session's queue")
+                turn_id, _, owner = head.partition("|")
+                if owner != self.instance_id and not await self.turns.owner_alive(owner):
+                    await self._take_over(queue, head, turn.tenant_id, turn.session_id, turn_id)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), RECHECK_SECONDS)
+        finally:  # one waiter per session at a time: the local scheduler runs a session's turns in turn
+            self._waiters.pop(queue, None)
+
+    async def _take_over(self, queue: str, head: str, tenant_id: str, session_id: str, turn_id: str) -> None:
+        """The head's instance is gone: end its turn (turn_lost) and free the session."""
+        if await self._drop_head(keys=[queue], args=[head]):
+            remote = await self.turns.find(tenant_id, session_id, turn_id)
+            if isinstance(remote, RemoteTurnRecord) and remote.status not in _FINAL:
+                await self.turns.mark_lost(remote)
+            await self._redis.publish(WAKE_CHANNEL, queue)
+
+    async def release(self, turn: TurnRequested) -> None:
+        try:
+            await self._remove(turn)
+        except Exception as exc:
+            log.warning("could not release the session queue (%s); it frees when this instance's lease ends",
+                        type(exc).__name__)
+
+    # --- cancel from any instance ------------------------------------------------------------
+
+    @translated
+    async def cancel(self, record: TurnView, reason: str) -> bool:
+        if isinstance(record, TurnRecord):
+            return self.runner.stop(record, reason)
+        if record.status in _FINAL:
+            return False
+        await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": record.turn_id, "reason": reason}))
+        return True
+
+    @translated
+    async def cancel_session(self, tenant_id: str, session_id: str, reason: str) -> int:
+        entries = [text(e) for e in await self._redis.lrange(tenant_key(tenant_id, "queue", session_id), 0, -1)]
+        for entry in entries:
+            turn_id, _, owner = entry.partition("|")
+            record = self.runner.open_record(turn_id) if owner == self.instance_id else None
+            if record is not None:
+                self.runner.stop(record, reason)
+            else:
+                await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": reason}))
+        return len(entries)
+
+    @translated
+    async def session_turn(self, tenant_id: str, session_id: str) -> TurnView | None:
+        """The first entry of the session's queue that is still open: the queue's head runs (or is
+        about to), whichever instance holds it. An entry whose turn ended, or whose record is not
+        written yet, is passed over."""
+        for entry in [text(e) for e in await self._redis.lrange(tenant_key(tenant_id, "queue", session_id), 0, -1)]:
+            turn_id, _, owner = entry.partition("|")
+            record: TurnView | None
+            if owner == self.instance_id:
+                record = self.runner.open_record(turn_id)
+            else:
+                record = await self.turns.find(tenant_id, session_id, turn_id)
+            if record is not None and not record.finished:
+                return record
+        return None
