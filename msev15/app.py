@@ -29,12 +29,9 @@ from msev15.events.context import events_ctx
 from msev15.events.metrics import ServiceMetrics
 from msev15.handlers import setup_cors, setup_routes
 from msev15.handlers.auth import auth_ctx, auth_middleware
-from msev15.handlers.errors import (
-    add_extra_headers,
-    error_middleware,
-    request_id_middleware,
-)
-from msev15.handlers.metrics import app_gauges, metrics_middleware
+from msev15.handlers.errors import add_extra_headers
+from msev15.handlers.front import front_middleware
+from msev15.handlers.metrics import app_gauges
 from msev15.handlers.ratelimit import RateLimiter, rate_limit_middleware, tenant_rate_middleware
 from msev15.health import health_ctx
 from msev15.store.context import orders_ctx, sessions_ctx
@@ -66,7 +63,7 @@ async def _on_shutdown(app: web.Application) -> None:
 async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     """Build the service. ``overrides`` may inject a ``provider`` or a ``mailer`` (tests, benchmarks)."""
     metrics = ServiceMetrics(tenant_labels=settings.metrics_tenant_labels, max_tenants=settings.metrics_max_tenants)
-    middlewares: list[Any] = [request_id_middleware, metrics_middleware(metrics), error_middleware]
+    middlewares: list[Any] = [front_middleware(metrics)]  # request id, envelope, metrics
     limiter: RateLimiter | None = None
     if settings.enable_rate_limiting:
         if settings.session_store == "redis":  # one window per client IP across every instance

@@ -1,9 +1,10 @@
 """Request ids and the one error envelope.
 
-``request_id_middleware`` takes ``X-Request-ID`` from the client (if it is a sane token) or makes
-one, binds it for logging and returns it on every response. ``error_middleware`` turns every
-failure into the spec's envelope ``{error, message, detail?, request_id, timestamp}`` with the
-right status; unexpected exceptions are logged with their traceback and become a bare 500.
+``begin_request`` takes ``X-Request-ID`` from the client (if it is a sane token) or makes one,
+binds it for logging and returns it on every response. ``failure_response`` turns every failure
+into the spec's envelope ``{error, message, detail?, request_id, timestamp}`` with the right
+status; unexpected exceptions are logged with their traceback and become a bare 500. Both run in
+the front middleware (handlers/front.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from msev15 import logs
 from msev15.common.ids import new_id
@@ -87,13 +87,13 @@ _HTTP_ERRORS: dict[int, tuple[str, str]] = {
 EXTRA_HEADERS = web.RequestKey("msev15.extra_headers", dict)
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def begin_request(request: web.Request) -> None:
+    """Take ``X-Request-ID`` from the client if it is a sane token, else make one; bind it for
+    logging and have it sent back on the response."""
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = supplied if _REQUEST_ID.match(supplied) else new_id()
     logs.bind(request_id=request_id, session_id="-", tenant_id="-")
     request[EXTRA_HEADERS] = {REQUEST_ID_HEADER: request_id}
-    return await handler(request)
 
 
 async def add_extra_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -103,25 +103,22 @@ async def add_extra_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.update(extra)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
+def failure_response(request: web.Request, exc: Exception) -> web.Response:
+    """The envelope for a request that failed with ``exc`` (re-raises a redirect)."""
+    if isinstance(exc, ApiError):
         return error_response(exc)
-    except StoreUnavailable as exc:
+    if isinstance(exc, StoreUnavailable):
         log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
         return error_response(ApiError(503, "store_unavailable",
                                        "Conversations are unavailable right now (the session store cannot be reached). "
                                        "Please retry.", headers={"Retry-After": "5"}))
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         code, message = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         detail = exc.text if exc.status == 413 else None
         return error_response(ApiError(exc.status, code, message, detail, headers))
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(ApiError(500, "internal_error",
-                                       "An unexpected error occurred. Quote the request id when reporting it."))
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(ApiError(500, "internal_error",
+                                   "An unexpected error occurred. Quote the request id when reporting it."))

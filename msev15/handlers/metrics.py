@@ -10,15 +10,12 @@ the series (nor can made-up methods: those outside the standard ones count as ``
 from __future__ import annotations
 
 import hmac
-import time
 from collections.abc import Callable, Iterable
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from msev15 import keys
-from msev15.events.metrics import ServiceMetrics
 from msev15.handlers.errors import ApiError
 from msev15.store.memory import MemorySessions
 
@@ -32,35 +29,6 @@ def route_of(request: web.Request) -> str:
     if resource is None or request.match_info.http_exception is not None:
         return "unmatched"
     return resource.canonical
-
-
-def metrics_middleware(metrics: ServiceMetrics) -> Callable[..., object]:
-    counter, histogram = metrics.http_requests, metrics.http_duration
-    streams = metrics.open_streams
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        route = route_of(request)
-        stream = route in STREAM_ROUTES
-        status = 500
-        if stream:
-            streams[0] += 1
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            if stream:
-                streams[0] -= 1
-            method = request.method if request.method in METHODS else "other"  # any token is a method
-            counter.inc((route, method, str(status)))
-            histogram.observe(time.perf_counter() - started, (route, method))
-
-    return middleware
 
 
 async def metrics(request: web.Request) -> web.Response:
