@@ -10,6 +10,7 @@ stays. The memory store is the reference; every store must give the same result.
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from msev15.store.base import Sessions
 from msev15.store.redis_sessions import RedisSessions
 from msev15.store.session_schema import MIGRATIONS, SCHEMA_VERSION
-from msev15.store.sessions import message_bytes
+from msev15.store.sessions import SessionStore, message_bytes
 from msev15.store.sqlite_sessions import SqliteSessions
 from tests import test_session_stores as contract
 from tests.test_session_stores import Clock, OpenStore, _commit, _tool_steps, _visible
@@ -311,3 +312,27 @@ async def test_sqlite_migrates_a_version_1_database(tmp_path: Path, clock: Clock
         assert await _visible(store, "b", "s1") == [("user", "more"), ("assistant", "answer to more")]
     finally:
         await store.close()
+
+
+async def test_every_store_keeps_what_the_memory_store_keeps(open_store: OpenStore, clock: Clock) -> None:
+    """A seeded mix of turns (multi-byte text, tool exchanges, sizes around the budgets) through
+    the per-tenant cap, SESSION_MAX_MESSAGES and SESSION_MAX_BYTES: each store ends holding the
+    same sessions with the same messages as the reference, the memory store."""
+    caps = dict(max_messages=12, max_bytes=1_500, max_sessions_per_tenant=3)
+    store = await open_store(**caps)
+    reference = SessionStore(3600, clock, **caps)
+    rng = random.Random(1729)
+    for i in range(150):  # bounded
+        clock.now += 1
+        tenant, session = f"t{rng.randrange(3)}", f"s{rng.randrange(5)}"
+        text = f"{i}:" + rng.choice("aé✓") * rng.choice((5, 60, 400, 900))
+        steps = _tool_steps(*(f"c{i}-{n}" for n in range(rng.choice((0, 0, 1, 3)))))
+        await store.commit_turn(tenant, session, text, clock.now, steps, "ok " + text[:50])
+        reference.commit_turn(tenant, session, text, clock.now, steps, "ok " + text[:50])
+    for tenant in ("t0", "t1", "t2"):
+        assert await _ids(store, tenant) == [s.session_id for s in reference.page(tenant, 100, 0).sessions]
+        for sid in await _ids(store, tenant):
+            got, want = await store.get(tenant, sid), reference.get(tenant, sid)
+            assert got is not None and want is not None
+            assert (got.messages, got.visible_count) == (want.messages, want.visible_count), (tenant, sid)
+    assert store.evicted == reference.evicted
