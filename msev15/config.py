@@ -170,7 +170,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("SESSION_MAX_MESSAGES", "1000", int_between(10, 1_000_000),
         "Messages kept per session; the oldest whole turns are dropped beyond it.", _A),
     Var("SESSION_MAX_SESSIONS", "250000", int_between(1, 100_000_000),
-        "Sessions kept in memory (all tenants); beyond it the tenant holding the most "
+        "Sessions kept in the session store (all tenants); beyond it the tenant holding the most "
         "loses its least recently active.", _A),
     Var("SESSION_MAX_SESSIONS_PER_TENANT", "0", int_between(0, 100_000_000),
         "Sessions kept for one tenant; its least recently active go beyond it. 0 means no cap of its own.", _A),

@@ -54,17 +54,18 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: Cloc
         redis_url = request.getfixturevalue("redis_url")
 
     async def open_(ttl: float = 3600, max_messages: int = 1000, max_sessions: int = 250_000,
-                    real_time: bool = False) -> Sessions:
+                    real_time: bool = False, max_sessions_per_tenant: int = 0, max_bytes: int = 0) -> Sessions:
         tick: Callable[[], float] = time.time if real_time else clock
+        caps = dict(max_messages=max_messages, max_sessions=max_sessions,
+                    max_sessions_per_tenant=max_sessions_per_tenant, max_bytes=max_bytes)
         store: Sessions
         if kind == "memory":
-            store = MemorySessions(SessionStore(ttl, tick, max_messages=max_messages, max_sessions=max_sessions))
+            store = MemorySessions(SessionStore(ttl, tick, **caps))
         elif kind == "sqlite":
             store = await SqliteSessions.open(tmp_path / f"sessions-{len(opened)}.db", ttl_seconds=ttl, clock=tick,
-                                              max_messages=max_messages, max_sessions=max_sessions)
+                                              **caps)
         else:
-            store = await RedisSessions.open(redis_url, ttl_seconds=ttl, clock=tick,
-                                                           max_messages=max_messages, max_sessions=max_sessions)
+            store = await RedisSessions.open(redis_url, ttl_seconds=ttl, clock=tick, **caps)
         opened.append(store)
         return store
 

@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from msev15 import keys
 from msev15.handlers.errors import ApiError
-from msev15.store.memory import MemorySessions
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 STREAM_ROUTES = frozenset({"/api/v1/chat/stream", "/api/v1/sessions/{session_id}/turns/{turn_id}/events"})
@@ -72,9 +71,9 @@ def app_gauges(app: web.Application) -> Callable[[], Iterable[tuple[str, str, di
             yield "msev15_turns_queued", "Turns waiting for a slot.", {}, runner.queued
             yield "msev15_turns_running", "Turns running now.", {}, runner.running
         sessions = app.get(keys.SESSIONS)
-        if isinstance(sessions, MemorySessions):  # read without I/O; the shared stores have their own metrics
-            yield "msev15_sessions", "Sessions held in the session store.", {}, len(sessions.store)
-            yield "msev15_sessions_evicted_total", "Sessions dropped by a session cap.", {}, sessions.store.evicted
+        if sessions is not None:  # held() reads no I/O: the shared stores refresh it on writes and sweeps
+            yield "msev15_sessions", "Sessions held in the session store.", {}, sessions.held()
+            yield "msev15_sessions_evicted_total", "Sessions dropped by a session cap.", {}, sessions.evicted
         for name, connection in (app.get(keys.MCP) or {}).items():
             yield ("msev15_mcp_connected", "1 when the MCP server is connected.", {"server": name},
                    1.0 if connection.status == "connected" else 0.0)

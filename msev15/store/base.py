@@ -35,6 +35,11 @@ FENCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("msev15_sessi
 class Sessions(Protocol):
     kind: str  # "memory", "sqlite" or "redis"
 
+    @property
+    def evicted(self) -> int:
+        """Sessions this instance dropped by a session cap (a metric; no I/O)."""
+        ...
+
     async def get(self, tenant_id: str, session_id: str) -> Session | None:
         """The session with its messages (all of them: tool steps included), or None."""
         ...
@@ -62,6 +67,11 @@ class Sessions(Protocol):
 
     async def count(self) -> int:
         """Sessions held, all tenants."""
+        ...
+
+    def held(self) -> int:
+        """Sessions held, all tenants, as last known: no I/O, for the metrics scrape. Exact for the
+        memory store; the shared stores refresh it on their own writes and in ``expire()``."""
         ...
 
     async def status(self) -> StoreStatus:

@@ -22,6 +22,7 @@ SWEEP_SECONDS = 60.0
 
 
 async def _sweep_sessions(store: Sessions, every: float) -> None:
+    """Expire idle sessions; for the shared stores this also refreshes ``held()`` for metrics."""
     while True:
         await asyncio.sleep(every)
         try:
@@ -45,11 +46,15 @@ async def open_sessions(settings: Settings) -> Sessions:
 
         return await RedisSessions.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds,
                                         max_messages=settings.session_max_messages,
-                                        max_sessions=settings.session_max_sessions)
+                                        max_sessions=settings.session_max_sessions,
+                                        max_sessions_per_tenant=settings.session_max_sessions_per_tenant,
+                                        max_bytes=settings.session_max_bytes)
     if settings.session_store == "sqlite":
         return await SqliteSessions.open(settings.session_db_path, ttl_seconds=settings.session_ttl_seconds,
                                          max_messages=settings.session_max_messages,
-                                         max_sessions=settings.session_max_sessions)
+                                         max_sessions=settings.session_max_sessions,
+                                         max_sessions_per_tenant=settings.session_max_sessions_per_tenant,
+                                         max_bytes=settings.session_max_bytes)
     raise ValueError(f"unknown SESSION_STORE {settings.session_store!r}")
 
 

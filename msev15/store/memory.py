@@ -39,6 +39,13 @@ class MemorySessions:
     async def count(self) -> int:
         return len(self.store)
 
+    def held(self) -> int:
+        return len(self.store)
+
+    @property
+    def evicted(self) -> int:
+        return self.store.evicted
+
     async def status(self) -> StoreStatus:
         return "healthy"
 

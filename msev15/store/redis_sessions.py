@@ -1,108 +1,80 @@
 """The ``redis`` session store: conversations shared by every instance.
 
-Per session: a hash (``created_at``, ``last_activity``, ``visible_count``) and a list of messages
-(each a JSON array ``[role, content, ts, extra]``); per tenant: a sorted set of its session ids
-scored by last activity, so listing newest first at any offset is ZREVRANGE, never a scan. A turn
-is committed by one Lua script (append, trim whole turns past SESSION_MAX_MESSAGES, count, index,
-TTL): atomic, so nothing is ever half-written. With SESSION_TTL_SECONDS set, both keys expire by
-themselves and the index drops them lazily.
+Per session: a hash (``created_at``, ``last_activity``, ``visible_count``, ``bytes``) and a list of
+messages (each a JSON array ``[role, content, ts, extra, bytes]``); per tenant: a sorted set of its
+session ids scored by last activity, so listing newest first at any offset is ZREVRANGE, never a
+scan. With SESSION_TTL_SECONDS set, a session's keys expire by themselves; the tenant's index
+(capped by the tenant's session cap) drops idle entries when a commit, a listing or the sweeper
+(``expire()``) reads it, and the global counts follow.
+The scripts are in :mod:`msev15.store.redis_session_scripts`.
+
+What is atomic, and what is not:
+
+- **Atomic with the turn** (one Lua script on the tenant's hash slot, so on a Redis Cluster too):
+  append the turn; drop the oldest whole turns past SESSION_MAX_MESSAGES and past
+  SESSION_MAX_BYTES (the newest turn always stays); index the session; and the tenant's own cap,
+  SESSION_MAX_SESSIONS_PER_TENANT: the tenant's index is its exact count, and its least recently
+  active sessions go in the same script. The per-tenant cap is never exceeded, by any number of
+  instances.
+- **Right after the turn, not atomic with it**: SESSION_MAX_SESSIONS across tenants. Every
+  tenant's keys live in its own slot, so no script can see them all. A second script on a global
+  slot (``msev15:{#sessions}:…``: sessions per tenant, sessions in all) applies the change in the
+  tenant's count and claims one eviction per session over the cap from the tenant holding the
+  most, taking it off that tenant's count in the same script; then a third script, on the
+  claimed tenant's slot, drops that tenant's least recently active session (never the one just
+  committed). Claims are atomic, so instances settling at the same time never evict twice for
+  one excess. Between the commit and the eviction the total can be over the cap by the commits
+  in flight. The global counts are kept by these scripts; they drift only if an instance dies
+  between a script on a tenant's slot and its settling, or if keys vanish behind the scripts'
+  backs (FLUSHDB, maxmemory eviction). A claim that finds fewer sessions than counted sets that
+  tenant's count from its index, so an over-count heals when it matters; an under-count (a dead
+  instance's new session) lasts until that session is deleted or expires.
 
 Fencing: when the runner commits a turn for a session it coordinates across instances, it sets
-``FENCE`` to the turn's entry in the session's turn queue; the script refuses the commit unless
-that entry still heads the queue (an instance that lost its turn while paused cannot write).
+``FENCE`` to the turn's entry in the session's turn queue; the commit script refuses the commit
+unless that entry still heads the queue (an instance that lost its turn while paused cannot write).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from msev15.store import redis_session_scripts as scripts
 from msev15.store.base import FENCE, FencedOut, StoreStatus
 from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, translated
-from msev15.store.sessions import Message, Page, Session
+from msev15.store.sessions import Message, Page, Session, message_bytes
 
-ALL_SESSIONS = f"{PREFIX}:sessions"  # every session of every tenant, by last activity (the global cap)
-
-_COMMIT = """
--- KEYS: session hash, message list, tenant index, turn queue
--- ARGV: session_id, now, started_at, max_messages, ttl_ms, fence, messages (JSON arrays)...
-if ARGV[6] ~= '' and redis.call('LINDEX', KEYS[4], 0) ~= ARGV[6] then
-  return -1
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'created_at', ARGV[3], 'visible_count', 0)
-end
-local added = 0
-for i = 7, #ARGV do
-  redis.call('RPUSH', KEYS[2], ARGV[i])
-  local m = cjson.decode(ARGV[i])
-  if m[1] == 'user' or (m[1] == 'assistant' and m[4] == cjson.null) then added = added + 1 end
-end
-local visible = redis.call('HINCRBY', KEYS[1], 'visible_count', added)
-redis.call('HSET', KEYS[1], 'last_activity', ARGV[2])
-local max = tonumber(ARGV[4])
-local length = redis.call('LLEN', KEYS[2])
-if length > max then
-  -- drop the oldest whole turns: cut at the first user message at or after the excess
-  local items = redis.call('LRANGE', KEYS[2], 0, -1)
-  local cut = length - max
-  for i = length - max + 1, length do
-    if cjson.decode(items[i])[1] == 'user' then cut = i - 1 break end
-  end
-  local dropped = 0
-  for i = 1, cut do
-    local m = cjson.decode(items[i])
-    if m[1] == 'user' or (m[1] == 'assistant' and m[4] == cjson.null) then dropped = dropped + 1 end
-  end
-  redis.call('LTRIM', KEYS[2], cut, -1)
-  visible = redis.call('HINCRBY', KEYS[1], 'visible_count', -dropped)
-end
--- newest activity last, commit order kept when two commits share a timestamp
-local score = tonumber(ARGV[2])
-local top = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 0.000001 end
-redis.call('ZADD', KEYS[3], score, ARGV[1])
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-end
-return visible
-"""
-
-_DELETE = """
--- KEYS: session hash, message list, tenant index; ARGV: session_id
-local visible = redis.call('HGET', KEYS[1], 'visible_count')
-redis.call('ZREM', KEYS[3], ARGV[1])
-if not visible then return -1 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return tonumber(visible)
-"""
+# The global accounting, in one hash slot of its own (ids start with a letter or digit, so no
+# tenant's hash tag is "#sessions"): sessions per tenant, and sessions in all.
+TENANT_COUNTS = f"{PREFIX}:{{#sessions}}:tenants"
+TOTAL = f"{PREFIX}:{{#sessions}}:total"
+SETTLE_ROUNDS = 8  # bounded: settle, evict what was claimed, settle the corrections, ...
 
 
-def _encode(role: str, content: str | None, ts: float, extra: Any = None) -> str:
-    return json.dumps([role, content, ts, extra], separators=(",", ":"))
-
-
-def _messages(user_text: str, started_at: float, steps: Iterable[dict[str, Any]], answer: str,
-              now: float) -> list[str]:
-    encoded = [_encode("user", user_text, started_at)]
+def _turn(user_text: str, started_at: float, steps: Iterable[dict[str, Any]], answer: str,
+          now: float) -> list[Message]:
+    turn = [Message("user", user_text, started_at)]
     for step in steps:
         if step["role"] == "tool":
-            encoded.append(_encode("tool", step["content"], now, step["tool_call_id"]))
+            turn.append(Message("tool", step["content"], now, step["tool_call_id"]))
         else:
-            encoded.append(_encode("assistant", step.get("content"), now, step["tool_calls"]))
-    encoded.append(_encode("assistant", answer, now))
-    return encoded
+            turn.append(Message("assistant", step.get("content"), now, step["tool_calls"]))
+    turn.append(Message("assistant", answer, now))
+    return turn
+
+
+def _encode(message: Message, size: int) -> str:
+    return json.dumps([message.role, message.content, message.ts, message.extra, size], separators=(",", ":"))
 
 
 def _decode(raw: str) -> Message:
-    role, content, ts, extra = json.loads(raw)
+    role, content, ts, extra = json.loads(raw)[:4]  # lists written before sizes were stored hold four
     return Message(role, content, ts, extra)
 
 
@@ -110,21 +82,33 @@ class RedisSessions:
     kind = "redis"
 
     def __init__(self, client: aioredis.Redis, *, ttl_seconds: float = 0, max_messages: int = 1000,
-                 max_sessions: int = 250_000, clock: Callable[[], float] = time.time) -> None:
+                 max_sessions: int = 250_000, max_sessions_per_tenant: int = 0, max_bytes: int = 0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._redis = client
         self.ttl = ttl_seconds
         self.max_messages = max_messages
         self.max_sessions = max_sessions
+        self.max_sessions_per_tenant = max_sessions_per_tenant or max_sessions
+        self.max_bytes = max_bytes  # 0: no byte budget
         self._clock = clock
-        self._commit = client.register_script(_COMMIT)
-        self._delete = client.register_script(_DELETE)
+        self._commit = client.register_script(scripts.COMMIT)
+        self._delete = client.register_script(scripts.DELETE)
+        self._evict = client.register_script(scripts.EVICT)
+        self._settle_script = client.register_script(scripts.SETTLE)
+        self.evicted = 0  # sessions this instance dropped by a session cap
+        self._held = 0  # sessions in all, as last read from Redis (for metrics: no I/O)
 
     @classmethod
     async def open(cls, url: str, *, ttl_seconds: float = 0, max_messages: int = 1000, max_sessions: int = 250_000,
+                   max_sessions_per_tenant: int = 0, max_bytes: int = 0,
                    clock: Callable[[], float] = time.time) -> RedisSessions:
         """A store on ``url``; nothing is connected yet (a Redis that is down never fails start-up)."""
         return cls(connect(url), ttl_seconds=ttl_seconds, max_messages=max_messages, max_sessions=max_sessions,
-                   clock=clock)
+                   max_sessions_per_tenant=max_sessions_per_tenant, max_bytes=max_bytes, clock=clock)
+
+    def _cutoff(self) -> str:
+        """Index scores at or below this are idle past the TTL ('' without a TTL)."""
+        return repr(self._clock() - self.ttl) if self.ttl else ""
 
     def _keys(self, tenant_id: str, session_id: str) -> tuple[str, str, str]:
         return (tenant_key(tenant_id, "sess", session_id), tenant_key(tenant_id, "msgs", session_id),
@@ -166,44 +150,54 @@ class RedisSessions:
                           steps: Iterable[dict[str, Any]], answer: str) -> int:
         now = self._clock()
         keys = [*self._keys(tenant_id, session_id), tenant_key(tenant_id, "queue", session_id)]
-        if self.ttl:
-            # An idle session past its TTL starts over, as in the other stores.
-            meta = await self._redis.hget(keys[0], "last_activity")
-            if meta is not None and not self._alive(float(meta)):
-                await self._redis.delete(keys[0], keys[1])
-        args: list[str | int] = [session_id, repr(now), repr(started_at), self.max_messages, int(self.ttl * 1000),
-                                 FENCE.get() or "", *_messages(user_text, started_at, steps, answer, now)]
-        visible = int(await self._commit(keys=keys, args=args))
+        turn = _turn(user_text, started_at, steps, answer, now)
+        sizes = [message_bytes(m) for m in turn]
+        args: list[str | int] = [
+            session_id, repr(now), repr(started_at), self.max_messages, int(self.ttl * 1000), FENCE.get() or "",
+            self.max_bytes, self.max_sessions_per_tenant, tenant_key(tenant_id, ""), self._cutoff(),
+            sum(m.visible for m in turn), sum(sizes), *(_encode(m, n) for m, n in zip(turn, sizes, strict=True))]
+        visible, joined, evicted, expired = (int(v) for v in await self._commit(keys=keys, args=args))
         if visible < 0:
             raise FencedOut("this turn no longer holds its session (another instance took it over)")
-        await self._enforce_cap(tenant_id, session_id, now)
+        self.evicted += evicted
+        if joined - evicted - expired:
+            await self._settle([(tenant_id, joined - evicted - expired)], tenant_id, session_id if joined else "")
         return visible
 
-    async def _enforce_cap(self, tenant_id: str, session_id: str, now: float) -> None:
-        """SESSION_MAX_SESSIONS over every tenant: the least recently active sessions go. A global
-        index outside the tenants' hash slots, so this runs just after the commit, not inside it."""
-        member = f"{tenant_id}\x00{session_id}"
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(ALL_SESSIONS, {member: now})
-            pipe.zcard(ALL_SESSIONS)
-            _, total = await pipe.execute()
-        excess = int(total) - self.max_sessions
-        if excess <= 0:
-            return
-        popped: list[tuple[bytes | str, float]] = await self._redis.zpopmin(ALL_SESSIONS, excess)  # type: ignore[assignment]  # redis-py types ZPOPMIN's reply loosely
-        for victim, _score in popped:
-            victim_tenant, _, victim_session = text(victim).partition("\x00")
-            await self._delete(keys=list(self._keys(victim_tenant, victim_session)), args=[victim_session])
+    async def _settle(self, changes: list[tuple[str, int | str]], committer: str = "", spare: str = "") -> None:
+        """Apply changes in tenants' counts to the global accounting, then evict what it claims
+        over SESSION_MAX_SESSIONS (see the module's docstring). Never evicts ``spare`` (a session
+        of ``committer`` just committed)."""
+        for _ in range(SETTLE_ROUNDS):
+            args: list[str | int] = [self.max_sessions, committer]
+            for tenant, change in changes:
+                args += [tenant, change]
+            reply = await self._settle_script(keys=[TENANT_COUNTS, TOTAL], args=args)
+            self._held = int(reply[0])
+            changes = []
+            for tenant, claimed in Counter(text(t) for t in reply[1:]).items():
+                evicted, expired, holds = (int(v) for v in await self._evict(
+                    keys=[tenant_key(tenant, "index")],
+                    args=[tenant_key(tenant, ""), self._cutoff(), claimed, spare if tenant == committer else ""]))
+                self.evicted += evicted
+                if evicted + expired < claimed:  # counted more than it held (see the docstring): resync
+                    changes.append((tenant, f"={holds}"))
+                elif evicted + expired > claimed:  # the claims already took ``claimed`` off its count
+                    changes.append((tenant, claimed - evicted - expired))
+            if not changes:
+                return
 
     @translated
     async def page(self, tenant_id: str, limit: int, offset: int) -> Page:
         index = tenant_key(tenant_id, "index")
         async with self._redis.pipeline(transaction=True) as pipe:
             if self.ttl:
-                pipe.zremrangebyscore(index, "-inf", repr(self._clock() - self.ttl))
+                pipe.zremrangebyscore(index, "-inf", self._cutoff())
             pipe.zcard(index)
             pipe.zrevrange(index, offset, offset + limit - 1)
-            *_, total, ids = await pipe.execute()
+            *expired, total, ids = await pipe.execute()
+        if expired and int(expired[0]):
+            await self._settle([(tenant_id, -int(expired[0]))])
         if not ids:
             return Page(int(total), [])
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -224,18 +218,45 @@ class RedisSessions:
     async def delete(self, tenant_id: str, session_id: str) -> int | None:
         if await self.get(tenant_id, session_id) is None:
             return None
-        deleted = int(await self._delete(keys=list(self._keys(tenant_id, session_id)), args=[session_id]))
-        await self._redis.zrem(ALL_SESSIONS, f"{tenant_id}\x00{session_id}")
+        deleted, left = (int(v) for v in await self._delete(keys=list(self._keys(tenant_id, session_id)),
+                                                            args=[session_id]))
+        if left:
+            await self._settle([(tenant_id, -1)])
         return None if deleted < 0 else deleted
 
+    @translated
     async def expire(self) -> int:
-        return 0  # keys carry their own TTL; indexes drop expired entries when read
+        """Keys expire by themselves; this takes idle sessions out of the tenants' indexes and the
+        global counts (every tenant counted, a pipeline of scripts per batch of tenants)."""
+        if not self.ttl:
+            await self.count()  # refreshes held()
+            return 0
+        dropped = 0
+        tenants = [text(t) async for t, _ in self._redis.zscan_iter(TENANT_COUNTS, count=500)]
+        while tenants:
+            cutoff = self._cutoff()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for tenant in tenants:
+                    await self._evict(keys=[tenant_key(tenant, "index")], args=[tenant_key(tenant, ""), cutoff, 0, ""],
+                                      client=pipe)
+                replies = await pipe.execute()
+            expired = [(tenant, int(reply[1])) for tenant, reply in zip(tenants, replies, strict=True)
+                       if int(reply[1])]
+            dropped += sum(n for _, n in expired)
+            await self._settle([(tenant, -n) for tenant, n in expired])
+            # a tenant with a full batch of expired sessions may have more
+            tenants = [tenant for tenant, n in expired if n >= scripts.PRUNE_BATCH]
+        return dropped
 
     @translated
     async def count(self) -> int:
-        if self.ttl:
-            await self._redis.zremrangebyscore(ALL_SESSIONS, "-inf", repr(self._clock() - self.ttl))
-        return int(await self._redis.zcard(ALL_SESSIONS))
+        self._held = int(await self._redis.get(TOTAL) or 0)
+        return self._held
+
+    def held(self) -> int:
+        """Sessions in all, as this instance last read them from Redis: no I/O (for metrics).
+        Refreshed by its own commits and deletes and by the sweeper (``expire()``)."""
+        return self._held
 
     async def status(self) -> StoreStatus:
         try:

@@ -55,6 +55,28 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
         "INSERT INTO meta (name, value) VALUES ('sessions', 0), ('touched', 0)",
     )),
+    # Version 2: per-tenant session counts and bytes per message and per session, so the session
+    # caps and SESSION_MAX_BYTES cost no scan. tenants: sessions per tenant (rows with 0 are
+    # deleted) and ``changed``, the meta 'touched' value when the count last moved: among tenants
+    # holding equally many, the one whose count moved first loses a session first, as in the
+    # memory store. ``bytes`` is sessions.message_bytes() (UTF-8 text and tool-call arguments);
+    # rows written by version 1 get it computed here from their text.
+    (2, (
+        "CREATE TABLE tenants (tenant TEXT PRIMARY KEY, sessions INTEGER NOT NULL, changed INTEGER NOT NULL) "
+        "WITHOUT ROWID",
+        "CREATE INDEX tenants_by_size ON tenants (sessions DESC, changed)",
+        "INSERT INTO tenants (tenant, sessions, changed) SELECT tenant, COUNT(*), 0 FROM sessions GROUP BY tenant",
+        "UPDATE meta SET value = (SELECT COUNT(*) FROM sessions) WHERE name = 'sessions'",
+        "ALTER TABLE messages ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0",
+        """UPDATE messages SET bytes = COALESCE(length(CAST(content AS BLOB)), 0)
+            + CASE WHEN role = 'assistant' AND extra IS NOT NULL THEN (
+                SELECT COALESCE(SUM(length(CAST(COALESCE(json_extract(value, '$.function.arguments'), '') AS BLOB))
+                                    + length(COALESCE(json_extract(value, '$.function.name'), ''))), 0)
+                FROM json_each(messages.extra)) ELSE 0 END""",
+        "ALTER TABLE sessions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0",
+        """UPDATE sessions SET bytes = (SELECT COALESCE(SUM(m.bytes), 0) FROM messages m
+            WHERE m.tenant = sessions.tenant AND m.session_id = sessions.session_id)""",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

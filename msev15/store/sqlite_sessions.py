@@ -10,9 +10,14 @@ with the same snapshots (:class:`Session`, :class:`Message`, :class:`Page`); the
 - **One connection, one lock.** Every call takes the lock, so no reader on the shared connection
   ever sees a transaction in progress. One instance per database file: the process that owns it
   is the only writer (another process would only wait for the lock, up to ``BUSY_TIMEOUT_MS``).
-- **Bounded.** ``max_messages`` per session (the oldest whole turns go), ``max_sessions`` in all
-  (the least recently active go), and the TTL (0: never); lists walk the
-  ``(tenant, last_activity, touched)`` index from its nearer end, never the table.
+- **Bounded, per tenant, in the turn's transaction.** ``max_messages`` per session and
+  ``max_bytes`` of message text per session (the oldest whole turns go; the newest turn always
+  stays), ``max_sessions_per_tenant`` (the tenant's own least recently active go) and
+  ``max_sessions`` in all (the tenant holding the most sessions loses its least recently active,
+  never a quieter tenant), and the TTL (0: never). All of it happens inside the commit's one
+  transaction, from counters kept in step with the tables (meta 'sessions', the ``tenants``
+  table, ``sessions.bytes``), never a COUNT(*); lists walk the ``(tenant, last_activity,
+  touched)`` index from its nearer end, never the table.
 - **Unavailable, not broken.** SQLite errors that mean the file cannot be used now (disk full,
   read-only, I/O error, locked beyond the timeout) raise :class:`StoreUnavailable`; ``status()``
   says ``unavailable`` until a write succeeds again (it retries a small write itself, at most
@@ -27,6 +32,7 @@ import logging
 import math
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,7 +42,7 @@ import aiosqlite
 
 from msev15.store.base import StoreStatus, StoreUnavailable
 from msev15.store.session_schema import SessionDatabaseError, configure, migrate
-from msev15.store.sessions import Message, Page, Session
+from msev15.store.sessions import Message, Page, Session, message_bytes
 
 log = logging.getLogger("store.sessions")
 
@@ -48,9 +54,10 @@ _UNAVAILABLE_CODES = frozenset({
     sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL,
     sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_PERM,
 })
-_SESSION = ("SELECT created_at, last_activity, visible_count, first_seq, next_seq FROM sessions "
+_SESSION = ("SELECT created_at, last_activity, visible_count, first_seq, next_seq, bytes FROM sessions "
             "WHERE tenant = ? AND session_id = ?")
 _VISIBLE = "(role = 'user' OR (role = 'assistant' AND extra IS NULL))"
+_CHANGED = "(SELECT value FROM meta WHERE name = 'touched')"
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -63,21 +70,25 @@ class SqliteSessions:
     kind = "sqlite"
 
     def __init__(self, db: aiosqlite.Connection, path: Path, ttl_seconds: float, clock: Callable[[], float],
-                 max_messages: int, max_sessions: int) -> None:
+                 max_messages: int, max_sessions: int, max_sessions_per_tenant: int = 0, max_bytes: int = 0) -> None:
         self._db: aiosqlite.Connection | None = db
         self.path = path
         self.ttl = ttl_seconds if ttl_seconds > 0 else math.inf  # 0: sessions never expire
         self.max_messages = max_messages
         self.max_sessions = max_sessions
+        self.max_sessions_per_tenant = max_sessions_per_tenant or max_sessions
+        self.max_bytes = max_bytes  # 0: no byte budget
         self._clock = clock
         self._lock = asyncio.Lock()
         self._healthy = True
         self._probed_at = -PROBE_SECONDS
-        self.evicted = 0
+        self.evicted = 0  # sessions this instance dropped by a session cap
+        self._held = 0  # the 'sessions' counter as last read or written (for metrics: no I/O)
 
     @classmethod
     async def open(cls, path: str | Path, *, ttl_seconds: float, clock: Callable[[], float] = time.time,
-                   max_messages: int = 1000, max_sessions: int = 250_000) -> SqliteSessions:
+                   max_messages: int = 1000, max_sessions: int = 250_000, max_sessions_per_tenant: int = 0,
+                   max_bytes: int = 0) -> SqliteSessions:
         """Create the folder, connect, configure and migrate. Raises :class:`SessionDatabaseError`."""
         db_path = Path(path).expanduser()
         try:
@@ -88,13 +99,16 @@ class SqliteSessions:
         try:
             await configure(db, db_path)
             await migrate(db, db_path)
+            held = int(next(iter(await db.execute_fetchall("SELECT value FROM meta WHERE name = 'sessions'")))[0])
         except sqlite3.Error as exc:
             await db.close()
             raise SessionDatabaseError(f"cannot use {db_path} as the session database: {exc}") from exc
         except BaseException:
             await db.close()
             raise
-        return cls(db, db_path, ttl_seconds, clock, max_messages, max_sessions)
+        store = cls(db, db_path, ttl_seconds, clock, max_messages, max_sessions, max_sessions_per_tenant, max_bytes)
+        store._held = held
+        return store
 
     # --- the Sessions interface -----------------------------------------------------------------
 
@@ -132,33 +146,34 @@ class SqliteSessions:
             if row is not None and row[1] + self.ttl <= now:  # expired: the turn starts afresh
                 await self._drop(db, [(tenant_id, session_id)])
                 row = None
-            messages: list[tuple[str, str | None, float, str | None]] = [("user", user_text, started_at, None)]
-            for step in steps:
-                if step["role"] == "tool":
-                    messages.append(("tool", step["content"], now, json.dumps(step["tool_call_id"])))
-                else:
-                    messages.append(("assistant", step.get("content"), now, json.dumps(step["tool_calls"])))
-            messages.append(("assistant", answer, now, None))
+            messages = _turn(user_text, started_at, steps, answer, now)
+            added = sum(m[-1] for m in messages)
             touched = await self._counter(db, "touched", 1)
             if row is None:
-                first, start, visible = 0, 0, 2
+                first, start, visible, size = 0, 0, 2, added
                 await db.execute_fetchall(
                     "INSERT INTO sessions (tenant, session_id, created_at, last_activity, touched, visible_count, "
-                    "first_seq, next_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (tenant_id, session_id, started_at, now, touched, visible, first, len(messages)))
-                if await self._counter(db, "sessions", 1) > self.max_sessions:
-                    await self._evict_oldest(db, tenant_id, session_id)
+                    "first_seq, next_seq, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (tenant_id, session_id, started_at, now, touched, visible, first, len(messages), size))
+                await self._counter(db, "sessions", 1)
+                await self._admit(db, tenant_id, session_id)
             else:
-                first, start, visible = row[3], row[4], row[2] + 2
+                first, start, visible, size = row[3], row[4], row[2] + 2, row[5] + added
                 await db.execute_fetchall(
-                    "UPDATE sessions SET last_activity = ?, touched = ?, visible_count = ?, next_seq = ? "
+                    "UPDATE sessions SET last_activity = ?, touched = ?, visible_count = ?, next_seq = ?, bytes = ? "
                     "WHERE tenant = ? AND session_id = ?",
-                    (now, touched, visible, start + len(messages), tenant_id, session_id))
-            await _run_many(db, "INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (now, touched, visible, start + len(messages), size, tenant_id, session_id))
+            await _run_many(db, "INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra, bytes) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             [(tenant_id, session_id, start + i, *m) for i, m in enumerate(messages)])
-            if start + len(messages) - first > self.max_messages:
-                visible = await self._trim(db, tenant_id, session_id, first, start + len(messages), visible)
+            end = start + len(messages)
+            key = (tenant_id, session_id)
+            if end - first > self.max_messages:
+                first, visible, size = await self._cut(db, key, await self._turn_start(db, key, end), visible, size)
+            if self.max_bytes and size > self.max_bytes:
+                cut = await self._bytes_cut(db, key, size - self.max_bytes)
+                if cut is not None:
+                    first, visible, size = await self._cut(db, key, cut, visible, size)
         return visible
 
     async def page(self, tenant_id: str, limit: int, offset: int) -> Page:
@@ -199,6 +214,7 @@ class SqliteSessions:
     async def expire(self) -> int:
         """Drop sessions idle for longer than the TTL, in batches (one short transaction each)."""
         if self.ttl == math.inf:
+            await self.count()  # refreshes held() with what other writers did
             return 0
         dropped = 0
         while True:
@@ -209,11 +225,17 @@ class SqliteSessions:
                 await self._drop(db, victims)
             dropped += len(victims)
             if len(victims) < EXPIRE_BATCH:
+                await self.count()  # refreshes held() with what other writers did
                 return dropped
 
     async def count(self) -> int:
         async with self._reading() as db:
             return await self._counter(db, "sessions", 0)
+
+    def held(self) -> int:
+        """Sessions held, as this instance last read or wrote the counter: no I/O (for metrics).
+        Exact while this instance is the only writer; ``expire()`` (the sweeper) refreshes it."""
+        return self._held
 
     async def status(self) -> StoreStatus:
         if self._db is None:
@@ -302,14 +324,16 @@ class SqliteSessions:
             return "tenant = ?", (tenant_id,)
         return "tenant = ? AND last_activity > ?", (tenant_id, self._clock() - self.ttl)
 
-    @staticmethod
-    async def _counter(db: aiosqlite.Connection, name: str, delta: int) -> int:
+    async def _counter(self, db: aiosqlite.Connection, name: str, delta: int) -> int:
         if not delta:
             rows = await db.execute_fetchall("SELECT value FROM meta WHERE name = ?", (name,))
-            return int(next(iter(rows))[0])
-        rows = await db.execute_fetchall("UPDATE meta SET value = value + ? WHERE name = ? RETURNING value",
-                                         (delta, name))
-        return int(next(iter(rows))[0])
+        else:
+            rows = await db.execute_fetchall("UPDATE meta SET value = value + ? WHERE name = ? RETURNING value",
+                                             (delta, name))
+        value = int(next(iter(rows))[0])
+        if name == "sessions":
+            self._held = value
+        return value
 
     async def _drop(self, db: aiosqlite.Connection, keys: list[tuple[str, str]]) -> None:
         if not keys:
@@ -317,40 +341,93 @@ class SqliteSessions:
         await _run_many(db, "DELETE FROM messages WHERE tenant = ? AND session_id = ?", keys)
         await _run_many(db, "DELETE FROM sessions WHERE tenant = ? AND session_id = ?", keys)
         await self._counter(db, "sessions", -len(keys))
+        per_tenant = Counter(tenant for tenant, _ in keys)
+        await _run_many(db, f"UPDATE tenants SET sessions = sessions - ?, changed = {_CHANGED} WHERE tenant = ?",
+                        [(n, tenant) for tenant, n in per_tenant.items()])
+        await _run_many(db, "DELETE FROM tenants WHERE tenant = ? AND sessions <= 0", [(t,) for t in per_tenant])
 
-    async def _evict_oldest(self, db: aiosqlite.Connection, tenant_id: str, session_id: str) -> None:
-        """Over SESSION_MAX_SESSIONS: the least recently active sessions, of any tenant, go."""
-        excess = await self._counter(db, "sessions", 0) - self.max_sessions
-        victims = [(str(t), str(s)) for t, s in await db.execute_fetchall(
-            "SELECT tenant, session_id FROM sessions WHERE NOT (tenant = ? AND session_id = ?) "
-            "ORDER BY last_activity, touched LIMIT ?", (tenant_id, session_id, excess))]
+    async def _admit(self, db: aiosqlite.Connection, tenant_id: str, session_id: str) -> None:
+        """A new session was inserted: count it for its tenant, then apply the session caps. Over
+        the tenant's own cap its least recently active go; over SESSION_MAX_SESSIONS the tenant
+        holding the most (the first to reach that count, on a tie) loses its least recently
+        active. The new session is never the one to go."""
+        rows = await db.execute_fetchall(
+            f"INSERT INTO tenants (tenant, sessions, changed) VALUES (?, 1, {_CHANGED}) ON CONFLICT (tenant) "
+            "DO UPDATE SET sessions = sessions + 1, changed = excluded.changed RETURNING sessions", (tenant_id,))
+        excess = int(next(iter(rows))[0]) - self.max_sessions_per_tenant
+        if excess > 0:
+            await self._evict(db, tenant_id, session_id, excess)
+        while self._held > self.max_sessions:
+            largest = next(iter(await db.execute_fetchall(
+                "SELECT tenant FROM tenants ORDER BY sessions DESC, changed LIMIT 1")))[0]
+            if not await self._evict(db, str(largest), session_id if largest == tenant_id else None, 1):
+                break
+
+    async def _evict(self, db: aiosqlite.Connection, tenant_id: str, spare: str | None, n: int) -> int:
+        """Drop the tenant's ``n`` least recently active sessions, never ``spare``."""
+        victims = [(tenant_id, str(s)) for (s,) in await db.execute_fetchall(
+            "SELECT session_id FROM sessions WHERE tenant = ? AND session_id IS NOT ? "
+            "ORDER BY last_activity, touched LIMIT ?", (tenant_id, spare, n))]
         await self._drop(db, victims)
         self.evicted += len(victims)
+        return len(victims)
 
-    async def _trim(self, db: aiosqlite.Connection, tenant_id: str, session_id: str, first: int, end: int,
-                    visible: int) -> int:
-        """Drop the oldest whole turns so the session stays within max_messages; the new visible count."""
-        excess_at = first + (end - first - self.max_messages)
-        key = (tenant_id, session_id)
+    async def _turn_start(self, db: aiosqlite.Connection, key: tuple[str, str], end: int) -> int:
+        """Where to cut to keep at most max_messages: the first turn start at or after the excess."""
+        excess_at = end - self.max_messages
         rows = await db.execute_fetchall(
             "SELECT MIN(seq) FROM messages WHERE tenant = ? AND session_id = ? AND seq >= ? AND role = 'user'",
             (*key, excess_at))
         cut = next(iter(rows))[0]
-        cut = excess_at if cut is None else int(cut)
-        removed = int(next(iter(await db.execute_fetchall(
-            f"SELECT COUNT(*) FROM messages WHERE tenant = ? AND session_id = ? AND seq < ? AND {_VISIBLE}",
-            (*key, cut))))[0])
+        return excess_at if cut is None else int(cut)
+
+    async def _bytes_cut(self, db: aiosqlite.Connection, key: tuple[str, str], over: int) -> int | None:
+        """Where to cut to free ``over`` bytes: the first turn start with at least that much before it,
+        else the newest turn's start (it always stays). None: the session is one turn."""
+        freed, cut, head = 0, None, True
+        async with db.execute("SELECT seq, role, bytes FROM messages WHERE tenant = ? AND session_id = ? "
+                              "ORDER BY seq", key) as cursor:
+            async for seq, role, size in cursor:
+                if role == "user" and not head:  # a turn starts here (the oldest message starts one too)
+                    cut = int(seq)
+                    if freed >= over:
+                        break
+                freed += int(size)
+                head = False
+        return cut
+
+    async def _cut(self, db: aiosqlite.Connection, key: tuple[str, str], cut: int, visible: int,
+                   size: int) -> tuple[int, int, int]:
+        """Drop the messages before ``cut``; the session's new (first_seq, visible count, bytes)."""
+        removed, freed = next(iter(await db.execute_fetchall(
+            f"SELECT COALESCE(SUM({_VISIBLE}), 0), COALESCE(SUM(bytes), 0) FROM messages "
+            "WHERE tenant = ? AND session_id = ? AND seq < ?", (*key, cut))))
         await db.execute_fetchall("DELETE FROM messages WHERE tenant = ? AND session_id = ? AND seq < ?",
                                   (*key, cut))
-        visible -= removed
-        await db.execute_fetchall("UPDATE sessions SET first_seq = ?, visible_count = ? "
-                                  "WHERE tenant = ? AND session_id = ?", (cut, visible, *key))
-        return visible
+        visible, size = visible - int(removed), size - int(freed)
+        await db.execute_fetchall("UPDATE sessions SET first_seq = ?, visible_count = ?, bytes = ? "
+                                  "WHERE tenant = ? AND session_id = ?", (cut, visible, size, *key))
+        return cut, visible, size
 
 
 async def _run_many(db: aiosqlite.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> None:
     cursor = await db.executemany(sql, rows)
     await cursor.close()
+
+
+def _turn(user_text: str, started_at: float, steps: Iterable[dict[str, Any]], answer: str,
+          now: float) -> list[tuple[str, str | None, float, str | None, int]]:
+    """The turn's rows (role, content, ts, extra as JSON, bytes); built before anything is written,
+    so a malformed step changes nothing."""
+    turn = [Message("user", user_text, started_at)]
+    for step in steps:
+        if step["role"] == "tool":
+            turn.append(Message("tool", step["content"], now, step["tool_call_id"]))
+        else:
+            turn.append(Message("assistant", step.get("content"), now, step["tool_calls"]))
+    turn.append(Message("assistant", answer, now))
+    return [(m.role, m.content, m.ts, None if m.extra is None else json.dumps(m.extra), message_bytes(m))
+            for m in turn]
 
 
 def _message(row: Sequence[Any]) -> Message:
