@@ -72,8 +72,12 @@ def app_gauges(app: web.Application) -> Callable[[], Iterable[tuple[str, str, di
             yield "msev15_turns_running", "Turns running now.", {}, runner.running
         sessions = app.get(keys.SESSIONS)
         if sessions is not None:  # held() reads no I/O: the shared stores refresh it on writes and sweeps
-            yield "msev15_sessions", "Sessions held in the session store.", {}, sessions.held()
-            yield "msev15_sessions_evicted_total", "Sessions dropped by a session cap.", {}, sessions.evicted
+            # sqlite and redis report the one shared store from every instance (take the max
+            # across instances); memory, the instance's own (sum them). Evictions are per instance.
+            store = {"store": app[keys.SETTINGS].session_store}
+            yield "msev15_sessions", "Sessions held in the session store.", store, sessions.held()
+            yield ("msev15_sessions_evicted_total", "Sessions this instance dropped by a session cap.", store,
+                   sessions.evicted)
         for name, connection in (app.get(keys.MCP) or {}).items():
             yield ("msev15_mcp_connected", "1 when the MCP server is connected.", {"server": name},
                    1.0 if connection.status == "connected" else 0.0)

@@ -53,5 +53,5 @@ async def test_a_tenant_past_its_cap_loses_its_oldest_and_metrics_say_so(kind: s
     page = await (await client.get("/api/v1/sessions", params={"tenant_id": "t"})).json()
     assert [s["session_id"] for s in page["sessions"]] == ["third", "second"]
     samples = await _samples(client)
-    assert _value(samples, "msev15_sessions") == 2
-    assert _value(samples, "msev15_sessions_evicted_total") == 1
+    assert _value(samples, "msev15_sessions", store=kind) == 2
+    assert _value(samples, "msev15_sessions_evicted_total", store=kind) == 1
