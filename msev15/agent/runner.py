@@ -34,7 +34,7 @@ from msev15.agent.tools.registry import ServiceUnavailable, ToolRegistry
 from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
-from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable
+from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable, storable
 
 if TYPE_CHECKING:
     from msev15.agent.coordination import Coordination
@@ -244,7 +244,7 @@ class AgentRunner:
         progress.phase = "commit"  # a stop from now on lets the commit finish: the answer is complete
         try:
             count = await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
-                                                    progress.steps, answer)
+                                                    storable(progress.steps), storable(answer))
         except FencedOut:
             self._fail(record, "turn_lost", TURN_LOST, 503)
             return
@@ -274,7 +274,7 @@ class AgentRunner:
             progress.phase = "commit"
             try:
                 await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
-                                                steps, note)
+                                                storable(steps), note)
             except Exception:
                 log.exception("could not save the completed steps of a stopped turn")
         self._fail(record, error, message, status, retry_after)

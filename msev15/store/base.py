@@ -32,6 +32,27 @@ class FencedOut(StoreUnavailable):
 FENCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("msev15_session_fence", default=None)
 
 
+def storable(value: Any) -> Any:
+    """``value`` (text, or the JSON-like dicts and lists of a turn's steps) with every lone
+    surrogate replaced by U+FFFD; the same object when there is none (the usual case).
+
+    A model can send ``"\\ud800"``: valid JSON, but no UTF-8 encoding exists for it, so SQLite's
+    driver and Redis' scripts refuse it, and a model API would refuse it in the next request."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if isinstance(value, dict):
+        changed = {k: storable(v) for k, v in value.items()}
+        return value if all(changed[k] is v for k, v in value.items()) else changed
+    if isinstance(value, list):
+        items = [storable(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
+
+
 class Sessions(Protocol):
     kind: str  # "memory", "sqlite" or "redis"
 

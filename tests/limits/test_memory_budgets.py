@@ -183,3 +183,15 @@ def test_a_lone_surrogate_is_counted_not_refused() -> None:
     assert _commit(store, "t", "s", "repeat \ud800", "here: \ud800") == 2
     session = store.get("t", "s")
     assert session is not None and session.size == len("repeat \ud800".encode("utf-8", "surrogatepass")) * 2 - 1
+
+
+def test_storable_replaces_only_lone_surrogates_and_keeps_clean_values_as_they_are() -> None:
+    from msev15.store.base import storable
+
+    steps = [{"role": "assistant", "content": None,
+              "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": '{"q": "\U0001F600 ok"}'}}]}]
+    assert storable(steps) is steps  # nothing to replace: the same objects, no copy
+    assert storable("a\U0001F600b") == "a\U0001F600b"  # a real pair is one character, kept
+    dirty = [{"role": "tool", "tool_call_id": "c1", "content": "x\ud800y\udfffz"}]
+    assert storable(dirty) == [{"role": "tool", "tool_call_id": "c1", "content": "x\ufffdy\ufffdz"}]
+    assert dirty[0]["content"] == "x\ud800y\udfffz"  # the caller's value is not changed

@@ -55,3 +55,28 @@ async def test_a_tenant_past_its_cap_loses_its_oldest_and_metrics_say_so(kind: s
     samples = await _samples(client)
     assert _value(samples, "msev15_sessions", store=kind) == 2
     assert _value(samples, "msev15_sessions_evicted_total", store=kind) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_model_echoing_a_lone_surrogate_is_stored_by_every_store(kind: str, service: Any, llm: Any,
+                                                                         request: pytest.FixtureRequest,
+                                                                         tmp_path: Path) -> None:
+    """A model can be talked into sending "\\ud800" (valid JSON, not encodable UTF-8), in its answer
+    or in a tool call's arguments. SQLite's driver and Redis' Lua cjson refused it: the turn failed
+    with 503 and the store looked broken. Every store now keeps it as U+FFFD."""
+    from tests.llm_server import Call, Reply
+
+    llm.push(Reply(tool_calls=[Call("get_order_by_id", '{"order_id": "ORD-\ud800"}')]))
+    llm.push(Reply("no such order: \ud800 sorry"))
+    client = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", openai_api_key="sk-test-123456",
+                           **_store_settings(kind, request, tmp_path))
+    resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "find ORD-1", "tenant_id": "t"})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["message"] == "no such order: \ud800 sorry"  # the client gets what the model said
+    history = await (await client.get("/api/v1/sessions/s/history", params={"tenant_id": "t"})).json()
+    assert [m["content"] for m in history["messages"]] == ["find ORD-1", "no such order: \ufffd sorry"]
+    # The next turn sends the stored history back to the model: nothing in it breaks the request.
+    llm.push(Reply("fine"))
+    again = await client.post("/api/v1/chat", json={"session_id": "s", "message": "and now?", "tenant_id": "t"})
+    assert again.status == 200, await again.text()
+    assert any("ORD-\ufffd" in str(m) for m in llm.requests[-1]["messages"])
