@@ -185,9 +185,54 @@ class AgentRunner:
         self.bus.publish(event)
 
     async def _run(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
+        """The turn's task: one frame for the whole turn (an open stream holds it for minutes), so
+        the body is here rather than in a helper it awaits."""
         logs.bind(request_id=turn.request_id, session_id=turn.session_id, tenant_id=turn.tenant_id)
         try:
-            await self._run_held(turn, record, progress)
+            started_at = time.time()
+            try:
+                if self.coordination is not None:  # across instances: wait for the session, take its fence
+                    FENCE.set(await self.coordination.acquire(turn))
+                answer = await run_turn(
+                    turn, progress,
+                    provider=self.provider,
+                    registry=self.registry,
+                    system_prompt=self.system_prompt,
+                    history=await self._history(turn),
+                    max_rounds=self.max_rounds,
+                    max_output_chars=self.max_output_chars,
+                    emit=lambda event: self._emit(record, event),
+                    emit_tokens=turn.stream,
+                )
+            except (asyncio.CancelledError, TurnStopped) as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()
+                reason = progress.stop_reason or "shutting_down"
+                message, status = STOP_MESSAGES[reason]
+                await self._end_failed(turn, record, progress, started_at, reason, message, status, STOP_NOTES[reason])
+                return
+            except Exception as exc:
+                error, message, status = self._failure(exc)
+                await self._end_failed(turn, record, progress, started_at, error, message, status, FAILED_NOTE,
+                                       retry_after=exc.retry_after if isinstance(exc, LLMError) else None)
+                return
+            progress.phase = "commit"  # a stop from now on lets the commit finish: the answer is complete
+            try:
+                count = await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
+                                                        storable(progress.steps), storable(answer))
+            except FencedOut:
+                self._fail(record, "turn_lost", TURN_LOST, 503)
+                return
+            except Exception:
+                log.exception("could not save the turn")
+                self._fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)
+                return
+            self.completed += 1
+            elapsed, ttft = self._timing(record)
+            self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
+                                               answer, count, progress.usage, elapsed, ttft))
         finally:
             if turn.turn_id in self._open and not record.finished:  # a backstop: readers never hang on a bug
                 log.error("turn %s left open by its task; ending it", turn.turn_id)
@@ -195,67 +240,19 @@ class AgentRunner:
             if self.coordination is not None:
                 await self.coordination.release(turn)
 
-    async def _run_held(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
-        started_at = time.time()
-        try:
-            if self.coordination is not None:  # across instances: wait for the session, take its fence
-                FENCE.set(await self.coordination.acquire(turn))
-            answer = await run_turn(
-                turn, progress,
-                provider=self.provider,
-                registry=self.registry,
-                system_prompt=self.system_prompt,
-                history=await self._history(turn),
-                max_rounds=self.max_rounds,
-                max_output_chars=self.max_output_chars,
-                emit=lambda event: self._emit(record, event),
-                emit_tokens=turn.stream,
-            )
-        except (asyncio.CancelledError, TurnStopped) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-            reason = progress.stop_reason or "shutting_down"
-            message, status = STOP_MESSAGES[reason]
-            await self._end_failed(turn, record, progress, started_at, reason, message, status, STOP_NOTES[reason])
-            return
-        except FencedOut:
-            await self._end_failed(turn, record, progress, started_at, "turn_lost", TURN_LOST, 503, FAILED_NOTE)
-            return
-        except StoreUnavailable:
-            await self._end_failed(turn, record, progress, started_at, "store_unavailable", STORE_UNAVAILABLE, 503,
-                                   FAILED_NOTE)
-            return
-        except LLMError as exc:
-            await self._end_failed(turn, record, progress, started_at, exc.code, exc.message, exc.status, FAILED_NOTE,
-                                   retry_after=exc.retry_after)
-            return
-        except ServiceUnavailable as exc:
-            await self._end_failed(turn, record, progress, started_at, exc.code,
-                                   "The service cannot save changes right now; please retry in a minute.", 503,
-                                   FAILED_NOTE)
-            return
-        except Exception:
-            log.exception("turn failed unexpectedly")
-            await self._end_failed(turn, record, progress, started_at, "internal_error",
-                                   "The assistant failed while answering. Please retry.", 500, FAILED_NOTE)
-            return
-        progress.phase = "commit"  # a stop from now on lets the commit finish: the answer is complete
-        try:
-            count = await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
-                                                    storable(progress.steps), storable(answer))
-        except FencedOut:
-            self._fail(record, "turn_lost", TURN_LOST, 503)
-            return
-        except Exception:
-            log.exception("could not save the turn")
-            self._fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)
-            return
-        self.completed += 1
-        elapsed, ttft = self._timing(record)
-        self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                           answer, count, progress.usage, elapsed, ttft))
+    @staticmethod
+    def _failure(exc: Exception) -> tuple[str, str, int]:
+        """The client's error, message and status for a turn that failed with ``exc``."""
+        if isinstance(exc, FencedOut):
+            return "turn_lost", TURN_LOST, 503
+        if isinstance(exc, StoreUnavailable):
+            return "store_unavailable", STORE_UNAVAILABLE, 503
+        if isinstance(exc, LLMError):
+            return exc.code, exc.message, exc.status
+        if isinstance(exc, ServiceUnavailable):
+            return exc.code, "The service cannot save changes right now; please retry in a minute.", 503
+        log.error("turn failed unexpectedly", exc_info=exc)
+        return "internal_error", "The assistant failed while answering. Please retry.", 500
 
     async def _history(self, turn: TurnRequested) -> list[dict[str, Any]]:
         """The session's context: the last SESSION_MAX_CONTEXT_MESSAGES, then the newest whole

@@ -83,7 +83,9 @@ _HTTP_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-# Headers a middleware wants on the response, whenever it is prepared (streams included).
+# The request's id, and headers a middleware wants on the response (made only when one does),
+# added whenever the response is prepared (streams and error pages included).
+REQUEST_ID = web.RequestKey("msev15.request_id", str)
 EXTRA_HEADERS = web.RequestKey("msev15.extra_headers", dict)
 
 
@@ -93,11 +95,14 @@ def begin_request(request: web.Request) -> None:
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = supplied if _REQUEST_ID.match(supplied) else new_id()
     logs.bind(request_id=request_id, session_id="-", tenant_id="-")
-    request[EXTRA_HEADERS] = {REQUEST_ID_HEADER: request_id}
+    request[REQUEST_ID] = request_id
 
 
 async def add_extra_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: runs for every response, including SSE streams and error pages."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
     extra = request.get(EXTRA_HEADERS)
     if extra:
         response.headers.update(extra)

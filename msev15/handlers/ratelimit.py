@@ -161,7 +161,7 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: ServiceMetrics | None =
             raise ApiError(429, "Rate limit exceeded",
                            f"Maximum {limiter.limit} requests per minute per IP address",
                            headers=headers, retry_after=retry_after)
-        request[EXTRA_HEADERS].update(headers)
+        request.setdefault(EXTRA_HEADERS, {}).update(headers)
         return await handler(request)
 
     return middleware
