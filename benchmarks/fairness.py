@@ -1,10 +1,13 @@
 """Scenario 6: fairness between tenants, and memory per session at the caps.
 
 Fairness: a service with a slow model (``tokens`` × ``delay`` per answer) and
-``max_concurrent`` turn slots. A victim tenant chats on a few connections alone (its unloaded
-p99), then again while an attacker tenant floods with many connections, each chat a new session
-so nothing serializes per session. Target: the victim's p99 under the flood at most twice its
-unloaded p99. The attacker's refusals (429 tenant_busy once its queue is full) are reported.
+``max_concurrent`` turn slots, each tenant allowed a quarter of them (the shipped rule). A victim
+tenant chats on a few connections alone (its unloaded p99), then again while an attacker tenant
+floods with many connections, each chat a new session so nothing serializes per session. Target:
+the victim's p99 under the flood at most twice its unloaded p99. The attacker's refusals (429
+tenant_busy once its queue is full) are reported, and so is the same flood against a service
+whose per-tenant limit is the global one (one tenant may fill every slot; round-robin then gives
+the victim the next slot that frees, so it waits at most about one attacker turn).
 
 Memory at the caps: sessions filled past SESSION_MAX_BYTES with messages of MAX_MESSAGE_CHARS,
 measured in this process (RSS before and after), so the cost of a full session is known.
@@ -105,33 +108,51 @@ def _memory_at_the_caps() -> dict[str, Any]:
             "rss_per_full_session_over_budget": round(per_session / defaults.session_max_bytes, 3)}
 
 
-async def fairness(cfg: BenchConfig, cores: frozenset[int] | None, collector: Collector) -> None:
-    seconds = max(2.0, cfg.phase_seconds / 2)
-    print(f"Scenario 6: fairness ({ATTACKER_CONNECTIONS} attacker connections vs {VICTIM_CONNECTIONS} victim "
-          f"connections, {MAX_CONCURRENT} turn slots, ~{TOKENS * DELAY:g}s answers)", flush=True)
+async def _flood_run(per_tenant: str, seconds: float, cores: frozenset[int] | None,
+                     collector: Collector | None) -> tuple[LoadResult, LoadResult, dict[str, Any], dict[str, Any]]:
+    """The victim alone, then flooded, against a service whose per-tenant turn limit is
+    ``per_tenant`` (0: the shipped rule, a quarter of the slots)."""
     server = await ServerProcess.start("service-fairness", "--app", "service", "--tokens", str(TOKENS),
                                        "--delay", str(DELAY), "--max-concurrent-turns", str(MAX_CONCURRENT),
-                                       cores=cores)
+                                       "--per-tenant-turns", per_tenant, cores=cores)
     try:
         async with Sampler(server) as sampler:
             alone = await _victim(server.port, seconds)
             victim, flood = await _flooded(server.port, seconds)
-        collector.curve("fairness/service", sampler.curve(sampler.samples[0].at))
+        if collector is not None:
+            collector.curve("fairness/service", sampler.curve(sampler.samples[0].at))
     finally:
         await server.stop()
+    return alone, victim, flood, sampler.summary()
+
+
+async def fairness(cfg: BenchConfig, cores: frozenset[int] | None, collector: Collector) -> None:
+    seconds = max(2.0, cfg.phase_seconds / 2)
+    print(f"Scenario 6: fairness ({ATTACKER_CONNECTIONS} attacker connections vs {VICTIM_CONNECTIONS} victim "
+          f"connections, {MAX_CONCURRENT} turn slots, ~{TOKENS * DELAY:g}s answers)", flush=True)
+    alone, victim, flood, server = await _flood_run("0", seconds, cores, collector)
+    # The same flood when one tenant may take every slot (AGENT_MAX_CONCURRENT_TURNS_PER_TENANT set
+    # to the global limit): round-robin still gives the victim the next slot that frees.
+    all_alone, all_victim, _, _ = await _flood_run(str(MAX_CONCURRENT), seconds, cores, None)
     memory = _memory_at_the_caps()
     p99_alone, p99_flooded = alone.latency_ms()["p99"], victim.latency_ms()["p99"]
+    all_ratio = ratio(all_victim.latency_ms()["p99"], all_alone.latency_ms()["p99"])
     refused = (flood.get("error_kinds") or {}).get("HTTP 429", 0)
     collector.scenarios["6_fairness"] = {
-        "turn_slots": MAX_CONCURRENT, "answer_s": TOKENS * DELAY, "victim_alone": alone.summary(),
-        "victim_flooded": victim.summary(), "attacker": {**flood, "refused_429": refused},
-        "p99_ratio": ratio(p99_flooded, p99_alone), "server": sampler.summary(), "memory_at_caps": memory,
+        "turn_slots": MAX_CONCURRENT, "per_tenant_slots": max(1, MAX_CONCURRENT // 4), "answer_s": TOKENS * DELAY,
+        "victim_alone": alone.summary(), "victim_flooded": victim.summary(),
+        "attacker": {**flood, "refused_429": refused},
+        "p99_ratio": ratio(p99_flooded, p99_alone), "server": server, "memory_at_caps": memory,
+        "per_tenant_all_slots": {"victim_alone": all_alone.summary(), "victim_flooded": all_victim.summary(),
+                                 "p99_ratio": all_ratio},
     }
     print(f"    victim p99 {p99_alone} ms alone, {p99_flooded} ms flooded; attacker {flood['completed']} answered, "
-          f"{refused} refused", flush=True)
+          f"{refused} refused; with every slot open to one tenant: {all_ratio} x", flush=True)
     collector.target("10.fairness_p99", "victim p99 under another tenant's flood / unloaded p99",
                      ratio(p99_flooded, p99_alone), "<=", 2.0, "x")
     collector.target("10.victim_errors", "victim errors under the flood", victim.error_count, "==", 0)
+    collector.report("10.fairness_all_slots", "the same, when one tenant may take every slot (per-tenant limit = "
+                     "global)", all_ratio, "x")
     collector.target("10.memory_full_session", "RSS per session at SESSION_MAX_BYTES / SESSION_MAX_BYTES",
                      memory["rss_per_full_session_over_budget"], "<=", 1.5, "x")
 

@@ -68,7 +68,7 @@ class GcWatch:
 
 
 def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "", llm_api: str = "chat",
-                     session_store: str = "memory", redis_url: str = "") -> Any:
+                     session_store: str = "memory", redis_url: str = "", per_tenant_turns: int | None = None) -> Any:
     """The service as deployed, made hermetic: offline (or the real openai client against
     ``upstream``), no MCP, files under ``workdir``."""
     from msev15.config import Settings
@@ -81,9 +81,10 @@ def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "
         order_db_path=str(workdir / "orders.db"), order_db_seed=False,
         email_outbox_dir=str(workdir / "outbox"), email_attachments_dir=str(workdir / "attachments"),
         agent_max_concurrent_turns=max_concurrent_turns, shutdown_timeout_seconds=2.0,
-        # Every benchmark turn is in one tenant: its share of the turns and its queue must not
-        # refuse what the scenario runs at once (they would answer 429 tenant_busy).
-        agent_max_concurrent_turns_per_tenant=max_concurrent_turns,
+        # Most scenarios run every turn in one tenant: its share of the turns and its queue must not
+        # refuse what the scenario runs at once (they would answer 429 tenant_busy). The fairness
+        # scenario passes 0: the shipped rule (a quarter of the global limit).
+        agent_max_concurrent_turns_per_tenant=max_concurrent_turns if per_tenant_turns is None else per_tenant_turns,
         agent_max_queued_turns_per_tenant=max(100, max_concurrent_turns),
         session_store=session_store, session_db_path=str(workdir / "sessions.db"), redis_url=redis_url,
     )
@@ -127,7 +128,7 @@ async def _build(args: argparse.Namespace, workdir: Path) -> web.Application:
     from msev15.logs import setup_logging
 
     settings = service_settings(workdir, args.max_concurrent_turns, args.upstream, args.llm_api,
-                                args.session_store, args.redis_url)
+                                args.session_store, args.redis_url, args.per_tenant_turns)
     setup_logging(settings)
     if args.upstream:  # the real openai client against the instant upstream
         return await create_app(settings)
@@ -213,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="", help="service: REDIS_URL for --session-store redis")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per answer")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each token (slow model)")
+    parser.add_argument("--per-tenant-turns", type=int, default=None,
+                        help="service: AGENT_MAX_CONCURRENT_TURNS_PER_TENANT (0: a quarter of the global limit, "
+                             "the shipped rule; default: the global limit, for one-tenant scenarios)")
     parser.add_argument("--max-concurrent-turns", type=int, default=100,
                         help="the service's AGENT_MAX_CONCURRENT_TURNS")
     parser.add_argument("--seed-sessions", type=int, default=0, help="pre-fill this many sessions (service)")
