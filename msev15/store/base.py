@@ -34,22 +34,35 @@ FENCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("msev15_sessi
 
 def storable(value: Any) -> Any:
     """``value`` (text, or the JSON-like dicts and lists of a turn's steps) with every lone
-    surrogate replaced by U+FFFD; the same object when there is none (the usual case).
+    surrogate replaced by U+FFFD; the same object when there is none (the usual case: a walk that
+    builds nothing).
 
     A model can send ``"\\ud800"``: valid JSON, but no UTF-8 encoding exists for it, so SQLite's
     driver and Redis' scripts refuse it, and a model API would refuse it in the next request."""
+    return value if _encodable(value) else _replaced(value)
+
+
+def _encodable(value: Any) -> bool:
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return value
+            return False
+        return True
     if isinstance(value, dict):
-        changed = {k: storable(v) for k, v in value.items()}
-        return value if all(changed[k] is v for k, v in value.items()) else changed
+        return all(_encodable(v) for v in value.values())
     if isinstance(value, list):
-        items = [storable(v) for v in value]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        return all(_encodable(v) for v in value)
+    return True
+
+
+def _replaced(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {k: _replaced(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replaced(v) for v in value]
     return value
 
 

@@ -224,7 +224,8 @@ class OfflineProvider:
             text, calls = self._summarise(messages), ()
         else:
             text, calls = self._decide(_last_user(messages), by_name, _last_assistant(messages))
-        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
+        # An estimate, as a model's would be: about four characters a token.
+        prompt_tokens = sum(len(m.get("content") or "") for m in messages) // 4
         tokens = _words(text)
         for token in tokens:
             # Yield to the loop between tokens, as a network model would, so one long answer

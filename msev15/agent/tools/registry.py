@@ -175,7 +175,8 @@ class ToolRegistry:
         if problem:
             return ToolResult.failure(problem)
         try:
-            value = await asyncio.wait_for(tool.func(ctx, args), self.timeout)
+            async with asyncio.timeout(self.timeout):  # in this task: wait_for would start one per call
+                value = await tool.func(ctx, args)
         except ToolError as exc:
             return ToolResult.failure(str(exc))
         except ServiceUnavailable as exc:
