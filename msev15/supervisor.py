@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msev15.config import Settings
+from msev15.mcpkit.runner import STOP_WITH_PARENT_ENV
 
 log = logging.getLogger("app.supervisor")
 
@@ -62,9 +63,12 @@ class Child:
         return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
 
     async def start(self) -> None:
+        # stdin is a pipe we never write to: it closes when this process exits, however it exits,
+        # and the child stops then (mcpkit.runner), so a killed service leaves no orphan server.
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "msev15", self.command, *self.args, env={**os.environ, **self.env},
-            stdin=asyncio.subprocess.DEVNULL, start_new_session=True)  # our terminal's Ctrl-C is ours to pass on
+            sys.executable, "-m", "msev15", self.command, *self.args,
+            env={**os.environ, **self.env, STOP_WITH_PARENT_ENV: "1"},
+            stdin=asyncio.subprocess.PIPE, start_new_session=True)  # our terminal's Ctrl-C is ours to pass on
         log.info("Started %s (pid %s) at %s", self.name, self.proc.pid, self.url)
 
     async def stop(self, bound: float = STOP_SECONDS) -> None:

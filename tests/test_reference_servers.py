@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -107,3 +108,28 @@ async def test_plain_serve_starts_no_reference_servers(tmp_path: Path) -> None:
         service.proc.send_signal(signal.SIGTERM)
         code, _, _ = await service.finish()
     assert code == 0
+
+
+async def test_a_killed_service_leaves_no_reference_server_behind(tmp_path: Path) -> None:
+    """SIGKILL (an out-of-memory kill, docker kill) runs no cleanup in the service: the children
+    notice their stdin pipe close and stop by themselves, freeing their ports for the next start."""
+    service = await _start_with_servers(tmp_path)
+    pids = _child_pids(service.stdout)
+    ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)/mcp \(pid", "\n".join(service.stdout))]
+    assert set(pids) == {"Complaints MCP", "Escalation MCP"} and len(ports) == 2, service.stdout
+    service.proc.kill()
+    try:  # not proc.wait() or communicate(): they wait for the pipes too, which an orphan would hold open
+        await eventually(lambda: service.proc.returncode is not None, "the service to be gone")
+        for name, pid in pids.items():
+            await eventually(lambda pid=pid: not _alive(pid), f"{name} stopped after its parent was killed",
+                             timeout=30)
+    finally:
+        for pid in pids.values():  # if the test failed: no orphan outlives it
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        for stream in (service.proc.stdout, service.proc.stderr):
+            if stream is not None:
+                stream.feed_eof()
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # free again

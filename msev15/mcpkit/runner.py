@@ -3,12 +3,19 @@
 Two things differ from ``uvicorn.run``: logging is left to the process (``log_config=None``),
 and signals are handled without uvicorn's re-raise after shutdown, so SIGINT/SIGTERM end the
 process with exit code 0 after a graceful stop.
+
+A supervised server (``msev15 serve --with-reference-servers`` starts them with
+``STOP_WITH_PARENT_ENV=1`` and a pipe on stdin) also stops gracefully when its stdin reaches end
+of file: the kernel closes the pipe when the parent exits, however it exits (SIGKILL, out of
+memory), so no orphan keeps serving or holding its port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import signal
 import socket
 import threading
@@ -18,6 +25,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from msev15.mcpkit.auth import require_bearer
+
+log = logging.getLogger("mcp.runner")
+
+STOP_WITH_PARENT_ENV = "MSEV15_STOP_ON_STDIN_EOF"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -87,6 +98,28 @@ class McpHttpServer(uvicorn.Server):
         self._handle_signals = handle_signals
         self._before_shutdown = before_shutdown
         self._crashed = False
+        self._stop_with_parent = handle_signals and os.environ.get(STOP_WITH_PARENT_ENV) == "1"
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self._stop_with_parent:
+            self._watch_stdin()
+
+    def _watch_stdin(self) -> None:
+        loop = asyncio.get_running_loop()
+        fd = 0
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(fd)
+                log.warning("The supervising process is gone; stopping")
+                self.should_exit = True
+
+        loop.add_reader(fd, readable)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
