@@ -135,8 +135,18 @@ async def test_resume_after_the_end_replays_the_turn_and_after_skips(service, ll
     assert await frames(replay) == original
     tail = await frames(await _events(client, "s", turn_id, query="&after=2"))
     assert tail == original[2:]
-    # Past the end of a finished turn: an empty stream that ends, not one that hangs.
-    assert await frames(await _events(client, "s", turn_id, headers={"Last-Event-ID": f"{turn_id}:99"})) == []
+    # After the terminal event of a finished turn: 204, which also stops an EventSource reconnecting.
+    last = original[-1][0]
+    done = await _events(client, "s", turn_id, headers={"Last-Event-ID": last})
+    assert done.status == 204 and done.headers["X-Turn-ID"] == turn_id and await done.read() == b""
+    assert (await _events(client, "s", turn_id, query=f"&after={len(original)}")).status == 204
+    # Past it: an id this turn never sent is a 400 in the envelope, naming what was sent.
+    for past in ({"headers": {"Last-Event-ID": f"{turn_id}:99"}}, {"query": "&after=99"}):
+        bad = await _events(client, "s", turn_id, **past)  # type: ignore[arg-type]
+        assert bad.status == 400
+        body = await bad.json()
+        assert_envelope(body, "validation_error")
+        assert body["field"] == ("Last-Event-ID" if "headers" in past else "after")
 
 
 async def test_eventsource_style_reconnect_uses_last_event_id(service, llm: ScriptedLLM) -> None:

@@ -64,7 +64,9 @@ async def turn_events(request: web.Request) -> web.StreamResponse:
       `Last-Event-ID: {turn_id}:{seq}` (or `?after={seq}`) it sends every event with a higher
       seq, in order, then follows the live turn to its terminal event and ends; without either
       it sends the turn from seq 1. Events are kept while the turn runs and for
-      `STREAM_RETENTION_SECONDS` after it ends.
+      `STREAM_RETENTION_SECONDS` after it ends. Resuming a finished turn after its last event
+      (its terminal one) answers 204 No Content, which also stops an `EventSource` from
+      reconnecting; a seq past the last event of a finished turn is a 400.
     tags: [turns]
     parameters:
       - {in: path, name: session_id, required: true, schema: {$ref: "#/components/schemas/Id"}}
@@ -78,13 +80,19 @@ async def turn_events(request: web.Request) -> web.StreamResponse:
         content:
           text/event-stream:
             schema: {$ref: "#/components/schemas/SseFrame"}
+      "204": {description: The turn has ended and the client has its last event; nothing more to send.}
       "400": {$ref: "#/components/responses/BadRequest"}
       "404": {$ref: "#/components/responses/TurnNotFound"}
     """
     record = await _turn(request)
     after = resume_point(request, record.turn_id)
-    if after > record.last_seq and record.finished:
-        after = record.last_seq  # past the end of a finished turn: nothing more to send
+    if record.finished and after >= record.last_seq:
+        if after > record.last_seq:  # an id this turn never sent
+            raise invalid(f"this turn's events end at seq {record.last_seq}; Last-Event-ID or after must not be "
+                          "past it", "Last-Event-ID" if request.headers.get("Last-Event-ID", "").strip() else "after")
+        # The client has the terminal event already. 204 ends the stream for good: an EventSource
+        # that reconnects on its own after a stream closes stops reconnecting on a 204.
+        return web.Response(status=204, headers={"X-Turn-ID": record.turn_id})
     async with open_stream(request, headers={"X-Turn-ID": record.turn_id}) as resp:
         await relay(record, resp, after)
     return resp
