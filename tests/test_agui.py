@@ -156,7 +156,8 @@ async def test_malformed_json_and_a_bad_tenant_header_and_an_oversized_body(serv
     assert resp.status == 400
     assert_envelope(await resp.json(), "invalid_json")
     resp = await client.post(URL, json=run_input(), headers={"X-Tenant-ID": "bad tenant"})
-    assert resp.status == 400 and (await resp.json())["field"] == "tenant_id"
+    body = await resp.json()
+    assert resp.status == 400 and body["field"] == "tenant_id" and body["detail"] == "in the X-Tenant-ID header"
     resp = await client.post(URL, json=run_input("x" * 101))
     assert resp.status == 400
     resp = await client.post(URL, data=b"{" + b" " * 5000 + b"}", headers={"Content-Type": "application/json"})

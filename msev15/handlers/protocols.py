@@ -30,7 +30,9 @@ def request_tenant(request: web.Request, fallback: Any = None) -> str:
     AG-UI's ``forwardedProps.tenant_id``), else ``default``; a bad one is a 400. With
     authentication on, the credential's tenant, which a header or field must agree with (403)."""
     header = request.headers.get(TENANT_HEADER)
-    return tenancy.request_tenant(request, header if header is not None else fallback)
+    if header is not None:
+        return tenancy.request_tenant(request, header, claimed_in=f"{TENANT_HEADER} header")
+    return tenancy.request_tenant(request, fallback)
 
 
 def field_of(body: Mapping[str, Any], name: str, kind: type[str | list[Any] | dict[str, Any]],

@@ -32,17 +32,18 @@ def _checked(value: object, field: str, where: str) -> str:
 
 
 def request_tenant(request: web.Request, claimed: object | None = None, field: str = "tenant_id", *,
-                   body: Mapping[str, Any] | None = None) -> str:
+                   body: Mapping[str, Any] | None = None, claimed_in: str = "body") -> str:
     """The tenant this request acts for, bound for logging.
 
-    ``claimed`` is a tenant the body named (None: it named none). Pass the parsed JSON ``body``
+    ``claimed`` is a tenant the request named (None: it named none), in the body unless
+    ``claimed_in`` says where (a header, for the protocol adapters). Pass the parsed JSON ``body``
     instead to have an explicit ``null`` refused (400) rather than read as "absent". A ``field``
     in the query string is always considered and must agree with the body's (else 400).
     """
     if body is not None and field in body:
         claimed = _checked(body[field], field, "body")
     elif claimed is not None:
-        claimed = _checked(claimed, field, "body")
+        claimed = _checked(claimed, field, claimed_in)
     named: str | None = claimed
     if field in request.query:
         in_query = _checked(request.query[field], field, "query")
