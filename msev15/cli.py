@@ -210,10 +210,16 @@ def _config_command(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         _report(exc)
         return 2
+    lines = []
     for name, value in settings.masked().items():
         shown = (",".join(value) if isinstance(value, tuple)
                  else str(value).lower() if isinstance(value, bool) else value)
-        print(f"{name}={shown}")
+        lines.append(f"{name}={shown}\n")
+    try:
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `msev15 config | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return 0
 
 
@@ -236,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--with-reference-servers", action="store_true",
                        help="also run the reference complaints and escalation MCP servers (supervised, loopback)")
     config = commands.add_parser("config", help="print the effective settings (secrets masked)")
-    config.add_argument("--env-file")
+    config.add_argument("--env-file", help="read settings from this file too (the environment wins)")
     add_keys_parser(commands)
     commands.add_parser("complaints-mcp", help="run the reference complaints MCP server", add_help=False)
     commands.add_parser("escalation-mcp", help="run the EscalationComms MCP server", add_help=False)

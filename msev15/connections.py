@@ -140,16 +140,20 @@ class GuardedProtocol(RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         if request.writer.output_size > 0:
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
-        if isinstance(exc, HttpProcessingError) or status == 400:
+        malformed = isinstance(exc, HttpProcessingError) or status == 400
+        if malformed:
             self._stats.parser_errors += 1
             status, code, text = _parser_status(exc)
-            log.warning("Malformed request from %s: %s", request.remote, code)
         elif status == 504:
             code, text = "timeout", "The request took too long."
         else:
             code, text = "internal_error", "An unexpected error occurred. Quote the request id when reporting it."
-            log.error("Error handling request from %s", request.remote, exc_info=exc)
         body, request_id = _envelope_bytes(code, text)
+        ids = {"request_id": request_id}  # the log line names the id the client got
+        if malformed:
+            log.warning("Malformed request from %s: %s", request.remote, code, extra=ids)
+        elif status != 504:
+            log.error("Error handling request from %s", request.remote, exc_info=exc, extra=ids)
         resp = web.Response(status=status, body=body, content_type="application/json",
                             headers={REQUEST_ID_HEADER: request_id})
         resp.force_close()

@@ -102,8 +102,7 @@ BAD = [
     ("no user message", lambda b: b.update(messages=[{"role": "assistant", "parts": []}]), "messages"),
     ("parts not a list", lambda b: b["messages"][-1].update(parts="hi"), "messages"),
     ("text of a wrong type", lambda b: b["messages"][-1].update(parts=[{"type": "text", "text": 3}]), "messages"),
-    ("no text", lambda b: b["messages"][-1].update(parts=[{"type": "file", "url": "x"}]),
-     "the last user message's text"),
+    ("no text", lambda b: b["messages"][-1].update(parts=[{"type": "file", "url": "x"}]), "messages[-1].parts"),
     ("unknown trigger", lambda b: b.update(trigger="rerun"), "trigger"),
     ("messageId not a string", lambda b: b.update(messageId=3), "messageId"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,15 @@ def test_unusable_system_prompt_files_are_refused(tmp_path: Path, content: bytes
         load_settings(environ={"SYSTEM_PROMPT_FILE": str(prompt)})
     prompt.write_text("You are a helpful agent.")
     assert load_settings(environ={"SYSTEM_PROMPT_FILE": str(prompt)}).system_prompt_file == str(prompt)
+
+
+def test_config_into_a_pipe_closed_early_exits_quietly(tmp_path: Path) -> None:
+    """`msev15 config | head -1`: the reader stops early; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    command = f"{sys.executable} -m msev15 config | head -1"
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.stdout.count("\n") == 1 and "=" in done.stdout
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

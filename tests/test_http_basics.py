@@ -238,3 +238,15 @@ async def test_sse_pings_keep_idle_streams_open(service, llm) -> None:
     body = await resp.text()
     assert ": ping" in body
     assert body.rstrip().splitlines()[-1].startswith('data: {"type": "done"')
+
+
+async def test_a_preflight_without_origin_is_403_in_the_envelope(service) -> None:
+    """aiohttp-cors refuses an OPTIONS without Origin with a bare 403: it comes back as the
+    envelope's ``forbidden``, like every other refusal."""
+    client = await service()
+    resp = await client.options("/api/v1/chat")
+    assert resp.status == 403
+    assert_envelope(await resp.json(), "forbidden")
+    good = await client.options("/api/v1/chat", headers={"Origin": "https://app.example",
+                                                         "Access-Control-Request-Method": "POST"})
+    assert good.status == 200 and good.headers["Access-Control-Allow-Origin"] == "*"

@@ -61,7 +61,7 @@ def parse_chat(body: dict[str, Any], max_chars: int) -> tuple[str, str]:
     texts = [p.get("text") for p in parts if p.get("type") == "text"]
     if not all(isinstance(t, str) for t in texts):
         raise invalid("a text part's text must be a string", "messages")
-    return session_id, check_message("\n".join(texts), max_chars, "the last user message's text")
+    return session_id, check_message("\n".join(texts), max_chars, "messages[-1].parts")
 
 
 def _part(kind: str, **fields: Any) -> bytes:

@@ -76,6 +76,7 @@ def error_response(exc: ApiError) -> web.Response:
 # Statuses aiohttp raises itself (routing, body size), mapped to our error codes and sentences.
 _HTTP_ERRORS: dict[int, tuple[str, str]] = {
     400: ("bad_request", "The request could not be understood."),
+    403: ("forbidden", "This request is not allowed."),
     404: ("not_found", "No such endpoint."),
     405: ("method_not_allowed", "This endpoint does not support that method."),
     413: ("payload_too_large", "The request body is too large."),
@@ -108,10 +109,18 @@ async def add_extra_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.update(extra)
 
 
+def _closing(response: web.Response) -> web.Response:
+    """After a 408 (the body never arrived) or a 413 (a body left unread) the connection's
+    position in the byte stream is unknown: close it rather than read the rest as a request."""
+    if response.status in (408, 413):
+        response.force_close()
+    return response
+
+
 def failure_response(request: web.Request, exc: Exception) -> web.Response:
     """The envelope for a request that failed with ``exc`` (re-raises a redirect)."""
     if isinstance(exc, ApiError):
-        return error_response(exc)
+        return _closing(error_response(exc))
     if isinstance(exc, StoreUnavailable):
         log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
         return error_response(ApiError(503, "store_unavailable",
@@ -123,7 +132,7 @@ def failure_response(request: web.Request, exc: Exception) -> web.Response:
         code, message = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         detail = exc.text if exc.status == 413 else None
-        return error_response(ApiError(exc.status, code, message, detail, headers))
+        return _closing(error_response(ApiError(exc.status, code, message, detail, headers)))
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return error_response(ApiError(500, "internal_error",
                                    "An unexpected error occurred. Quote the request id when reporting it."))

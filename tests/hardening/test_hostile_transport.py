@@ -168,6 +168,23 @@ async def test_a_slow_but_steady_body_is_served(client: TestClient) -> None:
     assert json.loads(resp.body)["message_count"] == 2
 
 
+async def test_a_408_closes_the_connection(client: TestClient) -> None:
+    """A keep-alive client whose body stalls: after the 408 the rest of its body must not be read
+    as a next request, so the response says ``Connection: close`` (RFC 9110, 15.5.9) and the
+    server closes it (after aiohttp's lingering read, bounded at 10 s)."""
+    body = json.dumps({"session_id": "stall", "message": "never finished"}).encode()
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(b"POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+        await writer.drain()
+        resp = await _read_response(reader)
+        assert resp.status == 408 and resp.headers["connection"].lower() == "close"
+        assert_envelope(json.loads(resp.body), "request_timeout")
+    finally:
+        writer.close()
+
+
 async def test_slow_loris_bodies_time_out_with_408(client: TestClient) -> None:
     """Several clients send their body at 1 byte/s: each gets 408 at the deadline; others are served."""
     loris = [asyncio.create_task(_slow_loris(client, path), name=f"loris:{path}")

@@ -63,9 +63,12 @@ FLOODS = {
 
 @pytest.mark.parametrize(("status", "raw"), list(FLOODS.values()), ids=list(FLOODS))
 async def test_parser_errors_answer_with_the_envelope_and_echo_nothing(served: ServedFactory, status: int,
-                                                                       raw: bytes) -> None:
+                                                                       raw: bytes,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
     service = await served()
     got, headers, body = _split(await service.raw(raw + b"\r\n"))
+    logged = [r for r in caplog.records if r.getMessage().startswith("Malformed request")]
+    assert [getattr(r, "request_id", None) for r in logged] == [headers["x-request-id"]]  # the line names the id
     assert got == status
     assert headers["content-type"].startswith("application/json")
     envelope = json.loads(body)
