@@ -250,3 +250,11 @@ async def test_a_preflight_without_origin_is_403_in_the_envelope(service) -> Non
     good = await client.options("/api/v1/chat", headers={"Origin": "https://app.example",
                                                          "Access-Control-Request-Method": "POST"})
     assert good.status == 200 and good.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_responses_do_not_name_the_server_software_versions(service) -> None:
+    client = await service()
+    for resp in (await client.get("/health"), await client.get("/no/such/path"),
+                 await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "hi"})):
+        await resp.read()
+        assert resp.headers["Server"] == "msev15", resp.headers.get("Server")

@@ -101,6 +101,7 @@ def begin_request(request: web.Request) -> None:
 
 async def add_extra_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: runs for every response, including SSE streams and error pages."""
+    response.headers["Server"] = "msev15"  # not aiohttp's, which names Python's and its own versions
     request_id = request.get(REQUEST_ID)
     if request_id is not None:
         response.headers[REQUEST_ID_HEADER] = request_id
