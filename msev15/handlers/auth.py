@@ -132,6 +132,9 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
 def credential(request: web.Request) -> str:
     """The one credential the request carries; Unauthorized when there is none or it is malformed."""
     header = request.headers.get("Authorization")
+    if header is not None and "X-API-Key" in request.headers:
+        # Two credentials: which one a proxy checked and which one we would use could differ.
+        raise Unauthorized("two credentials (Authorization and X-API-Key): send one")
     if header is not None:
         scheme, _, value = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not value.strip():

@@ -175,3 +175,16 @@ def test_banner_warns_about_open_doors_beyond_loopback(tmp_path: Path) -> None:
     [mcp] = security_warnings(remote)
     assert "MCP_SERVER_URL points at mcp.internal" in mcp
     assert security_warnings(remote.replace(mcp_auth_token="t")) == []
+
+
+async def test_two_credentials_in_one_request_are_refused(keyed) -> None:
+    """Authorization and X-API-Key together: a proxy may have checked one and the service would use
+    the other, so neither is believed. Each alone is accepted."""
+    client, (_, key) = await keyed()
+    both = await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {key}", "X-API-Key": key})
+    assert both.status == 401
+    body = await both.json()
+    assert_envelope(body, "unauthorized")
+    assert "two credentials" in body["detail"]
+    assert (await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {key}"})).status == 200
+    assert (await client.get("/api/v1/sessions", headers={"X-API-Key": key})).status == 200
