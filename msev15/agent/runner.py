@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from msev15 import logs
@@ -69,11 +69,15 @@ class TurnRefused(Exception):
 
 
 class _Running:
-    __slots__ = ("task", "progress")
+    __slots__ = ("task", "progress", "key")
 
-    def __init__(self, task: asyncio.Task[None], progress: TurnProgress) -> None:
+    def __init__(self, task: asyncio.Task[None], progress: TurnProgress, key: SessionKey) -> None:
         self.task = task
         self.progress = progress
+        self.key = key
+
+
+TASK_PREFIX: Final = "agent:turn:"  # a turn's task is named by its turn id: its done callback needs no closure
 
 
 class AgentRunner:
@@ -163,19 +167,17 @@ class AgentRunner:
             self.turns.started(record)
             self._running_of[key] = record
             progress = TurnProgress()
-            task = asyncio.create_task(self._run(turn, record, progress), name=f"agent:turn:{turn.turn_id}")
-            self._running[turn.turn_id] = _Running(task, progress)
-            task.add_done_callback(self._when_done(key, turn.turn_id))
+            task = asyncio.create_task(self._run(turn, record, progress), name=TASK_PREFIX + turn.turn_id)
+            self._running[turn.turn_id] = _Running(task, progress, key)
+            task.add_done_callback(self._task_done)
 
-    def _when_done(self, key: SessionKey, turn_id: str) -> Callable[[asyncio.Task[None]], None]:
-        def done(task: asyncio.Task[None]) -> None:
-            del self._running[turn_id]
-            del self._running_of[key]
-            self._queue.done(key)
-            if not task.cancelled() and task.exception() is not None:  # _run ends every turn itself
-                log.error("turn task failed", exc_info=task.exception())
-            self._pump()
-        return done
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        key = self._running.pop(task.get_name().removeprefix(TASK_PREFIX)).key
+        del self._running_of[key]
+        self._queue.done(key)
+        if not task.cancelled() and task.exception() is not None:  # _run ends every turn itself
+            log.error("turn task failed", exc_info=task.exception())
+        self._pump()
 
     # --- running a turn --------------------------------------------------------------------
 
@@ -201,7 +203,7 @@ class AgentRunner:
                     history=await self._history(turn),
                     max_rounds=self.max_rounds,
                     max_output_chars=self.max_output_chars,
-                    emit=lambda event: self._emit(record, event),
+                    emit=partial(self._emit, record),
                     emit_tokens=turn.stream,
                 )
             except (asyncio.CancelledError, TurnStopped) as exc:
