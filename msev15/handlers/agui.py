@@ -33,6 +33,7 @@ from msev15.handlers.protocols import (
     open_event_stream,
     request_tenant,
 )
+from msev15.handlers.ratelimit import TENANT_COUNTED
 from msev15.handlers.streams import TurnStream
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
 
@@ -179,7 +180,8 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     thread_id, run_id, message, forwarded_tenant = parse_run_input(body, request.app[keys.SETTINGS].max_message_chars)
     tenant_id = request_tenant(request, forwarded_tenant)
-    record = await start_turn(request.app, tenant_id, thread_id, message, stream=True)
+    record = await start_turn(request.app, tenant_id, thread_id, message, stream=True,
+                              counted=request.get(TENANT_COUNTED, False))
     translator = _Translator(record, thread_id, run_id)
     async with open_event_stream(request, record) as resp:
         await _relay(record, resp, translator)

@@ -32,6 +32,7 @@ from msev15.handlers.protocols import (
     open_event_stream,
     request_tenant,
 )
+from msev15.handlers.ratelimit import TENANT_COUNTED
 from msev15.handlers.streams import TurnStream
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
 
@@ -214,7 +215,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     session_id, message = parse_chat(body, request.app[keys.SETTINGS].max_message_chars)
     tenant_id = request_tenant(request)
-    record = await start_turn(request.app, tenant_id, session_id, message, stream=True)
+    record = await start_turn(request.app, tenant_id, session_id, message, stream=True,
+                              counted=request.get(TENANT_COUNTED, False))
     return await _stream(request, record)
 
 

@@ -20,7 +20,7 @@ from msev15.events.types import (
 )
 from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
-from msev15.handlers.ratelimit import check_tenant_rate
+from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import ChatRequest, chat_request, json_object
 
@@ -35,7 +35,7 @@ def refused(exc: TurnRefused) -> ApiError:
 
 
 async def start_turn(app: web.Application, tenant_id: str, session_id: str, message: str, *, stream: bool,
-                     if_busy: BusyPolicy = "enqueue") -> TurnRecord:
+                     if_busy: BusyPolicy = "enqueue", counted: bool = False) -> TurnRecord:
     """Publish a new turn and return its record in the turn log. The runner has accepted it when
     ``publish`` returns, or refused it: then an ApiError (503, 409 session_busy, 429 tenant_busy).
     With a shared store the session's other instances are asked first (``if_busy`` holds across
@@ -43,7 +43,8 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
 
     Every front door (REST, SSE, the AG-UI and AI SDK adapters) starts turns through here."""
     logs.bind(session_id=session_id, tenant_id=tenant_id)
-    await check_tenant_rate(app, tenant_id)
+    if not counted:  # the tenant middleware counted the request already (see handlers/ratelimit.py)
+        await check_tenant_rate(app, tenant_id)
     turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy)
     coordination = app[keys.COORDINATION]
     try:
@@ -63,7 +64,7 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
 async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
     chat = chat_request(request, await json_object(request), request.app[keys.SETTINGS].max_message_chars)
     return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
-                                  if_busy=chat.if_busy)
+                                  if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False))
 
 
 async def _outcome_unless_gone(request: web.Request, record: TurnRecord) -> TurnCompleted | TurnFailed:

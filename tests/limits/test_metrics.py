@@ -168,3 +168,14 @@ async def test_every_metric_of_the_grafana_dashboard_is_exported(service) -> Non
     missing = sorted(n for n in wanted if n not in exported and not any(e.startswith(n) for e in exported))
     # Series that appear only once something happens: labels of events this test does not cause.
     assert set(missing) <= {"msev15_rate_limited_total", "msev15_mcp_connected"}, missing
+
+
+async def test_a_chat_naming_its_tenant_in_query_and_body_counts_once(service) -> None:
+    client = await service(rate_limit_per_tenant_per_minute=2)
+    for i in range(2):
+        resp = await client.post("/api/v1/chat", params={"tenant_id": "t"},
+                                 json={"session_id": f"s{i}", "message": "hi", "tenant_id": "t"})
+        assert resp.status == 200, await resp.text()
+    third = await client.post("/api/v1/chat", params={"tenant_id": "t"}, json={"session_id": "s", "message": "hi"})
+    assert third.status == 429
+    assert_envelope(await third.json(), "tenant_rate_limited")

@@ -188,3 +188,18 @@ async def test_two_credentials_in_one_request_are_refused(keyed) -> None:
     assert "two credentials" in body["detail"]
     assert (await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {key}"})).status == 200
     assert (await client.get("/api/v1/sessions", headers={"X-API-Key": key})).status == 200
+
+
+async def test_the_tenant_rate_limit_counts_every_request_of_an_authenticated_tenant_once(keyed) -> None:
+    """Under AUTH_MODE=api_key the tenant is known for every /api/ request: a list without
+    ?tenant_id counts, and a chat counts once (not again when its turn starts)."""
+    client, (_, key) = await keyed(rate_limit_per_tenant_per_minute=4)
+    auth = {"X-API-Key": key}
+    assert (await client.get("/api/v1/sessions", headers=auth)).status == 200  # 1
+    assert (await client.post("/api/v1/chat", json={"session_id": "a", "message": "hi"}, headers=auth)).status == 200
+    assert (await client.post("/api/v1/chat", json={"session_id": "b", "message": "hi"}, headers=auth)).status == 200
+    assert (await client.get("/api/v1/sessions/a/history", headers=auth)).status == 200  # 4: at the limit
+    refused = await client.get("/api/v1/sessions", headers=auth)
+    assert refused.status == 429
+    assert_envelope(await refused.json(), "tenant_rate_limited")
+    assert (await client.get("/health")).status == 200  # not counted, not limited
