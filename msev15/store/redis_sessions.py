@@ -48,25 +48,13 @@ import redis.asyncio as aioredis
 from msev15.store import redis_session_scripts as scripts
 from msev15.store.base import FENCE, FencedOut, StoreStatus
 from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, translated
-from msev15.store.sessions import Message, Page, Session, message_bytes
+from msev15.store.sessions import Message, Page, Session, message_bytes, turn_messages
 
 # The global accounting, in one hash slot of its own (ids start with a letter or digit, so no
 # tenant's hash tag is "#sessions"): sessions per tenant, and sessions in all.
 TENANT_COUNTS = f"{PREFIX}:{{#sessions}}:tenants"
 TOTAL = f"{PREFIX}:{{#sessions}}:total"
 SETTLE_ROUNDS = 8  # bounded: settle, evict what was claimed, settle the corrections, ...
-
-
-def _turn(user_text: str, started_at: float, steps: Iterable[dict[str, Any]], answer: str,
-          now: float) -> list[Message]:
-    turn = [Message("user", user_text, started_at)]
-    for step in steps:
-        if step["role"] == "tool":
-            turn.append(Message("tool", step["content"], now, step["tool_call_id"]))
-        else:
-            turn.append(Message("assistant", step.get("content"), now, step["tool_calls"]))
-    turn.append(Message("assistant", answer, now))
-    return turn
 
 
 def _encode(message: Message, size: int) -> str:
@@ -150,7 +138,7 @@ class RedisSessions:
                           steps: Iterable[dict[str, Any]], answer: str) -> int:
         now = self._clock()
         keys = [*self._keys(tenant_id, session_id), tenant_key(tenant_id, "queue", session_id)]
-        turn = _turn(user_text, started_at, steps, answer, now)
+        turn = turn_messages(user_text, started_at, steps, answer, now)
         sizes = [message_bytes(m) for m in turn]
         args: list[str | int] = [
             session_id, repr(now), repr(started_at), self.max_messages, int(self.ttl * 1000), FENCE.get() or "",

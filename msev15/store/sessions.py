@@ -68,6 +68,20 @@ def message_bytes(message: Message) -> int:
     return size
 
 
+def turn_messages(user_text: str, started_at: float, steps: Iterable[dict[str, Any]], answer: str,
+                  now: float) -> list[Message]:
+    """A whole turn as stored messages (user message, tool exchange, answer): every store builds it
+    before it writes anything, so a malformed step changes nothing."""
+    turn = [Message("user", user_text, started_at)]
+    for step in steps:
+        if step["role"] == "tool":
+            turn.append(Message("tool", step["content"], now, step["tool_call_id"]))
+        else:
+            turn.append(Message("assistant", step.get("content"), now, step["tool_calls"]))
+    turn.append(Message("assistant", answer, now))
+    return turn
+
+
 class Session:
     __slots__ = ("created_at", "last_activity", "messages", "session_id", "size", "visible_count")
 
@@ -178,14 +192,7 @@ class SessionStore:
                     steps: Iterable[dict[str, Any]], answer: str) -> int:
         """Append a whole turn (user message, tool exchange, answer). Returns the visible count."""
         now = self._clock()
-        # Build the turn before touching the session: a malformed step changes nothing.
-        turn = [Message("user", user_text, started_at)]
-        for step in steps:
-            if step["role"] == "tool":
-                turn.append(Message("tool", step["content"], now, step["tool_call_id"]))
-            else:
-                turn.append(Message("assistant", step.get("content"), now, step["tool_calls"]))
-        turn.append(Message("assistant", answer, now))
+        turn = turn_messages(user_text, started_at, steps, answer, now)  # before touching the session
         session = self._live(tenant_id, session_id)
         sessions = self._tenants.setdefault(tenant_id, OrderedDict())
         key = (tenant_id, session_id)

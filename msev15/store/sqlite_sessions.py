@@ -42,7 +42,7 @@ import aiosqlite
 
 from msev15.store.base import StoreStatus, StoreUnavailable
 from msev15.store.session_schema import SessionDatabaseError, configure, migrate
-from msev15.store.sessions import Message, Page, Session, message_bytes
+from msev15.store.sessions import Message, Page, Session, message_bytes, turn_messages
 
 log = logging.getLogger("store.sessions")
 
@@ -419,13 +419,7 @@ def _turn(user_text: str, started_at: float, steps: Iterable[dict[str, Any]], an
           now: float) -> list[tuple[str, str | None, float, str | None, int]]:
     """The turn's rows (role, content, ts, extra as JSON, bytes); built before anything is written,
     so a malformed step changes nothing."""
-    turn = [Message("user", user_text, started_at)]
-    for step in steps:
-        if step["role"] == "tool":
-            turn.append(Message("tool", step["content"], now, step["tool_call_id"]))
-        else:
-            turn.append(Message("assistant", step.get("content"), now, step["tool_calls"]))
-    turn.append(Message("assistant", answer, now))
+    turn = turn_messages(user_text, started_at, steps, answer, now)
     return [(m.role, m.content, m.ts, None if m.extra is None else json.dumps(m.extra), message_bytes(m))
             for m in turn]
 

@@ -4,6 +4,7 @@ plain chat whose client left is cancelled instead of run to the end for nobody."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -129,29 +130,30 @@ async def test_a_plain_chat_whose_client_left_is_cancelled_under_msev15_serve(
     await _assert_left_turn_cancelled(service.app, service.host, service.port, llm)
 
 
-async def test_a_plain_chat_whose_client_left_is_cancelled_under_a_plain_app_runner(tmp_path, llm) -> None:
-    """Under aiohttp's own runner (``web.run_app``) the transport is checked periodically."""
+@contextlib.asynccontextmanager
+async def _plain_runner(tmp_path: Any, llm: ScriptedLLM) -> AsyncIterator[tuple[web.Application, int]]:
+    """The service on aiohttp's own runner (what ``web.run_app`` uses): the app and its port."""
     app = await create_app(make_settings(tmp_path, **_openai(llm)))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        await _assert_left_turn_cancelled(app, "127.0.0.1", runner.addresses[0][1], llm)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield app, runner.addresses[0][1]
     finally:
         await runner.cleanup()
+
+
+async def test_a_plain_chat_whose_client_left_is_cancelled_under_a_plain_app_runner(tmp_path, llm) -> None:
+    """Under aiohttp's own runner (``web.run_app``) the transport is checked periodically."""
+    async with _plain_runner(tmp_path, llm) as (app, port):
+        await _assert_left_turn_cancelled(app, "127.0.0.1", port, llm)
 
 
 async def test_under_a_plain_app_runner_answered_chats_leave_nothing_watched(tmp_path, llm) -> None:
     """The good twin: clients that wait get their answers, and the one poller forgets each request
     as it ends (nothing grows with the requests served)."""
-    app = await create_app(make_settings(tmp_path, **_openai(llm)))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1/chat"
+    async with _plain_runner(tmp_path, llm) as (_, port):
+        url = f"http://127.0.0.1:{port}/api/v1/chat"
         gate = asyncio.Event()
         llm.default = Reply("answered", gate=gate, gate_after=1)
         async with aiohttp.ClientSession() as session:
@@ -163,8 +165,6 @@ async def test_under_a_plain_app_runner_answered_chats_leave_nothing_watched(tmp
                 resp = await post
                 assert resp.status == 200 and (await resp.json())["message"] == "answered"
         assert disconnect.watching() == 0
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_plain_chat_whose_client_left_is_cancelled_when_handlers_are_cancelled(service, llm) -> None:
