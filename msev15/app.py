@@ -32,7 +32,8 @@ from msev15.handlers.auth import auth_ctx, auth_middleware
 from msev15.handlers.errors import add_extra_headers
 from msev15.handlers.front import front_middleware
 from msev15.handlers.metrics import app_gauges
-from msev15.handlers.ratelimit import RateLimiter, rate_limit_middleware, tenant_rate_middleware
+from msev15.handlers.ratelimit import RateLimiter, rate_limit_middleware
+from msev15.handlers.tenancy import tenant_rate_middleware
 from msev15.health import health_ctx
 from msev15.store.context import orders_ctx, sessions_ctx
 

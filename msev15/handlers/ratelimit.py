@@ -136,23 +136,6 @@ async def check_tenant_rate(app: web.Application, tenant_id: str) -> None:
 TENANT_COUNTED = web.RequestKey("msev15.tenant_counted", bool)
 
 
-@web.middleware
-async def tenant_rate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The tenant limit for every request whose tenant is known before its body is read: the
-    credential's tenant under AUTH_MODE api_key/jwt (every /api/ request), else a ``tenant_id`` in
-    the query (sessions, turns). A chat naming its tenant only in the body counts when its turn
-    starts (handlers/chat.py start_turn)."""
-    from msev15.handlers.auth import PRINCIPAL  # auth imports this module's limiter
-
-    if not request.path.startswith(EXEMPT_PREFIXES) and request.method != "OPTIONS":
-        principal = request.get(PRINCIPAL)
-        tenant_id = principal.tenant_id if principal is not None else request.query.get("tenant_id")
-        if tenant_id:
-            await check_tenant_rate(request.app, tenant_id)
-            request[TENANT_COUNTED] = True
-    return await handler(request)
-
-
 def rate_limit_middleware(limiter: RateLimiter, metrics: ServiceMetrics | None = None) -> Callable[..., object]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -5,6 +5,9 @@ in the query and/or the body (they must agree), ``"default"`` when neither names
 ``api_key`` or ``jwt`` it is the authenticated principal's tenant (bound by
 :mod:`msev15.handlers.auth`); a claim may repeat it, but naming another tenant is a 403
 ``tenant_mismatch``, never a quiet switch.
+
+:func:`tenant_rate_middleware` counts requests against RATE_LIMIT_PER_TENANT_PER_MINUTE by the
+tenant known before the body is read.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from msev15 import logs
 from msev15.common.tenancy import DEFAULT_TENANT, TenantIdError, check_tenant
 from msev15.handlers.auth import PRINCIPAL
 from msev15.handlers.errors import ApiError
+from msev15.handlers.ratelimit import EXEMPT_PREFIXES, TENANT_COUNTED, check_tenant_rate
 
 
 def _checked(value: object, field: str, where: str) -> str:
@@ -61,3 +66,18 @@ def request_tenant(request: web.Request, claimed: object | None = None, field: s
         tenant = principal.tenant_id
     logs.bind(tenant_id=tenant)
     return tenant
+
+
+@web.middleware
+async def tenant_rate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The tenant limit for every request whose tenant is known before its body is read: the
+    credential's tenant under AUTH_MODE api_key/jwt (every /api/ request), else a ``tenant_id`` in
+    the query (sessions, turns). A chat naming its tenant only in the body counts when its turn
+    starts (handlers/chat.py start_turn)."""
+    if not request.path.startswith(EXEMPT_PREFIXES) and request.method != "OPTIONS":
+        principal = request.get(PRINCIPAL)
+        tenant_id = principal.tenant_id if principal is not None else request.query.get("tenant_id")
+        if tenant_id:
+            await check_tenant_rate(request.app, tenant_id)
+            request[TENANT_COUNTED] = True
+    return await handler(request)
