@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TypedDict
 
 from aiohttp import web
 
@@ -34,27 +35,27 @@ async def _sweep_sessions(store: Sessions, every: float) -> None:
             log.info("Expired %d idle sessions", dropped)
 
 
+class _Limits(TypedDict):
+    max_messages: int
+    max_sessions: int
+    max_sessions_per_tenant: int
+    max_bytes: int
+
+
 async def open_sessions(settings: Settings) -> Sessions:
-    """The session store SESSION_STORE names."""
+    """The session store SESSION_STORE names, with the same limits whichever it is."""
+    limits: _Limits = {"max_messages": settings.session_max_messages, "max_sessions": settings.session_max_sessions,
+              "max_sessions_per_tenant": settings.session_max_sessions_per_tenant,
+              "max_bytes": settings.session_max_bytes}
     if settings.session_store == "memory":
-        return MemorySessions(SessionStore(settings.session_ttl_seconds, max_messages=settings.session_max_messages,
-                                           max_sessions=settings.session_max_sessions,
-                                           max_sessions_per_tenant=settings.session_max_sessions_per_tenant,
-                                           max_bytes=settings.session_max_bytes))
+        return MemorySessions(SessionStore(settings.session_ttl_seconds, **limits))
     if settings.session_store == "redis":
         from msev15.store.redis_sessions import RedisSessions
 
-        return await RedisSessions.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds,
-                                        max_messages=settings.session_max_messages,
-                                        max_sessions=settings.session_max_sessions,
-                                        max_sessions_per_tenant=settings.session_max_sessions_per_tenant,
-                                        max_bytes=settings.session_max_bytes)
+        return await RedisSessions.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds, **limits)
     if settings.session_store == "sqlite":
         return await SqliteSessions.open(settings.session_db_path, ttl_seconds=settings.session_ttl_seconds,
-                                         max_messages=settings.session_max_messages,
-                                         max_sessions=settings.session_max_sessions,
-                                         max_sessions_per_tenant=settings.session_max_sessions_per_tenant,
-                                         max_bytes=settings.session_max_bytes)
+                                         **limits)
     raise ValueError(f"unknown SESSION_STORE {settings.session_store!r}")
 
 

@@ -16,7 +16,7 @@ import pytest
 from msev15.handlers.auth import ApiKeyAuthenticator, Unauthorized
 from msev15.store.apikeys import KEY_RE, ApiKeyStore, SqliteApiKeyStore
 from msev15.store.redis_apikeys import RedisApiKeyStore
-from tests.test_serve_process import Service, _free_port, _spawn
+from tests.test_serve_process import Service, _start
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -131,19 +131,9 @@ async def test_the_keys_command(tmp_path: Path) -> None:
 
 
 async def _start_instance(tmp_path: Path, name: str, db: Path) -> Service:
-    port = _free_port()
     folder = tmp_path / name
     folder.mkdir()
-    proc = await _spawn(folder, SERVER_PORT=str(port), LLM_PROVIDER="offline", AUTH_MODE="api_key",
-                        API_KEYS_DB_PATH=str(db), API_KEYS_CACHE_SECONDS="5")
-    service = Service(proc, port)
-    try:
-        await service.read_until("API Documentation:")
-    except BaseException:
-        proc.kill()
-        await proc.communicate()
-        raise
-    return service
+    return await _start(folder, AUTH_MODE="api_key", API_KEYS_DB_PATH=str(db), API_KEYS_CACHE_SECONDS="5")
 
 
 @pytest.mark.subprocess
