@@ -68,6 +68,17 @@ def request_tenant(request: web.Request, claimed: object | None = None, field: s
     return tenant
 
 
+def _valid(tenant_id: str | None) -> str | None:
+    """A tenant id as the rule allows it, else None: a made-up one is refused by the handler (400),
+    and never becomes a rate-limit key (a flood of distinct junk ids would each make one)."""
+    if tenant_id is None:
+        return None
+    try:
+        return check_tenant(tenant_id)
+    except TenantIdError:
+        return None
+
+
 @web.middleware
 async def tenant_rate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The tenant limit for every request whose tenant is known before its body is read: the
@@ -76,7 +87,7 @@ async def tenant_rate_middleware(request: web.Request, handler: Handler) -> web.
     starts (handlers/chat.py start_turn)."""
     if not request.path.startswith(EXEMPT_PREFIXES) and request.method != "OPTIONS":
         principal = request.get(PRINCIPAL)
-        tenant_id = principal.tenant_id if principal is not None else request.query.get("tenant_id")
+        tenant_id = principal.tenant_id if principal is not None else _valid(request.query.get("tenant_id"))
         if tenant_id:
             await check_tenant_rate(request.app, tenant_id)
             request[TENANT_COUNTED] = True

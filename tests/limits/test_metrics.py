@@ -179,3 +179,15 @@ async def test_a_chat_naming_its_tenant_in_query_and_body_counts_once(service) -
     third = await client.post("/api/v1/chat", params={"tenant_id": "t"}, json={"session_id": "s", "message": "hi"})
     assert third.status == 429
     assert_envelope(await third.json(), "tenant_rate_limited")
+
+
+async def test_a_malformed_tenant_in_the_query_is_refused_and_never_counted(service) -> None:
+    client = await service(rate_limit_per_tenant_per_minute=1)
+    limiter = client.server.app[keys.TENANT_LIMITER]
+    for junk in ("a b", "x" * 300, "{tag}"):
+        resp = await client.get("/api/v1/sessions", params={"tenant_id": junk})
+        assert resp.status == 400
+        assert_envelope(await resp.json(), "validation_error")
+    assert len(limiter) == 0  # no window was made for any of them
+    assert (await client.get("/api/v1/sessions", params={"tenant_id": "real"})).status == 200
+    assert len(limiter) == 1
