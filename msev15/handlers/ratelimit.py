@@ -74,7 +74,8 @@ class RateLimiter:
 
     def _sweep(self, now: float) -> None:
         cutoff = now - self.window
-        for key in [k for k, hits in self._hits.items() if hits[-1] <= cutoff]:
+        # An entry can be empty (``blocked`` and ``hit`` pop expired times): that is idle too.
+        for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= cutoff]:
             del self._hits[key]
         self._next_sweep = now + self.window / 4
 
@@ -94,6 +95,9 @@ class RateLimiter:
         cutoff = self._clock() - self.window
         while hits and hits[0] <= cutoff:
             hits.popleft()
+        if not hits:
+            del self._hits[client]
+            return None
         if len(hits) < self.limit:
             return None
         return hits[0] + self.window - self._clock()
