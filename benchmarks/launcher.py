@@ -29,6 +29,7 @@ from benchmarks.provider import BenchProvider
 from benchmarks.reference import create_reference_app
 from benchmarks.relay import create_relay_app, upstream_app
 from benchmarks.system import pin, raise_nofile
+from msev15.store.base import SESSIONS
 
 log = logging.getLogger("bench.launcher")
 SEED_TENANT = "bench"
@@ -125,7 +126,7 @@ async def _build(args: argparse.Namespace, workdir: Path) -> web.Application:
         logging.basicConfig(level=logging.WARNING)
         return create_relay_app(args.upstream)
     from msev15.app import create_app
-    from msev15.logs import setup_logging
+    from msev15.logs.context import setup_logging
 
     settings = service_settings(workdir, args.max_concurrent_turns, args.upstream, args.llm_api,
                                 args.session_store, args.redis_url, args.per_tenant_turns)
@@ -140,12 +141,12 @@ def _runner(app: web.Application, kind: str) -> web.AppRunner:
     the reference and the relay on aiohttp's own."""
     if kind != "service":
         return web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
-    from msev15 import keys
-    from msev15.connections import ConnectionLimits, GuardedRunner
+    from msev15.config import SETTINGS
+    from msev15.server.connections import CONNECTIONS, ConnectionLimits, GuardedRunner
 
-    settings = app[keys.SETTINGS]
+    settings = app[SETTINGS]
     limits = ConnectionLimits(settings.http_header_timeout_seconds, settings.http_max_connections)
-    return GuardedRunner(app, limits, app[keys.CONNECTIONS], handle_signals=False, access_log=None,
+    return GuardedRunner(app, limits, app[CONNECTIONS], handle_signals=False, access_log=None,
                          shutdown_timeout=5.0, keepalive_timeout=settings.keepalive_seconds)
 
 
@@ -182,9 +183,8 @@ async def _serve(args: argparse.Namespace) -> int:
             await runner.setup()
         try:
             if args.seed_sessions:
-                from msev15 import keys
 
-                _emit("seeded", **seed_sessions(app[keys.SESSIONS].store, args.seed_sessions, args.seed_messages))
+                _emit("seeded", **seed_sessions(app[SESSIONS].store, args.seed_sessions, args.seed_messages))
             if args.app != "upstream":  # the scripted server listens already
                 site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
                 await site.start()
@@ -196,7 +196,7 @@ async def _serve(args: argparse.Namespace) -> int:
         finally:
             await runner.cleanup()
             if args.app == "service":
-                from msev15.common.logsetup import close_logging
+                from msev15.logs.writer import close_logging
 
                 close_logging()
             gc.callbacks.remove(watch)

@@ -1,13 +1,15 @@
 """The application factory. Every resource is owned by a cleanup context in the package that owns
 it; none lives at import.
 
+The backends are the topology's (msev15.topology), made here once from the settings.
+
 Start order (teardown runs in reverse):
-  0. auth      — the authenticator of AUTH_MODE (API key store or JWT verifier), if any
-  1. events    — the bus with its logging subscriber (last to stop, so every line is written),
-                 and the turn log
-  2. store     — sessions (with their expiry sweeper), then the orders database
-  3. agent     — tools, the LLM provider, the MCP connections, then the turn runner
-  4. health    — the readiness monitor
+  1. events    — the bus with its logging subscriber (last to stop, so every line is written)
+  2. topology  — session store, turn log, coordination, limiters (closed after the runner)
+  3. auth      — the authenticator of AUTH_MODE (API key store or JWT verifier), if any
+  4. store     — the session expiry sweeper, then the orders database
+  5. agent     — tools, the LLM provider, the MCP connections, then the turn runner
+  6. health    — the readiness monitor
 
 Shutdown has one owner and one deadline: ``begin_shutdown`` tells the runner to refuse new turns
 and to cut, at SHUTDOWN_TIMEOUT_SECONDS, whatever is still running. Handlers finish by themselves
@@ -21,21 +23,21 @@ from typing import Any
 
 from aiohttp import web
 
-from msev15 import keys
-from msev15.agent.context import mcp_ctx, provider_ctx, runner_ctx, tools_ctx
-from msev15.config import Settings
-from msev15.connections import ConnectionStats
+from msev15.agent.context import MAILER, PROVIDER, begin_shutdown, mcp_ctx, provider_ctx, runner_ctx, tools_ctx
+from msev15.config import SETTINGS, Settings
 from msev15.events.context import events_ctx
-from msev15.events.metrics import ServiceMetrics
+from msev15.events.metrics import METRICS, ServiceMetrics
 from msev15.handlers import setup_cors, setup_routes
 from msev15.handlers.auth import auth_ctx, auth_middleware
 from msev15.handlers.errors import add_extra_headers
 from msev15.handlers.front import front_middleware
+from msev15.handlers.health_monitor import STATE, ServiceState, health_ctx
 from msev15.handlers.metrics import app_gauges
-from msev15.handlers.ratelimit import RateLimiter, rate_limit_middleware
+from msev15.handlers.ratelimit import rate_limit_middleware
 from msev15.handlers.tenancy import tenant_rate_middleware
-from msev15.health import health_ctx
-from msev15.store.context import orders_ctx, sessions_ctx
+from msev15.server.connections import CONNECTIONS, ConnectionStats
+from msev15.store.context import orders_ctx, sweeper_ctx
+from msev15.topology import TOPOLOGY, Topology, topology_ctx
 
 GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700
 
@@ -50,13 +52,6 @@ async def _tune_gc(app: web.Application) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, gen1, gen2)
 
 
-def begin_shutdown(app: web.Application) -> None:
-    """Signal only: the runner refuses new turns and arms the one deadline for the rest.
-    Idempotent: ``msev15 serve`` calls it on the signal (while still listening), aiohttp's
-    shutdown again."""
-    app[keys.RUNNER].begin_shutdown(app[keys.SETTINGS].shutdown_timeout_seconds)
-
-
 async def _on_shutdown(app: web.Application) -> None:
     begin_shutdown(app)
 
@@ -64,47 +59,29 @@ async def _on_shutdown(app: web.Application) -> None:
 async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     """Build the service. ``overrides`` may inject a ``provider`` or a ``mailer`` (tests, benchmarks)."""
     metrics = ServiceMetrics(tenant_labels=settings.metrics_tenant_labels, max_tenants=settings.metrics_max_tenants)
+    topology = Topology(settings)
     middlewares: list[Any] = [front_middleware(metrics)]  # request id, envelope, metrics
-    limiter: RateLimiter | None = None
-    if settings.enable_rate_limiting:
-        if settings.session_store == "redis":  # one window per client IP across every instance
-            from msev15.handlers.ratelimit_redis import RedisRateLimiter
-
-            limiter = RedisRateLimiter(settings.redis_url, settings.rate_limit_per_minute, settings.trusted_proxies)
-        else:
-            limiter = RateLimiter(settings.rate_limit_per_minute, settings.trusted_proxies)
-        middlewares.append(rate_limit_middleware(limiter, metrics))
+    if topology.ip_limiter is not None:
+        middlewares.append(rate_limit_middleware(topology.ip_limiter, metrics))
     if settings.auth_mode != "none":
         middlewares.append(auth_middleware(settings))  # every /api/ route, present and future
-    if settings.rate_limit_per_tenant_per_minute:  # after auth: a tenant is counted once it is believed
+    if topology.tenant_limiter is not None:  # after auth: a tenant is counted once it is believed
         middlewares.append(tenant_rate_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
-    if limiter is not None:
-        app.on_cleanup.append(lambda _app: limiter.close())
-    app[keys.SETTINGS] = settings
-    app[keys.METRICS] = metrics
-    metrics.gauges(app_gauges(app))
-    if settings.rate_limit_per_tenant_per_minute:
-        tenant_limiter: RateLimiter
-        if settings.session_store == "redis":  # one window per tenant across every instance
-            from msev15.handlers.ratelimit_redis import RedisRateLimiter
-
-            tenant_limiter = RedisRateLimiter(settings.redis_url, settings.rate_limit_per_tenant_per_minute,
-                                              scope="tenant")
-        else:
-            tenant_limiter = RateLimiter(settings.rate_limit_per_tenant_per_minute)
-        app[keys.TENANT_LIMITER] = tenant_limiter
-        app.on_cleanup.append(lambda _app: tenant_limiter.close())
-    app[keys.STATE] = keys.ServiceState()
-    app[keys.CONNECTIONS] = ConnectionStats()  # filled by msev15 serve's GuardedRunner
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[TOPOLOGY] = topology
+    connections = app[CONNECTIONS] = ConnectionStats()  # filled by msev15 serve's GuardedRunner
+    metrics.gauges(app_gauges(app, connections, store_label=topology.kind))
+    app[STATE] = ServiceState()
     if "provider" in overrides:
-        app[keys.PROVIDER] = overrides.pop("provider")
+        app[PROVIDER] = overrides.pop("provider")
     if "mailer" in overrides:
-        app[keys.MAILER] = overrides.pop("mailer")
+        app[MAILER] = overrides.pop("mailer")
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
-    app.cleanup_ctx.extend([auth_ctx, events_ctx, sessions_ctx, orders_ctx, tools_ctx, provider_ctx, mcp_ctx,
-                            runner_ctx, health_ctx])
+    app.cleanup_ctx.extend([events_ctx, topology_ctx, auth_ctx, sweeper_ctx, orders_ctx, tools_ctx, provider_ctx,
+                            mcp_ctx, runner_ctx, health_ctx])
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(add_extra_headers)
     setup_routes(app)

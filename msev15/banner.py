@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from msev15 import __version__
 from msev15.config import Settings
+from msev15.topology import store_label
 
 _WIDTH = 62
 
@@ -15,16 +16,6 @@ _WIDTH = 62
 def _boxed(text: str, indent: int) -> str:
     # The spec's box is not centred exactly; keep its indents.
     return "║" + (" " * indent + text).ljust(_WIDTH) + "║"
-
-
-def session_store_label(settings: Settings) -> str:
-    """Which session store is in use and where (never REDIS_URL's credentials)."""
-    if settings.session_store == "sqlite":
-        return f"sqlite ({settings.session_db_path}, durable)"
-    if settings.session_store == "redis":
-        url = urlsplit(settings.redis_url)
-        return f"redis ({url.hostname or url.path}{f':{url.port}' if url.port else ''}, shared)"
-    return "memory (this process only, lost on restart)"
 
 
 def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
@@ -63,7 +54,7 @@ def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
     for label, (url, connected) in mcp_status.items():
         mark = "[✓ Connected]" if connected else "[⚠ Unavailable]"
         lines.append(f"  • {label}: {url} {mark}")
-    lines.append(f"  • Sessions: {session_store_label(settings)}")
+    lines.append(f"  • Sessions: {store_label(settings)}")
     lines += [
         "",
         "Logging:",

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from aiohttp import web
+
 from msev15.common.env import (
     LOG_LEVELS,
     SettingsError,
@@ -407,3 +409,7 @@ def load_settings(env_file: str | Path | None = None, environ: Mapping[str, str]
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+# The service's settings, for every package that reads them at run time (filled by create_app).
+SETTINGS = web.AppKey("msev15.settings", Settings)

@@ -7,11 +7,12 @@ import io
 import json
 import re
 
-from msev15 import keys
+from msev15.agent.context import RUNNER
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolRegistry
 from msev15.app import create_app
-from msev15.common.logsetup import close_logging
-from msev15.logs import setup_logging
+from msev15.logs.context import setup_logging
+from msev15.logs.writer import close_logging
+from msev15.store.context import ORDERS
 from tests.conftest import make_settings, sse_events
 from tests.llm_server import Reply, ScriptedLLM
 
@@ -87,7 +88,7 @@ async def test_more_turns_than_slots_wait_instead_of_failing(service, llm: Scrip
     responses = await asyncio.gather(*(client.post("/api/v1/chat", json={"session_id": f"s{i}", "message": "hi"})
                                        for i in range(8)))
     assert [r.status for r in responses] == [200] * 8
-    assert client.app[keys.RUNNER].completed == 8
+    assert client.app[RUNNER].completed == 8
     assert llm.max_active == 2  # never more than the limit at once, and the limit was used
 
 
@@ -101,7 +102,7 @@ async def test_fifty_concurrent_turns_create_fifty_orders(service) -> None:
     assert all(r.status == 200 for r in responses)
     assert all("I've created it" in b["message"] for b in bodies)
     assert len({re.search(r"ORD-\w{8}", b["message"]).group(0) for b in bodies}) == 50
-    assert await client.app[keys.ORDERS].count("default") == 50
+    assert await client.app[ORDERS].count("default") == 50
 
 
 async def test_turn_logs_carry_session_tenant_and_request(aiohttp_client, tmp_path) -> None:

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from msev15 import keys
 from msev15.events.bus import EventBus
+from msev15.events.context import BUS
 from msev15.events.types import Token, ToolCalled, TurnCompleted, TurnFailed, TurnRequested, to_wire
 
 
@@ -106,7 +106,7 @@ def test_wire_format_type_first_and_terminal_events_carry_the_turn() -> None:
 
 async def test_plain_chat_publishes_no_token_events(service) -> None:
     client = await service()
-    bus = client.app[keys.BUS]
+    bus = client.app[BUS]
     before = bus.published
     resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "hello"})
     assert resp.status == 200 and len((await resp.json())["message"].split()) > 5

@@ -10,9 +10,9 @@ import pytest
 
 from msev15.cli import main
 from msev15.common.env import MASK, SettingsError, read_env_file
-from msev15.common.logsetup import close_logging
 from msev15.config import VARIABLES, Settings, load_settings
-from msev15.logs import setup_logging
+from msev15.logs.context import setup_logging
+from msev15.logs.writer import close_logging
 
 
 def test_defaults_match_the_spec() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from msev15.agent.mcp_client import McpConnection
 from msev15.agent.tools.email import Mailer
 from msev15.config import Settings
-from msev15.health import readiness_warnings
+from msev15.handlers.health_monitor import readiness_warnings
 
 MCP_URL, ESCALATION_URL = "http://127.0.0.1:9/mcp", "http://127.0.0.1:9/escalation"
 RETRYING = "; continuing without its tools and reconnecting in the background"

@@ -7,11 +7,11 @@ import json
 
 from aiohttp import web
 
-from msev15 import keys
+from msev15.agent.context import RUNNER
 from msev15.app import create_app
-from msev15.common.logsetup import close_logging
-from msev15.handlers.ratelimit import RateLimiter
-from msev15.logs import setup_logging
+from msev15.logs.context import setup_logging
+from msev15.logs.writer import close_logging
+from msev15.store.limits import RateLimiter
 from tests.conftest import assert_envelope, make_settings
 
 
@@ -104,7 +104,7 @@ async def test_readiness_without_a_model_warns(service) -> None:
 
 async def test_readiness_is_503_while_shutting_down(service) -> None:
     client = await service()
-    client.app[keys.RUNNER].begin_shutdown(60)
+    client.app[RUNNER].begin_shutdown(60)
     resp = await client.get("/health/readiness")
     assert resp.status == 503
     assert (await resp.json())["status"] == "not_ready"

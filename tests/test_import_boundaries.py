@@ -1,7 +1,8 @@
 """The package layout, enforced: what the shared kits and the two products may import from ``msev15``.
 
-The MCP servers (``complaints/``, ``escalation/``) share ``common/`` and ``mcpkit/`` with the
-service and nothing else, so they can be read, tested and shipped without the service's layers;
+The MCP servers (``complaints/``, ``escalation/``) share ``common/``, ``mcpkit/`` and the log
+writer (``logs/writer.py``) with the service and nothing else, so they can be read, tested and
+shipped without the service's layers;
 the kits themselves never reach into the service. Every import is checked, at any depth
 (function-level ones too), relative ones resolved, ``from msev15 import x`` read as ``msev15.x``
 (so only ``__version__`` comes from the package root).
@@ -22,8 +23,8 @@ VERSION = "msev15.__version__"
 
 # package -> what it may import from msev15 (its own modules included)
 ALLOWED: dict[str, tuple[str, ...]] = {
-    "complaints": ("msev15.common", "msev15.mcpkit", "msev15.complaints", VERSION),
-    "escalation": ("msev15.common", "msev15.mcpkit", "msev15.escalation", VERSION),
+    "complaints": ("msev15.common", "msev15.mcpkit", "msev15.logs.writer", "msev15.complaints", VERSION),
+    "escalation": ("msev15.common", "msev15.mcpkit", "msev15.logs.writer", "msev15.escalation", VERSION),
     "mcpkit": ("msev15.common", "msev15.mcpkit"),
     "common": ("msev15.common",),
 }

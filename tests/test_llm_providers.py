@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-from msev15 import keys
+from msev15.config import SETTINGS
+from msev15.events.context import BUS
 from msev15.events.types import TurnCompleted
+from msev15.store.context import ORDERS
 from tests.conftest import assert_envelope, sse_events
 from tests.llm_server import Call, Reply, ScriptedLLM
 
@@ -44,7 +46,7 @@ async def test_openai_shape_streams_and_keeps_context(service, llm: ScriptedLLM)
 
 async def test_azure_shape(service, llm: ScriptedLLM) -> None:
     client = await service(**_azure(llm))
-    assert client.app[keys.SETTINGS].provider == "azure"
+    assert client.app[SETTINGS].provider == "azure"
     resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "hello"})
     assert resp.status == 200
     assert (await resp.json())["message"] == "Hello from the scripted model."
@@ -63,7 +65,7 @@ async def test_context_is_trimmed(service, llm: ScriptedLLM) -> None:
 
 async def test_tool_calls_run_in_parallel_and_results_go_back(service, llm: ScriptedLLM) -> None:
     client = await service(**_openai(llm))
-    repo = client.app[keys.ORDERS]
+    repo = client.app[ORDERS]
     a = await repo.create("default", "CUST-1", "SKU-A", 1, 5.0, "1 Main St")
     b = await repo.create("default", "CUST-2", "SKU-B", 2, 7.5, "2 High St")
     llm.push(
@@ -107,7 +109,7 @@ async def test_bad_tool_arguments_become_an_error_result(service, llm: ScriptedL
     assert "quantity" in told[0] and "unknown tool" in told[1] and "not valid JSON" in told[2]
     assert all("error" not in r for r in results)
     assert events[-1]["type"] == "done"
-    assert await client.app[keys.ORDERS].count("default") == 0
+    assert await client.app[ORDERS].count("default") == 0
 
 
 async def test_too_many_tool_rounds_ends_with_a_message(service, llm: ScriptedLLM) -> None:
@@ -170,7 +172,7 @@ async def test_client_disconnect_mid_stream_still_saves_the_turn(service, llm: S
     client = await service(**_openai(llm))
     words = " ".join(f"w{i}" for i in range(40))
     llm.push(Reply(words, delay=0.01))
-    bus = client.app[keys.BUS]
+    bus = client.app[BUS]
     with bus.subscribe((TurnCompleted,)) as done:
         resp = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "talk"})
         await resp.content.readline()  # first frame arrived: the stream is live

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from msev15 import keys
+from msev15.store.context import ORDERS
 from tests.conftest import assert_envelope, sse_events
 from tests.llm_server import Call, Reply, ScriptedLLM
 
@@ -40,7 +40,7 @@ async def test_streams_text_keeps_context_and_reports_usage(service, llm: Script
 
 async def test_function_calls_run_and_their_outputs_go_back(service, llm: ScriptedLLM) -> None:
     client = await service(**_responses(llm))
-    repo = client.app[keys.ORDERS]
+    repo = client.app[ORDERS]
     a = await repo.create("default", "CUST-1", "SKU-A", 1, 5.0, "1 Main St")
     b = await repo.create("default", "CUST-2", "SKU-B", 2, 7.5, "2 High St")
     llm.push(

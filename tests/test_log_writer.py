@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from msev15.common.env import MASK
-from msev15.common.logsetup import LogFile, close_logging, flush_logging, setup_logging
+from msev15.logs.writer import LogFile, close_logging, flush_logging, setup_logging
 
 LINES = 3000
 

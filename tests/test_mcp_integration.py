@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from msev15 import keys
+from msev15.agent.context import MCP, REGISTRY
 from msev15.escalation.server import EscalationServer
 from tests.complaints.server import eventually, running_complaints_server
 from tests.conftest import sse_events
@@ -31,7 +31,7 @@ def _answer(events: list[dict]) -> str:
 async def test_register_find_and_resolve_a_complaint_by_chat(service, tmp_path: Path) -> None:
     async with running_complaints_server(tmp_path / "complaints.db") as server:
         client = await service(mcp_server_url=server.url)
-        connection = client.app[keys.MCP]["complaints"]
+        connection = client.app[MCP]["complaints"]
         assert await connection.wait_connected(10)
         ready = await (await client.get("/health/readiness")).json()
         assert ready["checks"]["mcp_server"] == "healthy" and ready["warnings"] == []
@@ -59,7 +59,7 @@ async def test_register_find_and_resolve_a_complaint_by_chat(service, tmp_path: 
 async def test_complaints_are_kept_apart_per_tenant(service, tmp_path: Path) -> None:
     async with running_complaints_server(tmp_path / "complaints.db") as server:
         client = await service(mcp_server_url=server.url)
-        assert await client.app[keys.MCP]["complaints"].wait_connected(10)
+        assert await client.app[MCP]["complaints"].wait_connected(10)
 
         registered = await _stream(client, "register a complaint for customer CUST-1: the parcel arrived damaged",
                                    tenant="acme")
@@ -89,7 +89,7 @@ async def test_complaints_are_kept_apart_per_tenant(service, tmp_path: Path) -> 
 async def test_server_down_at_start_then_up(service, tmp_path: Path) -> None:
     async with running_complaints_server(tmp_path / "complaints.db", start=False) as server:
         client = await service(mcp_server_url=server.url)
-        connection = client.app[keys.MCP]["complaints"]
+        connection = client.app[MCP]["complaints"]
         await eventually(lambda: connection.status == "unavailable", "the first attempt to fail", 10)
         ready = await (await client.get("/health/readiness")).json()
         assert ready["status"] == "ready"  # not required: degrade, don't fail
@@ -97,11 +97,11 @@ async def test_server_down_at_start_then_up(service, tmp_path: Path) -> None:
         assert ready["warnings"] == [f"MCP server not reachable at {server.url}"]
         events = await _stream(client, "register a complaint for customer CUST-9: late delivery")
         assert "not available right now" in _answer(events) and events[-1]["type"] == "done"
-        local = len(client.app[keys.REGISTRY])
+        local = len(client.app[REGISTRY])
 
         await server.start()
         assert await connection.wait_connected(15)
-        assert len(client.app[keys.REGISTRY]) == local + 6
+        assert len(client.app[REGISTRY]) == local + 6
         ready = await (await client.get("/health/readiness")).json()
         assert ready["checks"]["mcp_server"] == "healthy"
         events = await _stream(client, "register a complaint for customer CUST-9: late delivery")
@@ -111,7 +111,7 @@ async def test_server_down_at_start_then_up(service, tmp_path: Path) -> None:
 async def test_server_killed_mid_session_heals(service, tmp_path: Path) -> None:
     async with running_complaints_server(tmp_path / "complaints.db") as server:
         client = await service(mcp_server_url=server.url)
-        connection = client.app[keys.MCP]["complaints"]
+        connection = client.app[MCP]["complaints"]
         assert await connection.wait_connected(10)
         first = await _stream(client, "register a complaint for customer CUST-1: I was overcharged")
         assert next(e for e in first if e["type"] == "tool_result")["ok"] is True
@@ -133,7 +133,7 @@ async def test_required_mcp_makes_readiness_503(service, tmp_path: Path) -> None
         body = await resp.json()
         assert body["status"] == "not_ready" and body["checks"]["mcp_server"] != "healthy"
         await server.start()
-        assert await client.app[keys.MCP]["complaints"].wait_connected(15)
+        assert await client.app[MCP]["complaints"].wait_connected(15)
         assert (await client.get("/health/readiness")).status == 200
 
 
@@ -149,7 +149,7 @@ async def test_readiness_never_waits_on_a_hanging_mcp_server(service) -> None:
     port = silent.sockets[0].getsockname()[1]
     try:
         client = await service(mcp_server_url=f"http://127.0.0.1:{port}/mcp")
-        connection = client.app[keys.MCP]["complaints"]
+        connection = client.app[MCP]["complaints"]
         await eventually(lambda: bool(held), "the client to connect to the silent server", 10)
         resp = await client.get("/health/readiness")
         body = await resp.json()
@@ -178,7 +178,7 @@ async def test_agent_opens_a_ticket_through_escalation_comms(service, tmp_path: 
         settings = escalation_settings(tmp_path / "esc", smtp_server=smtp.host, smtp_port=smtp.port)
         async with EscalationServer(settings, host="127.0.0.1", port=0) as escalation:
             client = await service(escalation_mcp_url=escalation.url)
-            connection = client.app[keys.MCP]["escalation"]
+            connection = client.app[MCP]["escalation"]
             assert await connection.wait_connected(10)
             ready = await (await client.get("/health/readiness")).json()
             assert ready["checks"]["escalation_mcp"] == "healthy"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from msev15 import keys
+from msev15.events.turnlog import TURNS
 from tests.complaints.server import eventually
 from tests.conftest import assert_envelope, make_settings
 from tests.llm_server import Reply, ScriptedLLM
@@ -220,7 +220,7 @@ async def test_turn_events_are_mirrored_in_order(pair: Any, llm: ScriptedLLM, re
     a, _ = await pair()
     llm.push(Reply("alpha beta"))
     reply = await (await a.post("/api/v1/chat/stream", json={"session_id": "s", "message": "hi"})).text()
-    turns = a.app[keys.TURNS]
+    turns = a.app[TURNS]
     await turns.flush(5)  # type: ignore[attr-defined]
     import redis.asyncio as aioredis
 

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from msev15 import keys
+from msev15.agent.context import RUNNER
 from msev15.agent.providers.base import ModelReply, ProbeStatus
 from msev15.app import create_app
 from tests.conftest import make_settings, sse_events
@@ -67,7 +67,7 @@ async def test_a_turn_its_task_left_open_ends_once_for_every_reader(
         aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = _TornDownModel()
     client: TestClient[Any, Any] = await aiohttp_client(await create_app(make_settings(tmp_path), provider=model))
-    runner = client.app[keys.RUNNER]
+    runner = client.app[RUNNER]
 
     first = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "hello"})
     assert first.status == 200

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from msev15 import keys
 from msev15.app import create_app
 from msev15.cli import main
+from msev15.store.base import SESSIONS
 from msev15.store.session_schema import SessionDatabaseError
 from msev15.store.sqlite_sessions import SqliteSessions
 from tests.conftest import assert_envelope, make_settings, sse_events
@@ -24,7 +24,7 @@ async def _page_limit(client: Any, pages: int) -> None:
     """Cap the database file at ``pages`` (SQLite keeps it at least at its current size): every
     write that needs a new page then fails with SQLITE_FULL, as on a full disk. The pragma belongs
     to a connection, so it is set on the store's own; nothing of the store is replaced."""
-    store = client.app[keys.SESSIONS]
+    store = client.app[SESSIONS]
     assert isinstance(store, SqliteSessions) and store._db is not None
     await store._db.execute_fetchall(f"PRAGMA max_page_count = {pages:d}")
 
@@ -87,7 +87,7 @@ async def test_a_full_database_answers_503_store_unavailable_and_readiness_says_
 async def test_a_closed_store_answers_503_on_history_and_listing(service: Any) -> None:
     client = await service(session_store="sqlite")
     assert (await client.post("/api/v1/chat", json={"session_id": "s", "message": "hello"})).status == 200
-    await client.app[keys.SESSIONS].close()
+    await client.app[SESSIONS].close()
     for method, path in (("GET", "/api/v1/sessions/s/history"), ("GET", "/api/v1/sessions"),
                          ("DELETE", "/api/v1/sessions/s")):
         resp = await client.request(method, path)

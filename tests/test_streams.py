@@ -17,7 +17,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from msev15 import keys
+from msev15.store.context import ORDERS
 from tests.complaints.server import eventually
 from tests.conftest import assert_envelope
 from tests.llm_server import Call, Reply, ScriptedLLM
@@ -85,7 +85,7 @@ async def test_drop_after_every_k_and_resume_gives_the_whole_stream_once(service
     drop the connection after k events, resume with Last-Event-ID (mid-turn when the model is
     still held), and compare with the uninterrupted stream, event for event."""
     client = await service(**_openai(llm, order_db_seed=True))
-    order = await client.app[keys.ORDERS].create("default", "CUST-1", "SKU-A", 1, 5.0, "1 Main St")
+    order = await client.app[ORDERS].create("default", "CUST-1", "SKU-A", 1, 5.0, "1 Main St")
     words = "Your order is pending right now"
 
     def script() -> asyncio.Event:
@@ -342,7 +342,7 @@ async def test_plain_chat_waiting_on_a_cancelled_turn_gets_409(service, llm: Scr
 
 async def test_model_failure_after_a_tool_keeps_the_tool_exchange(service, llm: ScriptedLLM) -> None:
     client = await service(**_openai(llm))
-    order = await client.app[keys.ORDERS].create("default", "CUST-1", "SKU-A", 1, 5.0, "1 Main St")
+    order = await client.app[ORDERS].create("default", "CUST-1", "SKU-A", 1, 5.0, "1 Main St")
     llm.push(Reply(tool_calls=[Call("get_order_by_id", {"order_id": order["order_id"]}, "c1")]), Reply(status=500))
     failed = await client.post("/api/v1/chat", json={"session_id": "s", "message": "where is it?"})
     assert failed.status == 502

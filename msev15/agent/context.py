@@ -7,26 +7,41 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from msev15 import keys
-from msev15.agent.coordination import Coordination, LocalCoordination
+from msev15.agent.coordination import COORDINATION
 from msev15.agent.prompt import load_system_prompt
 from msev15.agent.providers import make_provider
+from msev15.agent.providers.base import Provider
 from msev15.agent.runner import AgentRunner
 from msev15.agent.tools.email import Mailer, email_tools
 from msev15.agent.tools.orders import order_tools
 from msev15.agent.tools.registry import ToolRegistry
+from msev15.config import SETTINGS
+from msev15.events.context import BUS
+from msev15.events.turnlog import TURNS
+from msev15.store.base import SESSIONS
+from msev15.store.context import ORDERS
+
+if TYPE_CHECKING:
+    from msev15.agent.mcp_client import McpConnection  # the mcp package: imported only when a server is set
 
 log = logging.getLogger("app")
 
+REGISTRY: web.AppKey[ToolRegistry] = web.AppKey("msev15.registry")
+PROVIDER: web.AppKey[Provider] = web.AppKey("msev15.provider")
+RUNNER: web.AppKey[AgentRunner] = web.AppKey("msev15.runner")
+MAILER: web.AppKey[Mailer] = web.AppKey("msev15.mailer")
+MCP: web.AppKey[dict[str, McpConnection]] = web.AppKey("msev15.mcp")  # by server label
+
 
 async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
-    registry = app[keys.REGISTRY] = ToolRegistry(timeout=settings.tool_timeout_seconds)
-    registry.add_many(order_tools(app[keys.ORDERS]))
-    mailer = app[keys.MAILER] = app.get(keys.MAILER) or Mailer.from_settings(settings)
+    settings = app[SETTINGS]
+    registry = app[REGISTRY] = ToolRegistry(timeout=settings.tool_timeout_seconds)
+    registry.add_many(order_tools(app[ORDERS]))
+    mailer = app[MAILER] = app.get(MAILER) or Mailer.from_settings(settings)
     if mailer.status == "invalid":
         log.error("Email tools disabled: %s", mailer.problem)
     registry.add_many(email_tools(mailer))
@@ -34,18 +49,18 @@ async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
-    provider = app[keys.PROVIDER] = app.get(keys.PROVIDER) or make_provider(app[keys.SETTINGS])
+    provider = app[PROVIDER] = app.get(PROVIDER) or make_provider(app[SETTINGS])
     yield
     await provider.close()
 
 
 async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
     """Connect in the background: start-up never waits for an MCP server unless it is required."""
-    settings, registry = app[keys.SETTINGS], app[keys.REGISTRY]
+    settings, registry = app[SETTINGS], app[REGISTRY]
     servers = {"complaints": (settings.mcp_server_url, settings.mcp_auth_token),
                "escalation": (settings.escalation_mcp_url,
                               settings.escalation_mcp_auth_token or settings.mcp_auth_token)}
-    connections = app[keys.MCP] = {}
+    connections = app[MCP] = {}
     if any(url for url, _ in servers.values()):
         from msev15.agent.mcp_client import McpConnection  # the mcp package: only when a server is set
 
@@ -62,10 +77,12 @@ async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
+    """Last to start, first to stop: cuts what is still running before the rest closes. Built with
+    the topology's coordination, which it binds to itself on start."""
+    settings = app[SETTINGS]
     system_prompt = load_system_prompt(settings.system_prompt_file)
-    runner = app[keys.RUNNER] = AgentRunner(
-        app[keys.BUS], app[keys.TURNS], app[keys.SESSIONS], app[keys.PROVIDER], app[keys.REGISTRY],
+    runner = app[RUNNER] = AgentRunner(
+        app[BUS], app[TURNS], app[SESSIONS], app[PROVIDER], app[REGISTRY], app[COORDINATION],
         system_prompt=system_prompt,
         max_concurrent=settings.agent_max_concurrent_turns,
         max_concurrent_per_tenant=settings.agent_max_concurrent_turns_per_tenant or None,
@@ -75,20 +92,13 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         context_max_chars=settings.llm_context_max_chars,
         max_output_chars=settings.llm_max_output_chars,
     )
-    coordination: Coordination
-    if settings.session_store == "redis":
-        from msev15.agent.redis_coordination import RedisCoordination
-        from msev15.events.redis_turnlog import RedisTurnLog
-
-        turns = app[keys.TURNS]
-        assert isinstance(turns, RedisTurnLog)
-        coordination = RedisCoordination(settings.redis_url, turns.instance_id, runner, turns,
-                                         settings.redis_lease_seconds)
-        runner.coordination = coordination
-    else:
-        coordination = LocalCoordination(runner)
-    app[keys.COORDINATION] = coordination
-    coordination.start()
+    runner.start()
     yield
     await runner.close()
-    await coordination.close()
+
+
+def begin_shutdown(app: web.Application) -> None:
+    """Signal only: the runner refuses new turns and arms the one deadline for the rest.
+    Idempotent: ``msev15 serve`` calls it on the signal (while still listening), aiohttp's
+    shutdown again."""
+    app[RUNNER].begin_shutdown(app[SETTINGS].shutdown_timeout_seconds)

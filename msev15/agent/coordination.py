@@ -10,13 +10,51 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from msev15.agent.runner import AgentRunner
+from aiohttp import web
+
 from msev15.events.turnlog import TurnRecord, TurnView
 from msev15.events.types import TurnRequested
 
+SessionKey = tuple[str, str]  # (tenant_id, session_id)
+
+
+class TurnHost(Protocol):
+    """What coordination asks of the runner that runs this instance's turns (the runner binds
+    itself with :meth:`Coordination.start`, so coordination is built before the runner)."""
+
+    busy_retry_after: int
+
+    def open_record(self, turn_id: str) -> TurnRecord | None: ...
+
+    def open_turns_of(self, key: SessionKey) -> list[TurnRecord]: ...
+
+    def stop(self, record: TurnRecord, reason: str) -> bool: ...
+
+    def stop_session(self, key: SessionKey, reason: str) -> int: ...
+
+
+class NoHost:
+    """The host before the runner binds itself: nothing runs here yet, so nothing to stop."""
+
+    busy_retry_after = 2
+
+    def open_record(self, turn_id: str) -> TurnRecord | None:
+        return None
+
+    def open_turns_of(self, key: SessionKey) -> list[TurnRecord]:
+        return []
+
+    def stop(self, record: TurnRecord, reason: str) -> bool:
+        return False
+
+    def stop_session(self, key: SessionKey, reason: str) -> int:
+        return 0
+
 
 class Coordination(Protocol):
-    def start(self) -> None: ...
+    across_instances: bool  # False: the local runner already runs a session's turns one at a time
+
+    def start(self, host: TurnHost) -> None: ...
 
     async def admit(self, turn: TurnRequested) -> None:
         """Before the turn is published: apply ``if_busy`` across instances (TurnRefused)."""
@@ -46,11 +84,13 @@ class Coordination(Protocol):
 
 
 class LocalCoordination:
-    def __init__(self, runner: AgentRunner) -> None:
-        self.runner = runner
+    across_instances = False
 
-    def start(self) -> None:
-        return None
+    def __init__(self) -> None:
+        self.runner: TurnHost = NoHost()
+
+    def start(self, host: TurnHost) -> None:
+        self.runner = host
 
     async def admit(self, turn: TurnRequested) -> None:
         return None
@@ -76,3 +116,7 @@ class LocalCoordination:
 
     async def close(self) -> None:
         return None
+
+
+# Filled by the topology (msev15.topology): local in one process, Redis across instances.
+COORDINATION: web.AppKey[Coordination] = web.AppKey("msev15.coordination")

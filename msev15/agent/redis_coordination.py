@@ -23,7 +23,8 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from msev15.agent.runner import AgentRunner, TurnRefused
+from msev15.agent.coordination import NoHost, TurnHost
+from msev15.agent.runner import TurnRefused
 from msev15.events.redis_turnlog import RedisTurnLog, RemoteTurnRecord, instance_key
 from msev15.events.turnlog import TurnRecord, TurnView
 from msev15.events.types import TurnRequested
@@ -64,10 +65,11 @@ def _entry(turn: TurnRequested, instance_id: str) -> str:
 
 
 class RedisCoordination:
-    def __init__(self, url: str, instance_id: str, runner: AgentRunner, turns: RedisTurnLog,
-                 lease_seconds: float) -> None:
+    across_instances = True
+
+    def __init__(self, url: str, instance_id: str, turns: RedisTurnLog, lease_seconds: float) -> None:
         self.instance_id = instance_id
-        self.runner = runner
+        self.runner: TurnHost = NoHost()
         self.turns = turns
         self.lease_seconds = lease_seconds
         self._redis: aioredis.Redis = connect(url)
@@ -77,7 +79,8 @@ class RedisCoordination:
         self._waiters: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self) -> None:
+    def start(self, host: TurnHost) -> None:
+        self.runner = host
         self._tasks = [asyncio.create_task(self._heartbeat(), name="agent:coordination-heartbeat"),
                        asyncio.create_task(self._listen(), name="agent:coordination-listener")]
 

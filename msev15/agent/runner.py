@@ -23,10 +23,10 @@ import asyncio
 import logging
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from msev15 import logs
 from msev15.agent.budget import fit_context
+from msev15.agent.coordination import Coordination
 from msev15.agent.loop import TurnProgress, TurnStopped, run_turn
 from msev15.agent.providers.base import LLMError, Provider
 from msev15.agent.scheduler import FairScheduler, QueueFull, SessionKey
@@ -34,10 +34,8 @@ from msev15.agent.tools.registry import ServiceUnavailable, ToolRegistry
 from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
+from msev15.logs import context as logs
 from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable, storable
-
-if TYPE_CHECKING:
-    from msev15.agent.coordination import Coordination
 
 log = logging.getLogger("agent.runner")
 
@@ -88,6 +86,7 @@ class AgentRunner:
         sessions: Sessions,
         provider: Provider,
         registry: ToolRegistry,
+        coordination: Coordination,
         *,
         system_prompt: str,
         max_concurrent: int = 100,
@@ -120,10 +119,17 @@ class AgentRunner:
         self._idle.set()
         self._cut_timer: asyncio.TimerHandle | None = None
         self.accepting = True
-        self.coordination: Coordination | None = None  # set by runner_ctx; None: one process, nothing to do
+        # Across instances: wait for the session and take its fence. In one process the scheduler
+        # already runs a session's turns one at a time: nothing to ask (and nothing on the hot path).
+        self.coordination: Coordination | None = coordination if coordination.across_instances else None
+        self._coordination = coordination
         self.completed = 0
         self.cut_turns = 0  # turns ended by the shutdown deadline
         bus.on(TurnRequested, self.accept)
+
+    def start(self) -> None:
+        """Bind to the coordination (it stops this instance's turns for cancels from anywhere)."""
+        self._coordination.start(self)
 
     # --- intake ---------------------------------------------------------------------------
 

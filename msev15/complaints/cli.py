@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 
 from msev15.common.env import LOG_LEVELS, boolean
-from msev15.common.logsetup import close_logging, setup_logging
+from msev15.logs.writer import close_logging, setup_logging
 from msev15.mcpkit.auth import bind_refusal
 from msev15.mcpkit.runner import McpHttpServer, bind_socket
 

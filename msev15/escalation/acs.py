@@ -20,8 +20,7 @@ from typing import Any
 from msev15.common.mail import DeliveryError
 from msev15.escalation import INSTALL_HINT
 from msev15.escalation.config import AcsConnection
-from msev15.escalation.delivery import ProviderStatus
-from msev15.escalation.models import MessageStatus, OutgoingEmail
+from msev15.escalation.models import MessageStatus, OutgoingEmail, ProviderStatus
 
 try:
     from azure.communication.email.aio import EmailClient

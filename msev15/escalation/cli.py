@@ -16,8 +16,8 @@ import sys
 from collections.abc import Mapping
 
 from msev15.common.env import SettingsError
-from msev15.common.logsetup import close_logging, setup_logging
 from msev15.escalation.config import EscalationSettings, load_settings
+from msev15.logs.writer import close_logging, setup_logging
 
 log = logging.getLogger("escalation.cli")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 from typing import Any, Protocol
@@ -19,21 +18,12 @@ from typing import Any, Protocol
 from msev15.common.mail import DeliveryError, OutboxTransport, SmtpTransport, Transport
 from msev15.common.retry import retry
 from msev15.escalation.config import EscalationSettings
-from msev15.escalation.models import DeliveryOutcome, MessageStatus, OutgoingEmail
+from msev15.escalation.models import DeliveryOutcome, OutgoingEmail, ProviderStatus
 
 log = logging.getLogger("escalation.delivery")
 
 __all__ = ["Backend", "ProviderStatus", "TransportBackend", "build_backend", "deliver", "DeliveryError",
            "failure_message"]
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderStatus:
-    """What a provider says about a message it accepted (ACS only)."""
-
-    status: MessageStatus  # sent (still in flight), delivered or failed
-    provider_status: str  # the provider's own word, e.g. Running, Succeeded
-    error: str = ""
 
 
 class Backend(Protocol):

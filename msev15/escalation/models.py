@@ -219,3 +219,12 @@ class SendResult:
             "backend": self.backend,
             "errors": dict(self.errors),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """What a provider says about a message it accepted (ACS only)."""
+
+    status: MessageStatus  # sent (still in flight), delivered or failed
+    provider_status: str  # the provider's own word, e.g. Running, Succeeded
+    error: str = ""

@@ -1,4 +1,7 @@
-"""The events package's resources: the bus with its logging subscriber, and the turn log."""
+"""The events package's resources: the bus with its logging and metrics subscribers.
+
+The turn log is the topology's (msev15.topology): in process, or shared through Redis.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +9,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from msev15 import keys
-from msev15.common.ids import new_id
 from msev15.events.bus import EventBus
-from msev15.events.logsub import LoggingSubscriber
-from msev15.events.metrics import MetricsSubscriber
-from msev15.events.turnlog import TurnLog
+from msev15.events.metrics import METRICS, MetricsSubscriber
+from msev15.logs.subscriber import LoggingSubscriber
+
+BUS: web.AppKey[EventBus] = web.AppKey("msev15.bus")
 
 
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     """First to start, last to stop: every event published during shutdown is still logged."""
-    settings = app[keys.SETTINGS]
-    bus = app[keys.BUS] = EventBus()
-    turns: TurnLog
-    if settings.session_store == "redis":
-        from msev15.events.redis_turnlog import RedisTurnLog
-
-        shared = RedisTurnLog(settings.redis_url, new_id(), settings.stream_retention_seconds,
-                              settings.stream_max_retained_events)
-        shared.start()
-        turns = shared
-    else:
-        turns = TurnLog(settings.stream_retention_seconds, settings.stream_max_retained_events)
-    app[keys.TURNS] = turns
+    bus = app[BUS] = EventBus()
     subscriber = LoggingSubscriber(bus)
     subscriber.start()
-    metrics = MetricsSubscriber(bus, app[keys.METRICS])
+    metrics = MetricsSubscriber(bus, app[METRICS])
     yield
     metrics.close()
     await subscriber.close()
-    await turns.close()

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -154,3 +155,7 @@ class MetricsSubscriber:
 
     def close(self) -> None:
         self.closed = True
+
+
+# Made by create_app before any request (the middlewares count into it), read by every package.
+METRICS: web.AppKey[ServiceMetrics] = web.AppKey("msev15.metrics")

@@ -21,6 +21,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
 
+from aiohttp import web
+
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 
 TurnStatus = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
@@ -163,6 +165,10 @@ class TurnLog:
             return None
         return record
 
+    def start(self) -> None:
+        """Nothing to start in one process (the shared log starts its writer here)."""
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -197,3 +203,7 @@ class TurnLog:
             del self._turns[oldest.turn_id]
             self._retained_events -= len(oldest.events)
             self.evicted += 1
+
+
+# Filled by the topology (msev15.topology), which picks the in-process or the shared log.
+TURNS: web.AppKey[TurnLog] = web.AppKey("msev15.turns")

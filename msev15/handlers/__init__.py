@@ -5,11 +5,10 @@ from __future__ import annotations
 import aiohttp_cors
 from aiohttp import hdrs, web
 
-from msev15.config import Settings
+from msev15.config import SETTINGS, Settings
 from msev15.handlers import agui, aisdk, chat, health, metrics, sessions, turns
 from msev15.handlers.docs import setup_docs
 from msev15.handlers.playground import setup_playground
-from msev15.keys import SETTINGS
 
 
 def setup_routes(app: web.Application) -> None:

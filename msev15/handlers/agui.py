@@ -9,14 +9,13 @@ client sends are not trusted (nor read), and client-declared ``tools`` are ignor
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from typing import Any
 
 from aiohttp import web
 
-from msev15 import keys
+from msev15.config import SETTINGS
 from msev15.events.turnlog import TurnRecord
 from msev15.events.types import (
     Token,
@@ -27,14 +26,9 @@ from msev15.events.types import (
     TurnFailed,
 )
 from msev15.handlers.chat import start_turn
-from msev15.handlers.protocols import (
-    field_of,
-    follow,
-    open_event_stream,
-    request_tenant,
-)
+from msev15.handlers.protocols import field_of, request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
-from msev15.handlers.streams import TurnStream
+from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
 
 log = logging.getLogger("api.agui")
@@ -76,7 +70,7 @@ def _event(kind: str, **fields: Any) -> bytes:
         "utf-8", "backslashreplace") + b"\n\n"
 
 
-class _Translator:
+class AgUiTranslator:
     """Turn events to AG-UI events. Text between tool calls is one assistant message each; every
     message and tool call is closed before the run's last event."""
 
@@ -101,7 +95,17 @@ class _Translator:
         self.texts += 1
         out.append(_event("TEXT_MESSAGE_CONTENT", messageId=self.text_id, delta=delta))
 
-    def translate(self, event: TurnEvent, out: list[bytes]) -> None:
+    def start(self) -> list[bytes]:
+        return [_event("RUN_STARTED", threadId=self.thread_id, runId=self.run_id)]
+
+    def failure(self) -> list[bytes]:
+        frames: list[bytes] = []
+        self._close_text(frames)
+        frames.append(_event("RUN_ERROR", message="The stream failed; read the session history.",
+                             code="internal_error"))
+        return frames
+
+    def translate(self, seq: int, event: TurnEvent, out: list[bytes]) -> None:
         match event:
             case Token(content=content):
                 self._text(out, content)
@@ -178,34 +182,10 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
       "503": {$ref: "#/components/responses/Unavailable"}
     """  # noqa: E501 - an SSE data: line of the example cannot be wrapped
     body = await json_object(request)
-    thread_id, run_id, message, forwarded_tenant = parse_run_input(body, request.app[keys.SETTINGS].max_message_chars)
+    thread_id, run_id, message, forwarded_tenant = parse_run_input(body, request.app[SETTINGS].max_message_chars)
     tenant_id = request_tenant(request, forwarded_tenant)
     record = await start_turn(request.app, tenant_id, thread_id, message, stream=True,
                               counted=request.get(TENANT_COUNTED, False))
-    translator = _Translator(record, thread_id, run_id)
-    async with open_event_stream(request, record) as resp:
-        await _relay(record, resp, translator)
+    async with open_stream(request, record, sep="\n") as resp:
+        await relay(record, resp, AgUiTranslator(record, thread_id, run_id))
     return resp
-
-
-async def _relay(record: TurnRecord, resp: TurnStream, translator: _Translator) -> None:
-    """Write the run; a gone client ends the stream, never the turn."""
-    try:
-        frames = [_event("RUN_STARTED", threadId=translator.thread_id, runId=translator.run_id)]
-        async for batch in follow(record):
-            for event in batch:
-                translator.translate(event, frames)
-            await resp.send_frames(frames)
-            frames = []
-        if frames:
-            await resp.send_frames(frames)
-    except (ConnectionResetError, TimeoutError):
-        log.info("AG-UI client went away; the turn continues")
-    except Exception:
-        log.exception("AG-UI relay failed")
-        frames = []
-        translator._close_text(frames)
-        frames.append(_event("RUN_ERROR", message="The stream failed; read the session history.",
-                             code="internal_error"))
-        with contextlib.suppress(Exception):
-            await resp.send_frames(frames)

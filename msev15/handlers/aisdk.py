@@ -8,14 +8,14 @@ message stream parts. The server's history stays authoritative: earlier messages
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from typing import Any
 
 from aiohttp import web
 
-from msev15 import keys
+from msev15.agent.coordination import COORDINATION
+from msev15.config import SETTINGS
 from msev15.events.turnlog import TurnView
 from msev15.events.types import (
     Token,
@@ -26,14 +26,9 @@ from msev15.events.types import (
     TurnFailed,
 )
 from msev15.handlers.chat import start_turn
-from msev15.handlers.protocols import (
-    field_of,
-    follow,
-    open_event_stream,
-    request_tenant,
-)
+from msev15.handlers.protocols import field_of, request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
-from msev15.handlers.streams import TurnStream
+from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
 
 log = logging.getLogger("api.aisdk")
@@ -70,7 +65,7 @@ def _part(kind: str, **fields: Any) -> bytes:
         "utf-8", "backslashreplace") + b"\n\n"
 
 
-class _Translator:
+class AiSdkTranslator:
     """Turn events to UI message stream parts. A step is one model round: text after tool
     results starts a new step; each text block between tool calls is one text part."""
 
@@ -103,8 +98,11 @@ class _Translator:
         self.texts += 1
         out.append(_part("text-delta", id=self.text_id, delta=delta))
 
-    def translate(self, event: TurnEvent, out: list[bytes]) -> bool:
-        """Append the parts of ``event``; True once the stream's last part is out."""
+    def failure(self) -> list[bytes]:
+        return [_part("error", errorText="internal_error: the stream failed; read the history."), _DONE]
+
+    def translate(self, seq: int, event: TurnEvent, out: list[bytes]) -> None:
+        """Append the parts of ``event`` (the last ones end with ``[DONE]``)."""
         match event:
             case Token(content=content):
                 self._text(out, content)
@@ -125,36 +123,15 @@ class _Translator:
                 self._close_text(out)
                 out += [_part("finish-step"), _part("finish", finishReason="stop",
                                                     messageMetadata={"turnId": self.turn_id}), _DONE]
-                return True
             case TurnFailed():
                 self._close_text(out)
                 out += [_part("error", errorText=f"{event.error}: {event.message}"), _DONE]
-                return True
-        return False
 
 
 async def _stream(request: web.Request, record: TurnView) -> web.StreamResponse:
-    translator = _Translator(record)
-    async with open_event_stream(request, record, STREAM_HEADER) as resp:
-        await _relay(record, resp, translator)
+    async with open_stream(request, record, STREAM_HEADER, sep="\n") as resp:
+        await relay(record, resp, AiSdkTranslator(record))
     return resp
-
-
-async def _relay(record: TurnView, resp: TurnStream, translator: _Translator) -> None:
-    frames = translator.start()
-    try:
-        async for batch in follow(record):
-            for event in batch:
-                translator.translate(event, frames)
-            await resp.send_frames(frames)
-            frames = []
-    except (ConnectionResetError, TimeoutError):
-        log.info("AI SDK client went away; the turn continues")
-    except Exception:
-        log.exception("AI SDK relay failed")
-        with contextlib.suppress(Exception):
-            await resp.send_frames([_part("error", errorText="internal_error: the stream failed; read the history."),
-                                    _DONE])
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -213,7 +190,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
       "503": {$ref: "#/components/responses/Unavailable"}
     """
     body = await json_object(request)
-    session_id, message = parse_chat(body, request.app[keys.SETTINGS].max_message_chars)
+    session_id, message = parse_chat(body, request.app[SETTINGS].max_message_chars)
     tenant_id = request_tenant(request)
     record = await start_turn(request.app, tenant_id, session_id, message, stream=True,
                               counted=request.get(TENANT_COUNTED, False))
@@ -245,7 +222,7 @@ async def resume(request: web.Request) -> web.StreamResponse:
     """
     session_id = check_id(request.match_info["id"], "id")
     tenant_id = request_tenant(request)
-    record = await request.app[keys.COORDINATION].session_turn(tenant_id, session_id)
+    record = await request.app[COORDINATION].session_turn(tenant_id, session_id)
     if record is None:
         return web.Response(status=204)
     return await _stream(request, record)

@@ -29,12 +29,12 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from msev15 import keys
-from msev15.config import Settings
+from msev15.config import SETTINGS, Settings
 from msev15.handlers.errors import ApiError
 from msev15.handlers.jwt_auth import InvalidToken, JwtVerifier
-from msev15.handlers.ratelimit import RateLimiter
-from msev15.store.apikeys import ApiKey, ApiKeyStore, digest, key_id, open_api_key_store
+from msev15.store.apikeys import ApiKey, ApiKeyStore, digest, key_id
+from msev15.store.limits import RateLimiter
+from msev15.topology import TOPOLOGY
 
 log = logging.getLogger("api.auth")
 
@@ -110,9 +110,9 @@ class JwtAuthenticator:
         await self.verifier.close()
 
 
-def make_authenticator(settings: Settings) -> Authenticator | None:
+def make_authenticator(settings: Settings, key_store: Callable[[], ApiKeyStore]) -> Authenticator | None:
     if settings.auth_mode == "api_key":
-        return ApiKeyAuthenticator(open_api_key_store(settings), settings.api_keys_cache_seconds)
+        return ApiKeyAuthenticator(key_store(), settings.api_keys_cache_seconds)
     if settings.auth_mode == "jwt":
         return JwtAuthenticator(JwtVerifier(
             issuer=settings.jwt_issuer, audience=settings.jwt_audience, tenant_claim=settings.jwt_tenant_claim,
@@ -120,10 +120,13 @@ def make_authenticator(settings: Settings) -> Authenticator | None:
     return None
 
 
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("msev15.authenticator")
+
+
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
-    authenticator = make_authenticator(app[keys.SETTINGS])
+    authenticator = make_authenticator(app[SETTINGS], app[TOPOLOGY].api_key_store)
     if authenticator is not None:
-        app[keys.AUTHENTICATOR] = authenticator
+        app[AUTHENTICATOR] = authenticator
     yield
     if authenticator is not None:
         await authenticator.close()
@@ -172,7 +175,7 @@ def auth_middleware(settings: Settings) -> Callable[..., object]:
                            "Too many failed authentications from this address; retry later.",
                            headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
         try:
-            principal = await request.app[keys.AUTHENTICATOR].authenticate(credential(request))
+            principal = await request.app[AUTHENTICATOR].authenticate(credential(request))
         except Unauthorized as exc:
             failures.hit(client)
             log.warning("authentication refused: %s %s from %s: %s", request.method, request.path, client, exc)

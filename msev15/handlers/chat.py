@@ -7,10 +7,13 @@ import logging
 
 from aiohttp import web
 
-from msev15 import keys, logs
+from msev15.agent.context import RUNNER
+from msev15.agent.coordination import COORDINATION
 from msev15.agent.runner import TurnRefused
 from msev15.common.ids import new_id
-from msev15.events.turnlog import TurnRecord
+from msev15.config import SETTINGS
+from msev15.events.context import BUS
+from msev15.events.turnlog import TURNS, TurnRecord
 from msev15.events.types import (
     BusyPolicy,
     TurnCompleted,
@@ -21,12 +24,12 @@ from msev15.events.types import (
 from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
 from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
-from msev15.handlers.streams import open_stream, relay
+from msev15.handlers.streams import SseTranslator, open_stream, relay
 from msev15.handlers.validation import ChatRequest, chat_request, json_object
+from msev15.logs import context as logs
 
 log = logging.getLogger("api.chat")
 
-TURN_ID_HEADER = "X-Turn-ID"
 
 
 def refused(exc: TurnRefused) -> ApiError:
@@ -46,23 +49,23 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
     if not counted:  # the tenant middleware counted the request already (see handlers/ratelimit.py)
         await check_tenant_rate(app, tenant_id)
     turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy)
-    coordination = app[keys.COORDINATION]
+    coordination = app[COORDINATION]
     try:
         await coordination.admit(turn)
     except TurnRefused as exc:
         raise refused(exc) from None
     try:
-        app[keys.BUS].publish(turn)
+        app[BUS].publish(turn)
     except TurnRefused as exc:
         await coordination.withdraw(turn)
         raise refused(exc) from None
-    record = app[keys.TURNS].get(tenant_id, session_id, turn.turn_id)
+    record = app[TURNS].get(tenant_id, session_id, turn.turn_id)
     assert record is not None, "an accepted turn is in the turn log"
     return record
 
 
 async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
-    chat = chat_request(request, await json_object(request), request.app[keys.SETTINGS].max_message_chars)
+    chat = chat_request(request, await json_object(request), request.app[SETTINGS].max_message_chars)
     return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
                                   if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False))
 
@@ -74,7 +77,7 @@ async def _outcome_unless_gone(request: web.Request, record: TurnRecord) -> Turn
     run with ``handler_cancellation`` (aiohttp's test server), as this handler being cancelled.
     Waiting costs one future per turn event (a plain turn has only its tool events and its end)
     and a callback on the connection: no task."""
-    runner = request.app[keys.RUNNER]
+    runner = request.app[RUNNER]
     waiter: asyncio.Future[None] | None = None
     gone = False
 
@@ -181,6 +184,6 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
       "503": {$ref: "#/components/responses/Unavailable"}
     """
     _, record = await _start_turn(request, stream=True)
-    async with open_stream(request, headers={TURN_ID_HEADER: record.turn_id}) as resp:
-        await relay(record, resp)
+    async with open_stream(request, record) as resp:
+        await relay(record, resp, SseTranslator(record))
     return resp

@@ -7,7 +7,7 @@ gone, so it waits for the turn's end *or* the client's departure, and on departu
 turn (a streaming turn is different: it stays resumable, and runs on).
 
 Watching costs a callback, never a task: under ``msev15 serve`` the connection's protocol
-(:class:`msev15.connections.GuardedProtocol`) completes a future when the connection is lost, and
+(:class:`msev15.server.connections.GuardedProtocol`) completes a future when the connection is lost, and
 the callback rides on it. Under aiohttp's own runner (``web.run_app``) one poller per event loop
 checks every watched transport each ``POLL_SECONDS``, and runs only while something is watched.
 A server run with ``handler_cancellation`` (aiohttp's test server) cancels the handler instead.

@@ -17,8 +17,9 @@ from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from swagger_ui_bundle import swagger_ui_path
 
-from msev15 import __version__, keys
+from msev15 import __version__
 from msev15.common.tenancy import ID_PATTERN
+from msev15.config import SETTINGS
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 
 SPEC_KEY = web.AppKey("msev15.openapi", dict)
@@ -257,7 +258,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         servers=[{"url": "/"}],
     )
     schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS})
-    schemas["ChatRequest"]["properties"]["message"]["maxLength"] = app[keys.SETTINGS].max_message_chars
+    schemas["ChatRequest"]["properties"]["message"]["maxLength"] = app[SETTINGS].max_message_chars
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
     for name, response in _RESPONSES.items():
@@ -278,7 +279,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         operation = load_yaml_from_docstring(route.handler.__doc__ or "")
         if path and operation:
             _add_shared_errors(path, operation)
-            _add_security(path, operation, app[keys.SETTINGS])
+            _add_security(path, operation, app[SETTINGS])
             paths.setdefault(path, {})[route.method.lower()] = operation
     for path, operations in sorted(paths.items()):
         spec.path(path=path, operations=operations)
@@ -312,7 +313,7 @@ async def swagger(request: web.Request) -> web.Response:
 
 
 async def redoc(request: web.Request) -> web.Response:
-    src = html.escape(request.app[keys.SETTINGS].redoc_js_url or REDOC_BUNDLED, quote=True)
+    src = html.escape(request.app[SETTINGS].redoc_js_url or REDOC_BUNDLED, quote=True)
     return web.Response(text=_REDOC.replace("{src}", src), content_type="text/html")
 
 

@@ -2,7 +2,8 @@
 
 Readiness never blocks on a probe: MCP status comes from the connection owner (which already
 knows), SMTP from the mailer's configuration, and the model endpoint from the service's
-:class:`~msev15.health.HealthMonitor`; :func:`~msev15.health.readiness_warnings` words the warnings.
+:class:`~msev15.handlers.health_monitor.HealthMonitor`;
+:func:`~msev15.handlers.health_monitor.readiness_warnings` words the warnings.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
 from aiohttp import web
 
-from msev15 import keys
+from msev15.agent.context import MAILER, MCP, RUNNER
+from msev15.config import SETTINGS
 from msev15.handlers.errors import utc_now_iso
-from msev15.health import ModelStatus, readiness_warnings
+from msev15.handlers.health_monitor import HEALTH, STATE, ModelStatus, readiness_warnings
+from msev15.store.base import SESSIONS
+from msev15.store.context import ORDERS
 
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection
@@ -71,7 +75,7 @@ async def liveness(request: web.Request) -> web.Response:
             schema: {$ref: "#/components/schemas/Liveness"}
             example: {status: alive, uptime_seconds: 3600}
     """
-    return web.json_response({"status": "alive", "uptime_seconds": int(request.app[keys.STATE].uptime)})
+    return web.json_response({"status": "alive", "uptime_seconds": int(request.app[STATE].uptime)})
 
 
 async def readiness(request: web.Request) -> web.Response:
@@ -101,30 +105,30 @@ async def readiness(request: web.Request) -> web.Response:
             schema: {$ref: "#/components/schemas/Readiness"}
     """
     app = request.app
-    settings = app[keys.SETTINGS]
-    connections = app[keys.MCP]
+    settings = app[SETTINGS]
+    connections = app[MCP]
     complaints = connections.get("complaints")
     checks: ReadinessChecks = {
-        "api": "healthy" if app[keys.RUNNER].accepting else "shutting_down",
+        "api": "healthy" if app[RUNNER].accepting else "shutting_down",
         "mcp_server": _mcp_status(complaints),
-        "azure_openai": await app[keys.HEALTH].model_status(),
-        "smtp": app[keys.MAILER].status,
-        "session_store": await app[keys.SESSIONS].status(),
+        "azure_openai": await app[HEALTH].model_status(),
+        "smtp": app[MAILER].status,
+        "session_store": await app[SESSIONS].status(),
     }
     if "escalation" in connections:
         checks["escalation_mcp"] = _mcp_status(connections["escalation"])
     if settings.provider == "azure":  # which sign-in the model calls use: "api_key" or "entra_id"
         checks["azure_openai_auth"] = settings.azure_auth.replace("-", "_")
-    orders = app[keys.ORDERS]
+    orders = app[ORDERS]
     # After a refused write, not ready until a write succeeds (a client's, or this probe's).
     store_ok = orders.write_failure is None or await orders.probe_write()
     if not store_ok:  # listed only when failing: the spec's set of checks stays as it is otherwise
         checks["orders_store"] = "unavailable"
-    warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[keys.MAILER],
+    warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[MAILER],
                                   mcp=connections, session_store=checks["session_store"])
     if not store_ok:
         warnings.append("The order database refuses writes (disk full or read-only?); orders cannot be saved.")
-    ready = (app[keys.RUNNER].accepting and store_ok and checks["session_store"] == "healthy"
+    ready = (app[RUNNER].accepting and store_ok and checks["session_store"] == "healthy"
              and not (settings.mcp_server_required and checks["mcp_server"] != "healthy"))
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": warnings}
     return web.json_response(body, status=200 if ready else 503)

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from msev15 import keys
+from msev15.agent.context import MCP, RUNNER
+from msev15.config import SETTINGS
+from msev15.events.metrics import METRICS
 from msev15.handlers.errors import ApiError
+from msev15.store.base import SESSIONS
+from msev15.store.context import ORDERS
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 STREAM_ROUTES = frozenset({"/api/v1/chat/stream", "/api/v1/sessions/{session_id}/turns/{turn_id}/events"})
@@ -50,38 +55,48 @@ async def metrics(request: web.Request) -> web.Response:
           application/json:
             schema: {$ref: "#/components/schemas/Error"}
     """
-    token = request.app[keys.SETTINGS].metrics_token
+    token = request.app[SETTINGS].metrics_token
     if token:
         supplied = request.headers.get("Authorization", "")
         if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
             raise ApiError(401, "unauthorized", "This endpoint needs 'Authorization: Bearer <METRICS_TOKEN>'.",
                            headers={"WWW-Authenticate": "Bearer"})
-    body = generate_latest(request.app[keys.METRICS].registry)
+    body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def app_gauges(app: web.Application) -> Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]:
-    """What the gauges read at scrape time, from each part's owner."""
+class ConnectionCounts(Protocol):
+    """The server layer's connection counters (msev15.server.connections.ConnectionStats)."""
+
+    open: int
+    shed: int
+    header_timeouts: int
+    parser_errors: int
+
+
+def app_gauges(app: web.Application, stats: ConnectionCounts, store_label: str,
+               ) -> Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]:
+    """What the gauges read at scrape time, from each part's owner (``stats``: the server's
+    connection counters; ``store_label``: which session store the topology runs)."""
 
     def read() -> Iterable[tuple[str, str, dict[str, str], float]]:
-        metrics = app[keys.METRICS]
+        metrics = app[METRICS]
         yield "msev15_open_streams", "SSE streams open now.", {}, metrics.open_streams[0]
-        if keys.RUNNER in app:
-            runner = app[keys.RUNNER]
+        if RUNNER in app:
+            runner = app[RUNNER]
             yield "msev15_turns_queued", "Turns waiting for a slot.", {}, runner.queued
             yield "msev15_turns_running", "Turns running now.", {}, runner.running
-        sessions = app.get(keys.SESSIONS)
+        sessions = app.get(SESSIONS)
         if sessions is not None:  # held() reads no I/O: the shared stores refresh it on writes and sweeps
             # sqlite and redis report the one shared store from every instance (take the max
             # across instances); memory, the instance's own (sum them). Evictions are per instance.
-            store = {"store": app[keys.SETTINGS].session_store}
+            store = {"store": store_label}
             yield "msev15_sessions", "Sessions held in the session store.", store, sessions.held()
             yield ("msev15_sessions_evicted_total", "Sessions this instance dropped by a session cap.", store,
                    sessions.evicted)
-        for name, connection in (app.get(keys.MCP) or {}).items():
+        for name, connection in (app.get(MCP) or {}).items():
             yield ("msev15_mcp_connected", "1 when the MCP server is connected.", {"server": name},
                    1.0 if connection.status == "connected" else 0.0)
-        stats = app[keys.CONNECTIONS]
         yield "msev15_connections_open", "Client connections open now (msev15 serve).", {}, stats.open
         yield ("msev15_connections_shed_total", "Connections closed or refused at HTTP_MAX_CONNECTIONS.", {},
                stats.shed)
@@ -89,8 +104,8 @@ def app_gauges(app: web.Application) -> Callable[[], Iterable[tuple[str, str, di
                "Connections closed for not sending a request head in time.", {}, stats.header_timeouts)
         yield ("msev15_http_parser_errors_total", "Requests refused by the HTTP parser (400/431).", {},
                stats.parser_errors)
-        if keys.ORDERS in app:
+        if ORDERS in app:
             yield ("msev15_store_available", "0 while the orders store refuses writes.", {},
-                   0.0 if app[keys.ORDERS].write_failure else 1.0)
+                   0.0 if app[ORDERS].write_failure else 1.0)
 
     return read

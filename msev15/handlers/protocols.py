@@ -1,25 +1,19 @@
-"""What the protocol adapters (AG-UI, AI SDK UI stream) share: the caller's tenant, the event
-stream response, and following a turn's log.
+"""What the protocol adapters (AG-UI, AI SDK UI stream) share besides the one relay: the
+caller's tenant, typed body fields, and their OpenAPI schemas.
 
 The adapters never run turns: they start one through :func:`msev15.handlers.chat.start_turn`
-and translate the events of its record in the turn log, so a turn started here is the same turn
-the REST and SSE endpoints see (history, status, resume, cancel).
+and give :func:`msev15.handlers.streams.relay` a translator for its events, so a turn started
+here is the same turn the REST and SSE endpoints see (history, status, resume, cancel).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp_sse import sse_response
 
-from msev15 import keys
-from msev15.events.turnlog import TurnView
-from msev15.events.types import TurnEvent
 from msev15.handlers import tenancy
-from msev15.handlers.chat import TURN_ID_HEADER
-from msev15.handlers.streams import SEND_TIMEOUT_SECONDS, TurnStream
 from msev15.handlers.validation import invalid
 
 TENANT_HEADER = "X-Tenant-ID"
@@ -46,30 +40,6 @@ def field_of(body: Mapping[str, Any], name: str, kind: type[str | list[Any] | di
     if not isinstance(value, kind):
         raise invalid(f"{name} must be {what}", name)
     return value
-
-
-def open_event_stream(request: web.Request, record: TurnView,
-                      headers: Mapping[str, str] | None = None) -> TurnStream:
-    """An SSE response (not yet prepared) for a protocol stream: ``\\n`` line ends, since some
-    clients split events on a blank ``\\n\\n`` only; keep-alive comments; the turn id header."""
-    ping = request.app[keys.SETTINGS].sse_ping_seconds
-    return sse_response(request, allow_all_methods=True, ping_interval=ping, sep="\n",  # type: ignore[return-value]
-                        headers={TURN_ID_HEADER: record.turn_id, **(headers or {})},
-                        send_timeout=SEND_TIMEOUT_SECONDS, response_cls=TurnStream)
-
-
-async def follow(record: TurnView, after: int = 0) -> AsyncIterator[list[TurnEvent]]:
-    """The turn's events past seq ``after``, in batches as they arrive, up to its terminal event."""
-    seq = after
-    while True:
-        await record.wait(seq)
-        events = record.events
-        end = len(events)
-        if end > seq:
-            batch, seq = events[seq:end], end
-            yield batch
-        if record.finished and seq >= len(record.events):
-            return
 
 
 _ID_REF = {"$ref": "#/components/schemas/Id"}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from msev15 import keys, logs
 from msev15.handlers.errors import ApiError, iso
 from msev15.handlers.validation import check_id, int_param, tenant_from_query
+from msev15.logs import context as logs
+from msev15.store.base import SESSIONS
 
 
 def _not_found(session_id: str) -> ApiError:
@@ -42,7 +43,7 @@ async def history(request: web.Request) -> web.Response:
       "404": {$ref: "#/components/responses/SessionNotFound"}
     """
     tenant_id, session_id = _target(request)
-    session = await request.app[keys.SESSIONS].get(tenant_id, session_id)
+    session = await request.app[SESSIONS].get(tenant_id, session_id)
     if session is None:
         raise _not_found(session_id)
     return web.json_response({
@@ -74,7 +75,7 @@ async def delete_session(request: web.Request) -> web.Response:
       "404": {$ref: "#/components/responses/SessionNotFound"}
     """
     tenant_id, session_id = _target(request)
-    deleted = await request.app[keys.SESSIONS].delete(tenant_id, session_id)
+    deleted = await request.app[SESSIONS].delete(tenant_id, session_id)
     if deleted is None:
         raise _not_found(session_id)
     return web.json_response({"message": "Session deleted successfully", "session_id": session_id,
@@ -100,7 +101,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     tenant_id = tenant_from_query(request)
     limit = int_param(request.query, "limit", 50, 1, 200)
     offset = int_param(request.query, "offset", 0, 0, 10**9)
-    page = await request.app[keys.SESSIONS].page(tenant_id, limit, offset)
+    page = await request.app[SESSIONS].page(tenant_id, limit, offset)
     return web.json_response({
         "tenant_id": tenant_id,
         "total": page.total,

@@ -18,11 +18,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from msev15 import logs
 from msev15.common.tenancy import DEFAULT_TENANT, TenantIdError, check_tenant
 from msev15.handlers.auth import PRINCIPAL
 from msev15.handlers.errors import ApiError
 from msev15.handlers.ratelimit import EXEMPT_PREFIXES, TENANT_COUNTED, check_tenant_rate
+from msev15.logs import context as logs
 
 
 def _checked(value: object, field: str, where: str) -> str:

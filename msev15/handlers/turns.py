@@ -10,11 +10,12 @@ import re
 
 from aiohttp import web
 
-from msev15 import keys, logs
-from msev15.events.turnlog import TurnView
+from msev15.agent.coordination import COORDINATION
+from msev15.events.turnlog import TURNS, TurnView
 from msev15.handlers.errors import ApiError
-from msev15.handlers.streams import open_stream, relay
+from msev15.handlers.streams import SseTranslator, open_stream, relay
 from msev15.handlers.validation import check_id, invalid, tenant_from_query
+from msev15.logs import context as logs
 
 _LAST_EVENT_ID = re.compile(r"^(?P<turn>[^:\s]+):(?P<seq>[0-9]{1,9})$")
 
@@ -29,7 +30,7 @@ def _session(request: web.Request) -> tuple[str, str]:
 async def _turn(request: web.Request) -> TurnView:
     tenant_id, session_id = _session(request)
     turn_id = request.match_info["turn_id"]
-    record = await request.app[keys.TURNS].find(tenant_id, session_id, turn_id)
+    record = await request.app[TURNS].find(tenant_id, session_id, turn_id)
     if record is None:
         raise ApiError(404, "turn_not_found",
                        "No such turn in this session, or its events are no longer kept "
@@ -93,8 +94,8 @@ async def turn_events(request: web.Request) -> web.StreamResponse:
         # The client has the terminal event already. 204 ends the stream for good: an EventSource
         # that reconnects on its own after a stream closes stops reconnecting on a 204.
         return web.Response(status=204, headers={"X-Turn-ID": record.turn_id})
-    async with open_stream(request, headers={"X-Turn-ID": record.turn_id}) as resp:
-        await relay(record, resp, after)
+    async with open_stream(request, record) as resp:
+        await relay(record, resp, SseTranslator(record), after)
     return resp
 
 
@@ -145,7 +146,7 @@ async def cancel_turn(request: web.Request) -> web.Response:
       "409": {$ref: "#/components/responses/TurnFinished"}
     """
     record = await _turn(request)
-    if not await request.app[keys.COORDINATION].cancel(record, "cancelled"):
+    if not await request.app[COORDINATION].cancel(record, "cancelled"):
         raise ApiError(409, "turn_finished", f"The turn has already ended ({record.status}).",
                        turn_id=record.turn_id, turn_status=record.status)
     return web.json_response({"turn_id": record.turn_id, "status": "cancelling"}, status=202)
@@ -168,5 +169,5 @@ async def cancel_session(request: web.Request) -> web.Response:
             example: {session_id: abc-123, cancelled: 2}
     """
     tenant_id, session_id = _session(request)
-    cancelled = await request.app[keys.COORDINATION].cancel_session(tenant_id, session_id, "cancelled")
+    cancelled = await request.app[COORDINATION].cancel_session(tenant_id, session_id, "cancelled")
     return web.json_response({"session_id": session_id, "cancelled": cancelled}, status=202)

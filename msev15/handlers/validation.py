@@ -10,13 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
-from msev15 import keys
 from msev15.common.tenancy import (
     ID_RE,
     ID_RULE,
     TenantIdError,
     check_tenant,
 )
+from msev15.config import SETTINGS
 from msev15.events.types import BUSY_POLICIES, BusyPolicy
 from msev15.handlers.errors import ApiError
 from msev15.handlers.tenancy import request_tenant
@@ -80,7 +80,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         # RFC 8259: JSON between systems is UTF-8; an unknown codec must not become a 500.
         raise ApiError(415, "unsupported_media_type", "Send the body as UTF-8 encoded application/json.",
                        f"got charset {request.charset!r}")
-    settings = request.app[keys.SETTINGS]
+    settings = request.app[SETTINGS]
     limit, timeout = settings.max_body_bytes, settings.request_body_timeout_seconds
     if request.content_length is not None and request.content_length > limit:
         # Refuse at once: waiting for a body that will be refused anyway only ties up the handler.

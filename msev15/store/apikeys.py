@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Protocol
 
 from msev15.common.tenancy import check_tenant
-from msev15.config import Settings
 
 PREFIX = "msev15_"
 KEY_RE = re.compile(r"msev15_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})")
@@ -148,12 +147,3 @@ class SqliteApiKeyStore:
         with self._lock:
             self._db.close()
 
-
-def open_api_key_store(settings: Settings) -> ApiKeyStore:
-    """The store the settings name: Redis when SESSION_STORE=redis (every instance on every
-    machine shares the keys), else SQLite at API_KEYS_DB_PATH."""
-    if settings.session_store == "redis":
-        from msev15.store.redis_apikeys import RedisApiKeyStore
-
-        return RedisApiKeyStore(settings.redis_url)
-    return SqliteApiKeyStore(settings.api_keys_db_path)

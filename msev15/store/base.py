@@ -14,6 +14,8 @@ import contextvars
 from collections.abc import Iterable
 from typing import Any, Literal, Protocol
 
+from aiohttp import web
+
 from msev15.store.sessions import Page, Session
 
 StoreStatus = Literal["healthy", "unavailable"]
@@ -113,3 +115,7 @@ class Sessions(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# Filled by the topology (msev15.topology), which picks and opens the store SESSION_STORE names.
+SESSIONS: web.AppKey[Sessions] = web.AppKey("msev15.sessions")

@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from msev15 import keys
+from msev15.agent.context import MCP, RUNNER
 from msev15.agent.tools.email import Mailer
 from tests.complaints.server import McpTestServer, running_complaints_server
 from tests.conftest import make_settings
@@ -152,8 +152,8 @@ async def _idle_state(service: LiveService) -> tuple[int, list[str], int, int, s
         assert app is not None
         tasks = asyncio.all_tasks()
         names = sorted(t.get_name() for t in tasks)
-        return (len(tasks), names, app[keys.RUNNER].open_turns, app[keys.RUNNER].running,
-                app[keys.MCP]["complaints"].status)
+        return (len(tasks), names, app[RUNNER].open_turns, app[RUNNER].running,
+                app[MCP]["complaints"].status)
 
     return await service.run(read())
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from msev15 import keys
+from msev15.events.context import BUS
+from msev15.store.base import SESSIONS
 from tests.conftest import assert_envelope
 
 MIB = 1024 * 1024
@@ -79,8 +80,8 @@ async def client(service: Any) -> AsyncIterator[TestClient]:
 async def _assert_nothing_written(client: TestClient, tmp_path: Path) -> None:
     app = client.server.app
     assert app is not None
-    assert app[keys.BUS].published == 0, "a refused request published a turn"
-    assert await app[keys.SESSIONS].count() == 0, "a refused request created a session"
+    assert app[BUS].published == 0, "a refused request published a turn"
+    assert await app[SESSIONS].count() == 0, "a refused request created a session"
     outbox = tmp_path / "data" / "outbox"
     assert not outbox.exists() or not any(outbox.iterdir())
     health = await client.get("/health")

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from msev15 import keys
+from msev15.events.context import BUS
+from msev15.store.base import SESSIONS
 from tests.conftest import assert_envelope
 
 READ_TIMEOUT = 5.0
@@ -66,7 +67,7 @@ async def _send_raw(client: TestClient, data: bytes) -> RawResponse:
 async def _still_serving(client: TestClient) -> None:
     app = client.server.app
     assert app is not None
-    assert app[keys.BUS].published == 0 and await app[keys.SESSIONS].count() == 0, "a refused request wrote something"
+    assert app[BUS].published == 0 and await app[SESSIONS].count() == 0, "a refused request wrote something"
     resp = await client.post("/api/v1/chat", json={"session_id": "after", "message": "hello"})
     assert resp.status == 200, await resp.text()
 

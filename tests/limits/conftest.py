@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from msev15 import keys
 from msev15.app import create_app
-from msev15.connections import ConnectionLimits, GuardedRunner
+from msev15.server.connections import CONNECTIONS, ConnectionLimits, GuardedRunner
 from tests.conftest import make_settings
 
 
@@ -48,7 +47,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Served
         app = await create_app(settings)
         runner = GuardedRunner(app, ConnectionLimits(settings.http_header_timeout_seconds,
                                                      settings.http_max_connections),
-                               app[keys.CONNECTIONS], access_log=None, keepalive_timeout=settings.keepalive_seconds)
+                               app[CONNECTIONS], access_log=None, keepalive_timeout=settings.keepalive_seconds)
         await runner.setup()
         runners.append(runner)
         site = web.TCPSite(runner, "127.0.0.1", 0)

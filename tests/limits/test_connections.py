@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from msev15 import keys
-from msev15.connections import GuardedServer
-from msev15.logrepeat import RepeatFilter
+from msev15.logs.repeat import RepeatFilter
+from msev15.server.connections import CONNECTIONS, GuardedServer
 from tests.complaints.server import eventually
 from tests.limits.conftest import Served
 
@@ -77,7 +76,7 @@ async def test_parser_errors_answer_with_the_envelope_and_echo_nothing(served: S
     assert b"SECRET" not in body and b"Flood" not in body and b"Traceback" not in body
     got, _, _ = _split(await service.raw(HEALTH))
     assert got == 200
-    assert service.app[keys.CONNECTIONS].parser_errors == 1
+    assert service.app[CONNECTIONS].parser_errors == 1
 
 
 async def test_a_well_formed_request_with_many_headers_is_served(served: ServedFactory) -> None:
@@ -109,7 +108,7 @@ async def test_silent_and_trickling_connections_are_closed_at_the_head_deadline(
     for elapsed, data in results[:-1]:
         assert data == b""  # closed without an answer
         assert elapsed >= 0.9  # not before the deadline
-    assert service.app[keys.CONNECTIONS].header_timeouts == 21
+    assert service.app[CONNECTIONS].header_timeouts == 21
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_time(served: ServedFactory) -> None:
@@ -149,7 +148,7 @@ async def test_at_the_connection_cap_idle_connections_make_room_for_health(serve
         for _ in range(3):  # the first takes the oldest silent one's place; then there is room again
             status, _, _ = _split(await service.raw(HEALTH))
             assert status == 200
-        stats = service.app[keys.CONNECTIONS]
+        stats = service.app[CONNECTIONS]
         assert stats.shed == 1 and stats.open == 9
         closed = 0
         for reader, _ in idle:

@@ -14,9 +14,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from msev15 import keys
+from msev15.agent.context import RUNNER
 from msev15.app import create_app
+from msev15.events.metrics import METRICS
 from msev15.handlers import disconnect
+from msev15.store.base import SESSIONS
 from tests.complaints.server import eventually
 from tests.conftest import assert_envelope, make_settings
 from tests.limits.conftest import Served
@@ -58,7 +60,7 @@ async def test_a_tenants_flood_does_not_starve_another_tenant(service, slow_llm:
         return resp.status
 
     flood = [asyncio.ensure_future(attacker(i)) for i in range(90)]  # below the test client's 100 connections
-    runner = client.server.app[keys.RUNNER]
+    runner = client.server.app[RUNNER]
     await eventually(lambda: runner.queued >= 80, "the attacker's turns to queue up")
     loaded = statistics.median(await _victim_latencies(client, 5, "loaded"))
     still_queued = runner.queued
@@ -94,7 +96,7 @@ async def test_a_tenants_queue_is_bounded_with_429_tenant_busy(service, llm: Scr
         gate.set()
     for resp in streams:
         assert (await resp.text()).rstrip().endswith("}")
-    runner = client.server.app[keys.RUNNER]
+    runner = client.server.app[RUNNER]
     await eventually(lambda: runner.open_turns == 0, "every turn to end")
 
 
@@ -103,7 +105,7 @@ async def test_a_tenants_queue_is_bounded_with_429_tenant_busy(service, llm: Scr
 async def _assert_left_turn_cancelled(app: Any, host: str, port: int, llm: ScriptedLLM) -> None:
     gate = asyncio.Event()
     llm.default = Reply("nobody reads this", gate=gate, gate_after=1)
-    runner = app[keys.RUNNER]
+    runner = app[RUNNER]
     body = b'{"session_id": "gone", "message": "hi"}'
     _, writer = await asyncio.open_connection(host, port)
     try:
@@ -117,10 +119,10 @@ async def _assert_left_turn_cancelled(app: Any, host: str, port: int, llm: Scrip
     finally:
         writer.close()
         gate.set()
-    registry = app[keys.METRICS].registry
+    registry = app[METRICS].registry
     await eventually(lambda: registry.get_sample_value("msev15_turns_total", {"outcome": "cancelled"}) == 1,
                      "the cancelled turn to be counted")
-    assert app[keys.SESSIONS].store.get("default", "gone") is None  # nothing committed for nobody
+    assert app[SESSIONS].store.get("default", "gone") is None  # nothing committed for nobody
 
 
 async def test_a_plain_chat_whose_client_left_is_cancelled_under_msev15_serve(
@@ -183,7 +185,7 @@ async def test_a_streaming_turn_whose_client_left_runs_on_and_stays_resumable(se
     resp.close()
     await asyncio.sleep(0)  # the drop reaches the server before the model goes on
     gate.set()
-    runner = client.server.app[keys.RUNNER]
+    runner = client.server.app[RUNNER]
     await eventually(lambda: runner.open_turns == 0, "the turn to end")
     status = await (await client.get(f"/api/v1/sessions/s/turns/{turn_id}")).json()
     assert status["status"] == "completed"

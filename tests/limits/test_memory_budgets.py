@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from msev15 import keys
+from msev15.store.base import SESSIONS
 from msev15.store.sessions import SessionStore
 from tests.conftest import assert_envelope
 from tests.llm_server import Reply, ScriptedLLM
@@ -36,7 +36,7 @@ async def test_one_tenants_flood_never_evicts_another_tenants_session(service) -
     history = await client.get("/api/v1/sessions/mine/history", params={"tenant_id": "victim"})
     assert history.status == 200, await history.text()
     assert len((await history.json())["messages"]) == 2
-    store = client.server.app[keys.SESSIONS].store  # the in-memory store itself
+    store = client.server.app[SESSIONS].store  # the in-memory store itself
     assert len(store) == 20
     page = await client.get("/api/v1/sessions", params={"tenant_id": "attacker", "limit": 100})
     assert (await page.json())["total"] == 19  # the attacker paid for its own flood
@@ -110,7 +110,7 @@ async def test_long_chats_stay_within_the_byte_budget_through_the_api(service) -
     for i in range(12):
         resp = await client.post("/api/v1/chat", json={"session_id": "long", "message": f"hi {i} " + "z" * 5_000})
         assert resp.status == 200
-    session = client.server.app[keys.SESSIONS].store.get("default", "long")
+    session = client.server.app[SESSIONS].store.get("default", "long")
     assert session is not None and session.size <= 20_000
     history = await (await client.get("/api/v1/sessions/long/history")).json()
     assert history["messages"][0]["role"] == "user"
@@ -144,7 +144,7 @@ async def test_model_output_past_the_cap_ends_the_turn_and_stores_nothing(servic
     body = await resp.json()
     assert_envelope(body, "model_output_too_large")
     assert "2000" in body["message"]
-    assert client.server.app[keys.SESSIONS].store.get("default", "big") is None
+    assert client.server.app[SESSIONS].store.get("default", "big") is None
     # The stream version: tokens up to the cap, then one error event; the turn log holds < cap.
     llm.push(Reply("word " * 5_000))
     stream = await client.post("/api/v1/chat/stream", json={"session_id": "big", "message": "again"})

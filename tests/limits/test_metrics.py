@@ -7,7 +7,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from msev15 import keys
+from msev15.events.metrics import METRICS
+from msev15.store.limits import TENANT_LIMITER
 from tests.complaints.server import eventually
 from tests.conftest import assert_envelope
 
@@ -29,7 +30,7 @@ def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 async def _turns_seen(client: Any, count: float, outcome: str = "completed", **labels: str) -> None:
     """The bus subscriber counts asynchronously: wait (bounded) until it has caught up."""
-    registry = client.server.app[keys.METRICS].registry
+    registry = client.server.app[METRICS].registry
 
     def seen() -> bool:
         return (registry.get_sample_value("msev15_turns_total", {"outcome": outcome, **labels}) or 0) >= count
@@ -183,7 +184,7 @@ async def test_a_chat_naming_its_tenant_in_query_and_body_counts_once(service) -
 
 async def test_a_malformed_tenant_in_the_query_is_refused_and_never_counted(service) -> None:
     client = await service(rate_limit_per_tenant_per_minute=1)
-    limiter = client.server.app[keys.TENANT_LIMITER]
+    limiter = client.server.app[TENANT_LIMITER]
     for junk in ("a b", "x" * 300, "{tag}"):
         resp = await client.get("/api/v1/sessions", params={"tenant_id": junk})
         assert resp.status == 400

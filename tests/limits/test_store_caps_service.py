@@ -1,4 +1,4 @@
-"""The session caps through the real app, on every SESSION_STORE: open_sessions passes
+"""The session caps through the real app, on every SESSION_STORE: the topology passes
 SESSION_MAX_SESSIONS_PER_TENANT and SESSION_MAX_BYTES to each store, and /metrics reports the
 store's sessions and evictions without I/O at scrape time."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from msev15.config import Settings
-from msev15.store.context import open_sessions
+from msev15.topology import open_sessions
 from tests.conftest import assert_envelope, make_settings
 from tests.limits.test_metrics import _samples, _value
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from msev15 import keys
+from msev15.store.context import ORDERS
 from msev15.store.orders import OrderRepository, StoreUnavailable
 from tests.conftest import assert_envelope, make_settings, sse_events
 
@@ -38,7 +38,7 @@ async def _fill_the_disk(repo: OrderRepository) -> None:
 async def test_a_full_disk_gives_503_store_unavailable_and_readiness_until_a_write_succeeds(service) -> None:
     client = await service()
     app = client.server.app
-    repo = app[keys.ORDERS]
+    repo = app[ORDERS]
     assert (await client.get("/health/readiness")).status == 200
     await _fill_the_disk(repo)
 
@@ -66,7 +66,7 @@ async def test_a_full_disk_gives_503_store_unavailable_and_readiness_until_a_wri
 
 async def test_reads_still_work_while_writes_are_refused(service) -> None:
     client = await service()
-    repo = client.server.app[keys.ORDERS]
+    repo = client.server.app[ORDERS]
     order = await repo.create("default", "CUST-7", "SKU-7", 1, 5, "7 Road")
     await _fill_the_disk(repo)
     question = f"where is order {order['order_id']}?"

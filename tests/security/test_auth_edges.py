@@ -209,7 +209,7 @@ def test_failure_limiter_survives_a_failure_that_aged_out() -> None:
     """One failure, a quiet minute, a check from the same address, then failures from anywhere: the
     emptied entry used to stay behind and the next sweep raised IndexError (500 on every failure,
     and the lockout never triggered again)."""
-    from msev15.handlers.ratelimit import RateLimiter
+    from msev15.store.limits import RateLimiter
 
     now = [0.0]
     failures = RateLimiter(3, clock=lambda: now[0])

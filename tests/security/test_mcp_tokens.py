@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from msev15 import keys
+from msev15.agent.context import MCP
 from msev15.agent.mcp_client import McpConnection
 from msev15.app import create_app
 from msev15.escalation.server import EscalationServer
@@ -89,7 +89,7 @@ async def test_the_service_reaches_token_guarded_servers(tmp_path: Path, aiohttp
         settings = make_settings(tmp_path, mcp_server_url=complaints.url, mcp_auth_token=TOKEN,
                                  escalation_mcp_url=escalation.url, escalation_mcp_auth_token=ESC_TOKEN)
         client = await aiohttp_client(await create_app(settings))
-        connections = client.app[keys.MCP]
+        connections = client.app[MCP]
         assert await connections["complaints"].wait_connected(10)
         assert await connections["escalation"].wait_connected(10)
         assert "sendemail" in {t.name for t in connections["escalation"].tools()}
@@ -98,7 +98,7 @@ async def test_the_service_reaches_token_guarded_servers(tmp_path: Path, aiohttp
 async def test_the_service_without_the_token_cannot_use_a_guarded_server(tmp_path: Path, aiohttp_client) -> None:
     async with running_complaints_server(tmp_path / "c.db", auth_token=TOKEN) as complaints:
         client = await aiohttp_client(await create_app(make_settings(tmp_path, mcp_server_url=complaints.url)))
-        assert not await client.app[keys.MCP]["complaints"].wait_connected(1)
+        assert not await client.app[MCP]["complaints"].wait_connected(1)
 
 
 # --- start-up refusal ---------------------------------------------------------------------

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
-from msev15 import keys
+from msev15.agent.context import PROVIDER
 from msev15.agent.providers.base import ProbeStatus, Provider
-from msev15.config import Settings
+from msev15.config import SETTINGS, Settings
 
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection
@@ -72,9 +73,25 @@ class HealthMonitor:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+@dataclass
+class ServiceState:
+    """What the service knows about itself: uptime, and what shutdown found."""
+
+    started: float = field(default_factory=time.monotonic)
+    sessions_at_shutdown: int = 0
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+
+HEALTH: web.AppKey[HealthMonitor] = web.AppKey("msev15.health")
+STATE = web.AppKey("msev15.state", ServiceState)
+
+
 async def health_ctx(app: web.Application) -> AsyncIterator[None]:
-    configured = model_configured(app[keys.SETTINGS])
-    monitor = app[keys.HEALTH] = HealthMonitor(app[keys.PROVIDER], model_configured=configured)
+    configured = model_configured(app[SETTINGS])
+    monitor = app[HEALTH] = HealthMonitor(app[PROVIDER], model_configured=configured)
     yield
     await monitor.close()
 

@@ -1,4 +1,4 @@
-"""The service's logging: the one log setup (:mod:`msev15.common.logsetup`) with its context.
+"""The service's logging: the one log setup (:mod:`msev15.logs.writer`) with its context.
 
 Session, tenant and request id come from contextvars bound by the request middleware (and by the
 agent for each turn), so every line written while serving a request, including lines from tasks
@@ -13,10 +13,10 @@ from typing import TextIO
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from msev15.common.logsetup import LogFile
-from msev15.common.logsetup import setup_logging as _setup_logging
 from msev15.config import Settings
-from msev15.logrepeat import RepeatFilter
+from msev15.logs.repeat import RepeatFilter
+from msev15.logs.writer import LogFile
+from msev15.logs.writer import setup_logging as _setup_logging
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 session_var: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")
@@ -69,7 +69,7 @@ _MALFORMED = MalformedRequestFilter()
 def setup_logging(settings: Settings, stream: TextIO | None = None) -> list[logging.Handler]:
     """Console always, rotating file when LOG_TO_FILE, with the request context on every line.
 
-    Idempotent; undone by :func:`msev15.common.logsetup.close_logging`.
+    Idempotent; undone by :func:`msev15.logs.writer.close_logging`.
     """
     log_file = (LogFile(settings.log_file_path, settings.log_max_size_mb * 1024 * 1024, settings.log_backup_count)
                 if settings.log_to_file else None)

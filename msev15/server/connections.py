@@ -62,6 +62,10 @@ class ConnectionStats:
         self.parser_errors = 0
 
 
+# Made by create_app (the gauges read it), filled by GuardedRunner under ``msev15 serve``.
+CONNECTIONS = web.AppKey("msev15.connections", ConnectionStats)
+
+
 def _envelope_bytes(error: str, message: str) -> tuple[bytes, str]:
     request_id = new_id()
     body = json.dumps({"error": error, "message": message, "request_id": request_id,

@@ -16,7 +16,7 @@ import os
 
 import redis.asyncio as aioredis
 
-from msev15.handlers.ratelimit import WINDOW, RateLimiter
+from msev15.store.limits import WINDOW, RateLimiter
 from msev15.store.redis_kit import PREFIX, connect
 
 log = logging.getLogger("api.ratelimit")

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from msev15.common.env import SettingsError
 from msev15.common.tenancy import TenantIdError, check_tenant
 from msev15.config import load_settings
-from msev15.store.apikeys import ApiKeyStore, open_api_key_store
+from msev15.store.apikeys import ApiKeyStore
+from msev15.topology import api_key_store
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,4 +72,4 @@ def keys_command(args: argparse.Namespace) -> int:
         except TenantIdError as exc:
             print(f"error: --tenant: {exc.rule}", file=sys.stderr)
             return 2
-    return asyncio.run(_run(open_api_key_store(settings), args))
+    return asyncio.run(_run(api_key_store(settings), args))

@@ -1,0 +1,180 @@
+"""Which backends run, decided once: the one module that reads SESSION_STORE.
+
+:class:`Topology` is built from the settings when the app is made and owns, as one object with one
+lifecycle, every part whose implementation depends on that choice: the session store, the turn log,
+per-session coordination, the rate limiters and the API key store.
+
+- ``memory``: sessions in this process, the in-process turn log and coordination, in-process
+  limiters, API keys in SQLite (``API_KEYS_DB_PATH``).
+- ``sqlite``: the same, with sessions in SQLite (``SESSION_DB_PATH``), durable across restarts.
+- ``redis``: sessions, turn streams, coordination, limits and API keys shared by every instance
+  on ``REDIS_URL``.
+
+The parts are published under the keys their own packages declare (``SESSIONS`` in
+``store/base.py``, ``TURNS`` in ``events/turnlog.py``, ``COORDINATION`` in
+``agent/coordination.py``, ``TENANT_LIMITER`` in ``store/limits.py``), so a handler or the runner
+reads an interface and never asks which backend is behind it. A new backend (PostgreSQL) is a new
+branch here and new implementations of those interfaces, nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TypedDict
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from msev15.agent.coordination import COORDINATION, Coordination, LocalCoordination
+from msev15.common.ids import new_id
+from msev15.config import Settings
+from msev15.events.turnlog import TURNS, TurnLog
+from msev15.store.apikeys import ApiKeyStore, SqliteApiKeyStore
+from msev15.store.base import SESSIONS, Sessions
+from msev15.store.limits import TENANT_LIMITER, RateLimiter
+from msev15.store.memory import MemorySessions
+from msev15.store.sessions import SessionStore
+from msev15.store.sqlite_sessions import SqliteSessions
+
+log = logging.getLogger("app")
+
+
+class _Limits(TypedDict):
+    max_messages: int
+    max_sessions: int
+    max_sessions_per_tenant: int
+    max_bytes: int
+
+
+def store_label(settings: Settings) -> str:
+    """Which session store is in use and where, for the banner (never REDIS_URL's credentials)."""
+    if settings.session_store == "sqlite":
+        return f"sqlite ({settings.session_db_path}, durable)"
+    if settings.session_store == "redis":
+        url = urlsplit(settings.redis_url)
+        return f"redis ({url.hostname or url.path}{f':{url.port}' if url.port else ''}, shared)"
+    return "memory (this process only, lost on restart)"
+
+
+def api_key_store(settings: Settings) -> ApiKeyStore:
+    """Redis when the topology is shared (every instance on every machine sees a revocation), else
+    SQLite at API_KEYS_DB_PATH. The CLI (``msev15 keys``) opens the same store as the service."""
+    if settings.session_store == "redis":
+        from msev15.store.redis_apikeys import RedisApiKeyStore
+
+        return RedisApiKeyStore(settings.redis_url)
+    return SqliteApiKeyStore(settings.api_keys_db_path)
+
+
+async def open_sessions(settings: Settings) -> Sessions:
+    """The session store SESSION_STORE names, with the same limits whichever it is."""
+    limits: _Limits = {"max_messages": settings.session_max_messages,
+                       "max_sessions": settings.session_max_sessions,
+                       "max_sessions_per_tenant": settings.session_max_sessions_per_tenant,
+                       "max_bytes": settings.session_max_bytes}
+    if settings.session_store == "redis":
+        from msev15.store.redis_sessions import RedisSessions
+
+        return await RedisSessions.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds, **limits)
+    if settings.session_store == "sqlite":
+        return await SqliteSessions.open(settings.session_db_path, ttl_seconds=settings.session_ttl_seconds,
+                                         **limits)
+    return MemorySessions(SessionStore(settings.session_ttl_seconds, **limits))
+
+
+class Topology:
+    """The backends of one instance. Constructing it does no I/O (limiters and the shared turn log
+    connect lazily); :meth:`open` opens the session store and starts the turn log, :meth:`close`
+    closes everything in reverse."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kind = settings.session_store
+        if self.kind not in ("memory", "sqlite", "redis"):
+            raise ValueError(f"unknown SESSION_STORE {self.kind!r}")
+        self.shared = self.kind == "redis"  # several instances may run on it
+        self.instance_id = new_id()
+        self.turns: TurnLog = self._turn_log()
+        self.coordination: Coordination = self._coordination()
+        self.ip_limiter = (self.limiter(settings.rate_limit_per_minute, "ip", settings.trusted_proxies)
+                           if settings.enable_rate_limiting else None)
+        self.tenant_limiter = (self.limiter(settings.rate_limit_per_tenant_per_minute, "tenant")
+                               if settings.rate_limit_per_tenant_per_minute else None)
+        self._sessions: Sessions | None = None
+
+    # --- the parts ------------------------------------------------------------------------
+
+    def _turn_log(self) -> TurnLog:
+        settings = self.settings
+        if self.shared:
+            from msev15.events.redis_turnlog import RedisTurnLog  # the Redis client only when used
+
+            return RedisTurnLog(settings.redis_url, self.instance_id, settings.stream_retention_seconds,
+                                settings.stream_max_retained_events)
+        return TurnLog(settings.stream_retention_seconds, settings.stream_max_retained_events)
+
+    def _coordination(self) -> Coordination:
+        if self.shared:
+            from msev15.agent.redis_coordination import RedisCoordination
+            from msev15.events.redis_turnlog import RedisTurnLog
+
+            assert isinstance(self.turns, RedisTurnLog)
+            return RedisCoordination(self.settings.redis_url, self.instance_id, self.turns,
+                                     self.settings.redis_lease_seconds)
+        return LocalCoordination()
+
+    def limiter(self, limit: int, scope: str, trusted_proxies: tuple[str, ...] = ()) -> RateLimiter:
+        """A sliding-window limiter; shared by every instance when the topology is."""
+        if self.shared:
+            from msev15.store.redis_limits import RedisRateLimiter
+
+            return RedisRateLimiter(self.settings.redis_url, limit, trusted_proxies, scope=scope)
+        return RateLimiter(limit, trusted_proxies)
+
+    def api_key_store(self) -> ApiKeyStore:
+        return api_key_store(self.settings)
+
+    async def open_sessions(self) -> Sessions:
+        return await open_sessions(self.settings)
+
+    @property
+    def sessions(self) -> Sessions:
+        assert self._sessions is not None, "the topology is not open"
+        return self._sessions
+
+    # --- one lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._sessions = await self.open_sessions()
+        self.turns.start()
+
+    async def close(self) -> None:
+        """After the runner closed: coordination, then the turn log and sessions, then the limiters."""
+        await self.coordination.close()
+        await self.turns.close()
+        if self._sessions is not None:
+            await self._sessions.close()
+        for limiter in (self.ip_limiter, self.tenant_limiter):
+            if limiter is not None:
+                await limiter.close()
+
+
+TOPOLOGY = web.AppKey("msev15.topology", Topology)
+
+
+async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Opens the topology made in create_app and publishes its parts under their packages' keys."""
+    topology = app[TOPOLOGY]
+    await topology.open()
+    app[SESSIONS] = topology.sessions
+    app[TURNS] = topology.turns
+    app[COORDINATION] = topology.coordination
+    if topology.tenant_limiter is not None:
+        app[TENANT_LIMITER] = topology.tenant_limiter
+    log.debug("topology %s open (instance %s)", topology.kind, topology.instance_id)
+    try:
+        yield
+    finally:
+        await topology.close()
+
