@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from msev15.agent.tools.email import MAX_BODY, MAX_SUBJECT, Mailer, email_tools, html_to_text
+from msev15.agent.tools.email import email_tools
+from msev15.agent.tools.mailer import MAX_BODY, MAX_SUBJECT, Mailer, html_to_text
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolRegistry
 from msev15.config import Settings
 from tests.smtp_server import RecordingSMTP

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from msev15.agent.mcp_client import McpConnection
-from msev15.agent.tools.email import Mailer
+from msev15.agent.tools.mailer import Mailer
 from msev15.config import Settings
 from msev15.handlers.health_monitor import readiness_warnings
 

@@ -16,7 +16,8 @@ from msev15.agent.prompt import load_system_prompt
 from msev15.agent.providers import make_provider
 from msev15.agent.providers.base import Provider
 from msev15.agent.runner import AgentRunner
-from msev15.agent.tools.email import Mailer, email_tools
+from msev15.agent.tools.email import email_tools
+from msev15.agent.tools.mailer import Mailer
 from msev15.agent.tools.orders import order_tools
 from msev15.agent.tools.registry import ToolRegistry
 from msev15.config import SETTINGS

@@ -21,7 +21,7 @@ from msev15.store.context import ORDERS
 
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection
-    from msev15.agent.tools.email import MailerStatus
+    from msev15.agent.tools.mailer import MailerStatus
     from msev15.store.base import StoreStatus
 
 McpCheck = Literal["healthy", "unavailable", "not_configured"]

@@ -22,7 +22,7 @@ from msev15.config import SETTINGS, Settings
 
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection
-    from msev15.agent.tools.email import Mailer
+    from msev15.agent.tools.mailer import Mailer
 
 # The readiness check "azure_openai": a probe's answer, or what stands before or instead of one.
 ModelStatus = ProbeStatus | Literal["checking", "not_configured"]

@@ -34,7 +34,7 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
@@ -48,6 +48,7 @@ from msev15.store.order_schema import (
     configure,
     migrate,
 )
+from msev15.store.order_seed import DEMO_ORDERS, DEMO_TENANT
 from msev15.store.order_values import (
     DEFAULT_LIMIT,
     ID_ALPHABET,
@@ -94,7 +95,6 @@ __all__ = [
 
 log = logging.getLogger("store.orders")
 
-DEMO_TENANT = "default"
 
 _ID_ATTEMPTS = 8
 _CAS_ATTEMPTS = 8
@@ -233,10 +233,10 @@ class OrderRepository:
         now = datetime.now(UTC)
         for _ in range(_ID_ATTEMPTS):
             params: list[Any] = []
-            for created, updated, customer, sku, qty, price, address, status, notes in _DEMO_ORDERS:
+            for created, updated, customer, sku, qty, price, address, status, notes in DEMO_ORDERS:
                 params += [self._generated_id(), tenant, customer, sku, qty, to_cents(price), address,
                            status, notes, iso_utc(now - created), iso_utc(now - updated)]
-            placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(_DEMO_ORDERS))
+            placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(DEMO_ORDERS))
             try:
                 rows = await self._fetch(
                     f"{_INSERT} SELECT * FROM (VALUES {placeholders}) "
@@ -356,19 +356,3 @@ class OrderRepository:
         if not ID_RE.fullmatch(order_id):
             raise ValueError(f"id factory returned {order_id!r}, expected ORD- and 8 of {ID_ALPHABET}")
         return order_id
-
-
-_DAY = timedelta(days=1)
-# (age at creation, age at last update, customer, sku, quantity, price, address, status, notes)
-_DEMO_ORDERS: tuple[tuple[timedelta, timedelta, str, str, int, str, str, str, str | None], ...] = (
-    (14 * _DAY, 9 * _DAY, "CUST-1001", "LAPTOP-PRO-14", 1, "1299.00",
-     "12 Harbour Road, Bristol BS1 5TY, United Kingdom", "delivered", "Gift wrap requested"),
-    (5 * _DAY, 2 * _DAY, "CUST-1001", "USB-C-HUB-7IN1", 2, "49.99",
-     "12 Harbour Road, Bristol BS1 5TY, United Kingdom", "shipped", None),
-    (3 * _DAY, 2 * _DAY, "CUST-1002", "HEADPHONES-NC700", 1, "279.50",
-     "450 Market Street, Apt 8, San Francisco, CA 94105, USA", "confirmed", None),
-    (2 * _DAY, 1 * _DAY, "CUST-1002", "PHONE-CASE-M", 1, "19.99",
-     "450 Market Street, Apt 8, San Francisco, CA 94105, USA", "cancelled", "Customer changed their mind"),
-    (_DAY / 8, _DAY / 8, "CUST-1003", "COFFEE-BEANS-1KG", 3, "24.90",
-     "Hauptstrasse 5, 10115 Berlin, Germany", "pending", "Leave with the neighbour if nobody is home"),
-)

@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from msev15.agent.context import MCP, RUNNER
-from msev15.agent.tools.email import Mailer
+from msev15.agent.tools.mailer import Mailer
 from tests.complaints.server import McpTestServer, running_complaints_server
 from tests.conftest import make_settings
 from tests.hardening.live import LiveService, running_service

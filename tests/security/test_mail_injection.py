@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from msev15.agent.tools.email import Mailer, email_tools
+from msev15.agent.tools.email import email_tools
+from msev15.agent.tools.mailer import Mailer
 from msev15.agent.tools.registry import ToolContext, ToolError
 from msev15.config import Settings
 from tests.smtp_server import RecordingSMTP

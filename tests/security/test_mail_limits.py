@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from msev15.agent.tools.email import Mailer, email_tools
+from msev15.agent.tools.email import email_tools
+from msev15.agent.tools.mailer import Mailer
 from msev15.agent.tools.registry import ToolContext, ToolError
 from msev15.agent.tools.send_limits import SendLimiter
 from msev15.common.mail import DeliveryError, OutboxTransport
