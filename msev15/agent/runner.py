@@ -1,4 +1,5 @@
-"""The agent runner: the one owner of turn intake, scheduling, stopping and shutdown.
+"""The agent runner: the one owner of turn intake, scheduling, stopping and shutdown. Running an
+admitted turn is :mod:`msev15.agent.execution`'s.
 
 It takes ``TurnRequested`` straight from ``bus.publish`` (a synchronous bus handler), so a turn is
 accepted, refused (shutting down, session busy, tenant queue full) or queued before the handler's
@@ -22,38 +23,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
-from typing import Any, Final
+from typing import Final
 
-from msev15.agent.budget import fit_context
 from msev15.agent.coordination import Coordination
-from msev15.agent.loop import TurnProgress, TurnStopped, run_turn
-from msev15.agent.providers.base import LLMError, Provider
+from msev15.agent.execution import STOP_MESSAGES, TurnExecution
+from msev15.agent.loop import TurnProgress
+from msev15.agent.providers.base import Provider
 from msev15.agent.scheduler import FairScheduler, QueueFull, SessionKey
-from msev15.agent.tools.registry import ServiceUnavailable, ToolRegistry
+from msev15.agent.tools.registry import ToolRegistry
 from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
-from msev15.logs import context as logs
-from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable, storable
+from msev15.store.base import Sessions
 
 log = logging.getLogger("agent.runner")
-
-SHUTTING_DOWN: Final = "The service is shutting down and stopped this turn before it finished. Please retry."
-STOP_MESSAGES: Final[dict[str, tuple[str, int]]] = {
-    "cancelled": ("The turn was cancelled before it finished.", 409),
-    "interrupted": ("A newer message in this session interrupted this turn.", 409),
-    "shutting_down": (SHUTTING_DOWN, 503),
-}
-STOP_NOTES: Final[dict[str, str]] = {
-    "cancelled": "(This answer was cancelled before it finished. The tool calls above did complete.)",
-    "interrupted": "(This answer was interrupted by a newer message. The tool calls above did complete.)",
-    "shutting_down": "(This answer was cut short by a service restart. The tool calls above did complete.)",
-}
-STORE_UNAVAILABLE: Final = "The answer could not be saved: the session store is unavailable. Please retry."
-TURN_LOST: Final = "This turn lost its session to another instance before it could be saved. Please retry."
-FAILED_NOTE: Final = "(This answer failed before it finished. The tool calls above did complete.)"
-
 
 class TurnRefused(Exception):
     """The runner did not accept the turn: ``code`` and ``status`` for the client's envelope."""
@@ -100,15 +83,11 @@ class AgentRunner:
     ) -> None:
         self.bus = bus
         self.turns = turns
-        self.sessions = sessions
-        self.provider = provider
-        self.registry = registry
-        self.system_prompt = system_prompt
-        self.max_rounds = max_rounds
-        self.context_messages = context_messages
-        self.context_max_chars = context_max_chars
-        self.max_output_chars = max_output_chars
         self.busy_retry_after = busy_retry_after
+        self.execution = TurnExecution(self, sessions, provider, registry, coordination,
+                                       system_prompt=system_prompt, max_rounds=max_rounds,
+                                       context_messages=context_messages, context_max_chars=context_max_chars,
+                                       max_output_chars=max_output_chars)
         per_tenant = max_concurrent_per_tenant or max(1, max_concurrent // 4)
         self._queue: FairScheduler[TurnRequested] = FairScheduler(max_concurrent, per_tenant, max_queued_per_tenant)
         self._open: dict[str, TurnRecord] = {}  # every turn not ended yet, queued or running
@@ -119,9 +98,6 @@ class AgentRunner:
         self._idle.set()
         self._cut_timer: asyncio.TimerHandle | None = None
         self.accepting = True
-        # Across instances: wait for the session and take its fence. In one process the scheduler
-        # already runs a session's turns one at a time: nothing to ask (and nothing on the hot path).
-        self.coordination: Coordination | None = coordination if coordination.across_instances else None
         self._coordination = coordination
         self.completed = 0
         self.cut_turns = 0  # turns ended by the shutdown deadline
@@ -173,7 +149,7 @@ class AgentRunner:
             self.turns.started(record)
             self._running_of[key] = record
             progress = TurnProgress()
-            task = asyncio.create_task(self._run(turn, record, progress), name=TASK_PREFIX + turn.turn_id)
+            task = asyncio.create_task(self.execution.run(turn, record, progress), name=TASK_PREFIX + turn.turn_id)
             self._running[turn.turn_id] = _Running(task, progress, key)
             task.add_done_callback(self._task_done)
 
@@ -181,108 +157,26 @@ class AgentRunner:
         key = self._running.pop(task.get_name().removeprefix(TASK_PREFIX)).key
         del self._running_of[key]
         self._queue.done(key)
-        if not task.cancelled() and task.exception() is not None:  # _run ends every turn itself
+        if not task.cancelled() and task.exception() is not None:  # the execution ends every turn itself
             log.error("turn task failed", exc_info=task.exception())
         self._pump()
 
-    # --- running a turn --------------------------------------------------------------------
+    # --- ending a turn (called by the turn's execution) ---------------------------------------
 
-    def _emit(self, record: TurnRecord, event: TurnEvent) -> None:
+    def emit(self, record: TurnRecord, event: TurnEvent) -> None:
         """Log first, then fan out: a reader that finds the log has all a subscriber saw."""
         self.turns.append(record, event)
         self.bus.publish(event)
 
-    async def _run(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
-        """The turn's task: one frame for the whole turn (an open stream holds it for minutes), so
-        the body is here rather than in a helper it awaits."""
-        logs.bind(request_id=turn.request_id, session_id=turn.session_id, tenant_id=turn.tenant_id)
-        try:
-            started_at = time.time()
-            try:
-                if self.coordination is not None:  # across instances: wait for the session, take its fence
-                    FENCE.set(await self.coordination.acquire(turn))
-                answer = await run_turn(
-                    turn, progress,
-                    provider=self.provider,
-                    registry=self.registry,
-                    system_prompt=self.system_prompt,
-                    history=await self._history(turn),
-                    max_rounds=self.max_rounds,
-                    max_output_chars=self.max_output_chars,
-                    emit=partial(self._emit, record),
-                    emit_tokens=turn.stream,
-                )
-            except (asyncio.CancelledError, TurnStopped) as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    current = asyncio.current_task()
-                    if current is not None:
-                        current.uncancel()
-                reason = progress.stop_reason or "shutting_down"
-                message, status = STOP_MESSAGES[reason]
-                await self._end_failed(turn, record, progress, started_at, reason, message, status, STOP_NOTES[reason])
-                return
-            except Exception as exc:
-                error, message, status = self._failure(exc)
-                await self._end_failed(turn, record, progress, started_at, error, message, status, FAILED_NOTE,
-                                       retry_after=exc.retry_after if isinstance(exc, LLMError) else None)
-                return
-            progress.phase = "commit"  # a stop from now on lets the commit finish: the answer is complete
-            try:
-                count = await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
-                                                        storable(progress.steps), storable(answer))
-            except FencedOut:
-                self._fail(record, "turn_lost", TURN_LOST, 503)
-                return
-            except Exception:
-                log.exception("could not save the turn")
-                self._fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)
-                return
-            self.completed += 1
-            elapsed, ttft = self._timing(record)
-            self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                               answer, count, progress.usage, elapsed, ttft))
-        finally:
-            if turn.turn_id in self._open and not record.finished:  # a backstop: readers never hang on a bug
-                log.error("turn %s left open by its task; ending it", turn.turn_id)
-                self._fail(record, "internal_error", "The assistant failed while answering. Please retry.", 500)
-            if self.coordination is not None:
-                await self.coordination.release(turn)
+    def is_open(self, turn_id: str) -> bool:
+        return turn_id in self._open
 
-    @staticmethod
-    def _failure(exc: Exception) -> tuple[str, str, int]:
-        """The client's error, message and status for a turn that failed with ``exc``."""
-        if isinstance(exc, FencedOut):
-            return "turn_lost", TURN_LOST, 503
-        if isinstance(exc, StoreUnavailable):
-            return "store_unavailable", STORE_UNAVAILABLE, 503
-        if isinstance(exc, LLMError):
-            return exc.code, exc.message, exc.status
-        if isinstance(exc, ServiceUnavailable):
-            return exc.code, "The service cannot save changes right now; please retry in a minute.", 503
-        log.error("turn failed unexpectedly", exc_info=exc)
-        return "internal_error", "The assistant failed while answering. Please retry.", 500
-
-    async def _history(self, turn: TurnRequested) -> list[dict[str, Any]]:
-        """The session's context: the last SESSION_MAX_CONTEXT_MESSAGES, then the newest whole
-        turns that fit LLM_CONTEXT_MAX_CHARS beside the system prompt and the new message."""
-        history = await self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages)
-        room = self.context_max_chars - len(self.system_prompt) - len(turn.message)
-        return fit_context(history, max(0, room))
-
-    async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, started_at: float,
-                          error: str, message: str, status: int, note: str, *,
-                          retry_after: float | None = None) -> None:
-        """End a turn that did not complete. Tool calls that did complete are committed with their
-        results and ``note``, so the model later knows what was done; otherwise nothing is."""
-        steps = progress.completed_steps()
-        if steps:
-            progress.phase = "commit"
-            try:
-                await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
-                                                storable(steps), note)
-            except Exception:
-                log.exception("could not save the completed steps of a stopped turn")
-        self._fail(record, error, message, status, retry_after)
+    def complete(self, turn: TurnRequested, record: TurnRecord, answer: str, count: int,
+                 usage: dict[str, int] | None) -> None:
+        self.completed += 1
+        elapsed, ttft = self._timing(record)
+        self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
+                                           answer, count, usage, elapsed, ttft))
 
     def _timing(self, record: TurnRecord) -> tuple[float, float | None]:
         """Seconds from acceptance to now and to the first token (None without one), for metrics."""
@@ -292,14 +186,14 @@ class AgentRunner:
         first = running.progress.first_token_at if running is not None else None
         return now - accepted, None if first is None else first - accepted
 
-    def _fail(self, record: TurnRecord, error: str, message: str, status: int,
+    def fail(self, record: TurnRecord, error: str, message: str, status: int,
               retry_after: float | None = None) -> None:
         elapsed, ttft = self._timing(record)
         self._finish(record, TurnFailed(record.turn_id, record.tenant_id, record.session_id, record.request_id,
                                         error, message, status, retry_after, elapsed, ttft))
 
     def _finish(self, record: TurnRecord, event: TurnCompleted | TurnFailed) -> None:
-        self._emit(record, event)
+        self.emit(record, event)
         del self._open[record.turn_id]
         if not self._open:
             self._idle.set()
@@ -319,7 +213,7 @@ class AgentRunner:
             if queued is not None:
                 self._queue.remove(key, queued)
             message, status = STOP_MESSAGES[reason]
-            self._fail(record, reason, message, status)
+            self.fail(record, reason, message, status)
             return True
         progress = running.progress
         if progress.stop_reason is None:  # a user's cancel stays a cancel if the deadline comes
