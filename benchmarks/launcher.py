@@ -126,7 +126,7 @@ async def _build(args: argparse.Namespace, workdir: Path) -> web.Application:
         logging.basicConfig(level=logging.WARNING)
         return create_relay_app(args.upstream)
     from msev15.app import create_app
-    from msev15.logs.context import setup_logging
+    from msev15.logs.service import setup_logging
 
     settings = service_settings(workdir, args.max_concurrent_turns, args.upstream, args.llm_api,
                                 args.session_store, args.redis_url, args.per_tenant_turns)

@@ -20,7 +20,7 @@ from msev15.banner import banner, security_warnings
 from msev15.common.env import SettingsError
 from msev15.config import Settings, load_settings
 from msev15.handlers.health_monitor import HEALTH, readiness_warnings
-from msev15.logs.context import setup_logging
+from msev15.logs.service import setup_logging
 from msev15.logs.writer import close_logging
 from msev15.server.serve import serve
 from msev15.supervisor import Supervisor

@@ -10,7 +10,7 @@ import re
 from msev15.agent.context import RUNNER
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError, ToolRegistry
 from msev15.app import create_app
-from msev15.logs.context import setup_logging
+from msev15.logs.service import setup_logging
 from msev15.logs.writer import close_logging
 from msev15.store.context import ORDERS
 from tests.conftest import make_settings, sse_events

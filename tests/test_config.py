@@ -11,7 +11,7 @@ import pytest
 from msev15.cli import main
 from msev15.common.env import MASK, SettingsError, read_env_file
 from msev15.config import VARIABLES, Settings, load_settings
-from msev15.logs.context import setup_logging
+from msev15.logs.service import setup_logging
 from msev15.logs.writer import close_logging
 
 

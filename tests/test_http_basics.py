@@ -9,7 +9,7 @@ from aiohttp import web
 
 from msev15.agent.context import RUNNER
 from msev15.app import create_app
-from msev15.logs.context import setup_logging
+from msev15.logs.service import setup_logging
 from msev15.logs.writer import close_logging
 from msev15.store.limits import RateLimiter
 from tests.conftest import assert_envelope, make_settings

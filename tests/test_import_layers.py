@@ -28,7 +28,7 @@ PACKAGE_ROOT = Path(msev15.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("msev15", "msev15.common", "msev15.mcpkit", "msev15.logs", "msev15.logs.writer", "msev15.logs.repeat"),
     ("msev15.complaints", "msev15.escalation"),
-    ("msev15.config", "msev15.logs.context"),
+    ("msev15.config", "msev15.logs.service"),
     ("msev15.store",),
     ("msev15.events", "msev15.logs.subscriber"),
     ("msev15.agent",),

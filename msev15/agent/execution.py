@@ -23,7 +23,7 @@ from msev15.agent.providers.base import LLMError, Provider
 from msev15.agent.tools.registry import ServiceUnavailable, ToolRegistry
 from msev15.events.turnlog import TurnRecord
 from msev15.events.types import TurnEvent, TurnRequested
-from msev15.logs import context as logs
+from msev15.logs import service as logs
 from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable, storable
 
 log = logging.getLogger("agent.runner")

@@ -26,7 +26,7 @@ from msev15.handlers.errors import ApiError, utc_now_iso
 from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
 from msev15.handlers.streams import SseTranslator, open_stream, relay
 from msev15.handlers.validation import ChatRequest, chat_request, json_object
-from msev15.logs import context as logs
+from msev15.logs import service as logs
 
 log = logging.getLogger("api.chat")
 

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from msev15.common.ids import new_id
-from msev15.logs import context as logs
+from msev15.logs import service as logs
 from msev15.store.base import StoreUnavailable
 
 log = logging.getLogger("api.errors")

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from msev15.handlers.errors import ApiError, iso
 from msev15.handlers.validation import check_id, int_param, tenant_from_query
-from msev15.logs import context as logs
+from msev15.logs import service as logs
 from msev15.store.base import SESSIONS
 
 

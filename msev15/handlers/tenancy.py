@@ -22,7 +22,7 @@ from msev15.common.tenancy import DEFAULT_TENANT, TenantIdError, check_tenant
 from msev15.handlers.auth import PRINCIPAL
 from msev15.handlers.errors import ApiError
 from msev15.handlers.ratelimit import EXEMPT_PREFIXES, TENANT_COUNTED, check_tenant_rate
-from msev15.logs import context as logs
+from msev15.logs import service as logs
 
 
 def _checked(value: object, field: str, where: str) -> str:

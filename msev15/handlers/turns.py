@@ -15,7 +15,7 @@ from msev15.events.turnlog import TURNS, TurnView
 from msev15.handlers.errors import ApiError
 from msev15.handlers.streams import SseTranslator, open_stream, relay
 from msev15.handlers.validation import check_id, invalid, tenant_from_query
-from msev15.logs import context as logs
+from msev15.logs import service as logs
 
 _LAST_EVENT_ID = re.compile(r"^(?P<turn>[^:\s]+):(?P<seq>[0-9]{1,9})$")
 

@@ -5,7 +5,7 @@ Line format::
     2026-02-19 10:30:45 | INFO | api.chat | session=abc-123 | tenant=company-A | req=9f1c... | User message received
 
 Session, tenant and request id are filled by the program when it knows them (the service binds
-them per request and turn: :mod:`msev15.logs.context`); a line without them shows ``-``, so every
+them per request and turn: :mod:`msev15.logs.service`); a line without them shows ``-``, so every
 program's lines read and parse alike. Configured secrets are scrubbed from every line before it
 is written anywhere.
 """
