@@ -42,11 +42,13 @@ class Service:
         self.stdout: list[str] = []
 
     async def read_until(self, marker: str, timeout: float = 20) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
         deadline = time.monotonic() + timeout
         while not any(marker in line for line in self.stdout):
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"{marker!r} not printed; got {self.stdout}"
-            line = await asyncio.wait_for(self.proc.stdout.readline(), remaining)
+            line = await asyncio.wait_for(stdout.readline(), remaining)
             assert line, f"process ended before {marker!r}: {self.stdout}"
             self.stdout.append(line.decode().rstrip("\n"))
 
