@@ -30,6 +30,7 @@ from benchmarks.reference import create_reference_app
 from benchmarks.relay import create_relay_app, upstream_app
 from benchmarks.system import pin, raise_nofile
 from msev15.store.base import SESSIONS
+from msev15.store.memory import MemorySessions
 
 log = logging.getLogger("bench.launcher")
 SEED_TENANT = "bench"
@@ -183,8 +184,9 @@ async def _serve(args: argparse.Namespace) -> int:
             await runner.setup()
         try:
             if args.seed_sessions:
-
-                _emit("seeded", **seed_sessions(app[SESSIONS].store, args.seed_sessions, args.seed_messages))
+                sessions = app[SESSIONS]
+                assert isinstance(sessions, MemorySessions), "seeding fills the in-memory store only"
+                _emit("seeded", **seed_sessions(sessions.store, args.seed_sessions, args.seed_messages))
             if args.app != "upstream":  # the scripted server listens already
                 site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
                 await site.start()
@@ -227,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seed_sessions and args.app != "service":
         parser.error("--seed-sessions needs --app service")
+    if args.seed_sessions and args.session_store != "memory":
+        parser.error("--seed-sessions needs --session-store memory")
     if args.app == "relay" and not args.upstream:
         parser.error("--app relay needs --upstream")
     if args.cpu:

@@ -16,6 +16,7 @@ phase can rotate sessions, paths or bodies without allocating anything up front.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -160,7 +161,7 @@ async def closed_loop(port: int, factory: RequestFactory, *, connections: int, d
     conns: list[_KeepAlive] = []
     for index in range(connections):
         try:
-            _, conn = await loop.create_connection(lambda i=index: _KeepAlive(run, i), host, port)
+            _, conn = await loop.create_connection(functools.partial(_KeepAlive, run, index), host, port)
         except OSError as exc:
             run.tally.errors[f"connect: {exc.strerror or exc}"] += 1
             continue
@@ -272,7 +273,7 @@ class StreamBurst:
                     await self._slots.acquire()
                     try:
                         _, conn = await loop.create_connection(
-                            lambda i=index: _OneShot(self, self.factory(i, 0)), self.host, self.port)
+                            functools.partial(_OneShot, self, self.factory(index, 0)), self.host, self.port)
                     except OSError as exc:
                         self.tally.errors[f"connect: {exc.strerror or exc}"] += 1
                         self.on_finish(False)

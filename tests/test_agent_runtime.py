@@ -13,7 +13,7 @@ from msev15.app import create_app
 from msev15.logs.service import setup_logging
 from msev15.logs.writer import close_logging
 from msev15.store.context import ORDERS
-from tests.conftest import make_settings, sse_events
+from tests.conftest import make_settings, matched, sse_events
 from tests.llm_server import Reply, ScriptedLLM
 
 CTX = ToolContext("tenant", "session", "req")
@@ -101,7 +101,7 @@ async def test_fifty_concurrent_turns_create_fifty_orders(service) -> None:
     bodies = [await r.json() for r in responses]
     assert all(r.status == 200 for r in responses)
     assert all("I've created it" in b["message"] for b in bodies)
-    assert len({re.search(r"ORD-\w{8}", b["message"]).group(0) for b in bodies}) == 50
+    assert len({matched(r"ORD-\w{8}", b["message"])[0] for b in bodies}) == 50
     assert await client.app[ORDERS].count("default") == 50
 
 

@@ -96,7 +96,7 @@ class Stage:
 
     def apk_packages(self) -> set[str]:
         """Names of the Alpine packages the stage's RUN instructions add."""
-        names = set()
+        names: set[str] = set()
         for run in self.all("RUN"):
             for command in re.split(r"&&|;|\|\|", run.value):
                 words = shlex.split(command)
@@ -450,7 +450,9 @@ _UNREACHABLE = re.compile(r"NewConnectionError|ConnectTimeout|ReadTimeout|Tempor
 def test_runtime_dependencies_resolve_to_musllinux_wheels(arch: str, tmp_path: Path) -> None:
     """What the build stage's ``pip wheel --only-binary=:all:`` needs: a wheel for every dependency."""
     base = parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))[-1].base
-    version = re.fullmatch(r"python:(3\.\d+)-alpine", base)[1]
+    python = re.fullmatch(r"python:(3\.\d+)-alpine", base)
+    assert python, base
+    version = python[1]
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg", encoding="utf-8")
     requirements = [r.strip() for r in setup["options"]["install_requires"].splitlines() if r.strip()]
@@ -462,8 +464,9 @@ def test_runtime_dependencies_resolve_to_musllinux_wheels(arch: str, tmp_path: P
                "--timeout", "20", "--retries", "1", "--cache-dir", str(tmp_path / "cache"), *requirements]
     run = subprocess.run(command, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-    if run.returncode and _UNREACHABLE.search(run.stderr) and os.environ.get("CI", "").lower() in ("", "0", "false"):
-        pytest.skip(f"the package index is unreachable: {_UNREACHABLE.search(run.stderr)[0]}")
+    unreachable = _UNREACHABLE.search(run.stderr)
+    if run.returncode and unreachable and os.environ.get("CI", "").lower() in ("", "0", "false"):
+        pytest.skip(f"the package index is unreachable: {unreachable[0]}")
     assert run.returncode == 0, run.stderr[-3000:]
     installed = json.loads(report.read_text(encoding="utf-8"))["install"]
     names = {re.sub(r"[-_.]+", "-", i["metadata"]["name"]).lower() for i in installed}

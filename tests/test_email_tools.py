@@ -9,7 +9,7 @@ import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from email import policy
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,9 @@ def make_mailer(tmp_path: Path, smtp: RecordingSMTP, attachments_root: Path, att
     return make
 
 
-def _text(part: EmailMessage) -> str:
+def _text(part: MIMEPart | None) -> str:
     """A text part's content with SMTP's CRLF line ends made plain."""
+    assert part is not None, "the message has no such part"
     return part.get_content().replace("\r\n", "\n").strip()
 
 
@@ -367,8 +368,8 @@ async def test_test_connection_in_outbox_mode(make_mailer: MakeMailer, tmp_path:
 @pytest.mark.parametrize("field", ["to", "cc", "bcc"])
 async def test_line_break_in_an_address_field_is_rejected(make_mailer: MakeMailer, smtp: RecordingSMTP,
                                                           field: str) -> None:
-    args = {"to": "alice@example.com", "subject": "Hi", "body": "Hello",
-            field: "alice@example.com\r\nBcc: victim@example.com"}
+    args: dict[str, Any] = {"to": "alice@example.com", "subject": "Hi", "body": "Hello",
+                            field: "alice@example.com\r\nBcc: victim@example.com"}
     with pytest.raises(ToolError, match=f"'{field}' contains a line break or control character"):
         await _call(make_mailer(), "send_email", **args)
     assert smtp.attempts == 0

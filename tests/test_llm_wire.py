@@ -15,7 +15,7 @@ from msev15.agent.providers.responses_api import Responses, input_items
 from msev15.agent.providers.sse import sse_events
 from tests.llm_server import ScriptedLLM
 
-TOOLS = [{"type": "function", "function": {"name": "get_order", "description": "Find an order.",
+TOOLS: list[dict[str, Any]] = [{"type": "function", "function": {"name": "get_order", "description": "Find an order.",
                                            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}}]
 
 

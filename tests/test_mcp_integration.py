@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from msev15.agent.context import MCP, REGISTRY
 from msev15.escalation.server import EscalationServer
 from tests.complaints.server import eventually, running_complaints_server
-from tests.conftest import sse_events
+from tests.conftest import matched, sse_events
 from tests.escalation.conftest import make_settings as escalation_settings
 from tests.smtp_server import RecordingSMTP
 from tests.test_serve_process import _spawn
@@ -43,7 +42,7 @@ async def test_register_find_and_resolve_a_complaint_by_chat(service, tmp_path: 
         assert call["arguments"]["customer_id"] == "CUST-001" and call["arguments"]["order_id"] == "ORD-1A2B3C4D"
         assert call["arguments"]["category"] == "product"
         assert next(e for e in events if e["type"] == "tool_result")["ok"] is True
-        complaint_id = re.search(r"CMP-[0-9A-Z]+", _answer(events)).group(0)
+        complaint_id = matched(r"CMP-[0-9A-Z]+", _answer(events))[0]
         assert "registered your complaint" in _answer(events)
 
         found = await _stream(client, f"What is the status of complaint {complaint_id}?")
@@ -53,6 +52,7 @@ async def test_register_find_and_resolve_a_complaint_by_chat(service, tmp_path: 
         resolved = await _stream(client, f"Please resolve complaint {complaint_id}, resolution: replacement sent")
         assert [e["name"] for e in resolved if e["type"] == "tool_call"] == ["resolve_complaint"]
         assert "status resolved" in _answer(resolved)
+        assert server.store is not None
         assert server.store.get(complaint_id).status == "resolved"
 
 
@@ -64,7 +64,7 @@ async def test_complaints_are_kept_apart_per_tenant(service, tmp_path: Path) -> 
         registered = await _stream(client, "register a complaint for customer CUST-1: the parcel arrived damaged",
                                    tenant="acme")
         assert next(e for e in registered if e["type"] == "tool_result")["ok"] is True
-        complaint_id = re.search(r"CMP-[0-9A-F]{8}", _answer(registered)).group(0)
+        complaint_id = matched(r"CMP-[0-9A-F]{8}", _answer(registered))[0]
         own = await _stream(client, f"What is the status of complaint {complaint_id}?", tenant="acme")
         assert "status open" in _answer(own)
 
@@ -82,6 +82,7 @@ async def test_complaints_are_kept_apart_per_tenant(service, tmp_path: Path) -> 
         mine = await _stream(client, "find complaints for customer CUST-1", tenant="acme")
         assert f"I found 1 complaint(s): {complaint_id} (open)" in _answer(mine)
 
+        assert server.store is not None
         assert server.store.get(complaint_id, tenant_id="acme").customer_id == "CUST-1"
         assert server.store.search(customer_id="CUST-1").total == 0  # nor did it land in "default"
 
@@ -122,6 +123,7 @@ async def test_server_killed_mid_session_heals(service, tmp_path: Path) -> None:
         assert await connection.wait_connected(15)
         again = await _stream(client, "register a complaint for customer CUST-1: I was overcharged again")
         assert next(e for e in again if e["type"] == "tool_result")["ok"] is True
+        assert server.store is not None
         assert len(server.store.search(customer_id="CUST-1").complaints) == 2
 
 

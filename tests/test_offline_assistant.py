@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import email
-import re
 from email import policy
 from pathlib import Path
 
 from msev15.agent.context import REGISTRY
 from msev15.agent.tools.registry import ToolContext
 from msev15.store.context import ORDERS
-from tests.conftest import sse_events
+from tests.conftest import matched, sse_events
 from tests.smtp_server import RecordingSMTP
 
 
@@ -38,7 +37,7 @@ async def test_order_lifecycle_by_chat(service) -> None:
     assert _calls(created) == [("create_order", {"customer_id": "CUST-001", "product_sku": "WIDGET-9", "quantity": 2,
                                                  "price": 19.99, "shipping_address": "1 Main St, Springfield"})]
     assert [e["ok"] for e in created if e["type"] == "tool_result"] == [True]
-    order_id = re.search(r"ORD-[0-9A-Z]{8}", _answer(created)).group(0)
+    order_id = matched(r"ORD-[0-9A-Z]{8}", _answer(created))[0]
     assert "I've created it" in _answer(created)
 
     looked_up = await _stream(client, f"Where is my order {order_id}?")
@@ -51,7 +50,7 @@ async def test_order_lifecycle_by_chat(service) -> None:
     # That order is now cancelled, which is final: carry on with a fresh one.
     created = await _stream(client, "Please create an order for customer CUST-001: 2 x SKU WIDGET-9 at 19.99, "
                                     "ship to 1 Main St, Springfield")
-    order_id = re.search(r"ORD-[0-9A-Z]{8}", _answer(created)).group(0)
+    order_id = matched(r"ORD-[0-9A-Z]{8}", _answer(created))[0]
     changed = await _stream(client, f"Please mark order {order_id} as confirmed")
     assert _calls(changed)[0][0] == "update_order_status"
     assert "is confirmed" in _answer(changed)
@@ -89,7 +88,7 @@ async def test_orders_stay_in_their_tenant(service) -> None:
     client = await service()
     events = await _stream(client, "create an order for customer C-1: 1 x SKU A-1 at 5, ship to 9 Elm St",
                            tenant="acme")
-    order_id = re.search(r"ORD-[0-9A-Z]{8}", _answer(events)).group(0)
+    order_id = matched(r"ORD-[0-9A-Z]{8}", _answer(events))[0]
     other = await _stream(client, f"where is order {order_id}", tenant="globex")
     assert [e["ok"] for e in other if e["type"] == "tool_result"] == [False]
     assert "No order" in _answer(other) or "no order" in _answer(other).lower()
@@ -107,7 +106,8 @@ async def test_email_by_chat_through_real_smtp(service) -> None:
         message = email.message_from_bytes(smtp.messages[0].data, policy=policy.default)
         assert message["To"] == "jane@example.com" and message["Subject"] == "Your order"
         assert "Customer Service <help@shop.example.com>" == message["From"]
-        assert "It has shipped today." in message.get_body(("plain",)).get_content()
+        plain = message.get_body(("plain",))
+        assert plain is not None and "It has shipped today." in plain.get_content()
         check = await _stream(client, "please test the mail connection")
         assert _calls(check) == [("test_connection", {})]
         assert "works" in _answer(check)

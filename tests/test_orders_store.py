@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
@@ -473,7 +473,7 @@ async def test_fifty_concurrent_creates_make_fifty_rows(repo: OrderRepository, d
 async def test_two_writers_on_one_file_never_hit_a_locked_database(db_path: Path) -> None:
     first, second = await OrderRepository.open(db_path), await OrderRepository.open(db_path)
     try:
-        work = [make(first if i % 2 else second, quantity=i + 1) for i in range(100)]
+        work: list[Awaitable[Any]] = [make(first if i % 2 else second, quantity=i + 1) for i in range(100)]
         work += [first.list_orders(A) for _ in range(20)] + [second.count(A) for _ in range(20)]
         results = await asyncio.gather(*work)
         created = results[:100]

@@ -221,7 +221,7 @@ async def test_turn_events_are_mirrored_in_order(pair: Any, llm: ScriptedLLM, re
     llm.push(Reply("alpha beta"))
     reply = await (await a.post("/api/v1/chat/stream", json={"session_id": "s", "message": "hi"})).text()
     turns = a.app[TURNS]
-    await turns.flush(5)  # type: ignore[attr-defined]
+    await turns.flush(5)
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(redis.url, decode_responses=True)
@@ -229,8 +229,10 @@ async def test_turn_events_are_mirrored_in_order(pair: Any, llm: ScriptedLLM, re
         keys_found = [k async for k in client.scan_iter(match="msev15:{default}:turnlog:*")]
         assert len(keys_found) == 1
         entries = await client.xrange(keys_found[0])
+        assert entries  # the turn's events, each under its seq
         assert [e[0] for e in entries] == [f"{n}-0" for n in range(1, len(entries) + 1)]
-        assert json.loads(entries[-1][1]["e"])["k"] == "TurnCompleted"
+        last = entries[-1][1]
+        assert last is not None and json.loads(last["e"])["k"] == "TurnCompleted"
         assert 0 < await client.ttl(keys_found[0]) <= 300  # expires after STREAM_RETENTION_SECONDS
     finally:
         await client.aclose()
@@ -239,7 +241,7 @@ async def test_turn_events_are_mirrored_in_order(pair: Any, llm: ScriptedLLM, re
 
 async def test_the_per_tenant_rate_limit_is_shared_across_instances(pair: Any, llm: ScriptedLLM) -> None:
     a, b = await pair(rate_limit_per_tenant_per_minute=3)
-    statuses = []
+    statuses: list[int] = []
     for client in (a, b, a, b):
         resp = await client.post("/api/v1/chat", json={"session_id": f"s{len(statuses)}", "message": "hi",
                                                         "tenant_id": "busy"})

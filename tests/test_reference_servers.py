@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -34,6 +35,10 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _stopped(pid: int) -> Callable[[], bool]:
+    return lambda: not _alive(pid)
 
 
 async def _start_with_servers(tmp_path: Path) -> Service:
@@ -96,7 +101,7 @@ async def test_serve_runs_restarts_and_stops_the_reference_servers(tmp_path: Pat
     assert code == 0, err
     assert out.splitlines()[-len(GOODBYE):][-1] == GOODBYE[-1]
     for pid in children:
-        await eventually(lambda pid=pid: not _alive(pid), f"child {pid} stopped with the service")
+        await eventually(_stopped(pid), f"child {pid} stopped with the service")
 
 
 async def test_plain_serve_starts_no_reference_servers(tmp_path: Path) -> None:
@@ -121,7 +126,7 @@ async def test_a_killed_service_leaves_no_reference_server_behind(tmp_path: Path
     try:  # not proc.wait() or communicate(): they wait for the pipes too, which an orphan would hold open
         await eventually(lambda: service.proc.returncode is not None, "the service to be gone")
         for name, pid in pids.items():
-            await eventually(lambda pid=pid: not _alive(pid), f"{name} stopped after its parent was killed",
+            await eventually(_stopped(pid), f"{name} stopped after its parent was killed",
                              timeout=30)
     finally:
         for pid in pids.values():  # if the test failed: no orphan outlives it

@@ -142,7 +142,7 @@ async def test_resume_after_the_end_replays_the_turn_and_after_skips(service, ll
     assert (await _events(client, "s", turn_id, query=f"&after={len(original)}")).status == 204
     # Past it: an id this turn never sent is a 400 in the envelope, naming what was sent.
     for past in ({"headers": {"Last-Event-ID": f"{turn_id}:99"}}, {"query": "&after=99"}):
-        bad = await _events(client, "s", turn_id, **past)  # type: ignore[arg-type]
+        bad = await _events(client, "s", turn_id, **past)
         assert bad.status == 400
         body = await bad.json()
         assert_envelope(body, "validation_error")

@@ -24,6 +24,7 @@ from msev15.complaints.models import ComplaintError
 from msev15.complaints.server import build_server
 from msev15.complaints.store import ComplaintStore
 from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, RETENTION_SECONDS, TENANT_META_KEY
+from tests.mcp_calls import as_meta
 
 from .server import McpTestServer, running_mcp_server
 
@@ -160,7 +161,7 @@ def test_a_database_from_before_keys_gains_the_table(db_path: Path, clock: _Cloc
 
 
 async def _call(client: Client, tool: str, meta: dict[str, Any], **args: Any) -> CallToolResult:
-    return await client.call_tool(tool, args, meta=meta)
+    return await client.call_tool(tool, args, meta=as_meta(meta))
 
 
 def _text(result: CallToolResult) -> str:

@@ -13,9 +13,9 @@ import pytest
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
 
-from msev15.agent.mcp_client import TENANT_META_KEY, McpConnection
+from msev15.agent.mcp_client import McpConnection
 from msev15.agent.tools.registry import ToolContext, ToolError, ToolRegistry
-from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, idempotency_key_from_meta
+from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, TENANT_META_KEY, idempotency_key_from_meta
 
 from .server import McpTestServer, eventually, running_complaints_server, running_mcp_server
 
@@ -251,6 +251,12 @@ async def test_names_invalid_for_the_model_api_are_sanitized() -> None:
 # --- outages ----------------------------------------------------------------------------------
 
 
+def _state(conn: McpConnection) -> tuple[str, str | None]:
+    """(status, last_error) as they are now: read through a call, since mypy would otherwise keep
+    what an earlier assert narrowed them to and call a later comparison impossible."""
+    return conn.status, conn.last_error
+
+
 async def test_server_down_at_start_then_up(
     complaints_db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -270,7 +276,7 @@ async def test_server_down_at_start_then_up(
 
             await server.start()
             assert await conn.wait_connected(5.0)
-            assert conn.status == "connected" and conn.last_error is None
+            assert _state(conn) == ("connected", None)
             assert [tool.name for tool in conn.tools()] == COMPLAINT_TOOLS
             assert (await conn.call_tool("search_complaints", {}))["total"] == 0
         finally:

@@ -9,7 +9,7 @@ import pytest
 from mcp import Client
 
 from msev15.mcpkit.meta import TENANT_META_KEY
-from tests.mcp_calls import error_as, ok_as
+from tests.mcp_calls import as_meta, error_as, first_text, ok_as
 
 from .server import McpTestServer
 
@@ -100,9 +100,9 @@ async def test_other_meta_keys_do_not_select_a_tenant(complaints_server: McpTest
     async with Client(complaints_server.url) as client:
         acme_id = await _acme_complaint(client)
         result = await client.call_tool("get_complaint", {"complaint_id": acme_id},
-                                        meta={"tenant_id": A, "other.example/tenant_id": A})
+                                        meta=as_meta({"tenant_id": A, "other.example/tenant_id": A}))
     # Only the namespaced key counts: this call ran as "default", which has no such complaint.
-    assert result.is_error and result.content[0].text.endswith(f"complaint {acme_id} not found")
+    assert result.is_error and first_text(result).endswith(f"complaint {acme_id} not found")
 
 
 async def test_a_tenant_argument_does_not_select_a_tenant(complaints_server: McpTestServer) -> None:

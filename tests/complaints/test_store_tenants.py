@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,7 +98,9 @@ def test_other_tenant_cannot_get_it(store: ComplaintStore) -> None:
 
 def test_other_tenant_cannot_find_it_by_any_filter(store: ComplaintStore) -> None:
     _acme_complaint(store)
-    for filters in ({}, {"customer_id": "CUST-1"}, {"order_id": "ORD-1"}, {"status": "open"}, {"text": "crushed"}):
+    filter_sets: list[dict[str, Any]] = [{}, {"customer_id": "CUST-1"}, {"order_id": "ORD-1"}, {"status": "open"},
+                                         {"text": "crushed"}]
+    for filters in filter_sets:
         found = store.search(tenant_id=B, **filters)
         assert (found.complaints, found.count, found.total) == ([], 0, 0), filters
     assert store.search(tenant_id=A, customer_id="CUST-1").total == 1

@@ -17,6 +17,7 @@ from mcp_types import CallToolResult, TextContent
 
 from msev15.escalation.server import EscalationServer
 from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, TENANT_META_KEY, idempotency_key_from_meta
+from tests.mcp_calls import as_meta
 from tests.smtp_server import RecordingSMTP
 
 from .conftest import connect, http_get, metric, running, uc2_args
@@ -36,7 +37,7 @@ async def send(client: Client, key: object | None = KEY, tenant: str | None = No
         meta[IDEMPOTENCY_META_KEY] = key
     if tenant is not None:
         meta[TENANT_META_KEY] = tenant
-    return await client.call_tool("sendemail", args or uc2_args(), meta=meta or None)
+    return await client.call_tool("sendemail", args or uc2_args(), meta=as_meta(meta) if meta else None)
 
 
 def text_of(result: CallToolResult) -> str:
@@ -86,7 +87,7 @@ async def test_the_same_key_twice_sends_once_and_answers_the_same(settings_for, 
         first = await send(client, tenant=A)
         second = await send(client, tenant=A)
         status = await client.call_tool("get_email_status", {"email_id": first.structured_content["email_id"]},
-                                        meta={TENANT_META_KEY: A})
+                                        meta=as_meta({TENANT_META_KEY: A}))
         metrics = await metrics_of(server)
 
     assert not first.is_error and not second.is_error
@@ -218,7 +219,7 @@ async def test_keys_are_per_tenant(settings_for, smtp):
         default = await send(client)
         acme_again = await send(client, tenant=A)
         globex_status = await client.call_tool("get_email_status", {"email_id": globex.structured_content["email_id"]},
-                                               meta={TENANT_META_KEY: B})
+                                               meta=as_meta({TENANT_META_KEY: B}))
 
     ids = {r.structured_content["email_id"] for r in (acme, globex, default)}
     assert len(ids) == 3 and len(smtp.messages) == 6
@@ -261,7 +262,7 @@ async def test_get_email_status_ignores_the_key(settings_for, smtp):
     async with running(smtp_settings(settings_for, smtp)) as server, connect(server) as client:
         sent = await send(client)
         status = await client.call_tool("get_email_status", {"email_id": sent.structured_content["email_id"]},
-                                        meta={IDEMPOTENCY_META_KEY: "has space"})
+                                        meta=as_meta({IDEMPOTENCY_META_KEY: "has space"}))
     assert not status.is_error and status.structured_content["status"] == "sent"
 
 

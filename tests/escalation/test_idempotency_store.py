@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from msev15.escalation.models import DeliveryRecord, EscalationRequest, InvalidRequest
+from msev15.escalation.models import DeliveryRecord, EscalationRequest, InvalidRequest, MessageStatus, Role
 from msev15.escalation.replay import KeyRecord, KeyTaken, request_fingerprint, utc_stamp
 from msev15.escalation.schema import SCHEMA_VERSION
 from msev15.escalation.server import EscalationServer
 from msev15.escalation.service import EscalationService
 from msev15.escalation.tracking import TrackingStore
 from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, RETENTION_SECONDS, TENANT_META_KEY
+from tests.mcp_calls import as_meta
 
 from .conftest import connect, metric, running, uc2_args
 from .test_idempotency import KEY, conflict_message, send, smtp_settings, text_of
@@ -70,13 +71,14 @@ def _create_database(path: str, script: str) -> None:
         conn.close()
 
 
-def _records(email_id: str, status: str = "pending") -> list[DeliveryRecord]:
+def _records(email_id: str, status: MessageStatus = "pending") -> list[DeliveryRecord]:
     stamp = "2025-11-07T10:00:00+00:00"
+    recipients: list[tuple[Role, str]] = [("customer", "jane.doe@example.com"), ("bank_team", "support@bankx.com")]
     return [DeliveryRecord(email_id=email_id, tenant_id="default", role=role, ticket_id="TKT-2025-001234",
                            use_case="UC2", recipient=recipient, backend="smtp", attempts=0, status=status,
                            provider_message_id="", provider_status="", created_at=stamp, updated_at=stamp,
                            sent_at="", delivered_at="", last_error="")
-            for role, recipient in (("customer", "jane.doe@example.com"), ("bank_team", "support@bankx.com"))]
+            for role, recipient in recipients]
 
 
 async def test_a_key_survives_a_restart(settings_for, smtp):
@@ -145,7 +147,7 @@ async def test_a_version_2_database_is_upgraded_in_place(settings_for, smtp, cap
 
     async with running(settings) as server, connect(server) as client:
         old = await client.call_tool("get_email_status", {"email_id": "EMAIL-UC2-20251107-001"},
-                                     meta={TENANT_META_KEY: "acme"})
+                                     meta=as_meta({TENANT_META_KEY: "acme"}))
         first = await send(client, tenant="acme")
         second = await send(client, tenant="acme")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from msev15.escalation.templates import EmailTemplate, TemplateRegistry
+from tests.mcp_calls import first_text
 
 from .conftest import connect, http_get, metric, running, uc2_args, uc3_args
 
@@ -20,7 +21,7 @@ async def _rejected(server, smtp, args) -> str:
         result = await client.call_tool("sendemail", args)
     assert result.is_error
     assert smtp.attempts == 0  # nothing reached the SMTP server
-    return result.content[0].text
+    return first_text(result)
 
 
 async def test_good_input_is_accepted(server, smtp):
@@ -93,14 +94,14 @@ async def test_get_email_status_rejects_a_malformed_id(server):
     async with connect(server) as client:
         result = await client.call_tool("get_email_status", {"email_id": "42; DROP TABLE"})
     assert result.is_error
-    assert "email_id must look like EMAIL-UC2-20251107-001" in result.content[0].text
+    assert "email_id must look like EMAIL-UC2-20251107-001" in first_text(result)
 
 
 async def test_get_email_status_reports_an_unknown_id(server):
     async with connect(server) as client:
         result = await client.call_tool("get_email_status", {"email_id": "EMAIL-UC2-20200101-001"})
     assert result.is_error
-    assert "No email with id 'EMAIL-UC2-20200101-001'" in result.content[0].text
+    assert "No email with id 'EMAIL-UC2-20200101-001'" in first_text(result)
 
 
 async def test_a_template_error_is_reported_and_nothing_is_sent(settings_for, smtp):
@@ -113,7 +114,7 @@ async def test_a_template_error_is_reported_and_nothing_is_sent(settings_for, sm
         result = await client.call_tool("sendemail", uc2_args())
         fine = await client.call_tool("sendemail", uc3_args())
     assert result.is_error
-    assert "Template rendering error: Missing template variable: ticket_id" in result.content[0].text
+    assert "Template rendering error: Missing template variable: ticket_id" in first_text(result)
     assert not fine.is_error
     assert {m.rcpt_tos[0] for m in smtp.messages} == {"jane.doe@example.com", "support@bankx.com"}
     assert len(smtp.messages) == 2  # only the UC3 call's messages

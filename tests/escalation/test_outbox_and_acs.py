@@ -188,5 +188,6 @@ def test_valid_connection_string_is_accepted():
     settings = EscalationSettings.from_env(
         {"AZURE_COMMUNICATION_CONNECTION_STRING": "endpoint=https://x.communication.azure.com/;accesskey=a2V5"})
     assert settings.backend == "acs"
+    assert settings.acs_connection is not None
     assert settings.acs_connection.endpoint == "https://x.communication.azure.com"
     assert settings.masked()["AZURE_COMMUNICATION_CONNECTION_STRING"] == "********"

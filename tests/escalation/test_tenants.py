@@ -14,7 +14,7 @@ import pytest
 
 from msev15.escalation.tracking import TrackingStore
 from msev15.mcpkit.meta import TENANT_META_KEY
-from tests.mcp_calls import error_as, ok_as
+from tests.mcp_calls import as_meta, error_as, first_text, ok_as
 
 from .conftest import connect, running, uc2_args
 
@@ -114,9 +114,9 @@ async def test_other_meta_keys_do_not_select_a_tenant(settings_for):
     async with running(settings_for()) as server, connect(server) as client:
         sent = await ok_as(client, "sendemail", A, **uc2_args())
         result = await client.call_tool("get_email_status", {"email_id": sent["email_id"]},
-                                        meta={"tenant_id": A, "other.example/tenant_id": A})
+                                        meta=as_meta({"tenant_id": A, "other.example/tenant_id": A}))
     # Only the namespaced key counts: this call ran as "default", which has no such email.
-    assert result.is_error and result.content[0].text.endswith(f"No email with id {sent['email_id']!r}")
+    assert result.is_error and first_text(result).endswith(f"No email with id {sent['email_id']!r}")
 
 
 async def test_a_malformed_tenant_cannot_send(settings_for):

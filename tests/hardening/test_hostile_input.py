@@ -78,7 +78,7 @@ async def client(service: Any) -> AsyncIterator[TestClient]:
 
 
 async def _assert_nothing_written(client: TestClient, tmp_path: Path) -> None:
-    app = client.server.app
+    app = client.app
     assert app is not None
     assert app[BUS].published == 0, "a refused request published a turn"
     assert await app[SESSIONS].count() == 0, "a refused request created a session"

@@ -65,7 +65,7 @@ async def _send_raw(client: TestClient, data: bytes) -> RawResponse:
 
 
 async def _still_serving(client: TestClient) -> None:
-    app = client.server.app
+    app = client.app
     assert app is not None
     assert app[BUS].published == 0 and await app[SESSIONS].count() == 0, "a refused request wrote something"
     resp = await client.post("/api/v1/chat", json={"session_id": "after", "message": "hello"})
@@ -201,9 +201,9 @@ async def test_slow_loris_bodies_time_out_with_408(client: TestClient) -> None:
         for task in loris:
             task.cancel()
         await asyncio.gather(*loris, return_exceptions=True)
-    for resp, elapsed, sent in results:
-        assert resp.status == 408
-        assert_envelope(json.loads(resp.body), "request_timeout")
+    for raw, elapsed, sent in results:
+        assert raw.status == 408
+        assert_envelope(json.loads(raw.body), "request_timeout")
         assert BODY_TIMEOUT_SECONDS - 1 <= elapsed < BODY_TIMEOUT_SECONDS + 3, elapsed
         assert sent < 20  # the body was far from complete when the server gave up
     await _still_serving(client)

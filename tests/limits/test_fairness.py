@@ -180,12 +180,16 @@ async def test_a_streaming_turn_whose_client_left_runs_on_and_stays_resumable(se
     client = await service(**_openai(llm))
     gate = asyncio.Event()
     llm.push(Reply("kept for a resume", gate=gate, gate_after=1))
+    app = client.server.app
+    runner, registry = app[RUNNER], app[METRICS].registry
     resp = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "hi"})
     turn_id = resp.headers["X-Turn-ID"]
+    assert registry.get_sample_value("msev15_open_streams") == 1
     resp.close()
-    await asyncio.sleep(0)  # the drop reaches the server before the model goes on
+    # The server has seen the drop once the stream's handler has ended; only then may the model go on.
+    await eventually(lambda: registry.get_sample_value("msev15_open_streams") == 0, "the server to see the drop")
+    assert runner.open_turns == 1  # the drop ended the stream, not the turn
     gate.set()
-    runner = client.server.app[RUNNER]
     await eventually(lambda: runner.open_turns == 0, "the turn to end")
     status = await (await client.get(f"/api/v1/sessions/s/turns/{turn_id}")).json()
     assert status["status"] == "completed"

@@ -21,7 +21,7 @@ CREATE = ("Please create an order for customer CUST-001: 2 x SKU WIDGET-9 at 19.
 async def _fill_the_disk(repo: OrderRepository) -> None:
     db = repo._db
     assert db is not None
-    pages = (await db.execute_fetchall("PRAGMA page_count"))[0][0]
+    [(pages,)] = await db.execute_fetchall("PRAGMA page_count")
     await db.execute(f"PRAGMA max_page_count = {pages}")
     # Fill the free space inside the last pages too (big rows, then smaller ones), so that the
     # next insert of any size needs a new page.

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -16,11 +17,12 @@ import pytest
 from msev15.handlers.auth import ApiKeyAuthenticator, Unauthorized
 from msev15.store.apikeys import KEY_RE, ApiKeyStore, SqliteApiKeyStore
 from msev15.store.redis_apikeys import RedisApiKeyStore
+from tests.conftest import matched
 from tests.test_serve_process import Service, _start
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> ApiKeyStore:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiKeyStore]:
     """The key store contract, on both stores (Redis: a real server on loopback)."""
     s: ApiKeyStore
     if request.param == "redis":
@@ -57,7 +59,7 @@ async def test_create_verify_list_revoke(store: ApiKeyStore, tmp_path: Path) -> 
 
 async def test_only_a_digest_is_stored(store: ApiKeyStore, tmp_path: Path) -> None:
     _, key = await store.create("acme")
-    secret = KEY_RE.fullmatch(key)["secret"]
+    secret = matched(KEY_RE, key, full=True)["secret"]
     raw = await _everything_stored(store, tmp_path)
     assert raw and secret.encode() not in raw and key.encode() not in raw
 
@@ -110,12 +112,12 @@ async def test_the_keys_command(tmp_path: Path) -> None:
     assert code == 0
     key = out.strip()
     assert KEY_RE.fullmatch(key), out
-    key_id = KEY_RE.fullmatch(key)["id"]
+    key_id = matched(KEY_RE, key, full=True)["id"]
     assert f"Created key {key_id} for tenant acme" in err
     code, out, _ = await _keys(tmp_path, "list")
     assert code == 0
     assert key_id in out and "acme" in out and "helpdesk" in out and "active" in out
-    assert KEY_RE.fullmatch(key)["secret"] not in out  # never the secret
+    assert matched(KEY_RE, key, full=True)["secret"] not in out  # never the secret
     assert "LAST USED" in out
     code, out, _ = await _keys(tmp_path, "revoke", key_id)
     assert code == 0 and f"Revoked key {key_id}" in out
@@ -152,7 +154,7 @@ async def test_a_revoked_key_is_refused_by_every_instance_within_5_seconds(tmp_p
 
             for instance in instances:
                 assert await status(instance) == 200  # both have the key cached now
-            code, _, _ = await _keys(tmp_path, "revoke", KEY_RE.fullmatch(key)["id"])
+            code, _, _ = await _keys(tmp_path, "revoke", matched(KEY_RE, key, full=True)["id"])
             assert code == 0
             revoked_at = time.monotonic()
             refused: dict[int, float] = {}
