@@ -34,7 +34,9 @@ async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
-    provider = app[keys.PROVIDER] = app.get(keys.PROVIDER) or make_provider(app[keys.SETTINGS])
+    # The offline assistant reads the registry's capability tags to find its tools.
+    capabilities = app[keys.REGISTRY].capabilities
+    provider = app[keys.PROVIDER] = app.get(keys.PROVIDER) or make_provider(app[keys.SETTINGS], capabilities)
     yield
     await provider.close()
 

@@ -43,8 +43,10 @@ from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
 from msev15.escalation.replay import KeyConflict, KeyTaken
 from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
+from msev15.mcpkit import capabilities as caps
 from msev15.mcpkit.auth import bind_refusal
 from msev15.mcpkit.caller import caller, caller_tenant
+from msev15.mcpkit.capabilities import capability_meta
 from msev15.mcpkit.runner import McpHttpServer, bind_socket
 
 log = logging.getLogger("escalation.server")
@@ -77,7 +79,7 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
     mcp: MCPServer = MCPServer("escalation-comms", title="BankX EscalationComms", version=__version__,
                                instructions=_INSTRUCTIONS, subscriptions=False)
 
-    @mcp.tool(name="sendemail", title="Send ticket emails")
+    @mcp.tool(name="sendemail", title="Send ticket emails", meta=capability_meta(caps.TICKET_ESCALATE))
     async def sendemail(
         ticket_id: Annotated[str, Field(description="Support ticket id, e.g. TKT-2025-001234",
                                         json_schema_extra={"pattern": f"^{TICKET_ID_RE.pattern}$", "maxLength": 64})],

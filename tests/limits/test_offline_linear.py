@@ -13,7 +13,9 @@ import time
 
 import pytest
 
+from msev15.agent.offline.dialogue import answer
 from msev15.agent.providers.offline import OfflineProvider
+from msev15.mcpkit.capabilities import ORDER_CREATE
 
 SIZES = (1_000, 4_000, 16_000)
 MAX_GROWTH = 4.0  # per-character cost at 16k / at 1k (quadratic: 16)
@@ -71,7 +73,8 @@ def test_a_long_well_formed_request_is_still_understood() -> None:
     filler = "Some context about my day. " * 500
     text = (filler + "Please create an order for customer CUST-001: 2 x SKU WIDGET-9 at 19.99, "
             "ship to 1 Main St, Springfield")
-    _, calls = OfflineProvider()._decide(text, {"create_order": {"parameters": {}}}, "")
-    assert calls and calls[0].name == "create_order"
-    assert '"shipping_address": "1 Main St, Springfield"' in calls[0].arguments
-    assert '"customer_id": "CUST-001"' in calls[0].arguments
+    _, call = answer([{"role": "user", "content": text}], {"make_order": {"parameters": {}}},
+                     {"make_order": ORDER_CREATE})
+    assert call is not None and call[0] == "make_order"
+    assert call[1]["shipping_address"] == "1 Main St, Springfield"
+    assert call[1]["customer_id"] == "CUST-001"

@@ -59,6 +59,7 @@ from msev15.common.mail import (
 )
 from msev15.common.mailguard import HeaderInjection, header_text_problem, verify_message
 from msev15.config import Settings
+from msev15.mcpkit import capabilities as caps
 
 __all__ = [
     "ATTACHMENTS_SCHEMA", "CONNECTION_SCHEMA", "HTML_SCHEMA", "MAX_ADDRESS_FIELD", "MAX_ATTACHMENTS",
@@ -337,5 +338,8 @@ def email_tools(mailer: Mailer) -> list[Tool]:
     async def test_connection(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         return await mailer.test_connection()
 
-    tools = [Tool(name, description, schema, send) for name, (description, schema) in SENDERS.items()]
-    return [*tools, Tool("test_connection", CONNECTION_DESCRIPTION, CONNECTION_SCHEMA, test_connection)]
+    # Every sender does the same job; the offline assistant picks the first one whose schema fits.
+    tools = [Tool(name, description, schema, send, capability=caps.EMAIL_SEND)
+             for name, (description, schema) in SENDERS.items()]
+    return [*tools, Tool("test_connection", CONNECTION_DESCRIPTION, CONNECTION_SCHEMA, test_connection,
+                         capability=caps.EMAIL_CHECK)]
