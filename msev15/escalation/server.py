@@ -54,7 +54,7 @@ log = logging.getLogger("escalation.server")
 MCP_PATH = "/mcp"
 
 _INSTRUCTIONS = (
-    "BankX EscalationComms: when a customer's question cannot be answered and a support ticket has "
+    "EscalationComms: when a customer's question cannot be answered and a support ticket has "
     "been opened, call sendemail once per ticket to notify the customer and the support team. "
     "Check delivery later with get_email_status(email_id)."
 )
@@ -76,7 +76,7 @@ def _result(payload: dict[str, Any], *, is_error: bool) -> CallToolResult:
 
 def build_mcp_server(service: EscalationService) -> MCPServer:
     """An MCPServer whose tools and routes call ``service``."""
-    mcp: MCPServer = MCPServer("escalation-comms", title="BankX EscalationComms", version=__version__,
+    mcp: MCPServer = MCPServer("escalation-comms", title="EscalationComms", version=__version__,
                                instructions=_INSTRUCTIONS, subscriptions=False)
 
     @mcp.tool(name="sendemail", title="Send ticket emails", meta=capability_meta(caps.TICKET_ESCALATE))
