@@ -31,7 +31,7 @@ import openai
 
 from msev15.agent.providers.chat_api import ChatCompletions
 from msev15.agent.providers.responses_api import Responses
-from msev15.config import Settings
+from msev15.config import API_VERSION_LABELS, Settings
 
 RESPONSES_MIN_API_VERSION = "2025-03-01"  # Azure refuses /openai/responses at earlier dated versions
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -52,7 +52,7 @@ class ModelClient:
 
 def _uses_v1(settings: Settings) -> bool:
     version = settings.azure_openai_api_version
-    if version == "v1":
+    if version in API_VERSION_LABELS:  # v1, preview, latest: the /openai/v1 API's own versions
         return True
     return settings.llm_api == "responses" and version[:10] < RESPONSES_MIN_API_VERSION
 
@@ -90,7 +90,10 @@ def build_client(settings: Settings) -> ModelClient:
     if project or _uses_v1(settings):
         root = settings.azure_ai_project_endpoint if project else settings.azure_openai_endpoint
         base = root.rstrip("/") + "/openai/v1/"
-        client = openai.AsyncOpenAI(base_url=base, api_key=key or token_provider, **common)
+        version = settings.azure_openai_api_version
+        # The v1 API takes no api-version, except to ask for its preview or latest features.
+        query = {"api-version": version} if version in ("preview", "latest") else None
+        client = openai.AsyncOpenAI(base_url=base, api_key=key or token_provider, default_query=query, **common)
         wire = Responses(deployment, "/responses") if responses else ChatCompletions(deployment, "/chat/completions")
         return ModelClient(client, wire, "azure", auth, base, credential, scope)
     endpoint = settings.azure_openai_endpoint
