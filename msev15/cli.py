@@ -26,6 +26,8 @@ from msev15.logs import setup_logging
 from msev15.supervisor import Supervisor
 
 log = logging.getLogger("app.serve")
+# How long start-up waits for the model endpoint's first probe, so the banner can warn about it.
+MODEL_PROBE_AT_START_SECONDS = 3.0
 
 
 def _say(*lines: str) -> None:
@@ -66,8 +68,10 @@ async def _wait_for_mcp(app: web.Application, settings: Settings) -> str | None:
             return (f"MCP server {settings.mcp_server_url} is required (MCP_SERVER_REQUIRED=true) but did not "
                     f"connect within {settings.mcp_connect_timeout_seconds:g}s")
         return None
-    # Give reachable servers a moment so the banner shows their real state and tool count.
-    await asyncio.gather(*(c.wait_connected(1.0) for c in connections.values()))
+    # Give reachable servers (and the model endpoint's first probe) a moment so the banner shows
+    # their real state and tool count.
+    await asyncio.gather(app[keys.HEALTH].first_status(MODEL_PROBE_AT_START_SECONDS),
+                         *(c.wait_connected(1.0) for c in connections.values()))
     return None
 
 
@@ -84,13 +88,14 @@ async def _until(stop: asyncio.Event, coro: Awaitable[str | None]) -> str | None
 
 def _print_banner(app: web.Application, settings: Settings, supervisor: Supervisor | None = None) -> None:
     registry, connections = app[keys.REGISTRY], app[keys.MCP]
+    monitor = app[keys.HEALTH]
     warnings = security_warnings(settings) + readiness_warnings(
-        settings, model_status=app[keys.HEALTH].last_model_status, mailer=app[keys.MAILER], mcp=connections,
-        at_start=True)
+        settings, model_status=monitor.last_model_status, mailer=app[keys.MAILER], mcp=connections,
+        at_start=True, model_endpoint=monitor.endpoint)
     labels = {"complaints": "MCP Server", "escalation": "Escalation MCP"}  # the banner's status lines
     _say(banner(settings, local_tools=len(registry.local_names), mcp_tools=len(registry) - len(registry.local_names),
                 mcp_status={labels.get(n, n): (c.url, c.status == "connected") for n, c in connections.items()},
-                warnings=warnings))
+                warnings=warnings, model_endpoint=monitor.endpoint))
     if settings.playground_enabled:
         host = "localhost" if settings.server_host in ("0.0.0.0", "::", "") else settings.server_host
         _say(f"Playground: http://{host}:{settings.server_port}/")

@@ -91,6 +91,7 @@ async def test_readiness_reports_each_check(service) -> None:
     body = await resp.json()
     assert body["status"] == "ready"
     assert body["checks"] == {"api": "healthy", "mcp_server": "not_configured", "azure_openai": "offline",
+                              "model": {"status": "offline", "provider": "offline", "endpoint": ""},
                               "smtp": "outbox", "session_store": "healthy"}
     assert body["warnings"] == []
 

@@ -48,6 +48,7 @@ PHRASINGS: list[tuple[str, Expect]] = [
     # listing
     ("List the last 3 orders", Expect("get_all_orders", {"limit": 3})),
     ("show all orders", Expect("get_all_orders")),
+    ("Show my recent orders", Expect("get_all_orders")),
     ("what are the latest orders?", Expect("get_all_orders")),
     ("Show the orders of customer CUST-001", Expect("get_orders_by_customer", {"customer_id": "CUST-001"})),
     ("show my orders", asks("Please tell me the customer id.")),

@@ -217,8 +217,10 @@ class AgentRunner:
                 return
             except Exception as exc:
                 error, message, status = self._failure(exc)
+                model = exc if isinstance(exc, LLMError) else None
                 await self._end_failed(turn, record, progress, started_at, error, message, status, FAILED_NOTE,
-                                       retry_after=exc.retry_after if isinstance(exc, LLMError) else None)
+                                       retry_after=model.retry_after if model else None,
+                                       detail=model.detail if model else None)
                 return
             progress.phase = "commit"  # a stop from now on lets the commit finish: the answer is complete
             try:
@@ -265,7 +267,7 @@ class AgentRunner:
 
     async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, started_at: float,
                           error: str, message: str, status: int, note: str, *,
-                          retry_after: float | None = None) -> None:
+                          retry_after: float | None = None, detail: str | None = None) -> None:
         """End a turn that did not complete. Tool calls that did complete are committed with their
         results and ``note``, so the model later knows what was done; otherwise nothing is."""
         steps = progress.completed_steps()
@@ -276,7 +278,7 @@ class AgentRunner:
                                                 storable(steps), note)
             except Exception:
                 log.exception("could not save the completed steps of a stopped turn")
-        self._fail(record, error, message, status, retry_after)
+        self._fail(record, error, message, status, retry_after, detail)
 
     def _timing(self, record: TurnRecord) -> tuple[float, float | None]:
         """Seconds from acceptance to now and to the first token (None without one), for metrics."""
@@ -287,10 +289,10 @@ class AgentRunner:
         return now - accepted, None if first is None else first - accepted
 
     def _fail(self, record: TurnRecord, error: str, message: str, status: int,
-              retry_after: float | None = None) -> None:
+              retry_after: float | None = None, detail: str | None = None) -> None:
         elapsed, ttft = self._timing(record)
         self._finish(record, TurnFailed(record.turn_id, record.tenant_id, record.session_id, record.request_id,
-                                        error, message, status, retry_after, elapsed, ttft))
+                                        error, message, status, retry_after, elapsed, ttft, detail))
 
     def _finish(self, record: TurnRecord, event: TurnCompleted | TurnFailed) -> None:
         self._emit(record, event)

@@ -131,7 +131,7 @@ async def chat(request: web.Request) -> web.Response:
     if isinstance(event, TurnFailed):
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
         headers = None if wait is None else {"Retry-After": str(retry_after_seconds(wait))}
-        raise ApiError(event.status, event.error, event.message, headers=headers)
+        raise ApiError(event.status, event.error, event.message, event.detail, headers=headers)
     return web.json_response({
         "session_id": chat_req.session_id,
         "message": event.message,

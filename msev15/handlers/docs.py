@@ -157,12 +157,20 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "ErrorEvent": _event("error", {"error": {"type": "string", "description":
                                              "cancelled, interrupted, shutting_down, llm_error, ..."},
                                    "message": {"type": "string"}, "request_id": {"type": "string"},
-                                   "turn_id": {"type": "string"}}),
+                                   "turn_id": {"type": "string"}},
+                        {"detail": {"type": "string", "description": "For a model failure: what the model "
+                                    "endpoint said and which setting to check."}}),
     "Readiness": {
         "type": "object",
         "required": ["status", "checks", "warnings"],
         "properties": {"status": {"type": "string", "enum": ["ready", "not_ready"]},
-                       "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "checks": {"type": "object", "additionalProperties": {"type": "string"}, "properties": {
+                           "model": {"type": "object", "required": ["status", "provider", "endpoint"],
+                                     "description": "The model endpoint: its status (healthy, unreachable, "
+                                                    "rejected, no_credential, not_configured, offline, checking), "
+                                                    "the provider in use and the URL called (empty offline).",
+                                     "properties": {"status": {"type": "string"}, "provider": {"type": "string"},
+                                                    "endpoint": {"type": "string"}}}}},
                        "warnings": {"type": "array", "items": {"type": "string"}}},
     },
 }

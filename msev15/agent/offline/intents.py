@@ -229,8 +229,9 @@ _TEST_MAIL = (_re(r"\b(?:test|check|verify)\b"), _re(r"\b(?:mail|smtp|email)\b")
 _CREATE = _re(r"\b(?:create|place|make|new|put in)\b")
 _CREATE_AFTER = _re(r"\b(?:create|place)")
 _BUY = _re(r"\b(?:buy|purchase)\b|\b(?:like|want|wish|need)\s++to\s++order\b")
-_MY_ORDERS = _re(r"\bmy\s++(?:recent\s++|last\s++|past\s++|previous\s++)?orders\b|\bwhat did i order\b|"
-                 r"\border history\b")
+_MY_ORDERS = _re(r"\bmy\s++(?:past\s++|previous\s++)?orders\b|\bwhat did i order\b|\border history\b")
+# "Show my recent orders" (the demo's first request) lists the latest orders, as it always has.
+_RECENT = _re(r"\b(?:recent|latest|last)\b")
 _LIST = _re(r"\b(?:all|recent|latest|list|show|last)\b")
 
 
@@ -264,8 +265,8 @@ INTENTS: tuple[Intent, ...] = (  # tried in this order: complaints before orders
            or _BUY.search(m.low) is not None),
     Intent("updating an order", _set_status, _set_status_trigger),
     Intent("finding a customer's orders", _customer_orders,
-           lambda m: _MY_ORDERS.search(m.low) is not None or (m.customer is not None and _ORDERS.search(m.low)
-                                                               is not None)),
+           lambda m: (_MY_ORDERS.search(m.low) is not None and _RECENT.search(m.low) is None)
+           or (m.customer is not None and _ORDERS.search(m.low) is not None)),
     Intent("searching orders", _search,
            lambda m: _ORDERS.search(m.low) is not None and bool(m.sku or m.status or SEARCH_ADDRESS.search(m.text))),
     Intent("listing orders", _list, lambda m: _ORDERS.search(m.low) is not None and _LIST.search(m.low) is not None),
