@@ -125,7 +125,7 @@ async def _serve(settings: Settings, with_reference_servers: bool = False) -> in
     """Serve; with ``with_reference_servers`` also run the reference MCP servers as children."""
     if not with_reference_servers:
         return await _serve_app(settings)
-    supervisor = Supervisor()
+    supervisor = Supervisor(token=settings.mcp_auth_token)
     try:
         await supervisor.start()
         return await _serve_app(supervisor.settings(settings), supervisor)
