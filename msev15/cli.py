@@ -87,6 +87,8 @@ async def _until(stop: asyncio.Event, coro: Awaitable[str | None]) -> str | None
 
 
 def _print_banner(app: web.Application, settings: Settings, supervisor: Supervisor | None = None) -> None:
+    # Log lines are written by a thread: let the start-up ones out first, so none lands inside the banner.
+    flush_logging()
     registry, connections = app[keys.REGISTRY], app[keys.MCP]
     monitor = app[keys.HEALTH]
     warnings = security_warnings(settings) + readiness_warnings(
@@ -219,6 +221,8 @@ def _config_command(args: argparse.Namespace) -> int:
     for name, value in settings.masked().items():
         shown = (",".join(value) if isinstance(value, tuple)
                  else str(value).lower() if isinstance(value, bool) else value)
+        if name == "LLM_PROVIDER" and value == "auto":  # say what "auto" chose (a comment .env files allow)
+            shown = f"auto  # resolves to {settings.provider}"
         lines.append(f"{name}={shown}\n")
     try:
         sys.stdout.writelines(lines)
@@ -240,13 +244,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="msev15", description="MSEv15E2E customer-service agent")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the REST + SSE service")
+    serve = commands.add_parser(
+        "serve", help="run the REST + SSE service",
+        description="Run the REST + SSE service (chat, streams, AG-UI, AI SDK, sessions, health, docs, "
+                    "playground) on SERVER_HOST:SERVER_PORT until SIGINT or SIGTERM, then drain in-flight "
+                    "answers and exit 0. Settings come from the environment and ./.env (see msev15 config); "
+                    "exit code 2 reports every configuration problem at once.")
     serve.add_argument("--env-file", help="read settings from this file (default: ./.env if present)")
     serve.add_argument("--host", help="override SERVER_HOST")
     serve.add_argument("--port", type=_port, help="override SERVER_PORT")
     serve.add_argument("--with-reference-servers", action="store_true",
                        help="also run the reference complaints and escalation MCP servers (supervised, loopback)")
-    config = commands.add_parser("config", help="print the effective settings (secrets masked)")
+    config = commands.add_parser("config", help="print the effective settings (secrets masked)",
+                                 description="Print every setting the service would use, one VARIABLE=value "
+                                             "per line, secrets masked; exit 2 on bad configuration.")
     config.add_argument("--env-file", help="read settings from this file too (the environment wins)")
     add_keys_parser(commands)
     commands.add_parser("complaints-mcp", help="run the reference complaints MCP server", add_help=False)

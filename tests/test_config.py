@@ -130,6 +130,27 @@ def test_masked_hides_secrets() -> None:
     assert {v.name for v in VARIABLES} == set(masked)
 
 
+def test_config_says_what_llm_provider_auto_resolved_to(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("LLM_PROVIDER", "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "AZURE_AI_PROJECT_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["config"]) == 0
+    assert "LLM_PROVIDER=auto  # resolves to offline\n" in capsys.readouterr().out
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "LLM_PROVIDER=auto  # resolves to openai\n" in out
+    # The line is still a valid .env line: the comment is dropped when it is read back.
+    (tmp_path / "again.env").write_text(out)
+    assert read_env_file(tmp_path / "again.env")["LLM_PROVIDER"] == "auto"
+
+
+def test_serve_help_describes_the_command(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "Run the REST + SSE service" in capsys.readouterr().out
+
+
 def test_config_command_masks_and_serve_exits_2_on_bad_config(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     env = tmp_path / "prod.env"

@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from msev15 import __version__
 from msev15.mcpkit import capabilities as caps
 from msev15.mcpkit.caller import caller, caller_tenant
 from msev15.mcpkit.capabilities import capability_meta
@@ -90,7 +91,7 @@ def _refused(call: Callable[[], _T]) -> _T:
 def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer:
     """The MCP server with the six complaint tools and a ``GET /health`` route."""
     with _root_logging_kept():
-        server: MCPServer = MCPServer(name, instructions=_INSTRUCTIONS)
+        server: MCPServer = MCPServer(name, version=__version__, instructions=_INSTRUCTIONS)
 
     @server.tool(meta=capability_meta(caps.COMPLAINT_REGISTER))
     def register_complaint(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from msev15 import __version__
+
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,11 @@ async def _error(client: Client, tool: str, **args: Any) -> str:
 async def _register(client: Client, **overrides: Any) -> dict[str, Any]:
     args = {"customer_id": "CUST-7", "description": "Charged twice for one order"} | overrides
     return await _ok(client, "register_complaint", **args)
+
+
+async def test_the_server_reports_the_package_version(complaints_server: McpTestServer) -> None:
+    async with Client(complaints_server.url) as client:
+        assert client.server_info is not None and client.server_info.version == __version__
 
 
 async def test_lists_the_six_tools_with_typed_schemas(complaints_server: McpTestServer) -> None:
