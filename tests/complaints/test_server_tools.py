@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from msev15 import __version__
-
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ import aiohttp
 from mcp import Client
 from mcp_types import TextContent
 
+from msev15 import __version__
 from msev15.complaints.server import build_server
 from msev15.complaints.store import ComplaintStore
 
