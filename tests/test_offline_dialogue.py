@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from msev15 import keys
+from msev15.agent.tools.registry import Tool, ToolContext
 from msev15.escalation.server import EscalationServer
 from msev15.mcpkit import capabilities as caps
 from tests.complaints.server import running_complaints_server
@@ -264,3 +265,30 @@ async def test_tools_are_found_by_capability_not_by_name(client) -> None:
     assert caps.capability_of("renamed", {caps.CAPABILITY_META_KEY: caps.COMPLAINT_GET}) == caps.COMPLAINT_GET
     assert caps.capability_of("get_complaint", None) == caps.COMPLAINT_GET  # a spec server that does not tag
     assert caps.capability_of("something_else", {}) is None
+
+
+async def test_talk_to_a_person_uses_a_handoff_tool_when_one_exists(service) -> None:
+    """The hook for the live handoff a later issue adds: any tool tagged with the handoff
+    capability is used for "talk to a person", whatever its name, before a ticket."""
+    client = await service()
+    taken: list[dict[str, Any]] = []
+
+    async def hand_over(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        taken.append(args)
+        return {"status": "waiting_for_human"}
+
+    schema = {"type": "object", "properties": {"reason": {"type": "string"}, "summary": {"type": "string"}},
+              "required": ["reason"]}
+    client.app[keys.REGISTRY].add(Tool("ask_a_colleague", "Hand the conversation to a person.", schema, hand_over,
+                                       capability=caps.CONVERSATION_HANDOFF))
+    events = await _turn(client, "handoff", "I'd like to talk to a person please")
+    assert _mismatch(events, Expect("ask_a_colleague", {"reason": "Customer asked to talk to a person"})) is None
+    assert taken == [{"reason": "Customer asked to talk to a person",
+                      "summary": "I'd like to talk to a person please"}]
+
+
+async def test_without_a_ticket_service_talk_to_a_person_says_what_it_can_do(service) -> None:
+    client = await service()
+    events = await _turn(client, "no-person", "I want to speak to a human")
+    assert _mismatch(events, asks("I can't connect you with a person from here")) is None
+    assert _mismatch(events, asks('For example: "where is my order ORD-1234ABCD?"')) is None
