@@ -143,3 +143,18 @@ async def test_the_banner_shows_the_endpoint_and_warns_when_the_first_probe_fail
 def test_the_offline_assistant_has_no_endpoint_line() -> None:
     settings = Settings.defaults(llm_provider="offline")
     assert "Model endpoint" not in banner(settings, local_tools=1, mcp_tools=0, mcp_status={}, warnings=[])
+
+
+async def test_keyless_azure_without_a_credential_is_no_credential_even_when_unreachable(
+        service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's no_credential: the sign-in is the first thing missing, whatever the network."""
+    from tests.test_llm_azure import _AZURE_ENV
+
+    for name in _AZURE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential")  # nothing to sign in with
+    client = await service(llm_provider="azure", azure_openai_endpoint=f"http://127.0.0.1:{_closed_port()}",
+                           azure_openai_responses_deployment_name="gpt-4o-dep", llm_max_retries=0)
+    ready = await _ready(client)
+    assert ready["checks"]["model"]["status"] == "no_credential"
+    assert any("Microsoft Entra ID" in w for w in ready["warnings"])
