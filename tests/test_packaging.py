@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -42,3 +43,34 @@ def test_the_wheel_builds_without_warnings_and_carries_the_static_assets(tmp_pat
     missing = [asset for asset in ASSETS if asset not in names]
     assert missing == [], f"the wheel lacks {missing}"
     assert not any("__pycache__" in name for name in names)
+
+    # The installed package (the wheel's files, not this checkout) serves the playground and ReDoc.
+    installed = tmp_path / "installed"
+    zipfile.ZipFile(wheel).extractall(installed)
+    served = subprocess.run([sys.executable, "-c", _SERVE_FROM_INSTALLED, str(tmp_path / "data")],
+                            env={**os.environ, "PYTHONPATH": str(installed)}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert served.returncode == 0, served.stdout + served.stderr
+    assert served.stdout.split() == [str(installed / "msev15" / "__init__.py"), "200", "200", "200"]
+
+
+# Imports msev15 from PYTHONPATH, builds the app and fetches three static pages.
+_SERVE_FROM_INSTALLED = """
+import asyncio, sys
+from pathlib import Path
+import msev15
+from aiohttp.test_utils import TestClient, TestServer
+from msev15.app import create_app
+from msev15.config import Settings
+
+async def main():
+    data = Path(sys.argv[1])
+    settings = Settings.defaults(mcp_server_url="", log_to_file=False, llm_provider="offline",
+                                 order_db_path=str(data / "orders.db"), email_outbox_dir=str(data / "outbox"))
+    async with TestClient(TestServer(await create_app(settings))) as client:
+        codes = [(await client.get(path)).status for path in
+                 ("/", "/playground/static/playground.js", "/redoc/static/redoc.standalone.js")]
+    print(msev15.__file__, *codes)
+
+asyncio.run(main())
+"""
