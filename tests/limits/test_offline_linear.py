@@ -35,12 +35,24 @@ SHAPES = {
     "resolution + letters": ("complaint CMP-1234 resolve because ", "a"),
     "address + quotes": ("order address ", "'"),
     "at + colons": ("at", ":"),
+    # The dialogue rules' own patterns: "talk to a person", "my orders", "email x@", complaint words.
+    "talk to a ...": ("", "talk to a "),
+    "my my my ...": ("", "my "),
+    "email + address characters": ("email ", "x"),
+    "never never ...": ("I want to complain: ", "never "),
+    "a long answer to our question": ("", "CUST-"),
 }
 
 
-def _per_char(text: str) -> float:
+# A conversation in the middle of a request: the message is read as the answer to this question.
+PENDING = [{"role": "user", "content": "I want to complain"},
+           {"role": "assistant", "content": "I can help with registering a complaint. Please tell me the customer "
+                                            "id and description of the problem."}]
+
+
+def _per_char(text: str, history: list[dict[str, str]] | None = None) -> float:
     provider = OfflineProvider()
-    messages = [{"role": "user", "content": text}]
+    messages = [*(history or []), {"role": "user", "content": text}]
 
     async def run() -> None:
         async for _ in provider.stream(messages, []):
@@ -65,6 +77,16 @@ def test_cost_per_character_does_not_grow_with_the_message(head: str, unit: str)
         costs[size] = _per_char(_message(head, unit, size))
         growth = costs[size] / costs[SIZES[0]]
         # Checked as it grows, so a quadratic pattern fails at 4k instead of spending seconds at 16k.
+        assert growth <= MAX_GROWTH, f"per-character cost grew {growth:.1f}x from 1k to {size} characters: {costs}"
+
+
+@pytest.mark.parametrize(("head", "unit"), [("", "CUST-"), ("", "a "), ("", "x@"), ("", "1")],
+                         ids=["ids", "words", "address characters", "digits"])
+def test_an_answer_to_a_question_costs_linear_time_too(head: str, unit: str) -> None:
+    costs = {}
+    for size in SIZES:
+        costs[size] = _per_char(_message(head, unit, size), PENDING)
+        growth = costs[size] / costs[SIZES[0]]
         assert growth <= MAX_GROWTH, f"per-character cost grew {growth:.1f}x from 1k to {size} characters: {costs}"
 
 
