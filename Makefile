@@ -2,22 +2,32 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# One stamp per install set, so neither `make run` nor `make test` reinstalls every time:
+# serving needs the runtime plus what the reference servers use (the `escalation` extra);
+# testing and linting need the dev extras (which include it).
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
 JS     := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
 
 .PHONY: install js run test bench lint clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[escalation]'
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP) $(RUN_STAMP)
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/msev15 serve --with-reference-servers
 
 # The Node tests of the AG-UI and AI SDK clients (run from pytest); skipped when Node is absent.
@@ -32,17 +42,17 @@ js:
 		echo "Node.js/npm not found: the AG-UI and AI SDK client tests (tests/js) will be skipped."; \
 	fi
 
-test: $(STAMP) js
+test: $(DEV_STAMP) js
 	$(BIN)/python -m pytest --cov=msev15 --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
 # msev15/ is --strict; tests/ (and the benchmarks they import) check every body, without --strict
 # (pyproject.toml's override for them).
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/mypy --strict msev15
 	$(BIN)/mypy tests
 	$(BIN)/ruff check msev15 tests benchmarks
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.run
 
 clean:

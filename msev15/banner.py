@@ -19,8 +19,8 @@ def _boxed(text: str, indent: int) -> str:
 
 
 def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
-           mcp_status: dict[str, tuple[str, bool]], warnings: Iterable[str]) -> str:
-    """``mcp_status`` maps a label to (url, connected)."""
+           mcp_status: dict[str, tuple[str, bool]], warnings: Iterable[str], model_endpoint: str = "") -> str:
+    """``mcp_status`` maps a label to (url, connected); ``model_endpoint`` is where the model is called."""
     cors = f"Enabled ({', '.join(settings.cors_origins)})" if settings.enable_cors else "Disabled"
     rate = f"Enabled ({settings.rate_limit_per_minute}/min per IP)" if settings.enable_rate_limiting else "Disabled"
     model = settings.model_name if settings.provider != "offline" else "offline assistant (built in, no network)"
@@ -48,6 +48,8 @@ def banner(settings: Settings, *, local_tools: int, mcp_tools: int,
         auth = ("Microsoft Entra ID (DefaultAzureCredential)" if settings.azure_auth == "entra-id" else "API key"
                 ) if settings.provider == "azure" else ("API key" if settings.openai_api_key else "no key")
         lines.append(f"  • Model API: {api}, auth: {auth}")
+        if model_endpoint:
+            lines.append(f"  • Model endpoint: {model_endpoint}")
     lines += [
         f"  • Tools: {local_tools + mcp_tools} (MCP {mcp_tools} + Local {local_tools})",
     ]

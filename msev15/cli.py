@@ -21,7 +21,7 @@ from msev15.common.env import SettingsError
 from msev15.config import Settings, load_settings
 from msev15.handlers.health_monitor import HEALTH, readiness_warnings
 from msev15.logs.service import setup_logging
-from msev15.logs.writer import close_logging
+from msev15.logs.writer import close_logging, flush_logging
 from msev15.server.serve import serve
 from msev15.supervisor import Supervisor
 
@@ -33,14 +33,17 @@ def _say(*lines: str) -> None:
 
 
 def _print_banner(app: web.Application, settings: Settings, supervisor: Supervisor | None = None) -> None:
+    # Log lines are written by a thread: let the start-up ones out first, so none lands inside the banner.
+    flush_logging()
     registry, connections = app[REGISTRY], app[MCP]
+    monitor = app[HEALTH]
     warnings = security_warnings(settings) + readiness_warnings(
-        settings, model_status=app[HEALTH].last_model_status, mailer=app[MAILER], mcp=connections,
-        at_start=True)
+        settings, model_status=monitor.last_model_status, mailer=app[MAILER], mcp=connections,
+        at_start=True, model_endpoint=monitor.endpoint)
     labels = {"complaints": "MCP Server", "escalation": "Escalation MCP"}  # the banner's status lines
     _say(banner(settings, local_tools=len(registry.local_names), mcp_tools=len(registry) - len(registry.local_names),
                 mcp_status={labels.get(n, n): (c.url, c.status == "connected") for n, c in connections.items()},
-                warnings=warnings))
+                warnings=warnings, model_endpoint=monitor.endpoint))
     if settings.playground_enabled:
         host = "localhost" if settings.server_host in ("0.0.0.0", "::", "") else settings.server_host
         _say(f"Playground: http://{host}:{settings.server_port}/")
@@ -58,7 +61,7 @@ async def _serve(settings: Settings, with_reference_servers: bool = False) -> in
     """Serve; with ``with_reference_servers`` also run the reference MCP servers as children."""
     if not with_reference_servers:
         return await _serve_app(settings)
-    supervisor = Supervisor()
+    supervisor = Supervisor(token=settings.mcp_auth_token)
     try:
         await supervisor.start()
         return await _serve_app(supervisor.settings(settings), supervisor)
@@ -99,6 +102,8 @@ def _config_command(args: argparse.Namespace) -> int:
     for name, value in settings.masked().items():
         shown = (",".join(value) if isinstance(value, tuple)
                  else str(value).lower() if isinstance(value, bool) else value)
+        if name == "LLM_PROVIDER" and value == "auto":  # say what "auto" chose (a comment .env files allow)
+            shown = f"auto  # resolves to {settings.provider}"
         lines.append(f"{name}={shown}\n")
     try:
         sys.stdout.writelines(lines)
@@ -120,13 +125,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="msev15", description="MSEv15E2E customer-service agent")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the REST + SSE service")
+    serve = commands.add_parser(
+        "serve", help="run the REST + SSE service",
+        description="Run the REST + SSE service (chat, streams, AG-UI, AI SDK, sessions, health, docs, "
+                    "playground) on SERVER_HOST:SERVER_PORT until SIGINT or SIGTERM, then drain in-flight "
+                    "answers and exit 0. Settings come from the environment and ./.env (see msev15 config); "
+                    "exit code 2 reports every configuration problem at once.")
     serve.add_argument("--env-file", help="read settings from this file (default: ./.env if present)")
     serve.add_argument("--host", help="override SERVER_HOST")
     serve.add_argument("--port", type=_port, help="override SERVER_PORT")
     serve.add_argument("--with-reference-servers", action="store_true",
                        help="also run the reference complaints and escalation MCP servers (supervised, loopback)")
-    config = commands.add_parser("config", help="print the effective settings (secrets masked)")
+    config = commands.add_parser("config", help="print the effective settings (secrets masked)",
+                                 description="Print every setting the service would use, one VARIABLE=value "
+                                             "per line, secrets masked; exit 2 on bad configuration.")
     config.add_argument("--env-file", help="read settings from this file too (the environment wins)")
     add_keys_parser(commands)
     commands.add_parser("complaints-mcp", help="run the reference complaints MCP server", add_help=False)

@@ -27,10 +27,11 @@ from msev15.common.env import (
     env_file_or_default,
     float_between,
     http_url,
+    http_url_like,
     int_between,
     masked_values,
     one_of,
-    parse_variables,
+    parse_each_variable,
     single_line,
     stripped,
 )
@@ -49,6 +50,23 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
             raise ValueError(f"'*' or origins like https://app.example.com (bad: {origin!r})")
     return items
+
+
+_API_VERSION = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:-preview)?")
+API_VERSION_LABELS = ("v1", "preview", "latest")  # the /openai/v1 API's own versions
+
+
+def _api_version(raw: str) -> str:
+    value = raw.strip()
+    found = _API_VERSION.fullmatch(value)
+    if found:
+        year, month, day = (int(part) for part in found.groups())
+        if 1 <= month <= 12 and 1 <= day <= 31 and year >= 2022:
+            return value
+    elif value in API_VERSION_LABELS:
+        return value
+    raise ValueError("a dated Azure OpenAI API version such as 2024-10-21 or 2025-04-01-preview, "
+                     "or v1, preview or latest")
 
 
 def _networks(raw: str) -> tuple[str, ...]:
@@ -120,7 +138,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("METRICS_MAX_TENANTS", "50", int_between(1, 10_000),
         "Tenants labelled by name; the rest count as 'other'.", _S),
     Var("SSE_PING_SECONDS", "15", float_between(0.1, 3600), "Interval of ': ping' keep-alive comments on streams.", _S),
-    Var("REDOC_JS_URL", "", http_url, "Where /redoc loads ReDoc from; empty serves the bundled copy (works offline).",
+    Var("REDOC_JS_URL", "", http_url_like("https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"),
+        "Where /redoc loads ReDoc from; empty serves the bundled copy (works offline).",
         _S),
     Var("PLAYGROUND_ENABLED", "true", boolean, "Serve the browser playground at /.", _S),
     Var("AUTH_MODE", "none", one_of(*AUTH_MODES),
@@ -128,7 +147,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("API_KEYS_DB_PATH", "./data/api_keys.db", stripped, "SQLite file of the API keys (msev15 keys ...).", _S),
     Var("API_KEYS_CACHE_SECONDS", "2", float_between(0, 5),
         "How long a key lookup is cached; a revoked key is refused within this on every instance.", _S),
-    Var("JWT_JWKS_URL", "", http_url, "JWKS of the token issuer (or set JWT_PUBLIC_KEY_FILE).", _S),
+    Var("JWT_JWKS_URL", "", http_url_like("https://login.example.com/.well-known/jwks.json"),
+        "JWKS of the token issuer (or set JWT_PUBLIC_KEY_FILE).", _S),
     Var("JWT_PUBLIC_KEY_FILE", "", stripped, "PEM public key that verifies tokens (instead of a JWKS).", _S),
     Var("JWT_ISSUER", "", single_line, "Required 'iss' of tokens.", _S),
     Var("JWT_AUDIENCE", "", single_line, "Required 'aud' of tokens.", _S),
@@ -137,17 +157,20 @@ VARIABLES: tuple[Var, ...] = (
     Var("AUTH_MAX_FAILURES_PER_MINUTE", "20", int_between(1, 1_000_000),
         "Failed authentications per client IP per minute; beyond it 429.", _S),
     Var("LLM_PROVIDER", "auto", one_of(*PROVIDERS), "auto, azure, openai or offline.", _A),
-    Var("AZURE_AI_PROJECT_ENDPOINT", "", http_url,
+    Var("AZURE_AI_PROJECT_ENDPOINT", "",
+        http_url_like("https://<resource>.services.ai.azure.com/api/projects/<project>"),
         "Azure AI Foundry project endpoint; used (Entra ID, its /openai/v1 URL) "
         "when AZURE_OPENAI_ENDPOINT is empty.", _L),
     Var("AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME", "gpt-4o", single_line, "Azure OpenAI deployment to call.", _L),
-    Var("AZURE_OPENAI_ENDPOINT", "", http_url, "Azure OpenAI resource endpoint.", _L),
+    Var("AZURE_OPENAI_ENDPOINT", "", http_url_like("https://<resource>.openai.azure.com"),
+        "Azure OpenAI resource endpoint.", _L),
     Var("AZURE_OPENAI_API_KEY", "", stripped, "Azure OpenAI API key; empty: sign in with Microsoft Entra ID.", _L,
         secret=True),
-    Var("AZURE_OPENAI_API_VERSION", "2024-10-21", single_line,
+    Var("AZURE_OPENAI_API_VERSION", "2024-10-21", _api_version,
         "Azure OpenAI API version, or 'v1' for the /openai/v1 URL "
         "(LLM_API=responses uses v1 below 2025-03-01-preview).", _L),
-    Var("OPENAI_BASE_URL", "", http_url, "OpenAI-compatible base URL (OpenAI, Ollama, vLLM, llama.cpp).", _L),
+    Var("OPENAI_BASE_URL", "", http_url_like("https://api.openai.com/v1 or http://localhost:11434/v1"),
+        "OpenAI-compatible base URL (OpenAI, Ollama, vLLM, llama.cpp).", _L),
     Var("OPENAI_API_KEY", "", stripped, "API key for the OpenAI-compatible endpoint.", _L, secret=True),
     Var("OPENAI_MODEL", "gpt-4o-mini", single_line, "Model name for the OpenAI-compatible endpoint.", _L),
     Var("LLM_MAX_RETRIES", "2", int_between(0, 10), "Retries of transient model errors (429, 5xx, timeouts).", _L),
@@ -316,11 +339,15 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = None) -> Settings:
         """Environment wins over the .env file, which wins over the defaults.
 
-        Raises :class:`SettingsError` listing every bad variable at once.
+        Raises :class:`SettingsError` listing every bad variable at once, and, when there is one,
+        the problems across variables too (:meth:`problems`), so one run reports everything.
         """
-        settings = cls(**parse_variables(VARIABLES, environ, env_file))
+        values, problems = parse_each_variable(VARIABLES, environ, env_file)
+        settings = cls(**values)
         if settings.session_store == "redis" and not settings.redis_url:
-            raise SettingsError(["REDIS_URL is required when SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0"])
+            problems.append("REDIS_URL is required when SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0")
+        if problems:
+            raise SettingsError(problems + settings.problems())
         return settings
 
     @classmethod

@@ -6,9 +6,11 @@ starts it, restarts it with capped exponential backoff when it dies, and on :met
 SIGTERM, then SIGKILL after a bound. The service reaches them through MCP_SERVER_URL and
 ESCALATION_MCP_URL (:meth:`Supervisor.settings`).
 
-Each run generates a bearer token (MCP_AUTH_TOKEN) that both children require and the service
-sends, so no other local process can use the servers (the complaints server would otherwise let
-any caller read any tenant's complaints; the escalation server would send mail for anyone).
+Both children require a bearer token and the service sends it, so no other local process can use
+the servers without it (the complaints server would otherwise let any caller read any tenant's
+complaints; the escalation server would send mail for anyone). The token is the user's
+MCP_AUTH_TOKEN when set (stable across runs, for the MCP Inspector or an SDK client), else one
+generated for the run; the banner says which, and prints a generated one so it can be used.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class Child:
 class Supervisor:
     """Owns the reference servers: ``await start()``, then ``await stop()`` (always, in finally)."""
 
-    def __init__(self, data_dir: str | Path = "./data") -> None:
+    def __init__(self, data_dir: str | Path = "./data", token: str = "") -> None:
         data = Path(data_dir)
         self.children = [
             Child("Complaints MCP", "complaints-mcp", [], free_port()),
@@ -98,7 +100,8 @@ class Supervisor:
         complaints, escalation = self.children
         complaints.args = ["--host", HOST, "--port", str(complaints.port), "--db", str(data / "complaints.db")]
         escalation.args = ["--host", HOST, "--port", str(escalation.port)]
-        self.token = secrets.token_urlsafe(32)
+        self.token_from_env = bool(token)
+        self.token = token or secrets.token_urlsafe(32)
         for child in self.children:
             child.env["MCP_AUTH_TOKEN"] = self.token
         self._tasks: list[asyncio.Task[None]] = []
@@ -168,4 +171,9 @@ class Supervisor:
         lines = ["Supervised reference servers:"]
         for child in self.children:
             lines.append(f"  • {child.name}: {child.url} (pid {child.pid}, restarts {child.restarts})")
+        if self.token_from_env:
+            lines.append("  • Token: MCP_AUTH_TOKEN (send 'Authorization: Bearer $MCP_AUTH_TOKEN')")
+        else:
+            lines.append(f"  • Token: {self.token} (this run only; send 'Authorization: Bearer <token>', "
+                         "or set MCP_AUTH_TOKEN for a stable one)")
         return lines

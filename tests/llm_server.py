@@ -8,6 +8,11 @@ project endpoint), streaming and not. Each request takes the next scripted ``Rep
 default one) and every request is recorded, so tests can assert what the real ``openai`` client
 sent. ``GET /msi/token`` is an App Service managed-identity endpoint (``IDENTITY_ENDPOINT``), so
 keyless Azure runs through the real ``azure-identity`` credential chain.
+
+With ``api_key`` set, every request must carry that key (``Authorization: Bearer`` or Azure's
+``api-key``) or is refused as OpenAI and Azure refuse it: ``deny_status`` (401, or 403) with
+their error body. ``GET .../models`` lists one model, under the same rule (what a readiness probe
+may ask without a billed call).
 """
 
 from __future__ import annotations
@@ -80,7 +85,11 @@ def history_problem(messages: list[dict[str, Any]]) -> str | None:
 
 
 class ScriptedLLM:
-    def __init__(self, default: Reply | None = None, *, record: bool = True) -> None:
+    def __init__(self, default: Reply | None = None, *, record: bool = True, api_key: str | None = None,
+                 deny_status: int = 401) -> None:
+        self.api_key = api_key
+        self.deny_status = deny_status
+        self.denied = 0
         self.default = default or Reply("Hello from the scripted model.")
         self.record = record  # False: keep no per-request records (long benchmark runs)
         self.token_requests: list[dict[str, str]] = []  # managed-identity token requests (query)
@@ -112,6 +121,8 @@ class ScriptedLLM:
                      "/api/projects/{project}/openai/v1/responses"):
             app.router.add_post(path, self._handle_responses)
         app.router.add_get("/msi/token", self._token)
+        for path in ("/v1/models", "/openai/models", "/openai/v1/models", "/api/projects/{project}/openai/v1/models"):
+            app.router.add_get(path, self._models)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -138,9 +149,37 @@ class ScriptedLLM:
         return web.json_response({"error": {"message": problem, "type": "invalid_request_error",
                                             "param": param, "code": None}}, status=status)
 
+    def _denied(self, request: web.Request) -> web.Response | None:
+        """The refusal of a request without the key (None when it has it, or none is required)."""
+        if self.api_key is None:
+            return None
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.api_key in (bearer, request.headers.get("api-key")):
+            return None
+        self.denied += 1
+        error: dict[str, str | None]
+        if self.deny_status == 403:  # what an Azure resource answers a caller without the role
+            error = {"code": "PermissionDenied", "message": "The principal lacks the required data action "
+                     "Microsoft.CognitiveServices/accounts/OpenAI/deployments/chat/completions/action."}
+        else:  # OpenAI's wording, with the key masked as OpenAI masks it
+            shown = f"{bearer[:3]}***{bearer[-4:]}" if len(bearer) > 8 else "***"
+            error = {"message": f"Incorrect API key provided: {shown}. You can find your API key at "
+                     "https://platform.openai.com/account/api-keys.", "type": "invalid_request_error",
+                     "param": None, "code": "invalid_api_key"}
+        return web.json_response({"error": error}, status=self.deny_status)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        return web.json_response({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
     async def _take(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         """Read and record a request; refuse what Azure refuses about its URL and api-version."""
         body = await request.json()
+        denied = self._denied(request)
+        if denied is not None:
+            return body, denied
         if self.record:
             self.requests.append(body)
             self.paths.append(request.path_qs)

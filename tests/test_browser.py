@@ -17,6 +17,7 @@ from playwright.async_api import expect
 
 from tests.complaints.server import eventually
 from tests.llm_server import Call, Reply, ScriptedLLM
+from tests.security.authkit import create_keys
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -137,6 +138,55 @@ async def test_a_dropped_connection_resumes_without_repeating_text(browser: Any,
     await context.close()
 
 
+async def test_with_api_keys_the_key_field_carries_every_request_and_resumes(browser: Any, service: Any,
+                                                                           llm: ScriptedLLM, tmp_path: Path) -> None:
+    """AUTH_MODE=api_key (the production checklist's): the page asks for a key, sends it as the
+    bearer credential on every request (a stream resume too), keeps it for the tab only, and says
+    clearly when it is missing or refused."""
+    keys_db = tmp_path / "keys.db"
+    key = (await create_keys(keys_db, "acme"))["acme"][1]
+    words = [f"word{i}" for i in range(30)]
+    gate = asyncio.Event()
+    llm.push(Reply(" ".join(words), gate=gate, gate_after=5))
+    url = await _model_service(service, llm, auth_mode="api_key", api_keys_db_path=str(keys_db))
+    context, page = await _open(browser, url)
+    not_found: list[str] = []
+    page.on("response", lambda resp: not_found.append(resp.url) if resp.status == 404 else None)
+    await page.locator("#status", has_text="The service needs an API key").wait_for()
+
+    await page.fill("#apikey", "msev15-not-a-real-key")
+    await page.dispatch_event("#apikey", "change")
+    await page.locator("#status", has_text="did not accept this API key").wait_for()
+
+    await page.fill("#apikey", key)
+    await page.dispatch_event("#apikey", "change")
+    await expect(page.locator("#status")).to_have_text("")
+    assert await page.locator("#tenant").is_disabled()
+    await _send(page, "web-keyed", "Say thirty words")
+    await expect(page.locator("#log li.assistant").last).to_contain_text("word3")
+    await context.set_offline(True)
+    await page.locator("#status", has_text="Connection lost").wait_for()
+    gate.set()
+    await eventually(lambda: llm.streams_finished == 1, "the model finished while the page was offline")
+    await context.set_offline(False)
+    await page.locator("#send:not([disabled])").wait_for()
+    assert await _answer_text(page) == " ".join(words)  # the resume was let in with the key
+    await page.locator("#sessions button.open", has_text="web-keyed").wait_for()
+
+    assert await page.evaluate("sessionStorage.getItem('msev15.apikey')") == key
+    stored = await page.evaluate("JSON.stringify(Object.assign({}, localStorage))")
+    assert key not in stored
+    # A new session's history is not asked for (it would only log a 404).
+    await page.get_by_role("button", name="New").click()
+    await expect(page.locator("#log li")).to_have_count(0)
+    assert not_found == []
+    # Another tab of the same browser starts without the key.
+    other = await context.new_page()
+    await other.goto(url)
+    assert await other.input_value("#apikey") == ""
+    await context.close()
+
+
 @pytest.mark.parametrize("path", ["/docs", "/redoc"])
 async def test_docs_render_with_the_network_blocked(browser: Any, service: Any, path: str) -> None:
     client = await service()
@@ -158,4 +208,6 @@ async def test_docs_render_with_the_network_blocked(browser: Any, service: Any, 
     title = ".swagger-ui .info .title" if path == "/docs" else "h1"
     await page.locator(title, has_text="MSEv15E2E Customer Service API").first.wait_for()
     await page.get_by_text("/api/v1/ag-ui").first.wait_for(state="attached")
+    await page.wait_for_load_state("networkidle")
+    assert blocked == []  # nothing (ReDoc's logo, Swagger's validator badge) is fetched from elsewhere
     await context.close()

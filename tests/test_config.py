@@ -48,6 +48,15 @@ def test_settings_are_frozen() -> None:
         ("SENDER_EMAIL", "not-an-email", "SENDER_EMAIL must be an email address"),
         ("SHUTDOWN_TIMEOUT_SECONDS", "nan", "SHUTDOWN_TIMEOUT_SECONDS must be a number between"),
         ("LLM_PROVIDER", "gemini", "LLM_PROVIDER must be one of auto, azure, openai, offline"),
+        # Each URL's message gives an example of its own kind, not the MCP server's.
+        ("OPENAI_BASE_URL", "api.openai.com/v1",
+         "OPENAI_BASE_URL must be an http(s) URL such as https://api.openai.com/v1 or http://localhost:11434/v1"),
+        ("AZURE_OPENAI_ENDPOINT", "myresource.openai.azure.com",
+         "AZURE_OPENAI_ENDPOINT must be an http(s) URL such as https://<resource>.openai.azure.com"),
+        ("AZURE_OPENAI_API_VERSION", "yesterday", "AZURE_OPENAI_API_VERSION must be a dated Azure OpenAI API "
+                                                  "version such as 2024-10-21"),
+        ("AZURE_OPENAI_API_VERSION", "2024-13-01", "AZURE_OPENAI_API_VERSION must be a dated"),
+        ("AZURE_OPENAI_API_VERSION", "2024-10-21-beta", "AZURE_OPENAI_API_VERSION must be a dated"),
     ],
 )
 def test_bad_values_are_reported_by_name(name: str, value: str, expected: str) -> None:
@@ -61,6 +70,23 @@ def test_every_problem_is_reported_at_once_and_secrets_stay_hidden() -> None:
     with pytest.raises(SettingsError) as info:
         Settings.from_env({"SERVER_PORT": "x", "LOG_LEVEL": "LOUD", "SMTP_PORT": "-1"})
     assert [p.split()[0] for p in info.value.problems] == ["SERVER_PORT", "LOG_LEVEL", "SMTP_PORT"]
+
+
+@pytest.mark.parametrize("version", ["2024-10-21", "2025-04-01-preview", "v1", "preview", "latest"])
+def test_azure_api_versions_that_exist_are_accepted(version: str) -> None:
+    assert Settings.from_env({"AZURE_OPENAI_API_VERSION": version}).azure_openai_api_version == version
+
+
+def test_a_bad_value_and_a_missing_one_are_reported_in_the_same_run() -> None:
+    """LLM_PROVIDER=azure SERVER_PORT=abc used to report the port only; the missing endpoint
+    came on the next run."""
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={"LLM_PROVIDER": "azure", "SERVER_PORT": "abc"})
+    assert info.value.problems[0].startswith("SERVER_PORT must be an integer")
+    assert any(p.startswith("LLM_PROVIDER=azure needs AZURE_OPENAI_ENDPOINT") for p in info.value.problems[1:])
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SESSION_STORE": "redis", "LOG_LEVEL": "LOUD", "LLM_PROVIDER": "openai"})
+    assert [p.split()[0] for p in info.value.problems] == ["LOG_LEVEL", "REDIS_URL", "LLM_PROVIDER=openai"]
 
 
 def test_env_file_then_environment_wins(tmp_path: Path) -> None:
@@ -102,6 +128,27 @@ def test_masked_hides_secrets() -> None:
     assert "super-secret-key" not in repr(masked)
     assert set(s.secrets()) == {"super-secret-key", "hunter22"}
     assert {v.name for v in VARIABLES} == set(masked)
+
+
+def test_config_says_what_llm_provider_auto_resolved_to(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("LLM_PROVIDER", "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "AZURE_AI_PROJECT_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["config"]) == 0
+    assert "LLM_PROVIDER=auto  # resolves to offline\n" in capsys.readouterr().out
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "LLM_PROVIDER=auto  # resolves to openai\n" in out
+    # The line is still a valid .env line: the comment is dropped when it is read back.
+    (tmp_path / "again.env").write_text(out)
+    assert read_env_file(tmp_path / "again.env")["LLM_PROVIDER"] == "auto"
+
+
+def test_serve_help_describes_the_command(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "Run the REST + SSE service" in capsys.readouterr().out
 
 
 def test_config_command_masks_and_serve_exits_2_on_bad_config(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -31,8 +31,9 @@ async def test_nothing_degraded_means_no_warnings(tmp_path) -> None:
     settings = Settings.defaults(llm_provider="openai", openai_base_url="http://127.0.0.1:9/v1")
     mailer = Mailer.from_settings(settings.replace(email_outbox_dir=str(tmp_path)))
     assert readiness_warnings(settings, model_status="healthy", mailer=mailer, mcp={}) == []
-    assert readiness_warnings(settings, model_status="unreachable", mailer=mailer, mcp={}) == [
-        "Language model endpoint (openai) is not reachable"]
+    assert readiness_warnings(settings, model_status="unreachable", mailer=mailer, mcp={},
+                              model_endpoint="http://127.0.0.1:9/v1") == [
+        "Language model endpoint (openai) at http://127.0.0.1:9/v1 is not reachable: check OPENAI_BASE_URL"]
 
 
 async def test_an_unavailable_session_store_is_named(tmp_path) -> None:

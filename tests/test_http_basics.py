@@ -91,6 +91,7 @@ async def test_readiness_reports_each_check(service) -> None:
     body = await resp.json()
     assert body["status"] == "ready"
     assert body["checks"] == {"api": "healthy", "mcp_server": "not_configured", "azure_openai": "offline",
+                              "model": {"status": "offline", "provider": "offline", "endpoint": ""},
                               "smtp": "outbox", "session_store": "healthy"}
     assert body["warnings"] == []
 
@@ -258,3 +259,15 @@ async def test_responses_do_not_name_the_server_software_versions(service) -> No
                  await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "hi"})):
         await resp.read()
         assert resp.headers["Server"] == "msev15", resp.headers.get("Server")
+
+
+async def test_json_bodies_carry_typography_as_itself(service) -> None:
+    """The offline assistant's order line says "— 2 × WIDGET-9": the body shows it, not \\u2014."""
+    client = await service()
+    resp = await client.post("/api/v1/chat", json={"session_id": "typo", "message": (
+        "Please create an order for customer CUST-001: 2 x SKU WIDGET-9 at 19.99, ship to 1 Main St")})
+    raw = await resp.text()
+    assert resp.status == 200 and resp.charset == "utf-8"
+    assert "— 2 × WIDGET-9" in raw and "\\u2014" not in raw and "\\u00d7" not in raw
+    history = await (await client.get("/api/v1/sessions/typo/history")).text()
+    assert "— 2 × WIDGET-9" in history

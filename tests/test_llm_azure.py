@@ -82,6 +82,14 @@ async def test_the_scripted_azure_refuses_what_azure_refuses(llm: ScriptedLLM) -
         assert dated_v1.status == 400
 
 
+@pytest.mark.parametrize("version", ["preview", "latest"])
+async def test_the_v1_apis_preview_and_latest_use_the_v1_url_with_that_label(service, llm: ScriptedLLM,
+                                                                               version: str) -> None:
+    client = await service(**_azure(llm, azure_openai_api_key="azure-key-abcdef", azure_openai_api_version=version))
+    assert await _chat(client) == "Hello from the scripted model."
+    assert llm.paths == [f"/openai/v1/chat/completions?api-version={version}"]
+
+
 async def test_chat_on_the_v1_url(service, llm: ScriptedLLM) -> None:
     client = await service(**_azure(llm, azure_openai_api_key="azure-key-abcdef", azure_openai_api_version="v1"))
     assert await _chat(client) == "Hello from the scripted model."

@@ -141,5 +141,8 @@ async def test_greeting_help_and_unknown(service) -> None:
     # No complaints or escalation server here: those skills are not offered.
     assert "complaints" not in greeting and "support ticket" not in greeting
     assert "send emails" in _answer(await _stream(client, "what can you do?"))
-    assert "rephrase" in _answer(await _stream(client, "tell me a poem about the sea"))
+    unknown = _answer(await _stream(client, "tell me a poem about the sea"))
+    # What it can do, with two examples of what it has tools for (no complaints server: none about those).
+    assert "didn't understand" in unknown and "look up orders" in unknown
+    assert 'For example: "where is my order ORD-1234ABCD?" or "create an order for customer' in unknown
     assert "complaint" in _answer(await _stream(client, "I want to file a complaint")).lower()

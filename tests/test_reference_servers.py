@@ -41,9 +41,9 @@ def _stopped(pid: int) -> Callable[[], bool]:
     return lambda: not _alive(pid)
 
 
-async def _start_with_servers(tmp_path: Path) -> Service:
+async def _start_with_servers(tmp_path: Path, **extra: str) -> Service:
     port = _free_port()
-    environ = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "LOG_TO_FILE": "false",
+    environ = {**os.environ, **extra, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "LOG_TO_FILE": "false",
                "LLM_PROVIDER": "offline", "ORDER_DB_PATH": str(tmp_path / "orders.db"),
                "EMAIL_OUTBOX_DIR": str(tmp_path / "outbox"), "SHUTDOWN_TIMEOUT_SECONDS": "10"}
     proc = await asyncio.create_subprocess_exec(
@@ -52,7 +52,7 @@ async def _start_with_servers(tmp_path: Path) -> Service:
     service = Service(proc, port)
     try:
         await service.read_until("Supervised reference servers:", timeout=60)
-        while len(_child_pids(service.stdout)) < 2:
+        while not any(line.startswith("  • Token: ") for line in service.stdout):
             line = await asyncio.wait_for(proc.stdout.readline(), 10)  # type: ignore[union-attr]
             assert line, service.stdout
             service.stdout.append(line.decode().rstrip("\n"))
@@ -84,6 +84,10 @@ async def test_serve_runs_restarts_and_stops_the_reference_servers(tmp_path: Pat
             async with http.post(url.group(1), json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                                  headers={"Accept": "application/json, text/event-stream"}) as anonymous:
                 assert anonymous.status == 401
+            # The banner prints the run's token, so another client (the MCP Inspector, an SDK) can use it.
+            token = re.search(r"  • Token: (\S+) \(this run only", banner)
+            assert token is not None, banner
+            assert await _initialize(http, url.group(1), token.group(1)) == 200
             # A child that dies is started again.
             os.kill(pids["Complaints MCP"], signal.SIGKILL)
             await eventually(lambda: not _alive(pids["Complaints MCP"]), "the killed child is gone")
@@ -102,6 +106,33 @@ async def test_serve_runs_restarts_and_stops_the_reference_servers(tmp_path: Pat
     assert out.splitlines()[-len(GOODBYE):][-1] == GOODBYE[-1]
     for pid in children:
         await eventually(_stopped(pid), f"child {pid} stopped with the service")
+
+
+async def _initialize(http: aiohttp.ClientSession, url: str, token: str) -> int:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    async with http.post(url, json=body, headers={"Accept": "application/json, text/event-stream",
+                                                  "Authorization": f"Bearer {token}"}) as resp:
+        return resp.status
+
+
+async def test_a_token_the_user_sets_is_the_servers_token_and_is_not_printed(tmp_path: Path) -> None:
+    token = "a-stable-token-for-the-inspector-0123456789"
+    service = await _start_with_servers(tmp_path, MCP_AUTH_TOKEN=token)
+    try:
+        banner = "\n".join(service.stdout)
+        assert "  • Token: MCP_AUTH_TOKEN (send 'Authorization: Bearer $MCP_AUTH_TOKEN')" in banner
+        assert token not in banner
+        urls = re.findall(r"  • (?:Complaints|Escalation) MCP: (http://127\.0\.0\.1:\d+/mcp) \(pid", banner)
+        assert len(urls) == 2
+        async with aiohttp.ClientSession() as http:
+            for url in urls:
+                assert await _initialize(http, url, token) == 200
+                assert await _initialize(http, url, "not-the-token") == 401
+    finally:
+        service.proc.send_signal(signal.SIGTERM)
+        code, _, err = await service.finish()
+    assert code == 0, err
 
 
 async def test_plain_serve_starts_no_reference_servers(tmp_path: Path) -> None:

@@ -50,7 +50,9 @@ async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def provider_ctx(app: web.Application) -> AsyncIterator[None]:
-    provider = app[PROVIDER] = app.get(PROVIDER) or make_provider(app[SETTINGS])
+    # The offline assistant reads the registry's capability tags to find its tools.
+    capabilities = app[REGISTRY].capabilities
+    provider = app[PROVIDER] = app.get(PROVIDER) or make_provider(app[SETTINGS], capabilities)
     yield
     await provider.close()
 

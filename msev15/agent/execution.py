@@ -52,7 +52,7 @@ class TurnBook(Protocol):
     def is_open(self, turn_id: str) -> bool: ...
 
     def fail(self, record: TurnRecord, error: str, message: str, status: int,
-             retry_after: float | None = None) -> None: ...
+             retry_after: float | None = None, detail: str | None = None) -> None: ...
 
     def complete(self, turn: TurnRequested, record: TurnRecord, answer: str, count: int,
                  usage: dict[str, int] | None) -> None: ...
@@ -106,8 +106,10 @@ class TurnExecution:
                 return
             except Exception as exc:
                 error, message, status = self._failure(exc)
+                model = exc if isinstance(exc, LLMError) else None
                 await self._end_failed(turn, record, progress, started_at, error, message, status, FAILED_NOTE,
-                                       retry_after=exc.retry_after if isinstance(exc, LLMError) else None)
+                                       retry_after=model.retry_after if model else None,
+                                       detail=model.detail if model else None)
                 return
             progress.phase = "commit"  # a stop from now on lets the commit finish: the answer is complete
             try:
@@ -151,7 +153,7 @@ class TurnExecution:
 
     async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, started_at: float,
                           error: str, message: str, status: int, note: str, *,
-                          retry_after: float | None = None) -> None:
+                          retry_after: float | None = None, detail: str | None = None) -> None:
         """End a turn that did not complete. Tool calls that did complete are committed with their
         results and ``note``, so the model later knows what was done; otherwise nothing is."""
         steps = progress.completed_steps()
@@ -162,4 +164,4 @@ class TurnExecution:
                                                 storable(steps), note)
             except Exception:
                 log.exception("could not save the completed steps of a stopped turn")
-        self.host.fail(record, error, message, status, retry_after)
+        self.host.fail(record, error, message, status, retry_after, detail)

@@ -16,6 +16,7 @@ import mcp_types
 from mcp import Client
 
 from msev15.agent.tools.registry import Tool, ToolFunc
+from msev15.mcpkit.capabilities import capability_of
 
 log = logging.getLogger("agent.mcp")
 
@@ -56,10 +57,12 @@ def local_tools(specs: Iterable[mcp_types.Tool], *, server: str, prefix: str, re
         description = spec.description or spec.title or spec.name
         schema: Mapping[str, Any] = spec.input_schema or {"type": "object", "properties": {}}
         old = by_name.get(local)
-        if old is not None and (old.description, dict(old.parameters)) == (description, schema):
+        capability = capability_of(spec.name, spec.meta)
+        if old is not None and (old.description, dict(old.parameters), old.capability) == (description, schema,
+                                                                                              capability):
             tool = old  # unchanged: keep the object (and anything cached against it)
         else:
-            tool = Tool(local, description, schema, make_func(spec.name), source=server)
+            tool = Tool(local, description, schema, make_func(spec.name), source=server, capability=capability)
         taken.add(local)
         tools.append(tool)
     return tuple(tools)

@@ -187,10 +187,10 @@ class AgentRunner:
         return now - accepted, None if first is None else first - accepted
 
     def fail(self, record: TurnRecord, error: str, message: str, status: int,
-              retry_after: float | None = None) -> None:
+              retry_after: float | None = None, detail: str | None = None) -> None:
         elapsed, ttft = self._timing(record)
         self._finish(record, TurnFailed(record.turn_id, record.tenant_id, record.session_id, record.request_id,
-                                        error, message, status, retry_after, elapsed, ttft))
+                                        error, message, status, retry_after, elapsed, ttft, detail))
 
     def _finish(self, record: TurnRecord, event: TurnCompleted | TurnFailed) -> None:
         self.emit(record, event)

@@ -95,12 +95,21 @@ def one_of(*choices: str, upper: bool = False) -> Callable[[str], str]:
 
 
 def http_url(raw: str) -> str:
+    return _http_url(raw, "http://localhost:8000/mcp")
+
+
+def http_url_like(example: str) -> Callable[[str], str]:
+    """:func:`http_url` whose message gives ``example``: the URL of the variable's own kind."""
+    return lambda raw: _http_url(raw, example)
+
+
+def _http_url(raw: str, example: str) -> str:
     value = raw.strip()
     if not value:
         return ""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("an http(s) URL such as http://localhost:8000/mcp, or empty")
+        raise ValueError(f"an http(s) URL such as {example}, or empty")
     try:
         _ = parts.port  # reading it raises ValueError for a port out of range
     except ValueError:
@@ -124,6 +133,16 @@ def parse_variables(variables: tuple[Var, ...], environ: Mapping[str, str] | Non
 
     Raises :class:`SettingsError` with one line per bad variable, secrets masked.
     """
+    values, problems = parse_each_variable(variables, environ, env_file)
+    if problems:
+        raise SettingsError(problems)
+    return values
+
+
+def parse_each_variable(variables: tuple[Var, ...], environ: Mapping[str, str] | None,
+                        env_file: str | Path | None) -> tuple[dict[str, Any], list[str]]:
+    """(values, problems): every variable parsed, a bad one at its default (so checks across
+    variables can still run and be reported in the same run) with one problem line each."""
     environ = os.environ if environ is None else environ
     file_values = read_env_file(env_file) if env_file else {}
     values: dict[str, Any] = {}
@@ -138,9 +157,8 @@ def parse_variables(variables: tuple[Var, ...], environ: Mapping[str, str] | Non
             # naming what is expected.
             problems.append(f"{var.name}: {exc} (got {shown!r})" if str(exc).startswith("Invalid")
                             else f"{var.name} must be {exc}, got {shown!r}")
-    if problems:
-        raise SettingsError(problems)
-    return values
+            values[var.attr] = var.parse(var.default)
+    return values, problems
 
 
 def masked_values(settings: Any, variables: tuple[Var, ...]) -> dict[str, Any]:

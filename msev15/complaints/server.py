@@ -29,7 +29,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from msev15 import __version__
+from msev15.mcpkit import capabilities as caps
 from msev15.mcpkit.caller import caller, caller_tenant
+from msev15.mcpkit.capabilities import capability_meta
 
 from .models import (
     MAX_ID_CHARS,
@@ -88,9 +91,9 @@ def _refused(call: Callable[[], _T]) -> _T:
 def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer:
     """The MCP server with the six complaint tools and a ``GET /health`` route."""
     with _root_logging_kept():
-        server: MCPServer = MCPServer(name, instructions=_INSTRUCTIONS)
+        server: MCPServer = MCPServer(name, version=__version__, instructions=_INSTRUCTIONS)
 
-    @server.tool()
+    @server.tool(meta=capability_meta(caps.COMPLAINT_REGISTER))
     def register_complaint(
         customer_id: CustomerId,
         description: Annotated[Text, Field(description="What went wrong, in the customer's words.")],
@@ -107,13 +110,13 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
             order_id=order_id, tenant_id=tenant_id, idempotency_key=key,
         ))
 
-    @server.tool()
+    @server.tool(meta=capability_meta(caps.COMPLAINT_GET))
     def get_complaint(complaint_id: ComplaintId, *, ctx: Context) -> Complaint:
         """Get one complaint by its id."""
         tenant_id = caller_tenant(ctx)
         return _refused(lambda: store.get(complaint_id, tenant_id=tenant_id))
 
-    @server.tool()
+    @server.tool(meta=capability_meta(caps.COMPLAINT_SEARCH))
     def search_complaints(
         customer_id: CustomerId | None = None,
         order_id: OrderId | None = None,
@@ -132,7 +135,7 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
             priority=priority, text=query, limit=limit,
         ))
 
-    @server.tool()
+    @server.tool(meta=capability_meta(caps.COMPLAINT_UPDATE))
     def update_complaint(
         complaint_id: ComplaintId,
         description: Text | None = None,
@@ -153,7 +156,7 @@ def build_server(store: ComplaintStore, *, name: str = SERVER_NAME) -> MCPServer
             order_id=order_id, status=status, idempotency_key=key,
         ))
 
-    @server.tool()
+    @server.tool(meta=capability_meta(caps.COMPLAINT_RESOLVE))
     def resolve_complaint(
         complaint_id: ComplaintId,
         resolution: Annotated[Text, Field(description="How the complaint was resolved.")],

@@ -67,7 +67,7 @@ def _base_url(raw: str) -> str:
     value = raw.strip().rstrip("/")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError("an http(s) URL without query, such as https://bankx.com/support/tickets")
+        raise ValueError("an http(s) URL without query, such as https://support.example.com/tickets")
     return value
 
 
@@ -149,16 +149,21 @@ VARIABLES: tuple[Var, ...] = (
     Var("LOG_LEVEL", "INFO", one_of(*LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     Var("AZURE_COMMUNICATION_CONNECTION_STRING", "", _acs,
         "ACS connection string; when set, mail goes through Azure Communication Services.", secret=True),
-    Var("SENDER_EMAIL", "noreply@bankx.com", _email_or("noreply@bankx.com"),
+    Var("COMPANY_NAME", "Example Company", single_line,
+        "Who the mail is from, in the greeting, the header and the footer (your company or brand)."),
+    Var("SENDER_EMAIL", "noreply@example.com", _email_or("noreply@example.com"),
         "From address (and SMTP login); empty means the default."),
-    Var("SENDER_NAME", "BankX Support", single_line, "Display name of the From address."),
-    Var("SUPPORT_TEAM_EMAIL", "support@bankx.com", _email_or("support@bankx.com"),
+    Var("SENDER_NAME", "Customer Support", single_line, "Display name of the From address."),
+    Var("SUPPORT_TEAM_EMAIL", "support@example.com", _email_or("support@example.com"),
         "Where the internal ticket email goes; empty means the default."),
+    Var("SUPPORT_TEAM_NAME", "Support Team", single_line,
+        "How the team signs the customer's mail, after the company name (\"Example Company Support Team\")."),
     Var("EMAIL_RETRY_COUNT", "3", int_between(1, 10), "Delivery attempts per message."),
     Var("EMAIL_TIMEOUT_SECONDS", "30", float_between(0.1, 600), "Time budget of one sendemail call, retries included."),
     Var("EMAIL_RETRY_BASE_SECONDS", "1.0", float_between(0, 60), "First backoff delay; doubles on each retry."),
-    Var("TICKET_BASE_URL", "https://bankx.com/support/tickets", _base_url, "Customer's ticket tracking link prefix."),
-    Var("ADMIN_TICKET_BASE_URL", "https://bankx.com/admin/tickets", _base_url, "Support team's dashboard link prefix."),
+    Var("TICKET_BASE_URL", "https://support.example.com/tickets", _base_url, "Customer's ticket tracking link prefix."),
+    Var("ADMIN_TICKET_BASE_URL", "https://support.example.com/admin/tickets", _base_url,
+        "Support team's dashboard link prefix."),
     Var("SMTP_SERVER", "", single_line, "SMTP host (used when no ACS connection string is set)."),
     Var("SMTP_PORT", "587", int_between(1, 65535), "587 STARTTLS, 465 implicit TLS, other ports plain."),
     Var("SENDER_PASSWORD", "", stripped, "SMTP password; login is skipped when empty.", secret=True),
@@ -178,9 +183,11 @@ class EscalationSettings:
     port: int
     log_level: str
     azure_communication_connection_string: str
+    company_name: str
     sender_email: str
     sender_name: str
     support_team_email: str
+    support_team_name: str
     email_retry_count: int
     email_timeout_seconds: float
     email_retry_base_seconds: float

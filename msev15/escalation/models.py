@@ -16,8 +16,8 @@ USE_CASES: dict[str, str] = {
     "UC3": "AI Money Coach",
 }
 
-Role = Literal["customer", "bank_team"]
-ROLES: tuple[Role, ...] = ("customer", "bank_team")
+Role = Literal["customer", "support_team"]
+ROLES: tuple[Role, ...] = ("customer", "support_team")
 
 # Per-message states: pending (being sent), sent (accepted by the SMTP server, the outbox or ACS),
 # delivered (ACS confirmed delivery), failed.

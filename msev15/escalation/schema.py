@@ -8,6 +8,7 @@ without one is recognised by its tables and columns):
 2. Delivery records per tenant.
 3. ``idempotency_keys``: the key of each ``sendemail`` call that carried one, per tenant, with the
    email id it answered for (see :mod:`msev15.escalation.replay`). Nothing else changes.
+4. The support team's records have the role ``support_team`` (it was ``bank_team``).
 
 A database with a newer version than :data:`SCHEMA_VERSION` is refused, not guessed at.
 """
@@ -22,7 +23,7 @@ from msev15.common.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger("escalation.schema")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _CREATE_SEQUENCE = """
 CREATE TABLE IF NOT EXISTS email_sequence (
@@ -119,11 +120,12 @@ async def migrate(db: aiosqlite.Connection, where: str) -> None:
         await db.execute(_CREATE_KEYS)
         for statement in _INDEXES:
             await db.execute(statement)
+        if version < 4:
+            await db.execute("UPDATE email_deliveries SET role = 'support_team' WHERE role = 'bank_team'")
         if version < SCHEMA_VERSION:
             await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
             if existing:
-                log.info("escalation database %s upgraded to schema version %d (sendemail idempotency keys)",
-                         where, SCHEMA_VERSION)
+                log.info("escalation database %s upgraded to schema version %d", where, SCHEMA_VERSION)
     except BaseException:
         await db.rollback()
         raise

@@ -43,8 +43,10 @@ from msev15.escalation.models import TICKET_ID_RE, USE_CASES, InvalidRequest
 from msev15.escalation.replay import KeyConflict, KeyTaken
 from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
+from msev15.mcpkit import capabilities as caps
 from msev15.mcpkit.auth import bind_refusal
 from msev15.mcpkit.caller import caller, caller_tenant
+from msev15.mcpkit.capabilities import capability_meta
 from msev15.mcpkit.runner import McpHttpServer, bind_socket
 
 log = logging.getLogger("escalation.server")
@@ -52,7 +54,7 @@ log = logging.getLogger("escalation.server")
 MCP_PATH = "/mcp"
 
 _INSTRUCTIONS = (
-    "BankX EscalationComms: when a customer's question cannot be answered and a support ticket has "
+    "EscalationComms: when a customer's question cannot be answered and a support ticket has "
     "been opened, call sendemail once per ticket to notify the customer and the support team. "
     "Check delivery later with get_email_status(email_id)."
 )
@@ -74,10 +76,10 @@ def _result(payload: dict[str, Any], *, is_error: bool) -> CallToolResult:
 
 def build_mcp_server(service: EscalationService) -> MCPServer:
     """An MCPServer whose tools and routes call ``service``."""
-    mcp: MCPServer = MCPServer("escalation-comms", title="BankX EscalationComms", version=__version__,
+    mcp: MCPServer = MCPServer("escalation-comms", title="EscalationComms", version=__version__,
                                instructions=_INSTRUCTIONS, subscriptions=False)
 
-    @mcp.tool(name="sendemail", title="Send ticket emails")
+    @mcp.tool(name="sendemail", title="Send ticket emails", meta=capability_meta(caps.TICKET_ESCALATE))
     async def sendemail(
         ticket_id: Annotated[str, Field(description="Support ticket id, e.g. TKT-2025-001234",
                                         json_schema_extra={"pattern": f"^{TICKET_ID_RE.pattern}$", "maxLength": 64})],

@@ -62,7 +62,7 @@ from msev15.escalation.tracking import TrackingStore
 
 log = logging.getLogger("escalation.service")
 
-_ROLE_LOG = {"customer": "customer", "bank_team": "support team"}
+_ROLE_LOG = {"customer": "customer", "support_team": "support team"}
 
 
 def mask_email(address: str) -> str:
@@ -169,8 +169,8 @@ class EscalationService:
             subject=rendered.subject,
             text=rendered.text,
             html=rendered.html,
-            headers=(("X-BankX-Ticket-ID", request.ticket_id), ("X-BankX-Email-ID", email_id),
-                     ("X-BankX-Use-Case", request.use_case)),
+            headers=(("X-Ticket-ID", request.ticket_id), ("X-Escalation-Email-ID", email_id),
+                     ("X-Use-Case", request.use_case)),
         )
 
     async def send(self, *, tenant_id: str = DEFAULT_TENANT, idempotency_key: str | None = None,
@@ -243,18 +243,20 @@ class EscalationService:
         created before ``cutoff``: the bound the caller looked the key up with), deliver, report."""
         now = self.clock()
         values = template_values(request, timestamp=now, ticket_base_url=self.settings.ticket_base_url,
-                                 admin_ticket_base_url=self.settings.admin_ticket_base_url)
+                                 admin_ticket_base_url=self.settings.admin_ticket_base_url,
+                                 company_name=self.settings.company_name,
+                                 support_team=self.settings.support_team_name)
         rendered: dict[Role, RenderedEmail] = {
             "customer": self._render(customer_template_name(request.use_case), values),
-            "bank_team": self._render(SUPPORT_TEAM_TEMPLATE, values),
+            "support_team": self._render(SUPPORT_TEAM_TEMPLATE, values),
         }
         recipients: dict[str, str] = {"customer": request.customer_email,
-                                       "bank_team": self.settings.support_team_email}
+                                       "support_team": self.settings.support_team_email}
         email_id = await self.store.next_email_id(request.use_case, now.date(), tenant_id)
         log.info("Sending email for ticket %s (%s) as %s (tenant %s)", request.ticket_id, request.use_case, email_id,
                  tenant_id)
         log.debug("%s recipients: customer %s, support team %s", email_id, recipients["customer"],
-                  recipients["bank_team"])
+                  recipients["support_team"])
 
         try:
             outgoing = {role: self._outgoing(rendered[role], recipients[role], request, email_id) for role in ROLES}

@@ -7,7 +7,8 @@ value is HTML-escaped. Rendering a template that names a variable nobody provide
 
 Variables available to every template (see :func:`template_values`):
 ``{ticket_id} {customer_id} {query} {use_case} {reason} {timestamp}``, plus the derived
-``{use_case_name} {tracking_url} {dashboard_url} {priority} {priority_color}``.
+``{use_case_name} {tracking_url} {dashboard_url} {priority} {priority_color}`` and the branding
+from the settings, ``{company_name} {support_team}`` (``COMPANY_NAME``, ``SUPPORT_TEAM_NAME``).
 
 Adding a custom template::
 
@@ -35,7 +36,8 @@ from msev15.common.mailguard import header_text_problem
 from msev15.escalation.models import EscalationRequest, RenderedEmail
 
 TEMPLATE_VARIABLES = ("ticket_id", "customer_id", "query", "use_case", "reason", "timestamp",
-                      "use_case_name", "tracking_url", "dashboard_url", "priority", "priority_color")
+                      "use_case_name", "tracking_url", "dashboard_url", "priority", "priority_color",
+                      "company_name", "support_team")
 
 _PRIORITY = {"UC2": ("Normal", "#1f6feb"), "UC3": ("High", "#d1242f")}
 
@@ -111,7 +113,8 @@ TemplateFunc = Callable[[Mapping[str, str]], RenderedEmail]
 
 
 def template_values(request: EscalationRequest, *, timestamp: datetime, ticket_base_url: str,
-                    admin_ticket_base_url: str) -> dict[str, str]:
+                    admin_ticket_base_url: str, company_name: str = "Example Company",
+                    support_team: str = "Support Team") -> dict[str, str]:
     """Every variable the built-in templates know, for one request."""
     ticket = quote(request.ticket_id, safe="")
     priority, color = _PRIORITY.get(request.use_case, ("Normal", "#1f6feb"))
@@ -127,6 +130,8 @@ def template_values(request: EscalationRequest, *, timestamp: datetime, ticket_b
         "dashboard_url": f"{admin_ticket_base_url}/{ticket}",
         "priority": priority,
         "priority_color": color,
+        "company_name": company_name,
+        "support_team": support_team,
     }
 
 
@@ -143,12 +148,11 @@ def _page(title: str, heading: str, body: str) -> str:
         '<table role="presentation" width="600" cellpadding="0" cellspacing="0" '
         'style="max-width:600px;background:#ffffff;border-radius:8px;overflow:hidden;">\n'
         '<tr><td style="background:#003a70;padding:20px 28px;">'
-        '<span style="font-size:24px;font-weight:bold;color:#ffffff;letter-spacing:1px;">Bank'
-        '<span style="color:#f2a900;">X</span></span>'
+        '<span style="font-size:24px;font-weight:bold;color:#ffffff;letter-spacing:1px;">{company_name}</span>'
         f'<div style="color:#c9d6e3;font-size:13px;margin-top:4px;">{heading}</div></td></tr>\n'
         f'<tr><td style="padding:28px;font-size:15px;line-height:1.5;">\n{body}\n</td></tr>\n'
         '<tr><td style="background:#eef1f5;padding:14px 28px;font-size:12px;color:#5b6b7b;">'
-        "This message was sent by BankX about ticket {ticket_id}. Please do not reply to this address."
+        "This message was sent by {company_name} about ticket {ticket_id}. Please do not reply to this address."
         "</td></tr>\n</table>\n</td></tr></table>\n</body>\n</html>\n"
     )
 
@@ -193,18 +197,20 @@ def _customer(service: str, label: str, promise: str, team: str, subject: str) -
     )
 
 
+# The spec's two use cases, with the company and team names from the settings (the spec's
+# example templates name a bank; these are neutral until COMPANY_NAME says otherwise).
 _CUSTOMER_UC2 = _customer(
-    "BankX Product Information Service", "Your Question:",
+    "{company_name} Product Information Service", "Your Question:",
     "We've created a support ticket for your inquiry. Our team will review\n"
     "your question and provide a detailed response within 24-48 hours.",
-    "BankX Support Team", "Support Ticket Created: {ticket_id}",
+    "{company_name} {support_team}", "Support Ticket Created: {ticket_id}",
 )
 
 _CUSTOMER_UC3 = _customer(
-    "BankX AI Money Coach Service", "Your Request:",
+    "{company_name} AI Money Coach Service", "Your Request:",
     "We've created a support ticket to ensure you receive personalized\n"
     "guidance from our financial advisors within 24-48 hours.",
-    "BankX Financial Advisory Team", "Financial Coaching Request: {ticket_id}",
+    "{company_name} Financial Advisory Team", "Financial Coaching Request: {ticket_id}",
 )
 
 _ACTIONS = ("Review the customer's question", "Prepare a comprehensive response",

@@ -62,6 +62,7 @@ class TurnFailed(TurnEvent):
     retry_after: float | None = None  # seconds, when the model said when to come back (HTTP 429)
     elapsed: float = 0.0
     ttft: float | None = None
+    detail: str | None = None  # the envelope's detail: what the model endpoint said, what to check
 
 
 TERMINAL = (TurnCompleted, TurnFailed)
@@ -98,5 +99,7 @@ def to_wire(event: TurnEvent) -> dict[str, Any]:
                                       "turn_id": event.turn_id}
             if event.retry_after is not None:
                 failed["retry_after"] = retry_after_seconds(event.retry_after)
+            if event.detail:
+                failed["detail"] = event.detail
             return failed
     raise TypeError(f"{type(event).__name__} is not sent to clients")

@@ -23,6 +23,7 @@ from msev15.events.types import (
 )
 from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
+from msev15.handlers.jsonbody import json_response
 from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
 from msev15.handlers.streams import SseTranslator, open_stream, relay
 from msev15.handlers.validation import ChatRequest, chat_request, json_object
@@ -134,8 +135,8 @@ async def chat(request: web.Request) -> web.Response:
     if isinstance(event, TurnFailed):
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
         headers = None if wait is None else {"Retry-After": str(retry_after_seconds(wait))}
-        raise ApiError(event.status, event.error, event.message, headers=headers)
-    return web.json_response({
+        raise ApiError(event.status, event.error, event.message, event.detail, headers=headers)
+    return json_response({
         "session_id": chat_req.session_id,
         "message": event.message,
         "timestamp": utc_now_iso(),

@@ -158,12 +158,20 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "ErrorEvent": _event("error", {"error": {"type": "string", "description":
                                              "cancelled, interrupted, shutting_down, llm_error, ..."},
                                    "message": {"type": "string"}, "request_id": {"type": "string"},
-                                   "turn_id": {"type": "string"}}),
+                                   "turn_id": {"type": "string"}},
+                        {"detail": {"type": "string", "description": "For a model failure: what the model "
+                                    "endpoint said and which setting to check."}}),
     "Readiness": {
         "type": "object",
         "required": ["status", "checks", "warnings"],
         "properties": {"status": {"type": "string", "enum": ["ready", "not_ready"]},
-                       "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "checks": {"type": "object", "additionalProperties": {"type": "string"}, "properties": {
+                           "model": {"type": "object", "required": ["status", "provider", "endpoint"],
+                                     "description": "The model endpoint: its status (healthy, unreachable, "
+                                                    "rejected, no_credential, not_configured, offline, checking), "
+                                                    "the provider in use and the URL called (empty offline).",
+                                     "properties": {"status": {"type": "string"}, "provider": {"type": "string"},
+                                                    "endpoint": {"type": "string"}}}}},
                        "warnings": {"type": "array", "items": {"type": "string"}}},
     },
 }
@@ -300,7 +308,7 @@ _SWAGGER = """<!doctype html>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", validatorUrl: null});</script>
 </body></html>"""
 
 _REDOC = """<!doctype html>
@@ -308,13 +316,18 @@ _REDOC = """<!doctype html>
 <body><redoc spec-url="/openapi.json"></redoc><script src="{src}"></script></body></html>"""
 
 
+# The pages show only images the service serves: ReDoc's bundle links its "powered by" logo from a
+# CDN and Swagger UI its validator badge, and neither should leave the browser of an offline docs page.
+_DOCS_HEADERS = {"Content-Security-Policy": "img-src 'self' data:"}
+
+
 async def swagger(request: web.Request) -> web.Response:
-    return web.Response(text=_SWAGGER, content_type="text/html")
+    return web.Response(text=_SWAGGER, content_type="text/html", headers=_DOCS_HEADERS)
 
 
 async def redoc(request: web.Request) -> web.Response:
     src = html.escape(request.app[SETTINGS].redoc_js_url or REDOC_BUNDLED, quote=True)
-    return web.Response(text=_REDOC.replace("{src}", src), content_type="text/html")
+    return web.Response(text=_REDOC.replace("{src}", src), content_type="text/html", headers=_DOCS_HEADERS)
 
 
 def setup_docs(app: web.Application) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from msev15.common.ids import new_id
+from msev15.handlers.jsonbody import json_response
 from msev15.logs import service as logs
 from msev15.store.base import StoreUnavailable
 
@@ -69,7 +70,7 @@ def envelope(error: str, message: str, detail: str | None = None, **fields: Any)
 
 
 def error_response(exc: ApiError) -> web.Response:
-    return web.json_response(envelope(exc.error, exc.message, exc.detail, **exc.fields),
+    return json_response(envelope(exc.error, exc.message, exc.detail, **exc.fields),
                              status=exc.status, headers=exc.headers)
 
 

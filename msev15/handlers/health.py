@@ -27,12 +27,21 @@ if TYPE_CHECKING:
 McpCheck = Literal["healthy", "unavailable", "not_configured"]
 
 
+class ModelCheck(TypedDict):
+    """The model endpoint, named after what it is: the status, the provider and where it is."""
+
+    status: ModelStatus
+    provider: str
+    endpoint: str
+
+
 class ReadinessChecks(TypedDict):
     """The readiness body's ``checks``: the values the Readiness schema of the API documents."""
 
     api: Literal["healthy", "shutting_down"]
     mcp_server: McpCheck
-    azure_openai: ModelStatus
+    azure_openai: ModelStatus  # the spec's name, for any provider; ``model`` says which
+    model: ModelCheck
     smtp: MailerStatus
     session_store: StoreStatus
     escalation_mcp: NotRequired[McpCheck]
@@ -108,10 +117,13 @@ async def readiness(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     connections = app[MCP]
     complaints = connections.get("complaints")
+    monitor = app[HEALTH]
+    model_status = await monitor.model_status()
     checks: ReadinessChecks = {
         "api": "healthy" if app[RUNNER].accepting else "shutting_down",
         "mcp_server": _mcp_status(complaints),
-        "azure_openai": await app[HEALTH].model_status(),
+        "azure_openai": model_status,
+        "model": {"status": model_status, "provider": settings.provider, "endpoint": monitor.endpoint},
         "smtp": app[MAILER].status,
         "session_store": await app[SESSIONS].status(),
     }
@@ -124,8 +136,9 @@ async def readiness(request: web.Request) -> web.Response:
     store_ok = orders.write_failure is None or await orders.probe_write()
     if not store_ok:  # listed only when failing: the spec's set of checks stays as it is otherwise
         checks["orders_store"] = "unavailable"
-    warnings = readiness_warnings(settings, model_status=checks["azure_openai"], mailer=app[MAILER],
-                                  mcp=connections, session_store=checks["session_store"])
+    warnings = readiness_warnings(settings, model_status=model_status, mailer=app[MAILER],
+                                  mcp=connections, session_store=checks["session_store"],
+                                  model_endpoint=monitor.endpoint)
     if not store_ok:
         warnings.append("The order database refuses writes (disk full or read-only?); orders cannot be saved.")
     ready = (app[RUNNER].accepting and store_ok and checks["session_store"] == "healthy"

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection
     from msev15.agent.tools.mailer import Mailer
 
-# The readiness check "azure_openai": a probe's answer, or what stands before or instead of one.
+# The readiness check "model" (and its older name "azure_openai"): a probe's answer, or what
+# stands before or instead of one.
 ModelStatus = ProbeStatus | Literal["checking", "not_configured"]
 
 CACHE_SECONDS = 5.0
@@ -58,6 +59,18 @@ class HealthMonitor:
     def last_model_status(self) -> ModelStatus:
         """The latest known status, without probing ("checking" before a configured model's
         first probe ends)."""
+        return self._model_status
+
+    @property
+    def endpoint(self) -> str:
+        """Where the model is called ("" for the offline assistant)."""
+        return str(getattr(self._provider, "endpoint", ""))
+
+    async def first_status(self, timeout: float) -> ModelStatus:
+        """The first probe's answer, waiting at most ``timeout`` for it (for the banner)."""
+        await self.model_status()
+        if self._task is not None and not self._task.done():
+            await asyncio.wait([self._task], timeout=timeout)
         return self._model_status
 
     async def model_status(self) -> ModelStatus:
@@ -98,7 +111,7 @@ async def health_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def readiness_warnings(settings: Settings, *, model_status: ModelStatus, mailer: Mailer,
                        mcp: Mapping[str, McpConnection], at_start: bool = False,
-                       session_store: str = "healthy") -> list[str]:
+                       session_store: str = "healthy", model_endpoint: str = "") -> list[str]:
     """One sentence per degraded dependency: the session store, unreachable MCP servers, the
     model, the email tools.
 
@@ -117,10 +130,29 @@ def readiness_warnings(settings: Settings, *, model_status: ModelStatus, mailer:
     if model_status == "not_configured":
         found.append("No language model configured: using the built-in offline assistant")
     elif model_status == "unreachable":
-        found.append(f"Language model endpoint ({settings.provider}) is not reachable")
+        where = f" at {model_endpoint}" if model_endpoint else ""
+        found.append(f"Language model endpoint ({settings.provider}){where} is not reachable: check "
+                     f"{_endpoint_var(settings)}")
+    elif model_status == "rejected":
+        found.append(f"Language model endpoint ({settings.provider}) refused the service's credentials "
+                     f"(HTTP 401/403): check {_key_var(settings)}")
     elif model_status == "no_credential":
         found.append("No Microsoft Entra ID credential for Azure OpenAI (set AZURE_OPENAI_API_KEY, or sign in: "
                      "managed identity, workload identity, AZURE_CLIENT_* variables or the Azure CLI)")
     if mailer.status == "invalid" and mailer.problem:
         found.append(f"Email tools disabled: {mailer.problem}")
     return found
+
+
+def _endpoint_var(settings: Settings) -> str:
+    if settings.provider != "azure":
+        return "OPENAI_BASE_URL"
+    return "AZURE_OPENAI_ENDPOINT" if settings.azure_openai_endpoint else "AZURE_AI_PROJECT_ENDPOINT"
+
+
+def _key_var(settings: Settings) -> str:
+    if settings.provider != "azure":
+        return "OPENAI_API_KEY"
+    if settings.azure_auth == "entra-id":
+        return "the Microsoft Entra ID identity's role on the resource, or AZURE_OPENAI_API_KEY"
+    return "AZURE_OPENAI_API_KEY"

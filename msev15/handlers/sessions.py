@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from msev15.handlers.errors import ApiError, iso
+from msev15.handlers.jsonbody import json_response
 from msev15.handlers.validation import check_id, int_param, tenant_from_query
 from msev15.logs import service as logs
 from msev15.store.base import SESSIONS
@@ -46,7 +47,7 @@ async def history(request: web.Request) -> web.Response:
     session = await request.app[SESSIONS].get(tenant_id, session_id)
     if session is None:
         raise _not_found(session_id)
-    return web.json_response({
+    return json_response({
         "session_id": session_id,
         "tenant_id": tenant_id,
         "message_count": session.visible_count,
@@ -78,7 +79,7 @@ async def delete_session(request: web.Request) -> web.Response:
     deleted = await request.app[SESSIONS].delete(tenant_id, session_id)
     if deleted is None:
         raise _not_found(session_id)
-    return web.json_response({"message": "Session deleted successfully", "session_id": session_id,
+    return json_response({"message": "Session deleted successfully", "session_id": session_id,
                               "messages_deleted": deleted})
 
 
@@ -102,7 +103,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     limit = int_param(request.query, "limit", 50, 1, 200)
     offset = int_param(request.query, "offset", 0, 0, 10**9)
     page = await request.app[SESSIONS].page(tenant_id, limit, offset)
-    return web.json_response({
+    return json_response({
         "tenant_id": tenant_id,
         "total": page.total,
         "limit": limit,

@@ -18,12 +18,14 @@ from aiohttp import web
 
 from msev15.agent.context import MCP, RUNNER, begin_shutdown
 from msev15.config import Settings
-from msev15.handlers.health_monitor import STATE
+from msev15.handlers.health_monitor import HEALTH, STATE
 from msev15.logs.writer import flush_logging
 from msev15.server.connections import CONNECTIONS, ConnectionLimits, GuardedRunner
 from msev15.store.base import SESSIONS
 
 log = logging.getLogger("app.serve")
+# How long start-up waits for the model endpoint's first probe, so the banner can warn about it.
+MODEL_PROBE_AT_START_SECONDS = 3.0
 
 
 def _say(*lines: str) -> None:
@@ -64,8 +66,10 @@ async def _wait_for_mcp(app: web.Application, settings: Settings) -> str | None:
             return (f"MCP server {settings.mcp_server_url} is required (MCP_SERVER_REQUIRED=true) but did not "
                     f"connect within {settings.mcp_connect_timeout_seconds:g}s")
         return None
-    # Give reachable servers a moment so the banner shows their real state and tool count.
-    await asyncio.gather(*(c.wait_connected(1.0) for c in connections.values()))
+    # Give reachable servers (and the model endpoint's first probe) a moment so the banner shows
+    # their real state and tool count.
+    await asyncio.gather(app[HEALTH].first_status(MODEL_PROBE_AT_START_SECONDS),
+                         *(c.wait_connected(1.0) for c in connections.values()))
     return None
 
 

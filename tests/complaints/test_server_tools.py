@@ -10,6 +10,7 @@ import aiohttp
 from mcp import Client
 from mcp_types import TextContent
 
+from msev15 import __version__
 from msev15.complaints.server import build_server
 from msev15.complaints.store import ComplaintStore
 
@@ -35,6 +36,11 @@ async def _error(client: Client, tool: str, **args: Any) -> str:
 async def _register(client: Client, **overrides: Any) -> dict[str, Any]:
     args = {"customer_id": "CUST-7", "description": "Charged twice for one order"} | overrides
     return await _ok(client, "register_complaint", **args)
+
+
+async def test_the_server_reports_the_package_version(complaints_server: McpTestServer) -> None:
+    async with Client(complaints_server.url) as client:
+        assert client.server_info is not None and client.server_info.version == __version__
 
 
 async def test_lists_the_six_tools_with_typed_schemas(complaints_server: McpTestServer) -> None:

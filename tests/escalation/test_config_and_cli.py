@@ -21,12 +21,12 @@ from msev15.escalation.config import EscalationSettings
 def test_defaults_match_the_spec():
     settings = EscalationSettings.from_env({})
     assert (settings.host, settings.port, settings.profile) == ("0.0.0.0", 8078, "dev")
-    assert settings.sender_email == "noreply@bankx.com"
-    assert settings.support_team_email == "support@bankx.com"
+    assert settings.sender_email == "noreply@example.com"
+    assert settings.support_team_email == "support@example.com"
     assert (settings.email_retry_count, settings.email_timeout_seconds) == (3, 30.0)
     assert settings.email_retry_base_seconds == 1.0
-    assert settings.ticket_base_url == "https://bankx.com/support/tickets"
-    assert settings.admin_ticket_base_url == "https://bankx.com/admin/tickets"
+    assert settings.ticket_base_url == "https://support.example.com/tickets"
+    assert settings.admin_ticket_base_url == "https://support.example.com/admin/tickets"
     assert settings.backend == "outbox"
 
 
@@ -54,7 +54,7 @@ def test_each_bad_variable_gets_one_line_naming_value_and_expectation():
         "EMAIL_RETRY_COUNT must be an integer between 1 and 10, got '0'",
         "SENDER_EMAIL must be an email address such as support@example.com, got 'nobody'",
         "PROFILE must be one of dev, prod, got 'staging'",
-        "TICKET_BASE_URL must be an http(s) URL without query, such as https://bankx.com/support/tickets, "
+        "TICKET_BASE_URL must be an http(s) URL without query, such as https://support.example.com/tickets, "
         "got 'ftp://x'",
         "EMAIL_TIMEOUT_SECONDS must be a number between 0.1 and 600, got '-1'",
         "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'loud'",
@@ -144,8 +144,8 @@ def test_empty_addresses_mean_the_defaults() -> None:
     from msev15.escalation.config import EscalationSettings
 
     settings = EscalationSettings.from_env({"SENDER_EMAIL": "", "SUPPORT_TEAM_EMAIL": "  "})
-    assert settings.sender_email == "noreply@bankx.com"
-    assert settings.support_team_email == "support@bankx.com"
+    assert settings.sender_email == "noreply@example.com"
+    assert settings.support_team_email == "support@example.com"
 
 
 def test_the_example_env_file_starts_the_escalation_settings_too() -> None:
@@ -155,4 +155,4 @@ def test_the_example_env_file_starts_the_escalation_settings_too() -> None:
 
     example = Path(__file__).resolve().parents[2] / ".env.example"
     settings = EscalationSettings.from_env({}, example)
-    assert settings.sender_email == "noreply@bankx.com"
+    assert settings.sender_email == "noreply@example.com"

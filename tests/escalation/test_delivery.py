@@ -80,7 +80,7 @@ async def test_smtp_down_fails_after_the_retries_without_hanging(settings_for, d
     assert result.is_error  # a failure is never reported as success
     data = result.structured_content
     assert data["status"] == "failed"
-    assert set(data["errors"]) == {"customer", "bank_team"}
+    assert set(data["errors"]) == {"customer", "support_team"}
     for error in data["errors"].values():
         assert error.startswith("Failed to deliver email after 3 retries: cannot reach SMTP server 127.0.0.1:")
         assert "EMAIL_TIMEOUT_SECONDS" not in error  # each attempt failed by itself, none hung until the budget
@@ -141,11 +141,11 @@ async def test_one_refused_recipient_gives_a_partial_result(settings_for):
     # A permanent refusal is not retried.
     assert data["errors"]["customer"].startswith("Failed to deliver email after 1 retry: ")
     assert "550" in data["errors"]["customer"]
-    assert [m.rcpt_tos for m in smtp.messages] == [("support@bankx.com",)]
+    assert [m.rcpt_tos for m in smtp.messages] == [("support@example.com",)]
     records = status.structured_content["recipients"]
     assert status.structured_content["status"] == "partial"
     assert records["customer"]["status"] == "failed" and records["customer"]["attempts"] == 1
-    assert records["bank_team"]["status"] == "sent" and records["bank_team"]["provider_message_id"]
+    assert records["support_team"]["status"] == "sent" and records["support_team"]["provider_message_id"]
 
 
 async def test_get_email_status_returns_the_delivery_record(settings_for, smtp):
@@ -165,7 +165,7 @@ async def test_get_email_status_returns_the_delivery_record(settings_for, smtp):
     assert customer["backend"] == "smtp" and customer["attempts"] == 1 and customer["last_error"] is None
     message_ids = {m.message["Message-ID"] for m in smtp.messages}
     assert customer["provider_message_id"] in message_ids
-    assert data["recipients"]["bank_team"]["provider_message_id"] in message_ids
+    assert data["recipients"]["support_team"]["provider_message_id"] in message_ids
     assert customer["sent_at"] and customer["created_at"]
 
 
@@ -180,7 +180,7 @@ async def test_metrics_move_with_each_send(settings_for, smtp):
     assert status == 200 and content_type.startswith("text/plain")
     assert metric(before, "escalation_emails_total", use_case="UC2", status="sent") == 0
     assert metric(after, "escalation_emails_total", use_case="UC2", status="sent") == 2
-    assert metric(after, "escalation_messages_total", recipient="bank_team", backend="smtp", status="sent") == 2
+    assert metric(after, "escalation_messages_total", recipient="support_team", backend="smtp", status="sent") == 2
     assert metric(after, "escalation_email_delivery_success_rate") == 1.0
     assert metric(after, "escalation_email_send_seconds_count", use_case="UC2") == 2
     assert metric(after, "escalation_template_render_seconds_count", template="customer_UC2") == 2

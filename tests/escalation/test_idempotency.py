@@ -94,7 +94,7 @@ async def test_the_same_key_twice_sends_once_and_answers_the_same(settings_for, 
     assert first.structured_content["status"] == "sent"
     assert second.structured_content == first.structured_content
     assert json.loads(text_of(second)) == first.structured_content
-    assert sorted(m.rcpt_tos for m in smtp.messages) == [("jane.doe@example.com",), ("support@bankx.com",)]
+    assert sorted(m.rcpt_tos for m in smtp.messages) == [("jane.doe@example.com",), ("support@example.com",)]
     assert smtp.attempts == 2
     assert status.structured_content["status"] == "sent"
     assert metric(metrics, "escalation_emails_total", use_case="UC2", status="sent") == 1
@@ -155,7 +155,7 @@ async def test_a_failed_first_call_is_replayed_without_new_attempts(settings_for
 
     assert first.is_error and second.is_error
     assert first.structured_content["status"] == "failed"
-    assert set(first.structured_content["errors"]) == {"customer", "bank_team"}
+    assert set(first.structured_content["errors"]) == {"customer", "support_team"}
     assert "554" in first.structured_content["errors"]["customer"]
     assert second.structured_content == first.structured_content
     assert smtp.attempts == 2 and smtp.messages == []  # one permanent refusal each, none after
@@ -170,7 +170,7 @@ async def test_a_partial_first_call_is_replayed_with_its_error_flag(settings_for
     assert first.is_error and second.is_error
     assert first.structured_content["status"] == "partial" and list(first.structured_content["errors"]) == ["customer"]
     assert second.structured_content == first.structured_content
-    assert [m.rcpt_tos for m in smtp.messages] == [("support@bankx.com",)]
+    assert [m.rcpt_tos for m in smtp.messages] == [("support@example.com",)]
 
 
 @pytest.mark.parametrize("change", [

@@ -45,7 +45,7 @@ INSERT INTO email_deliveries (email_id, tenant_id, role, ticket_id, use_case, re
                               created_at, updated_at, sent_at)
 VALUES ('EMAIL-UC2-20251107-001', 'acme', 'customer', 'TKT-2025-000001', 'UC2', 'old@example.com', 'smtp', 1,
         'sent', '2025-11-07T10:00:00+00:00', '2025-11-07T10:00:00+00:00', '2025-11-07T10:00:00+00:00'),
-       ('EMAIL-UC2-20251107-001', 'acme', 'bank_team', 'TKT-2025-000001', 'UC2', 'support@bankx.com', 'smtp', 1,
+       ('EMAIL-UC2-20251107-001', 'acme', 'bank_team', 'TKT-2025-000001', 'UC2', 'support@example.com', 'smtp', 1,
         'sent', '2025-11-07T10:00:00+00:00', '2025-11-07T10:00:00+00:00', '2025-11-07T10:00:00+00:00');
 """
 
@@ -73,7 +73,7 @@ def _create_database(path: str, script: str) -> None:
 
 def _records(email_id: str, status: MessageStatus = "pending") -> list[DeliveryRecord]:
     stamp = "2025-11-07T10:00:00+00:00"
-    recipients: list[tuple[Role, str]] = [("customer", "jane.doe@example.com"), ("bank_team", "support@bankx.com")]
+    recipients: list[tuple[Role, str]] = [("customer", "jane.doe@example.com"), ("support_team", "support@example.com")]
     return [DeliveryRecord(email_id=email_id, tenant_id="default", role=role, ticket_id="TKT-2025-001234",
                            use_case="UC2", recipient=recipient, backend="smtp", attempts=0, status=status,
                            provider_message_id="", provider_status="", created_at=stamp, updated_at=stamp,
@@ -112,7 +112,7 @@ async def test_a_call_cut_by_a_restart_is_answered_failed_and_not_resent(setting
     assert first.is_error and first.structured_content["email_id"] == email_id
     assert first.structured_content["status"] == "failed"
     assert first.structured_content["recipients"] == {"customer": "jane.doe@example.com",
-                                                      "bank_team": "support@bankx.com"}
+                                                      "support_team": "support@example.com"}
     for error in first.structured_content["errors"].values():
         assert error.startswith("interrupted: the service stopped before delivery finished")
     assert second.structured_content == first.structured_content
@@ -153,16 +153,19 @@ async def test_a_version_2_database_is_upgraded_in_place(settings_for, smtp, cap
 
     assert not old.is_error and old.structured_content["status"] == "sent"
     assert old.structured_content["recipients"]["customer"]["recipient"] == "old@example.com"
+    # The old database's bank_team record is the support team's now (version 4).
+    assert old.structured_content["recipients"]["support_team"]["recipient"] == "support@example.com"
     assert second.structured_content == first.structured_content and len(smtp.messages) == 2
     db = settings.escalation_db_path
-    assert _query(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(3,)]
+    assert _query(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(4,)]
     assert _query(db, "SELECT count(*) FROM email_deliveries") == [(4,)]
     assert _query(db, "SELECT last FROM email_sequence WHERE day = '20251107'") == [(1,)]
     assert _keys(db) == [("acme", KEY, first.structured_content["email_id"])]
     columns = [row[1] for row in _query(db, "PRAGMA table_info(idempotency_keys)")]
     assert columns == ["tenant_id", "idempotency_key", "request_sha256", "email_id", "created_at"]
     assert [row[2] for row in _query(db, "PRAGMA index_info(idempotency_keys_created)")] == ["created_at"]
-    assert any("upgraded to schema version 3" in r.getMessage() for r in caplog.records)
+    assert _query(db, "SELECT count(*) FROM email_deliveries WHERE role = 'bank_team'") == [(0,)]
+    assert any("upgraded to schema version 4" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_new_database_gets_the_current_version_without_an_upgrade_line(settings_for, caplog):

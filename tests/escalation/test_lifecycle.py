@@ -25,7 +25,7 @@ async def test_messages_left_pending_by_a_stopped_run_are_marked_failed(settings
             recipient="a@example.com",
             backend="smtp", attempts=1, status="pending", provider_message_id="", provider_status="",
             created_at="2025-11-07T10:00:00+00:00", updated_at="2025-11-07T10:00:00+00:00", sent_at="",
-            delivered_at="", last_error="") for role in ("customer", "bank_team")])
+            delivered_at="", last_error="") for role in ("customer", "support_team")])
     finally:
         await store.close()
 

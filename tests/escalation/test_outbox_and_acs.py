@@ -30,7 +30,7 @@ async def test_outbox_backend_writes_both_messages(settings_for, tmp_path: Path)
     assert len(files) == 2
     messages = {m["To"]: m for m in (email.message_from_bytes(f.read_bytes(), policy=policy.default) for f in files)}
     assert messages["jane.doe@example.com"]["Subject"] == "Financial Coaching Request: TKT-2025-001235"
-    assert messages["support@bankx.com"]["Subject"] == "New Support Ticket: TKT-2025-001235 (UC3)"
+    assert messages["support@example.com"]["Subject"] == "New Support Ticket: TKT-2025-001235 (UC3)"
     for message in messages.values():
         assert message.get_body(preferencelist=("plain",)) is not None
         assert message.get_body(preferencelist=("html",)) is not None
@@ -66,13 +66,13 @@ async def test_acs_sends_both_messages_through_the_sdk(settings_for, acs):
     bodies = {r["json"]["recipients"]["to"][0]["address"]: r for r in scripted.requests}
     customer = bodies["jane.doe@example.com"]
     assert customer["query"]["api-version"] == "2025-09-01"
-    assert customer["json"]["senderAddress"] == "noreply@bankx.com"
+    assert customer["json"]["senderAddress"] == "noreply@example.com"
     content = customer["json"]["content"]
     assert content["subject"] == "Support Ticket Created: TKT-2025-001234"
     assert "Your Question:\nRate for <b>mortgages</b>?" in content["plainText"]
     assert "Rate for &lt;b&gt;mortgages&lt;/b&gt;?" in content["html"]
-    assert customer["json"]["headers"]["X-BankX-Ticket-ID"] == "TKT-2025-001234"
-    team = bodies["support@bankx.com"]["json"]["content"]
+    assert customer["json"]["headers"]["X-Ticket-ID"] == "TKT-2025-001234"
+    team = bodies["support@example.com"]["json"]["content"]
     assert team["subject"] == "New Support Ticket: TKT-2025-001234 (UC2)"
     assert {r["headers"]["Operation-Id"] for r in scripted.requests} == set(scripted.operations)
 
@@ -93,7 +93,7 @@ async def test_acs_delivery_is_confirmed_by_polling_the_operation(settings_for, 
     assert first.structured_content["status"] == "sent"
     records = first.structured_content["recipients"]
     assert records["customer"]["provider_status"] == "Running" and records["customer"]["status"] == "sent"
-    assert records["bank_team"]["status"] == "delivered"
+    assert records["support_team"]["status"] == "delivered"
     assert records["customer"]["provider_message_id"] == customer_op
     assert second.structured_content["status"] == "delivered"
     assert second.structured_content["recipients"]["customer"]["delivered_at"]

@@ -49,31 +49,32 @@ async def test_uc2_sends_customer_and_team_emails(settings_for, smtp, caplog):
     data: dict[str, Any] = result.structured_content
     assert re.fullmatch(r"EMAIL-UC2-\d{8}-001-[A-Z0-9]{6}", data["email_id"])
     assert data["status"] == "sent"
-    assert data["recipients"] == {"customer": "jane.doe@example.com", "bank_team": "support@bankx.com"}
+    assert data["recipients"] == {"customer": "jane.doe@example.com", "support_team": "support@example.com"}
     assert data["errors"] == {}
     sent_at = datetime.fromisoformat(data["sent_at"])
     assert sent_at.utcoffset() is not None
     assert data["email_id"].split("-")[2] == sent_at.strftime("%Y%m%d")
 
     assert len(smtp.messages) == 2
-    assert {m.mail_from for m in smtp.messages} == {"noreply@bankx.com"}
+    assert {m.mail_from for m in smtp.messages} == {"noreply@example.com"}
     by_rcpt = _by_recipient(smtp)
-    customer, team = by_rcpt["jane.doe@example.com"], by_rcpt["support@bankx.com"]
+    customer, team = by_rcpt["jane.doe@example.com"], by_rcpt["support@example.com"]
 
     assert customer["Subject"] == "Support Ticket Created: TKT-2025-001234"
     assert customer["To"] == "jane.doe@example.com"
-    assert customer["From"] == "BankX Support <noreply@bankx.com>"
-    assert customer["X-BankX-Ticket-ID"] == "TKT-2025-001234"
+    assert customer["From"] == "Customer Support <noreply@example.com>"
+    assert customer["X-Ticket-ID"] == "TKT-2025-001234"
     assert customer.get_content_type() == "multipart/alternative"
     text, html = _parts(customer)
-    assert text.startswith("Dear Valued Customer,\n\nThank you for contacting BankX Product Information Service.")
+    assert text.startswith("Dear Valued Customer,\n\n"
+                           "Thank you for contacting Example Company Product Information Service.")
     assert "Your Question:\nWhat is the interest rate for mortgage loans?\n" in text
     assert "within 24-48 hours." in text
     assert "Ticket ID: TKT-2025-001234" in text
-    assert "https://bankx.com/support/tickets/TKT-2025-001234" in text
-    assert text.rstrip().endswith("Best regards,\nBankX Support Team")
-    assert "<!DOCTYPE html>" in html and "BankX Product Information Service" in html
-    assert 'href="https://bankx.com/support/tickets/TKT-2025-001234"' in html
+    assert "https://support.example.com/tickets/TKT-2025-001234" in text
+    assert text.rstrip().endswith("Best regards,\nExample Company Support Team")
+    assert "<!DOCTYPE html>" in html and "Example Company Product Information Service" in html
+    assert 'href="https://support.example.com/tickets/TKT-2025-001234"' in html
 
     assert team["Subject"] == "New Support Ticket: TKT-2025-001234 (UC2)"
     text, html = _parts(team)
@@ -83,14 +84,15 @@ async def test_uc2_sends_customer_and_team_emails(settings_for, smtp, caplog):
     for line in ("1. Review the customer's question", "2. Prepare a comprehensive response",
                  "3. Update ticket status in system", "4. Respond within 24-48 hours"):
         assert line in text
-    assert "Ticket Dashboard:\nhttps://bankx.com/admin/tickets/TKT-2025-001234" in text
+    assert "Ticket Dashboard:\nhttps://support.example.com/admin/tickets/TKT-2025-001234" in text
     assert "<table" in html and "Priority: Normal" in html
-    assert 'href="https://bankx.com/admin/tickets/TKT-2025-001234"' in html and "Open Ticket Dashboard" in html
+    assert 'href="https://support.example.com/admin/tickets/TKT-2025-001234"' in html
+    assert "Open Ticket Dashboard" in html
 
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("escalation.")]
     assert any(m.startswith("Sending email for ticket TKT-2025-001234 (UC2)") for m in messages)
     assert f"Email sent to customer: {mask_email('jane.doe@example.com')}" in messages
-    assert f"Email sent to support team: {mask_email('support@bankx.com')}" in messages
+    assert f"Email sent to support team: {mask_email('support@example.com')}" in messages
     info_text = "\n".join(r.getMessage() for r in caplog.records
                           if r.levelname == "INFO" and r.name.startswith("escalation."))
     assert "jane.doe@example.com" not in info_text
@@ -104,18 +106,48 @@ async def test_uc3_uses_money_coach_wording(settings_for, smtp):
     assert not result.is_error
     assert re.fullmatch(r"EMAIL-UC3-\d{8}-001-[A-Z0-9]{6}", result.structured_content["email_id"])
     by_rcpt = _by_recipient(smtp)
-    customer, team = by_rcpt["jane.doe@example.com"], by_rcpt["support@bankx.com"]
+    customer, team = by_rcpt["jane.doe@example.com"], by_rcpt["support@example.com"]
     assert customer["Subject"] == "Financial Coaching Request: TKT-2025-001235"
     text, html = _parts(customer)
-    assert "Thank you for contacting BankX AI Money Coach Service." in text
+    assert "Thank you for contacting Example Company AI Money Coach Service." in text
     assert "Your Request:\nI need help with complex financial planning" in text
     assert "guidance from our financial advisors within 24-48 hours." in text
-    assert text.rstrip().endswith("BankX Financial Advisory Team")
-    assert "BankX AI Money Coach Service" in html and "BankX Financial Advisory Team" in html
+    assert text.rstrip().endswith("Example Company Financial Advisory Team")
+    assert "Example Company AI Money Coach Service" in html and "Example Company Financial Advisory Team" in html
     assert team["Subject"] == "New Support Ticket: TKT-2025-001235 (UC3)"
     text, html = _parts(team)
     assert "Use Case: UC3 - AI Money Coach" in text
     assert "Priority: High" in html
+
+
+async def test_branding_comes_from_the_settings(settings_for, smtp):
+    """A damaged-parcel ticket of a parcel shop is mailed in the shop's name, not the spec's bank."""
+    settings = settings_for(smtp_server="127.0.0.1", smtp_port=smtp.port, company_name="Acme Parcels",
+                            sender_email="help@acme.example", sender_name="Acme Help",
+                            support_team_email="team@acme.example", support_team_name="Care Team")
+    async with running(settings) as server, connect(server) as client:
+        result = await client.call_tool("sendemail", uc2_args(query="My parcel arrived damaged"))
+
+    assert not result.is_error
+    assert result.structured_content["recipients"] == {"customer": "jane.doe@example.com",
+                                                       "support_team": "team@acme.example"}
+    customer = _by_recipient(smtp)["jane.doe@example.com"]
+    assert customer["From"] == "Acme Help <help@acme.example>"
+    text, html = _parts(customer)
+    assert "Thank you for contacting Acme Parcels Product Information Service." in text
+    assert text.rstrip().endswith("Best regards,\nAcme Parcels Care Team")
+    assert "This message was sent by Acme Parcels about ticket TKT-2025-001234" in html
+    for message in smtp.messages:
+        raw = message.message.as_string()
+        assert "BankX" not in raw and "bank" not in raw.lower()
+
+
+async def test_defaults_are_neutral(settings_for, smtp):
+    async with running(settings_for(smtp_server="127.0.0.1", smtp_port=smtp.port)) as server, \
+            connect(server) as client:
+        await client.call_tool("sendemail", uc2_args(query="My parcel arrived damaged"))
+    for message in smtp.messages:
+        assert "bank" not in message.message.as_string().lower()
 
 
 async def test_customer_text_is_escaped_in_html_and_literal_in_text(settings_for, smtp):
@@ -131,7 +163,7 @@ async def test_customer_text_is_escaped_in_html_and_literal_in_text(settings_for
         assert query in text  # plain text carries it as written, placeholders not expanded
         assert "<script>" not in html
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; {ticket_id} safe?" in html
-    team = _by_recipient(smtp)["support@bankx.com"]
+    team = _by_recipient(smtp)["support@example.com"]
     _, html = _parts(team)
     assert "&lt;b&gt;bold&lt;/b&gt; reason" in html and "<b>bold</b>" not in html
     assert "C&lt;1&gt;" in html

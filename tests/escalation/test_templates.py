@@ -24,8 +24,8 @@ WHEN = datetime(2025, 11, 7, 14, 30, tzinfo=timezone(timedelta(hours=7)))
 
 def _values(**args: str) -> dict[str, str]:
     request = EscalationRequest.parse(**args)
-    return template_values(request, timestamp=WHEN, ticket_base_url="https://bankx.com/support/tickets",
-                           admin_ticket_base_url="https://bankx.com/admin/tickets")
+    return template_values(request, timestamp=WHEN, ticket_base_url="https://support.example.com/tickets",
+                           admin_ticket_base_url="https://support.example.com/admin/tickets")
 
 
 def test_customer_uc2_plain_text_is_the_specified_body():
@@ -33,7 +33,7 @@ def test_customer_uc2_plain_text_is_the_specified_body():
     assert rendered.subject == "Support Ticket Created: TKT-2025-001234"
     assert rendered.text == """Dear Valued Customer,
 
-Thank you for contacting BankX Product Information Service.
+Thank you for contacting Example Company Product Information Service.
 
 Your Question:
 What is the interest rate for mortgage loans?
@@ -44,10 +44,10 @@ your question and provide a detailed response within 24-48 hours.
 Ticket ID: TKT-2025-001234
 
 You can track your ticket status at:
-https://bankx.com/support/tickets/TKT-2025-001234
+https://support.example.com/tickets/TKT-2025-001234
 
 Best regards,
-BankX Support Team
+Example Company Support Team
 """
 
 
@@ -56,7 +56,7 @@ def test_customer_uc3_plain_text_is_the_specified_body():
     assert rendered.subject == "Financial Coaching Request: TKT-2025-001235"
     assert rendered.text == """Dear Valued Customer,
 
-Thank you for contacting BankX AI Money Coach Service.
+Thank you for contacting Example Company AI Money Coach Service.
 
 Your Request:
 I need help with complex financial planning across multiple areas...
@@ -67,10 +67,10 @@ guidance from our financial advisors within 24-48 hours.
 Ticket ID: TKT-2025-001235
 
 You can track your ticket status at:
-https://bankx.com/support/tickets/TKT-2025-001235
+https://support.example.com/tickets/TKT-2025-001235
 
 Best regards,
-BankX Financial Advisory Team
+Example Company Financial Advisory Team
 """
 
 
@@ -93,7 +93,7 @@ Action Required:
 4. Respond within 24-48 hours
 
 Ticket Dashboard:
-https://bankx.com/admin/tickets/TKT-2025-001234
+https://support.example.com/admin/tickets/TKT-2025-001234
 """
 
 
@@ -101,7 +101,8 @@ def test_support_team_html_is_a_table_with_priority_and_button():
     html = support_team_email(_values(**uc3_args())).html
     assert html.count("<tr><th") == 6
     assert "Priority: High" in html and "2025-11-07T14:30:00+07:00" in html
-    assert '<a href="https://bankx.com/admin/tickets/TKT-2025-001235"' in html and "Open Ticket Dashboard" in html
+    assert '<a href="https://support.example.com/admin/tickets/TKT-2025-001235"' in html
+    assert "Open Ticket Dashboard" in html
 
 
 def test_html_parts_escape_every_value_the_customer_wrote():

@@ -42,7 +42,7 @@ INSERT INTO email_deliveries (email_id, role, ticket_id, use_case, recipient, ba
                               created_at, updated_at, sent_at)
 VALUES ('EMAIL-UC2-20251107-001', 'customer', 'TKT-2025-000001', 'UC2', 'old@example.com', 'outbox', 1, 'sent',
         '2025-11-07T10:00:00+00:00', '2025-11-07T10:00:00+00:00', '2025-11-07T10:00:00+00:00'),
-       ('EMAIL-UC2-20251107-001', 'bank_team', 'TKT-2025-000001', 'UC2', 'support@bankx.com', 'outbox', 1, 'sent',
+       ('EMAIL-UC2-20251107-001', 'bank_team', 'TKT-2025-000001', 'UC2', 'support@example.com', 'outbox', 1, 'sent',
         '2025-11-07T10:00:00+00:00', '2025-11-07T10:00:00+00:00', '2025-11-07T10:00:00+00:00');
 """
 
@@ -78,8 +78,8 @@ async def test_the_sending_tenant_reads_its_status(settings_for):
     assert status["email_id"] == sent["email_id"] and status["ticket_id"] == "TKT-2025-001234"
     assert status["recipients"]["customer"]["recipient"] == "jane.doe@example.com"
     assert "tenant_id" not in status  # the caller's own tenant is never echoed back
-    assert _rows(settings.escalation_db_path) == [(sent["email_id"], "bank_team", A),
-                                                  (sent["email_id"], "customer", A)]
+    assert _rows(settings.escalation_db_path) == [(sent["email_id"], "customer", A),
+                                                  (sent["email_id"], "support_team", A)]
 
 
 async def test_another_tenant_gets_not_found_exactly_like_an_unknown_id(settings_for):
@@ -171,8 +171,8 @@ async def test_a_database_from_before_tenants_is_migrated(settings_for):
     assert old["recipients"]["customer"]["recipient"] == "old@example.com"
     assert hidden.endswith("No email with id 'EMAIL-UC2-20251107-001'")
     assert _rows(settings.escalation_db_path) == [
-        ("EMAIL-UC2-20251107-001", "bank_team", "default"), ("EMAIL-UC2-20251107-001", "customer", "default"),
-        (new["email_id"], "bank_team", A), (new["email_id"], "customer", A)]
+        ("EMAIL-UC2-20251107-001", "customer", "default"), ("EMAIL-UC2-20251107-001", "support_team", "default"),
+        (new["email_id"], "customer", A), (new["email_id"], "support_team", A)]
     conn = sqlite3.connect(settings.escalation_db_path)
     try:
         columns = {row[1]: row for row in conn.execute("PRAGMA table_info(email_deliveries)")}
@@ -192,7 +192,7 @@ async def test_migrating_twice_changes_nothing(settings_for):
         store = await TrackingStore.open(settings.escalation_db_path)
         try:
             records = await store.get("EMAIL-UC2-20251107-001", tenant_id="default")
-            assert [r.role for r in records] == ["customer", "bank_team"]
+            assert [r.role for r in records] == ["customer", "support_team"]
             assert {r.tenant_id for r in records} == {"default"}
             assert await store.get("EMAIL-UC2-20251107-001", tenant_id=A) == []
         finally:

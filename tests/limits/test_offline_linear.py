@@ -13,7 +13,9 @@ import time
 
 import pytest
 
+from msev15.agent.offline.dialogue import answer
 from msev15.agent.providers.offline import OfflineProvider
+from msev15.mcpkit.capabilities import ORDER_CREATE
 
 SIZES = (1_000, 4_000, 16_000)
 MAX_GROWTH = 4.0  # per-character cost at 16k / at 1k (quadratic: 16)
@@ -33,12 +35,24 @@ SHAPES = {
     "resolution + letters": ("complaint CMP-1234 resolve because ", "a"),
     "address + quotes": ("order address ", "'"),
     "at + colons": ("at", ":"),
+    # The dialogue rules' own patterns: "talk to a person", "my orders", "email x@", complaint words.
+    "talk to a ...": ("", "talk to a "),
+    "my my my ...": ("", "my "),
+    "email + address characters": ("email ", "x"),
+    "never never ...": ("I want to complain: ", "never "),
+    "a long answer to our question": ("", "CUST-"),
 }
 
 
-def _per_char(text: str) -> float:
+# A conversation in the middle of a request: the message is read as the answer to this question.
+PENDING = [{"role": "user", "content": "I want to complain"},
+           {"role": "assistant", "content": "I can help with registering a complaint. Please tell me the customer "
+                                            "id and description of the problem."}]
+
+
+def _per_char(text: str, history: list[dict[str, str]] | None = None) -> float:
     provider = OfflineProvider()
-    messages = [{"role": "user", "content": text}]
+    messages = [*(history or []), {"role": "user", "content": text}]
 
     async def run() -> None:
         async for _ in provider.stream(messages, []):
@@ -66,12 +80,23 @@ def test_cost_per_character_does_not_grow_with_the_message(head: str, unit: str)
         assert growth <= MAX_GROWTH, f"per-character cost grew {growth:.1f}x from 1k to {size} characters: {costs}"
 
 
+@pytest.mark.parametrize(("head", "unit"), [("", "CUST-"), ("", "a "), ("", "x@"), ("", "1")],
+                         ids=["ids", "words", "address characters", "digits"])
+def test_an_answer_to_a_question_costs_linear_time_too(head: str, unit: str) -> None:
+    costs = {}
+    for size in SIZES:
+        costs[size] = _per_char(_message(head, unit, size), PENDING)
+        growth = costs[size] / costs[SIZES[0]]
+        assert growth <= MAX_GROWTH, f"per-character cost grew {growth:.1f}x from 1k to {size} characters: {costs}"
+
+
 def test_a_long_well_formed_request_is_still_understood() -> None:
     """The good twin: the rewritten patterns still find what they are for in a long message."""
     filler = "Some context about my day. " * 500
     text = (filler + "Please create an order for customer CUST-001: 2 x SKU WIDGET-9 at 19.99, "
             "ship to 1 Main St, Springfield")
-    _, calls = OfflineProvider()._decide(text, {"create_order": {"parameters": {}}}, "")
-    assert calls and calls[0].name == "create_order"
-    assert '"shipping_address": "1 Main St, Springfield"' in calls[0].arguments
-    assert '"customer_id": "CUST-001"' in calls[0].arguments
+    _, call = answer([{"role": "user", "content": text}], {"make_order": {"parameters": {}}},
+                     {"make_order": ORDER_CREATE})
+    assert call is not None and call[0] == "make_order"
+    assert call[1]["shipping_address"] == "1 Main St, Springfield"
+    assert call[1]["customer_id"] == "CUST-001"

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 # What a provider's probe() reports for readiness.
-ProbeStatus = Literal["healthy", "offline", "unreachable", "no_credential"]
+# "rejected": the endpoint answered 401/403 to the credentials (a wrong or missing key, a role).
+ProbeStatus = Literal["healthy", "offline", "unreachable", "no_credential", "rejected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,16 +28,19 @@ class ModelReply:
 
 
 class LLMError(Exception):
-    """A model failure the client sees: ``code`` for the envelope, ``status`` for /chat, and
+    """A model failure the client sees: ``code`` for the envelope, ``status`` for /chat,
     ``retry_after`` (seconds, from the model's own ``retry-after``/``retry-after-ms``) when the
-    model asked to be called again later."""
+    model asked to be called again later, and ``detail`` (the envelope's: what the model endpoint
+    said, and which setting to check)."""
 
-    def __init__(self, code: str, message: str, status: int, retry_after: float | None = None) -> None:
+    def __init__(self, code: str, message: str, status: int, retry_after: float | None = None,
+                 detail: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.detail = detail
 
 
 class Provider(Protocol):

@@ -31,7 +31,7 @@ import openai
 
 from msev15.agent.providers.chat_api import ChatCompletions
 from msev15.agent.providers.responses_api import Responses
-from msev15.config import Settings
+from msev15.config import API_VERSION_LABELS, Settings
 
 RESPONSES_MIN_API_VERSION = "2025-03-01"  # Azure refuses /openai/responses at earlier dated versions
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -48,11 +48,13 @@ class ModelClient:
     url: str   # the base URL requests go to (probed for readiness)
     credential: Any = None  # the Entra ID credential, closed with the client
     scope: str = ""
+    endpoint_var: str = "OPENAI_BASE_URL"  # the variable that set ``url`` (named in diagnostics)
+    secrets: tuple[str, ...] = ()  # keys never to repeat in a diagnostic
 
 
 def _uses_v1(settings: Settings) -> bool:
     version = settings.azure_openai_api_version
-    if version == "v1":
+    if version in API_VERSION_LABELS:  # v1, preview, latest: the /openai/v1 API's own versions
         return True
     return settings.llm_api == "responses" and version[:10] < RESPONSES_MIN_API_VERSION
 
@@ -80,7 +82,8 @@ def build_client(settings: Settings) -> ModelClient:
         client = openai.AsyncOpenAI(base_url=base, api_key=settings.openai_api_key or "not-needed", **common)
         model = settings.openai_model
         wire = Responses(model, "/responses") if responses else ChatCompletions(model, "/chat/completions")
-        return ModelClient(client, wire, "openai", "api-key" if settings.openai_api_key else "none", base)
+        return ModelClient(client, wire, "openai", "api-key" if settings.openai_api_key else "none", base,
+                           secrets=(settings.openai_api_key,))
     deployment = settings.azure_openai_responses_deployment_name
     key = settings.azure_openai_api_key
     project = not settings.azure_openai_endpoint
@@ -90,9 +93,13 @@ def build_client(settings: Settings) -> ModelClient:
     if project or _uses_v1(settings):
         root = settings.azure_ai_project_endpoint if project else settings.azure_openai_endpoint
         base = root.rstrip("/") + "/openai/v1/"
-        client = openai.AsyncOpenAI(base_url=base, api_key=key or token_provider, **common)
+        version = settings.azure_openai_api_version
+        # The v1 API takes no api-version, except to ask for its preview or latest features.
+        query = {"api-version": version} if version in ("preview", "latest") else None
+        client = openai.AsyncOpenAI(base_url=base, api_key=key or token_provider, default_query=query, **common)
         wire = Responses(deployment, "/responses") if responses else ChatCompletions(deployment, "/chat/completions")
-        return ModelClient(client, wire, "azure", auth, base, credential, scope)
+        return ModelClient(client, wire, "azure", auth, base, credential, scope,
+                           "AZURE_AI_PROJECT_ENDPOINT" if project else "AZURE_OPENAI_ENDPOINT", (key,))
     endpoint = settings.azure_openai_endpoint
     if key:
         client = openai.AsyncAzureOpenAI(azure_endpoint=endpoint, api_key=key,
@@ -103,4 +110,4 @@ def build_client(settings: Settings) -> ModelClient:
     # The body is sent as bytes, so the client cannot move the model into the URL itself.
     chat_path = f"/deployments/{quote(deployment, safe='')}/chat/completions"
     wire = Responses(deployment, "/responses") if responses else ChatCompletions(deployment, chat_path)
-    return ModelClient(client, wire, "azure", auth, endpoint, credential, scope)
+    return ModelClient(client, wire, "azure", auth, endpoint, credential, scope, "AZURE_OPENAI_ENDPOINT", (key,))

@@ -22,6 +22,7 @@ import openai
 
 from msev15.agent.providers.base import LLMError, ModelReply, ProbeStatus
 from msev15.agent.providers.clients import ModelClient, build_client
+from msev15.agent.providers.diagnosis import Setup, endpoint_said, joined, status_hint, unreachable_hint
 from msev15.agent.providers.sse import sse_events
 from msev15.config import Settings
 
@@ -30,7 +31,9 @@ log = logging.getLogger("agent.llm")
 # Which auth the SDK applies (the generated methods pass the same); the body is JSON bytes.
 _OPTIONS: Any = {"headers": {"Content-Type": "application/json", "Accept": "text/event-stream"},
                  "security": {"bearer_auth": True}}
+_PROBE_OPTIONS: Any = {"security": {"bearer_auth": True}}
 TOKEN_PROBE_SECONDS = 10.0
+PROBE_SECONDS = 5.0
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -67,13 +70,20 @@ def _timed_out(exc: BaseException) -> bool:
     return False
 
 
-def _status_error(exc: openai.APIStatusError) -> LLMError:
+def _status_error(exc: openai.APIStatusError, setup: Setup, secrets: tuple[str, ...]) -> LLMError:
     status = exc.status_code
-    log.warning("model request failed: HTTP %s", status)
+    said = endpoint_said(exc.body, exc.message, secrets)
+    hint = status_hint(setup, status)
+    log.warning("model request failed: HTTP %s from %s: %s%s", status, setup.endpoint, said,
+                f" ({hint})" if hint else "")
+    detail = joined(f"The endpoint said: {said}", hint)
     if status == 429:  # rate-limited even after the client's retries: tell the caller when to come back
         return LLMError("llm_unavailable", "The language model is busy (rate-limited). Please retry later.", 503,
-                        retry_after(exc.response.headers))
-    return LLMError("llm_error", f"The language model returned an error (HTTP {status}).", 502)
+                        retry_after(exc.response.headers), detail)
+    if status in (401, 403):
+        return LLMError("llm_error", f"The language model refused the service's credentials (HTTP {status}).", 502,
+                        detail=detail)
+    return LLMError("llm_error", f"The language model returned an error (HTTP {status}).", 502, detail=detail)
 
 
 class OpenAIProvider:
@@ -89,6 +99,9 @@ class OpenAIProvider:
         self._url = model_client.url
         self._credential = model_client.credential
         self._scope = model_client.scope
+        self._secrets = model_client.secrets
+        self.setup = Setup(model_client.name, model_client.auth, model_client.url, model_client.endpoint_var)
+        self.endpoint = model_client.url
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIProvider:
@@ -105,9 +118,11 @@ class OpenAIProvider:
         except openai.APIConnectionError as exc:  # APITimeoutError included
             if _timed_out(exc):
                 raise LLMError("llm_error", "The language model did not answer in time.", 502) from exc
-            raise LLMError("llm_unavailable", "The language model endpoint is unreachable.", 503) from exc
+            log.warning("model endpoint %s unreachable: %s", self.setup.host, type(exc.__cause__ or exc).__name__)
+            raise LLMError("llm_unavailable", f"The language model endpoint ({self.setup.host}) is unreachable.",
+                           503, detail=unreachable_hint(self.setup)) from exc
         except openai.APIStatusError as exc:
-            raise _status_error(exc) from exc
+            raise _status_error(exc, self.setup, self._secrets) from exc
         except openai.OpenAIError as exc:
             raise LLMError("llm_error", "The language model returned an invalid response.", 502) from exc
         except Exception as exc:
@@ -128,8 +143,14 @@ class OpenAIProvider:
             await response.aclose()
 
     async def probe(self) -> ProbeStatus:
-        """Is the endpoint reachable (a TCP connect, not a billed model call), and, for Entra ID,
-        can a token be had?"""
+        """Can a token be had (Entra ID), is the endpoint reachable (a TCP connect), and does it
+        take our credentials? The last asks for the model list: authenticated, not a billed call."""
+        if self._credential is not None:
+            try:
+                await asyncio.wait_for(self._credential.get_token(self._scope), TOKEN_PROBE_SECONDS)
+            except Exception as exc:
+                log.warning("Microsoft Entra ID: no token (%s)", type(exc).__name__)
+                return "no_credential"
         parts = urlsplit(self._url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
@@ -141,12 +162,21 @@ class OpenAIProvider:
             await writer.wait_closed()
         except OSError:
             pass
-        if self._credential is not None:
-            try:
-                await asyncio.wait_for(self._credential.get_token(self._scope), TOKEN_PROBE_SECONDS)
-            except Exception as exc:
-                log.warning("Microsoft Entra ID: no token (%s)", type(exc).__name__)
-                return "no_credential"
+        return await self._credentials_taken()
+
+    async def _credentials_taken(self) -> ProbeStatus:
+        try:
+            quick = self.client.with_options(max_retries=0, timeout=PROBE_SECONDS)
+            response = cast(httpx2.Response, await quick.get("/models", cast_to=httpx2.Response,
+                                                            options=_PROBE_OPTIONS))
+            await response.aclose()
+        except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                return "rejected"
+        except openai.APIConnectionError:
+            return "unreachable"
+        except Exception as exc:  # a reachable endpoint that does not list models is still reachable
+            log.debug("model list probe: %s", type(exc).__name__)
         return "healthy"
 
     async def close(self) -> None:

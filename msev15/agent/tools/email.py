@@ -9,6 +9,7 @@ from typing import Any
 from msev15.agent.tools.email_schemas import CONNECTION_DESCRIPTION, CONNECTION_SCHEMA, SENDERS
 from msev15.agent.tools.mailer import Mailer
 from msev15.agent.tools.registry import Tool, ToolContext
+from msev15.mcpkit import capabilities as caps
 
 __all__ = ["email_tools"]
 
@@ -30,5 +31,8 @@ def email_tools(mailer: Mailer) -> list[Tool]:
     async def test_connection(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         return await mailer.test_connection()
 
-    tools = [Tool(name, description, schema, send) for name, (description, schema) in SENDERS.items()]
-    return [*tools, Tool("test_connection", CONNECTION_DESCRIPTION, CONNECTION_SCHEMA, test_connection)]
+    # Every sender does the same job; the offline assistant picks the first one whose schema fits.
+    tools = [Tool(name, description, schema, send, capability=caps.EMAIL_SEND)
+             for name, (description, schema) in SENDERS.items()]
+    return [*tools, Tool("test_connection", CONNECTION_DESCRIPTION, CONNECTION_SCHEMA, test_connection,
+                         capability=caps.EMAIL_CHECK)]

@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from msev15.agent.tools.registry import ServiceUnavailable, Tool, ToolContext, ToolError
+from msev15.mcpkit import capabilities as caps
 from msev15.store.orders import (
     DEFAULT_LIMIT,
     MAX_ADDRESS,
@@ -115,25 +116,25 @@ def order_tools(repo: OrderRepository) -> list[Tool]:
              "Create a new order for a customer. New orders start as 'pending'. Returns the order "
              "with its id (ORD-XXXXXXXX), unit price and total. Ask the customer for any missing "
              "required detail rather than guessing it.",
-             CREATE_SCHEMA, create_order),
+             CREATE_SCHEMA, create_order, capability=caps.ORDER_CREATE),
         Tool("get_order_by_id",
              "Look up one order by its id (like ORD-7K3M9Q2X): customer, product, quantity, price, "
              "total, shipping address, status, notes and timestamps.",
-             GET_SCHEMA, get_order_by_id),
+             GET_SCHEMA, get_order_by_id, capability=caps.ORDER_LOOKUP),
         Tool("get_orders_by_customer",
              "List one customer's orders, newest first.",
-             BY_CUSTOMER_SCHEMA, get_orders_by_customer),
+             BY_CUSTOMER_SCHEMA, get_orders_by_customer, capability=caps.ORDERS_OF_CUSTOMER),
         Tool("search_orders",
              "Find orders by product SKU (exact), by text in the shipping address, and/or by status. "
              "Give at least one of sku, address, status; several must all match. Newest first.",
-             SEARCH_SCHEMA, search_orders),
+             SEARCH_SCHEMA, search_orders, capability=caps.ORDER_SEARCH),
         Tool("update_order_status",
              "Change an order's status. Allowed: pending -> confirmed or cancelled; confirmed -> "
              "shipped or cancelled; shipped -> delivered. delivered and cancelled are final. "
              "Setting the status the order already has changes nothing (changed: false).",
-             UPDATE_SCHEMA, update_order_status),
+             UPDATE_SCHEMA, update_order_status, capability=caps.ORDER_SET_STATUS),
         Tool("get_all_orders",
              f"List the most recent orders, newest first (default {DEFAULT_LIMIT}, at most "
              f"{MAX_LIMIT}), with the total number of orders.",
-             ALL_SCHEMA, get_all_orders),
+             ALL_SCHEMA, get_all_orders, capability=caps.ORDER_LIST),
     ]

@@ -56,6 +56,8 @@ class Tool:
     parameters: Mapping[str, Any]
     func: ToolFunc = field(repr=False, compare=False)
     source: str = "local"  # "local" or the MCP server's name
+    # What the tool does (see :mod:`msev15.mcpkit.capabilities`): how rules without a model find it.
+    capability: str | None = None
 
     def openai_schema(self) -> dict[str, Any]:
         return {
@@ -143,6 +145,10 @@ class ToolRegistry:
             schemas = [t.openai_schema() for t in tools]
             self._schema_cache = (tools, schemas)
         return schemas
+
+    def capabilities(self) -> dict[str, str]:
+        """The tag of every tool available now that has one, by tool name."""
+        return {name: tool.capability for name, tool in self.tools().items() if tool.capability}
 
     def __len__(self) -> int:
         return len(self.tools())

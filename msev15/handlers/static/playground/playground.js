@@ -1,6 +1,9 @@
 // The playground: a plain script over the public API (no framework, no build step).
 // Chat: POST /api/v1/chat/stream (SSE). Resume: GET .../turns/{turn}/events with Last-Event-ID.
 // Stop: POST .../turns/{turn}/cancel. Sessions: GET /api/v1/sessions, DELETE /api/v1/sessions/{id}.
+// Every request goes through fetch() (never EventSource, which cannot send headers), so an API key
+// rides on each one as "Authorization: Bearer", stream resumes included. The key is kept in
+// sessionStorage: this tab only, gone when it closes, never in localStorage.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -8,8 +11,19 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 const state = {
   turn: null,        // {id, lastEventId, bubble, text, finished, controller, tenant, session}
+  known: null,       // session ids the service listed (null before the first list), to skip a new one's history
 };
+const KEY_ITEM = "msev15.apikey";
 
+function apiKey() { return $("apikey").value.trim(); }
+// The credential on every request; with a key the service takes the tenant from it.
+function withAuth(headers = {}) {
+  const key = apiKey();
+  return key ? {...headers, "Authorization": `Bearer ${key}`} : headers;
+}
+function tenantQuery(extra = {}) {
+  return q(apiKey() ? extra : {tenant_id: tenant(), ...extra});
+}
 function tenant() { return $("tenant").value.trim() || "default"; }
 function session() { return $("session").value.trim(); }
 function newSessionId() {
@@ -25,12 +39,19 @@ function remember() {
 }
 
 async function apiError(resp) {
+  let said;
   try {
     const body = await resp.json();
-    return `${body.error}: ${body.message}`;
+    said = `${body.error}: ${body.message}`;
   } catch {
-    return `HTTP ${resp.status}`;
+    said = `HTTP ${resp.status}`;
   }
+  if (resp.status === 401) {
+    return apiKey() ? `The service did not accept this API key (${said}). Check the key in "API key".`
+                    : `The service needs an API key: enter one in "API key" (${said}).`;
+  }
+  if (resp.status === 403) return `This API key may not do that (${said}).`;
+  return said;
 }
 
 // --- rendering -------------------------------------------------------------------------------
@@ -149,9 +170,9 @@ async function resume(turn) {
     turn.controller = new AbortController();
     try {
       const url = `/api/v1/sessions/${encodeURIComponent(turn.session)}/turns/${encodeURIComponent(turn.id)}/events`
-        + q({tenant_id: turn.tenant});
+        + (turn.keyed ? "" : q({tenant_id: turn.tenant}));
       const headers = turn.lastEventId ? {"Last-Event-ID": turn.lastEventId} : {};
-      const resp = await fetch(url, {headers, signal: turn.controller.signal, cache: "no-store"});
+      const resp = await fetch(url, {headers: withAuth(headers), signal: turn.controller.signal, cache: "no-store"});
       if (resp.status === 404) {
         setStatus("The answer is no longer available; showing the history.");
         await loadHistory();
@@ -178,7 +199,7 @@ async function send(text) {
   remember();
   bubble("user", text);
   const turn = {id: null, lastEventId: null, bubble: bubble("assistant", ""), finished: false,
-                controller: new AbortController(), tenant: tenant(), session: sid};
+                controller: new AbortController(), tenant: tenant(), session: sid, keyed: Boolean(apiKey())};
   state.turn = turn;
   $("send").disabled = true;
   $("stop").disabled = false;
@@ -188,8 +209,9 @@ async function send(text) {
     try {
       resp = await fetch("/api/v1/chat/stream", {
         method: "POST", signal: turn.controller.signal,
-        headers: {"Content-Type": "application/json", "Accept": "text/event-stream"},
-        body: JSON.stringify({session_id: sid, tenant_id: turn.tenant, message: text}),
+        headers: withAuth({"Content-Type": "application/json", "Accept": "text/event-stream"}),
+        body: JSON.stringify(turn.keyed ? {session_id: sid, message: text}
+                                        : {session_id: sid, tenant_id: turn.tenant, message: text}),
       });
     } catch (err) {
       turn.finished = true;
@@ -224,8 +246,8 @@ async function stop() {
   $("stop").disabled = true;
   setStatus("Stopping…");
   const url = `/api/v1/sessions/${encodeURIComponent(turn.session)}/turns/${encodeURIComponent(turn.id)}/cancel`
-    + q({tenant_id: turn.tenant});
-  const resp = await fetch(url, {method: "POST"});
+    + (turn.keyed ? "" : q({tenant_id: turn.tenant}));
+  const resp = await fetch(url, {method: "POST", headers: withAuth()});
   if (!resp.ok && resp.status !== 409) setStatus(await apiError(resp));
 }
 
@@ -235,7 +257,10 @@ async function loadHistory() {
   $("log").replaceChildren();
   const sid = session();
   if (!ID_RE.test(sid) || !ID_RE.test(tenant())) return;
-  const resp = await fetch(`/api/v1/sessions/${encodeURIComponent(sid)}/history` + q({tenant_id: tenant()}));
+  // A session the service did not list has no history yet: asking would only log a 404.
+  if (state.known && !state.known.has(sid)) return;
+  const resp = await fetch(`/api/v1/sessions/${encodeURIComponent(sid)}/history` + tenantQuery(),
+                           {headers: withAuth()});
   if (resp.status === 404) return;  // a new session
   if (!resp.ok) { setStatus(await apiError(resp)); return; }
   for (const message of (await resp.json()).messages) bubble(message.role, message.content);
@@ -244,9 +269,11 @@ async function loadHistory() {
 async function refreshSessions() {
   const list = $("sessions");
   if (!ID_RE.test(tenant())) return;
-  const resp = await fetch("/api/v1/sessions" + q({tenant_id: tenant(), limit: 50}));
-  if (!resp.ok) { setStatus(await apiError(resp)); return; }
+  const resp = await fetch("/api/v1/sessions" + tenantQuery({limit: 50}), {headers: withAuth()});
+  if (!resp.ok) { state.known = null; setStatus(await apiError(resp)); return; }
   const {sessions} = await resp.json();
+  // A full page may leave sessions out: then every session's history is asked for.
+  state.known = sessions.length < 50 ? new Set(sessions.map((item) => item.session_id)) : null;
   list.replaceChildren();
   if (!sessions.length) {
     const li = document.createElement("li");
@@ -278,13 +305,22 @@ async function switchTo(sid) {
   $("session").value = sid;
   remember();
   setStatus("");
-  await loadHistory();
   await refreshSessions();
+  await loadHistory();
+}
+
+function keyChanged() {
+  const key = apiKey();
+  if (key) sessionStorage.setItem(KEY_ITEM, key);
+  else sessionStorage.removeItem(KEY_ITEM);
+  $("tenant").disabled = Boolean(key);
+  setStatus("");
+  switchTo(session());
 }
 
 async function deleteSession(sid) {
-  const resp = await fetch(`/api/v1/sessions/${encodeURIComponent(sid)}` + q({tenant_id: tenant()}),
-                           {method: "DELETE"});
+  const resp = await fetch(`/api/v1/sessions/${encodeURIComponent(sid)}` + tenantQuery(),
+                           {method: "DELETE", headers: withAuth()});
   if (!resp.ok && resp.status !== 404) { setStatus(await apiError(resp)); return; }
   setStatus(`Deleted session ${sid}.`);
   if (sid === session()) $("log").replaceChildren();
@@ -318,8 +354,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("new-session").addEventListener("click", () => switchTo(newSessionId()));
   $("refresh").addEventListener("click", refreshSessions);
   $("who").addEventListener("submit", (e) => e.preventDefault());
-  $("tenant").addEventListener("change", () => { remember(); loadHistory(); refreshSessions(); });
+  $("tenant").addEventListener("change", () => switchTo(session()));
   $("session").addEventListener("change", () => switchTo(session()));
-  loadHistory();
-  refreshSessions();
+  $("apikey").value = sessionStorage.getItem(KEY_ITEM) || "";
+  $("tenant").disabled = Boolean(apiKey());
+  $("apikey").addEventListener("change", keyChanged);
+  switchTo(session());
 });
