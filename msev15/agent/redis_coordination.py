@@ -19,7 +19,8 @@ client gets 503 ``store_unavailable``), and Redis later runs the queued RPUSH; o
 while Redis is down. Such an entry is an *orphan*: its owner is this instance, the local runner
 does not hold its turn, and no admit of it is in flight. The owner sweeps its orphans wherever
 it meets them (at the queue's head while waiting, when ``reject`` finds the session busy, and on
-a session cancel, its own or one relayed from another instance), so a stall never wedges a
+a session cancel, its own or one relayed from another instance; an instance that has waited a
+recheck period behind another's entry asks that owner to look), so a stall never wedges a
 session and a cancel frees it whatever its queue holds.
 """
 
@@ -132,8 +133,9 @@ class RedisCoordination:
         order = json.loads(data)
         record = self.runner.open_record(order["turn_id"])
         if record is not None:
-            self.runner.stop(record, order["reason"])
-        elif "queue" in order:  # a cancel for a turn this instance does not hold: sweep its orphans there
+            if "reason" in order:
+                self.runner.stop(record, order["reason"])
+        elif "queue" in order:  # a turn this instance does not hold (anymore): sweep its orphans there
             try:
                 await self._sweep(order["queue"])
             except Exception as exc:
@@ -211,8 +213,11 @@ class RedisCoordination:
                 if self._orphan(head) and await self._drop_head(keys=[queue], args=[head]):
                     log.warning("freed session queue %s from an entry left by a request that gave up", queue)
                     continue
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(waiter.wait(), RECHECK_SECONDS)
+                except TimeoutError:  # a long wait: the head's owner may hold no such turn; ask it to look
+                    if owner != self.instance_id:
+                        await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "queue": queue}))
         finally:  # one waiter per session at a time: the local scheduler runs a session's turns in turn
             self._waiters.pop(queue, None)
 

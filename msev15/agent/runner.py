@@ -52,6 +52,7 @@ STOP_NOTES: Final[dict[str, str]] = {
     "interrupted": "(This answer was interrupted by a newer message. The tool calls above did complete.)",
     "shutting_down": "(This answer was cut short by a service restart. The tool calls above did complete.)",
 }
+RETRY_SOON: Final = {"store_unavailable": 5, "turn_lost": 2}  # Retry-After of these 503s (seconds)
 STORE_UNAVAILABLE: Final = "The answer could not be saved: the session store is unavailable. Please retry."
 TURN_LOST: Final = "This turn lost its session to another instance before it could be saved. Please retry."
 FAILED_NOTE: Final = "(This answer failed before it finished. The tool calls above did complete.)"
@@ -288,6 +289,8 @@ class AgentRunner:
 
     def _fail(self, record: TurnRecord, error: str, message: str, status: int,
               retry_after: float | None = None) -> None:
+        if retry_after is None and error in RETRY_SOON:  # the client may retry once the store is back
+            retry_after = RETRY_SOON[error]
         elapsed, ttft = self._timing(record)
         self._finish(record, TurnFailed(record.turn_id, record.tenant_id, record.session_id, record.request_id,
                                         error, message, status, retry_after, elapsed, ttft))
