@@ -29,6 +29,7 @@ from msev15.events.context import events_ctx
 from msev15.events.metrics import ServiceMetrics
 from msev15.handlers import setup_cors, setup_routes
 from msev15.handlers.auth import auth_ctx, auth_middleware
+from msev15.handlers.auth_limits import FailureLimit, RedisFailureLimit
 from msev15.handlers.errors import add_extra_headers
 from msev15.handlers.front import front_middleware
 from msev15.handlers.metrics import app_gauges
@@ -74,13 +75,19 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
         else:
             limiter = RateLimiter(settings.rate_limit_per_minute, settings.trusted_proxies)
         middlewares.append(rate_limit_middleware(limiter, metrics))
+    failures: FailureLimit | None = None
     if settings.auth_mode != "none":
-        middlewares.append(auth_middleware(settings))  # every /api/ route, present and future
+        if settings.session_store == "redis":  # one failure window per address across every instance
+            failures = RedisFailureLimit(settings.redis_url, settings.auth_max_failures_per_minute,
+                                         settings.trusted_proxies)
+        middlewares.append(auth_middleware(settings, failures))  # every /api/ route, present and future
     if settings.rate_limit_per_tenant_per_minute:  # after auth: a tenant is counted once it is believed
         middlewares.append(tenant_rate_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     if limiter is not None:
         app.on_cleanup.append(lambda _app: limiter.close())
+    if failures is not None:
+        app.on_cleanup.append(lambda _app: failures.close())
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics
     metrics.gauges(app_gauges(app))

@@ -31,6 +31,7 @@ async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
         log.error("Email tools disabled: %s", mailer.problem)
     registry.add_many(email_tools(mailer))
     yield
+    await mailer.limiter.close()
 
 
 async def provider_ctx(app: web.Application) -> AsyncIterator[None]:

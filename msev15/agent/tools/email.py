@@ -49,7 +49,7 @@ from msev15.agent.tools.email_schemas import (
 )
 from msev15.agent.tools.html_text import html_to_text
 from msev15.agent.tools.registry import Tool, ToolContext, ToolError
-from msev15.agent.tools.send_limits import SendLimiter
+from msev15.agent.tools.send_limits import SendLimiter, send_limiter
 from msev15.common.mail import (
     DeliveryError,
     OutboxTransport,
@@ -115,7 +115,8 @@ class Mailer:
                    attachments_dir=settings.email_attachments_dir,
                    max_attachment_bytes=settings.email_max_attachment_bytes,
                    attempts=attempts, base_delay=base_delay, problem=problem,
-                   max_per_tenant_per_hour=settings.email_max_per_tenant_per_hour)
+                   max_per_tenant_per_hour=settings.email_max_per_tenant_per_hour,
+                   limiter=send_limiter(settings))
 
     @property
     def status(self) -> MailerStatus:
@@ -254,7 +255,7 @@ class Mailer:
             verify_message(message)  # built, serialized, parsed back: exactly the headers we set
         except HeaderInjection as exc:
             raise ToolError(str(exc)) from None
-        wait = self.limiter.take(ctx.tenant_id)
+        wait = await self.limiter.take(ctx.tenant_id)
         if wait is not None:
             log.warning("email NOT sent (tenant=%s session=%s): the hourly limit of %d messages is reached",
                         ctx.tenant_id, ctx.session_id, self.limiter.per_hour)
