@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from msev15.agent.runner import AgentRunner, TurnRefused
@@ -48,17 +49,23 @@ CONTROL_CHANNEL = "msev15:control"
 WAKE_CHANNEL = "msev15:wake"
 QUEUE_TTL_SECONDS = 86_400
 RECHECK_SECONDS = 1.0
+MAX_HEADS = 10_000
 _FINAL = ("completed", "failed", "cancelled", "interrupted")
 
 # KEYS: the session's queue; ARGV: entry, if_busy policy. Returns {'BUSY'} when a reject finds the
-# session busy; else the entries that were ahead (for interrupt) after appending this one.
+# session busy; else, after appending this one, {'HEAD'} when it heads the queue or {'QUEUED'},
+# followed (for interrupt) by the entries that were ahead.
 _ADMIT = """
 local ahead = redis.call('LRANGE', KEYS[1], 0, -1)
 if ARGV[2] == 'reject' and #ahead > 0 then return {'BUSY'} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-if ARGV[2] == 'interrupt' then return ahead end
-return {}
+local out = {'QUEUED'}
+if #ahead == 0 then out[1] = 'HEAD' end
+if ARGV[2] == 'interrupt' then
+  for _, entry in ipairs(ahead) do out[#out + 1] = entry end
+end
+return out
 """
 
 # KEYS: the session's queue; ARGV: entry. Removes the entry if it is still the head.
@@ -85,6 +92,7 @@ class RedisCoordination:
         self._drop_head = self._redis.register_script(_DROP_HEAD)
         self._waiters: dict[str, asyncio.Event] = {}
         self._admitting: set[str] = set()  # entries whose admit script may not have run yet
+        self._heads: dict[str, float] = {}  # entries that headed their queue when admitted, and when
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -176,7 +184,11 @@ class RedisCoordination:
         if ahead == ["BUSY"]:
             raise TurnRefused("session_busy", "This session is still answering an earlier message.", 409,
                               retry_after=self.runner.busy_retry_after)
-        for entry in map(text, ahead):  # if_busy=interrupt: stop what was ahead, wherever it runs
+        if text(ahead[0]) == "HEAD":
+            if len(self._heads) >= MAX_HEADS:  # turns stopped before they ran never took theirs
+                self._heads.clear()
+            self._heads[entry] = time.monotonic()
+        for entry in map(text, ahead[1:]):  # if_busy=interrupt: stop what was ahead, wherever it runs
             turn_id, _, owner = entry.partition("|")
             if owner != self.instance_id:
                 await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": "interrupted"}))
@@ -186,6 +198,7 @@ class RedisCoordination:
         await self._remove(turn)
 
     async def _remove(self, turn: TurnRequested) -> None:
+        self._heads.pop(_entry(turn, self.instance_id), None)
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lrem(queue, 1, _entry(turn, self.instance_id))
@@ -196,6 +209,11 @@ class RedisCoordination:
     async def acquire(self, turn: TurnRequested) -> str | None:
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
         mine = _entry(turn, self.instance_id)
+        admitted = self._heads.pop(mine, None)
+        if admitted is not None and time.monotonic() - admitted < RECHECK_SECONDS:
+            # It headed the queue when admitted a moment ago, and nothing is ever added ahead of an
+            # entry: no look needed (the commit is fenced all the same).
+            return mine
         waiter = self._waiters.setdefault(queue, asyncio.Event())
         try:
             while True:
