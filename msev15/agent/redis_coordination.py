@@ -248,11 +248,11 @@ class RedisCoordination:
             await self._redis.publish(WAKE_CHANNEL, queue)
 
     async def release(self, turn: TurnRequested) -> None:
-        try:
-            await self._remove(turn)
-        except Exception as exc:
-            log.warning("could not release the session queue (%s); it frees when this instance's lease ends",
-                        type(exc).__name__)
+        """Free the session: sent with the turn's terminal event (one pipeline), retried with it;
+        an entry left by a Redis outage is an orphan, swept as above."""
+        self._heads.pop(_entry(turn, self.instance_id), None)
+        self.turns.writer.release(tenant_key(turn.tenant_id, "queue", turn.session_id),
+                                  _entry(turn, self.instance_id), WAKE_CHANNEL)
 
     # --- cancel from any instance ------------------------------------------------------------
 

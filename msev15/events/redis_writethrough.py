@@ -85,6 +85,15 @@ return last
 """
 
 
+# KEYS: a session's turn queue. ARGV: the entry, the wake channel. A turn's release, sent in the
+# same pipeline as its terminal event: the session is free by the time a client sees the end.
+RELEASE_SCRIPT = """
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+redis.call('PUBLISH', ARGV[2], KEYS[1])
+return 1
+"""
+
+
 class SharedTurnRecord(TurnRecord):
     """A turn run here: ``events`` holds what is in Redis (what readers may see), ``unsent`` the
     rest, in order. ``fenced`` once another instance declared the turn lost."""
@@ -101,8 +110,9 @@ class SharedTurnRecord(TurnRecord):
         return len(self.events) + len(self.unsent) + 1
 
 
-# One queued write: ("open" | "start", record, []) or ("events", record, [(seq, event), ...]).
-Write = tuple[str, SharedTurnRecord, list[tuple[int, TurnEvent]]]
+# One queued write: ("open" | "start", record, []), ("events", record, [(seq, event), ...]) or
+# ("release", (queue key, entry, wake channel), []).
+Write = tuple[str, Any, list[tuple[int, TurnEvent]]]
 
 
 class TurnWriter:
@@ -124,8 +134,9 @@ class TurnWriter:
         self._keys_of = keys_of
         self._encode = encode
         self._release = release
-        self._shas = {name: "" for name in ("open", "start", "events")}
-        self._sources = {"open": OPEN_SCRIPT, "start": START_SCRIPT, "events": EVENTS_SCRIPT}
+        self._sources = {"open": OPEN_SCRIPT, "start": START_SCRIPT, "events": EVENTS_SCRIPT,
+                         "release": RELEASE_SCRIPT}
+        self._shas = dict.fromkeys(self._sources, "")
         self._pending: deque[Write] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -154,6 +165,13 @@ class TurnWriter:
                 last[2].append((seq, event))  # the same turn's next event: one script call for both
             else:
                 self._pending.append(("events", record, [(seq, event)]))
+        self._idle.clear()
+        self._wake.set()
+
+    def release(self, queue: str, entry: str, channel: str) -> None:
+        """Remove a turn's queue entry and wake the session's waiters, with the next write (the
+        turn's terminal event, queued just before: one round trip for both)."""
+        self._pending.append(("release", (queue, entry, channel), []))
         self._idle.clear()
         self._wake.set()
 
@@ -202,6 +220,10 @@ class TurnWriter:
             await self._load_scripts()
         async with self._redis.pipeline(transaction=False) as pipe:
             for kind, record, events in batch:
+                if kind == "release":
+                    queue, entry, channel = record
+                    pipe.evalsha(self._shas["release"], 1, queue, entry, channel)
+                    continue
                 meta, stream = self._keys_of(record)
                 if kind == "open":
                     pipe.evalsha(self._shas["open"], 1, meta, record.tenant_id, record.session_id,
