@@ -40,7 +40,10 @@ async def owner(redis_url: str) -> AsyncIterator[RedisTurnLog]:
 
 async def _stream(client: aioredis.Redis, turn_id: str) -> list[tuple[str, str]]:
     entries = await client.xrange(tenant_key("t", "turnlog", turn_id))
-    return [(entry_id, type(decode_event(fields["e"])).__name__) for entry_id, fields in entries]
+    turn = SharedTurnRecord(_turn(turn_id))
+    decoded = [(entry_id, decode_event(fields["e"], turn)) for entry_id, fields in entries]
+    assert all(event.turn_id == turn_id and event.session_id == "s" for _, event in decoded)
+    return [(entry_id, type(event).__name__) for entry_id, event in decoded]
 
 
 async def test_a_reader_sees_an_event_only_once_redis_has_it(owner: RedisTurnLog, client: aioredis.Redis) -> None:
