@@ -1,11 +1,13 @@
 """Redis crashes (SIGKILL) and restarts from its append-only file while two instances serve chats on
-several sessions: every request gets an answer or 503 ``store_unavailable`` with Retry-After,
-none hangs past its timeout, readiness reports the outage and recovers by itself, the same
-sessions work again after the restart, and every turn acknowledged with a 200 is in the store."""
+several sessions, half of them streamed: every request gets an answer (a 200, a stream that ends
+with one ``done`` or one ``error`` event) or 503 ``store_unavailable`` with Retry-After, none
+hangs past its timeout, readiness reports the outage and recovers by itself, the same sessions
+work again after the restart, and every turn acknowledged (200, or ``done``) is in the store."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -51,14 +53,31 @@ async def test_a_redis_restart_under_load_loses_no_acknowledged_turn(aiohttp_cli
     enough = asyncio.Event()
     after: dict[str, int] = dict.fromkeys(acknowledged, 0)
 
+    async def answered(client: TestClient, session: str, message: str, stream: bool) -> tuple[int, Any]:
+        """(status, envelope) of a refusal, or (200, None) for an acknowledged turn, or (0, None)
+        for a stream that ended with one error event (not acknowledged: nothing to check)."""
+        path = "/api/v1/chat/stream" if stream else "/api/v1/chat"
+        resp = await client.post(path, json={"session_id": session, "message": message})
+        if resp.status != 200 or not stream:
+            return resp.status, None if resp.status == 200 else resp
+        events = [json.loads(line[6:]) for line in (await resp.text()).splitlines() if line.startswith("data: ")]
+        kinds = [e["type"] for e in events]
+        assert kinds.count("done") + kinds.count("error") == 1 and kinds[-1] in ("done", "error"), kinds
+        if kinds[-1] == "error":  # a clear reason, and when to come back
+            assert events[-1]["error"] in ("store_unavailable", "turn_lost"), events[-1]
+            assert events[-1]["retry_after"] >= 1, events[-1]
+            return 0, None
+        return 200, None
+
     async def worker(index: int, session: str) -> None:
         nonlocal refused
         for n in range(MAX_REQUESTS):
             client = clients[(index + n) % 2]  # alternate instances: any instance serves any session
             message = f"{session} message {n}"
-            resp = await asyncio.wait_for(client.post("/api/v1/chat", json={"session_id": session,
-                                                                             "message": message}), REQUEST_TIMEOUT)
-            if resp.status == 200:
+            status, resp = await asyncio.wait_for(answered(client, session, message, index % 2 == 1), REQUEST_TIMEOUT)
+            if status == 0:
+                continue  # the stream ended with its error event: an answer, not an acknowledgement
+            if status == 200:
                 acknowledged[session].append(message)
                 if sum(map(len, acknowledged.values())) >= BEFORE:
                     enough.set()
@@ -67,7 +86,7 @@ async def test_a_redis_restart_under_load_loses_no_acknowledged_turn(aiohttp_cli
                     if after[session] >= AFTER_EACH:
                         return
             else:
-                assert resp.status == 503, await resp.text()
+                assert status == 503, await resp.text()
                 assert_envelope(await resp.json(), "store_unavailable")
                 assert int(resp.headers["Retry-After"]) >= 1
                 refused += 1
