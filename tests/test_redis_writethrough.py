@@ -4,7 +4,9 @@ declared lost shows that one end on its owner too."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,6 +15,7 @@ from msev15.events.redis_turnlog import RedisTurnLog, RemoteTurnRecord, decode_e
 from msev15.events.redis_writethrough import EVENTS_SCRIPT, SharedTurnRecord
 from msev15.events.types import Token, TurnCompleted, TurnFailed, TurnRequested
 from msev15.store.redis_kit import tenant_key
+from tests.redis_server import RedisServer
 
 
 def _turn(turn_id: str) -> TurnRequested:
@@ -99,3 +102,27 @@ async def test_a_turn_declared_lost_elsewhere_ends_with_that_one_event(owner: Re
     assert isinstance(record, SharedTurnRecord) and record.fenced
     assert [type(e).__name__ for e in record.events] == ["Token", "TurnFailed"]
     assert await _stream(client, "t3") == [("1-0", "Token"), ("2-0", "TurnFailed")]
+
+
+async def test_readers_here_do_not_wait_out_an_outage_and_the_log_catches_up(tmp_path: Path) -> None:
+    async with RedisServer(tmp_path / "redis") as server:
+        log = RedisTurnLog(server.url, "owner", 300, 10_000)
+        log.start()
+        try:
+            record = log.open(_turn("t4"))
+            await log.flush(5)
+            server.kill()
+            log.append(record, _token("t4", "a"))
+            log.append(record, _token("t4", "b"))
+            await asyncio.wait_for(record.wait(0), 30)  # released after the first failed attempt
+            assert record.last_seq == 2
+            await server.start()  # the writer is still retrying: the shared log gets them, once each
+            assert await log.flush(30)
+            client = aioredis.Redis.from_url(server.url, decode_responses=True)
+            try:
+                assert await _stream(client, "t4") == [("1-0", "Token"), ("2-0", "Token")]
+            finally:
+                await client.aclose()
+            assert log.write_failures == 0
+        finally:
+            await log.close()

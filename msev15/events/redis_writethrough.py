@@ -14,8 +14,10 @@ duplicates or reorders events. A turn another instance has declared lost (``lost
 refuses further events; the owner then releases what the shared log holds, ``turn_lost``
 included, so every reader of the turn sees the same single end.
 
-If Redis stays unreachable past the retries, the events are released here anyway (readers of
-this instance must not hang; the turn has usually failed with ``store_unavailable`` by then) and
+While Redis fails, the rule is relaxed for this instance only: after a failed attempt the batch is
+released to the readers here (they must not wait out an outage; the turn usually fails with
+``store_unavailable`` meanwhile) while the writer keeps retrying it, in order, so the shared log
+is complete again once Redis answers. Writes still failing after the retries are dropped and
 counted in ``write_failures``.
 """
 
@@ -201,6 +203,7 @@ class TurnWriter:
                 continue
             except Exception as exc:
                 log.warning("turn log write failed (%s); retrying", type(exc).__name__)
+                self._release_batch(batch)  # readers here do not wait out an outage (see the docstring)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
@@ -210,6 +213,8 @@ class TurnWriter:
             return
         self.write_failures += len(batch)
         log.error("turn log: %d writes not in Redis (unavailable); released on this instance only", len(batch))
+
+    def _release_batch(self, batch: list[Write]) -> None:
         for kind, record, events in batch:
             if kind == "events":
                 for _seq, event in events:
@@ -269,8 +274,9 @@ class TurnWriter:
                 await self.adopt(record)
 
     def _take(self, record: SharedTurnRecord, event: TurnEvent) -> None:
-        if record.fenced or record.finished:
+        """Release ``event`` to readers, once (events are taken in order, so it heads ``unsent``
+        unless it was released already: by a failed attempt, or never, once fenced)."""
+        if record.fenced or record.finished or not record.unsent or record.unsent[0] is not event:
             return
-        if record.unsent and record.unsent[0] is event:
-            record.unsent.pop(0)
+        record.unsent.pop(0)
         self._release(record, event)
