@@ -8,6 +8,7 @@ its queue holds. Readiness reports the stall and recovers by itself."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,9 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from msev15.store.redis_kit import tenant_key
+from msev15.store.redis_kit import COMMAND_TIMEOUT_SECONDS, tenant_key
 from tests.conftest import assert_envelope, make_settings
-from tests.llm_server import ScriptedLLM
+from tests.llm_server import Reply, ScriptedLLM
 from tests.redis_server import RedisServer
 
 QUEUE = tenant_key("default", "queue", "s")
@@ -88,3 +89,30 @@ async def test_a_session_cancel_frees_a_queue_left_by_a_stall(client: TestClient
     assert await _queue(redis) == []
     resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "after", "if_busy": "reject"})
     assert resp.status == 200, await resp.text()
+
+
+async def test_a_stream_running_into_a_stall_ends_with_one_terminal_event(client: TestClient, redis: RedisServer,
+                                                                          llm: ScriptedLLM) -> None:
+    gate = asyncio.Event()
+    llm.push(Reply("held until Redis stalls", gate=gate, gate_after=2))
+    resp = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "stream"})
+    assert resp.status == 200
+    deadline = time.monotonic() + 10
+    while llm.streams_started < 1:  # the turn is running: the model holds it
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    redis.pause()
+    try:
+        gate.set()
+        # An answer while Redis is still stalled. The bound only guards against a hang: six command
+        # timeouts (the writer's retries of a batch took eight, and the end waited behind them).
+        body = await asyncio.wait_for(resp.text(), 6 * COMMAND_TIMEOUT_SECONDS)
+    finally:
+        redis.resume()
+    events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds.count("done") + kinds.count("error") == 1 and kinds[-1] in ("done", "error"), kinds
+    if kinds[-1] == "error":
+        assert events[-1]["error"] == "store_unavailable" and events[-1]["retry_after"] >= 1
+    after = await asyncio.wait_for(client.post("/api/v1/chat", json={"session_id": "s", "message": "after"}), 30)
+    assert after.status == 200, await after.text()

@@ -203,6 +203,8 @@ class TurnWriter:
                 continue
             except Exception as exc:
                 log.warning("turn log write failed (%s); retrying", type(exc).__name__)
+                while self._pending:  # what was queued meanwhile is retried with it, in order
+                    batch.append(self._pending.popleft())
                 self._release_batch(batch)  # readers here do not wait out an outage (see the docstring)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
