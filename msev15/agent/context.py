@@ -20,6 +20,7 @@ from msev15.agent.tools.email import email_tools
 from msev15.agent.tools.mailer import Mailer
 from msev15.agent.tools.orders import order_tools
 from msev15.agent.tools.registry import ToolRegistry
+from msev15.agent.tools.send_limits import SEND_LIMITER
 from msev15.config import SETTINGS
 from msev15.events.context import BUS
 from msev15.events.turnlog import TURNS
@@ -42,7 +43,7 @@ async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     registry = app[REGISTRY] = ToolRegistry(timeout=settings.tool_timeout_seconds)
     registry.add_many(order_tools(app[ORDERS]))
-    mailer = app[MAILER] = app.get(MAILER) or Mailer.from_settings(settings)
+    mailer = app[MAILER] = app.get(MAILER) or Mailer.from_settings(settings, limiter=app.get(SEND_LIMITER))
     if mailer.status == "invalid":
         log.error("Email tools disabled: %s", mailer.problem)
     registry.add_many(email_tools(mailer))

@@ -13,6 +13,15 @@ queue (store/redis_sessions.py), so an instance that lost its turn while paused 
 
 Cancels travel on a pub/sub channel to the instance that owns the turn; waiters are woken on
 another when a session's head changes (and look again every second, should a message be lost).
+
+An entry can outlive its turn while its instance lives: Redis stalls, the admit times out (the
+client gets 503 ``store_unavailable``), and Redis later runs the queued RPUSH; or a release fails
+while Redis is down. Such an entry is an *orphan*: its owner is this instance, the local runner
+does not hold its turn, and no admit of it is in flight. The owner sweeps its orphans wherever
+it meets them (at the queue's head while waiting, when ``reject`` finds the session busy, and on
+a session cancel, its own or one relayed from another instance; an instance that has waited a
+recheck period behind another's entry asks that owner to look), so a stall never wedges a
+session and a cancel frees it whatever its queue holds.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from msev15.agent.coordination import NoHost, TurnHost
@@ -40,17 +50,23 @@ CONTROL_CHANNEL = "msev15:control"
 WAKE_CHANNEL = "msev15:wake"
 QUEUE_TTL_SECONDS = 86_400
 RECHECK_SECONDS = 1.0
+MAX_HEADS = 10_000
 _FINAL = ("completed", "failed", "cancelled", "interrupted")
 
 # KEYS: the session's queue; ARGV: entry, if_busy policy. Returns {'BUSY'} when a reject finds the
-# session busy; else the entries that were ahead (for interrupt) after appending this one.
+# session busy; else, after appending this one, {'HEAD'} when it heads the queue or {'QUEUED'},
+# followed (for interrupt) by the entries that were ahead.
 _ADMIT = """
 local ahead = redis.call('LRANGE', KEYS[1], 0, -1)
 if ARGV[2] == 'reject' and #ahead > 0 then return {'BUSY'} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-if ARGV[2] == 'interrupt' then return ahead end
-return {}
+local out = {'QUEUED'}
+if #ahead == 0 then out[1] = 'HEAD' end
+if ARGV[2] == 'interrupt' then
+  for _, entry in ipairs(ahead) do out[#out + 1] = entry end
+end
+return out
 """
 
 # KEYS: the session's queue; ARGV: entry. Removes the entry if it is still the head.
@@ -77,6 +93,8 @@ class RedisCoordination:
         self._admit = self._redis.register_script(_ADMIT)
         self._drop_head = self._redis.register_script(_DROP_HEAD)
         self._waiters: dict[str, asyncio.Event] = {}
+        self._admitting: set[str] = set()  # entries whose admit script may not have run yet
+        self._heads: dict[str, float] = {}  # entries that headed their queue when admitted, and when
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, host: TurnHost) -> None:
@@ -110,14 +128,14 @@ class RedisCoordination:
                     await pubsub.subscribe(CONTROL_CHANNEL, WAKE_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self._on_message(message["channel"], message["data"])
+                            await self._on_message(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("coordination listener lost Redis (%s); reconnecting", type(exc).__name__)
                 await asyncio.sleep(RECHECK_SECONDS)
 
-    def _on_message(self, channel: str, data: str) -> None:
+    async def _on_message(self, channel: str, data: str) -> None:
         if channel == WAKE_CHANNEL:
             waiter = self._waiters.get(data)
             if waiter is not None:
@@ -126,18 +144,54 @@ class RedisCoordination:
         order = json.loads(data)
         record = self.runner.open_record(order["turn_id"])
         if record is not None:
-            self.runner.stop(record, order["reason"])
+            if "reason" in order:
+                self.runner.stop(record, order["reason"])
+        elif "queue" in order:  # a turn this instance does not hold (anymore): sweep its orphans there
+            try:
+                await self._sweep(order["queue"])
+            except Exception as exc:
+                log.warning("could not sweep a session queue (%s)", type(exc).__name__)
+
+    # --- orphans: entries of this instance whose turn it does not hold ------------------------
+
+    def _orphan(self, entry: str) -> bool:
+        turn_id, _, owner = entry.partition("|")
+        return owner == self.instance_id and entry not in self._admitting and self.runner.open_record(turn_id) is None
+
+    async def _sweep(self, queue: str) -> int:
+        """Remove this instance's orphan entries from a session's queue; how many were removed."""
+        orphans = [e for e in map(text, await self._redis.lrange(queue, 0, -1)) if self._orphan(e)]
+        if not orphans:
+            return 0
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for entry in orphans:
+                pipe.lrem(queue, 1, entry)
+            pipe.publish(WAKE_CHANNEL, queue)
+            await pipe.execute()
+        log.warning("freed %d queue entries of session queue %s left by requests that gave up", len(orphans), queue)
+        return len(orphans)
 
     # --- one turn at a time per session -------------------------------------------------------
 
     @translated
     async def admit(self, turn: TurnRequested) -> None:
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
-        ahead = await self._admit(keys=[queue], args=[_entry(turn, self.instance_id), turn.if_busy, QUEUE_TTL_SECONDS])
+        entry = _entry(turn, self.instance_id)
+        self._admitting.add(entry)
+        try:
+            ahead = await self._admit(keys=[queue], args=[entry, turn.if_busy, QUEUE_TTL_SECONDS])
+            if ahead == ["BUSY"] and await self._sweep(queue):
+                ahead = await self._admit(keys=[queue], args=[entry, turn.if_busy, QUEUE_TTL_SECONDS])
+        finally:
+            self._admitting.discard(entry)
         if ahead == ["BUSY"]:
             raise TurnRefused("session_busy", "This session is still answering an earlier message.", 409,
                               retry_after=self.runner.busy_retry_after)
-        for entry in map(text, ahead):  # if_busy=interrupt: stop what was ahead, wherever it runs
+        if text(ahead[0]) == "HEAD":
+            if len(self._heads) >= MAX_HEADS:  # turns stopped before they ran never took theirs
+                self._heads.clear()
+            self._heads[entry] = time.monotonic()
+        for entry in map(text, ahead[1:]):  # if_busy=interrupt: stop what was ahead, wherever it runs
             turn_id, _, owner = entry.partition("|")
             if owner != self.instance_id:
                 await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": "interrupted"}))
@@ -147,6 +201,7 @@ class RedisCoordination:
         await self._remove(turn)
 
     async def _remove(self, turn: TurnRequested) -> None:
+        self._heads.pop(_entry(turn, self.instance_id), None)
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lrem(queue, 1, _entry(turn, self.instance_id))
@@ -157,6 +212,11 @@ class RedisCoordination:
     async def acquire(self, turn: TurnRequested) -> str | None:
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
         mine = _entry(turn, self.instance_id)
+        admitted = self._heads.pop(mine, None)
+        if admitted is not None and time.monotonic() - admitted < RECHECK_SECONDS:
+            # It headed the queue when admitted a moment ago, and nothing is ever added ahead of an
+            # entry: no look needed (the commit is fenced all the same).
+            return mine
         waiter = self._waiters.setdefault(queue, asyncio.Event())
         try:
             while True:
@@ -171,8 +231,14 @@ class RedisCoordination:
                 if owner != self.instance_id and not await self.turns.owner_alive(owner):
                     await self._take_over(queue, head, turn.tenant_id, turn.session_id, turn_id)
                     continue
-                with contextlib.suppress(TimeoutError):
+                if self._orphan(head) and await self._drop_head(keys=[queue], args=[head]):
+                    log.warning("freed session queue %s from an entry left by a request that gave up", queue)
+                    continue
+                try:
                     await asyncio.wait_for(waiter.wait(), RECHECK_SECONDS)
+                except TimeoutError:  # a long wait: the head's owner may hold no such turn; ask it to look
+                    if owner != self.instance_id:
+                        await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "queue": queue}))
         finally:  # one waiter per session at a time: the local scheduler runs a session's turns in turn
             self._waiters.pop(queue, None)
 
@@ -185,11 +251,11 @@ class RedisCoordination:
             await self._redis.publish(WAKE_CHANNEL, queue)
 
     async def release(self, turn: TurnRequested) -> None:
-        try:
-            await self._remove(turn)
-        except Exception as exc:
-            log.warning("could not release the session queue (%s); it frees when this instance's lease ends",
-                        type(exc).__name__)
+        """Free the session: sent with the turn's terminal event (one pipeline), retried with it;
+        an entry left by a Redis outage is an orphan, swept as above."""
+        self._heads.pop(_entry(turn, self.instance_id), None)
+        self.turns.writer.release(tenant_key(turn.tenant_id, "queue", turn.session_id),
+                                  _entry(turn, self.instance_id), WAKE_CHANNEL)
 
     # --- cancel from any instance ------------------------------------------------------------
 
@@ -204,14 +270,17 @@ class RedisCoordination:
 
     @translated
     async def cancel_session(self, tenant_id: str, session_id: str, reason: str) -> int:
-        entries = [text(e) for e in await self._redis.lrange(tenant_key(tenant_id, "queue", session_id), 0, -1)]
+        queue = tenant_key(tenant_id, "queue", session_id)
+        await self._sweep(queue)
+        entries = [text(e) for e in await self._redis.lrange(queue, 0, -1)]
         for entry in entries:
             turn_id, _, owner = entry.partition("|")
             record = self.runner.open_record(turn_id) if owner == self.instance_id else None
             if record is not None:
                 self.runner.stop(record, reason)
-            else:
-                await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": reason}))
+            else:  # the owner stops it, or sweeps it if it holds no such turn (a dead owner's: see acquire)
+                await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": reason,
+                                                                       "queue": queue}))
         return len(entries)
 
     @translated

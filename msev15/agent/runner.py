@@ -38,6 +38,9 @@ from msev15.store.base import Sessions
 
 log = logging.getLogger("agent.runner")
 
+RETRY_SOON: Final = {"store_unavailable": 5, "turn_lost": 2}  # Retry-After of these 503s (seconds)
+
+
 class TurnRefused(Exception):
     """The runner did not accept the turn: ``code`` and ``status`` for the client's envelope."""
 
@@ -188,6 +191,8 @@ class AgentRunner:
 
     def fail(self, record: TurnRecord, error: str, message: str, status: int,
               retry_after: float | None = None, detail: str | None = None) -> None:
+        if retry_after is None and error in RETRY_SOON:  # the client may retry once the store is back
+            retry_after = RETRY_SOON[error]
         elapsed, ttft = self._timing(record)
         self._finish(record, TurnFailed(record.turn_id, record.tenant_id, record.session_id, record.request_id,
                                         error, message, status, retry_after, elapsed, ttft, detail))

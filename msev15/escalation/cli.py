@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the EscalationComms MCP tools (sendemail, get_email_status) over Streamable HTTP "
                     "at http://HOST:PORT/mcp, with GET /health and GET /metrics.",
     )
-    parser.add_argument("--host", help="interface to bind (overrides HOST; default 0.0.0.0)")
+    parser.add_argument("--host", help="interface to bind (overrides HOST; default 127.0.0.1)")
     parser.add_argument("--port", help="TCP port (overrides PORT; default 8078)")
     parser.add_argument("--env-file", help="read variables from this file (default ./.env when it exists)")
     return parser

@@ -144,7 +144,8 @@ def _acs(raw: str) -> str:
 
 VARIABLES: tuple[Var, ...] = (
     Var("PROFILE", "dev", one_of(*PROFILES), "dev or prod; prod refuses the file outbox and plain-http ACS."),
-    Var("HOST", "0.0.0.0", single_line, "Interface to bind."),
+    Var("HOST", "127.0.0.1", single_line,
+        "Interface to bind; loopback by default. To expose it, 0.0.0.0 (or an address) with MCP_AUTH_TOKEN."),
     Var("PORT", "8078", int_between(0, 65535), "TCP port of /mcp, /health and /metrics (0 picks a free one)."),
     Var("LOG_LEVEL", "INFO", one_of(*LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     Var("AZURE_COMMUNICATION_CONNECTION_STRING", "", _acs,

@@ -1,12 +1,13 @@
 """The turn log shared by every instance, on Redis Streams.
 
 The instance that runs a turn keeps its record in memory (readers on that instance follow it
-there, as with one process) and mirrors it to Redis: a hash of the turn's identity and status and
-a stream of its events with ids ``{seq}-0``, written in publish order by one writer task
-(pipelined, so the token path stays a list append). A reader on another instance gets a
-:class:`RemoteTurnRecord` with the same reading interface, which replays the stream with XRANGE
-and follows it with XREAD BLOCK: so ``Last-Event-ID`` resume works from any instance and each event
-is seen once.
+there, as with one process) and writes it through to Redis: a hash of the turn's identity and
+status and a stream of its events with ids ``{seq}-0``. An event is in the stream before any
+reader, here or elsewhere, sees it (events/redis_writethrough.py: batched per write, so the token
+path stays a list append). A reader on another instance gets a :class:`RemoteTurnRecord` with the
+same reading interface, which replays the stream with XRANGE and follows it with XREAD BLOCK: so
+``Last-Event-ID`` resume works from any instance, each event is seen once, and no client holds an
+id the stream lacks.
 
 A turn whose instance died never gets its terminal event from it: a remote reader that waits
 past a block checks the owner's heartbeat, and once it has expired writes the terminal event
@@ -17,15 +18,14 @@ STREAM_RETENTION_SECONDS after the turn ends (a day at most while it runs).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from msev15.events.redis_writethrough import SharedTurnRecord, TurnWriter
 from msev15.events.turnlog import STOPPED, TurnLog, TurnRecord, TurnStatus, TurnView
 from msev15.events.types import (
     Token,
@@ -59,20 +59,35 @@ local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local seq = 1
 if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
 redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[1])
-redis.call('HSET', KEYS[1], 'status', 'failed', 'error', 'turn_lost', 'last_seq', seq)
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', 'turn_lost', 'last_seq', seq, 'lost', '1')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
 
+_IDENTITY = ("turn_id", "tenant_id", "session_id", "request_id")
+# The fields stored per event: not the turn's identity, which its keys and hash already hold.
+_STORED = {kind: tuple(f.name for f in dataclasses.fields(kind) if f.name not in _IDENTITY)
+           for kind in _KINDS.values()}
+
+
 def encode_event(event: TurnEvent) -> str:
-    return json.dumps({"k": type(event).__name__, **dataclasses.asdict(event)}, separators=(",", ":"))
+    """One stream entry's JSON: the kind and the fields beyond the turn's identity (a shallow read:
+    ``dataclasses.asdict`` deep-copies, which cost a tenth of a streamed turn's CPU)."""
+    kind = type(event)
+    fields: dict[str, object] = {"k": kind.__name__}
+    for name in _STORED[kind]:
+        fields[name] = getattr(event, name)
+    return json.dumps(fields, separators=(",", ":"))
 
 
-def decode_event(raw: str) -> TurnEvent:
+def decode_event(raw: str, turn: TurnView) -> TurnEvent:
+    """The event of ``turn``'s stream entry (entries that also hold the identity read the same)."""
     fields = json.loads(raw)
     kind = _KINDS[fields.pop("k")]
+    for name in _IDENTITY:
+        fields.setdefault(name, getattr(turn, name))
     return kind(**fields)
 
 
@@ -94,106 +109,60 @@ class RedisTurnLog(TurnLog):
         self._redis = connect(url)
         self._blocking = connect(url, socket_timeout=READ_BLOCK_MS / 1000 + 5)
         self._mark_lost = self._redis.register_script(_MARK_LOST)
-        self._pending: deque[tuple[str, tuple[Any, ...]]] = deque()
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._writer: asyncio.Task[None] | None = None
-        self.write_failures = 0
+        self.writer = TurnWriter(self._redis, instance_id, retention_seconds, RUNNING_TTL_SECONDS, STREAM_MAXLEN,
+                                 lambda record: _keys(record.tenant_id, record.turn_id), encode_event,
+                                 super().append)
+        self.writer.adopt = self._adopt_end
 
-    # --- the owner's side ---------------------------------------------------------------
+    # --- the owner's side: write-through (events/redis_writethrough.py) -------------------
+
+    @property
+    def write_failures(self) -> int:
+        return self.writer.write_failures
 
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name="events:redis-turnlog-writer")
-
-    def _queue(self, op: str, *args: Any) -> None:
-        self._pending.append((op, args))
-        self._idle.clear()
-        self._wake.set()
+        self.writer.start()
 
     def open(self, turn: TurnRequested) -> TurnRecord:
-        record = super().open(turn)
-        self._queue("open", record)
+        self._expire()
+        record = self._turns[turn.turn_id] = SharedTurnRecord(turn)
+        self.writer.queue("open", record)
         return record
 
     def started(self, record: TurnRecord) -> None:
         super().started(record)
-        self._queue("status", record, "running")
+        assert isinstance(record, SharedTurnRecord)
+        self.writer.queue("start", record)
 
     def append(self, record: TurnRecord, event: TurnEvent) -> int:
-        seq = super().append(record, event)
-        self._queue("event", record, seq, event)
+        """Queue the event for Redis; readers see it once it is there. Returns its seq."""
+        assert isinstance(record, SharedTurnRecord)
+        if record.fenced:  # declared lost elsewhere: its end is already in the shared log
+            return record.next_seq
+        seq = record.next_seq
+        self.writer.queue("events", record, event)
         return seq
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch = [self._pending.popleft() for _ in range(min(len(self._pending), 500))]
-                await self._write(batch)
-            self._idle.set()
-
-    async def _write(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
-        delay = 0.05
-        for _attempt in range(8):
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for op, args in batch:
-                        self._add(pipe, op, args)
-                    results = await pipe.execute(raise_on_error=False)
-                for result in results:
-                    if isinstance(result, Exception):  # e.g. an id already taken by turn_lost
-                        log.warning("turn log write refused: %s", result)
-                return
-            except Exception as exc:
-                log.warning("turn log write failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        self.write_failures += len(batch)
-        log.error("dropped %d turn log writes: Redis unavailable", len(batch))
-
-    def _add(self, pipe: Any, op: str, args: tuple[Any, ...]) -> None:
-        record: TurnRecord = args[0]
-        meta, stream = _keys(record.tenant_id, record.turn_id)
-        if op == "open":
-            pipe.hset(meta, mapping={"tenant_id": record.tenant_id, "session_id": record.session_id,
-                                     "request_id": record.request_id, "owner": self.instance_id,
-                                     "status": "queued", "last_seq": 0})
-            pipe.expire(meta, RUNNING_TTL_SECONDS)
-        elif op == "status":
-            pipe.hset(meta, "status", args[1])
-        else:
-            seq, event = args[1], args[2]
-            pipe.xadd(stream, {"e": encode_event(event)}, id=f"{seq}-0", maxlen=STREAM_MAXLEN, approximate=True)
-            if isinstance(event, TurnCompleted | TurnFailed):
-                status: TurnStatus = "completed" if isinstance(event, TurnCompleted) else STOPPED.get(
-                    event.error, "failed")
-                fields: dict[str, Any] = {"status": status, "last_seq": seq}
-                if isinstance(event, TurnCompleted):
-                    fields["message_count"] = event.message_count
-                else:
-                    fields["error"] = event.error
-                pipe.hset(meta, mapping=fields)
-                ttl = max(1, int(self.retention_seconds))
-                pipe.expire(meta, ttl)
-                pipe.expire(stream, ttl)
-            elif seq == 1:
-                pipe.expire(stream, RUNNING_TTL_SECONDS)
+    async def _adopt_end(self, record: SharedTurnRecord) -> None:
+        """The turn was declared lost by another instance: release what the shared log holds."""
+        _, stream = _keys(record.tenant_id, record.turn_id)
+        try:
+            entries: Any = await self._redis.xrange(stream, f"{len(record.events) + 1}-0", "+")
+        except Exception as exc:
+            log.warning("could not read the end of lost turn %s (%s)", record.turn_id, type(exc).__name__)
+            return
+        for _entry_id, fields in entries:
+            event = decode_event(text(fields["e"]), record)
+            if not record.finished:
+                super().append(record, event)
 
     async def flush(self, timeout: float) -> bool:
         """Wait until every queued write reached Redis (or gave up); True if done in time."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await self.writer.flush(timeout)
 
     async def close(self) -> None:
         await self.flush(2.0)
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self.writer.stop()
         await self._redis.aclose()
         await self._blocking.aclose()
 
@@ -254,7 +223,7 @@ class RemoteTurnRecord(TurnView):
 
     def _take(self, entries: Any) -> None:
         for entry_id, fields in entries:
-            event = decode_event(text(fields["e"]))
+            event = decode_event(text(fields["e"]), self)
             self.events.append(event)
             self._last_id = text(entry_id)
             if isinstance(event, TurnCompleted | TurnFailed):

@@ -33,7 +33,7 @@ from msev15.config import SETTINGS, Settings
 from msev15.handlers.errors import ApiError
 from msev15.handlers.jwt_auth import InvalidToken, JwtVerifier
 from msev15.store.apikeys import ApiKey, ApiKeyStore, digest, key_id
-from msev15.store.limits import RateLimiter
+from msev15.store.auth_limits import FailureLimit, LocalFailureLimit
 from msev15.topology import TOPOLOGY
 
 log = logging.getLogger("api.auth")
@@ -159,16 +159,18 @@ def is_protected(path: str, settings: Settings) -> bool:
     return path.startswith("/api/") or (settings.auth_protect_docs and path.startswith(DOCS_PATHS))
 
 
-def auth_middleware(settings: Settings) -> Callable[..., object]:
-    """Installed by create_app unless AUTH_MODE is none (then no request pays for it)."""
-    failures = RateLimiter(settings.auth_max_failures_per_minute, settings.trusted_proxies)
+def auth_middleware(settings: Settings, failures: FailureLimit | None = None) -> Callable[..., object]:
+    """Installed by create_app unless AUTH_MODE is none (then no request pays for it). ``failures``
+    is the failed-authentication limit (store/auth_limits.py; the topology's, in memory unless given)."""
+    if failures is None:
+        failures = LocalFailureLimit(settings.auth_max_failures_per_minute, settings.trusted_proxies)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "OPTIONS" or not is_protected(request.path, settings):
             return await handler(request)
         client = failures.client_ip(request.remote, request.headers.get("X-Forwarded-For"))
-        wait = failures.blocked(client)
+        wait = await failures.blocked(client)
         if wait is not None:
             retry_after = max(1, math.ceil(wait))
             raise ApiError(429, "too_many_failed_authentications",
@@ -177,7 +179,7 @@ def auth_middleware(settings: Settings) -> Callable[..., object]:
         try:
             principal = await request.app[AUTHENTICATOR].authenticate(credential(request))
         except Unauthorized as exc:
-            failures.hit(client)
+            await failures.failed(client)
             log.warning("authentication refused: %s %s from %s: %s", request.method, request.path, client, exc)
             raise _refusal(str(exc)) from None
         request[PRINCIPAL] = principal

@@ -37,6 +37,7 @@ unless that entry still heads the queue (an instance that lost its turn while pa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -54,6 +55,7 @@ from msev15.store.sessions import Message, Page, Session, message_bytes, turn_me
 # tenant's hash tag is "#sessions"): sessions per tenant, and sessions in all.
 TENANT_COUNTS = f"{PREFIX}:{{#sessions}}:tenants"
 TOTAL = f"{PREFIX}:{{#sessions}}:total"
+STATUS_TIMEOUT_SECONDS = 1.0  # readiness answers within probe timeouts even while Redis stalls
 SETTLE_ROUNDS = 8  # bounded: settle, evict what was claimed, settle the corrections, ...
 
 
@@ -247,8 +249,8 @@ class RedisSessions:
         return self._held
 
     async def status(self) -> StoreStatus:
-        try:
-            await self._redis.ping()
+        try:  # bounded: a stalled Redis must not stall the readiness probe with it
+            await asyncio.wait_for(self._redis.ping(), STATUS_TIMEOUT_SECONDS)
         except Exception:
             return "unavailable"
         return "healthy"

@@ -20,7 +20,7 @@ from msev15.escalation.config import EscalationSettings
 
 def test_defaults_match_the_spec():
     settings = EscalationSettings.from_env({})
-    assert (settings.host, settings.port, settings.profile) == ("0.0.0.0", 8078, "dev")
+    assert (settings.host, settings.port, settings.profile) == ("127.0.0.1", 8078, "dev")  # loopback unless exposed
     assert settings.sender_email == "noreply@example.com"
     assert settings.support_team_email == "support@example.com"
     assert (settings.email_retry_count, settings.email_timeout_seconds) == (3, 30.0)
@@ -101,11 +101,13 @@ def test_cli_invalid_acs_connection_string(capsys):
 
 @pytest.mark.subprocess
 async def test_service_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if k not in ("SMTP_SERVER", "AZURE_COMMUNICATION_CONNECTION_STRING")}
+    # No --host, HOST or token: the default binds loopback, so it starts without a token.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SMTP_SERVER", "AZURE_COMMUNICATION_CONNECTION_STRING", "HOST", "MCP_AUTH_TOKEN")}
     env.update(ESCALATION_DB_PATH=str(tmp_path / "esc.db"), EMAIL_OUTBOX_DIR=str(tmp_path / "outbox"),
                LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "msev15.escalation", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "msev15.escalation", "--port", "0",
         cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None

@@ -132,9 +132,9 @@ async def test_complaints_server_refuses_to_start_on_every_interface_without_a_t
 
 
 @pytest.mark.subprocess
-async def test_escalation_server_refuses_to_start_on_its_default_host_without_a_token(tmp_path: Path) -> None:
-    code, err = await _cli("escalation-mcp", "--port", "0", ESCALATION_DB_PATH=str(tmp_path / "e.db"),
-                           EMAIL_OUTBOX_DIR=str(tmp_path / "outbox"))
+async def test_escalation_server_refuses_to_start_on_every_interface_without_a_token(tmp_path: Path) -> None:
+    code, err = await _cli("escalation-mcp", "--host", "0.0.0.0", "--port", "0",
+                           ESCALATION_DB_PATH=str(tmp_path / "e.db"), EMAIL_OUTBOX_DIR=str(tmp_path / "outbox"))
     assert code == 1
     assert "refusing to listen on 0.0.0.0 without MCP_AUTH_TOKEN" in err
     assert not (tmp_path / "e.db").exists()  # refused before opening anything

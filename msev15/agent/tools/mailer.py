@@ -88,7 +88,10 @@ class Mailer:
         self.limiter = limiter or SendLimiter(max_per_tenant_per_hour)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, attempts: int = 3, base_delay: float = 1.0) -> Mailer:
+    def from_settings(cls, settings: Settings, *, attempts: int = 3, base_delay: float = 1.0,
+                      limiter: SendLimiter | None = None) -> Mailer:
+        """``limiter``: the per-tenant hourly send limit (the topology's, shared when it is);
+        in memory when not given."""
         problem = _config_problem(settings)
         transport: Transport
         if settings.smtp_server:
@@ -102,7 +105,7 @@ class Mailer:
                    attachments_dir=settings.email_attachments_dir,
                    max_attachment_bytes=settings.email_max_attachment_bytes,
                    attempts=attempts, base_delay=base_delay, problem=problem,
-                   max_per_tenant_per_hour=settings.email_max_per_tenant_per_hour)
+                   max_per_tenant_per_hour=settings.email_max_per_tenant_per_hour, limiter=limiter)
 
     @property
     def status(self) -> MailerStatus:
@@ -241,7 +244,7 @@ class Mailer:
             verify_message(message)  # built, serialized, parsed back: exactly the headers we set
         except HeaderInjection as exc:
             raise ToolError(str(exc)) from None
-        wait = self.limiter.take(ctx.tenant_id)
+        wait = await self.limiter.take(ctx.tenant_id)
         if wait is not None:
             log.warning("email NOT sent (tenant=%s session=%s): the hourly limit of %d messages is reached",
                         ctx.tenant_id, ctx.session_id, self.limiter.per_hour)

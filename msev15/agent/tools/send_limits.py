@@ -1,8 +1,9 @@
 """How many messages each tenant's conversations may send per hour (EMAIL_MAX_PER_TENANT_PER_HOUR).
 
-A sliding one-hour log per tenant, in memory: the email tools are a way out of the service for
-whatever a chat asks, so one tenant (or one prompt) must not turn them into a bulk mailer.
-Per instance: N instances allow up to N times the limit between them.
+A sliding one-hour log per tenant: the email tools are a way out of the service for whatever a
+chat asks, so one tenant (or one prompt) must not turn them into a bulk mailer. In memory for one
+instance; with the Redis store one log per tenant shared by every instance
+(:class:`RedisSendLimiter`), so N instances do not allow N times the limit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+
+from aiohttp import web
+
+from msev15.agent.tools.registry import ToolError
 
 HOUR = 3600.0
 
@@ -24,7 +29,7 @@ class SendLimiter:
         self._sent: dict[str, deque[float]] = {}
         self._next_sweep = 0.0
 
-    def take(self, tenant_id: str) -> float | None:
+    async def take(self, tenant_id: str) -> float | None:
         """None when the send may go ahead (and it is counted); else seconds until it may."""
         if self.per_hour <= 0:
             return None
@@ -46,3 +51,37 @@ class SendLimiter:
         sent = self._sent.get(tenant_id)
         if sent:
             sent.pop()
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisSendLimiter(SendLimiter):
+    """The same limit, one window per tenant in Redis (store/redis_window.py). If Redis cannot be
+    reached the send is refused (ToolError, said honestly to the model): this limit guards a way
+    out of the service, so it fails closed."""
+
+    def __init__(self, url: str, per_hour: int, window: float = HOUR) -> None:
+        super().__init__(per_hour, window=window)
+        from msev15.store.redis_window import SlidingWindows
+
+        self._windows = SlidingWindows(url, max(1, per_hour), window)
+
+    async def take(self, tenant_id: str) -> float | None:
+        if self.per_hour <= 0:
+            return None
+        from msev15.store.redis_kit import tenant_key
+
+        try:
+            allowed, _, reset = await self._windows.hit(tenant_key(tenant_id, "email", "sent"))
+        except Exception as exc:
+            raise ToolError("The email was NOT sent: its sending limit cannot be checked right now (the shared "
+                            "store is unavailable). Try again in a minute.") from exc
+        return None if allowed else reset
+
+    async def close(self) -> None:
+        await self._windows.close()
+
+
+# The topology's send limiter (shared through Redis when the topology is), for the Mailer.
+SEND_LIMITER: web.AppKey[SendLimiter] = web.AppKey("msev15.send_limiter")
