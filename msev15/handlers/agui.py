@@ -159,7 +159,7 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
       "200":
         description: AG-UI events.
         headers:
-          X-Turn-ID: {description: The turn's id (status, resume with the REST routes, cancel)., schema: {type: string}}
+          X-Turn-ID: {description: "The turn's id (status, resume with the REST routes, cancel).", schema: {type: string}}
         content:
           text/event-stream:
             schema: {$ref: "#/components/schemas/AgUiFrame"}

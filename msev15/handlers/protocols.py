@@ -88,7 +88,7 @@ def _frame(description: str, pattern: str) -> dict[str, Any]:
             "properties": {"data": {"type": "string", "pattern": pattern}}}
 
 
-# OpenAPI schemas of the two protocol endpoints (merged into /openapi.json by handlers/docs.py).
+# OpenAPI schemas of the two protocol endpoints (merged into /openapi.json by handlers/openapi_spec.py).
 SCHEMAS: dict[str, dict[str, Any]] = {
     "RunAgentInput": {
         "type": "object",
