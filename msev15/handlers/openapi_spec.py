@@ -20,6 +20,7 @@ from msev15 import __version__
 from msev15.common.tenancy import ID_PATTERN
 from msev15.config import Settings
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
+from msev15.handlers.validation import MESSAGE_PATTERN
 
 _ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128, "example": "abc-123"}
 _TS = {"type": "string", "format": "date-time", "example": "2026-02-19T10:30:00Z"}
@@ -40,7 +41,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "session_id": _ID,
             "message": {"type": "string", "minLength": 1, "maxLength": 16000,  # MAX_MESSAGE_CHARS, set per app
-                        "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+                        "pattern": MESSAGE_PATTERN,
                         "description": "Not blank; Unicode text without NUL characters. "
                                        "The limit is MAX_MESSAGE_CHARS."},
             "tenant_id": {**_ID, "description": "AUTH_MODE=none: the tenant, \"default\" when left out (null is "

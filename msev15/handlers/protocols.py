@@ -20,7 +20,7 @@ from msev15.events.types import TurnEvent
 from msev15.handlers import tenancy
 from msev15.handlers.chat import TURN_ID_HEADER
 from msev15.handlers.streams import SEND_TIMEOUT_SECONDS, TurnStream
-from msev15.handlers.validation import invalid
+from msev15.handlers.validation import MESSAGE_PATTERN, invalid
 
 TENANT_HEADER = "X-Tenant-ID"
 
@@ -79,7 +79,7 @@ _PARTS = ("start", "start-step", "text-start", "text-delta", "text-end", "tool-i
           "tool-output-available", "tool-output-error", "finish-step", "finish", "error")
 
 # A user message's text: what the ChatRequest's message allows (MAX_MESSAGE_CHARS by default).
-_TEXT = {"type": "string", "minLength": 1, "maxLength": 16000, "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"}
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 16000, "pattern": MESSAGE_PATTERN}
 
 
 def _frame(description: str, pattern: str) -> dict[str, Any]:
