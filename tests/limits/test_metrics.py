@@ -97,6 +97,23 @@ async def test_metrics_token_protects_the_endpoint(service) -> None:
     await _samples(client, Authorization="Bearer s3cret-metrics")
 
 
+async def test_metrics_token_scheme_is_case_insensitive(service) -> None:
+    client = await service(metrics_token="s3cret-metrics")
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        await _samples(client, Authorization=f"{scheme} s3cret-metrics")
+
+
+async def test_guessing_the_metrics_token_is_throttled(service) -> None:
+    client = await service(metrics_token="s3cret-metrics", auth_max_failures_per_minute=3)
+    for n in range(3):
+        assert (await client.get("/metrics", headers={"Authorization": f"Bearer guess-{n}"})).status == 401
+    blocked = await client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
+    assert blocked.status == 429 and int(blocked.headers["Retry-After"]) >= 1
+    assert_envelope(await blocked.json(), "too_many_failed_authentications")
+    # The API's own failed-authentication count is a separate one: /api/ is untouched.
+    assert (await client.get("/api/v1/sessions")).status == 200
+
+
 async def test_tenant_labels_are_opt_in_and_capped(service) -> None:
     client = await service(metrics_tenant_labels=True, metrics_max_tenants=2)
     for tenant in ("t1", "t2", "t3", "t4"):
