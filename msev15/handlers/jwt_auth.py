@@ -95,7 +95,8 @@ class JwtVerifier:
         return key
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:
-        exp, iat = claims["exp"], claims.get("iat")
+        exp: Any = claims["exp"]
+        iat: Any = claims.get("iat")
         if not _is_number(exp):
             raise InvalidToken("the token's 'exp' is not a number") from None
         now = time.time()
