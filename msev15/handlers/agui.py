@@ -28,8 +28,10 @@ from msev15.events.types import (
 )
 from msev15.handlers.chat import start_turn
 from msev15.handlers.protocols import (
+    AGUI_ROLES,
     field_of,
     follow,
+    messages_of,
     open_event_stream,
     request_tenant,
 )
@@ -59,12 +61,12 @@ def parse_run_input(body: dict[str, Any], max_chars: int) -> tuple[str, str, str
     run_id = field_of(body, "runId", str, "a string", required=True)
     if not 0 < len(run_id) <= _RUN_ID_MAX or not run_id.isprintable():
         raise invalid(f"runId must be 1 to {_RUN_ID_MAX} printable characters", "runId")
-    messages = field_of(body, "messages", list, "an array of messages", required=True)
+    messages = messages_of(body, AGUI_ROLES)
     for name in ("tools", "context"):
         field_of(body, name, list, "an array")
     props = field_of(body, "forwardedProps", dict, "an object") or {}
-    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        raise invalid("messages must be objects with a string role", "messages")
+    if "tenant_id" in props and props["tenant_id"] is None:
+        raise invalid("forwardedProps.tenant_id must be a string, not null (leave it out)", "tenant_id")
     users = [m for m in messages if m["role"] == "user"]
     if not users:
         raise invalid("messages must contain a user message (the new turn)", "messages")
