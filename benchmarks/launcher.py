@@ -70,7 +70,8 @@ class GcWatch:
 
 
 def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "", llm_api: str = "chat",
-                     session_store: str = "memory", redis_url: str = "", per_tenant_turns: int | None = None) -> Any:
+                     session_store: str = "memory", redis_url: str = "", per_tenant_turns: int | None = None,
+                     tenant_rate_per_minute: int = 0) -> Any:
     """The service as deployed, made hermetic: offline (or the real openai client against
     ``upstream``), no MCP, files under ``workdir``."""
     from msev15.config import Settings
@@ -89,6 +90,7 @@ def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "
         agent_max_concurrent_turns_per_tenant=max_concurrent_turns if per_tenant_turns is None else per_tenant_turns,
         agent_max_queued_turns_per_tenant=max(100, max_concurrent_turns),
         session_store=session_store, session_db_path=str(workdir / "sessions.db"), redis_url=redis_url,
+        rate_limit_per_tenant_per_minute=tenant_rate_per_minute,
     )
 
 
@@ -130,7 +132,8 @@ async def _build(args: argparse.Namespace, workdir: Path) -> web.Application:
     from msev15.logs.service import setup_logging
 
     settings = service_settings(workdir, args.max_concurrent_turns, args.upstream, args.llm_api,
-                                args.session_store, args.redis_url, args.per_tenant_turns)
+                                args.session_store, args.redis_url, args.per_tenant_turns,
+                                args.tenant_rate_per_minute)
     setup_logging(settings)
     if args.upstream:  # the real openai client against the instant upstream
         return await create_app(settings)
@@ -219,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-tenant-turns", type=int, default=None,
                         help="service: AGENT_MAX_CONCURRENT_TURNS_PER_TENANT (0: a quarter of the global limit, "
                              "the shipped rule; default: the global limit, for one-tenant scenarios)")
+    parser.add_argument("--tenant-rate-per-minute", type=int, default=0,
+                        help="service: RATE_LIMIT_PER_TENANT_PER_MINUTE (0: off)")
     parser.add_argument("--max-concurrent-turns", type=int, default=100,
                         help="the service's AGENT_MAX_CONCURRENT_TURNS")
     parser.add_argument("--seed-sessions", type=int, default=0, help="pre-fill this many sessions (service)")

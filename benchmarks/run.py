@@ -27,6 +27,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.defaults import chat_on_defaults
 from benchmarks.fairness import fairness
 from benchmarks.model import relay
+from benchmarks.noisy import noisy_tenant
 from benchmarks.report import write_chart, write_results
 from benchmarks.scale import concurrency, sessions
 from benchmarks.servers import ServerProcess
@@ -35,8 +36,8 @@ from benchmarks.system import CpuPlan, pin, plan_cpus, raise_nofile
 from benchmarks.traffic import chat_and_health, startup, streaming
 from benchmarks.turnlog import measure as turnlog_memory
 
-SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness", "turnlog",
-             "stores")
+SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness", "noisy",
+             "turnlog", "stores")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -89,6 +90,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         ("startup", lambda: startup(cfg, plan.server, collector)),
         ("relay", lambda: relay(cfg, plan, collector)),
         ("fairness", lambda: fairness(cfg, plan.server, collector)),
+        ("noisy", lambda: noisy_tenant(cfg, plan.server, collector)),
         ("turnlog", lambda: _turnlog(collector)),
         ("stores", lambda: stores(cfg, plan.server, collector)),
     ]

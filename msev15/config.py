@@ -153,6 +153,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("JWT_ISSUER", "", single_line, "Required 'iss' of tokens.", _S),
     Var("JWT_AUDIENCE", "", single_line, "Required 'aud' of tokens.", _S),
     Var("JWT_TENANT_CLAIM", "tenant_id", single_line, "The claim that names the caller's tenant.", _S),
+    Var("JWT_MAX_LIFETIME_SECONDS", "86400", int_between(60, 31_536_000),
+        "Longest accepted token life: 'exp' must be a number at most this far past 'iat' (or now).", _S),
     Var("AUTH_PROTECT_DOCS", "false", boolean, "Require a credential for /docs, /redoc and /openapi.json too.", _S),
     Var("AUTH_MAX_FAILURES_PER_MINUTE", "20", int_between(1, 1_000_000),
         "Failed authentications per client IP per minute; beyond it 429.", _S),
@@ -275,6 +277,7 @@ class Settings:
     jwt_issuer: str
     jwt_audience: str
     jwt_tenant_claim: str
+    jwt_max_lifetime_seconds: int
     auth_protect_docs: bool
     auth_max_failures_per_minute: int
     llm_provider: str

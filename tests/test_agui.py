@@ -79,9 +79,10 @@ async def test_a_run_with_a_tool_call_in_protocol_order(service) -> None:
 
 async def test_a_second_run_continues_the_thread_and_the_tenant_comes_from_the_header(service) -> None:
     client = await service()
-    for text in ("Hello", "Thanks"):
-        resp = await client.post(URL, json=run_input(text, forwardedProps={"tenant_id": "ignored-tenant"}),
-                                 headers={"X-Tenant-ID": "acme"})
+    runs: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("Hello", {}), ("Thanks", {"forwardedProps": {"tenant_id": "acme"}}))
+    for text, props in runs:
+        resp = await client.post(URL, json=run_input(text, **props), headers={"X-Tenant-ID": "acme"})
         assert validated(await resp.text())[-1].type == EventType.RUN_FINISHED
     history = await (await client.get("/api/v1/sessions/thread-1/history?tenant_id=acme")).json()
     assert history["message_count"] == 4
@@ -89,6 +90,36 @@ async def test_a_second_run_continues_the_thread_and_the_tenant_comes_from_the_h
     assert validated(await forwarded.text())[-1].type == EventType.RUN_FINISHED
     assert (await client.get("/api/v1/sessions/t2/history?tenant_id=beta")).status == 200
     assert (await client.get("/api/v1/sessions/t2/history")).status == 404
+
+
+@pytest.mark.parametrize("props", [{"tenant_id": "other"}, {"tenant_id": "x" * 129}, {"tenant_id": None},
+                                   {"tenant_id": "bad tenant"}])
+async def test_a_forwarded_tenant_beside_the_header_must_be_valid_and_agree(service, props) -> None:
+    """As REST's query and body: two names for the tenant that differ are a 400, never a quiet choice."""
+    resp = await (await service()).post(URL, json=run_input(forwardedProps=props), headers={"X-Tenant-ID": "acme"})
+    assert resp.status == 400
+    body = await resp.json()
+    assert_envelope(body, "validation_error")
+    assert body["field"] == "tenant_id"
+
+
+@pytest.mark.parametrize("message", [{"role": "robot", "content": "x"}, {"role": None, "content": "x"},
+                                     {"id": 5, "role": "assistant", "content": "x"}, "not an object"])
+async def test_an_earlier_message_outside_the_schema_is_a_400(service, message) -> None:
+    body = run_input()
+    body["messages"].insert(0, message)
+    resp = await (await service()).post(URL, json=body)
+    assert resp.status == 400
+    assert_envelope(await resp.json(), "validation_error")
+
+
+async def test_earlier_messages_of_the_protocol_roles_are_accepted(service) -> None:
+    body = run_input()
+    body["messages"][:0] = [{"id": "d", "role": "developer", "content": "be brief"},
+                            {"id": "a", "role": "assistant", "content": "Hi"},
+                            {"id": "t", "role": "tool", "content": "{}", "toolCallId": "c1"}]
+    resp = await (await service()).post(URL, json=body)
+    assert validated(await resp.text())[-1].type == EventType.RUN_FINISHED
 
 
 async def test_client_declared_tools_and_content_parts_are_accepted(service) -> None:

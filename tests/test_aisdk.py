@@ -105,7 +105,27 @@ BAD = [
     ("no text", lambda b: b["messages"][-1].update(parts=[{"type": "file", "url": "x"}]), "messages[-1].parts"),
     ("unknown trigger", lambda b: b.update(trigger="rerun"), "trigger"),
     ("messageId not a string", lambda b: b.update(messageId=3), "messageId"),
+    ("trigger null", lambda b: b.update(trigger=None), "trigger"),
+    ("an earlier message of an unknown role", lambda b: b["messages"][0].update(role="robot"), "messages"),
+    ("an earlier message's part of an unknown type", lambda b: b["messages"][1].update(
+        parts=[{"type": "bogus"}]), "messages"),
+    ("an earlier message's part without a type", lambda b: b["messages"][1].update(parts=[{"text": "x"}]),
+     "messages"),
+    ("an earlier message's id not a string", lambda b: b["messages"][0].update(id=7), "messages"),
+    ("an earlier message's text part with a non-string text", lambda b: b["messages"][1].update(
+        parts=[{"type": "text", "text": None}]), "messages"),
 ]
+
+
+async def test_earlier_messages_of_the_protocol_shapes_are_accepted(service) -> None:
+    body = chat_body()
+    body["messages"][1]["parts"] = [{"type": "step-start"}, {"type": "text", "text": "Here"},
+                                    {"type": "tool-get_order_by_id", "toolCallId": "c1", "state": "output-available"},
+                                    {"type": "data-weather", "data": {}}, {"type": "reasoning", "text": "hm"}]
+    body["messages"].insert(0, {"id": "s0", "role": "system", "parts": [{"type": "text", "text": "be brief"}]})
+    resp = await (await service()).post(URL, json=body)
+    assert resp.status == 200
+    assert "data: [DONE]" in await resp.text()
 
 
 @pytest.mark.parametrize(("name", "change", "field"), BAD, ids=[b[0] for b in BAD])

@@ -44,7 +44,7 @@ from msev15.escalation.replay import KeyConflict, KeyTaken
 from msev15.escalation.service import EmailNotFound, EscalationService
 from msev15.escalation.templates import TemplateError, TemplateRegistry
 from msev15.mcpkit import capabilities as caps
-from msev15.mcpkit.auth import bind_refusal
+from msev15.mcpkit.auth import bind_refusal, is_authenticated
 from msev15.mcpkit.caller import caller, caller_tenant
 from msev15.mcpkit.capabilities import capability_meta
 from msev15.mcpkit.runner import McpHttpServer, bind_socket
@@ -135,7 +135,7 @@ def build_mcp_server(service: EscalationService) -> MCPServer:
     # mcp's custom_route() has no return annotation, so mypy would take the route as untyped.
     @mcp.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(request: Request) -> Response:
-        ok, body = await service.health()
+        ok, body = await service.health(detailed=is_authenticated(request.scope))
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @mcp.custom_route("/metrics", methods=["GET"])  # type: ignore[untyped-decorator]

@@ -372,22 +372,26 @@ class EscalationService:
 
     # --- health -------------------------------------------------------------------------------
 
-    async def health(self) -> tuple[bool, dict[str, Any]]:
+    async def health(self, detailed: bool = True) -> tuple[bool, dict[str, Any]]:
+        """(healthy, body). Only ``detailed`` bodies (for callers holding the bearer token) name
+        the backend (an outbox path, an SMTP host), the templates, the database error and the
+        last delivery: a probe needs the status, not where mail goes or what was last sent."""
         try:
             await self.store.ping()
             database = "ok"
         except Exception as exc:  # any failure here means "not healthy", reported, not raised
             database = f"error: {exc}"
         ok = database == "ok"
+        summary = {"status": "ok" if ok else "unavailable", "service": "escalation-comms", "version": __version__,
+                   "uptime_seconds": round(time.monotonic() - self.started_at, 1)}
+        if not detailed:
+            return ok, {**summary, "database": "ok" if ok else "error"}
         return ok, {
-            "status": "ok" if ok else "unavailable",
-            "service": "escalation-comms",
-            "version": __version__,
+            **summary,
             "profile": self.settings.profile,
             "backend": self.backend.name,
             "backend_detail": self.backend.description,
             "database": database,
             "templates": self.templates.names(),
             "last_delivery": self.last_delivery,
-            "uptime_seconds": round(time.monotonic() - self.started_at, 1),
         }

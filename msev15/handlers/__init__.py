@@ -16,6 +16,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/health/liveness", health.liveness)
     app.router.add_get("/health/readiness", health.readiness)
     app.router.add_get("/metrics", metrics.metrics)
+    metrics.setup_token_guard(app, app[SETTINGS])
     app.router.add_post("/api/v1/chat", chat.chat)
     app.router.add_post("/api/v1/chat/stream", chat.chat_stream)
     app.router.add_get("/api/v1/sessions", sessions.list_sessions)

@@ -26,7 +26,7 @@ from msev15.events.types import (
     TurnFailed,
 )
 from msev15.handlers.chat import start_turn
-from msev15.handlers.protocols import field_of, request_tenant
+from msev15.handlers.protocols import AGUI_ROLES, field_of, messages_of, request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
@@ -53,12 +53,12 @@ def parse_run_input(body: dict[str, Any], max_chars: int) -> tuple[str, str, str
     run_id = field_of(body, "runId", str, "a string", required=True)
     if not 0 < len(run_id) <= _RUN_ID_MAX or not run_id.isprintable():
         raise invalid(f"runId must be 1 to {_RUN_ID_MAX} printable characters", "runId")
-    messages = field_of(body, "messages", list, "an array of messages", required=True)
+    messages = messages_of(body, AGUI_ROLES)
     for name in ("tools", "context"):
         field_of(body, name, list, "an array")
     props = field_of(body, "forwardedProps", dict, "an object") or {}
-    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        raise invalid("messages must be objects with a string role", "messages")
+    if "tenant_id" in props and props["tenant_id"] is None:
+        raise invalid("forwardedProps.tenant_id must be a string, not null (leave it out)", "tenant_id")
     users = [m for m in messages if m["role"] == "user"]
     if not users:
         raise invalid("messages must contain a user message (the new turn)", "messages")
@@ -163,7 +163,7 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
       "200":
         description: AG-UI events.
         headers:
-          X-Turn-ID: {description: The turn's id (status, resume with the REST routes, cancel)., schema: {type: string}}
+          X-Turn-ID: {description: "The turn's id (status, resume with the REST routes, cancel).", schema: {type: string}}
         content:
           text/event-stream:
             schema: {$ref: "#/components/schemas/AgUiFrame"}

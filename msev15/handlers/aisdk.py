@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +27,7 @@ from msev15.events.types import (
     TurnFailed,
 )
 from msev15.handlers.chat import start_turn
-from msev15.handlers.protocols import field_of, request_tenant
+from msev15.handlers.protocols import AISDK_PART_TYPE, AISDK_ROLES, field_of, messages_of, request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
@@ -36,27 +37,31 @@ log = logging.getLogger("api.aisdk")
 STREAM_HEADER = {"x-vercel-ai-ui-message-stream": "v1", "x-accel-buffering": "no"}
 _TRIGGERS = ("submit-message", "regenerate-message")
 _DONE = b"data: [DONE]\n\n"
+_PART_TYPE = re.compile(AISDK_PART_TYPE)
 
 
 def parse_chat(body: dict[str, Any], max_chars: int) -> tuple[str, str]:
     """(session id, the new user message) of a ``DefaultChatTransport`` request."""
     session_id = check_id(field_of(body, "id", str, "a string", required=True), "id")
-    messages = field_of(body, "messages", list, "an array of UI messages", required=True)
+    messages = messages_of(body, AISDK_ROLES)
     trigger = field_of(body, "trigger", str, "a string")
     if trigger is not None and trigger not in _TRIGGERS:
         raise invalid("trigger must be submit-message or regenerate-message", "trigger")
-    field_of(body, "messageId", str, "a string")
-    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        raise invalid("messages must be objects with a string role", "messages")
+    if body.get("messageId") is not None:  # null is what some transports send for "no message id"
+        field_of(body, "messageId", str, "a string")
+    for message in messages:
+        parts = message.get("parts")
+        if not isinstance(parts, list) or not all(
+                isinstance(p, dict) and isinstance(p.get("type"), str) and _PART_TYPE.fullmatch(p["type"])
+                for p in parts):
+            raise invalid("a UI message's parts must be an array of parts with a known type", "messages")
+        if any(p["type"] == "text" and not isinstance(p.get("text"), str) for p in parts):
+            raise invalid("a text part's text must be a string", "messages")
     users = [m for m in messages if m["role"] == "user"]
     if not users:
         raise invalid("messages must contain a user message (the new turn)", "messages")
-    parts = users[-1].get("parts")
-    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
-        raise invalid("a UI message's parts must be an array of objects", "messages")
-    texts = [p.get("text") for p in parts if p.get("type") == "text"]
-    if not all(isinstance(t, str) for t in texts):
-        raise invalid("a text part's text must be a string", "messages")
+    parts = users[-1]["parts"]
+    texts = [p["text"] for p in parts if p["type"] == "text"]
     return session_id, check_message("\n".join(texts), max_chars, "messages[-1].parts")
 
 

@@ -116,7 +116,8 @@ def make_authenticator(settings: Settings, key_store: Callable[[], ApiKeyStore])
     if settings.auth_mode == "jwt":
         return JwtAuthenticator(JwtVerifier(
             issuer=settings.jwt_issuer, audience=settings.jwt_audience, tenant_claim=settings.jwt_tenant_claim,
-            jwks_url=settings.jwt_jwks_url, public_key_file=settings.jwt_public_key_file))
+            jwks_url=settings.jwt_jwks_url, public_key_file=settings.jwt_public_key_file,
+            max_lifetime=settings.jwt_max_lifetime_seconds))
     return None
 
 

@@ -167,7 +167,7 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
       "200":
         description: An event stream.
         headers:
-          X-Turn-ID: {description: The turn's id, for resume, status and cancel., schema: {type: string}}
+          X-Turn-ID: {description: "The turn's id, for resume, status and cancel.", schema: {type: string}}
         content:
           text/event-stream:
             schema: {$ref: "#/components/schemas/SseFrame"}

@@ -2,10 +2,13 @@
 
 Only asymmetric algorithms are accepted (RSA, RSA-PSS, ECDSA, EdDSA): never ``none``, and never
 an HMAC, so a token "signed" with the public key as an HMAC secret is refused before any key is
-used. ``exp`` is required; ``exp``/``nbf`` get 60 s of leeway; ``iss`` and ``aud`` must match the
-settings. Keys come from a PEM file or a JWKS URL; the JWKS is cached and fetched again when a
-token names an unknown ``kid`` (at most once per ``min_refresh`` seconds, so garbage kids cannot
-make the service hammer the issuer).
+used. ``exp`` is required, must be a JSON number (PyJWT alone also takes a numeric string) and
+at most ``max_lifetime`` seconds (JWT_MAX_LIFETIME_SECONDS) past ``iat``, or past now when
+``iat`` is absent or later, so a misconfigured issuer cannot mint a token that never expires.
+``exp``/``nbf`` get 60 s of leeway; ``iss`` and ``aud`` must match the settings. Keys come from
+a PEM file or a JWKS URL; the JWKS is cached and fetched again when a token names an unknown
+``kid`` (at most once per ``min_refresh`` seconds, so garbage kids cannot make the service
+hammer the issuer).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ log = logging.getLogger("api.auth")
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 LEEWAY = 60
+MAX_LIFETIME = 86_400
 
 
 class InvalidToken(Exception):
@@ -36,8 +41,9 @@ class InvalidToken(Exception):
 class JwtVerifier:
     def __init__(self, *, issuer: str, audience: str, tenant_claim: str = "tenant_id", jwks_url: str = "",
                  public_key_file: str = "", jwks_ttl: float = 300.0, min_refresh: float = 5.0,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, max_lifetime: int = MAX_LIFETIME) -> None:
         self.issuer = issuer
+        self.max_lifetime = max_lifetime
         self.audience = audience
         self.tenant_claim = tenant_claim
         self.jwks_url = jwks_url
@@ -88,6 +94,16 @@ class JwtVerifier:
             raise InvalidToken("the token's 'kid' is not a known signing key")
         return key
 
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        exp: Any = claims["exp"]
+        iat: Any = claims.get("iat")
+        if not _is_number(exp):
+            raise InvalidToken("the token's 'exp' is not a number") from None
+        now = time.time()
+        start = min(now, iat) if _is_number(iat) else now
+        if exp > start + self.max_lifetime + LEEWAY:
+            raise InvalidToken(f"the token lives longer than {self.max_lifetime} seconds") from None
+
     async def verify(self, token: str) -> tuple[str, str]:
         """(tenant id, subject) of a valid token; :class:`InvalidToken` otherwise."""
         try:
@@ -110,8 +126,13 @@ class JwtVerifier:
             raise InvalidToken("the token is from another issuer") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken("the token's signature or claims are invalid") from None
+        self._check_lifetime(claims)
         try:
             tenant = check_tenant(claims.get(self.tenant_claim))
         except TenantIdError:
             raise InvalidToken(f"the token has no valid '{self.tenant_claim}' claim") from None
         return tenant, str(claims.get("sub", ""))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

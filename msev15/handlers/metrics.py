@@ -4,24 +4,33 @@ The route label is the matched route's template (``/api/v1/sessions/{session_id}
 ``unmatched`` for paths no route knows: never the raw path, so scanning random URLs cannot grow
 the series (nor can made-up methods: those outside the standard ones count as ``other``).
 /metrics is exempt from rate limits and, when METRICS_TOKEN is set, needs
-``Authorization: Bearer <token>``.
+``Authorization: Bearer <token>`` (the scheme in any case, as for the API). Wrong tokens are
+counted per client address: past AUTH_MAX_FAILURES_PER_MINUTE in a minute the address gets 429
+before its next token is compared.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from msev15.agent.context import MCP, RUNNER
-from msev15.config import SETTINGS
+from msev15.common.failures import FailureWindow
+from msev15.config import Settings
 from msev15.events.metrics import METRICS
 from msev15.handlers.errors import ApiError
 from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
+from msev15.store.limits import RateLimiter
+
+log = logging.getLogger("api.metrics")
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 STREAM_ROUTES = frozenset({"/api/v1/chat/stream", "/api/v1/sessions/{session_id}/turns/{turn_id}/events"})
@@ -33,6 +42,48 @@ def route_of(request: web.Request) -> str:
     if resource is None or request.match_info.http_exception is not None:
         return "unmatched"
     return resource.canonical
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGuard:
+    """METRICS_TOKEN's failed attempts per client; ``addresses`` resolves the client as the
+    rate limiter does (X-Forwarded-For only from TRUSTED_PROXIES)."""
+
+    token: str
+    failures: FailureWindow
+    addresses: RateLimiter
+
+
+TOKEN_GUARD = web.AppKey("msev15.metrics_token_guard", TokenGuard)
+
+
+def setup_token_guard(app: web.Application, settings: Settings) -> None:
+    if settings.metrics_token:
+        app[TOKEN_GUARD] = TokenGuard(settings.metrics_token, FailureWindow(settings.auth_max_failures_per_minute),
+                                      RateLimiter(settings.auth_max_failures_per_minute, settings.trusted_proxies))
+
+
+def _bearer(header: str) -> bytes | None:
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip().encode("utf-8", "surrogateescape")
+
+
+def _check_token(request: web.Request, guard: TokenGuard) -> None:
+    client = guard.addresses.client_ip(request.remote, request.headers.get("X-Forwarded-For"))
+    wait = guard.failures.blocked(client)
+    if wait is not None:
+        retry_after = max(1, math.ceil(wait))
+        raise ApiError(429, "too_many_failed_authentications",
+                       "Too many failed authentications from this address; retry later.",
+                       headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
+    supplied = _bearer(request.headers.get("Authorization", ""))
+    if supplied is None or not hmac.compare_digest(supplied, guard.token.encode()):
+        guard.failures.fail(client)
+        log.warning("metrics: refused a %s token from %s", "wrong" if supplied else "missing", client)
+        raise ApiError(401, "unauthorized", "This endpoint needs 'Authorization: Bearer <METRICS_TOKEN>'.",
+                       headers={"WWW-Authenticate": "Bearer"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -54,13 +105,15 @@ async def metrics(request: web.Request) -> web.Response:
         content:
           application/json:
             schema: {$ref: "#/components/schemas/Error"}
+      "429":
+        description: Too many wrong tokens from this address in the last minute (Retry-After says when to retry).
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Error"}
     """
-    token = request.app[SETTINGS].metrics_token
-    if token:
-        supplied = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
-            raise ApiError(401, "unauthorized", "This endpoint needs 'Authorization: Bearer <METRICS_TOKEN>'.",
-                           headers={"WWW-Authenticate": "Bearer"})
+    guard = request.app.get(TOKEN_GUARD)
+    if guard is not None:
+        _check_token(request, guard)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

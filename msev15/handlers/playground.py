@@ -17,6 +17,16 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
 
 
 async def page(request: web.Request) -> web.FileResponse:
+    """The browser playground (PLAYGROUND_ENABLED).
+    ---
+    summary: Playground
+    tags: [docs]
+    responses:
+      "200":
+        description: A page to chat with the agent through this API.
+        content:
+          text/html: {schema: {type: string}}
+    """
     return web.FileResponse(STATIC / "index.html", headers={
         "Content-Security-Policy": _CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from msev15.handlers import tenancy
-from msev15.handlers.validation import invalid
+from msev15.handlers.validation import check_tenant_id, invalid
 
 TENANT_HEADER = "X-Tenant-ID"
 
@@ -24,18 +24,37 @@ def request_tenant(request: web.Request, fallback: Any = None) -> str:
     AG-UI's ``forwardedProps.tenant_id``), else ``default``; a bad one is a 400. With
     authentication on, the credential's tenant, which a header or field must agree with (403)."""
     header = request.headers.get(TENANT_HEADER)
-    if header is not None:
-        return tenancy.request_tenant(request, header, claimed_in=f"{TENANT_HEADER} header")
-    return tenancy.request_tenant(request, fallback)
+    if header is None:
+        return tenancy.request_tenant(request, fallback)
+    if fallback is not None:  # both named: each must be valid, and they must agree (as REST's query and body)
+        in_body = check_tenant_id(fallback)
+        if in_body != check_tenant_id(header):
+            raise invalid(f"{TENANT_HEADER} and the body's tenant_id differ; send it once or send the same value",
+                          "tenant_id")
+    return tenancy.request_tenant(request, header, claimed_in=f"{TENANT_HEADER} header")
+
+
+def messages_of(body: Mapping[str, Any], roles: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``body["messages"]``: a non-empty array of objects, each with one of ``roles`` and, when
+    it has an ``id``, a string id (as the schema says); else a 400."""
+    messages: list[dict[str, Any]] = field_of(body, "messages", list, "an array of messages", required=True)
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") not in roles:
+            raise invalid(f"messages must be objects whose role is one of: {', '.join(roles)}", "messages")
+        if "id" in message and not isinstance(message["id"], str):
+            raise invalid("a message's id must be a string", "messages")
+    return messages
 
 
 def field_of(body: Mapping[str, Any], name: str, kind: type[str | list[Any] | dict[str, Any]],
              what: str, required: bool = False) -> Any:
     """``body[name]`` if it has the right JSON type (None when absent and optional); else a 400."""
-    if name not in body or body[name] is None:
+    if name not in body:
         if required:
             raise invalid(f"{name} is required", name)
         return None
+    if body[name] is None:  # null is not "absent": the schema allows neither null nor a default for it
+        raise invalid(f"{name} must be {what}, not null (leave it out)", name)
     value = body[name]
     if not isinstance(value, kind):
         raise invalid(f"{name} must be {what}", name)
@@ -48,8 +67,14 @@ _TYPES = ("RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MES
 _PARTS = ("start", "start-step", "text-start", "text-delta", "text-end", "tool-input-available",
           "tool-output-available", "tool-output-error", "finish-step", "finish", "error")
 
-# A user message's text: what the ChatRequest's message allows (MAX_MESSAGE_CHARS by default).
-_TEXT = {"type": "string", "minLength": 1, "maxLength": 16000, "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"}
+# The roles each protocol's messages may have, and the AI SDK's UI message part types.
+AGUI_ROLES = ("developer", "system", "assistant", "user", "tool", "activity")
+AISDK_ROLES = ("system", "user", "assistant")
+AISDK_PART_TYPE = "^(text|reasoning|file|source-url|source-document|step-start|dynamic-tool|tool-.+|data-.+)$"
+# What OpenAPI 3.0 cannot say in a schema (it has no "contains"), said in words.
+_LAST_USER = ("The client's copy of the conversation. It must hold a `user` message: the last one is the new turn, "
+              "and its text must be what `ChatRequest.message` allows (not blank, within MAX_MESSAGE_CHARS, no "
+              "NUL). Earlier messages are checked for their shape only; the server's history is authoritative.")
 
 
 def _frame(description: str, pattern: str) -> dict[str, Any]:
@@ -58,7 +83,7 @@ def _frame(description: str, pattern: str) -> dict[str, Any]:
             "properties": {"data": {"type": "string", "pattern": pattern}}}
 
 
-# OpenAPI schemas of the two protocol endpoints (merged into /openapi.json by handlers/docs.py).
+# OpenAPI schemas of the two protocol endpoints (merged into /openapi.json by handlers/openapi_spec.py).
 SCHEMAS: dict[str, dict[str, Any]] = {
     "RunAgentInput": {
         "type": "object",
@@ -67,14 +92,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "threadId": {**_ID_REF},
             "runId": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"},
-            "messages": {"type": "array", "minItems": 1, "items": {
-                "type": "object", "required": ["role", "content"],
-                "properties": {"id": {"type": "string"}, "role": {"type": "string", "enum": ["user"]},
-                               "content": _TEXT}}},
+            "messages": {"type": "array", "minItems": 1, "description": _LAST_USER, "items": {
+                "type": "object", "required": ["role"],
+                "properties": {"id": {"type": "string"}, "role": {"type": "string", "enum": list(AGUI_ROLES)},
+                               "content": {"description": "The last user message's: text (as `ChatRequest.message`)"
+                                                          " or an array of parts whose `text` parts are joined."}}}},
             "tools": {"type": "array", "items": {"type": "object"}},
             "context": {"type": "array", "items": {"type": "object"}},
             "state": {},
-            "forwardedProps": {"type": "object", "properties": {"tenant_id": _ID_REF}},
+            "forwardedProps": {"type": "object", "properties": {"tenant_id": {
+                **_ID_REF, "description": "The tenant when no X-Tenant-ID header is sent; with the header "
+                                          "both must be valid and equal (else 400)."}}},
         },
     },
     "AgUiEvent": {
@@ -95,15 +123,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "What the AI SDK's DefaultChatTransport sends. Only the last user message is read.",
         "properties": {
             "id": {**_ID_REF},
-            "messages": {"type": "array", "minItems": 1, "items": {
+            "messages": {"type": "array", "minItems": 1, "description": _LAST_USER, "items": {
                 "type": "object", "required": ["role", "parts"],
-                "properties": {"id": {"type": "string"}, "role": {"type": "string", "enum": ["user"]},
-                               "parts": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
-                                   "type": "object", "required": ["type", "text"],
-                                   "properties": {"type": {"type": "string", "enum": ["text"]},
-                                                  "text": _TEXT}}}}}},
+                "properties": {"id": {"type": "string"}, "role": {"type": "string", "enum": list(AISDK_ROLES)},
+                               "parts": {"type": "array", "items": {
+                                   "type": "object", "required": ["type"],
+                                   "properties": {"type": {"type": "string", "pattern": AISDK_PART_TYPE},
+                                                  "text": {"type": "string"}}}}}}},
             "trigger": {"type": "string", "enum": ["submit-message", "regenerate-message"]},
-            "messageId": {"type": "string"},
+            "messageId": {"type": "string", "nullable": True,
+                          "description": "The message to regenerate; null or left out when there is none."},
         },
     },
     "AiSdkPart": {

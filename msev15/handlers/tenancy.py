@@ -79,15 +79,31 @@ def _valid(tenant_id: str | None) -> str | None:
         return None
 
 
+# The protocol adapters take the tenant from this header (handlers/protocols.py), before the body.
+_HEADER_ROUTES = ("/api/v1/ag-ui", "/api/v1/ai-sdk/")
+_TENANT_HEADER = "X-Tenant-ID"
+
+
+def _named_tenant(request: web.Request) -> str | None:
+    """The tenant a request names before its body (AUTH_MODE=none): the query's ``tenant_id``, else,
+    on the protocol routes, which act for it, the ``X-Tenant-ID`` header. A request over its
+    tenant's limit is then refused before its body is read or decoded."""
+    named = request.query.get("tenant_id")
+    if named is None and request.path.startswith(_HEADER_ROUTES):
+        named = request.headers.get(_TENANT_HEADER)
+    return named
+
+
 @web.middleware
 async def tenant_rate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The tenant limit for every request whose tenant is known before its body is read: the
     credential's tenant under AUTH_MODE api_key/jwt (every /api/ request), else a ``tenant_id`` in
-    the query (sessions, turns). A chat naming its tenant only in the body counts when its turn
-    starts (handlers/chat.py start_turn)."""
+    the query (sessions, turns) or the X-Tenant-ID header of the protocol routes. A chat naming its
+    tenant only in the body counts when its turn starts (handlers/chat.py start_turn), after the
+    body is decoded: to be refused cheaply, name it in the query or send a credential."""
     if not request.path.startswith(EXEMPT_PREFIXES) and request.method != "OPTIONS":
         principal = request.get(PRINCIPAL)
-        tenant_id = principal.tenant_id if principal is not None else _valid(request.query.get("tenant_id"))
+        tenant_id = principal.tenant_id if principal is not None else _valid(_named_tenant(request))
         if tenant_id:
             await check_tenant_rate(request.app, tenant_id)
             request[TENANT_COUNTED] = True

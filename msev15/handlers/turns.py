@@ -14,10 +14,13 @@ from msev15.agent.coordination import COORDINATION
 from msev15.events.turnlog import TURNS, TurnView
 from msev15.handlers.errors import ApiError
 from msev15.handlers.streams import SseTranslator, open_stream, relay
-from msev15.handlers.validation import check_id, invalid, tenant_from_query
+from msev15.handlers.validation import check_id, decimal, invalid, tenant_from_query
 from msev15.logs import service as logs
 
 _LAST_EVENT_ID = re.compile(r"^(?P<turn>[^:\s]+):(?P<seq>[0-9]{1,9})$")
+MAX_SEQ = 999_999_999
+# As documented: what _LAST_EVENT_ID accepts (the turn part must also be this turn's id).
+LAST_EVENT_ID_PATTERN = r"^[^:\s]+:[0-9]{1,9}$"
 
 
 def _session(request: web.Request) -> tuple[str, str]:
@@ -51,9 +54,10 @@ def resume_point(request: web.Request, turn_id: str) -> int:
     raw = request.query.get("after")
     if raw is None:
         return 0
-    if not raw.isdigit() or len(raw) > 9:
-        raise invalid("after must be a non-negative integer (an event seq)", "after")
-    return int(raw)
+    after = decimal(raw)
+    if after is None or after > MAX_SEQ:
+        raise invalid(f"after must be an integer from 0 to {MAX_SEQ} in ASCII digits (an event seq)", "after")
+    return after
 
 
 async def turn_events(request: web.Request) -> web.StreamResponse:
@@ -73,8 +77,17 @@ async def turn_events(request: web.Request) -> web.StreamResponse:
       - {in: path, name: session_id, required: true, schema: {$ref: "#/components/schemas/Id"}}
       - {in: path, name: turn_id, required: true, schema: {type: string}}
       - {in: query, name: tenant_id, required: false, schema: {$ref: "#/components/schemas/Id"}}
-      - {in: query, name: after, required: false, schema: {type: integer, minimum: 0}}
-      - {in: header, name: Last-Event-ID, required: false, schema: {type: string, example: "t1:3"}}
+      - in: query
+        name: after
+        required: false
+        description: Resume after this seq (ASCII digits). Past the last seq of a finished turn it is a 400.
+        schema: {type: integer, minimum: 0, maximum: 999999999}
+      - in: header
+        name: Last-Event-ID
+        required: false
+        description: "`{turn_id}:{seq}` naming this turn (as an EventSource sends it); it wins over `after`.
+          Another turn's id, or a seq past the last of a finished turn, is a 400."
+        schema: {type: string, pattern: '^[^:\\s]+:[0-9]{1,9}$', example: "t1:3"}
     responses:
       "200":
         description: The turn's events (the same frames as `POST /api/v1/chat/stream`).

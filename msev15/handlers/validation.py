@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,17 @@ from msev15.config import SETTINGS
 from msev15.events.types import BUSY_POLICIES, BusyPolicy
 from msev15.handlers.errors import ApiError
 from msev15.handlers.tenancy import request_tenant
+
+# What JSON Schema's (ECMAScript's) ``\s`` matches. A message made only of these is blank; Python's
+# ``str.isspace`` would also count the C0 separators (U+001C..U+001F) and U+0085, which the
+# documented pattern allows. The pattern names the set itself, so every regex dialect reads it alike.
+SPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_SPACE_CHARS = "".join(chr(c) for c in (9, 10, 11, 12, 13, 32, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028,
+                                        0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF))
+MESSAGE_PATTERN = r"^[^\u0000]*[^" + SPACE + r"\u0000][^\u0000]*$"
+# Decimal numbers as the API documents them: ASCII digits only (``int()`` also takes "+5", "5_0",
+# fullwidth and other Unicode digits; ``str.isdigit`` even passes "²", which ``int()`` refuses).
+_DIGITS = re.compile(r"[0-9]{1,10}")
 
 _CHAT_FIELDS = frozenset({"session_id", "message", "tenant_id", "if_busy"})
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
@@ -54,15 +66,18 @@ def tenant_from_query(request: web.Request) -> str:
     return request_tenant(request)
 
 
+def decimal(raw: str) -> int | None:
+    """``raw`` as a non-negative integer written in ASCII digits (at most 10), else None."""
+    return int(raw) if _DIGITS.fullmatch(raw) else None
+
+
 def int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    """A non-negative integer query parameter within [lo, hi] (``lo`` is 0 or more)."""
     raw = query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(f"{name} must be an integer between {lo} and {hi}", name) from None
-    if not lo <= value <= hi:
+    value = decimal(raw)
+    if value is None or not lo <= value <= hi:
         raise invalid(f"{name} must be an integer between {lo} and {hi}", name)
     return value
 
@@ -132,7 +147,7 @@ def check_message(message: Any, max_chars: int, field: str = "message") -> str:
     """A user message: non-blank text within MAX_MESSAGE_CHARS that any model API accepts."""
     if not isinstance(message, str):
         raise invalid(f"{field} must be a string", field)
-    if not message.strip():
+    if not message.strip(_SPACE_CHARS):
         raise invalid(f"{field} must not be empty", field)
     if len(message) > max_chars:
         raise invalid(f"{field} is longer than {max_chars} characters", field)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from msev15.events.metrics import METRICS
@@ -96,6 +97,23 @@ async def test_metrics_token_protects_the_endpoint(service) -> None:
     wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
     assert wrong.status == 401
     await _samples(client, Authorization="Bearer s3cret-metrics")
+
+
+async def test_metrics_token_scheme_is_case_insensitive(service) -> None:
+    client = await service(metrics_token="s3cret-metrics")
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        await _samples(client, Authorization=f"{scheme} s3cret-metrics")
+
+
+async def test_guessing_the_metrics_token_is_throttled(service) -> None:
+    client = await service(metrics_token="s3cret-metrics", auth_max_failures_per_minute=3)
+    for n in range(3):
+        assert (await client.get("/metrics", headers={"Authorization": f"Bearer guess-{n}"})).status == 401
+    blocked = await client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
+    assert blocked.status == 429 and int(blocked.headers["Retry-After"]) >= 1
+    assert_envelope(await blocked.json(), "too_many_failed_authentications")
+    # The API's own failed-authentication count is a separate one: /api/ is untouched.
+    assert (await client.get("/api/v1/sessions")).status == 200
 
 
 async def test_tenant_labels_are_opt_in_and_capped(service) -> None:
@@ -192,3 +210,43 @@ async def test_a_malformed_tenant_in_the_query_is_refused_and_never_counted(serv
     assert len(limiter) == 0  # no window was made for any of them
     assert (await client.get("/api/v1/sessions", params={"tenant_id": "real"})).status == 200
     assert len(limiter) == 1
+
+
+# --- a tenant over its limit is refused before its body is read or decoded ---------------------
+
+_NOT_JSON = {"data": b"{not json", "headers": {"Content-Type": "application/json"}}
+
+
+async def test_a_tenant_over_its_limit_is_refused_before_the_body_is_decoded(service) -> None:
+    """A body that would be a 400 gets the 429: the limit was checked before any decoding."""
+    client = await service(rate_limit_per_tenant_per_minute=1)
+    assert (await client.get("/api/v1/sessions", params={"tenant_id": "loud"})).status == 200
+    refused = await client.post("/api/v1/chat", params={"tenant_id": "loud"}, **_NOT_JSON)
+    assert refused.status == 429
+    assert_envelope(await refused.json(), "tenant_rate_limited")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/ag-ui", "/api/v1/ai-sdk/chat"])
+async def test_the_protocol_routes_count_their_tenant_header_before_the_body(service, path: str) -> None:
+    client = await service(rate_limit_per_tenant_per_minute=1)
+    first = await client.post(path, headers={"X-Tenant-ID": "loud", "Content-Type": "application/json"},
+                              data=b"{not json")
+    assert first.status == 400  # counted, then refused for its body
+    refused = await client.post(path, headers={"X-Tenant-ID": "loud", "Content-Type": "application/json"},
+                                data=b"{not json")
+    assert refused.status == 429
+    assert_envelope(await refused.json(), "tenant_rate_limited")
+    other = await client.post(path, headers={"X-Tenant-ID": "quiet", "Content-Type": "application/json"},
+                              data=b"{not json")
+    assert other.status == 400
+
+
+async def test_rest_chat_ignores_a_tenant_header_it_does_not_act_for(service) -> None:
+    """REST takes its tenant from the body or query: a header naming another tenant is not counted
+    (it would let the body's tenant go uncounted, or spend another tenant's allowance)."""
+    client = await service(rate_limit_per_tenant_per_minute=1)
+    for i in range(2):
+        resp = await client.post("/api/v1/chat", headers={"X-Tenant-ID": "victim"},
+                                 json={"session_id": f"s{i}", "message": "hi", "tenant_id": "loud"})
+        assert resp.status == (200 if i == 0 else 429)
+    assert (await client.get("/api/v1/sessions", params={"tenant_id": "victim"})).status == 200

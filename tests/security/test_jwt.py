@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,52 @@ async def test_token_without_exp_is_refused(verifier: JwtVerifier, rsa_key: Sign
                        headers={"kid": rsa_key.kid})
     with pytest.raises(InvalidToken):
         await verifier.verify(token)
+
+
+def _signed(key: SigningKey, **claims: Any) -> str:
+    now = int(time.time())
+    payload = {"iss": ISSUER, "aud": AUDIENCE, "tenant_id": "acme", "sub": "user-1", "iat": now, **claims}
+    return jwt.encode(payload, key.private, algorithm=key.alg, headers={"kid": key.kid})
+
+
+@pytest.mark.parametrize("exp", [str(int(time.time()) + 300), 10**300, 1e300, True, None, [1], {"t": 1}])
+async def test_an_exp_that_is_not_a_reasonable_number_is_refused(verifier: JwtVerifier, rsa_key: SigningKey,
+                                                                  exp: Any) -> None:
+    with pytest.raises(InvalidToken):
+        await verifier.verify(_signed(rsa_key, exp=exp))
+
+
+async def test_exp_within_the_maximum_lifetime_of_iat_or_now(jwks: Jwks, rsa_key: SigningKey) -> None:
+    verifier = JwtVerifier(issuer=ISSUER, audience=AUDIENCE, jwks_url=jwks.url, max_lifetime=3600)
+    try:
+        now = int(time.time())
+        assert (await verifier.verify(_signed(rsa_key, exp=now + 3000)))[0] == "acme"
+        assert (await verifier.verify(_signed(rsa_key, exp=now + 3000.5)))[0] == "acme"  # a float is a number
+        with pytest.raises(InvalidToken, match="lives longer than 3600 seconds"):
+            await verifier.verify(_signed(rsa_key, exp=now + 7200))
+        # Issued an hour ago for two hours: still inside its life, but longer than allowed.
+        with pytest.raises(InvalidToken, match="lives longer"):
+            await verifier.verify(_signed(rsa_key, iat=now - 3600, exp=now + 3600 + 120))
+        # Without iat the life is counted from now.
+        token = _signed(rsa_key, exp=now + 3000)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        del claims["iat"]
+        no_iat = jwt.encode(claims, rsa_key.private, algorithm=rsa_key.alg, headers={"kid": rsa_key.kid})
+        assert (await verifier.verify(no_iat))[0] == "acme"
+    finally:
+        await verifier.close()
+
+
+async def test_the_service_takes_the_maximum_lifetime_from_its_settings(service, tmp_path: Path, jwks: Jwks,
+                                                                         rsa_key: SigningKey) -> None:
+    client = await service(auth_mode="jwt", jwt_jwks_url=jwks.url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE,
+                           jwt_max_lifetime_seconds=600)
+    now = int(time.time())
+    ok = await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {_signed(rsa_key, exp=now + 500)}"})
+    assert ok.status == 200
+    long = await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {_signed(rsa_key, exp=now + 900)}"})
+    assert long.status == 401
+    assert_envelope(await long.json(), "unauthorized")
 
 
 async def test_alg_none_is_refused(verifier: JwtVerifier, rsa_key: SigningKey) -> None:

@@ -5,6 +5,7 @@ on a non-loopback address without a token refuses to start."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -152,3 +153,70 @@ async def test_escalation_server_starts_on_every_interface_with_a_token(tmp_path
 def test_the_complaints_server_binds_loopback_by_default() -> None:
     from msev15.complaints.cli import DEFAULT_HOST
     assert DEFAULT_HOST == "127.0.0.1"
+
+
+# --- guessing the token is throttled; the open /health keeps its details for token holders -----
+
+async def test_guessing_the_complaints_token_is_throttled_per_address(tmp_path: Path) -> None:
+    from msev15.mcpkit.auth import MAX_FAILURES_PER_MINUTE
+
+    async with running_complaints_server(tmp_path / "c.db", auth_token=TOKEN) as server:
+        statuses = [(await _post(server.url, {"Authorization": f"Bearer guess-{n}"}))[0]
+                    for n in range(MAX_FAILURES_PER_MINUTE + 3)]
+        assert statuses == [401] * MAX_FAILURES_PER_MINUTE + [429] * 3
+        status, headers, body = await _post(server.url, {"Authorization": f"Bearer {TOKEN}"})
+        # Refused before the token is compared: a right guess looks like a wrong one while blocked.
+        assert status == 429 and int(headers["Retry-After"]) >= 1
+        assert "too_many_failed_authentications" in body and TOKEN not in body
+
+
+async def test_guessing_the_escalation_token_is_throttled(tmp_path: Path) -> None:
+    from msev15.mcpkit.auth import MAX_FAILURES_PER_MINUTE
+
+    async with EscalationServer(escalation_settings(tmp_path, mcp_auth_token=ESC_TOKEN)) as server:
+        for _ in range(MAX_FAILURES_PER_MINUTE):
+            assert (await _post(server.url, {}))[0] == 401
+        assert (await _post(server.url, {"Authorization": f"Bearer {ESC_TOKEN}"}))[0] == 429
+
+
+async def test_a_wrong_token_on_the_open_health_is_not_a_guess(tmp_path: Path) -> None:
+    from msev15.mcpkit.auth import MAX_FAILURES_PER_MINUTE
+
+    async with running_complaints_server(tmp_path / "c.db", auth_token=TOKEN) as server:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(MAX_FAILURES_PER_MINUTE + 1):
+                async with session.get(server.base_url + "/health", headers={"Authorization": "Bearer x"}) as resp:
+                    assert resp.status == 200
+        assert (await _post(server.url, {"Authorization": f"Bearer {TOKEN}"}))[0] == 200
+
+
+async def _health(server: EscalationServer, headers: dict[str, str]) -> dict[str, object]:
+    async with aiohttp.ClientSession() as session, session.get(server.base_url + "/health", headers=headers) as resp:
+        assert resp.status == 200
+        body: dict[str, object] = await resp.json()
+        return body
+
+
+async def test_escalation_health_shows_details_only_to_token_holders(tmp_path: Path) -> None:
+    from tests.escalation.conftest import uc2_args
+
+    settings = escalation_settings(tmp_path, mcp_auth_token=ESC_TOKEN)
+    async with EscalationServer(settings) as server:
+        connection = McpConnection("escalation", server.url, auth_token=ESC_TOKEN, call_timeout=10)
+        connection.start()
+        try:
+            assert await connection.wait_connected(10)
+            sent = await connection.call_tool("sendemail", uc2_args(), tenant_id="acme")
+        finally:
+            await connection.close()
+        email_id = sent["email_id"]
+        outbox = str(settings.email_outbox_dir)
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            public = await _health(server, headers)
+            assert public["status"] == "ok" and public["database"] == "ok"
+            text = json.dumps(public)
+            assert outbox not in text and email_id not in text and "last_delivery" not in public
+            assert "backend_detail" not in public
+        private = await _health(server, {"Authorization": f"Bearer {ESC_TOKEN}"})
+        assert outbox in json.dumps(private)
+        assert private["last_delivery"]["email_id"] == email_id  # type: ignore[index]
