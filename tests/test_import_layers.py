@@ -17,11 +17,11 @@ lowest first; a module may import its own layer or any lower one:
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterator
 from pathlib import Path
 
 import msev15
+from tests.test_import_boundaries import msev15_imports
 
 PACKAGE_ROOT = Path(msev15.__file__).parent
 
@@ -49,27 +49,15 @@ def module_name(path: Path, root: Path = PACKAGE_ROOT) -> str:
 
 
 def imports_of(path: Path, modules: set[str], root: Path = PACKAGE_ROOT) -> Iterator[tuple[int, str]]:
-    """(line, module of this tree) for every import in ``path``, relative ones resolved and
-    ``from package import name`` read as the module ``package.name`` when that is one."""
+    """(line, module of this tree) for every import in ``path``: each imported name read as the
+    longest module of the tree that it names or lies in."""
     me = module_name(path, root)
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
-        else:
-            continue
-        for target in targets:
-            while target and target not in modules:
-                target = target.rpartition(".")[0]
-            if target and target != me:
-                yield node.lineno, target
+    for line, target in msev15_imports(path.read_text(encoding="utf-8"), package):
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        if target and target != me:
+            yield line, target
 
 
 def layer_of(module: str) -> int:

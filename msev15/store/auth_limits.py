@@ -2,7 +2,7 @@
 credentials from one client address within a minute, the address gets 429 until the oldest
 failure leaves the window, whatever it sends.
 
-In memory for one instance (store/limits.py's sliding log). With the Redis store it is one
+In memory for one instance (common/failures.py's window). With the Redis store it is one
 window per address shared by every instance (store/redis_window.py): otherwise N instances behind
 a load balancer would allow N times the guesses. If Redis cannot be reached the check lets the
 request through to authentication (which still refuses a bad credential) and a failure is not
@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
+from msev15.common.failures import FailureWindow
 from msev15.store.limits import WINDOW, RateLimiter
 
 log = logging.getLogger("api.auth")
@@ -35,17 +36,21 @@ class FailureLimit(Protocol):
 
 
 class LocalFailureLimit:
+    """The one failure window of the three programs (common/failures.py, which the MCP servers'
+    token check and /metrics use too), with the service's client-address rule."""
+
     def __init__(self, limit: int, trusted_proxies: Iterable[str] = ()) -> None:
-        self._log = RateLimiter(limit, trusted_proxies)
+        self._addresses = RateLimiter(limit, trusted_proxies)  # its client_ip: the trusted-proxy rule
+        self._window = FailureWindow(limit)
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str:
-        return self._log.client_ip(peer, forwarded_for)
+        return self._addresses.client_ip(peer, forwarded_for)
 
     async def blocked(self, client: str) -> float | None:
-        return self._log.blocked(client)
+        return self._window.blocked(client)
 
     async def failed(self, client: str) -> None:
-        self._log.hit(client)
+        self._window.fail(client)
 
     async def close(self) -> None:
         return None

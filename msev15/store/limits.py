@@ -75,22 +75,6 @@ class RateLimiter:
     async def close(self) -> None:
         return None
 
-    def blocked(self, client: str) -> float | None:
-        """Seconds until ``client`` may be counted again when it is at the limit now, else None.
-        Counts nothing (for limits on failures, which are counted after the fact)."""
-        hits = self._hits.get(client)
-        if not hits:
-            return None
-        cutoff = self._clock() - self.window
-        while hits and hits[0] <= cutoff:
-            hits.popleft()
-        if not hits:
-            del self._hits[client]
-            return None
-        if len(hits) < self.limit:
-            return None
-        return hits[0] + self.window - self._clock()
-
     def hit(self, client: str) -> tuple[bool, int, float]:
         """Count one request. Returns (allowed, remaining, seconds until a slot frees)."""
         now = self._clock()

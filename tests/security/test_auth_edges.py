@@ -206,20 +206,19 @@ async def test_the_tenant_rate_limit_counts_every_request_of_an_authenticated_te
 
 
 def test_failure_limiter_survives_a_failure_that_aged_out() -> None:
-    """One failure, a quiet minute, a check from the same address, then failures from anywhere: the
-    emptied entry used to stay behind and the next sweep raised IndexError (500 on every failure,
-    and the lockout never triggered again)."""
-    from msev15.store.limits import RateLimiter
+    """One failure, a quiet minute, a check from the same address, then failures from anywhere: an
+    entry emptied by that check used to stay behind and the next sweep raised IndexError (500 on
+    every failure, and the lockout never triggered again)."""
+    from msev15.common.failures import FailureWindow
 
     now = [0.0]
-    failures = RateLimiter(3, clock=lambda: now[0])
-    failures.hit("10.0.0.1")
+    failures = FailureWindow(3, clock=lambda: now[0])
+    failures.fail("10.0.0.1")
     now[0] = 61.0
     assert failures.blocked("10.0.0.1") is None  # the old failure left the window
-    assert len(failures) == 0  # and took its entry with it
     now[0] = 80.0
     for _ in range(3):
-        assert failures.hit("10.0.0.2")[0]  # the sweep runs on the first of these
+        failures.fail("10.0.0.2")  # the sweep runs on the first of these
     assert failures.blocked("10.0.0.2") is not None  # the lockout still triggers
     assert failures.blocked("10.0.0.1") is None
-
+    assert len(failures) == 1  # the aged-out client was swept
