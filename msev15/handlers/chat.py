@@ -16,6 +16,7 @@ from msev15.events.context import BUS
 from msev15.events.turnlog import TURNS, TurnRecord
 from msev15.events.types import (
     BusyPolicy,
+    ClientTool,
     TurnCompleted,
     TurnFailed,
     TurnRequested,
@@ -38,7 +39,8 @@ def refused(exc: TurnRefused) -> ApiError:
 
 
 async def start_turn(app: web.Application, tenant_id: str, session_id: str, message: str, *, stream: bool,
-                     if_busy: BusyPolicy = "enqueue", counted: bool = False) -> TurnRecord:
+                     if_busy: BusyPolicy = "enqueue", counted: bool = False, resumes: str | None = None,
+                     tools: tuple[ClientTool, ...] = ()) -> TurnRecord:
     """Publish a new turn and return its record in the turn log. The runner has accepted it when
     ``publish`` returns, or refused it: then an ApiError (503, 409 session_busy, 429 tenant_busy).
     With a shared store the session's other instances are asked first (``if_busy`` holds across
@@ -48,7 +50,8 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
     logs.bind(session_id=session_id, tenant_id=tenant_id)
     if not counted:  # the tenant middleware counted the request already (see handlers/ratelimit.py)
         await check_tenant_rate(app, tenant_id)
-    turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy)
+    turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy,
+                         resumes, tools)
     coordination = app[COORDINATION]
     try:
         await coordination.admit(turn)
@@ -135,14 +138,18 @@ async def chat(request: web.Request) -> web.Response:
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
         headers = None if wait is None else {"Retry-After": str(retry_after_seconds(wait))}
         raise ApiError(event.status, event.error, event.message, headers=headers)
-    return web.json_response({
+    reply = {
         "session_id": chat_req.session_id,
         "message": event.message,
         "timestamp": utc_now_iso(),
         "message_count": event.message_count,
         "tenant_id": chat_req.tenant_id,
         "turn_id": record.turn_id,
-    })
+    }
+    if event.status == "waiting":  # calls wait for a decision: see GET /api/v1/sessions/{id}/pending
+        reply["status"] = "waiting"
+        reply["pending"] = list(event.pending)
+    return web.json_response(reply)
 
 
 async def chat_stream(request: web.Request) -> web.StreamResponse:
