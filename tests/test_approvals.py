@@ -5,14 +5,17 @@ orders."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from msev15.agent.context import RUNNER
 from msev15.store.context import ORDERS
-from tests.conftest import sse_events
+from tests.conftest import assert_envelope, sse_events
 from tests.llm_server import Call, Reply, ScriptedLLM
 
 T = "t1"
@@ -120,3 +123,192 @@ async def test_a_new_message_supersedes_the_waiting_call_and_the_history_stays_v
     assert "superseded" in text
     history = await (await client.get(f"/api/v1/sessions/s1/history?tenant_id={T}")).json()
     assert [m["role"] for m in history["messages"]] == ["user", "assistant", "user", "assistant"]
+
+
+# --- deciding (step 2) -------------------------------------------------------------------------
+
+
+async def _pause(client: TestClient, llm: ScriptedLLM, order_id: str, *calls: Call,
+                 session_id: str = "s1") -> dict[str, Any]:
+    llm.push(Reply("Let me do that.", tool_calls=list(calls or [_cancel(order_id)])))
+    resp = await client.post("/api/v1/chat", json={"session_id": session_id, "tenant_id": T, "message": "Cancel it"})
+    body = await resp.json()
+    assert body["status"] == "waiting", body
+    return dict(body)
+
+
+async def _decide(client: TestClient, call_id: str, body: Any, session_id: str = "s1") -> Any:
+    return await client.post(f"/api/v1/sessions/{session_id}/pending/{call_id}?tenant_id={T}", json=body)
+
+
+async def _events(client: TestClient, turn_id: str, session_id: str = "s1") -> list[dict[str, Any]]:
+    resp = await client.get(f"/api/v1/sessions/{session_id}/turns/{turn_id}/events?tenant_id={T}")
+    assert resp.status == 200
+    return sse_events(await resp.text())
+
+
+async def _pending(client: TestClient, session_id: str = "s1") -> list[dict[str, Any]]:
+    body = await (await client.get(f"/api/v1/sessions/{session_id}/pending?tenant_id={T}")).json()
+    assert body["session_id"] == session_id
+    return list(body["pending"])
+
+
+async def test_pending_lists_the_waiting_calls(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    assert await _pending(client) == []
+    order_id = await _order(client)
+    paused = await _pause(client, llm, order_id)
+    [call] = await _pending(client)
+    assert call["kind"] == "approval" and call["call_id"] == "c-upd" and call["name"] == "update_order_status"
+    assert call["arguments"] == {"order_id": order_id, "status": "cancelled"}
+    assert call["turn_id"] == paused["turn_id"]
+    assert call["requested_at"].endswith("Z") and call["expires_at"] > call["requested_at"]
+    assert await _pending(client, "other") == []
+
+
+async def test_approved_runs_exactly_once_and_the_turn_continues(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    order_id = await _order(client)
+    await _pause(client, llm, order_id)
+    llm.push(Reply("Your order is cancelled."))
+    resp = await _decide(client, "c-upd", {"approve": True})
+    assert resp.status == 202
+    decided = await resp.json()
+    assert decided["call_id"] == "c-upd" and decided["remaining"] == 0 and decided["turn_id"]
+    events = await _events(client, decided["turn_id"])
+    assert [e["type"] for e in events if e["type"] != "token"] == ["tool_result", "done"]
+    assert events[0]["call_id"] == "c-upd" and events[0]["ok"] is True
+    assert "status" not in events[-1]
+    assert await _status(client, order_id) == "cancelled"
+    assert llm.rejected == []
+    tools = _tool_messages(llm.requests[-1])
+    assert len(tools) == 1 and json.loads(tools[0]["content"])["order"]["status"] == "cancelled"
+    assert await _pending(client) == []
+    again = await _decide(client, "c-upd", {"approve": False})  # decided twice, after the step was settled
+    assert again.status == 409
+    # The next turn's history is valid and holds the paused turn whole.
+    llm.push(Reply("Anything else?"))
+    next_turn = await client.post("/api/v1/chat", json={"session_id": "s1", "tenant_id": T, "message": "Thanks"})
+    assert next_turn.status == 200 and llm.rejected == []
+    roles = [m["role"] for m in llm.requests[-1]["messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "assistant", "user"]
+
+
+async def test_rejected_is_not_run_and_the_model_reads_the_reason(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm, llm_api="responses")
+    order_id = await _order(client)
+    await _pause(client, llm, order_id)
+    llm.push(Reply("Understood, I kept the order."))
+    resp = await _decide(client, "c-upd", {"approve": False, "reason": "The customer changed their mind"})
+    assert resp.status == 202
+    events = await _events(client, (await resp.json())["turn_id"])
+    assert events[0]["type"] == "tool_result" and events[0]["ok"] is False
+    assert await _status(client, order_id) == "pending"
+    assert llm.rejected == []
+    sent = json.dumps(llm.requests[-1])
+    assert "declined" in sent and "The customer changed their mind" in sent
+
+
+async def test_two_waiting_calls_decided_in_either_order(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    first, second = await _order(client), await _order(client)
+    for order in ((first, second), (second, first)):
+        session = f"s-{order[0]}"
+        await _pause(client, llm, first, _cancel(first, "c-a"), _cancel(second, "c-b"), session_id=session)
+        llm.push(Reply("Done."))
+        one = await (await _decide(client, "c-b" if order[0] == first else "c-a", {"approve": False},
+                                   session)).json()
+        assert one["remaining"] == 1 and one["turn_id"] is None
+        assert len(await _pending(client, session)) == 1
+        two = await (await _decide(client, "c-a" if order[0] == first else "c-b", {"approve": True},
+                                   session)).json()
+        assert two["remaining"] == 0 and two["turn_id"]
+        events = await _events(client, two["turn_id"], session)
+        assert sorted(e["call_id"] for e in events if e["type"] == "tool_result") == ["c-a", "c-b"]
+        assert llm.rejected == []
+        assert [m["tool_call_id"] for m in _tool_messages(llm.requests[-1])] == ["c-a", "c-b"]
+    # first round approved c-a (first), second round approved c-b (second)
+    assert await _status(client, first) == "cancelled" and await _status(client, second) == "cancelled"
+
+
+async def test_two_racing_deciders_exactly_one_wins(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    order_id = await _order(client)
+    await _pause(client, llm, order_id)
+    llm.push(Reply("Cancelled."))
+    replies = await asyncio.gather(*(_decide(client, "c-upd", {"approve": True}) for _ in range(6)))
+    statuses = sorted(r.status for r in replies)
+    assert statuses == [202, 409, 409, 409, 409, 409]
+    for reply in replies:
+        if reply.status == 409:
+            assert_envelope(await reply.json(), "already_decided")
+        else:
+            turn_id = (await reply.json())["turn_id"]
+    await _events(client, turn_id)
+    assert len(llm.requests) == 2  # one pause, one continuation
+    assert await _status(client, order_id) == "cancelled"
+
+
+async def test_unknown_call_is_404(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    resp = await _decide(client, "c-none", {"approve": True})
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "pending_not_found")
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"output": {"x": 1}}, "output"),
+    ({}, "approve"),
+    ({"approve": "yes"}, "approve"),
+    ({"approve": False, "reason": 5}, "reason"),
+])
+async def test_the_wrong_body_for_an_approval_is_400(service, llm: ScriptedLLM, body: Any, field: str) -> None:
+    client = await _service(service, llm)
+    await _pause(client, llm, await _order(client))
+    resp = await _decide(client, "c-upd", body)
+    assert resp.status == 400
+    error = await resp.json()
+    assert_envelope(error, "validation_error")
+    assert error["field"] == field
+    assert len(await _pending(client)) == 1  # nothing was decided
+
+
+async def test_expired_calls_are_settled_and_the_history_stays_valid(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm, pending_timeout_seconds=60)
+    order_id = await _order(client)
+    await _pause(client, llm, order_id)
+    waiting = client.app[RUNNER].waiting
+    assert await waiting.expire(now=time.time() + 30) == 0
+    assert await waiting.expire(now=time.time() + 61) == 1
+    assert await _pending(client) == []
+    assert await _status(client, order_id) == "pending"
+    resp = await _decide(client, "c-upd", {"approve": True})
+    assert resp.status == 404
+    llm.push(Reply("Hello again."))
+    assert (await client.post("/api/v1/chat", json={"session_id": "s1", "tenant_id": T, "message": "Hi"})).status == 200
+    assert llm.rejected == []
+    assert "expired" in json.dumps(llm.requests[-1])
+
+
+async def test_cancel_while_waiting_rejects_the_calls(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    order_id = await _order(client)
+    paused = await _pause(client, llm, order_id)
+    resp = await client.post(f"/api/v1/sessions/s1/turns/{paused['turn_id']}/cancel?tenant_id={T}")
+    assert resp.status == 202
+    assert await _pending(client) == []
+    assert (await _decide(client, "c-upd", {"approve": True})).status == 404
+    assert await _status(client, order_id) == "pending"
+    llm.push(Reply("Hello again."))
+    assert (await client.post("/api/v1/chat", json={"session_id": "s1", "tenant_id": T, "message": "Hi"})).status == 200
+    assert llm.rejected == [] and "cancelled" in json.dumps(llm.requests[-1])
+
+
+async def test_cancel_session_while_waiting_rejects_the_calls(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    order_id = await _order(client)
+    await _pause(client, llm, order_id)
+    resp = await client.post(f"/api/v1/sessions/s1/cancel?tenant_id={T}")
+    assert resp.status == 202 and (await resp.json())["cancelled"] == 1
+    assert await _pending(client) == []
+    assert await _status(client, order_id) == "pending"

@@ -63,7 +63,7 @@ def _answer(kind: str, decision: dict[str, Any] | None, reason: str) -> ToolResu
             return ToolResult(False, json.dumps({"error": f"The client returned no result for this call ({reason})."}))
         output = decision["output"]
         return ToolResult(True, output if isinstance(output, str) else json.dumps(output))
-    if decision is None:
+    if decision is None or decision.get("approve") is True:  # undecided, or approved but cancelled
         return ToolResult(False, json.dumps({"declined": True, "reason": reason, "message": NOT_RUN[reason]}))
     return ToolResult(False, json.dumps({"declined": True, "reason": decision.get("reason") or "declined",
                                          "message": "A person declined this call; it was not run."}))
@@ -145,7 +145,9 @@ class Waiting:
             call_id, kind = waiting["call_id"], waiting["kind"]
             decision = paused.decisions.get(call_id)
             call = paused.call(call_id)
-            if kind == "approval" and decision is not None and decision.get("approve") is True:
+            # A cancel runs nothing: an approved call whose continuation was cancelled is not run either.
+            if kind == "approval" and decision is not None and decision.get("approve") is True \
+                    and reason != "cancelled":
                 approved.append(call)
                 continue
             result = results[call_id] = _answer(kind, decision, reason)

@@ -15,12 +15,15 @@ Three operations are atomic in every implementation, and the contract suite
   decision was the step's last gets ``remaining == 0`` (exactly one continuation starts).
 - :meth:`PendingCalls.take` removes the paused step and returns it, to one caller only: the
   continuation turn, the new message that supersedes it, the expiry sweep or a cancel. Whoever
-  takes it settles it (runs the approved calls, once) and commits it.
+  takes it settles it (runs the approved calls, once) and commits it. The step's decisions are
+  remembered after it is taken (until the session pauses again), so a late second decider of a
+  call still gets :class:`AlreadyDecided`, not "not found".
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -100,6 +103,10 @@ class PendingCalls(Protocol):
         (no such waiting call) or AlreadyDecided."""
         ...
 
+    async def decided(self, tenant_id: str, session_id: str, call_id: str) -> bool:
+        """Whether the call has a decision, its step waiting still or settled since."""
+        ...
+
     async def take(self, tenant_id: str, session_id: str, turn_id: str | None = None) -> PausedTurn | None:
         """Remove and return the session's paused step (only the one of ``turn_id``, when given);
         None if there is none: another caller took it."""
@@ -117,11 +124,16 @@ class MemoryPendingCalls:
 
     kind = "memory"
 
+    MAX_SETTLED = 10_000  # sessions whose settled decisions are remembered (the oldest go first)
+
     def __init__(self) -> None:
         self._paused: dict[tuple[str, str], tuple[str, dict[str, dict[str, Any]]]] = {}
+        self._settled: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
 
     async def pause(self, paused: PausedTurn) -> None:
-        self._paused[(paused.tenant_id, paused.session_id)] = (paused.dumps(), {})
+        key = (paused.tenant_id, paused.session_id)
+        self._paused[key] = (paused.dumps(), {})
+        self._settled.pop(key, None)
 
     async def get(self, tenant_id: str, session_id: str) -> PausedTurn | None:
         held = self._paused.get((tenant_id, session_id))
@@ -129,6 +141,8 @@ class MemoryPendingCalls:
 
     async def decide(self, tenant_id: str, session_id: str, call_id: str, decision: dict[str, Any]) -> int:
         paused = await self.get(tenant_id, session_id)
+        if paused is None and call_id in self._settled.get((tenant_id, session_id), ()):
+            raise AlreadyDecided(call_id)
         if paused is None or paused.kind_of(call_id) is None:
             raise PendingNotFound(call_id)
         decisions = self._paused[(tenant_id, session_id)][1]
@@ -138,11 +152,20 @@ class MemoryPendingCalls:
         paused.decisions[call_id] = decision
         return paused.remaining
 
+    async def decided(self, tenant_id: str, session_id: str, call_id: str) -> bool:
+        key = (tenant_id, session_id)
+        held = self._paused.get(key)
+        return call_id in (held[1] if held is not None else self._settled.get(key, ()))
+
     async def take(self, tenant_id: str, session_id: str, turn_id: str | None = None) -> PausedTurn | None:
         paused = await self.get(tenant_id, session_id)
         if paused is None or (turn_id is not None and paused.turn_id != turn_id):
             return None
-        del self._paused[(tenant_id, session_id)]
+        key = (tenant_id, session_id)
+        del self._paused[key]
+        self._settled[key] = frozenset(paused.decisions)
+        while len(self._settled) > self.MAX_SETTLED:
+            self._settled.popitem(last=False)
         return paused
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str, str]]:

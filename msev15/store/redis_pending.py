@@ -4,7 +4,9 @@ Per session one hash, ``msev15:{tenant}:pending:{session}``: ``body`` (the pause
 ``turn``, ``remaining``, ``w:{call_id}`` (the kind of each waiting call) and ``d:{call_id}`` (each
 decision). Deciding is one script (HSETNX of the decision, then HINCRBY of ``remaining``), so of
 two deciders of one call exactly one wins and exactly one decider sees the step's last decision;
-taking is one script (read and delete), so exactly one caller settles a step. The hash expires a
+taking is one script (read, then delete all but the decisions, which stay until the session
+pauses again or the hash expires: a late second decider hears "already decided"), so exactly one
+caller settles a step. The hash expires a
 day after the step does (the sweep settles it before); expiries are found through one sorted
 set, ``msev15:{#pending}:due``, scored by ``expires_at`` (not atomic with the hash: an entry whose
 hash is gone is dropped when the sweep finds it).
@@ -26,7 +28,10 @@ DUE = f"{PREFIX}:{{#pending}}:due"
 GRACE_SECONDS = 86_400
 
 _DECIDE = """
-if not redis.call('HGET', KEYS[1], 'w:' .. ARGV[1]) then return -2 end
+if not redis.call('HGET', KEYS[1], 'w:' .. ARGV[1]) then
+  if redis.call('HEXISTS', KEYS[1], 'd:' .. ARGV[1]) == 1 then return -1 end
+  return -2
+end
 if redis.call('HSETNX', KEYS[1], 'd:' .. ARGV[1], ARGV[2]) == 0 then return -1 end
 return redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 """
@@ -35,7 +40,10 @@ _TAKE = """
 local turn = redis.call('HGET', KEYS[1], 'turn')
 if not turn or (ARGV[1] ~= '' and turn ~= ARGV[1]) then return false end
 local all = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
+for i = 1, #all, 2 do
+  local name = all[i]
+  if string.sub(name, 1, 2) ~= 'd:' then redis.call('HDEL', KEYS[1], name) end
+end
 return all
 """
 
@@ -80,7 +88,7 @@ class RedisPendingCalls:
     @translated
     async def get(self, tenant_id: str, session_id: str) -> PausedTurn | None:
         fields = text_map(await self._redis.hgetall(_key(tenant_id, session_id)))
-        return _paused(fields) if fields else None
+        return _paused(fields) if "body" in fields else None
 
     @translated
     async def decide(self, tenant_id: str, session_id: str, call_id: str, decision: dict[str, Any]) -> int:
@@ -90,6 +98,10 @@ class RedisPendingCalls:
         if result == -1:
             raise AlreadyDecided(call_id)
         return result
+
+    @translated
+    async def decided(self, tenant_id: str, session_id: str, call_id: str) -> bool:
+        return bool(await self._redis.hexists(_key(tenant_id, session_id), f"d:{call_id}"))
 
     @translated
     async def take(self, tenant_id: str, session_id: str, turn_id: str | None = None) -> PausedTurn | None:

@@ -2,8 +2,8 @@
 
 Its own connection to SESSION_DB_PATH (WAL, synchronous=FULL, the session store's busy timeout)
 and two tables of its own: ``pending_turns`` (one paused step per session: its JSON body and its
-expiry) and ``pending_decisions`` (one row per decided call; the primary key makes a second
-decision of a call fail inside the deciding transaction). Every change is one
+expiry) and ``pending_decisions`` (one row per decided call, kept after the step is taken until
+the session pauses again, so a late second decider still hears "already decided"). Every change is one
 ``BEGIN IMMEDIATE ... COMMIT``, so deciding and taking are atomic against each other.
 """
 
@@ -72,6 +72,10 @@ class SqlitePendingCalls:
     async def decide(self, tenant_id: str, session_id: str, call_id: str, decision: dict[str, Any]) -> int:
         async with self._writing() as db:
             paused = await self._get(db, tenant_id, session_id)
+            if paused is None and await db.execute_fetchall(
+                    "SELECT 1 FROM pending_decisions WHERE tenant = ? AND session_id = ? AND call_id = ?",
+                    (tenant_id, session_id, call_id)):
+                raise AlreadyDecided(call_id)
             if paused is None or paused.kind_of(call_id) is None:
                 raise PendingNotFound(call_id)
             if call_id in paused.decisions:
@@ -82,6 +86,12 @@ class SqlitePendingCalls:
             paused.decisions[call_id] = decision
             return paused.remaining
 
+    async def decided(self, tenant_id: str, session_id: str, call_id: str) -> bool:
+        async with self._lock:
+            return bool(await self._connection().execute_fetchall(
+                "SELECT 1 FROM pending_decisions WHERE tenant = ? AND session_id = ? AND call_id = ?",
+                (tenant_id, session_id, call_id)))
+
     async def take(self, tenant_id: str, session_id: str, turn_id: str | None = None) -> PausedTurn | None:
         async with self._writing() as db:
             paused = await self._get(db, tenant_id, session_id)
@@ -89,7 +99,6 @@ class SqlitePendingCalls:
                 return None
             key = (tenant_id, session_id)
             await db.execute_fetchall("DELETE FROM pending_turns WHERE tenant = ? AND session_id = ?", key)
-            await db.execute_fetchall("DELETE FROM pending_decisions WHERE tenant = ? AND session_id = ?", key)
             return paused
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str, str]]:
