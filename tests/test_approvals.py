@@ -17,6 +17,7 @@ from msev15.agent.context import RUNNER
 from msev15.store.context import ORDERS
 from tests.conftest import assert_envelope, sse_events
 from tests.llm_server import Call, Reply, ScriptedLLM
+from tests.smtp_server import RecordingSMTP
 
 T = "t1"
 
@@ -312,3 +313,21 @@ async def test_cancel_session_while_waiting_rejects_the_calls(service, llm: Scri
     assert resp.status == 202 and (await resp.json())["cancelled"] == 1
     assert await _pending(client) == []
     assert await _status(client, order_id) == "pending"
+
+
+@pytest.mark.parametrize("approve", [False, True])
+async def test_a_rejected_send_email_sends_nothing_and_an_approved_one_sends_exactly_one(
+        service, llm: ScriptedLLM, approve: bool) -> None:
+    async with RecordingSMTP() as smtp:
+        client = await _service(service, llm, tool_approval=("send_*",), smtp_server=smtp.host, smtp_port=smtp.port,
+                                sender_email="support@shop.test", smtp_timeout_seconds=5.0)
+        llm.push(Reply("", tool_calls=[Call("send_email", {"to": "ann@example.com", "subject": "Your order",
+                                                           "body": "It shipped."}, "c-mail")]))
+        paused = await (await client.post("/api/v1/chat", json={"session_id": "s1", "tenant_id": T,
+                                                                "message": "Email me"})).json()
+        assert paused["status"] == "waiting" and smtp.messages == []
+        llm.push(Reply("Done."))
+        decided = await (await _decide(client, "c-mail", {"approve": approve, "reason": "not now"})).json()
+        await _events(client, decided["turn_id"])
+        assert len(smtp.messages) == (1 if approve else 0)
+        assert llm.rejected == []
