@@ -74,6 +74,10 @@ def extend(schemas: dict[str, dict[str, Any]]) -> None:
                    "description": "Only when the turn paused: calls wait for a decision (see pending)."},
         "pending": {"type": "array", "items": {"type": "string"}, "description": "The waiting calls' ids."}})
     schemas["TurnStatus"]["properties"]["status"]["enum"].append("waiting")
+    schemas["ChatRequest"]["properties"]["tools"] = {
+        "type": "array", "maxItems": 32, "items": {"$ref": "#/components/schemas/ClientTool"},
+        "description": "Client tools: offered to the model for this turn and its continuations; a call waits "
+                       "for the client's output (POST /api/v1/sessions/{session_id}/pending/{call_id})."}
     schemas["ChatResponse"]["properties"].update({
         "status": {"type": "string", "enum": ["waiting"],
                    "description": "Only when the turn paused on calls that wait; `message` is the text so far."},

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from msev15.agent.context import RUNNER
+from msev15.agent.context import REGISTRY, RUNNER
 from msev15.agent.coordination import COORDINATION
 from msev15.agent.runner import TurnRefused
 from msev15.common.ids import new_id
@@ -22,6 +22,7 @@ from msev15.events.types import (
     TurnRequested,
     retry_after_seconds,
 )
+from msev15.handlers.client_tools import client_tools
 from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
 from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
@@ -68,9 +69,12 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
 
 
 async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
-    chat = chat_request(request, await json_object(request), request.app[SETTINGS].max_message_chars)
+    body = await json_object(request)
+    raw_tools = body.pop("tools", None)  # the caller's own tools (handlers/client_tools.py)
+    chat = chat_request(request, body, request.app[SETTINGS].max_message_chars)
+    tools = client_tools(raw_tools, request.app[REGISTRY].tools())
     return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
-                                  if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False))
+                                  if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False), tools=tools)
 
 
 async def _outcome_unless_gone(request: web.Request, record: TurnRecord) -> TurnCompleted | TurnFailed:
