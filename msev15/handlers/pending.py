@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from msev15.agent.context import RUNNER
+from msev15.events.turnlog import TurnRecord
 from msev15.events.types import ClientTool
 from msev15.handlers.chat import start_turn
 from msev15.handlers.errors import ApiError
@@ -148,7 +149,20 @@ async def decide(request: web.Request) -> web.Response:
     if not 0 < len(call_id) <= MAX_CALL_ID_CHARS:
         raise invalid(f"call_id must be 1 to {MAX_CALL_ID_CHARS} characters", "call_id")
     body = await json_object(request)
-    store = request.app[PENDING]
+    remaining, record = await apply_decision(request.app, tenant_id, session_id, call_id, body,
+                                             counted=request.get(TENANT_COUNTED, False))
+    turn_id = record.turn_id if record is not None else None
+    return web.json_response({"call_id": call_id, "remaining": remaining, "turn_id": turn_id}, status=202)
+
+
+async def apply_decision(app: web.Application, tenant_id: str, session_id: str, call_id: str,
+                         body: dict[str, Any], *, counted: bool = False,
+                         stream: bool = True) -> tuple[int, TurnRecord | None]:
+    """Record one decision (``body`` as the REST route takes it); (calls still waiting, the
+    continuation turn when this was the step's last decision). Raises ApiError (404
+    pending_not_found, 409 already_decided, 400 for a body that does not fit the call's kind).
+    Every front door decides through here (REST, AG-UI resume, AI SDK approval responses)."""
+    store = app[PENDING]
     paused = await store.get(tenant_id, session_id)
     kind = paused.kind_of(call_id) if paused is not None else None
     if paused is None or kind is None:
@@ -156,7 +170,7 @@ async def decide(request: web.Request) -> web.Response:
             raise _already(call_id)
         raise _not_found(call_id)
     if paused.expires_at <= time.time():
-        await request.app[RUNNER].waiting.close(tenant_id, session_id, paused.turn_id, "expired")
+        await app[RUNNER].waiting.close(tenant_id, session_id, paused.turn_id, "expired")
         raise _not_found(call_id, "The call waited past PENDING_TIMEOUT_SECONDS and was settled as expired.")
     if call_id in paused.decisions:
         raise _already(call_id)
@@ -167,13 +181,13 @@ async def decide(request: web.Request) -> web.Response:
         raise _not_found(call_id) from None
     except AlreadyDecided:
         raise _already(call_id) from None
-    turn_id = None
-    if remaining == 0:  # this decision was the step's last: exactly one decider gets here
-        tools = tuple(ClientTool(t["name"], t["description"], t["parameters"]) for t in paused.tools)
-        record = await start_turn(request.app, tenant_id, session_id, "", stream=True, resumes=paused.turn_id,
-                                  tools=tools, counted=request.get(TENANT_COUNTED, False))
-        turn_id = record.turn_id
-    return web.json_response({"call_id": call_id, "remaining": remaining, "turn_id": turn_id}, status=202)
+    if remaining:
+        return remaining, None
+    # This decision was the step's last: exactly one decider gets here.
+    tools = tuple(ClientTool(t["name"], t["description"], t["parameters"]) for t in paused.tools)
+    record = await start_turn(app, tenant_id, session_id, "", stream=stream, resumes=paused.turn_id, tools=tools,
+                              counted=counted)
+    return 0, record
 
 
 def _already(call_id: str) -> ApiError:
