@@ -331,3 +331,27 @@ async def test_a_rejected_send_email_sends_nothing_and_an_approved_one_sends_exa
         await _events(client, decided["turn_id"])
         assert len(smtp.messages) == (1 if approve else 0)
         assert llm.rejected == []
+
+
+async def test_metrics_count_requests_and_outcomes_by_tool_and_time_decisions(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    for session, body in (("s-ok", {"approve": True}), ("s-no", {"approve": False})):
+        await _pause(client, llm, await _order(client), session_id=session)
+        llm.push(Reply("Done."))
+        decided = await (await _decide(client, "c-upd", body, session)).json()
+        await _events(client, decided["turn_id"], session)
+    await _pause(client, llm, await _order(client), session_id="s-late")
+    await client.app[RUNNER].waiting.expire(now=time.time() + 86_401)
+    text = await (await client.get("/metrics")).text()
+
+    def value(name: str, **labels: str) -> float:
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        line = next(line for line in text.splitlines() if line.startswith(f"{name}{{{wanted}}} "))
+        return float(line.rsplit(" ", 1)[1])
+
+    tool = "update_order_status"
+    assert value("msev15_approvals_total", outcome="requested", tool=tool) == 3
+    assert value("msev15_approvals_total", outcome="approved", tool=tool) == 1
+    assert value("msev15_approvals_total", outcome="rejected", tool=tool) == 1
+    assert value("msev15_approvals_total", outcome="expired", tool=tool) == 1
+    assert value("msev15_approval_decision_seconds_count", tool=tool) == 2  # decisions made by a person

@@ -90,7 +90,7 @@ class AgentRunner:
         self.turns = turns
         self.busy_retry_after = busy_retry_after
         self.waiting = Waiting(pending or MemoryPendingCalls(), sessions, registry, approval=tool_approval,
-                               timeout_seconds=pending_timeout_seconds)
+                               timeout_seconds=pending_timeout_seconds, publish=bus.publish)
         self.execution = TurnExecution(self, sessions, provider, registry, coordination, self.waiting,
                                        system_prompt=system_prompt, max_rounds=max_rounds,
                                        context_messages=context_messages, context_max_chars=context_max_chars,

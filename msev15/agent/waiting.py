@@ -29,7 +29,7 @@ from typing import Any, Final
 from msev15.agent.loop import Emit, Paused, TurnProgress, Waits, never_waits, round_messages
 from msev15.agent.providers.base import ToolCallRequest
 from msev15.agent.tools.registry import ToolContext, ToolRegistry, ToolResult
-from msev15.events.types import ToolFinished, TurnEvent, TurnRequested
+from msev15.events.types import CallSettled, ToolFinished, TurnEvent, TurnRequested
 from msev15.store.base import Sessions, storable
 from msev15.store.pending import PausedTurn, PendingCalls
 
@@ -69,11 +69,24 @@ def _answer(kind: str, decision: dict[str, Any] | None, reason: str) -> ToolResu
                                          "message": "A person declined this call; it was not run."}))
 
 
+def _outcome(kind: str, decision: dict[str, Any] | None, reason: str, paused: PausedTurn) -> tuple[str, float | None]:
+    """(outcome, seconds waited for the decision) of one settled call."""
+    if decision is None:
+        return reason, None
+    waited = max(0.0, float(decision.get("decided_at", paused.requested_at)) - paused.requested_at)
+    if kind == "client_tool":
+        return "output", waited
+    if decision.get("approve") is True:
+        return ("approved" if reason != "cancelled" else "cancelled"), waited
+    return "rejected", waited
+
+
 class Waiting:
     def __init__(self, pending: PendingCalls, sessions: Sessions, registry: ToolRegistry, *,
                  approval: tuple[str, ...] = (), timeout_seconds: float = 86_400,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, publish: Emit = _quiet) -> None:
         self.pending = pending
+        self.publish = publish  # the bus: each settled call is announced once (metrics, logs)
         self.sessions = sessions
         self.registry = registry
         self.approval = approval
@@ -145,6 +158,7 @@ class Waiting:
             call_id, kind = waiting["call_id"], waiting["kind"]
             decision = paused.decisions.get(call_id)
             call = paused.call(call_id)
+            self.publish(CallSettled(*ids, call["name"], kind, *_outcome(kind, decision, reason, paused)))
             # A cancel runs nothing: an approved call whose continuation was cancelled is not run either.
             if kind == "approval" and decision is not None and decision.get("approve") is True \
                     and reason != "cancelled":

@@ -68,6 +68,18 @@ class InputRequired(TurnEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class CallSettled(TurnEvent):
+    """A waiting call got its answer (for metrics and logs; not sent to clients): ``outcome`` is
+    approved, rejected, output, superseded, expired or cancelled; ``waited`` the seconds from the
+    request to the decision (None when nobody decided)."""
+
+    name: str
+    kind: str
+    outcome: str
+    waited: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TurnCompleted(TurnEvent):
     message: str
     message_count: int
