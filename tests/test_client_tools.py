@@ -77,6 +77,16 @@ async def test_a_new_message_gives_a_waiting_client_tool_an_error_result(service
     assert "get_location" not in _offered(llm.requests[-1])  # a client tool lives for its turn only
 
 
+async def test_a_tool_declared_twice_is_offered_once(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    other = {**LOCATE, "description": "a second declaration"}
+    resp = await client.post("/api/v1/chat", json={"session_id": "s1", "tenant_id": T, "message": "x",
+                                                   "tools": [LOCATE, other]})
+    assert resp.status == 200
+    offered = [t for t in llm.requests[0]["tools"] if t["function"]["name"] == "get_location"]
+    assert [t["function"]["description"] for t in offered] == [LOCATE["description"]]
+
+
 @pytest.mark.parametrize("tools, field", [
     ({"name": "x"}, "tools"),
     ([LOCATE] * 33, "tools"),
@@ -84,7 +94,6 @@ async def test_a_new_message_gives_a_waiting_client_tool_an_error_result(service
     ([{**LOCATE, "name": "bad name"}], "tools[0].name"),
     ([{**LOCATE, "name": "x" * 65}], "tools[0].name"),
     ([{**LOCATE, "name": "get_order_by_id"}], "tools[0].name"),
-    ([LOCATE, LOCATE], "tools[1].name"),
     ([{"name": "a", "description": "d"}], "tools[0].parameters"),
     ([{**LOCATE, "parameters": {"type": "string"}}], "tools[0].parameters"),
     ([{**LOCATE, "parameters": {"type": "object", "properties": 5}}], "tools[0].parameters"),

@@ -52,10 +52,26 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                        "turn_id": {"type": "string"}, "session_id": {"type": "string"}},
     },
     "ClientTool": {
-        "type": "object", "required": ["name", "description", "parameters"], "additionalProperties": False,
+        "type": "object", "required": ["name", "parameters"], "additionalProperties": False,
+        "description": "A tool the caller runs itself. Its name must not be one of the service's own tools "
+                       "(400); a name declared twice is used once, as first declared.",
         "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
                        "description": {"type": "string", "maxLength": 2000},
-                       "parameters": {"type": "object", "description": "A JSON Schema object."}},
+                       "parameters": {"$ref": "#/components/schemas/ClientToolParameters"}},
+    },
+    # Any JSON Schema object is accepted; this is the common shape, which the docs can state exactly.
+    "ClientToolParameters": {
+        "type": "object", "additionalProperties": False,
+        "description": "A JSON Schema (draft 2020-12) of the arguments, of type object.",
+        "properties": {
+            "type": {"type": "string", "enum": ["object"]},
+            "properties": {"type": "object", "additionalProperties": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"type": {"type": "string",
+                                        "enum": ["string", "number", "integer", "boolean", "object", "array"]},
+                               "description": {"type": "string"}}}},
+            "required": {"type": "array", "uniqueItems": True, "items": {"type": "string"}},
+        },
     },
 }
 
@@ -85,3 +101,33 @@ def extend(schemas: dict[str, dict[str, Any]]) -> None:
             "type": "object", "required": ["kind", "call_id", "name", "arguments"],
             "properties": {"kind": _KIND, "call_id": {"type": "string"}, "name": {"type": "string"},
                            "arguments": {}}}}})
+    _extend_protocols(schemas)
+
+
+def _extend_protocols(schemas: dict[str, dict[str, Any]]) -> None:
+    """AG-UI's interrupts and resume entries, the AI SDK's approval parts and client tools."""
+    tools = {"type": "array", "maxItems": 32, "items": {"$ref": "#/components/schemas/ClientTool"}}
+    run = schemas["RunAgentInput"]
+    run["description"] = ("AG-UI's RunAgentInput. The last `user` message is the new turn; `tools` are frontend "
+                          "tools offered to the model; `resume` answers the interrupts of the previous run, and a "
+                          "`tool` message answers a waiting frontend tool call.")
+    run["properties"]["tools"] = tools
+    run["properties"]["resume"] = {"type": "array", "items": {
+        "type": "object", "required": ["interruptId", "status"],
+        "properties": {"interruptId": {"type": "string", "description": "The waiting call's id."},
+                       "status": {"type": "string", "enum": ["resolved", "cancelled"]},
+                       "payload": {"description": "`{\"approved\": bool, \"reason\"?: str}`, or "
+                                                  "`{\"output\": ...}` for a frontend tool."}}}}
+    schemas["AgUiEvent"]["properties"]["outcome"] = {
+        "type": "object", "description": "RUN_FINISHED: `{type: interrupt, interrupts: [{id, reason, toolCallId, "
+                                         "message, metadata}]}` when calls wait for approval; `{type: success, "
+                                         "pendingToolCallIds}` when frontend tool calls wait."}
+    request = schemas["AiSdkChatRequest"]
+    request["properties"]["tools"] = tools
+    request["description"] += (" A last assistant message whose tool parts are `approval-responded` or "
+                               "`output-available` answers the calls that wait, and continues the turn.")
+    part = schemas["AiSdkPart"]
+    part["properties"]["type"]["enum"].append("tool-approval-request")
+    part["properties"]["approvalId"] = {"type": "string", "description": "tool-approval-request: the call id."}
+    frame = schemas["AiSdkFrame"]["properties"]["data"]
+    frame["pattern"] = frame["pattern"].replace("tool-output-error|", "tool-output-error|tool-approval-request|")

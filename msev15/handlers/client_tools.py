@@ -4,7 +4,8 @@ They are offered to the model for that turn and its continuations; a call of one
 for the client's output (``POST .../pending/{call_id}`` with ``{"output": ...}``, or the
 protocol's own way). Each is ``{"name", "description", "parameters"}``: a name of
 ``^[A-Za-z0-9_-]{1,64}$`` that no server tool has, a description, and a JSON Schema object for
-the arguments; at most 32. Anything else is a 400 naming the field.
+the arguments; at most 32. Anything else is a 400 naming the field. A name declared twice is used
+once, as first declared (every model API refuses two tools of one name).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jsonschema
 
 from msev15.events.types import ClientTool
 from msev15.handlers.validation import invalid
+from msev15.store.base import storable
 
 MAX_CLIENT_TOOLS = 32
 MAX_DESCRIPTION_CHARS = 2000
@@ -47,7 +49,7 @@ def client_tools(raw: Any, server_tools: Collection[str], field: str = "tools") 
         if name in server_tools:
             raise invalid(f"{at}.name {name!r} is the name of one of the service's own tools", f"{at}.name")
         if any(t.name == name for t in tools):
-            raise invalid(f"{at}.name {name!r} is declared twice", f"{at}.name")
+            continue  # declared twice: used once, as first declared (the model sees each name once)
         description = item.get("description", "")
         if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
             raise invalid(f"{at}.description must be a string of at most {MAX_DESCRIPTION_CHARS} characters",
@@ -60,5 +62,6 @@ def client_tools(raw: Any, server_tools: Collection[str], field: str = "tools") 
         except jsonschema.SchemaError as exc:
             raise invalid(f"{at}.parameters is not a valid JSON Schema: {exc.message}"[:300],
                           f"{at}.parameters") from None
-        tools.append(ClientTool(name, description, {"type": "object", **parameters}))
+        # A lone surrogate is valid JSON but no store or model API takes it (see store.base.storable).
+        tools.append(ClientTool(name, storable(description), storable({"type": "object", **parameters})))
     return tuple(tools)
