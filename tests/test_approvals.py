@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from msev15.agent.context import RUNNER
 from msev15.store.context import ORDERS
+from msev15.store.pending import PENDING
 from tests.conftest import assert_envelope, sse_events
 from tests.llm_server import Call, Reply, ScriptedLLM
 from tests.smtp_server import RecordingSMTP
@@ -355,3 +356,21 @@ async def test_metrics_count_requests_and_outcomes_by_tool_and_time_decisions(se
     assert value("msev15_approvals_total", outcome="rejected", tool=tool) == 1
     assert value("msev15_approvals_total", outcome="expired", tool=tool) == 1
     assert value("msev15_approval_decision_seconds_count", tool=tool) == 2  # decisions made by a person
+
+
+async def test_a_decided_step_whose_continuation_was_lost_is_continued_by_the_sweep(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    order_id = await _order(client)
+    await _pause(client, llm, order_id)
+    # The decision is recorded but its continuation never ran (cut while queued at a shutdown, or
+    # its instance died): only the store knows.
+    assert await client.app[PENDING].decide(T, "s1", "c-upd", {"approve": True, "decided_at": time.time()}) == 0
+    waiting = client.app[RUNNER].waiting
+    assert await waiting.recover(now=time.time()) == []  # not stalled yet: a continuation may be queued
+    llm.push(Reply("Your order is cancelled."))
+    [turn_id] = await waiting.recover(now=time.time() + 61)
+    events = await _events(client, turn_id)
+    assert events[0]["call_id"] == "c-upd" and events[-1]["type"] == "done"
+    assert await _status(client, order_id) == "cancelled"
+    assert llm.rejected == []
+    assert await waiting.recover(now=time.time() + 61) == []  # taken: nothing left to continue

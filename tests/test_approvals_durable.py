@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from msev15.app import create_app
 from msev15.store.context import ORDERS
 from msev15.store.orders import OrderRepository
+from msev15.store.sqlite_pending import SqlitePendingCalls
 from tests.conftest import make_settings, sse_events
 from tests.llm_server import Call, Reply, ScriptedLLM
 from tests.test_serve_process import _start
@@ -88,6 +90,61 @@ async def test_a_paused_turn_survives_a_restart_and_is_decided_after_it(
             service.proc.kill()
             await service.proc.communicate()
     assert await _status(orders_db, order_id) == "cancelled"
+
+
+@pytest.mark.subprocess
+async def test_a_decision_whose_continuation_was_lost_continues_after_a_restart(tmp_path: Path,
+                                                                                llm: ScriptedLLM) -> None:
+    """The approval the issue warns about losing: decided, but the instance stopped before its
+    continuation ran. The restarted service finds the decided step and continues it."""
+    orders_db = tmp_path / "orders.db"
+    repo = await OrderRepository.open(orders_db, seed=False)
+    order_id = str((await repo.create(T, "CUST-1", "SKU-1", 1, 10, "1 Main Street, Springfield"))["order_id"])
+    await repo.close()
+    env = {"SESSION_STORE": "sqlite", "SESSION_DB_PATH": str(tmp_path / "sessions.db"), "LLM_PROVIDER": "openai",
+           "OPENAI_BASE_URL": f"{llm.url}/v1", "OPENAI_API_KEY": "k", "LLM_MAX_RETRIES": "0",
+           "TOOL_APPROVAL": "update_order_status", "ORDER_DB_SEED": "false"}
+    service = await _start(tmp_path, **env)
+    try:
+        llm.push(_cancel(order_id))
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{service.url}/api/v1/chat",
+                                 json={"session_id": "s1", "tenant_id": T, "message": "Cancel it"}) as resp:
+                assert (await resp.json())["status"] == "waiting"
+        service.proc.send_signal(signal.SIGKILL)
+        await service.finish()
+    finally:
+        if service.proc.returncode is None:
+            service.proc.kill()
+            await service.proc.communicate()
+    # The decision made it to the store, its continuation did not (decided a while before the crash).
+    store = await SqlitePendingCalls.open(tmp_path / "sessions.db")
+    assert await store.decide(T, "s1", "c-upd", {"approve": True, "decided_at": time.time() - 120}) == 0
+    await store.close()
+
+    llm.push(Reply("It is cancelled."))
+    service = await _start(tmp_path, **env)
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while await _status(orders_db, order_id) != "cancelled":  # the start-up sweep continues the turn
+            assert asyncio.get_running_loop().time() < deadline, "the decided call was never run"
+            await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as http:
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:
+                history = await http.get(f"{service.url}/api/v1/sessions/s1/history", params={"tenant_id": T})
+                if history.status == 200:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "the continued turn was never committed"
+                await asyncio.sleep(0.05)
+            assert [m["role"] for m in (await history.json())["messages"]] == ["user", "assistant"]
+        assert llm.rejected == []
+        service.proc.send_signal(signal.SIGTERM)
+        assert (await service.finish())[0] == 0
+    finally:
+        if service.proc.returncode is None:
+            service.proc.kill()
+            await service.proc.communicate()
 
 
 async def test_paused_on_a_decided_on_b_exactly_one_continuation(

@@ -143,3 +143,15 @@ async def test_a_reopened_store_keeps_paused_steps_and_decisions(opener: Opener)
     again = await opener()
     got = await again.get("t1", "s1")
     assert got is not None and got.decisions == {"c1": {"approve": False, "reason": "no"}}
+
+
+async def test_stalled_lists_fully_decided_steps_that_nobody_took(opener: Opener) -> None:
+    store = await opener()
+    await store.pause(paused())
+    await store.decide("t1", "s1", "c1", {"approve": True, "decided_at": 1500.0})
+    assert await store.stalled(5000.0) == []  # one call still waits
+    await store.decide("t1", "s1", "c2", {"approve": False, "decided_at": 1600.0})
+    assert await store.stalled(1600.0) == []  # the last decision is not older than that
+    assert await store.stalled(1601.0) == [("t1", "s1", "turn-1")]
+    await store.take("t1", "s1")
+    assert await store.stalled(5000.0) == []

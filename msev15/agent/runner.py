@@ -32,9 +32,10 @@ from msev15.agent.providers.base import Provider
 from msev15.agent.scheduler import FairScheduler, QueueFull, SessionKey
 from msev15.agent.tools.registry import ToolRegistry
 from msev15.agent.waiting import Waiting
+from msev15.common.ids import new_id
 from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
-from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
+from msev15.events.types import ClientTool, TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 from msev15.store.base import Sessions
 from msev15.store.pending import MemoryPendingCalls, PendingCalls
 
@@ -90,7 +91,8 @@ class AgentRunner:
         self.turns = turns
         self.busy_retry_after = busy_retry_after
         self.waiting = Waiting(pending or MemoryPendingCalls(), sessions, registry, approval=tool_approval,
-                               timeout_seconds=pending_timeout_seconds, publish=bus.publish)
+                               timeout_seconds=pending_timeout_seconds, publish=bus.publish,
+                               continuation=self.continue_paused)
         self.execution = TurnExecution(self, sessions, provider, registry, coordination, self.waiting,
                                        system_prompt=system_prompt, max_rounds=max_rounds,
                                        context_messages=context_messages, context_max_chars=context_max_chars,
@@ -150,6 +152,26 @@ class AgentRunner:
         self._accepted_at[turn.turn_id] = time.monotonic()
         self._idle.clear()
         self._pump()
+
+    async def continue_paused(self, tenant_id: str, session_id: str, paused_turn_id: str,
+                              tools: tuple[ClientTool, ...]) -> str | None:
+        """Start the continuation of a decided step whose own continuation was lost (the pending
+        sweep calls it); None when the session has a turn open (it settles the step) or the turn
+        is refused (shutting down: the next start tries again)."""
+        coordination = self._coordination
+        if not self.accepting or await coordination.session_turn(tenant_id, session_id) is not None:
+            return None
+        turn = TurnRequested(new_id(), tenant_id, session_id, new_id(), "", True, "enqueue", paused_turn_id, tools)
+        try:
+            await coordination.admit(turn)
+        except TurnRefused:
+            return None
+        try:
+            self.bus.publish(turn)
+        except TurnRefused:
+            await coordination.withdraw(turn)
+            return None
+        return turn.turn_id
 
     def _pump(self) -> None:
         while (ready := self._queue.next()) is not None:

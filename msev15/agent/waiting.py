@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from fnmatch import fnmatchcase
 from typing import Any, Final
@@ -29,8 +29,8 @@ from typing import Any, Final
 from msev15.agent.loop import Emit, Paused, TurnProgress, Waits, never_waits, round_messages
 from msev15.agent.providers.base import ToolCallRequest
 from msev15.agent.tools.registry import ToolContext, ToolRegistry, ToolResult
-from msev15.events.types import CallSettled, ToolFinished, TurnEvent, TurnRequested
-from msev15.store.base import Sessions, storable
+from msev15.events.types import CallSettled, ClientTool, ToolFinished, TurnEvent, TurnRequested
+from msev15.store.base import Sessions, StoreUnavailable, storable
 from msev15.store.pending import PausedTurn, PendingCalls
 
 log = logging.getLogger("agent.waiting")
@@ -46,6 +46,12 @@ NOTES: Final[dict[str, str]] = {
     "cancelled": "(This turn was cancelled while it waited; the calls above that were not approved were not run.)",
 }
 SWEEP_SECONDS: Final = 60.0
+STALL_SECONDS: Final = 60.0  # a decided step nobody took for this long lost its continuation
+
+
+# Starts a continuation turn of a paused step (the runner's): its turn id, or None when the
+# session has a turn open already (that turn settles the step) or the runner refused it.
+Continue = Callable[[str, str, str, tuple[ClientTool, ...]], Awaitable[str | None]]
 
 
 class NothingToResume(Exception):
@@ -84,8 +90,10 @@ def _outcome(kind: str, decision: dict[str, Any] | None, reason: str, paused: Pa
 class Waiting:
     def __init__(self, pending: PendingCalls, sessions: Sessions, registry: ToolRegistry, *,
                  approval: tuple[str, ...] = (), timeout_seconds: float = 86_400,
-                 clock: Callable[[], float] = time.time, publish: Emit = _quiet) -> None:
+                 clock: Callable[[], float] = time.time, publish: Emit = _quiet,
+                 continuation: Continue | None = None) -> None:
         self.pending = pending
+        self.continuation = continuation
         self.publish = publish  # the bus: each settled call is announced once (metrics, logs)
         self.sessions = sessions
         self.registry = registry
@@ -203,17 +211,40 @@ class Waiting:
                 closed += 1
         return closed
 
+    async def recover(self, now: float | None = None) -> list[str]:
+        """Start the continuation of every decided step nobody took for STALL_SECONDS: its turn
+        was lost (cut while queued at a shutdown, or its instance died before running it). The
+        ids of the turns started. A step whose session has a turn open is left to that turn."""
+        if self.continuation is None:
+            return []
+        started = []
+        before = (self.clock() if now is None else now) - STALL_SECONDS
+        for tenant_id, session_id, turn_id in await self.pending.stalled(before):
+            paused = await self.pending.get(tenant_id, session_id)
+            if paused is None or paused.turn_id != turn_id:
+                continue
+            tools = tuple(ClientTool(t["name"], t["description"], t["parameters"]) for t in paused.tools)
+            if (continued := await self.continuation(tenant_id, session_id, turn_id, tools)) is not None:
+                log.info("decided calls of turn %s had lost their continuation; continuing in turn %s",
+                         turn_id, continued)
+                started.append(continued)
+        return started
+
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep(), name="agent:pending-sweep")
 
     async def _sweep(self) -> None:
+        """At start (a restart finds the continuations it lost) and then every interval."""
         interval = min(SWEEP_SECONDS, max(1.0, self.timeout_seconds / 10))
         while True:
-            await asyncio.sleep(interval)
             try:
+                await self.recover()
                 await self.expire()
+            except StoreUnavailable as exc:  # the store is down: the next round tries again
+                log.warning("could not sweep the waiting calls: %s", exc)
             except Exception:
-                log.exception("could not settle expired waiting calls")
+                log.exception("could not settle expired or stalled waiting calls")
+            await asyncio.sleep(interval)
 
     async def close_sweeper(self) -> None:
         if self._sweeper is not None:

@@ -116,6 +116,12 @@ class PendingCalls(Protocol):
         """(tenant, session, turn id) of paused steps whose ``expires_at`` is past ``now``."""
         ...
 
+    async def stalled(self, before: float, limit: int = 100) -> list[tuple[str, str, str]]:
+        """(tenant, session, turn id) of steps whose every call was decided, the last decision
+        before ``before``, and that nobody took since: their continuation was lost (the
+        instance stopped with it queued), so the sweep starts another."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -178,8 +184,22 @@ class MemoryPendingCalls:
                     break
         return found
 
+    async def stalled(self, before: float, limit: int = 100) -> list[tuple[str, str, str]]:
+        found = []
+        for held, decisions in self._paused.values():
+            body = json.loads(held)
+            if len(decisions) == len(body["waiting"]) and _last_decision(decisions) < before:
+                found.append((body["tenant_id"], body["session_id"], body["turn_id"]))
+                if len(found) >= limit:
+                    break
+        return found
+
     async def close(self) -> None:
         return None
+
+
+def _last_decision(decisions: dict[str, dict[str, Any]]) -> float:
+    return max((float(d.get("decided_at", 0.0)) for d in decisions.values()), default=0.0)
 
 
 # Filled by the topology (msev15.topology), beside the session store it belongs with.

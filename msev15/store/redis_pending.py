@@ -8,8 +8,9 @@ taking is one script (read, then delete all but the decisions, which stay until 
 pauses again or the hash expires: a late second decider hears "already decided"), so exactly one
 caller settles a step. The hash expires a
 day after the step does (the sweep settles it before); expiries are found through one sorted
-set, ``msev15:{#pending}:due``, scored by ``expires_at`` (not atomic with the hash: an entry whose
-hash is gone is dropped when the sweep finds it).
+set, ``msev15:{#pending}:due``, scored by ``expires_at``, and steps whose every call is decided
+through ``msev15:{#pending}:decided``, scored by the last decision (not atomic with the hash: an
+entry whose hash is gone is dropped when the sweep finds it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from msev15.store.pending import AlreadyDecided, PausedTurn, PendingNotFound
 from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, text_map, translated
 
 DUE = f"{PREFIX}:{{#pending}}:due"
+DECIDED = f"{PREFIX}:{{#pending}}:decided"  # steps whose every call is decided, scored by the last decision
 GRACE_SECONDS = 86_400
 
 _DECIDE = """
@@ -97,6 +99,8 @@ class RedisPendingCalls:
             raise PendingNotFound(call_id)
         if result == -1:
             raise AlreadyDecided(call_id)
+        if result == 0:  # the step's last decision: found by the sweep if its continuation is lost
+            await self._redis.zadd(DECIDED, {_member(tenant_id, session_id): float(decision.get("decided_at", 0.0))})
         return result
 
     @translated
@@ -109,18 +113,29 @@ class RedisPendingCalls:
         if not raw:
             return None
         await self._redis.zrem(DUE, _member(tenant_id, session_id))
+        await self._redis.zrem(DECIDED, _member(tenant_id, session_id))
         values = [text(v) for v in raw]
         return _paused(dict(zip(values[::2], values[1::2], strict=True)))
 
     @translated
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str, str]]:
+        return await self._listed(DUE, now, limit)
+
+    @translated
+    async def stalled(self, before: float, limit: int = 100) -> list[tuple[str, str, str]]:
+        return await self._listed(DECIDED, before, limit, below=True)
+
+    async def _listed(self, index: str, score: float, limit: int, below: bool = False) -> list[tuple[str, str, str]]:
+        """The steps an index holds up to ``score`` (strictly below it with ``below``), dropping
+        entries whose step is gone."""
         found: list[tuple[str, str, str]] = []
-        for member in await self._redis.zrangebyscore(DUE, "-inf", now, start=0, num=limit):
+        top = f"({score!r}" if below else score
+        for member in await self._redis.zrangebyscore(index, "-inf", top, start=0, num=limit):
             assert isinstance(member, str)  # the client decodes replies
             tenant_id, session_id = json.loads(member)
             turn = await self._redis.hget(_key(tenant_id, session_id), "turn")
             if turn is None:  # settled, or its hash expired: nothing to do but forget it
-                await self._redis.zrem(DUE, member)
+                await self._redis.zrem(index, member)
             else:
                 found.append((tenant_id, session_id, text(turn)))
         return found

@@ -25,8 +25,10 @@ from msev15.store.session_schema import SessionDatabaseError, configure
 
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS pending_turns (tenant TEXT NOT NULL, session_id TEXT NOT NULL, "
-    "turn_id TEXT NOT NULL, expires_at REAL NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant, session_id))",
+    "turn_id TEXT NOT NULL, expires_at REAL NOT NULL, body TEXT NOT NULL, remaining INTEGER NOT NULL, "
+    "decided_at REAL NOT NULL DEFAULT 0, PRIMARY KEY (tenant, session_id))",
     "CREATE INDEX IF NOT EXISTS pending_turns_due ON pending_turns (expires_at)",
+    "CREATE INDEX IF NOT EXISTS pending_turns_stalled ON pending_turns (remaining, decided_at)",
     "CREATE TABLE IF NOT EXISTS pending_decisions (tenant TEXT NOT NULL, session_id TEXT NOT NULL, "
     "call_id TEXT NOT NULL, decision TEXT NOT NULL, PRIMARY KEY (tenant, session_id, call_id))",
 )
@@ -62,8 +64,9 @@ class SqlitePendingCalls:
         async with self._writing() as db:
             await db.execute_fetchall("DELETE FROM pending_decisions WHERE tenant = ? AND session_id = ?", key)
             await db.execute_fetchall(
-                "INSERT OR REPLACE INTO pending_turns (tenant, session_id, turn_id, expires_at, body) "
-                "VALUES (?, ?, ?, ?, ?)", (*key, paused.turn_id, paused.expires_at, paused.dumps()))
+                "INSERT OR REPLACE INTO pending_turns (tenant, session_id, turn_id, expires_at, body, remaining) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (*key, paused.turn_id, paused.expires_at, paused.dumps(), paused.remaining))
 
     async def get(self, tenant_id: str, session_id: str) -> PausedTurn | None:
         async with self._lock:
@@ -84,6 +87,10 @@ class SqlitePendingCalls:
                 "INSERT INTO pending_decisions (tenant, session_id, call_id, decision) VALUES (?, ?, ?, ?)",
                 (tenant_id, session_id, call_id, json.dumps(decision)))
             paused.decisions[call_id] = decision
+            await db.execute_fetchall(
+                "UPDATE pending_turns SET remaining = ?, decided_at = MAX(decided_at, ?) "
+                "WHERE tenant = ? AND session_id = ?",
+                (paused.remaining, float(decision.get("decided_at", 0.0)), tenant_id, session_id))
             return paused.remaining
 
     async def decided(self, tenant_id: str, session_id: str, call_id: str) -> bool:
@@ -106,6 +113,13 @@ class SqlitePendingCalls:
             rows = await self._connection().execute_fetchall(
                 "SELECT tenant, session_id, turn_id FROM pending_turns WHERE expires_at <= ? "
                 "ORDER BY expires_at LIMIT ?", (now, limit))
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def stalled(self, before: float, limit: int = 100) -> list[tuple[str, str, str]]:
+        async with self._lock:
+            rows = await self._connection().execute_fetchall(
+                "SELECT tenant, session_id, turn_id FROM pending_turns WHERE remaining = 0 AND decided_at < ? "
+                "ORDER BY decided_at LIMIT ?", (before, limit))
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def close(self) -> None:
