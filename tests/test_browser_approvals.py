@@ -59,3 +59,26 @@ async def test_rejecting_with_a_reason_tells_the_agent(browser: Any, service: An
     assert "The customer changed their mind" in str(llm.requests[-1])
     assert (await client.app[ORDERS].get("default", order_id))["status"] == "pending"
     await context.close()
+
+
+async def test_a_client_tool_call_is_shown_and_its_output_sent_from_the_page(browser: Any, service: Any,
+                                                                             llm: ScriptedLLM) -> None:
+    client = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", openai_api_key="k")
+    tool = {"name": "get_location", "description": "The user's city", "parameters": {"type": "object"}}
+    llm.push(Reply("", tool_calls=[Call("get_location", {"precision": "city"}, "c-loc")]),
+             Reply("You are in Porto."))
+    paused = await client.post("/api/v1/chat", json={"session_id": "web-client-tool", "message": "Where am I?",
+                                                     "tools": [tool]})
+    assert (await paused.json())["status"] == "waiting"
+    context, page = await _open(browser, str(client.make_url("/")))
+    await page.fill("#session", "web-client-tool")
+    await page.press("#session", "Tab")  # the field's own change event: the page switches to that session
+    card = page.locator("#log .approval[data-call-id='c-loc']")
+    await expect(card).to_contain_text("Waiting for your tool get_location")
+    await expect(card).to_contain_text('"precision":"city"')
+    await card.get_by_label("Output of get_location").fill('{"city": "Porto"}')
+    await card.get_by_role("button", name="Send output").click()
+    await expect(card.locator(".outcome")).to_have_text("Output sent.")
+    await expect(page.locator("#log li.assistant").last).to_contain_text("You are in Porto.")
+    assert "Porto" in str(llm.requests[-1]) and llm.rejected == []
+    await context.close()
