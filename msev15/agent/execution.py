@@ -156,9 +156,9 @@ class TurnExecution:
                      user_text: str, started_at: float) -> None:
         """Store the paused step (before anyone hears of it: a decision may come at once), announce
         each waiting call, and end the turn ``waiting``. Nothing is committed to the history yet."""
-        try:
-            paused = await self.waiting.pause(turn, progress, step, user_text, started_at)
+        try:  # the count first: once the step is stored, this turn must end "waiting", not fail
             session = await self.sessions.get(turn.tenant_id, turn.session_id)
+            paused = await self.waiting.pause(turn, progress, step, user_text, started_at)
         except Exception:
             log.exception("could not store the waiting calls")
             await self._end_failed(turn, record, progress, user_text, started_at, "store_unavailable",
