@@ -98,6 +98,14 @@ def _domains(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _tool_patterns(raw: str) -> tuple[str, ...]:
+    items = tuple(i.strip() for i in raw.split(",") if i.strip())
+    for item in items:
+        if not re.fullmatch(r"[A-Za-z0-9_*?\[\]!:.-]{1,128}", item):
+            raise ValueError(f"comma-separated tool names or fnmatch patterns such as send_* (bad: {item!r})")
+    return items
+
+
 _S, _L, _A, _M, _D, _E, _G = "Server", "LLM", "Agent", "MCP", "Orders", "Email", "Logging"
 SESSION_STORES = ("memory", "sqlite", "redis")
 
@@ -191,6 +199,11 @@ VARIABLES: tuple[Var, ...] = (
         "Turns of one tenant waiting to run; beyond it chats get 429 tenant_busy.", _A),
     Var("AGENT_MAX_TOOL_ROUNDS", "8", int_between(1, 50), "Model/tool round trips in one turn.", _A),
     Var("TOOL_TIMEOUT_SECONDS", "30", float_between(0.1, 600), "Timeout of one tool call.", _A),
+    Var("TOOL_APPROVAL", "", _tool_patterns,
+        "Tools whose calls wait for a person's approval: comma-separated names or fnmatch patterns "
+        "(update_order_status,send_*); empty: none wait.", _A),
+    Var("PENDING_TIMEOUT_SECONDS", "86400", int_between(1, 365 * 86400),
+        "A call waiting for approval or a client's output is settled as expired after this long.", _A),
     Var("SESSION_TTL_SECONDS", "0", int_between(0, 365 * 86400),
         "Idle sessions expire after this long (0: never), in every store.", _A),
     Var("SESSION_MAX_CONTEXT_MESSAGES", "40", int_between(1, 1000), "History messages sent to the model.", _A),
@@ -300,6 +313,8 @@ class Settings:
     agent_max_queued_turns_per_tenant: int
     agent_max_tool_rounds: int
     tool_timeout_seconds: float
+    tool_approval: tuple[str, ...]
+    pending_timeout_seconds: int
     session_ttl_seconds: int
     session_max_context_messages: int
     session_max_messages: int

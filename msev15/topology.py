@@ -3,7 +3,7 @@
 :class:`Topology` is built from the settings when the app is made and owns, as one object with one
 lifecycle, every part whose implementation depends on that choice: the session store, the turn log,
 per-session coordination, the rate limiters (per IP, per tenant, failed authentications, email
-sends) and the API key store.
+sends), the API key store and the pending calls of paused turns (``PENDING`` in ``store/pending.py``).
 
 - ``memory``: sessions in this process, the in-process turn log and coordination, in-process
   limiters, API keys in SQLite (``API_KEYS_DB_PATH``).
@@ -37,6 +37,7 @@ from msev15.store.auth_limits import FailureLimit, LocalFailureLimit, RedisFailu
 from msev15.store.base import SESSIONS, Sessions
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
 from msev15.store.memory import MemorySessions
+from msev15.store.pending import PENDING, MemoryPendingCalls, PendingCalls
 from msev15.store.sessions import SessionStore
 from msev15.store.sqlite_sessions import SqliteSessions
 
@@ -107,6 +108,7 @@ class Topology:
         self.failure_limit = self._failure_limit()
         self.send_limiter = self._send_limiter()
         self._sessions: Sessions | None = None
+        self._pending: PendingCalls | None = None
 
     # --- the parts ------------------------------------------------------------------------
 
@@ -159,6 +161,23 @@ class Topology:
     async def open_sessions(self) -> Sessions:
         return await open_sessions(self.settings)
 
+    async def open_pending(self) -> PendingCalls:
+        """The pending calls of paused turns, kept where the sessions are (durable and shared alike)."""
+        if self.kind == "redis":
+            from msev15.store.redis_pending import RedisPendingCalls
+
+            return RedisPendingCalls.open(self.settings.redis_url)
+        if self.kind == "sqlite":
+            from msev15.store.sqlite_pending import SqlitePendingCalls
+
+            return await SqlitePendingCalls.open(self.settings.session_db_path)
+        return MemoryPendingCalls()
+
+    @property
+    def pending(self) -> PendingCalls:
+        assert self._pending is not None, "the topology is not open"
+        return self._pending
+
     @property
     def sessions(self) -> Sessions:
         assert self._sessions is not None, "the topology is not open"
@@ -168,12 +187,15 @@ class Topology:
 
     async def open(self) -> None:
         self._sessions = await self.open_sessions()
+        self._pending = await self.open_pending()
         self.turns.start()
 
     async def close(self) -> None:
         """After the runner closed: coordination, then the turn log and sessions, then the limiters."""
         await self.coordination.close()
         await self.turns.close()
+        if self._pending is not None:
+            await self._pending.close()
         if self._sessions is not None:
             await self._sessions.close()
         for limiter in (self.ip_limiter, self.tenant_limiter):
@@ -191,6 +213,7 @@ async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
     topology = app[TOPOLOGY]
     await topology.open()
     app[SESSIONS] = topology.sessions
+    app[PENDING] = topology.pending
     app[TURNS] = topology.turns
     app[COORDINATION] = topology.coordination
     if topology.tenant_limiter is not None:

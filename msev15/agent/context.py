@@ -26,6 +26,7 @@ from msev15.events.context import BUS
 from msev15.events.turnlog import TURNS
 from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
+from msev15.store.pending import PENDING
 
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection  # the mcp package: imported only when a server is set
@@ -95,6 +96,9 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         context_messages=settings.session_max_context_messages,
         context_max_chars=settings.llm_context_max_chars,
         max_output_chars=settings.llm_max_output_chars,
+        pending=app[PENDING],
+        tool_approval=settings.tool_approval,
+        pending_timeout_seconds=settings.pending_timeout_seconds,
     )
     runner.start()
     yield

@@ -11,6 +11,7 @@ history stays valid for every provider.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from functools import partial
@@ -18,15 +19,23 @@ from typing import Any, Final, Protocol
 
 from msev15.agent.budget import fit_context
 from msev15.agent.coordination import Coordination
-from msev15.agent.loop import TurnProgress, TurnStopped, run_turn
+from msev15.agent.loop import Paused, TurnProgress, TurnStopped, run_turn
 from msev15.agent.providers.base import LLMError, Provider
 from msev15.agent.tools.registry import ServiceUnavailable, ToolRegistry
+from msev15.agent.waiting import NothingToResume, Waiting
 from msev15.events.turnlog import TurnRecord
-from msev15.events.types import TurnEvent, TurnRequested
+from msev15.events.types import InputRequired, TurnEvent, TurnRequested
 from msev15.logs import service as logs
 from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable, storable
 
 log = logging.getLogger("agent.runner")
+
+
+def _arguments(raw: str) -> Any:
+    try:
+        return json.loads(raw or "{}")
+    except ValueError:
+        return raw
 
 SHUTTING_DOWN: Final = "The service is shutting down and stopped this turn before it finished. Please retry."
 STOP_MESSAGES: Final[dict[str, tuple[str, int]]] = {
@@ -42,6 +51,7 @@ STOP_NOTES: Final[dict[str, str]] = {
 STORE_UNAVAILABLE: Final = "The answer could not be saved: the session store is unavailable. Please retry."
 TURN_LOST: Final = "This turn lost its session to another instance before it could be saved. Please retry."
 FAILED_NOTE: Final = "(This answer failed before it finished. The tool calls above did complete.)"
+RESOLVED: Final = "The waiting calls of this turn were settled before it could continue (a new message or a cancel)."
 
 
 class TurnBook(Protocol):
@@ -55,14 +65,15 @@ class TurnBook(Protocol):
              retry_after: float | None = None, detail: str | None = None) -> None: ...
 
     def complete(self, turn: TurnRequested, record: TurnRecord, answer: str, count: int,
-                 usage: dict[str, int] | None) -> None: ...
+                 usage: dict[str, int] | None, pending: tuple[dict[str, Any], ...] = ()) -> None: ...
 
 
 class TurnExecution:
     def __init__(self, host: TurnBook, sessions: Sessions, provider: Provider, registry: ToolRegistry,
-                 coordination: Coordination, *, system_prompt: str, max_rounds: int, context_messages: int,
-                 context_max_chars: int, max_output_chars: int) -> None:
+                 coordination: Coordination, waiting: Waiting, *, system_prompt: str, max_rounds: int,
+                 context_messages: int, context_max_chars: int, max_output_chars: int) -> None:
         self.host = host
+        self.waiting = waiting
         self.sessions = sessions
         self.provider = provider
         self.registry = registry
@@ -81,19 +92,28 @@ class TurnExecution:
         logs.bind(request_id=turn.request_id, session_id=turn.session_id, tenant_id=turn.tenant_id)
         try:
             started_at = time.time()
+            user_text = turn.message
             try:
                 if self.coordination is not None:  # across instances: wait for the session, take its fence
                     FENCE.set(await self.coordination.acquire(turn))
+                emit = partial(self.host.emit, record)
+                resumed = await self.waiting.resume(turn, progress, emit)
+                if resumed is not None:  # a continuation: the paused turn's message and start
+                    user_text, started_at = resumed.user_message, resumed.started_at
                 answer = await run_turn(
                     turn, progress,
                     provider=self.provider,
                     registry=self.registry,
                     system_prompt=self.system_prompt,
-                    history=await self._history(turn),
+                    history=await self._history(turn, user_text),
                     max_rounds=self.max_rounds,
                     max_output_chars=self.max_output_chars,
-                    emit=partial(self.host.emit, record),
+                    emit=emit,
                     emit_tokens=turn.stream,
+                    waits=self.waiting.waits_for(turn),
+                    client_schemas=self.waiting.client_schemas(turn),
+                    user_text=user_text,
+                    resumed=list(progress.steps) if resumed is not None else None,
                 )
             except (asyncio.CancelledError, TurnStopped) as exc:
                 if isinstance(exc, asyncio.CancelledError):
@@ -102,18 +122,22 @@ class TurnExecution:
                         current.uncancel()
                 reason = progress.stop_reason or "shutting_down"
                 message, status = STOP_MESSAGES[reason]
-                await self._end_failed(turn, record, progress, started_at, reason, message, status, STOP_NOTES[reason])
+                await self._end_failed(turn, record, progress, user_text, started_at, reason, message, status,
+                                       STOP_NOTES[reason])
                 return
             except Exception as exc:
                 error, message, status = self._failure(exc)
                 model = exc if isinstance(exc, LLMError) else None
-                await self._end_failed(turn, record, progress, started_at, error, message, status, FAILED_NOTE,
-                                       retry_after=model.retry_after if model else None,
+                await self._end_failed(turn, record, progress, user_text, started_at, error, message, status,
+                                       FAILED_NOTE, retry_after=model.retry_after if model else None,
                                        detail=model.detail if model else None)
                 return
             progress.phase = "commit"  # a stop from now on lets the commit finish: the answer is complete
+            if isinstance(answer, Paused):
+                await self._pause(turn, record, progress, answer, user_text, started_at)
+                return
             try:
-                count = await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
+                count = await self.sessions.commit_turn(turn.tenant_id, turn.session_id, user_text, started_at,
                                                         storable(progress.steps), storable(answer))
             except FencedOut:
                 self.host.fail(record, "turn_lost", TURN_LOST, 503)
@@ -130,6 +154,29 @@ class TurnExecution:
             if self.coordination is not None:
                 await self.coordination.release(turn)
 
+    async def _pause(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, step: Paused,
+                     user_text: str, started_at: float) -> None:
+        """Store the paused step (before anyone hears of it: a decision may come at once), announce
+        each waiting call, and end the turn ``waiting``. Nothing is committed to the history yet."""
+        try:  # the count first: once the step is stored, this turn must end "waiting", not fail
+            session = await self.sessions.get(turn.tenant_id, turn.session_id)
+            paused = await self.waiting.pause(turn, progress, step, user_text, started_at)
+        except Exception:
+            log.exception("could not store the waiting calls")
+            await self._end_failed(turn, record, progress, user_text, started_at, "store_unavailable",
+                                   STORE_UNAVAILABLE, 503, FAILED_NOTE)
+            return
+        pending = []
+        for waiting in paused.waiting:
+            call = paused.call(waiting["call_id"])
+            event = InputRequired(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id, waiting["kind"],
+                                  call["id"], call["name"], _arguments(call["arguments"]))
+            self.host.emit(record, event)
+            pending.append({"kind": event.kind, "call_id": event.call_id, "name": event.name,
+                            "arguments": event.arguments})
+        count = session.visible_count if session is not None else 0
+        self.host.complete(turn, record, progress.answer, count, progress.usage, tuple(pending))
+
     @staticmethod
     def _failure(exc: Exception) -> tuple[str, str, int]:
         """The client's error, message and status for a turn that failed with ``exc``."""
@@ -139,20 +186,22 @@ class TurnExecution:
             return "store_unavailable", STORE_UNAVAILABLE, 503
         if isinstance(exc, LLMError):
             return exc.code, exc.message, exc.status
+        if isinstance(exc, NothingToResume):
+            return "pending_resolved", RESOLVED, 409
         if isinstance(exc, ServiceUnavailable):
             return exc.code, "The service cannot save changes right now; please retry in a minute.", 503
         log.error("turn failed unexpectedly", exc_info=exc)
         return "internal_error", "The assistant failed while answering. Please retry.", 500
 
-    async def _history(self, turn: TurnRequested) -> list[dict[str, Any]]:
+    async def _history(self, turn: TurnRequested, user_text: str) -> list[dict[str, Any]]:
         """The session's context: the last SESSION_MAX_CONTEXT_MESSAGES, then the newest whole
         turns that fit LLM_CONTEXT_MAX_CHARS beside the system prompt and the new message."""
         history = await self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages)
-        room = self.context_max_chars - len(self.system_prompt) - len(turn.message)
+        room = self.context_max_chars - len(self.system_prompt) - len(user_text)
         return fit_context(history, max(0, room))
 
-    async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, started_at: float,
-                          error: str, message: str, status: int, note: str, *,
+    async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, user_text: str,
+                          started_at: float, error: str, message: str, status: int, note: str, *,
                           retry_after: float | None = None, detail: str | None = None) -> None:
         """End a turn that did not complete. Tool calls that did complete are committed with their
         results and ``note``, so the model later knows what was done; otherwise nothing is."""
@@ -160,7 +209,7 @@ class TurnExecution:
         if steps:
             progress.phase = "commit"
             try:
-                await self.sessions.commit_turn(turn.tenant_id, turn.session_id, turn.message, started_at,
+                await self.sessions.commit_turn(turn.tenant_id, turn.session_id, user_text, started_at,
                                                 storable(steps), note)
             except Exception:
                 log.exception("could not save the completed steps of a stopped turn")

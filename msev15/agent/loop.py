@@ -5,6 +5,10 @@ them concurrently, announce each result as it comes, send the results back and g
 up to ``max_rounds``. Every tool call gets a result (errors included), so history never holds a
 call without its answer.
 
+A call that must wait (it needs a person's approval, or it is a client's tool) is announced but
+not run: the calls of that step that need nothing run as usual, and the loop returns a
+:class:`Paused` instead of an answer (the turn's execution stores it; agent/waiting.py).
+
 The loop records what it has done in a :class:`TurnProgress` the runner owns, so a turn that is
 stopped half-way (cancel, interrupt, shutdown, model failure) can still commit the tool calls
 that completed, each with its result, and nothing else.
@@ -16,6 +20,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from msev15.agent.providers.base import LLMError, ModelReply, Provider, ToolCallRequest
@@ -28,6 +33,22 @@ TOO_MANY_ROUNDS = (
 )
 
 Emit = Callable[[TurnEvent], None]
+Waits = Callable[[str], str | None]  # a tool name -> why its calls wait ("approval", "client_tool") or None
+
+
+def never_waits(name: str) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class Paused:
+    """The step the turn stopped at: every call of it, the results of those that ran, and the
+    calls that wait, each with its kind."""
+
+    text: str | None
+    calls: tuple[ToolCallRequest, ...]
+    results: dict[str, ToolResult]
+    waiting: list[tuple[ToolCallRequest, str]]
 
 
 class TurnStopped(Exception):
@@ -62,10 +83,10 @@ class TurnProgress:
         finished = [c for c in calls if c.id in results]
         if not finished:
             return list(self.steps)
-        return [*self.steps, *_round_messages(text, finished, results)]
+        return [*self.steps, *round_messages(text, finished, results)]
 
 
-def _round_messages(text: str | None, calls: list[ToolCallRequest] | tuple[ToolCallRequest, ...],
+def round_messages(text: str | None, calls: list[ToolCallRequest] | tuple[ToolCallRequest, ...],
                     results: dict[str, ToolResult]) -> list[dict[str, Any]]:
     call_message = {
         "role": "assistant",
@@ -133,12 +154,14 @@ async def _model_round(provider: Provider, messages: list[dict[str, Any]], schem
 
 
 async def _tool_round(reply: ModelReply, registry: ToolRegistry, ctx: ToolContext, progress: TurnProgress,
-                      emit: Emit, ids: tuple[str, str, str, str]) -> list[dict[str, Any]]:
-    """Run the round's calls concurrently; its messages (call message, then results in call order)."""
+                      emit: Emit, ids: tuple[str, str, str, str], waits: Waits) -> list[dict[str, Any]] | Paused:
+    """Run the round's calls concurrently; its messages (call message, then results in call order),
+    or, when some of its calls wait, the :class:`Paused` step (the others have run)."""
     calls = reply.tool_calls
     results: dict[str, ToolResult] = {}
     progress.phase = "tools"
     progress.pending = (calls, results, reply.text)
+    waiting = [(call, kind) for call in calls if (kind := waits(call.name)) is not None]
     for call in calls:
         emit(ToolCalled(*ids, call.name, call.id, _arguments(call.arguments)))
 
@@ -148,15 +171,21 @@ async def _tool_round(reply: ModelReply, registry: ToolRegistry, ctx: ToolContex
         error = None if result.ok else json.loads(result.content).get("error")
         emit(ToolFinished(*ids, call.name, call.id, result.ok, error))
 
-    await asyncio.gather(*(run(call) for call in calls))
-    round_messages = _round_messages(reply.text, calls, results)
-    progress.steps.extend(round_messages)
+    waits_ids = {call.id for call, _ in waiting}
+    await asyncio.gather(*(run(call) for call in calls if call.id not in waits_ids))
+    if waiting and not any(r.unavailable for r in results.values()):
+        progress.phase = "model"
+        return Paused(reply.text, calls, results, waiting)
+    if waiting:  # a store is down: the turn fails, keeping the calls that ran (see completed_steps)
+        raise next(r.unavailable for r in results.values() if r.unavailable is not None)
+    step = round_messages(reply.text, calls, results)
+    progress.steps.extend(step)
     progress.pending = None
     progress.phase = "model"
     down = next((r.unavailable for r in results.values() if r.unavailable is not None), None)
     if down is not None:  # the round is kept (with its results); the turn ends with a 503
         raise down
-    return round_messages
+    return step
 
 
 async def run_turn(
@@ -171,23 +200,37 @@ async def run_turn(
     emit: Emit,
     emit_tokens: bool = True,
     max_output_chars: int = 100_000,
-) -> str:
-    """Run one turn; returns the answer. ``emit_tokens=False`` skips token events (plain /chat).
+    waits: Waits = never_waits,
+    client_schemas: list[dict[str, Any]] | None = None,
+    user_text: str | None = None,
+    resumed: list[dict[str, Any]] | None = None,
+) -> str | Paused:
+    """Run one turn; returns the answer, or the step it paused at. ``emit_tokens=False`` skips
+    token events (plain /chat). A continuation passes the paused turn's ``user_text`` and the
+    ``resumed`` messages after it (its earlier rounds and the settled step, already in
+    ``progress.steps``); ``client_schemas`` are the caller's own tools, offered beside ours.
 
     Raises :class:`TurnStopped` when ``progress.stop_reason`` is set between steps."""
     ids = (turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id)
     ctx = ToolContext(turn.tenant_id, turn.session_id, turn.request_id)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}, *history,
-                                      {"role": "user", "content": turn.message}]
+                                      {"role": "user", "content": turn.message if user_text is None else user_text},
+                                      *(resumed or ())]
     emit_token = (lambda text: emit(Token(*ids, text))) if emit_tokens else None
 
     for _ in range(max_rounds):
         if progress.stop_reason is not None:
             raise TurnStopped(progress.stop_reason)
-        reply = await _model_round(provider, messages, registry.schemas(), progress, emit_token, max_output_chars)
+        schemas = registry.schemas() if not client_schemas else [*registry.schemas(), *client_schemas]
+        reply = await _model_round(provider, messages, schemas, progress, emit_token, max_output_chars)
         if not reply.tool_calls:
             return progress.answer
-        messages.extend(await _tool_round(reply, registry, ctx, progress, emit, ids))
+        step = await _tool_round(reply, registry, ctx, progress, emit, ids, waits)
+        if isinstance(step, Paused):
+            if progress.stop_reason is not None:
+                raise TurnStopped(progress.stop_reason)
+            return step
+        messages.extend(step)
 
     if progress.stop_reason is not None:
         raise TurnStopped(progress.stop_reason)

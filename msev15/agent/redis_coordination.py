@@ -51,7 +51,7 @@ WAKE_CHANNEL = "msev15:wake"
 QUEUE_TTL_SECONDS = 86_400
 RECHECK_SECONDS = 1.0
 MAX_HEADS = 10_000
-_FINAL = ("completed", "failed", "cancelled", "interrupted")
+_FINAL = ("completed", "waiting", "failed", "cancelled", "interrupted")  # a turn that has ended
 
 # KEYS: the session's queue; ARGV: entry, if_busy policy. Returns {'BUSY'} when a reject finds the
 # session busy; else, after appending this one, {'HEAD'} when it heads the queue or {'QUEUED'},

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
+from typing import Any, Final
 
 from msev15.agent.coordination import Coordination
 from msev15.agent.execution import STOP_MESSAGES, TurnExecution
@@ -31,10 +31,13 @@ from msev15.agent.loop import TurnProgress
 from msev15.agent.providers.base import Provider
 from msev15.agent.scheduler import FairScheduler, QueueFull, SessionKey
 from msev15.agent.tools.registry import ToolRegistry
+from msev15.agent.waiting import Waiting
+from msev15.common.ids import new_id
 from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
-from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
+from msev15.events.types import ClientTool, TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 from msev15.store.base import Sessions
+from msev15.store.pending import MemoryPendingCalls, PendingCalls
 
 log = logging.getLogger("agent.runner")
 
@@ -83,11 +86,17 @@ class AgentRunner:
         context_max_chars: int = 200_000,
         max_output_chars: int = 100_000,
         busy_retry_after: int = 2,
+        pending: PendingCalls | None = None,
+        tool_approval: tuple[str, ...] = (),
+        pending_timeout_seconds: float = 86_400,
     ) -> None:
         self.bus = bus
         self.turns = turns
         self.busy_retry_after = busy_retry_after
-        self.execution = TurnExecution(self, sessions, provider, registry, coordination,
+        self.waiting = Waiting(pending or MemoryPendingCalls(), sessions, registry, approval=tool_approval,
+                               timeout_seconds=pending_timeout_seconds, publish=bus.publish,
+                               continuation=self.continue_paused)
+        self.execution = TurnExecution(self, sessions, provider, registry, coordination, self.waiting,
                                        system_prompt=system_prompt, max_rounds=max_rounds,
                                        context_messages=context_messages, context_max_chars=context_max_chars,
                                        max_output_chars=max_output_chars)
@@ -107,8 +116,10 @@ class AgentRunner:
         bus.on(TurnRequested, self.accept)
 
     def start(self) -> None:
-        """Bind to the coordination (it stops this instance's turns for cancels from anywhere)."""
+        """Bind to the coordination (it stops this instance's turns for cancels from anywhere) and
+        start the sweep of expired waiting calls."""
         self._coordination.start(self)
+        self.waiting.start()
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -145,6 +156,26 @@ class AgentRunner:
         self._idle.clear()
         self._pump()
 
+    async def continue_paused(self, tenant_id: str, session_id: str, paused_turn_id: str,
+                              tools: tuple[ClientTool, ...]) -> str | None:
+        """Start the continuation of a decided step whose own continuation was lost (the pending
+        sweep calls it); None when the session has a turn open (it settles the step) or the turn
+        is refused (shutting down: the next start tries again)."""
+        coordination = self._coordination
+        if not self.accepting or await coordination.session_turn(tenant_id, session_id) is not None:
+            return None
+        turn = TurnRequested(new_id(), tenant_id, session_id, new_id(), "", True, "enqueue", paused_turn_id, tools)
+        try:
+            await coordination.admit(turn)
+        except TurnRefused:
+            return None
+        try:
+            self.bus.publish(turn)
+        except TurnRefused:
+            await coordination.withdraw(turn)
+            return None
+        return turn.turn_id
+
     def _pump(self) -> None:
         while (ready := self._queue.next()) is not None:
             key, turn = ready
@@ -175,11 +206,12 @@ class AgentRunner:
         return turn_id in self._open
 
     def complete(self, turn: TurnRequested, record: TurnRecord, answer: str, count: int,
-                 usage: dict[str, int] | None) -> None:
+                 usage: dict[str, int] | None, pending: tuple[dict[str, Any], ...] = ()) -> None:
         self.completed += 1
         elapsed, ttft = self._timing(record)
         self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                           answer, count, usage, elapsed, ttft))
+                                           answer, count, usage, elapsed, ttft,
+                                           "waiting" if pending else "completed", pending))
 
     def _timing(self, record: TurnRecord) -> tuple[float, float | None]:
         """Seconds from acceptance to now and to the first token (None without one), for metrics."""
@@ -267,6 +299,7 @@ class AgentRunner:
 
     async def close(self) -> None:
         """Stop everything now; every turn still open ends with ``shutting_down``."""
+        await self.waiting.close_sweeper()
         self.begin_shutdown(0)
         if self._cut_timer is not None:
             self._cut_timer.cancel()

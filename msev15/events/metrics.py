@@ -26,13 +26,14 @@ from prometheus_client.registry import Collector
 
 from msev15.events.bus import EventBus
 from msev15.events.tally import Tally, TallyCollector, TallyHistogram
-from msev15.events.types import ToolFinished, TurnCompleted, TurnEvent, TurnFailed
+from msev15.events.types import CallSettled, InputRequired, ToolFinished, TurnCompleted, TurnEvent, TurnFailed
 
 log = logging.getLogger("app.metrics")
 
 OTHER = "other"
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+DECISION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STOPPED = frozenset({"cancelled", "interrupted", "shutting_down"})
 
@@ -73,8 +74,14 @@ class ServiceMetrics:
         self.tool_calls = Tally("msev15_tool_calls", "Tool calls by tool and outcome (ok, error).", ("tool", "outcome"))
         self.rate_limited = Tally("msev15_rate_limited", "Requests refused by a rate limit, by scope (ip, tenant).",
                                   ("scope",))
+        self.approvals = Tally("msev15_approvals", "Tool calls that waited for approval, by tool and outcome "
+                               "(requested, approved, rejected, expired, superseded, cancelled).", ("tool", "outcome"))
+        self.decision_time = TallyHistogram("msev15_approval_decision_seconds",
+                                            "Time from an approval's request to a person's decision.", ("tool",),
+                                            DECISION_BUCKETS)
         self.registry.register(TallyCollector((self.http_requests, self.http_duration, self.turns, self.turn_duration,
-                                               self.ttft, self.tokens, self.tool_calls, self.rate_limited)))
+                                               self.ttft, self.tokens, self.tool_calls, self.rate_limited,
+                                               self.approvals, self.decision_time)))
         self._tools: set[str] = set()
         self.open_streams = [0]  # a plain int in a list: the HTTP middleware bumps it, a gauge reads it
 
@@ -84,6 +91,13 @@ class ServiceMetrics:
         match event:
             case ToolFinished():
                 self.tool_calls.inc((self._tool(event.name), "ok" if event.ok else "error"))
+            case InputRequired(kind="approval"):
+                self.approvals.inc((self._tool(event.name), "requested"))
+            case CallSettled(kind="approval"):
+                tool = self._tool(event.name)
+                self.approvals.inc((tool, event.outcome))
+                if event.waited is not None:
+                    self.decision_time.observe(event.waited, (tool,))
             case TurnCompleted() | TurnFailed():
                 t = (self.tenant(event.tenant_id),) if self.tenant.enabled else ()
                 if isinstance(event, TurnCompleted):
@@ -137,7 +151,7 @@ class MetricsSubscriber:
     is as cheap as queueing would be, so there is no queue and no task, and nothing to drain at
     shutdown. A failure here is logged, never raised into the publisher (the runner)."""
 
-    KINDS = (ToolFinished, TurnCompleted, TurnFailed)
+    KINDS = (ToolFinished, InputRequired, CallSettled, TurnCompleted, TurnFailed)
 
     def __init__(self, bus: EventBus, metrics: ServiceMetrics) -> None:
         self._metrics = metrics

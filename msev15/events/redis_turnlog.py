@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from msev15.events.redis_writethrough import SharedTurnRecord, TurnWriter
-from msev15.events.turnlog import STOPPED, TurnLog, TurnRecord, TurnStatus, TurnView
+from msev15.events.turnlog import STOPPED, TurnLog, TurnRecord, TurnStatus, TurnView, completed_status
 from msev15.events.types import (
+    InputRequired,
     Token,
     ToolCalled,
     ToolFinished,
@@ -45,15 +46,15 @@ RUNNING_TTL_SECONDS = 86_400
 READ_BLOCK_MS = 1000
 TURN_LOST_MESSAGE = "The instance running this turn stopped before it finished. Please retry."
 
-_KINDS: dict[str, type[TurnEvent]] = {k.__name__: k for k in (Token, ToolCalled, ToolFinished, TurnCompleted,
-                                                                TurnFailed)}
-_FINAL = ("completed", "failed", "cancelled", "interrupted")
+_KINDS: dict[str, type[TurnEvent]] = {k.__name__: k for k in (Token, ToolCalled, ToolFinished, InputRequired,
+                                                                TurnCompleted, TurnFailed)}
+_FINAL = ("completed", "waiting", "failed", "cancelled", "interrupted")
 
 # KEYS: meta, stream; ARGV: terminal event JSON, retention seconds. Ends a turn whose owner died,
 # unless it has ended already; returns 1 when it wrote the terminal event.
 _MARK_LOST = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'completed' or status == 'failed' or status == 'cancelled'
+if not status or status == 'completed' or status == 'waiting' or status == 'failed' or status == 'cancelled'
    or status == 'interrupted' then return 0 end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local seq = 1
@@ -229,7 +230,7 @@ class RemoteTurnRecord(TurnView):
             if isinstance(event, TurnCompleted | TurnFailed):
                 self.finished_at = time.monotonic()
                 if isinstance(event, TurnCompleted):
-                    self.status, self.message_count = "completed", event.message_count
+                    self.status, self.message_count = completed_status(event), event.message_count
                 else:
                     self.status, self.error = STOPPED.get(event.error, "failed"), event.error
                 return

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 
-from msev15.events.turnlog import STOPPED, TurnRecord
+from msev15.events.turnlog import STOPPED, TurnRecord, completed_status
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 
 if TYPE_CHECKING:
@@ -254,7 +254,7 @@ class TurnWriter:
     def _end_fields(events: list[tuple[int, TurnEvent]]) -> tuple[str, str, str]:
         last = events[-1][1]
         if isinstance(last, TurnCompleted):
-            return "completed", "", str(last.message_count)
+            return completed_status(last), "", str(last.message_count)
         if isinstance(last, TurnFailed):
             return STOPPED.get(last.error, "failed"), last.error, ""
         return "", "", ""

@@ -25,8 +25,13 @@ from aiohttp import web
 
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 
-TurnStatus = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+TurnStatus = Literal["queued", "running", "completed", "waiting", "failed", "cancelled", "interrupted"]
 STOPPED: dict[str, TurnStatus] = {"cancelled": "cancelled", "interrupted": "interrupted"}
+
+
+def completed_status(event: TurnCompleted) -> TurnStatus:
+    """``waiting`` for a turn that paused on calls waiting for a person or the client."""
+    return "waiting" if event.status == "waiting" else "completed"
 
 
 class TurnView:
@@ -105,7 +110,7 @@ class TurnRecord(TurnView):
             raise RuntimeError(f"turn {self.turn_id} already ended")
         self.events.append(event)
         if isinstance(event, TurnCompleted):
-            self.status, self.message_count, self.finished_at = "completed", event.message_count, now
+            self.status, self.message_count, self.finished_at = completed_status(event), event.message_count, now
         elif isinstance(event, TurnFailed):
             self.status, self.error, self.finished_at = STOPPED.get(event.error, "failed"), event.error, now
         waiters, self._waiters = self._waiters, []

@@ -8,6 +8,16 @@ from typing import Any, Literal
 
 BusyPolicy = Literal["enqueue", "reject", "interrupt"]
 BUSY_POLICIES: tuple[BusyPolicy, ...] = ("enqueue", "reject", "interrupt")
+WaitKind = Literal["approval", "client_tool"]  # why a tool call waits for a person or the client
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTool:
+    """A tool the caller declares and runs itself (REST ``tools``, AG-UI and AI SDK frontend tools)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +33,8 @@ class TurnRequested(TurnEvent):
     message: str
     stream: bool = False
     if_busy: BusyPolicy = "enqueue"
+    resumes: str | None = None  # a continuation: the id of the turn whose waiting calls were decided
+    tools: tuple[ClientTool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +58,36 @@ class ToolFinished(TurnEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class InputRequired(TurnEvent):
+    """A call of the turn's last step waits for a decision (``approval``) or an output (``client_tool``)."""
+
+    kind: str
+    call_id: str
+    name: str
+    arguments: Any = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettled(TurnEvent):
+    """A waiting call got its answer (for metrics and logs; not sent to clients): ``outcome`` is
+    approved, rejected, output, superseded, expired or cancelled; ``waited`` the seconds from the
+    request to the decision (None when nobody decided)."""
+
+    name: str
+    kind: str
+    outcome: str
+    waited: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TurnCompleted(TurnEvent):
     message: str
     message_count: int
     usage: dict[str, int] | None = None
     elapsed: float = 0.0  # seconds from acceptance to the end (metrics; not sent to clients)
     ttft: float | None = None  # seconds from acceptance to the first token, if any
+    status: str = "completed"  # or "waiting": the turn paused on calls that wait (see ``pending``)
+    pending: tuple[dict[str, Any], ...] = ()  # {kind, call_id, name, arguments} of each waiting call
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +102,7 @@ class TurnFailed(TurnEvent):
 
 
 TERMINAL = (TurnCompleted, TurnFailed)
-CLIENT_EVENTS = (Token, ToolCalled, ToolFinished, TurnCompleted, TurnFailed)
+CLIENT_EVENTS = (Token, ToolCalled, ToolFinished, InputRequired, TurnCompleted, TurnFailed)
 
 
 def retry_after_seconds(seconds: float) -> int:
@@ -87,11 +123,17 @@ def to_wire(event: TurnEvent) -> dict[str, Any]:
             # MCP server's own message), so clients get only ``ok``.
             return {"type": "tool_result", "name": event.name, "call_id": event.call_id,
                     "ok": event.ok, "session_id": event.session_id}
+        case InputRequired():
+            return {"type": "input_required", "kind": event.kind, "call_id": event.call_id, "name": event.name,
+                    "arguments": event.arguments, "turn_id": event.turn_id, "session_id": event.session_id}
         case TurnCompleted():
             wire: dict[str, Any] = {"type": "done", "session_id": event.session_id,
                                     "message_count": event.message_count, "turn_id": event.turn_id}
             if event.usage:
                 wire["usage"] = event.usage
+            if event.status == "waiting":
+                wire["status"] = "waiting"
+                wire["pending"] = [p["call_id"] for p in event.pending]
             return wire
         case TurnFailed():
             failed: dict[str, Any] = {"type": "error", "error": event.error, "message": event.message,

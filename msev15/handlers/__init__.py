@@ -6,7 +6,7 @@ import aiohttp_cors
 from aiohttp import hdrs, web
 
 from msev15.config import SETTINGS, Settings
-from msev15.handlers import agui, aisdk, chat, health, metrics, sessions, turns
+from msev15.handlers import agui, aisdk, chat, health, metrics, pending, sessions, turns
 from msev15.handlers.docs import setup_docs
 from msev15.handlers.playground import setup_playground
 
@@ -26,6 +26,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/sessions/{session_id}/turns/{turn_id}", turns.turn_status)
     app.router.add_get("/api/v1/sessions/{session_id}/turns/{turn_id}/events", turns.turn_events)
     app.router.add_post("/api/v1/sessions/{session_id}/turns/{turn_id}/cancel", turns.cancel_turn)
+    app.router.add_get("/api/v1/sessions/{session_id}/pending", pending.list_pending)
+    app.router.add_post("/api/v1/sessions/{session_id}/pending/{call_id}", pending.decide)
     app.router.add_post("/api/v1/ag-ui", agui.ag_ui)
     app.router.add_post("/api/v1/ai-sdk/chat", aisdk.chat)
     app.router.add_get("/api/v1/ai-sdk/chat/{id}/stream", aisdk.resume)

@@ -4,7 +4,8 @@ A translation of one turn's events, nothing more: the body's last ``user`` messa
 started through :func:`msev15.handlers.chat.start_turn` (``threadId`` is the session), and the
 turn's log becomes ``RUN_STARTED``, ``TEXT_MESSAGE_*``, ``TOOL_CALL_*`` and exactly one
 ``RUN_FINISHED`` or ``RUN_ERROR``. The server's history stays authoritative: earlier messages the
-client sends are not trusted (nor read), and client-declared ``tools`` are ignored.
+client sends are not trusted (nor read). Client-declared ``tools`` are offered to the model as
+frontend tools; interrupts and resumes are in :mod:`msev15.handlers.agui_resume`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from msev15.agent.context import REGISTRY
 from msev15.config import SETTINGS
 from msev15.events.turnlog import TurnRecord
 from msev15.events.types import (
@@ -25,11 +27,16 @@ from msev15.events.types import (
     TurnEvent,
     TurnFailed,
 )
+from msev15.handlers.agui_resume import BadResume, resume_answers, run_outcome, tool_answers
 from msev15.handlers.chat import start_turn
+from msev15.handlers.client_tools import client_tools
+from msev15.handlers.errors import ApiError
+from msev15.handlers.pending import apply_decision
 from msev15.handlers.protocols import AGUI_ROLES, field_of, messages_of, request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
+from msev15.store.pending import PENDING
 
 log = logging.getLogger("api.agui")
 
@@ -63,6 +70,17 @@ def parse_run_input(body: dict[str, Any], max_chars: int) -> tuple[str, str, str
     if not users:
         raise invalid("messages must contain a user message (the new turn)", "messages")
     return thread_id, run_id, _user_text(users[-1], max_chars), props.get("tenant_id")
+
+
+async def _refused_run(request: web.Request, thread_id: str, run_id: str, code: str,
+                       message: str) -> web.StreamResponse:
+    """A run that cannot go on (a bad or unknown resume entry): RUN_STARTED, then RUN_ERROR."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    await resp.write(_event("RUN_STARTED", threadId=thread_id, runId=run_id) +
+                     _event("RUN_ERROR", message=message, code=code))
+    await resp.write_eof()
+    return resp
 
 
 def _event(kind: str, **fields: Any) -> bytes:
@@ -124,8 +142,10 @@ class AgUiTranslator:
                 if not self.texts and event.message:
                     self._text(out, event.message)
                 self._close_text(out)
+                outcome = run_outcome(event)
                 out.append(_event("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id,
-                                  result={"turn_id": self.turn_id, "message_count": event.message_count}))
+                                  result={"turn_id": self.turn_id, "message_count": event.message_count},
+                                  **({"outcome": outcome} if outcome is not None else {})))
             case TurnFailed():
                 self._close_text(out)
                 out.append(_event("RUN_ERROR", message=event.message, code=event.error))
@@ -145,8 +165,13 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
       `threadId` is the session id. The tenant is the `X-Tenant-ID` header, else
       `forwardedProps.tenant_id`, else `default`. The new turn is the **last `user` message**:
       the server keeps the conversation, so earlier messages the client sends are not trusted
-      and not read. Client-declared `tools` (tools the front end would execute) are not run in
-      this version: they are accepted and ignored. A `TOOL_CALL_RESULT`'s content is
+      and not read. Client-declared `tools` (frontend tools) are offered to the model: a call of
+      one ends the run after its `TOOL_CALL_*` events (`outcome.pendingToolCallIds`), and a run
+      carrying the `tool` message with its result continues. A call that needs approval
+      (TOOL_APPROVAL) ends the run with `outcome: {"type": "interrupt", ...}`; a run whose
+      `resume` entries answer the interrupts continues (`resolved` with payload
+      `{"approved": bool, "reason"?}`, `cancelled` rejects); a bad or unknown entry gets
+      `RUN_ERROR`. A `TOOL_CALL_RESULT`'s content is
       `{"ok": true|false}`. The turn is the same turn the REST API sees (`X-Turn-ID` header):
       its status, resume and cancel routes work on it.
     tags: [front ends]
@@ -184,8 +209,25 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     thread_id, run_id, message, forwarded_tenant = parse_run_input(body, request.app[SETTINGS].max_message_chars)
     tenant_id = request_tenant(request, forwarded_tenant)
-    record = await start_turn(request.app, tenant_id, thread_id, message, stream=True,
-                              counted=request.get(TENANT_COUNTED, False))
+    tools = client_tools([{k: t.get(k) for k in ("name", "description", "parameters") if k in t}
+                          if isinstance(t, dict) else t for t in body.get("tools") or []],
+                         request.app[REGISTRY].tools())
+    counted = request.get(TENANT_COUNTED, False)
+    try:
+        answers = (resume_answers(body["resume"]) if body.get("resume") else
+                   tool_answers(body["messages"], await request.app[PENDING].get(tenant_id, thread_id)))
+        found: TurnRecord | None = None
+        for call_id, decision in answers:  # the step's last decision starts its continuation
+            found = (await apply_decision(request.app, tenant_id, thread_id, call_id, decision, counted=counted))[1]
+    except BadResume as exc:
+        return await _refused_run(request, thread_id, run_id, "validation_error", str(exc))
+    except ApiError as exc:
+        return await _refused_run(request, thread_id, run_id, exc.error, exc.message)
+    if answers and found is None:
+        return await _refused_run(request, thread_id, run_id, "input_required",
+                                  "Other calls of this step still wait: answer every open interrupt.")
+    record = found or await start_turn(request.app, tenant_id, thread_id, message, stream=True, counted=counted,
+                                       tools=tools)
     async with open_stream(request, record, sep="\n") as resp:
         await relay(record, resp, AgUiTranslator(record, thread_id, run_id))
     return resp

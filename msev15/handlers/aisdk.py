@@ -15,10 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
+from msev15.agent.context import REGISTRY
 from msev15.agent.coordination import COORDINATION
 from msev15.config import SETTINGS
 from msev15.events.turnlog import TurnView
 from msev15.events.types import (
+    InputRequired,
     Token,
     ToolCalled,
     ToolFinished,
@@ -26,11 +28,16 @@ from msev15.events.types import (
     TurnEvent,
     TurnFailed,
 )
+from msev15.handlers.aisdk_approvals import ui_answers
 from msev15.handlers.chat import start_turn
+from msev15.handlers.client_tools import client_tools
+from msev15.handlers.errors import ApiError
+from msev15.handlers.pending import apply_decision
 from msev15.handlers.protocols import AISDK_PART_TYPE, AISDK_ROLES, field_of, messages_of, request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
+from msev15.store.pending import PENDING
 
 log = logging.getLogger("api.aisdk")
 
@@ -122,11 +129,14 @@ class AiSdkTranslator:
                     out.append(_part("tool-output-available", toolCallId=event.call_id, output={"ok": True}))
                 else:
                     out.append(_part("tool-output-error", toolCallId=event.call_id, errorText="The tool failed."))
+            case InputRequired(kind="approval"):  # a client tool's call waits with its input alone
+                out.append(_part("tool-approval-request", approvalId=event.call_id, toolCallId=event.call_id))
             case TurnCompleted():
                 if not self.texts and event.message:
                     self._text(out, event.message)
                 self._close_text(out)
-                out += [_part("finish-step"), _part("finish", finishReason="stop",
+                reason = "tool-calls" if event.status == "waiting" else "stop"
+                out += [_part("finish-step"), _part("finish", finishReason=reason,
                                                     messageMetadata={"turnId": self.turn_id}), _DONE]
             case TurnFailed():
                 self._close_text(out)
@@ -155,6 +165,15 @@ async def chat(request: web.Request) -> web.StreamResponse:
       `tool-input-available` and `tool-output-available` (output `{"ok": true}`) or
       `tool-output-error` per tool call, `finish-step` between model rounds, then `finish` or
       `error`, then `data: [DONE]`.
+
+      Approvals (TOOL_APPROVAL): a call that waits streams `tool-input-available` then
+      `tool-approval-request` (`approvalId` = the call id) and the message finishes
+      (`finishReason: tool-calls`); the next request, whose last UI message carries the tool part
+      in state `approval-responded` (`addToolApprovalResponse`), continues the turn in its
+      response. Client tools come in the body's `tools` (`[{name, description, parameters}]`,
+      as for `POST /api/v1/chat`); their calls stream as `tool-input-available` and finish the
+      message; a next request carrying the part in `output-available` (`addToolOutput`)
+      continues.
     tags: [front ends]
     parameters:
       - {in: header, name: X-Tenant-ID, required: false, schema: {$ref: "#/components/schemas/Id"}}
@@ -197,8 +216,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     session_id, message = parse_chat(body, request.app[SETTINGS].max_message_chars)
     tenant_id = request_tenant(request)
-    record = await start_turn(request.app, tenant_id, session_id, message, stream=True,
-                              counted=request.get(TENANT_COUNTED, False))
+    tools = client_tools(body.get("tools"), request.app[REGISTRY].tools())
+    counted = request.get(TENANT_COUNTED, False)
+    answers = ui_answers(body["messages"], await request.app[PENDING].get(tenant_id, session_id))
+    found = None
+    for call_id, decision in answers:  # the step's last decision starts its continuation
+        found = (await apply_decision(request.app, tenant_id, session_id, call_id, decision, counted=counted))[1]
+    if answers and found is None:
+        raise ApiError(409, "input_required", "Other calls of this step still wait: answer every one of them.")
+    record = found or await start_turn(request.app, tenant_id, session_id, message, stream=True, counted=counted,
+                                       tools=tools)
     return await _stream(request, record)
 
 

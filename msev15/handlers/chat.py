@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from msev15.agent.context import RUNNER
+from msev15.agent.context import REGISTRY, RUNNER
 from msev15.agent.coordination import COORDINATION
 from msev15.agent.runner import TurnRefused
 from msev15.common.ids import new_id
@@ -16,11 +16,13 @@ from msev15.events.context import BUS
 from msev15.events.turnlog import TURNS, TurnRecord
 from msev15.events.types import (
     BusyPolicy,
+    ClientTool,
     TurnCompleted,
     TurnFailed,
     TurnRequested,
     retry_after_seconds,
 )
+from msev15.handlers.client_tools import client_tools
 from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
 from msev15.handlers.jsonbody import json_response
@@ -39,7 +41,8 @@ def refused(exc: TurnRefused) -> ApiError:
 
 
 async def start_turn(app: web.Application, tenant_id: str, session_id: str, message: str, *, stream: bool,
-                     if_busy: BusyPolicy = "enqueue", counted: bool = False) -> TurnRecord:
+                     if_busy: BusyPolicy = "enqueue", counted: bool = False, resumes: str | None = None,
+                     tools: tuple[ClientTool, ...] = ()) -> TurnRecord:
     """Publish a new turn and return its record in the turn log. The runner has accepted it when
     ``publish`` returns, or refused it: then an ApiError (503, 409 session_busy, 429 tenant_busy).
     With a shared store the session's other instances are asked first (``if_busy`` holds across
@@ -49,7 +52,8 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
     logs.bind(session_id=session_id, tenant_id=tenant_id)
     if not counted:  # the tenant middleware counted the request already (see handlers/ratelimit.py)
         await check_tenant_rate(app, tenant_id)
-    turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy)
+    turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy,
+                         resumes, tools)
     coordination = app[COORDINATION]
     try:
         await coordination.admit(turn)
@@ -66,9 +70,12 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
 
 
 async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
-    chat = chat_request(request, await json_object(request), request.app[SETTINGS].max_message_chars)
+    body = await json_object(request)
+    raw_tools = body.pop("tools", None)  # the caller's own tools (handlers/client_tools.py)
+    chat = chat_request(request, body, request.app[SETTINGS].max_message_chars)
+    tools = client_tools(raw_tools, request.app[REGISTRY].tools())
     return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
-                                  if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False))
+                                  if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False), tools=tools)
 
 
 async def _outcome_unless_gone(request: web.Request, record: TurnRecord) -> TurnCompleted | TurnFailed:
@@ -136,14 +143,18 @@ async def chat(request: web.Request) -> web.Response:
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
         headers = None if wait is None else {"Retry-After": str(retry_after_seconds(wait))}
         raise ApiError(event.status, event.error, event.message, event.detail, headers=headers)
-    return json_response({
+    reply = {
         "session_id": chat_req.session_id,
         "message": event.message,
         "timestamp": utc_now_iso(),
         "message_count": event.message_count,
         "tenant_id": chat_req.tenant_id,
         "turn_id": record.turn_id,
-    })
+    }
+    if event.status == "waiting":  # calls wait for a decision: see GET /api/v1/sessions/{id}/pending
+        reply["status"] = "waiting"
+        reply["pending"] = list(event.pending)
+    return json_response(reply)
 
 
 async def chat_stream(request: web.Request) -> web.StreamResponse:

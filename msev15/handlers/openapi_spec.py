@@ -19,6 +19,7 @@ from apispec.yaml_utils import load_yaml_from_docstring
 from msev15 import __version__
 from msev15.common.tenancy import ID_PATTERN
 from msev15.config import Settings
+from msev15.handlers.approvals_openapi import extend as extend_for_approvals
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 from msev15.handlers.validation import MESSAGE_PATTERN
 
@@ -264,6 +265,7 @@ def build_spec(routes: Iterable[web.AbstractRoute], settings: Settings) -> dict[
     )
     schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS})
     schemas["ChatRequest"]["properties"]["message"]["maxLength"] = settings.max_message_chars
+    extend_for_approvals(schemas)  # turns that wait: kept in their own module
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
     for name, response in _RESPONSES.items():

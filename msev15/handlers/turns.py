@@ -10,6 +10,7 @@ import re
 
 from aiohttp import web
 
+from msev15.agent.context import RUNNER
 from msev15.agent.coordination import COORDINATION
 from msev15.events.turnlog import TURNS, TurnView
 from msev15.handlers.errors import ApiError
@@ -159,6 +160,9 @@ async def cancel_turn(request: web.Request) -> web.Response:
       "409": {$ref: "#/components/responses/TurnFinished"}
     """
     record = await _turn(request)
+    if record.status == "waiting":  # its waiting calls are settled as cancelled and committed
+        if await request.app[RUNNER].waiting.close(record.tenant_id, record.session_id, record.turn_id, "cancelled"):
+            return web.json_response({"turn_id": record.turn_id, "status": "cancelling"}, status=202)
     if not await request.app[COORDINATION].cancel(record, "cancelled"):
         raise ApiError(409, "turn_finished", f"The turn has already ended ({record.status}).",
                        turn_id=record.turn_id, turn_status=record.status)
@@ -183,4 +187,6 @@ async def cancel_session(request: web.Request) -> web.Response:
     """
     tenant_id, session_id = _session(request)
     cancelled = await request.app[COORDINATION].cancel_session(tenant_id, session_id, "cancelled")
+    if await request.app[RUNNER].waiting.close(tenant_id, session_id, None, "cancelled"):
+        cancelled += 1  # the paused turn: its waiting calls are settled as cancelled
     return web.json_response({"session_id": session_id, "cancelled": cancelled}, status=202)

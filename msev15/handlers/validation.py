@@ -132,7 +132,8 @@ class ChatRequest:
 def chat_request(request: web.Request, body: dict[str, Any], max_chars: int) -> ChatRequest:
     unknown = sorted(set(body) - _CHAT_FIELDS)
     if unknown:
-        raise invalid(f"unknown field {unknown[0]!r}; allowed: session_id, message, tenant_id, if_busy", unknown[0])
+        raise invalid(f"unknown field {unknown[0]!r}; allowed: session_id, message, tenant_id, if_busy, tools",
+                      unknown[0])
     if "session_id" not in body:
         raise invalid("session_id is required", "session_id")
     session_id = check_id(body["session_id"], "session_id")

@@ -136,9 +136,10 @@ function handle(turn, id, event) {
     case "token": appendText(turn.bubble, event.content); break;
     case "tool_call": toolCard(turn.bubble, event); break;
     case "tool_result": toolResult(turn.bubble, event); break;
+    case "input_required": inputRequired(turn, event); break;  // approvals.js
     case "done":
       turn.finished = true;
-      setStatus("");
+      setStatus(event.status === "waiting" ? "Waiting for your decision." : "");
       break;
     case "error": {
       turn.finished = true;
@@ -258,12 +259,13 @@ async function loadHistory() {
   const sid = session();
   if (!ID_RE.test(sid) || !ID_RE.test(tenant())) return;
   // A session the service did not list has no history yet: asking would only log a 404.
-  if (state.known && !state.known.has(sid)) return;
+  if (state.known && !state.known.has(sid)) { await loadPending(); return; }
   const resp = await fetch(`/api/v1/sessions/${encodeURIComponent(sid)}/history` + tenantQuery(),
                            {headers: withAuth()});
-  if (resp.status === 404) return;  // a new session
+  if (resp.status === 404) { await loadPending(); return; }  // a new session (or one whose first turn waits)
   if (!resp.ok) { setStatus(await apiError(resp)); return; }
   for (const message of (await resp.json()).messages) bubble(message.role, message.content);
+  await loadPending();  // approvals.js: calls that still wait, as cards
 }
 
 async function refreshSessions() {
