@@ -262,7 +262,7 @@ async def test_server_down_at_start_then_up(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="agent.mcp")
     async with running_complaints_server(complaints_db, start=False) as server:
-        conn = McpConnection("complaints", server.url, call_timeout=0.2, **FAST)
+        conn = McpConnection("complaints", server.url, call_timeout=10.0, **FAST)
         assert conn.status == "connecting"
         conn.start()  # returns at once: start-up never waits for the server
         try:
