@@ -18,6 +18,7 @@ from msev15.apikeys_cli import keys_command
 from msev15.app import create_app
 from msev15.banner import banner, security_warnings
 from msev15.common.env import SettingsError
+from msev15.common.telemetry import TelemetryConfig
 from msev15.config import Settings, load_settings
 from msev15.handlers.health_monitor import HEALTH, readiness_warnings
 from msev15.logs.service import setup_logging
@@ -52,7 +53,8 @@ def _print_banner(app: web.Application, settings: Settings, supervisor: Supervis
 
 
 async def _serve_app(settings: Settings, supervisor: Supervisor | None = None) -> int:
-    app = await create_app(settings)
+    # Tracing reads only the standard OTEL_* variables of the process (not .env), as every SDK does.
+    app = await create_app(settings, telemetry=TelemetryConfig.from_env(os.environ, "msev15"))
     return await serve(app, settings, on_serving=lambda: _print_banner(app, settings, supervisor),
                        after_cleanup=supervisor.stop if supervisor is not None else None)
 
