@@ -5,7 +5,8 @@ The backends are the topology's (msev15.topology), made here once from the setti
 
 Start order (teardown runs in reverse):
   1. events    — the bus with its logging subscriber (last to stop, so every line is written)
-  2. topology  — session store, turn log, coordination, limiters (closed after the runner)
+  2. topology  — session store, turn log, coordination, limiters, feedback (closed after the runner),
+                 then the index of completed turns that feedback is checked against
   3. auth      — the authenticator of AUTH_MODE (API key store or JWT verifier), if any
   4. store     — the session expiry sweeper, then the orders database
   5. agent     — tools, the LLM provider, the MCP connections, then the turn runner
@@ -27,6 +28,7 @@ from aiohttp import web
 from msev15.agent.context import MAILER, PROVIDER, begin_shutdown, mcp_ctx, provider_ctx, runner_ctx, tools_ctx
 from msev15.common.telemetry import TelemetryConfig
 from msev15.config import SETTINGS, Settings
+from msev15.events.completed_turns import completed_turns_ctx
 from msev15.events.context import events_ctx
 from msev15.events.metrics import METRICS, ServiceMetrics
 from msev15.handlers import setup_cors, setup_routes
@@ -104,8 +106,8 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
         app[MAILER] = overrides.pop("mailer")
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
-    app.cleanup_ctx.extend([events_ctx, topology_ctx, auth_ctx, sweeper_ctx, orders_ctx, tools_ctx, provider_ctx,
-                            mcp_ctx, runner_ctx, health_ctx])
+    app.cleanup_ctx.extend([events_ctx, topology_ctx, completed_turns_ctx, auth_ctx, sweeper_ctx, orders_ctx,
+                            tools_ctx, provider_ctx, mcp_ctx, runner_ctx, health_ctx])
     if install_tracing is not None:
         install_tracing(app)
     app.on_shutdown.append(_on_shutdown)

@@ -73,8 +73,10 @@ class ServiceMetrics:
         self.tool_calls = Tally("msev15_tool_calls", "Tool calls by tool and outcome (ok, error).", ("tool", "outcome"))
         self.rate_limited = Tally("msev15_rate_limited", "Requests refused by a rate limit, by scope (ip, tenant).",
                                   ("scope",))
+        self.feedback = Tally("msev15_feedback", "Answer ratings received, by rating (up, down).", ("rating",))
         self.registry.register(TallyCollector((self.http_requests, self.http_duration, self.turns, self.turn_duration,
-                                               self.ttft, self.tokens, self.tool_calls, self.rate_limited)))
+                                               self.ttft, self.tokens, self.tool_calls, self.rate_limited,
+                                               self.feedback)))
         self._tools: set[str] = set()
         self.open_streams = [0]  # a plain int in a list: the HTTP middleware bumps it, a gauge reads it
 

@@ -20,6 +20,7 @@ from swagger_ui_bundle import swagger_ui_path
 from msev15 import __version__
 from msev15.common.tenancy import ID_PATTERN
 from msev15.config import SETTINGS
+from msev15.handlers.feedback_schemas import SCHEMAS as FEEDBACK_SCHEMAS
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 
 SPEC_KEY = web.AppKey("msev15.openapi", dict)
@@ -265,7 +266,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
               "license": {"name": "MIT"}},
         servers=[{"url": "/"}],
     )
-    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS})
+    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **FEEDBACK_SCHEMAS})
     schemas["ChatRequest"]["properties"]["message"]["maxLength"] = app[SETTINGS].max_message_chars
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
