@@ -74,6 +74,8 @@ class ServiceMetrics:
         self.rate_limited = Tally("msev15_rate_limited", "Requests refused by a rate limit, by scope (ip, tenant).",
                                   ("scope",))
         self.feedback = Tally("msev15_feedback", "Answer ratings received, by rating (up, down).", ("rating",))
+        for rating in ("up", "down"):  # both series from the start: a rate of thumbs down needs its zero
+            self.feedback.inc((rating,), 0)
         self.registry.register(TallyCollector((self.http_requests, self.http_duration, self.turns, self.turn_duration,
                                                self.ttft, self.tokens, self.tool_calls, self.rate_limited,
                                                self.feedback)))
