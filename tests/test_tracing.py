@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -22,6 +26,7 @@ from tests.complaints.server import running_complaints_server
 from tests.conftest import make_settings, sse_events
 from tests.llm_server import Call, Reply, ScriptedLLM
 from tests.otlp_receiver import OtlpReceiver
+from tests.test_serve_process import Service, _free_port
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -211,3 +216,47 @@ def test_endpoint_and_standard_variables() -> None:
     assert traces_only is not None and traces_only.endpoint == "http://b:4318/custom"
     default = TelemetryConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:4318/v1/traces"}, "msev15")
     assert default is not None and default.service_name == "msev15"
+
+
+@pytest.mark.subprocess
+async def test_serve_and_its_reference_servers_export_one_trace(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """The real processes, configured only by OTEL_* in their environment: the service and the
+    complaints and EscalationComms servers it supervises put their spans in the caller's trace,
+    and SIGTERM flushes what is still batched before they exit."""
+    port = _free_port()
+    environ = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "LOG_TO_FILE": "false",
+               "ORDER_DB_PATH": str(tmp_path / "orders.db"), "EMAIL_OUTBOX_DIR": str(tmp_path / "outbox"),
+               "COMPLAINTS_DB_PATH": str(tmp_path / "complaints.db"), "LLM_PROVIDER": "offline",
+               "MCP_SERVER_URL": "", "ESCALATION_MCP_URL": "", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "serve", "--with-reference-servers",
+                                                cwd=tmp_path, env=environ, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    service = Service(proc, port)
+    try:
+        await service.read_until("API Documentation:")
+        async with aiohttp.ClientSession() as http:
+            body = {"session_id": "s1", "tenant_id": "acme",
+                    "message": "I want to register a complaint for customer CUST-001: the parcel arrived damaged"}
+            async with http.post(f"{service.url}/api/v1/chat", json=body,
+                                 headers={"traceparent": TRACEPARENT}) as resp:
+                assert resp.status == 200, await resp.text()
+                assert "registered" in (await resp.json())["message"]
+            body = {"session_id": "s2", "tenant_id": "acme", "message": "Please open a support ticket for customer "
+                    "CUST-1001, email jane@example.com: my refund never arrived"}
+            async with http.post(f"{service.url}/api/v1/chat", json=body,
+                                 headers={"traceparent": TRACEPARENT}) as resp:
+                assert resp.status == 200, await resp.text()
+                assert "support ticket" in (await resp.json())["message"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = await service.finish()
+    assert code == 0, err
+    # Both processes have exited, so what they flushed on the way out has arrived.
+    services = {s.service for s in receiver.spans if s.trace_id == TRACE_ID}
+    assert services == {"msev15", "msev15-complaints", "msev15-escalation"}, services
+    client_span = next(s for s in receiver.named("tools/call register_complaint") if s.kind == "CLIENT")
+    server_span = next(s for s in receiver.named("tools/call register_complaint") if s.kind == "SERVER")
+    assert server_span.parent_id == client_span.span_id
+    escalation = next(s for s in receiver.named("tools/call sendemail") if s.kind == "SERVER")
+    assert escalation.service == "msev15-escalation"
+    assert [s.parent_id for s in receiver.named("POST /api/v1/chat")] == [CALLER_SPAN, CALLER_SPAN]
