@@ -26,7 +26,7 @@ RATINGS: tuple[Rating, ...] = ("up", "down")
 MAX_COMMENT_CHARS = 2000
 DEFAULT_KEEP_SECONDS = 30 * 24 * 3600  # the turn index's lifetime when sessions never expire
 MAX_PER_TENANT = 100_000  # ratings kept per tenant (the oldest go first)
-MAX_INDEXED_TURNS = 1_000_000  # the memory index's cap
+MAX_INDEXED_TURNS = 100_000  # the memory index: the newest completed turns (a few hundred bytes each)
 
 
 @dataclass(frozen=True, slots=True)
