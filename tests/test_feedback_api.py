@@ -122,3 +122,16 @@ async def test_listing_filters_and_bad_filters(service) -> None:
     for query in ("rating=meh", "since=yesterday", "since=2026-01-01T00:00:00", "limit=0", "limit=501"):
         resp = await client.get(f"/api/v1/feedback?tenant_id=acme&{query}")
         _error(resp.status, await resp.json(), 400, "validation_error")
+
+
+async def test_deleting_the_session_deletes_its_ratings(service) -> None:
+    client = await service()
+    kept, dropped = await _turn(client, session="keep"), await _turn(client, session="drop")
+    assert (await _rate(client, kept, {"rating": "up"}, session="keep"))[0] == 201
+    private = {"rating": "down", "comment": "call me on 555-0100"}
+    assert (await _rate(client, dropped, private, session="drop"))[0] == 201
+    resp = await client.delete("/api/v1/sessions/drop?tenant_id=acme")
+    assert resp.status == 200, await resp.text()
+    listed = await (await client.get("/api/v1/feedback?tenant_id=acme")).json()
+    assert [f["session_id"] for f in listed["feedback"]] == ["keep"]
+    _error(*await _rate(client, dropped, {"rating": "up"}, session="drop"), 404, "turn_not_found")

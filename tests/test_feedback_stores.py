@@ -112,3 +112,18 @@ async def test_ratings_outlive_the_store_object(open_store: OpenStore) -> None:
         return
     assert await second.known("acme", "s1", "t1")
     assert [(f.rating, f.comment) for f in await second.list("acme")] == [("down", "wrong order")]
+
+
+async def test_forget_drops_only_that_sessions_ratings_and_turns(open_store: OpenStore) -> None:
+    store = await open_store()
+    now = time.time()
+    await store.remember([CompletedTurn("acme", "s1", "t1", now), CompletedTurn("acme", "s2", "t2", now),
+                          CompletedTurn("other", "s1", "t3", now)])
+    await store.rate(Feedback("acme", "s1", "t1", "anonymous", "down", "my address is 1 Main St", 1000.0))
+    await store.rate(Feedback("acme", "s2", "t2", "anonymous", "up", None, 1001.0))
+    await store.rate(Feedback("other", "s1", "t3", "anonymous", "up", None, 1002.0))
+    await store.forget("acme", "s1")
+    assert not await store.known("acme", "s1", "t1")
+    assert await store.known("acme", "s2", "t2") and await store.known("other", "s1", "t3")
+    assert [f.turn_id for f in await store.list("acme")] == ["t2"]
+    assert [f.turn_id for f in await store.list("other")] == ["t3"]

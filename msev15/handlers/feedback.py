@@ -23,6 +23,7 @@ from msev15.handlers.jsonbody import json_response
 from msev15.handlers.tenancy import request_tenant
 from msev15.handlers.validation import check_id, int_param, invalid, json_object
 from msev15.logs import service as logs
+from msev15.store.base import SESSIONS
 from msev15.store.feedback import FEEDBACK, MAX_COMMENT_CHARS, CompletedTurn, Feedback, Rating
 
 ANONYMOUS = "anonymous"
@@ -52,8 +53,10 @@ def _comment(raw: object) -> str | None:
 
 
 async def _completed(request: web.Request, tenant_id: str, session_id: str, turn_id: str) -> bool:
-    """Is this a completed turn of the tenant's session? The turn log while it keeps the turn,
-    the store's index after (and for turns of other instances the index already holds)."""
+    """Is this a completed turn of the tenant's (still existing) session? The turn log while it
+    keeps the turn, the store's index after (and for turns of other instances the index holds)."""
+    if await request.app[SESSIONS].get(tenant_id, session_id) is None:  # deleted, or expired
+        return False
     store = request.app[FEEDBACK]
     record = await request.app[TURNS].find(tenant_id, session_id, turn_id)
     if record is not None:

@@ -6,7 +6,8 @@ subscriber when each turn completes (off the turn's path), for as long as a sess
 (SESSION_TTL_SECONDS; 30 days when sessions never expire). A rating is accepted only for a
 turn in that index (or still in the turn log), and only in the caller's tenant.
 
-One rating per turn and caller: rating again replaces it (``rate`` says so). Implementations:
+One rating per turn and caller: rating again replaces it (``rate`` says so). Deleting a session
+deletes its ratings (``forget``): a comment is the customer's words. Implementations:
 :class:`MemoryFeedback` here, ``SqliteFeedback`` (the session database file) and
 ``RedisFeedback``; the topology builds the one that matches the session store.
 """
@@ -66,6 +67,10 @@ class FeedbackStore(Protocol):
         """The tenant's ratings, newest first."""
         ...
 
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        """Drop the session's ratings and turns (the session was deleted: its customer data goes)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -115,6 +120,15 @@ class MemoryFeedback:
                 if len(found) >= limit:
                     break
         return found
+
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        # A scan of the bounded index: deleting a session is rare, rating and listing are not.
+        for key in [k for k in self._turns if k[0] == tenant_id and k[1] == session_id]:
+            del self._turns[key]
+        ratings = self._ratings.get(tenant_id)
+        if ratings is not None:
+            for key in [k for k in ratings if k[0] == session_id]:
+                del ratings[key]
 
     async def close(self) -> None:
         pass

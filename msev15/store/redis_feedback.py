@@ -32,6 +32,19 @@ if over > 0 then
 end
 return new
 """
+# KEYS: hash, by-time; ARGV: the session's field prefix. Drops the session's ratings from both.
+FORGET_SCRIPT = """
+local fields = {}
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, string.len(ARGV[1])) == ARGV[1] then table.insert(fields, field) end
+end
+for i = 1, #fields, 500 do
+  local batch = {unpack(fields, i, math.min(i + 499, #fields))}
+  redis.call('HDEL', KEYS[1], unpack(batch))
+  redis.call('ZREM', KEYS[2], unpack(batch))
+end
+return #fields
+"""
 PAGE = 200
 
 
@@ -41,6 +54,7 @@ class RedisFeedback:
         self.keep = int(keep_seconds(session_ttl_seconds))
         self.max_per_tenant = max_per_tenant
         self._rate = self._redis.register_script(RATE_SCRIPT)
+        self._forget = self._redis.register_script(FORGET_SCRIPT)
 
     @translated
     async def remember(self, turns: Iterable[CompletedTurn]) -> None:
@@ -91,6 +105,12 @@ class RedisFeedback:
                 if len(found) >= limit:
                     break
         return found
+
+    @translated
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        await self._redis.delete(tenant_key(tenant_id, "fbturns", session_id))
+        await self._forget(keys=[tenant_key(tenant_id, "feedback"), tenant_key(tenant_id, "feedback", "time")],
+                           args=[session_id + SEP])
 
     async def close(self) -> None:
         await self._redis.aclose()

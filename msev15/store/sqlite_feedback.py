@@ -103,5 +103,13 @@ class SqliteFeedback:
         rows = await self._db.execute_fetchall(sql, args)
         return [Feedback(tenant_id, r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        try:
+            args = (tenant_id, session_id)
+            await self._db.execute("DELETE FROM feedback_turns WHERE tenant_id = ? AND session_id = ?", args)
+            await self._db.execute("DELETE FROM feedback WHERE tenant_id = ? AND session_id = ?", args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the feedback tables are unavailable: {exc}") from exc
+
     async def close(self) -> None:
         await self._db.close()
