@@ -69,8 +69,9 @@ async def test_streamed_turn_with_a_local_tool_is_one_trace(aiohttp_client, tmp_
     setup_logging(level="INFO", stream=buffer)
     try:
         async with ScriptedLLM() as llm:
-            llm.push(Reply(tool_calls=[Call("get_orders_by_customer", {"customer_id": "CUST-001"}, id="call-1")]),
-                     Reply("You have no orders yet."))
+            llm.push(Reply(tool_calls=[Call("get_orders_by_customer", {"customer_id": "CUST-001"}, id="call-1")],
+                           model="gpt-test-2026-01-01"),
+                     Reply("You have no orders yet.", model="gpt-test-2026-01-01"))
             assert not _exporter_threads()
             client = await _client(aiohttp_client, tmp_path, receiver.config(), llm_provider="openai",
                                    openai_base_url=llm.url + "/v1", openai_model="gpt-test")
@@ -104,7 +105,7 @@ async def test_streamed_turn_with_a_local_tool_is_one_trace(aiohttp_client, tmp_
         assert chat.attributes["gen_ai.operation.name"] == "chat"
         assert chat.attributes["gen_ai.provider.name"] == "openai"
         assert chat.attributes["gen_ai.request.model"] == "gpt-test"
-        assert chat.attributes["gen_ai.response.model"] == "gpt-test"
+        assert chat.attributes["gen_ai.response.model"] == "gpt-test-2026-01-01", "as the endpoint named it"
         assert chat.attributes["gen_ai.usage.input_tokens"] >= 0 and "gen_ai.usage.output_tokens" in chat.attributes
         assert chat.attributes["gen_ai.response.time_to_first_chunk"] >= 0
         assert "gen_ai.input.messages" not in chat.attributes, "no content unless asked"
@@ -197,6 +198,21 @@ async def test_tracing_off_starts_nothing_and_sends_no_traceparent(aiohttp_clien
         assert not _exporter_threads()
         assert all("traceparent" not in {k.lower() for k in h} for h in llm.headers)
         assert TRACING not in client.app
+
+
+async def test_responses_api_spans_name_the_answering_model_and_finish(aiohttp_client, tmp_path: Path,
+                                                                       receiver: OtlpReceiver) -> None:
+    async with ScriptedLLM() as llm:
+        llm.push(Reply(tool_calls=[Call("get_orders_by_customer", {"customer_id": "CUST-001"})], model="gpt-r-1"),
+                 Reply("None yet.", model="gpt-r-1"))
+        client = await _client(aiohttp_client, tmp_path, receiver.config(), llm_provider="openai", llm_api="responses",
+                               openai_base_url=llm.url + "/v1", openai_model="gpt-test")
+        assert (await _stream(client, "Orders of CUST-001?"))[-1]["type"] == "done"
+        await _flush(client)
+    chats = receiver.named("chat gpt-test")
+    assert [c.attributes["gen_ai.response.model"] for c in chats] == ["gpt-r-1", "gpt-r-1"]
+    assert [c.attributes["gen_ai.response.finish_reasons"] for c in chats] == [["tool_calls"], ["stop"]]
+    assert all(c.attributes["gen_ai.usage.input_tokens"] > 0 for c in chats)
 
 
 def test_endpoint_and_standard_variables() -> None:

@@ -179,8 +179,9 @@ class TracedProvider:
 
 
 def _reply(span: Span, reply: ModelReply, model: str, capture: bool) -> None:
-    span.set_attribute("gen_ai.response.model", model)  # the wire reply does not reach us; the deployment asked
-    span.set_attribute("gen_ai.response.finish_reasons", ["tool_calls" if reply.tool_calls else "stop"])
+    span.set_attribute("gen_ai.response.model", reply.model or model)
+    span.set_attribute("gen_ai.response.finish_reasons",
+                       [reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")])
     if reply.usage:
         span.set_attribute("gen_ai.usage.input_tokens", reply.usage.get("prompt_tokens", 0))
         span.set_attribute("gen_ai.usage.output_tokens", reply.usage.get("completion_tokens", 0))
