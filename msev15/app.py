@@ -4,6 +4,9 @@ it; none lives at import.
 The backends are the topology's (msev15.topology), made here once from the settings.
 
 Start order (teardown runs in reverse):
+  0. tracing   — only with an OTLP endpoint: the tracer provider (first up, last down, so the spans
+                 of a turn cut at shutdown still go out); its agent spans are put on the runner
+                 after step 6
   1. events    — the bus with its logging subscriber (last to stop, so every line is written)
   2. topology  — session store, turn log, coordination, limiters, feedback (closed after the runner),
                  then the index of completed turns that feedback is checked against
