@@ -135,3 +135,34 @@ async def test_deleting_the_session_deletes_its_ratings(service) -> None:
     listed = await (await client.get("/api/v1/feedback?tenant_id=acme")).json()
     assert [f["session_id"] for f in listed["feedback"]] == ["keep"]
     _error(*await _rate(client, dropped, {"rating": "up"}, session="drop"), 404, "turn_not_found")
+
+
+async def test_with_api_keys_each_key_is_a_caller_and_the_tenant_is_the_keys(service, tmp_path: Path) -> None:
+    from tests.security.authkit import create_keys
+
+    db = tmp_path / "keys.db"
+    first_id, first = (await create_keys(db, "acme"))["acme"]
+    second_id, second = (await create_keys(db, "acme"))["acme"]
+    _, other = (await create_keys(db, "globex"))["globex"]
+    client = await service(auth_mode="api_key", api_keys_db_path=str(db))
+
+    async def call(method: str, path: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        resp = await client.request(method, path, json=body, headers={"Authorization": f"Bearer {key}"})
+        return resp.status, await resp.json()
+
+    status, answer = await call("POST", "/api/v1/chat", first, {"session_id": "s1", "message": "hello"})
+    assert status == 200, answer
+    path = f"/api/v1/sessions/s1/turns/{answer['turn_id']}/feedback"
+    status, rated = await call("POST", path, first, {"rating": "up"})
+    assert (status, rated["caller"]) == (201, first_id)
+    assert (await call("POST", path, second, {"rating": "down"}))[0] == 201, "another key: another caller"
+    assert (await call("POST", path, first, {"rating": "down"}))[0] == 200
+    status, body = await call("POST", path, other, {"rating": "up"})
+    _error(status, body, 404, "turn_not_found")  # globex's key: acme's turn does not exist for it
+    status, body = await call("POST", path + "?tenant_id=acme", other, {"rating": "up"})
+    _error(status, body, 403, "tenant_mismatch")
+    status, listed = await call("GET", "/api/v1/feedback", second)
+    assert listed["tenant_id"] == "acme"
+    assert sorted((f["caller"], f["rating"]) for f in listed["feedback"]) == sorted(
+        [(first_id, "down"), (second_id, "down")])
+    assert (await call("GET", "/api/v1/feedback", other))[1]["feedback"] == []
