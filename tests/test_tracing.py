@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import signal
 import sys
@@ -67,6 +68,11 @@ async def test_streamed_turn_with_a_local_tool_is_one_trace(aiohttp_client, tmp_
                                                             receiver: OtlpReceiver) -> None:
     buffer = io.StringIO()
     setup_logging(level="INFO", stream=buffer)
+    # The model client's own request line is written inside the chat span. Other tests (the
+    # service's log set-up) may have quieted that logger in this process: let it speak here.
+    client_log = logging.getLogger("httpx2")
+    client_level = client_log.level
+    client_log.setLevel(logging.INFO)
     try:
         async with ScriptedLLM() as llm:
             llm.push(Reply(tool_calls=[Call("get_orders_by_customer", {"customer_id": "CUST-001"}, id="call-1")],
@@ -83,6 +89,7 @@ async def test_streamed_turn_with_a_local_tool_is_one_trace(aiohttp_client, tmp_
         flush_logging()
     finally:
         close_logging()
+        client_log.setLevel(client_level)
 
     spans = receiver.spans
     assert {s.trace_id for s in spans} == {TRACE_ID}, "one trace, the caller's"
