@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 JS     := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: install js run test bench lint clean
+.PHONY: install js run test eval bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ js:
 
 test: $(DEV_STAMP) js
 	$(BIN)/python -m pytest --cov=msev15 --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+
+# The conversation tests in evals/ against this service built in-process (the offline assistant
+# unless the environment or .env names a model), with the reference MCP servers.
+eval: $(RUN_STAMP)
+	$(BIN)/msev15 eval evals --with-reference-servers $(EVAL_ARGS)
 
 # msev15/ is --strict; tests/ (and the benchmarks they import) check every body, without --strict
 # (pyproject.toml's override for them).

@@ -18,7 +18,10 @@ from msev15.apikeys_cli import keys_command
 from msev15.app import create_app
 from msev15.banner import banner, security_warnings
 from msev15.common.env import SettingsError
+from msev15.common.telemetry import TelemetryConfig
 from msev15.config import Settings, load_settings
+from msev15.evals.cli import add_parser as add_eval_parser
+from msev15.evals.cli import eval_command
 from msev15.handlers.health_monitor import HEALTH, readiness_warnings
 from msev15.logs.service import setup_logging
 from msev15.logs.writer import close_logging, flush_logging
@@ -52,7 +55,8 @@ def _print_banner(app: web.Application, settings: Settings, supervisor: Supervis
 
 
 async def _serve_app(settings: Settings, supervisor: Supervisor | None = None) -> int:
-    app = await create_app(settings)
+    # Tracing reads only the standard OTEL_* variables of the process (not .env), as every SDK does.
+    app = await create_app(settings, telemetry=TelemetryConfig.from_env(os.environ, "msev15"))
     return await serve(app, settings, on_serving=lambda: _print_banner(app, settings, supervisor),
                        after_cleanup=supervisor.stop if supervisor is not None else None)
 
@@ -141,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              "per line, secrets masked; exit 2 on bad configuration.")
     config.add_argument("--env-file", help="read settings from this file too (the environment wins)")
     add_keys_parser(commands)
+    add_eval_parser(commands)
     commands.add_parser("complaints-mcp", help="run the reference complaints MCP server", add_help=False)
     commands.add_parser("escalation-mcp", help="run the EscalationComms MCP server", add_help=False)
 
@@ -158,4 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_command(args)
     if args.command == "keys":
         return keys_command(args)
+    if args.command == "eval":
+        return eval_command(args)
     return _config_command(args)

@@ -3,7 +3,8 @@
 :class:`Topology` is built from the settings when the app is made and owns, as one object with one
 lifecycle, every part whose implementation depends on that choice: the session store, the turn log,
 per-session coordination, the rate limiters (per IP, per tenant, failed authentications, email
-sends), the API key store and the pending calls of paused turns (``PENDING`` in ``store/pending.py``).
+sends), the API key store, the pending calls of paused turns (``PENDING`` in ``store/pending.py``) and
+the answer feedback (``FEEDBACK`` in ``store/feedback.py``).
 
 - ``memory``: sessions in this process, the in-process turn log and coordination, in-process
   limiters, API keys in SQLite (``API_KEYS_DB_PATH``).
@@ -35,6 +36,7 @@ from msev15.events.turnlog import TURNS, TurnLog
 from msev15.store.apikeys import ApiKeyStore, SqliteApiKeyStore
 from msev15.store.auth_limits import FailureLimit, LocalFailureLimit, RedisFailureLimit
 from msev15.store.base import SESSIONS, Sessions
+from msev15.store.feedback import FEEDBACK, FeedbackStore, MemoryFeedback
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
 from msev15.store.memory import MemorySessions
 from msev15.store.pending import PENDING, MemoryPendingCalls, PendingCalls
@@ -109,6 +111,7 @@ class Topology:
         self.send_limiter = self._send_limiter()
         self._sessions: Sessions | None = None
         self._pending: PendingCalls | None = None
+        self._feedback: FeedbackStore | None = None
 
     # --- the parts ------------------------------------------------------------------------
 
@@ -177,6 +180,23 @@ class Topology:
     def pending(self) -> PendingCalls:
         assert self._pending is not None, "the topology is not open"
         return self._pending
+    async def open_feedback(self) -> FeedbackStore:
+        """Answer feedback, kept where the sessions are (store/feedback.py)."""
+        settings = self.settings
+        if self.kind == "redis":
+            from msev15.store.redis_feedback import RedisFeedback
+
+            return RedisFeedback(settings.redis_url, session_ttl_seconds=settings.session_ttl_seconds)
+        if self.kind == "sqlite":
+            from msev15.store.sqlite_feedback import SqliteFeedback
+
+            return await SqliteFeedback.open(settings.session_db_path, session_ttl_seconds=settings.session_ttl_seconds)
+        return MemoryFeedback(settings.session_ttl_seconds)
+
+    @property
+    def feedback(self) -> FeedbackStore:
+        assert self._feedback is not None, "the topology is not open"
+        return self._feedback
 
     @property
     def sessions(self) -> Sessions:
@@ -188,6 +208,7 @@ class Topology:
     async def open(self) -> None:
         self._sessions = await self.open_sessions()
         self._pending = await self.open_pending()
+        self._feedback = await self.open_feedback()
         self.turns.start()
 
     async def close(self) -> None:
@@ -196,6 +217,8 @@ class Topology:
         await self.turns.close()
         if self._pending is not None:
             await self._pending.close()
+        if self._feedback is not None:
+            await self._feedback.close()
         if self._sessions is not None:
             await self._sessions.close()
         for limiter in (self.ip_limiter, self.tenant_limiter):
@@ -219,6 +242,7 @@ async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
     if topology.tenant_limiter is not None:
         app[TENANT_LIMITER] = topology.tenant_limiter
     app[SEND_LIMITER] = topology.send_limiter
+    app[FEEDBACK] = topology.feedback
     log.debug("topology %s open (instance %s)", topology.kind, topology.instance_id)
     try:
         yield

@@ -71,7 +71,7 @@ def _call_item(index: int, call: Any, arguments: str, status: str) -> dict[str, 
 
 def response_frames(body: dict[str, Any], reply: Reply) -> list[bytes]:
     """Every SSE frame of one streamed response, in order."""
-    model = body.get("model", "scripted")
+    model: str = reply.model or str(body.get("model", "scripted"))
     base = {"id": "resp_1", "object": "response", "created_at": int(time.time()), "model": model,
             "status": "in_progress", "output": [], "usage": None}
     frames = [_event("response.created", 0, response=base), _event("response.in_progress", 1, response=base)]

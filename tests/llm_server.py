@@ -51,6 +51,7 @@ class Reply:
     headers: dict[str, str] | None = None  # headers of an error answer (default: retry-after-ms: 1)
     fail_in_stream: bool = False  # Responses API: start the stream, then send response.failed
     end_after: int | None = None  # end the stream cleanly after this many chunks, without its last events
+    model: str | None = None    # the model the answer names (default: the one asked for), as Azure names its own
 
 
 # Azure refuses the Responses API at dated api-versions before this one.
@@ -317,7 +318,7 @@ class ScriptedLLM:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": body.get("model", "scripted")}
+                "model": reply.model or body.get("model", "scripted")}
         chunks: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
         if reply.text:
             pieces = reply.text.split(" ") if reply.chunk_words else [reply.text]

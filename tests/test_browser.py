@@ -105,6 +105,25 @@ async def test_chat_streams_tokens_and_shows_the_tool_card(browser: Any, service
     await context.close()
 
 
+async def test_thumbs_rate_the_answer_and_rating_again_replaces_it(browser: Any, service: Any,
+                                                                   llm: ScriptedLLM) -> None:
+    llm.push(Reply("Your order ORD-1 has shipped."))
+    client = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", openai_api_key="k")
+    context, page = await _open(browser, str(client.make_url("/")))
+    await page.fill("#tenant", "acme")
+    await _send(page, "web-rate", "Where is my order?")
+    up = page.get_by_role("button", name="Good answer")
+    down = page.get_by_role("button", name="Bad answer")
+    await up.click()
+    await expect(up).to_have_attribute("aria-pressed", "true")
+    await down.click()
+    await expect(down).to_have_attribute("aria-pressed", "true")
+    await expect(up).to_have_attribute("aria-pressed", "false")
+    listed = await (await client.get("/api/v1/feedback?tenant_id=acme")).json()
+    assert [(f["session_id"], f["rating"]) for f in listed["feedback"]] == [("web-rate", "down")]
+    await context.close()
+
+
 async def test_stop_cancels_a_long_answer(browser: Any, service: Any, llm: ScriptedLLM) -> None:
     gate = asyncio.Event()  # never set: the answer would go on until the model's stream is closed
     llm.push(Reply("A very long answer " * 50, gate=gate, gate_after=3))

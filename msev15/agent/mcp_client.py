@@ -28,7 +28,8 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Collection
-from typing import Any, Literal, cast
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 import mcp_types
@@ -52,6 +53,13 @@ McpStatus = Literal["connected", "connecting", "unavailable"]
 CONNECTED: McpStatus = "connected"
 CONNECTING: McpStatus = "connecting"
 UNAVAILABLE: McpStatus = "unavailable"
+
+
+class CallSpans(Protocol):
+    """Tracing of MCP calls (agent/tracing.py's McpSpans): a span around a call, which writes the
+    call's ``traceparent`` into ``meta``."""
+
+    def call(self, server: str, url: str, tool: str, meta: dict[str, Any]) -> AbstractContextManager[Any]: ...
 
 
 class McpConnection:
@@ -99,6 +107,7 @@ class McpConnection:
         self._task: asyncio.Task[None] | None = None
         self._ever_connected = False
         self._closing = False
+        self.spans: CallSpans | None = None  # set when tracing is on (agent/tracing.py)
 
     # --- what other code reads -------------------------------------------------------------
 
@@ -344,12 +353,18 @@ class McpConnection:
         unreachable. A call that fails because the connection dropped is retried once after
         reconnecting, within ``call_timeout``, with the same idempotency key in ``_meta``.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.call_timeout
-        error = self._last_error or "not connected"
         fields: dict[str, Any] = {IDEMPOTENCY_META_KEY: new_id()}
         if tenant_id is not None:
             fields[TENANT_META_KEY] = tenant_id
+        if self.spans is None:
+            return await self._call_tool(remote_name, args, fields)
+        with self.spans.call(self.name, self.url, remote_name, fields):  # adds the traceparent to _meta
+            return await self._call_tool(remote_name, args, fields)
+
+    async def _call_tool(self, remote_name: str, args: dict[str, Any], fields: dict[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.call_timeout
+        error = self._last_error or "not connected"
         meta = cast(mcp_types.RequestParamsMeta, fields)
         for attempt in range(2):
             if not await self.wait_connected(deadline - loop.time()):

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 
 from msev15.common.env import LOG_LEVELS, boolean
+from msev15.common.telemetry import TelemetryConfig
 from msev15.logs.writer import close_logging, setup_logging
 from msev15.mcpkit.auth import bind_refusal
 from msev15.mcpkit.runner import McpHttpServer, bind_socket
@@ -73,12 +74,12 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return 2
     setup_logging(level=args.log_level, secrets=(token,) if token else ())
     try:
-        return _run(args, token)
+        return _run(args, token, TelemetryConfig.from_env(environ, "msev15-complaints"))
     finally:
         close_logging()
 
 
-def _run(args: argparse.Namespace, token: str) -> int:
+def _run(args: argparse.Namespace, token: str, telemetry: TelemetryConfig | None) -> int:
     try:
         store = ComplaintStore(args.db)
     except (sqlite3.Error, OSError) as exc:
@@ -97,6 +98,7 @@ def _run(args: argparse.Namespace, token: str) -> int:
             before_shutdown=lambda: close_listen_streams(server),
             log_level=args.log_level,
             auth_token=token,
+            telemetry=telemetry,
         )
         log.info("complaints MCP server listening on %s (database %s, %s)",
                  _url(args.host, sock.getsockname()[1]), args.db,

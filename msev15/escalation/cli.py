@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 
 from msev15.common.env import SettingsError
+from msev15.common.telemetry import TelemetryConfig
 from msev15.escalation.config import EscalationSettings, load_settings
 from msev15.logs.writer import close_logging, setup_logging
 
@@ -37,11 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(settings: EscalationSettings) -> None:
+async def _serve(settings: EscalationSettings, telemetry: TelemetryConfig | None) -> None:
     # Here, not at the top: without the 'escalation' extra main() reports the ImportError's hint.
     from msev15.escalation.server import EscalationServer
 
-    server = EscalationServer(settings, handle_signals=True)
+    server = EscalationServer(settings, handle_signals=True, telemetry=telemetry)
     await server.start()
     try:
         await server.wait_closed()
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     # Before the MCPServer is created, so its logging.basicConfig call changes nothing.
     setup_logging(level=settings.log_level, secrets=settings.secrets(), quiet=_QUIET)
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, TelemetryConfig.from_env(env, "msev15-escalation")))
     except OSError as exc:
         print(f"escalation-mcp: cannot start: {exc}", file=sys.stderr)
         return 1

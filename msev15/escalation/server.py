@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from msev15 import __version__
+from msev15.common.telemetry import TelemetryConfig
 from msev15.escalation.config import EscalationSettings
 from msev15.escalation.delivery import Backend
 from msev15.escalation.metrics import CONTENT_TYPE
@@ -150,8 +151,10 @@ class EscalationServer:
 
     def __init__(self, settings: EscalationSettings, *, host: str | None = None, port: int | None = None,
                  backend: Backend | None = None, templates: TemplateRegistry | None = None,
-                 handle_signals: bool = False, clock: Callable[[], datetime] | None = None) -> None:
+                 handle_signals: bool = False, clock: Callable[[], datetime] | None = None,
+                 telemetry: TelemetryConfig | None = None) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self.host = settings.host if host is None else host
         self._port = settings.port if port is None else port
         self._backend = backend
@@ -194,7 +197,7 @@ class EscalationServer:
             app = build_mcp_server(self.service).streamable_http_app(streamable_http_path=MCP_PATH, host=self.host)
             self._http = McpHttpServer(app, handle_signals=self._handle_signals, log_level=self.settings.log_level,
                                        graceful_timeout=self.settings.email_timeout_seconds + 5,
-                                       auth_token=self.settings.mcp_auth_token)
+                                       auth_token=self.settings.mcp_auth_token, telemetry=self.telemetry)
             self._task = asyncio.create_task(self._serve(), name="escalation-http")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30

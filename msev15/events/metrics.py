@@ -79,9 +79,12 @@ class ServiceMetrics:
         self.decision_time = TallyHistogram("msev15_approval_decision_seconds",
                                             "Time from an approval's request to a person's decision.", ("tool",),
                                             DECISION_BUCKETS)
+        self.feedback = Tally("msev15_feedback", "Answer ratings received, by rating (up, down).", ("rating",))
+        for rating in ("up", "down"):  # both series from the start: a rate of thumbs down needs its zero
+            self.feedback.inc((rating,), 0)
         self.registry.register(TallyCollector((self.http_requests, self.http_duration, self.turns, self.turn_duration,
                                                self.ttft, self.tokens, self.tool_calls, self.rate_limited,
-                                               self.approvals, self.decision_time)))
+                                               self.approvals, self.decision_time, self.feedback)))
         self._tools: set[str] = set()
         self.open_streams = [0]  # a plain int in a list: the HTTP middleware bumps it, a gauge reads it
 

@@ -20,6 +20,7 @@ from msev15 import __version__
 from msev15.common.tenancy import ID_PATTERN
 from msev15.config import Settings
 from msev15.handlers.approvals_openapi import extend as extend_for_approvals
+from msev15.handlers.feedback_schemas import SCHEMAS as FEEDBACK_SCHEMAS
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 from msev15.handlers.validation import MESSAGE_PATTERN
 
@@ -263,7 +264,7 @@ def build_spec(routes: Iterable[web.AbstractRoute], settings: Settings) -> dict[
               "license": {"name": "MIT"}},
         servers=[{"url": "/"}],
     )
-    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS})
+    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **FEEDBACK_SCHEMAS})
     schemas["ChatRequest"]["properties"]["message"]["maxLength"] = settings.max_message_chars
     extend_for_approvals(schemas)  # turns that wait: kept in their own module
     for name, schema in schemas.items():

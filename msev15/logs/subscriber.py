@@ -24,7 +24,10 @@ log = logging.getLogger("api.chat")  # the spec's example lines come from "api.c
 
 
 def _context(event: TurnEvent) -> dict[str, str]:
-    return {"session": event.session_id, "tenant": event.tenant_id, "request_id": event.request_id}
+    # ``turn``: the tracing log filter finds the turn's trace by it (these lines are written later,
+    # by this subscriber's task, outside the turn's span).
+    return {"session": event.session_id, "tenant": event.tenant_id, "request_id": event.request_id,
+            "turn": event.turn_id}
 
 
 def log_event(event: TurnEvent) -> None:

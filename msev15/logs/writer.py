@@ -25,8 +25,9 @@ from typing import Any, TextIO
 
 from msev15.common.env import MASK
 
+# ``trace`` is empty unless tracing is on (then `` | trace_id=… span_id=…``, msev15.events.tracing).
 FORMAT = ("%(asctime)s | %(levelname)s | %(name)s | session=%(session)s | tenant=%(tenant)s | "
-          "req=%(request_id)s | %(message)s")
+          "req=%(request_id)s%(trace)s | %(message)s")
 DATEFMT = "%Y-%m-%d %H:%M:%S"
 CONTEXT_FIELDS = ("session", "tenant", "request_id")
 _HANDLER_MARK = "_msev15_handler"
@@ -37,7 +38,7 @@ class RedactingFormatter(logging.Formatter):
     included)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__(FORMAT, DATEFMT, defaults={name: "-" for name in CONTEXT_FIELDS})
+        super().__init__(FORMAT, DATEFMT, defaults={**{name: "-" for name in CONTEXT_FIELDS}, "trace": ""})
         # Longest first so a secret containing another is masked whole.
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
@@ -207,6 +208,19 @@ def setup_logging(*, level: str, secrets: Iterable[str] = (), stream: TextIO | N
     for name in quiet:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     return list(handlers)
+
+
+def add_log_filter(log_filter: logging.Filter) -> None:
+    """Run ``log_filter`` on every record, in the logging task, beside those set up at start."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _HANDLER_MARK, False) and log_filter not in handler.filters:
+            handler.addFilter(log_filter)
+
+
+def remove_log_filter(log_filter: logging.Filter) -> None:
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _HANDLER_MARK, False):
+            handler.removeFilter(log_filter)
 
 
 def flush_logging() -> None:

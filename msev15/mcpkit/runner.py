@@ -20,11 +20,16 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from msev15.common.telemetry import TelemetryConfig, tracer_provider
 from msev15.mcpkit.auth import require_bearer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("mcp.runner")
 
@@ -85,7 +90,14 @@ class McpHttpServer(uvicorn.Server):
         graceful_timeout: float = 5.0,
         log_level: str = "info",
         auth_token: str = "",
+        telemetry: TelemetryConfig | None = None,
     ) -> None:
+        self.tracer_provider: TracerProvider | None = None
+        if telemetry is not None:  # the OTEL_* variables name an endpoint: server spans in the caller's trace
+            from msev15.mcpkit.tracing import traced
+
+            self.tracer_provider = tracer_provider(telemetry)
+            app = traced(app, self.tracer_provider.get_tracer("msev15.mcpkit"))
         config = uvicorn.Config(
             require_bearer(app, auth_token),  # every HTTP request checked before any MCP processing
             log_config=None,
@@ -144,6 +156,8 @@ class McpHttpServer(uvicorn.Server):
             self._before_shutdown()
         await super().shutdown(sockets=sockets)
         self._abort_connections()  # what outlived the graceful timeout
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()  # the last spans out, then the exporter thread stops
 
     def crash(self) -> None:
         """Stop accepting and drop every open connection at once, as a killed process would.

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
 
+from msev15.common.telemetry import TelemetryConfig
 from msev15.complaints.server import (
     MCP_PATH,
     build_app,
@@ -52,8 +53,10 @@ class McpTestServer:
     client configured with :attr:`url` finds the server again after :meth:`stop`/:meth:`start`.
     """
 
-    def __init__(self, server: MCPServer, *, port: int = 0, auth_token: str = "") -> None:
+    def __init__(self, server: MCPServer, *, port: int = 0, auth_token: str = "",
+                 telemetry: TelemetryConfig | None = None) -> None:
         self.mcp = server
+        self.telemetry = telemetry
         self.port = port
         self.auth_token = auth_token
         self.store: ComplaintStore | None = None  # set by running_complaints_server
@@ -94,6 +97,7 @@ class McpTestServer:
             graceful_timeout=1.0,
             log_level="warning",
             auth_token=self.auth_token,
+            telemetry=self.telemetry,
         )
         task = asyncio.get_running_loop().create_task(http.serve(sockets=[sock]), name=f"mcp-test-server:{self.port}")
         self._http, self._task = http, task
@@ -122,11 +126,11 @@ class McpTestServer:
 
 
 @asynccontextmanager
-async def running_mcp_server(server: MCPServer, *, start: bool = True,
-                             auth_token: str = "") -> AsyncIterator[McpTestServer]:
+async def running_mcp_server(server: MCPServer, *, start: bool = True, auth_token: str = "",
+                             telemetry: TelemetryConfig | None = None) -> AsyncIterator[McpTestServer]:
     """Serve ``server`` on a free loopback port for the duration of the block (with ``auth_token``,
     every HTTP request must carry it as a bearer token)."""
-    handle = McpTestServer(server, auth_token=auth_token)
+    handle = McpTestServer(server, auth_token=auth_token, telemetry=telemetry)
     try:
         if start:
             await handle.start()
@@ -140,7 +144,7 @@ async def running_mcp_server(server: MCPServer, *, start: bool = True,
 @asynccontextmanager
 async def running_complaints_server(
     db_path: str | Path, *, start: bool = True, setup: Callable[[ComplaintStore], None] | None = None,
-    auth_token: str = "",
+    auth_token: str = "", telemetry: TelemetryConfig | None = None,
 ) -> AsyncIterator[McpTestServer]:
     """The reference complaints server over a SQLite file; ``setup`` may seed the store first.
 
@@ -150,7 +154,8 @@ async def running_complaints_server(
     try:
         if setup is not None:
             setup(store)
-        async with running_mcp_server(build_server(store), start=start, auth_token=auth_token) as handle:
+        async with running_mcp_server(build_server(store), start=start, auth_token=auth_token,
+                                      telemetry=telemetry) as handle:
             handle.store = store
             yield handle
     finally:

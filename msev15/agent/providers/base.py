@@ -25,6 +25,8 @@ class ModelReply:
     text: str
     tool_calls: tuple[ToolCallRequest, ...] = ()
     usage: dict[str, int] | None = field(default=None)
+    model: str | None = None  # the model that answered, as the endpoint named it (traces)
+    finish_reason: str | None = None  # as the endpoint gave it: stop, tool_calls, length, ... (traces)
 
 
 class LLMError(Exception):

@@ -63,6 +63,8 @@ class ChatCompletions:
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
         usage: dict[str, int] | None = None
+        model: str | None = None
+        finish_reason: str | None = None
         finished = False  # [DONE], or a finish_reason (some compatible servers omit [DONE])
         async for _, data in events:
             if data == _DONE:
@@ -75,11 +77,14 @@ class ChatCompletions:
                 got = chunk["usage"]
                 usage = {"prompt_tokens": got.get("prompt_tokens", 0),
                          "completion_tokens": got.get("completion_tokens", 0)}
+            if model is None:
+                model = chunk.get("model")
             choices = chunk.get("choices")
             if not choices:
                 continue
             if choices[0].get("finish_reason"):
                 finished = True
+                finish_reason = choices[0]["finish_reason"]
             delta = choices[0].get("delta")
             if not delta:
                 continue
@@ -101,4 +106,4 @@ class ChatCompletions:
             ToolCallRequest(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}")
             for i, c in sorted(calls.items())
         )
-        yield ModelReply("".join(text), tool_calls, usage)
+        yield ModelReply("".join(text), tool_calls, usage, model, finish_reason)

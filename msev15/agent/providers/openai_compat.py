@@ -13,7 +13,7 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -102,6 +102,8 @@ class OpenAIProvider:
         self._secrets = model_client.secrets
         self.setup = Setup(model_client.name, model_client.auth, model_client.url, model_client.endpoint_var)
         self.endpoint = model_client.url
+        # Extra headers for each request (the trace's ``traceparent``); None, and nothing asked, when tracing is off.
+        self.request_headers: Callable[[], dict[str, str]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIProvider:
@@ -111,9 +113,11 @@ class OpenAIProvider:
                      tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:
         wire = self._wire
         body = wire.body(messages, tools)
+        extra = self.request_headers
+        options: Any = _OPTIONS if extra is None else {**_OPTIONS, "headers": {**_OPTIONS["headers"], **extra()}}
         try:
             response = cast(httpx2.Response, await self.client.post(
-                wire.path, cast_to=httpx2.Response, content=body, options=_OPTIONS, stream=True,
+                wire.path, cast_to=httpx2.Response, content=body, options=options, stream=True,
                 stream_cls=openai.AsyncStream[Any]))
         except openai.APIConnectionError as exc:  # APITimeoutError included
             if _timed_out(exc):

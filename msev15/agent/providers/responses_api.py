@@ -77,6 +77,8 @@ class Responses:
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}  # by output_index
         usage: dict[str, int] | None = None
+        model: str | None = None
+        finish_reason: str | None = None
         finished = False
         async for name, data in events:
             if name and name not in _WANTED:
@@ -102,7 +104,11 @@ class Responses:
                     if kind == "response.output_item.done" and item.get("arguments") is not None:
                         slot["arguments"] = item["arguments"]  # the complete text wins over the deltas
             elif kind in ("response.completed", "response.incomplete"):
-                got = (event.get("response") or {}).get("usage") or {}
+                response = event.get("response") or {}
+                model = response.get("model")
+                finish_reason = "stop" if kind == "response.completed" else (
+                    (response.get("incomplete_details") or {}).get("reason") or "incomplete")
+                got = response.get("usage") or {}
                 if got:
                     usage = {"prompt_tokens": got.get("input_tokens", 0),
                              "completion_tokens": got.get("output_tokens", 0)}
@@ -118,4 +124,4 @@ class Responses:
             ToolCallRequest(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}")
             for i, c in sorted(calls.items())
         )
-        yield ModelReply("".join(text), tool_calls, usage)
+        yield ModelReply("".join(text), tool_calls, usage, model, "tool_calls" if tool_calls else finish_reason)

@@ -130,6 +130,46 @@ async function readSse(resp, onEvent) {
   }
 }
 
+// Thumbs up / down under a completed answer: POST .../turns/{turn_id}/feedback. Rating again replaces.
+function thumbs(turn, turnId) {
+  const box = document.createElement("div");
+  box.className = "feedback";
+  box.setAttribute("role", "group");
+  box.setAttribute("aria-label", "Rate this answer");
+  const buttons = [["up", "👍", "Good answer"], ["down", "👎", "Bad answer"]].map(([rating, face, label]) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "thumb";
+    button.dataset.rating = rating;
+    button.textContent = face;
+    button.setAttribute("aria-label", label);
+    button.setAttribute("aria-pressed", "false");
+    button.addEventListener("click", () => rate(turn, turnId, rating, buttons));
+    return button;
+  });
+  box.append(...buttons);
+  turn.bubble.append(box);
+}
+
+async function rate(turn, turnId, rating, buttons) {
+  const path = `/api/v1/sessions/${encodeURIComponent(turn.session)}/turns/${encodeURIComponent(turnId)}/feedback`;
+  let resp;
+  try {
+    resp = await fetch(path + (turn.keyed ? "" : q({tenant_id: turn.tenant})), {
+      method: "POST", headers: withAuth({"Content-Type": "application/json"}), body: JSON.stringify({rating}),
+    });
+  } catch (err) {
+    setStatus("Could not reach the service: the rating was not sent.");
+    return;
+  }
+  if (!resp.ok) {
+    setStatus(await apiError(resp));
+    return;
+  }
+  for (const button of buttons) button.setAttribute("aria-pressed", String(button.dataset.rating === rating));
+  setStatus("Thanks for the feedback.");
+}
+
 function handle(turn, id, event) {
   if (id) turn.lastEventId = id;
   switch (event.type) {
@@ -140,6 +180,7 @@ function handle(turn, id, event) {
     case "done":
       turn.finished = true;
       setStatus(event.status === "waiting" ? "Waiting for your decision." : "");
+      if (event.turn_id && event.status !== "waiting") thumbs(turn, event.turn_id);  // a paused turn has no answer yet
       break;
     case "error": {
       turn.finished = true;
