@@ -15,7 +15,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "properties": {
             "rating": _RATING,
-            "comment": {"type": ["string", "null"], "maxLength": MAX_COMMENT_CHARS},
+            "comment": {"type": "string", "nullable": True, "maxLength": MAX_COMMENT_CHARS},
         },
         "example": {"rating": "down", "comment": "It did not answer my question."},
     },
@@ -26,7 +26,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "session_id": {"type": "string"},
             "turn_id": {"type": "string"},
             "rating": _RATING,
-            "comment": {"type": ["string", "null"]},
+            "comment": {"type": "string", "nullable": True},
             "caller": {"type": "string", "description": "The API key id or token subject; anonymous without auth."},
             "created_at": {"type": "string", "format": "date-time"},
         },
