@@ -20,6 +20,8 @@ from swagger_ui_bundle import swagger_ui_path
 from msev15 import __version__
 from msev15.common.tenancy import ID_PATTERN
 from msev15.config import SETTINGS
+from msev15.handlers.agent_schemas import AGENT_SCHEMAS
+from msev15.handlers.auth import AGENT_PATHS
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 
 SPEC_KEY = web.AppKey("msev15.openapi", dict)
@@ -231,9 +233,9 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _add_security(path: str, operation: dict[str, Any], settings: Any) -> None:
-    """Under AUTH_MODE api_key or jwt every /api/ operation takes one of the two schemes (the auth
+    """Under AUTH_MODE api_key or jwt every /api/, /a2a and /mcp operation takes one of the two schemes (the auth
     middleware covers the whole prefix); under none nothing is required and nothing is declared."""
-    if settings.auth_mode == "none" or not path.startswith("/api/"):
+    if settings.auth_mode == "none" or not (path.startswith("/api/") or path in AGENT_PATHS):
         return
     operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
     responses = operation.setdefault("responses", {})
@@ -265,7 +267,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
               "license": {"name": "MIT"}},
         servers=[{"url": "/"}],
     )
-    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS})
+    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **AGENT_SCHEMAS})
     schemas["ChatRequest"]["properties"]["message"]["maxLength"] = app[SETTINGS].max_message_chars
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
