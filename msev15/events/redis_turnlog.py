@@ -241,6 +241,13 @@ class RemoteTurnRecord(TurnView):
                 return
 
     @translated
+    async def catch_up(self) -> None:
+        if self.finished_at is None:
+            _, stream = _keys(self.tenant_id, self.turn_id)
+            start = "-" if self._last_id == "0-0" else f"({self._last_id}"
+            self._take(await self._log._redis.xrange(stream, start, "+"))
+
+    @translated
     async def wait(self, after: int) -> None:
         """Return once there is an event past seq ``after`` or the turn has ended."""
         _, stream = _keys(self.tenant_id, self.turn_id)

@@ -63,6 +63,11 @@ class TurnView:
     async def wait(self, after: int) -> None:
         raise NotImplementedError
 
+    async def catch_up(self) -> None:
+        """Hold every event the log has so far, without waiting for more (a turn run by another
+        instance is read lazily; one run here always is up to date)."""
+        return None
+
     async def outcome(self) -> TurnCompleted | TurnFailed:
         """Wait for the terminal event."""
         while (terminal := self.terminal) is None:

@@ -170,6 +170,7 @@ async def _task(call: Call, task_id: str, tenant_id: str | None = None) -> TurnV
     record = await call.request.app[TURNS].find_task(tenant_id or _tenant(call), task_id)
     if record is None:
         raise a2a_errors.TaskNotFoundError(f"no task {task_id[:128]!r} (or its events are no longer kept)")
+    await record.catch_up()  # a task is built from its events: all of them, wherever it runs
     return record
 
 
@@ -277,7 +278,7 @@ async def subscribe_to_task(call: Call) -> web.StreamResponse:
     after = resume_point(call.request, record.turn_id)  # Last-Event-ID: resume without a snapshot
     if after:
         return await _stream(call, record, after, snapshot=False)
-    return await _stream(call, record, record.last_seq, snapshot=True)
+    return await _stream(call, record, len(record.events), snapshot=True)
 
 
 _METHODS = {

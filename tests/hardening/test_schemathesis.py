@@ -95,6 +95,13 @@ def _service_checks(events: jsonschema.protocols.Validator, seen: Counter[tuple[
     return service_contract
 
 
+# The agent-to-agent endpoints speak JSON-RPC: a bad call is a protocol error in the protocol's own
+# body (A2A answers it in a 200, MCP's transport with its JSON-RPC error), never the service's
+# envelope. Their good and bad calls are tested with the protocols' own clients instead
+# (tests/test_a2a.py, tests/test_mcp_endpoint.py).
+_JSON_RPC = ("/a2a", "/mcp")
+
+
 def _takes_input(operation: Any) -> bool:
     return bool(len(operation.query) or len(operation.path_parameters) or operation.body)
 
@@ -125,6 +132,8 @@ def test_every_operation_conforms_to_its_documentation(live: LiveService, schema
             "GET /api/v1/sessions/{session_id}/history", "DELETE /api/v1/sessions/{session_id}"} <= labels
     failures = []
     for operation in operations:
+        if operation.path in _JSON_RPC:
+            continue
         # The protocol bodies carry the client's copy of the conversation, which the server does not
         # read beyond the last user message, so a "wrong" earlier message is rightly accepted; their
         # bad input has its own tests (tests/test_agui.py, tests/test_aisdk.py).
