@@ -368,3 +368,18 @@ async def test_the_playground_header_links_the_agent_card(service) -> None:
     header = page[page.index("<header>"):page.index("</header>")]
     assert 'href="/.well-known/agent-card.json"' in header
     assert (await client.get("/.well-known/agent-card.json")).status == 200
+
+
+async def test_the_tenant_rate_limit_and_the_metrics_apply_as_for_rest(service, llm: ScriptedLLM) -> None:
+    llm.push(Reply("first"))
+    client = await scripted(service, llm, rate_limit_per_tenant_per_minute=1)
+    body = rpc("SendMessage", send_params({"text": "Hi"}, metadata={"tenant_id": "acme"}))
+    first = await client.post("/a2a", json=body)
+    assert (await first.json())["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    second = await client.post("/a2a", json=body)
+    assert second.status == 429 and int(second.headers["Retry-After"]) >= 1
+    assert (await second.json())["error"] == "tenant_rate_limited"
+    other = await client.post("/a2a", json=rpc("GetTask", {"id": "x", "tenant": "globex"}))
+    assert (await other.json())["error"]["code"] == -32001  # another tenant's budget is its own
+    metrics = await (await client.get("/metrics")).text()
+    assert 'route="/a2a"' in metrics

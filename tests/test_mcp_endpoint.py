@@ -131,3 +131,15 @@ async def test_a_bad_credential_is_refused_before_any_mcp(service, tmp_path: Pat
                                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert resp.status_code == 401 and resp.json()["error"] == "unauthorized"
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_the_tenant_rate_limit_applies_to_tool_calls(service, llm: ScriptedLLM) -> None:
+    llm.push(Reply(ANSWER))
+    client = await scripted(service, llm, rate_limit_per_tenant_per_minute=1)
+    async with mcp_client(client, {"X-Tenant-ID": "acme"}) as mcp:
+        first = await mcp.call_tool(TOOL, {"message": "Where is my order?"})
+        second = await mcp.call_tool(TOOL, {"message": "And now?"})
+    assert not first.is_error
+    assert second.is_error and "tenant_rate_limited: " in text(second)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'route="/mcp"' in metrics
