@@ -17,6 +17,7 @@ from a2a.types import a2a_pb2 as pb
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError
 from aiohttp.test_utils import TestClient
 
+from msev15.handlers.a2a_card import agent_card
 from tests.llm_server import Reply, ScriptedLLM
 from tests.security.authkit import create_keys
 
@@ -279,6 +280,20 @@ async def test_a_0_3_named_call_from_the_sdks_0_3_transport(service, llm: Script
                                                                 "params": {"id": sent.task.id}})
         body = raw.json()["result"]
         assert body["kind"] == "task" and body["status"]["state"] == "completed"
+        listed = await http.post(base_url(client) + "/a2a", json={"jsonrpc": "2.0", "id": 2, "method": "tasks/list",
+                                                                   "params": {"contextId": "ctx-03"}})
+        tasks = listed.json()["result"]["tasks"]
+        assert [t["kind"] for t in tasks] == ["task", "task"] and tasks[1]["id"] == sent.task.id
+        unknown = await http.post(base_url(client) + "/a2a", json={"jsonrpc": "2.0", "id": 3, "method": "tasks/get",
+                                                                    "params": {"id": "nope"}})
+        assert unknown.json()["error"]["code"] == -32001
+
+
+def test_the_card_names_a_bearer_jwt_under_auth_mode_jwt() -> None:
+    card = agent_card("https://agents.example/a2a", "jwt")
+    assert list(card.security_schemes) == ["bearer"]
+    assert card.security_schemes["bearer"].http_auth_security_scheme.bearer_format == "JWT"
+    assert [dict(r.schemes) for r in card.security_requirements] == [{"bearer": pb.StringList()}]
 
 
 # --- bad input: the protocol's errors, each next to the good call above ---------------------------------
