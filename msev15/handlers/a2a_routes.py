@@ -22,7 +22,6 @@ async def agent_card(request: web.Request) -> web.Response:
       notifications, and the security schemes of the running `AUTH_MODE`. A2A 1.0 fields with the
       A2A 0.3 ones merged in.
     tags: [agent-to-agent]
-    security: []
     responses:
       "200":
         description: The agent card.

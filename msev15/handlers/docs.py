@@ -240,7 +240,8 @@ def _add_security(path: str, operation: dict[str, Any], settings: Any) -> None:
     operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
     responses = operation.setdefault("responses", {})
     responses.setdefault("401", _ref("Unauthorized"))
-    responses.setdefault("403", _ref("TenantMismatch"))
+    if path != "/a2a":  # A2A answers a tenant mismatch as a JSON-RPC error (invalid params)
+        responses.setdefault("403", _ref("TenantMismatch"))
 
 
 def _add_shared_errors(path: str, operation: dict[str, Any]) -> None:
