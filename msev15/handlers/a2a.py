@@ -242,7 +242,9 @@ async def list_tasks(call: Call) -> web.StreamResponse:
     if not token.isdigit() or len(token) > 9:
         raise a2a_errors.InvalidParamsError("pageToken must be a token from a previous ListTasks answer")
     start = int(token)
-    records = list(reversed(call.request.app[TURNS].retained(_tenant(call))))  # newest first
+    # Newest first. The turns this instance holds: a shared log finds a turn by id on any instance,
+    # but keeps no per-tenant index to list other instances' turns by.
+    records = list(reversed(call.request.app[TURNS].retained(_tenant(call))))
     if req.context_id:
         records = [r for r in records if r.session_id == req.context_id]
     tasks = [task_of(r, include_artifacts=req.include_artifacts) for r in records]
