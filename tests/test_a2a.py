@@ -398,3 +398,19 @@ async def test_the_tenant_rate_limit_and_the_metrics_apply_as_for_rest(service, 
     assert (await other.json())["error"]["code"] == -32001  # another tenant's budget is its own
     metrics = await (await client.get("/metrics")).text()
     assert 'route="/a2a"' in metrics
+
+
+async def test_a_lone_surrogate_from_the_model_is_kept_as_its_escape(service, llm: ScriptedLLM, clients) -> None:
+    """Protobuf (and the client parsing the stream) needs valid UTF-8; a model can send "\\ud800"."""
+    llm.push(Reply("broken \ud800 text"), Reply("broken \ud800 text"))
+    client = await scripted(service, llm)
+    a2a = await clients(base_url(client))
+    events = await events_of(a2a, user_message("Hi", "ctx-u"))
+    assert text_of(events) == "broken \\ud800 text" and states(events)[-1] == pb.TASK_STATE_COMPLETED
+    task = await a2a.get_task(pb.GetTaskRequest(id=events[0].task.id))
+    assert task.artifacts[0].parts[0].text == "broken \\ud800 text"
+    async with httpx.AsyncClient(timeout=30) as http:  # the 0.3 stream goes through protobuf too
+        card = await A2ACardResolver(http, base_url(client)).get_agent_card()
+        transport = CompatJsonRpcTransport(http, card, base_url(client) + "/a2a", is_shared_httpx=True)
+        legacy = [kept(e) async for e in transport.send_message_streaming(user_message("Hi", "ctx-u"))]
+    assert text_of(legacy) == "broken \\ud800 text"
