@@ -131,8 +131,9 @@ class A2aTranslator:
     def _text_frame(self, seq: int, text: str) -> bytes:
         """A text chunk as :meth:`_chunk` and ``core_encode`` make it, built as a dict: the per-token
         path (protobuf objects and ``MessageToDict`` took about 25 µs a token)."""
+        artifact = {"artifactId": ARTIFACT_ID, "name": "answer", "parts": [{"text": _clean(text)}]}
         update: dict[str, Any] = {"taskId": self.record.turn_id, "contextId": self.record.session_id,
-                                  "artifact": {"artifactId": ARTIFACT_ID, "name": "answer", "parts": [{"text": _clean(text)}]}}
+                                  "artifact": artifact}
         if self.chunks > 0:
             update["append"] = True
         self.chunks += 1
