@@ -414,3 +414,27 @@ async def test_a_lone_surrogate_from_the_model_is_kept_as_its_escape(service, ll
         transport = CompatJsonRpcTransport(http, card, base_url(client) + "/a2a", is_shared_httpx=True)
         legacy = [kept(e) async for e in transport.send_message_streaming(user_message("Hi", "ctx-u"))]
     assert text_of(legacy) == "broken \\ud800 text"
+
+
+async def test_return_immediately_answers_before_the_turn_ends(service, llm: ScriptedLLM) -> None:
+    gate = asyncio.Event()
+    llm.push(Reply(ANSWER, gate=gate, gate_after=2))
+    client = await scripted(service, llm)
+    body = rpc("SendMessage", {**send_params({"text": "Hi"}, contextId="ctx-i"),
+                               "configuration": {"returnImmediately": True}})
+    task = (await (await client.post("/a2a", json=body)).json())["result"]["task"]
+    assert task["status"]["state"] in ("TASK_STATE_SUBMITTED", "TASK_STATE_WORKING")
+    gate.set()
+    followed = rpc("GetTask", {"id": task["id"]})
+    await eventually_state(client, followed, "TASK_STATE_COMPLETED")
+
+
+async def eventually_state(client: TestClient, body: dict[str, Any], state: str) -> None:
+    async def current() -> str:
+        result: str = (await (await client.post("/a2a", json=body)).json())["result"]["status"]["state"]
+        return result
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while (now := await current()) != state:
+        assert asyncio.get_running_loop().time() < deadline, f"still {now}"
+        await asyncio.sleep(0.01)
