@@ -13,7 +13,8 @@ Start order (teardown runs in reverse):
   3. auth      — the authenticator of AUTH_MODE (API key store or JWT verifier), if any
   4. store     — the session expiry sweeper, then the orders database
   5. agent     — tools, the LLM provider, the MCP connections, then the turn runner
-  6. health    — the readiness monitor
+  6. mcp       — the MCP endpoint's session manager (/mcp), in its owner task
+  7. health    — the readiness monitor
 
 Shutdown has one owner and one deadline: ``begin_shutdown`` tells the runner to refuse new turns
 and to cut, at SHUTDOWN_TIMEOUT_SECONDS, whatever is still running. Handlers finish by themselves
@@ -39,6 +40,7 @@ from msev15.handlers.auth import auth_ctx, auth_middleware
 from msev15.handlers.errors import add_extra_headers
 from msev15.handlers.front import front_middleware
 from msev15.handlers.health_monitor import STATE, ServiceState, health_ctx
+from msev15.handlers.mcp_endpoint import mcp_endpoint_ctx
 from msev15.handlers.metrics import app_gauges
 from msev15.handlers.ratelimit import rate_limit_middleware
 from msev15.handlers.tenancy import tenant_rate_middleware
@@ -110,7 +112,7 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
     app.cleanup_ctx.extend([events_ctx, topology_ctx, completed_turns_ctx, auth_ctx, sweeper_ctx, orders_ctx,
-                            tools_ctx, provider_ctx, mcp_ctx, runner_ctx, health_ctx])
+                            tools_ctx, provider_ctx, mcp_ctx, runner_ctx, mcp_endpoint_ctx, health_ctx])
     if install_tracing is not None:
         install_tracing(app)
     app.on_shutdown.append(_on_shutdown)

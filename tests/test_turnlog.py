@@ -48,6 +48,21 @@ async def test_get_is_scoped_to_tenant_and_session() -> None:
     assert log.get("t2", "s1", "a") is None and log.get("t1", "s2", "a") is None and log.get("t1", "s1", "b") is None
 
 
+async def test_a_task_lookup_by_turn_id_is_scoped_to_the_tenant_and_the_retention() -> None:
+    """What A2A reads: a turn by its id alone, and the tenant's turns in opening order."""
+    clock = Clock()
+    log = TurnLog(300, 1000, clock=clock)
+    _run(log, "a", 1, tenant="t1", session="s1")
+    _run(log, "b", 1, tenant="t2", session="s1")
+    _run(log, "c", 1, tenant="t1", session="s2")
+    found = await log.find_task("t1", "a")
+    assert found is not None and found.session_id == "s1"
+    assert await log.find_task("t2", "a") is None and await log.find_task("t1", "zz") is None
+    assert [r.turn_id for r in log.retained("t1")] == ["a", "c"]
+    clock.now += 301
+    assert await log.find_task("t1", "a") is None and log.retained("t1") == []
+
+
 async def test_readers_wait_for_new_events_and_the_end() -> None:
     log = TurnLog(300, 1000)
     record = log.open(_turn("a"))

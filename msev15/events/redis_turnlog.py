@@ -175,11 +175,17 @@ class RedisTurnLog(TurnLog):
             return local
         return await self._remote(tenant_id, session_id, turn_id)
 
+    async def find_task(self, tenant_id: str, turn_id: str) -> TurnView | None:
+        local = await super().find_task(tenant_id, turn_id)
+        if local is not None:
+            return local
+        return await self._remote(tenant_id, None, turn_id)
+
     @translated
-    async def _remote(self, tenant_id: str, session_id: str, turn_id: str) -> RemoteTurnRecord | None:
+    async def _remote(self, tenant_id: str, session_id: str | None, turn_id: str) -> RemoteTurnRecord | None:
         meta_key, _ = _keys(tenant_id, turn_id)
         meta = text_map(await self._redis.hgetall(meta_key))
-        if not meta or meta.get("tenant_id") != tenant_id or meta.get("session_id") != session_id:
+        if not meta or meta.get("tenant_id") != tenant_id or session_id not in (None, meta.get("session_id")):
             return None
         record = RemoteTurnRecord(self, turn_id, meta)
         if record.status not in _FINAL and not await self.owner_alive(record.owner) and await self.mark_lost(record):
@@ -234,6 +240,13 @@ class RemoteTurnRecord(TurnView):
                 else:
                     self.status, self.error = STOPPED.get(event.error, "failed"), event.error
                 return
+
+    @translated
+    async def catch_up(self) -> None:
+        if self.finished_at is None:
+            _, stream = _keys(self.tenant_id, self.turn_id)
+            start = "-" if self._last_id == "0-0" else f"({self._last_id}"
+            self._take(await self._log._redis.xrange(stream, start, "+"))
 
     @translated
     async def wait(self, after: int) -> None:

@@ -68,6 +68,11 @@ class TurnView:
     async def wait(self, after: int) -> None:
         raise NotImplementedError
 
+    async def catch_up(self) -> None:
+        """Hold every event the log has so far, without waiting for more (a turn run by another
+        instance is read lazily; one run here always is up to date)."""
+        return None
+
     async def outcome(self) -> TurnCompleted | TurnFailed:
         """Wait for the terminal event."""
         while (terminal := self.terminal) is None:
@@ -169,6 +174,18 @@ class TurnLog:
         if record is None or record.tenant_id != tenant_id or record.session_id != session_id:
             return None
         return record
+
+    def retained(self, tenant_id: str) -> list[TurnRecord]:
+        """This tenant's turns kept here, in the order they were opened (A2A's ListTasks)."""
+        self._expire()
+        return [record for record in self._turns.values() if record.tenant_id == tenant_id]
+
+    async def find_task(self, tenant_id: str, turn_id: str) -> TurnView | None:
+        """The turn by its id alone (an A2A task id names no session) if it is this tenant's;
+        a shared log also finds turns that other instances run."""
+        self._expire()
+        record = self._turns.get(turn_id)
+        return record if record is not None and record.tenant_id == tenant_id else None
 
     def start(self) -> None:
         """Nothing to start in one process (the shared log starts its writer here)."""

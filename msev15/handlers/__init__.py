@@ -6,7 +6,19 @@ import aiohttp_cors
 from aiohttp import hdrs, web
 
 from msev15.config import SETTINGS, Settings
-from msev15.handlers import agui, aisdk, chat, feedback, health, metrics, pending, sessions, turns
+from msev15.handlers import (
+    a2a_routes,
+    agui,
+    aisdk,
+    chat,
+    feedback,
+    health,
+    mcp_endpoint,
+    metrics,
+    pending,
+    sessions,
+    turns,
+)
 from msev15.handlers.docs import setup_docs
 from msev15.handlers.playground import setup_playground
 
@@ -32,6 +44,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/ai-sdk/chat", aisdk.chat)
     app.router.add_get("/api/v1/ai-sdk/chat/{id}/stream", aisdk.resume)
     feedback.setup_routes(app)
+    app.router.add_get(a2a_routes.CARD_PATH, a2a_routes.agent_card)  # public
+    app.router.add_post(a2a_routes.RPC_PATH, a2a_routes.rpc)
+    app.router.add_post(mcp_endpoint.MCP_PATH, mcp_endpoint.mcp)  # stateless: no GET stream, no DELETE
     setup_docs(app)
     if app[SETTINGS].playground_enabled:
         setup_playground(app)

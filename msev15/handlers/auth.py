@@ -1,6 +1,6 @@
 """Who is calling: AUTH_MODE=none | api_key | jwt.
 
-One middleware covers every route under ``/api/`` (and the docs with AUTH_PROTECT_DOCS), so a
+One middleware covers every route under ``/api/``, ``/a2a`` and ``/mcp`` (and the docs with AUTH_PROTECT_DOCS), so a
 route added later is protected without touching this module. It reads one credential
 (``Authorization: Bearer <credential>`` or ``X-API-Key: <key>``), resolves it to a
 :class:`Principal` and binds it to the request; handlers then take their tenant from
@@ -156,8 +156,13 @@ def _refusal(reason: str) -> ApiError:
                     headers={"WWW-Authenticate": 'Bearer realm="msev15"'})
 
 
+# The agent-to-agent endpoints (A2A JSON-RPC, MCP) take the same credentials as /api/.
+AGENT_PATHS = ("/a2a", "/mcp")
+
+
 def is_protected(path: str, settings: Settings) -> bool:
-    return path.startswith("/api/") or (settings.auth_protect_docs and path.startswith(DOCS_PATHS))
+    return (path.startswith("/api/") or path in AGENT_PATHS or path.startswith(tuple(p + "/" for p in AGENT_PATHS))
+            or (settings.auth_protect_docs and path.startswith(DOCS_PATHS)))
 
 
 def auth_middleware(settings: Settings, failures: FailureLimit | None = None) -> Callable[..., object]:

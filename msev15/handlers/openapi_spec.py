@@ -19,7 +19,9 @@ from apispec.yaml_utils import load_yaml_from_docstring
 from msev15 import __version__
 from msev15.common.tenancy import ID_PATTERN
 from msev15.config import Settings
+from msev15.handlers.agent_schemas import AGENT_SCHEMAS
 from msev15.handlers.approvals_openapi import extend as extend_for_approvals
+from msev15.handlers.auth import AGENT_PATHS
 from msev15.handlers.feedback_schemas import SCHEMAS as FEEDBACK_SCHEMAS
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 from msev15.handlers.validation import MESSAGE_PATTERN
@@ -229,14 +231,15 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _add_security(path: str, operation: dict[str, Any], settings: Settings) -> None:
-    """Under AUTH_MODE api_key or jwt every /api/ operation takes one of the two schemes (the auth
-    middleware covers the whole prefix); under none nothing is required and nothing is declared."""
-    if settings.auth_mode == "none" or not path.startswith("/api/"):
+    """Under AUTH_MODE api_key or jwt every /api/, /a2a and /mcp operation takes one of the two
+    schemes (the auth middleware covers them all); under none nothing is required or declared."""
+    if settings.auth_mode == "none" or not (path.startswith("/api/") or path in AGENT_PATHS):
         return
     operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
     responses = operation.setdefault("responses", {})
     responses.setdefault("401", _ref("Unauthorized"))
-    responses.setdefault("403", _ref("TenantMismatch"))
+    if path != "/a2a":  # A2A answers a tenant mismatch as a JSON-RPC error (invalid params)
+        responses.setdefault("403", _ref("TenantMismatch"))
 
 
 def _add_shared_errors(path: str, operation: dict[str, Any]) -> None:
@@ -264,7 +267,7 @@ def build_spec(routes: Iterable[web.AbstractRoute], settings: Settings) -> dict[
               "license": {"name": "MIT"}},
         servers=[{"url": "/"}],
     )
-    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **FEEDBACK_SCHEMAS})
+    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **FEEDBACK_SCHEMAS, **AGENT_SCHEMAS})
     schemas["ChatRequest"]["properties"]["message"]["maxLength"] = settings.max_message_chars
     extend_for_approvals(schemas)  # turns that wait: kept in their own module
     for name, schema in schemas.items():

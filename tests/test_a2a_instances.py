@@ -1,0 +1,97 @@
+"""A2A on two instances sharing one Redis: a task started on A is read, followed and cancelled
+through B (the shared turn log and coordination), and stays invisible to another tenant there."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from a2a.client import ClientConfig, create_client
+from a2a.client.client import Client
+from a2a.types import a2a_pb2 as pb
+from a2a.utils.errors import TaskNotFoundError
+from aiohttp.test_utils import TestClient
+
+from msev15.app import create_app
+from tests.complaints.server import eventually
+from tests.conftest import make_settings
+from tests.llm_server import Reply, ScriptedLLM
+from tests.redis_server import RedisServer
+from tests.test_a2a import ANSWER, base_url, kept, states, text_of, user_message
+
+Pair = Callable[[], Awaitable[tuple[TestClient[Any, Any], TestClient[Any, Any]]]]
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    async with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def pair(aiohttp_client: Any, tmp_path: Path, redis: RedisServer, llm: ScriptedLLM) -> Pair:
+    async def start() -> tuple[TestClient[Any, Any], TestClient[Any, Any]]:
+        clients = []
+        for name in ("a", "b"):
+            settings = make_settings(tmp_path / name, session_store="redis", redis_url=redis.url,
+                                     llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0)
+            clients.append(await aiohttp_client(await create_app(settings)))
+        return clients[0], clients[1]
+
+    return start
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
+    made: list[tuple[Client, httpx.AsyncClient]] = []
+
+    async def open_(url: str, headers: dict[str, str] | None = None) -> Client:
+        http = httpx.AsyncClient(headers={"A2A-Version": "1.0", **(headers or {})}, timeout=30)
+        client = await create_client(url, ClientConfig(streaming=True, httpx_client=http))
+        made.append((client, http))
+        return client
+
+    yield open_
+    for client, http in made:
+        await client.close()
+        await http.aclose()
+
+
+async def test_a_task_running_on_a_is_followed_read_and_cancelled_on_b(pair: Pair, llm: ScriptedLLM,
+                                                                       clients: Any) -> None:
+    a, b = await pair()
+    gate = asyncio.Event()
+    llm.push(Reply(ANSWER, gate=gate, gate_after=3))
+    on_a, on_b = await clients(base_url(a)), await clients(base_url(b))
+    stream = on_a.send_message(user_message("Where is my order?", "ctx-x", tenant_id="acme"))
+    task_id = kept(await anext(stream)).task.id
+    await eventually(lambda: llm.streams_started == 1, "the model stream started")
+    with pytest.raises(TaskNotFoundError):  # the default tenant, on B
+        await on_b.get_task(pb.GetTaskRequest(id=task_id))
+    followed = on_b.subscribe(pb.SubscribeToTaskRequest(id=task_id, tenant="acme"))
+    seen = [kept(await anext(followed))]
+    assert seen[0].task.status.state == pb.TASK_STATE_WORKING
+    gate.set()
+    seen += [kept(event) async for event in followed]
+    assert text_of(seen) == ANSWER and states(seen)[-1] == pb.TASK_STATE_COMPLETED
+    await stream.aclose()
+    task = await on_b.get_task(pb.GetTaskRequest(id=task_id, tenant="acme"))
+    assert task.status.state == pb.TASK_STATE_COMPLETED and task.artifacts[0].parts[0].text == ANSWER
+
+
+async def test_cancel_on_b_stops_the_task_running_on_a(pair: Pair, llm: ScriptedLLM, clients: Any) -> None:
+    a, b = await pair()
+    gate = asyncio.Event()
+    llm.push(Reply(ANSWER, gate=gate, gate_after=2))
+    on_a, on_b = await clients(base_url(a)), await clients(base_url(b))
+    stream = on_a.send_message(user_message("Where is my order?", "ctx-y"))
+    task_id = kept(await anext(stream)).task.id
+    await eventually(lambda: llm.streams_started == 1, "the model stream started")
+    cancelled = await on_b.cancel_task(pb.CancelTaskRequest(id=task_id))
+    assert cancelled.status.state == pb.TASK_STATE_CANCELED
+    rest = [kept(event) async for event in stream]
+    assert states(rest)[-1] == pb.TASK_STATE_CANCELED
