@@ -38,6 +38,7 @@ from msev15.handlers.a2a_tasks import FINAL_STATES, A2aTranslator, core_encode, 
 from msev15.handlers.chat import start_turn
 from msev15.handlers.errors import ApiError
 from msev15.handlers.jsonbody import json_response
+from msev15.handlers.pending import apply_decision
 from msev15.handlers.protocols import request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
 from msev15.handlers.streams import open_stream, relay
@@ -188,10 +189,13 @@ async def _send(call: Call, stream: bool) -> web.StreamResponse:
     wanted = incoming(message)
     if message.task_id:
         waited = await _task(call, message.task_id, tenant_id)
-        waiting = task_of(waited, include_artifacts=False).status.state == pb.TASK_STATE_INPUT_REQUIRED
-        raise a2a_errors.UnsupportedOperationError(
-            "continuing a task that waits for input (decisions, outputs) is not available on this deployment"
-            if waiting else "this task is not waiting for input: send a new message in its context, without taskId")
+        if task_of(waited, include_artifacts=False).status.state != pb.TASK_STATE_INPUT_REQUIRED:
+            raise a2a_errors.UnsupportedOperationError(
+                "this task is not waiting for input: send a new message in its context, without taskId")
+        if not wanted.answers:
+            raise a2a_errors.InvalidParamsError("a task in INPUT_REQUIRED takes a data part with decisions or "
+                                                "outputs; a new question is a new message without taskId")
+        return await _answer(call, waited, wanted, tenant_id, stream, req)
     if wanted.answers:
         raise a2a_errors.UnsupportedOperationError("decisions and outputs answer a task in INPUT_REQUIRED: "
                                                    "name it with taskId")
@@ -204,6 +208,35 @@ async def _send(call: Call, stream: bool) -> web.StreamResponse:
     if not req.configuration.return_immediately:
         await record.outcome()
     task = task_of(record)
+    if call.legacy:
+        return _result(call, legacy.task_json(task))
+    return _result(call, MessageToDict(pb.SendMessageResponse(task=task)))
+
+
+async def _answer(call: Call, waited: TurnView, wanted: Any, tenant_id: str, stream: bool,
+                  req: pb.SendMessageRequest) -> web.StreamResponse:
+    """Decide the waiting calls of ``waited`` (the same decisions the REST pending routes take);
+    the step's last decision starts the continuation turn, answered as its own task (same
+    context). Fewer answers than calls leave the task in INPUT_REQUIRED."""
+    app = call.request.app
+    answers = ([(d["call_id"], {k: v for k, v in d.items() if k != "call_id"}) for d in wanted.decisions]
+               + [(o["call_id"], {"output": o["output"]}) for o in wanted.outputs])
+    continuation = None
+    for call_id, body in answers:
+        try:
+            _, record = await apply_decision(app, tenant_id, waited.session_id, call_id, body, stream=stream,
+                                             counted=call.request.get(TENANT_COUNTED, False))
+        except ApiError as exc:  # pending_not_found, already_decided, a body that does not fit the call
+            raise a2a_errors.InvalidParamsError(f"{call_id[:128]}: {exc.message}", {"error": exc.error}) from None
+        continuation = record or continuation
+    if continuation is None:
+        task = task_of(waited)
+    else:
+        if stream:
+            return await _stream(call, continuation, 0, snapshot=True)
+        if not req.configuration.return_immediately:
+            await continuation.outcome()
+        task = task_of(continuation)
     if call.legacy:
         return _result(call, legacy.task_json(task))
     return _result(call, MessageToDict(pb.SendMessageResponse(task=task)))

@@ -69,7 +69,10 @@ def _end_status(view: TurnView, terminal: TurnCompleted | TurnFailed) -> pb.Task
         return pb.TaskStatus(state=state, message=_agent_message(view.turn_id, "status", [_part(text)]))
     wait = waiting(terminal)
     if wait is not None:
-        data = {"status": wait["status"], "pending": wait.get("pending", [])}
+        # The calls themselves ({kind, call_id, name, arguments}), as /chat's reply gives them: a
+        # caller decides on what it can see. The stream's done event lists only their ids.
+        assert isinstance(terminal, TurnCompleted)
+        data = {"status": wait["status"], "pending": [dict(call) for call in terminal.pending]}
         part = pb.Part(media_type="application/json")
         part.data.struct_value.update(data)
         return pb.TaskStatus(state=pb.TASK_STATE_INPUT_REQUIRED,
