@@ -12,10 +12,14 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Value
 
 from msev15.store.context import ORDERS
+from tests import test_a2a
 from tests.llm_server import Call, Reply, ScriptedLLM
-from tests.test_a2a import base_url, clients, events_of, rpc, send_params, user_message  # noqa: F401 (clients: fixture)
+from tests.test_a2a import base_url, events_of, rpc, send_params, user_message
 
 T = "default"
+
+# The real a2a-sdk clients, opened and closed by test_a2a's fixture.
+clients = test_a2a.clients
 
 
 def _decisions(task_id: str, context_id: str, *decisions: dict[str, Any]) -> pb.SendMessageRequest:
