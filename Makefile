@@ -48,7 +48,7 @@ test: $(DEV_STAMP) js
 # The conversation tests in evals/ against this service built in-process (the offline assistant
 # unless the environment or .env names a model), with the reference MCP servers.
 eval: $(RUN_STAMP)
-	$(BIN)/msev15 eval evals --with-reference-servers $(EVAL_ARGS)
+	TOOL_APPROVAL="$${TOOL_APPROVAL-update_order_status}" $(BIN)/msev15 eval evals --with-reference-servers $(EVAL_ARGS)
 
 # msev15/ is --strict; tests/ (and the benchmarks they import) check every body, without --strict
 # (pyproject.toml's override for them).

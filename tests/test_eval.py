@@ -90,6 +90,8 @@ def test_every_shipped_scenario_is_valid_and_the_suite_covers_the_areas() -> Non
     assert len(scenarios) >= 15
     tools = {c["name"] for s in scenarios for t in s.turns for c in t.expect.get("tool_calls", [])}
     assert {"get_order_by_id", "create_order", "register_complaint", "send_email", "sendemail"} <= tools
+    assert any(t.decide is not None for s in scenarios for t in s.turns)  # approvals are exercised
+    assert {t.expect.get("status") for s in scenarios for t in s.turns} >= {"waiting", "completed"}
 
 
 async def test_invalid_file_exits_2_with_file_and_line(tmp_path: Path) -> None:
@@ -136,10 +138,42 @@ async def test_the_shipped_suite_passes_with_the_offline_assistant(tmp_path: Pat
     env = {"LLM_PROVIDER": "offline", "ORDER_DB_PATH": str(tmp_path / "orders.db"), "ORDER_DB_SEED": "true",
            "EMAIL_OUTBOX_DIR": str(tmp_path / "outbox"), "COMPLAINTS_DB_PATH": str(tmp_path / "complaints.db"),
            "SESSION_STORE": "memory", "LOG_LEVEL": "WARNING", "LOG_TO_FILE": "false", "SMTP_SERVER": "",
-           "AUTH_MODE": "none", "MCP_SERVER_URL": "", "ESCALATION_MCP_URL": ""}
+           "AUTH_MODE": "none", "MCP_SERVER_URL": "", "ESCALATION_MCP_URL": "",
+           "TOOL_APPROVAL": "update_order_status"}  # the approval scenarios' rule
     report = tmp_path / "suite.json"
     code, out, err = await _eval(str(SUITE), "--with-reference-servers", "--report", str(report), cwd=tmp_path,
                                  env=env)
     assert code == 0, out + err
     results = json.loads(report.read_text())
     assert results["failed"] == 0 and results["passed"] >= 15
+
+
+DECIDING = """\
+name: a decision reaches the continuation
+turns:
+  - user: "Cancel order ORD-ZZZZZZZZ"
+    expect: {status: waiting, pending: [update_order_status]}
+  - decide: {approve: false, reason: "not now"}
+    expect: {status: completed, reply_contains: ["not now"]}
+"""
+NOTHING_TO_DECIDE = """\
+name: a decision with nothing pending
+turns:
+  - user: "hello"
+  - decide: {approve: true}
+"""
+
+
+async def test_a_decide_step_answers_the_waiting_calls_and_checks_the_continuation(
+        aiohttp_server: Any, tmp_path: Path) -> None:
+    server = await aiohttp_server(await create_app(make_settings(tmp_path, tool_approval=("update_order_status",))))
+    url = str(server.make_url("/"))
+    deciding = _write(tmp_path, "deciding.yaml", DECIDING)
+    nothing = _write(tmp_path, "nothing.yaml", NOTHING_TO_DECIDE)
+    report = tmp_path / "report.json"
+    code, out, err = await _eval(str(deciding), str(nothing), "--url", url, "--report", str(report), cwd=tmp_path)
+    assert code == 1, (out, err)
+    results = {s["name"]: s for s in json.loads(report.read_text())["scenarios"]}
+    assert results["a decision reaches the continuation"]["passed"] == 1
+    [failure] = results["a decision with nothing pending"]["failures"]
+    assert (failure["turn"], failure["expectation"], failure["got"]) == (2, "decide", "no pending calls")

@@ -283,3 +283,27 @@ async def test_serve_and_its_reference_servers_export_one_trace(tmp_path: Path, 
     escalation = next(s for s in receiver.named("tools/call sendemail") if s.kind == "SERVER")
     assert escalation.service == "msev15-escalation"
     assert [s.parent_id for s in receiver.named("POST /api/v1/chat")] == [CALLER_SPAN, CALLER_SPAN]
+
+
+async def test_a_continuation_links_to_the_turn_it_continues(aiohttp_client, tmp_path: Path,
+                                                             receiver: OtlpReceiver) -> None:
+    """An approval's continuation turn is its own invoke_agent span, linked to the paused one."""
+    async with ScriptedLLM() as llm:
+        llm.push(Reply(tool_calls=[Call("update_order_status", {"order_id": "ORD-ZZZZZZZZ", "status": "cancelled"},
+                                        "c-upd")]), Reply("It stays as it is."))
+        client = await _client(aiohttp_client, tmp_path, receiver.config(), llm_provider="openai",
+                               openai_base_url=llm.url + "/v1", openai_model="gpt-test",
+                               tool_approval=("update_order_status",))
+        events = await _stream(client, "Cancel ORD-ZZZZZZZZ")
+        assert events[-1]["status"] == "waiting"
+        decided = await client.post("/api/v1/sessions/s1/pending/c-upd", params={"tenant_id": "acme"},
+                                    json={"approve": False, "reason": "no"})
+        turn_id = (await decided.json())["turn_id"]
+        resp = await client.get(f"/api/v1/sessions/s1/turns/{turn_id}/events", params={"tenant_id": "acme"})
+        assert sse_events(await resp.text())[-1]["type"] == "done"
+        await _flush(client)
+    paused, continued = sorted(receiver.named("invoke_agent CustomerServiceAgent"),
+                               key=lambda s: s.attributes["msev15.turn_id"] == turn_id)
+    assert continued.attributes["msev15.turn_id"] == turn_id
+    assert continued.links == [paused.span_id]
+    assert paused.links == []

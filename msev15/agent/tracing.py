@@ -112,8 +112,12 @@ class TracedExecution(TurnExecution):
     async def run(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
         spans = self.spans
         parent = spans.parents.pop(turn.turn_id, None)
+        # A continuation (its waiting calls were decided) links to the turn it continues, when
+        # this instance ran that one recently (the paused turn's span context is not stored).
+        paused = spans.logs.turns.get(turn.resumes) if turn.resumes else None
+        links = [trace.Link(paused, {"msev15.link": "continues"})] if paused is not None and paused.is_valid else None
         with spans.tracer.start_as_current_span(
-                f"invoke_agent {AGENT_NAME}", parent, kind=SpanKind.INTERNAL, record_exception=False,
+                f"invoke_agent {AGENT_NAME}", parent, kind=SpanKind.INTERNAL, record_exception=False, links=links,
                 attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": AGENT_NAME,
                             "gen_ai.conversation.id": turn.session_id, "msev15.tenant_id": turn.tenant_id,
                             "msev15.turn_id": turn.turn_id}) as span:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -22,6 +23,7 @@ class TurnResult:
     tool_calls: list[tuple[str, Any]] = field(default_factory=list)  # (name, arguments), in order
     status: str = "failed"  # completed, waiting, with_human or failed
     pending: list[str] = field(default_factory=list)  # tools waiting for a decision
+    waiting: list[dict[str, Any]] = field(default_factory=list)  # their input_required events
     error: str | None = None  # the error event's (or the refusal's) code and message
     turn_id: str | None = None
 
@@ -48,10 +50,39 @@ class EvalClient:
         body: dict[str, Any] = {"session_id": session_id, "message": message}
         if tenant or self.tenant:
             body["tenant_id"] = tenant or self.tenant
+        return await self._read(self._http.post(self.url + "/api/v1/chat/stream", json=body,
+                                                 headers={"Accept": "text/event-stream"}))
+
+    async def decide(self, session_id: str, waiting: list[dict[str, Any]], decision: dict[str, Any],
+                     tenant: str | None = None) -> TurnResult:
+        """Decide every call of ``waiting`` (the previous turn's ``input_required`` events) the same
+        way, through ``POST /api/v1/sessions/{id}/pending/{call_id}``; then follow the continuation
+        turn the last decision started, as a client would."""
+        assert self._http is not None, "use EvalClient in 'async with'"
+        tenant = tenant or self.tenant
+        query = {"tenant_id": tenant} if tenant else {}
+        base = f"{self.url}/api/v1/sessions/{quote(session_id, safe='')}"
+        turn_id: str | None = None
+        try:
+            for call in waiting:
+                body = dict(decision) if call.get("kind") == "approval" else {"output": decision}
+                async with self._http.post(f"{base}/pending/{quote(str(call.get('call_id')), safe='')}",
+                                           json=body, params=query) as resp:
+                    if resp.status != 202:
+                        return TurnResult(error=f"HTTP {resp.status}: {_said(await resp.text())}")
+                    turn_id = (await resp.json()).get("turn_id") or turn_id
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return TurnResult(error=f"{type(exc).__name__}: {exc}")
+        if turn_id is None:
+            return TurnResult(error="the decisions started no continuation turn")
+        return await self._read(self._http.get(f"{base}/turns/{quote(turn_id, safe='')}/events", params=query,
+                                               headers={"Accept": "text/event-stream"}))
+
+    async def _read(self, request: Any) -> TurnResult:
+        """A turn's stream, read to its terminal event."""
         result = TurnResult()
         try:
-            async with self._http.post(self.url + "/api/v1/chat/stream", json=body,
-                                       headers={"Accept": "text/event-stream"}) as resp:
+            async with request as resp:
                 if resp.status != 200:
                     text = await resp.text()
                     result.error = f"HTTP {resp.status}: {_said(text)}"
@@ -80,9 +111,11 @@ def _take(result: TurnResult, event: dict[str, Any]) -> None:
         result.reply += str(event.get("content", ""))
     elif kind == "tool_call":
         result.tool_calls.append((str(event.get("name")), event.get("arguments")))
+    elif kind == "input_required":  # a call that waits: its name, id, kind and arguments
+        result.waiting.append(event)
+        result.pending.append(str(event.get("name")))
     elif kind == "done":
         result.status = str(event.get("status") or "completed")
-        result.pending = [str(p.get("name")) for p in event.get("pending") or [] if isinstance(p, dict)]
     elif kind == "error":
         result.status = "failed"
         result.error = f"{event.get('error')}: {event.get('message')}"

@@ -19,8 +19,6 @@ from msev15.evals.checks import Miss, check, pass_hat_k
 from msev15.evals.client import EvalClient, TurnResult
 from msev15.evals.scenario import Scenario
 
-DECIDE_UNSUPPORTED = "this service has no pending tool calls to decide (approvals are not available)"
-
 
 @dataclass
 class Failure:
@@ -49,12 +47,12 @@ async def run_trial(client: EvalClient, scenario: Scenario, trial: int) -> list[
     session = f"eval-{secrets.token_hex(6)}"
     previous: TurnResult | None = None
     for index, turn in enumerate(scenario.turns, start=1):
-        if turn.user is None:  # a decision on the previous turn's pending calls
-            # Approvals (waiting turns and their decisions) are not in this service yet: a decide
-            # step can only fail, and says why. The format is ready for them.
-            got = "no pending calls" if previous is None or not previous.pending else DECIDE_UNSUPPORTED
-            return [Failure(trial, index, "decide", got)]
-        result = await client.say(session, turn.user, scenario.tenant)
+        if turn.user is None:  # a decision on every pending call of the previous turn
+            if previous is None or not previous.waiting:
+                return [Failure(trial, index, "decide", "no pending calls")]
+            result = await client.decide(session, previous.waiting, turn.decide or {}, scenario.tenant)
+        else:
+            result = await client.say(session, turn.user, scenario.tenant)
         misses: list[Miss] = check(turn.expect, result)
         if misses:
             return [Failure(trial, index, m.expectation, m.got) for m in misses]

@@ -108,6 +108,8 @@ def _complaints(capability: str | None, payload: dict[str, Any]) -> str | None:
 def describe(capability: str | None, payload: Any, args: dict[str, Any]) -> str:
     if isinstance(payload, dict) and "error" in payload and len(payload) == 1:
         return f"I couldn't complete that: {payload['error']}"
+    if isinstance(payload, dict) and payload.get("declined") is True:  # a call that waited and was not run
+        return f"I did not do that: {payload.get('message') or 'it was declined'} (reason: {payload.get('reason')})."
     if isinstance(payload, dict):
         found = _orders(capability, payload) or _mail(capability, payload, args) or _complaints(capability, payload)
         if found:
