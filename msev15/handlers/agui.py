@@ -209,9 +209,10 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     thread_id, run_id, message, forwarded_tenant = parse_run_input(body, request.app[SETTINGS].max_message_chars)
     tenant_id = request_tenant(request, forwarded_tenant)
+    declared = body.get("tools") or []
     tools = client_tools([{k: t.get(k) for k in ("name", "description", "parameters") if k in t}
-                          if isinstance(t, dict) else t for t in body.get("tools") or []],
-                         request.app[REGISTRY].tools())
+                          if isinstance(t, dict) else t for t in declared],
+                         request.app[REGISTRY].tools()) if declared else ()
     counted = request.get(TENANT_COUNTED, False)
     try:
         answers = (resume_answers(body["resume"]) if body.get("resume") else

@@ -216,7 +216,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     session_id, message = parse_chat(body, request.app[SETTINGS].max_message_chars)
     tenant_id = request_tenant(request)
-    tools = client_tools(body.get("tools"), request.app[REGISTRY].tools())
+    raw_tools = body.get("tools")  # the registry's names only for a request that declares tools
+    tools = client_tools(raw_tools, request.app[REGISTRY].tools()) if raw_tools is not None else ()
     counted = request.get(TENANT_COUNTED, False)
     answers = ui_answers(body["messages"], await request.app[PENDING].get(tenant_id, session_id))
     found = None

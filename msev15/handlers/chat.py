@@ -73,7 +73,8 @@ async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, 
     body = await json_object(request)
     raw_tools = body.pop("tools", None)  # the caller's own tools (handlers/client_tools.py)
     chat = chat_request(request, body, request.app[SETTINGS].max_message_chars)
-    tools = client_tools(raw_tools, request.app[REGISTRY].tools())
+    # The registry's names are built only for a request that declares tools: most declare none.
+    tools = client_tools(raw_tools, request.app[REGISTRY].tools()) if raw_tools is not None else ()
     return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
                                   if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False), tools=tools)
 
