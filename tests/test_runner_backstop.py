@@ -107,3 +107,30 @@ async def test_a_turn_its_task_left_open_ends_once_for_every_reader(
     nxt = await client.post("/api/v1/chat", json={"session_id": "s", "message": "again", "if_busy": "reject"})
     assert nxt.status == 200, await nxt.text()
     assert (await nxt.json())["message_count"] == 2  # the failed turn left nothing in the history
+
+
+async def _started(client: TestClient, session: str) -> Any:
+    """A turn accepted and handed a task by the scheduler, whose task has not run a step yet
+    (nothing below awaits between the publish and the return)."""
+    from msev15.handlers.chat import start_turn
+
+    record = await start_turn(client.app, "default", session, "hello", stream=True)
+    assert client.app[RUNNER].running == 1 and not record.events
+    return record
+
+
+@pytest.mark.parametrize(("hard", "reason"), [(False, "cancelled"), (True, "shutting_down")])
+async def test_a_turn_stopped_before_its_task_ran_still_ends_once(aiohttp_client: Any, tmp_path: Path,
+                                                                  hard: bool, reason: str) -> None:
+    """A stop can reach a turn the scheduler just started (a session cancel relayed from another
+    instance lands right after the previous turn ended): a task cancelled before its first step
+    never runs the code that ends the turn, and its readers waited forever."""
+    client: TestClient = await aiohttp_client(await create_app(make_settings(tmp_path)))
+    record = await _started(client, "s-stop")
+    assert client.app[RUNNER].stop(record, reason, hard=hard)
+    async with asyncio.timeout(READ_BOUND):
+        outcome = await record.outcome()
+    assert (type(outcome).__name__, outcome.error) == ("TurnFailed", reason)
+    assert [type(e).__name__ for e in record.events] == ["TurnFailed"]  # one end, nothing else
+    reply = await client.post("/api/v1/chat", json={"session_id": "s-stop", "message": "again"})
+    assert reply.status == 200  # the session takes its next turn

@@ -94,6 +94,9 @@ class TurnExecution:
             started_at = time.time()
             user_text = turn.message
             try:
+                progress.phase = "model"
+                if progress.stop_reason is not None:  # stopped before this task first ran
+                    raise TurnStopped(progress.stop_reason)
                 if self.coordination is not None:  # across instances: wait for the session, take its fence
                     FENCE.set(await self.coordination.acquire(turn))
                 emit = partial(self.host.emit, record)

@@ -65,7 +65,9 @@ class TurnProgress:
         self.streamed: list[str] = []
         self.steps: list[dict[str, Any]] = []
         self.usage: dict[str, int] | None = None
-        self.phase: Literal["model", "tools", "commit"] = "model"
+        # "starting" until the turn's task first runs: a stop then is noticed by the task itself
+        # (a task cancelled before its first step would never run the code that ends the turn).
+        self.phase: Literal["starting", "model", "tools", "commit"] = "starting"
         self.stop_reason: str | None = None
         self.pending: tuple[tuple[ToolCallRequest, ...], dict[str, ToolResult], str | None] | None = None
         self.output_chars = 0  # text and tool-call arguments the model produced in this turn

@@ -188,11 +188,20 @@ class AgentRunner:
             task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        key = self._running.pop(task.get_name().removeprefix(TASK_PREFIX)).key
+        turn_id = task.get_name().removeprefix(TASK_PREFIX)
+        running = self._running.pop(turn_id)
+        key = running.key
         del self._running_of[key]
         self._queue.done(key)
         if not task.cancelled() and task.exception() is not None:  # the execution ends every turn itself
             log.error("turn task failed", exc_info=task.exception())
+        record = self._open.get(turn_id)
+        if record is not None and not record.finished:
+            # Cancelled before its first step (the shutdown deadline's hard stop): the execution
+            # never ran, so nothing ended the turn. Its readers still get their one end.
+            reason = running.progress.stop_reason or "shutting_down"
+            message, status = STOP_MESSAGES[reason]
+            self.fail(record, reason, message, status)
         self._pump()
 
     # --- ending a turn (called by the turn's execution) ---------------------------------------
