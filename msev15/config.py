@@ -153,6 +153,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("JWT_ISSUER", "", single_line, "Required 'iss' of tokens.", _S),
     Var("JWT_AUDIENCE", "", single_line, "Required 'aud' of tokens.", _S),
     Var("JWT_TENANT_CLAIM", "tenant_id", single_line, "The claim that names the caller's tenant.", _S),
+    Var("JWT_ROLES_CLAIM", "roles", single_line,
+        "The claim that holds the caller's roles (a string or a list: customer, operator, admin).", _S),
+    Var("APPROVAL_BY", "anyone", one_of("anyone", "operator"),
+        "Who decides pending tool-call approvals: anyone of the tenant, or an operator (or admin).", _S),
     Var("AUTH_PROTECT_DOCS", "false", boolean, "Require a credential for /docs, /redoc and /openapi.json too.", _S),
     Var("AUTH_MAX_FAILURES_PER_MINUTE", "20", int_between(1, 1_000_000),
         "Failed authentications per client IP per minute; beyond it 429.", _S),
@@ -275,6 +279,8 @@ class Settings:
     jwt_issuer: str
     jwt_audience: str
     jwt_tenant_claim: str
+    jwt_roles_claim: str
+    approval_by: str
     auth_protect_docs: bool
     auth_max_failures_per_minute: int
     llm_provider: str
