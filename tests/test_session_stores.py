@@ -551,11 +551,14 @@ def _person(text: str, clock: Clock, name: str = "Alice") -> Message:
 async def test_a_session_has_a_mode(open_store: OpenStore, clock: Clock) -> None:
     store = await open_store()
     assert not await store.set_mode("t", "s", "human")  # no session yet
+    assert await store.mode("t", "s") is None
     await _commit(store, clock, "t", "s", "one")
     await _commit(store, clock, "t", "other", "two")
     got = await store.get("t", "s")
-    assert got is not None and got.mode == "agent"
+    assert got is not None and got.mode == "agent" and await store.mode("t", "s") == "agent"
     assert await store.set_mode("t", "s", "waiting_for_human", expect="agent")
+    assert await store.mode("t", "s") == "waiting_for_human"
+    assert await store.mode("u", "s") is None
     assert not await store.set_mode("t", "s", "human", expect="agent")  # it is not "agent" any more
     got = await store.get("t", "s")
     assert got is not None and got.mode == "waiting_for_human"

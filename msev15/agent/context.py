@@ -17,6 +17,7 @@ from msev15.agent.providers import make_provider
 from msev15.agent.providers.base import Provider
 from msev15.agent.runner import AgentRunner
 from msev15.agent.tools.email import email_tools
+from msev15.agent.tools.handoff import handoff_tools
 from msev15.agent.tools.mailer import Mailer
 from msev15.agent.tools.orders import order_tools
 from msev15.agent.tools.registry import ToolRegistry
@@ -47,6 +48,8 @@ async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
     if mailer.status == "invalid":
         log.error("Email tools disabled: %s", mailer.problem)
     registry.add_many(email_tools(mailer))
+    if settings.handoff_enabled:
+        registry.add_many(handoff_tools())
     yield
 
 

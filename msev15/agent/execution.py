@@ -18,6 +18,7 @@ from typing import Any, Final, Protocol
 
 from msev15.agent.budget import fit_context
 from msev15.agent.coordination import Coordination
+from msev15.agent.handoff import WITH_HUMAN, begin_handoff
 from msev15.agent.loop import TurnProgress, TurnStopped, run_turn
 from msev15.agent.providers.base import LLMError, Provider
 from msev15.agent.tools.registry import ServiceUnavailable, ToolRegistry
@@ -55,7 +56,7 @@ class TurnBook(Protocol):
              retry_after: float | None = None, detail: str | None = None) -> None: ...
 
     def complete(self, turn: TurnRequested, record: TurnRecord, answer: str, count: int,
-                 usage: dict[str, int] | None) -> None: ...
+                 usage: dict[str, int] | None, status: str | None = None) -> None: ...
 
 
 class TurnExecution:
@@ -122,7 +123,16 @@ class TurnExecution:
                 log.exception("could not save the turn")
                 self.host.fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)
                 return
-            self.host.complete(turn, record, answer, count, progress.usage)
+            ending: str | None = None
+            if progress.handoff is not None:  # a person takes over (agent/handoff.py)
+                try:
+                    await begin_handoff(self.sessions, turn, partial(self.host.emit, record), progress.handoff)
+                except Exception:
+                    log.exception("could not hand the session over")
+                    self.host.fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)
+                    return
+                ending = WITH_HUMAN
+            self.host.complete(turn, record, answer, count, progress.usage, ending)
         finally:
             if self.host.is_open(turn.turn_id) and not record.finished:  # a backstop: readers never hang on a bug
                 log.error("turn %s left open by its task; ending it", turn.turn_id)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from msev15.agent.providers.base import LLMError, ModelReply, Provider, ToolCallRequest
+from msev15.agent.tools.handoff import HANDOFF_TOOL
 from msev15.agent.tools.registry import ToolContext, ToolRegistry, ToolResult
 from msev15.events.types import Token, ToolCalled, ToolFinished, TurnEvent, TurnRequested
 
@@ -26,6 +27,8 @@ TOO_MANY_ROUNDS = (
     "I'm sorry — this request needed more steps than I'm allowed to take in one turn, so I stopped "
     "here. Please split it into smaller requests or tell me which part to do first."
 )
+
+HANDOFF_NOTE = "I'm handing this conversation to a person on our support team. They will reply here."
 
 Emit = Callable[[TurnEvent], None]
 
@@ -38,7 +41,8 @@ class TurnProgress:
     """What a turn has done so far. ``steps`` holds only whole tool rounds (the assistant's call
     message and every result); ``pending`` the round whose tools are running now."""
 
-    __slots__ = ("streamed", "steps", "usage", "phase", "stop_reason", "pending", "output_chars", "first_token_at")
+    __slots__ = ("streamed", "steps", "usage", "phase", "stop_reason", "pending", "output_chars", "first_token_at",
+                 "handoff")
 
     def __init__(self) -> None:
         self.streamed: list[str] = []
@@ -49,6 +53,7 @@ class TurnProgress:
         self.pending: tuple[tuple[ToolCallRequest, ...], dict[str, ToolResult], str | None] | None = None
         self.output_chars = 0  # text and tool-call arguments the model produced in this turn
         self.first_token_at: float | None = None  # time.monotonic() of the turn's first token
+        self.handoff: dict[str, Any] | None = None  # the arguments of a successful handoff_to_human call
 
     @property
     def answer(self) -> str:
@@ -149,6 +154,8 @@ async def _tool_round(reply: ModelReply, registry: ToolRegistry, ctx: ToolContex
         emit(ToolFinished(*ids, call.name, call.id, result.ok, error))
 
     await asyncio.gather(*(run(call) for call in calls))
+    progress.handoff = progress.handoff or next(
+        (_arguments(c.arguments) for c in calls if c.name == HANDOFF_TOOL and results[c.id].ok), None)
     round_messages = _round_messages(reply.text, calls, results)
     progress.steps.extend(round_messages)
     progress.pending = None
@@ -188,6 +195,12 @@ async def run_turn(
         if not reply.tool_calls:
             return progress.answer
         messages.extend(await _tool_round(reply, registry, ctx, progress, emit, ids))
+        if progress.handoff is not None:  # a person takes over: the model says nothing more
+            if not progress.streamed:
+                progress.streamed.append(HANDOFF_NOTE)
+                if emit_token is not None:
+                    emit_token(HANDOFF_NOTE)
+            return progress.answer
 
     if progress.stop_reason is not None:
         raise TurnStopped(progress.stop_reason)

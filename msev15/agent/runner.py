@@ -175,11 +175,11 @@ class AgentRunner:
         return turn_id in self._open
 
     def complete(self, turn: TurnRequested, record: TurnRecord, answer: str, count: int,
-                 usage: dict[str, int] | None) -> None:
+                 usage: dict[str, int] | None, status: str | None = None) -> None:
         self.completed += 1
         elapsed, ttft = self._timing(record)
         self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                           answer, count, usage, elapsed, ttft))
+                                           answer, count, usage, elapsed, ttft, status))
 
     def _timing(self, record: TurnRecord) -> tuple[float, float | None]:
         """Seconds from acceptance to now and to the first token (None without one), for metrics."""

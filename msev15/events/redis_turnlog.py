@@ -28,6 +28,7 @@ from typing import Any
 from msev15.events.redis_writethrough import SharedTurnRecord, TurnWriter
 from msev15.events.turnlog import STOPPED, TurnLog, TurnRecord, TurnStatus, TurnView
 from msev15.events.types import (
+    Handoff,
     Token,
     ToolCalled,
     ToolFinished,
@@ -45,8 +46,8 @@ RUNNING_TTL_SECONDS = 86_400
 READ_BLOCK_MS = 1000
 TURN_LOST_MESSAGE = "The instance running this turn stopped before it finished. Please retry."
 
-_KINDS: dict[str, type[TurnEvent]] = {k.__name__: k for k in (Token, ToolCalled, ToolFinished, TurnCompleted,
-                                                                TurnFailed)}
+_KINDS: dict[str, type[TurnEvent]] = {k.__name__: k for k in (Token, ToolCalled, ToolFinished, Handoff,
+                                                                TurnCompleted, TurnFailed)}
 _FINAL = ("completed", "failed", "cancelled", "interrupted")
 
 # KEYS: meta, stream; ARGV: terminal event JSON, retention seconds. Ends a turn whose owner died,

@@ -46,12 +46,22 @@ class ToolFinished(TurnEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Handoff(TurnEvent):
+    """The session now waits for a person (or tells a customer who is already with one)."""
+
+    mode: str
+    reason: str = ""
+    summary: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnCompleted(TurnEvent):
     message: str
     message_count: int
     usage: dict[str, int] | None = None
     elapsed: float = 0.0  # seconds from acceptance to the end (metrics; not sent to clients)
     ttft: float | None = None  # seconds from acceptance to the first token, if any
+    status: str | None = None  # "with_human" when the turn handed the session to a person
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,7 @@ class TurnFailed(TurnEvent):
 
 
 TERMINAL = (TurnCompleted, TurnFailed)
-CLIENT_EVENTS = (Token, ToolCalled, ToolFinished, TurnCompleted, TurnFailed)
+CLIENT_EVENTS = (Token, ToolCalled, ToolFinished, Handoff, TurnCompleted, TurnFailed)
 
 
 def retry_after_seconds(seconds: float) -> int:
@@ -87,11 +97,16 @@ def to_wire(event: TurnEvent) -> dict[str, Any]:
             # MCP server's own message), so clients get only ``ok``.
             return {"type": "tool_result", "name": event.name, "call_id": event.call_id,
                     "ok": event.ok, "session_id": event.session_id}
+        case Handoff():
+            return {"type": "handoff", "mode": event.mode, "reason": event.reason, "summary": event.summary,
+                    "session_id": event.session_id}
         case TurnCompleted():
             wire: dict[str, Any] = {"type": "done", "session_id": event.session_id,
                                     "message_count": event.message_count, "turn_id": event.turn_id}
             if event.usage:
                 wire["usage"] = event.usage
+            if event.status is not None:
+                wire["status"] = event.status
             return wire
         case TurnFailed():
             failed: dict[str, Any] = {"type": "error", "error": event.error, "message": event.message,

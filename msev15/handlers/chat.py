@@ -23,6 +23,7 @@ from msev15.events.types import (
 )
 from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
+from msev15.handlers.handoff_chat import held_json, held_stream, hold_for_person
 from msev15.handlers.jsonbody import json_response
 from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
 from msev15.handlers.streams import SseTranslator, open_stream, relay
@@ -65,10 +66,13 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
     return record
 
 
-async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
-    chat = chat_request(request, await json_object(request), request.app[SETTINGS].max_message_chars)
-    return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
-                                  if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False))
+async def _chat_request(request: web.Request) -> ChatRequest:
+    return chat_request(request, await json_object(request), request.app[SETTINGS].max_message_chars)
+
+
+async def _start_turn(request: web.Request, chat: ChatRequest, stream: bool) -> TurnRecord:
+    return await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
+                            if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False))
 
 
 async def _outcome_unless_gone(request: web.Request, record: TurnRecord) -> TurnCompleted | TurnFailed:
@@ -130,7 +134,11 @@ async def chat(request: web.Request) -> web.Response:
       "502": {$ref: "#/components/responses/ModelError"}
       "503": {$ref: "#/components/responses/Unavailable"}
     """
-    chat_req, record = await _start_turn(request, stream=False)
+    chat_req = await _chat_request(request)
+    held = await hold_for_person(request, chat_req)  # a person has the session: stored, no turn
+    if held is not None:
+        return json_response(held_json(chat_req, held))
+    record = await _start_turn(request, chat_req, stream=False)
     event = await _outcome_unless_gone(request, record)
     if isinstance(event, TurnFailed):
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
@@ -184,7 +192,11 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
       "429": {$ref: "#/components/responses/TenantBusy"}
       "503": {$ref: "#/components/responses/Unavailable"}
     """
-    _, record = await _start_turn(request, stream=True)
+    chat_req = await _chat_request(request)
+    held = await hold_for_person(request, chat_req)  # a person has the session: stored, no turn
+    if held is not None:
+        return await held_stream(request, chat_req, held)
+    record = await _start_turn(request, chat_req, stream=True)
     async with open_stream(request, record) as resp:
         await relay(record, resp, SseTranslator(record))
     return resp

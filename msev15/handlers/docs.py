@@ -60,9 +60,14 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "ChatResponse": {
         "type": "object",
         "required": ["session_id", "message", "timestamp", "message_count", "tenant_id"],
-        "properties": {"session_id": _ID, "message": {"type": "string"}, "timestamp": _TS,
-                       "message_count": {"type": "integer"}, "tenant_id": _ID,
-                       "turn_id": {"type": "string", "description": "The turn's id (status, events)."}},
+        "properties": {"session_id": _ID, "message": {"type": "string", "nullable": True,
+                                                      "description": "null while a person holds the session."},
+                       "timestamp": _TS, "message_count": {"type": "integer"}, "tenant_id": _ID,
+                       "turn_id": {"type": "string", "description": "The turn's id (status, events)."},
+                       "status": {"type": "string", "enum": ["with_human"],
+                                  "description": "A person holds the session: the message was stored for them, "
+                                                 "no turn ran."},
+                       "mode": {"$ref": "#/components/schemas/Mode"}},
     },
     "TurnStatus": {
         "type": "object",
@@ -86,7 +91,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["id", "data"],
         "properties": {"id": {"type": "string", "pattern": "^[^:]+:[0-9]+$", "example": "t1:3"},
                        "data": {"type": "string",
-                                "pattern": '^[{]"type": "(token|tool_call|tool_result|done|error)"'}},
+                                "pattern": '^[{]"type": "(token|tool_call|tool_result|handoff|done|error)"'}},
     },
     "Error": {
         "type": "object",
@@ -108,13 +113,14 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["role", "content", "timestamp"],
         "properties": {"role": {"type": "string", "enum": ["user", "assistant"]},
-                       "content": {"type": "string"}, "timestamp": _TS},
+                       "content": {"type": "string"}, "timestamp": _TS,
+                       "author": {"$ref": "#/components/schemas/HumanAuthor"}},
     },
     "History": {
         "type": "object",
         "required": ["session_id", "tenant_id", "message_count", "created_at", "last_activity", "messages"],
         "properties": {"session_id": _ID, "tenant_id": _ID, "message_count": {"type": "integer"},
-                       "created_at": _TS, "last_activity": _TS,
+                       "created_at": _TS, "last_activity": _TS, "mode": {"$ref": "#/components/schemas/Mode"},
                        "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}},
     },
     "Deleted": {
@@ -126,7 +132,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["session_id", "message_count", "created_at", "last_activity"],
         "properties": {"session_id": _ID, "message_count": {"type": "integer"}, "created_at": _TS,
-                       "last_activity": _TS},
+                       "last_activity": _TS, "mode": {"$ref": "#/components/schemas/Mode"}},
     },
     "SessionList": {
         "type": "object",
@@ -143,18 +149,36 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     # The JSON object in the `data:` line of each Server-Sent Event of /api/v1/chat/stream.
     "StreamEvent": {
         "oneOf": [{"$ref": f"#/components/schemas/{n}"}
-                  for n in ("TokenEvent", "ToolCallEvent", "ToolResultEvent", "DoneEvent", "ErrorEvent")],
+                  for n in ("TokenEvent", "ToolCallEvent", "ToolResultEvent", "HandoffEvent", "DoneEvent",
+                            "ErrorEvent")],
         "discriminator": {"propertyName": "type", "mapping": {
             "token": "#/components/schemas/TokenEvent", "tool_call": "#/components/schemas/ToolCallEvent",
             "tool_result": "#/components/schemas/ToolResultEvent", "done": "#/components/schemas/DoneEvent",
+            "handoff": "#/components/schemas/HandoffEvent",
             "error": "#/components/schemas/ErrorEvent"}},
     },
     "TokenEvent": _event("token", {"content": {"type": "string"}}),
     "ToolCallEvent": _event("tool_call", {"name": {"type": "string"}, "call_id": {"type": "string"}, "arguments": {}}),
     "ToolResultEvent": _event("tool_result", {"name": {"type": "string"}, "call_id": {"type": "string"},
                                               "ok": {"type": "boolean"}}),
-    "DoneEvent": _event("done", {"message_count": {"type": "integer"}, "turn_id": {"type": "string"}},
-                        {"usage": {"type": "object", "additionalProperties": {"type": "integer"}}}),
+    "DoneEvent": _event("done", {"message_count": {"type": "integer"}},
+                        {"turn_id": {"type": "string", "description": "Absent only when no turn ran (a person "
+                                                                      "holds the session)."},
+                         "usage": {"type": "object", "additionalProperties": {"type": "integer"}},
+                         "status": {"type": "string", "enum": ["with_human"],
+                                    "description": "The session is a person's: the turn handed it over, or the "
+                                                   "message was stored for them."}}),
+    # --- human handoff (issue 24) -------------------------------------------------------------------
+    "Mode": {"type": "string", "enum": ["agent", "waiting_for_human", "human"],
+             "description": "Who answers the session: the agent, nobody yet (a person was asked for), a person."},
+    "HumanAuthor": {"type": "object", "required": ["type", "id", "name"],
+                    "description": "On a message a person (an operator) wrote.",
+                    "properties": {"type": {"type": "string", "enum": ["human"]}, "id": {"type": "string"},
+                                   "name": {"type": "string"}}},
+    "HandoffEvent": _event("handoff", {"mode": {"$ref": "#/components/schemas/Mode"}},
+                           {"reason": {"type": "string", "description": "Why the agent asked for a person."},
+                            "summary": {"type": "string", "description": "The agent's summary for the operator."}}),
+    # --- end of human handoff ---------------------------------------------------------------------
     "ErrorEvent": _event("error", {"error": {"type": "string", "description":
                                              "cancelled, interrupted, shutting_down, llm_error, ..."},
                                    "message": {"type": "string"}, "request_id": {"type": "string"},

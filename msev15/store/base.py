@@ -95,6 +95,11 @@ class Sessions(Protocol):
         person holds the session), under the same caps as a turn; the visible message count."""
         ...
 
+    async def mode(self, tenant_id: str, session_id: str) -> str | None:
+        """The session's mode, or None when there is no such session: one small read (every chat
+        asks it first, while handoff is enabled)."""
+        ...
+
     async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
         """Set who answers the session (``agent``, ``waiting_for_human``, ``human``), atomically and
         only if its mode is ``expect`` when given. False when the session is unknown or the mode

@@ -31,6 +31,9 @@ class MemorySessions:
                               started_at: float) -> int:
         return self.store.commit_messages(tenant_id, session_id, messages, started_at)
 
+    async def mode(self, tenant_id: str, session_id: str) -> str | None:
+        return self.store.mode(tenant_id, session_id)
+
     async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
         return self.store.set_mode(tenant_id, session_id, mode, expect)
 

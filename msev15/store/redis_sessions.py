@@ -161,6 +161,13 @@ class RedisSessions:
         return visible
 
     @translated
+    async def mode(self, tenant_id: str, session_id: str) -> str | None:
+        last, mode = await self._redis.hmget(self._keys(tenant_id, session_id)[0], ["last_activity", "mode"])
+        if last is None or not self._alive(float(last)):
+            return None
+        return text(mode) if mode else "agent"
+
+    @translated
     async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
         check_mode(mode)
         meta_key = self._keys(tenant_id, session_id)[0]

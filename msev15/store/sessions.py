@@ -238,6 +238,10 @@ class SessionStore:
             self._trim_bytes(session)
         return session.visible_count
 
+    def mode(self, tenant_id: str, session_id: str) -> str | None:
+        session = self._live(tenant_id, session_id)
+        return None if session is None else session.mode
+
     def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
         """Set the session's mode (only if it is ``expect``, when given); False when the session is
         unknown or its mode was not ``expect``."""

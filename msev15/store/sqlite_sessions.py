@@ -185,6 +185,11 @@ class SqliteSessions:
                     first, visible, size = await self._cut(db, key, cut, visible, size)
         return visible
 
+    async def mode(self, tenant_id: str, session_id: str) -> str | None:
+        async with self._reading() as db:
+            row = await self._live(db, tenant_id, session_id)
+        return None if row is None else str(row[6])
+
     async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
         check_mode(mode)
         live, params = self._live_clause(tenant_id)
