@@ -3,7 +3,7 @@
 :class:`Topology` is built from the settings when the app is made and owns, as one object with one
 lifecycle, every part whose implementation depends on that choice: the session store, the turn log,
 per-session coordination, the rate limiters (per IP, per tenant, failed authentications, email
-sends) and the API key store.
+sends), the API key store and the handoff records (who waits for a person, who holds whom).
 
 - ``memory``: sessions in this process, the in-process turn log and coordination, in-process
   limiters, API keys in SQLite (``API_KEYS_DB_PATH``).
@@ -35,6 +35,7 @@ from msev15.events.turnlog import TURNS, TurnLog
 from msev15.store.apikeys import ApiKeyStore, SqliteApiKeyStore
 from msev15.store.auth_limits import FailureLimit, LocalFailureLimit, RedisFailureLimit
 from msev15.store.base import SESSIONS, Sessions
+from msev15.store.handoffs import HANDOFFS, Handoffs, MemoryHandoffs
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
 from msev15.store.memory import MemorySessions
 from msev15.store.sessions import SessionStore
@@ -107,6 +108,7 @@ class Topology:
         self.failure_limit = self._failure_limit()
         self.send_limiter = self._send_limiter()
         self._sessions: Sessions | None = None
+        self._handoffs: Handoffs | None = None
 
     # --- the parts ------------------------------------------------------------------------
 
@@ -159,6 +161,24 @@ class Topology:
     async def open_sessions(self) -> Sessions:
         return await open_sessions(self.settings)
 
+    def _open_handoffs(self) -> Handoffs:
+        """Where handoff records live: beside the sessions (this process, the SQLite file's
+        folder, or Redis), so every instance that shares the sessions shares the queue."""
+        if self.shared:
+            from msev15.store.redis_handoffs import RedisHandoffs
+
+            return RedisHandoffs(self.settings.redis_url)
+        if self.kind == "sqlite":
+            from msev15.store.sqlite_handoffs import SqliteHandoffs, path_beside
+
+            return SqliteHandoffs(path_beside(self.settings.session_db_path))
+        return MemoryHandoffs()
+
+    @property
+    def handoffs(self) -> Handoffs:
+        assert self._handoffs is not None, "the topology is not open"
+        return self._handoffs
+
     @property
     def sessions(self) -> Sessions:
         assert self._sessions is not None, "the topology is not open"
@@ -168,6 +188,7 @@ class Topology:
 
     async def open(self) -> None:
         self._sessions = await self.open_sessions()
+        self._handoffs = self._open_handoffs()
         self.turns.start()
 
     async def close(self) -> None:
@@ -176,6 +197,8 @@ class Topology:
         await self.turns.close()
         if self._sessions is not None:
             await self._sessions.close()
+        if self._handoffs is not None:
+            await self._handoffs.close()
         for limiter in (self.ip_limiter, self.tenant_limiter):
             if limiter is not None:
                 await limiter.close()
@@ -191,6 +214,7 @@ async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
     topology = app[TOPOLOGY]
     await topology.open()
     app[SESSIONS] = topology.sessions
+    app[HANDOFFS] = topology.handoffs
     app[TURNS] = topology.turns
     app[COORDINATION] = topology.coordination
     if topology.tenant_limiter is not None:

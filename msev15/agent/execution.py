@@ -26,6 +26,7 @@ from msev15.events.turnlog import TurnRecord
 from msev15.events.types import TurnEvent, TurnRequested
 from msev15.logs import service as logs
 from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable, storable
+from msev15.store.handoffs import Handoffs, MemoryHandoffs
 
 log = logging.getLogger("agent.runner")
 
@@ -62,7 +63,7 @@ class TurnBook(Protocol):
 class TurnExecution:
     def __init__(self, host: TurnBook, sessions: Sessions, provider: Provider, registry: ToolRegistry,
                  coordination: Coordination, *, system_prompt: str, max_rounds: int, context_messages: int,
-                 context_max_chars: int, max_output_chars: int) -> None:
+                 context_max_chars: int, max_output_chars: int, handoffs: Handoffs | None = None) -> None:
         self.host = host
         self.sessions = sessions
         self.provider = provider
@@ -75,6 +76,7 @@ class TurnExecution:
         self.context_messages = context_messages
         self.context_max_chars = context_max_chars
         self.max_output_chars = max_output_chars
+        self.handoffs = handoffs if handoffs is not None else MemoryHandoffs()
 
     async def run(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
         """The turn's task: one frame for the whole turn (an open stream holds it for minutes), so
@@ -126,7 +128,8 @@ class TurnExecution:
             ending: str | None = None
             if progress.handoff is not None:  # a person takes over (agent/handoff.py)
                 try:
-                    await begin_handoff(self.sessions, turn, partial(self.host.emit, record), progress.handoff)
+                    await begin_handoff(self.sessions, self.handoffs, turn, partial(self.host.emit, record),
+                                        progress.handoff)
                 except Exception:
                     log.exception("could not hand the session over")
                     self.host.fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)

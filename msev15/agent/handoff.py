@@ -1,4 +1,5 @@
-"""The end of a turn that handed its session to a person (the ``handoff_to_human`` tool).
+"""Handing a session to a person and back: the end of a turn that called ``handoff_to_human``,
+and what operators do (claim, write, release). Handlers call these with explicit dependencies.
 
 After the turn's messages are committed, the session's mode moves from ``agent`` to
 ``waiting_for_human`` and the turn emits ``handoff`` (mode, reason, summary) before its ``done``
@@ -9,15 +10,21 @@ to the model (handlers/handoff_chat.py), until an operator releases the session.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from msev15.common.ids import new_id
 from msev15.events.types import Handoff, TurnEvent, TurnRequested
-from msev15.store.base import Sessions
+from msev15.store.base import Sessions, storable
+from msev15.store.handoffs import HandoffRecord, Handoffs
+from msev15.store.sessions import Message
 
 log = logging.getLogger("agent.handoff")
 
 WAITING = "waiting_for_human"
+HUMAN = "human"
 WITH_HUMAN = "with_human"
 
 
@@ -25,13 +32,108 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-async def begin_handoff(sessions: Sessions, turn: TurnRequested, emit: Callable[[TurnEvent], None],
-                        arguments: dict[str, Any]) -> None:
-    """Move the just-committed session to ``waiting_for_human`` and emit the ``handoff`` event.
-    A session a person already holds (an operator claimed it during the turn) keeps its mode."""
+async def begin_handoff(sessions: Sessions, handoffs: Handoffs, turn: TurnRequested,
+                        emit: Callable[[TurnEvent], None], arguments: dict[str, Any]) -> None:
+    """Open the session's ``waiting`` handoff record (operators see it in their queue), move the
+    just-committed session to ``waiting_for_human`` and emit the ``handoff`` event. A session a
+    person already holds (an operator claimed it during the turn) keeps its record and mode."""
+    reason, summary = _text(arguments.get("reason")), _text(arguments.get("summary"))
+    await handoffs.request(turn.tenant_id, turn.session_id, reason, summary, time.time())
     moved = await sessions.set_mode(turn.tenant_id, turn.session_id, WAITING, expect="agent")
     session = None if moved else await sessions.get(turn.tenant_id, turn.session_id)
     mode = WAITING if moved or session is None else session.mode
     log.info("session handed off to a person (mode %s)", mode)
-    emit(Handoff(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id, mode,
-                 _text(arguments.get("reason")), _text(arguments.get("summary"))))
+    emit(Handoff(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id, mode, reason, summary))
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who acts: the API key's id and name, or the token's ``sub`` (both)."""
+
+    id: str
+    name: str
+
+    def author(self) -> dict[str, str]:
+        return {"type": "human", "id": self.id, "name": self.name}
+
+
+class HandoffRefused(Exception):
+    """An operator action that cannot happen now: ``code`` and ``status`` for the envelope."""
+
+    def __init__(self, status: int, code: str, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields
+
+
+def _not_found(session_id: str) -> HandoffRefused:
+    # The same answer whether the session is missing or another tenant's: no leak.
+    return HandoffRefused(404, "Session not found", f"No session {session_id!r} exists for this tenant.",
+                          session_id=session_id)
+
+
+def _not_active(session_id: str) -> HandoffRefused:
+    return HandoffRefused(409, "not_active", "Nobody holds this conversation: claim it first.", session_id=session_id)
+
+
+async def claim(sessions: Sessions, handoffs: Handoffs, tenant_id: str, session_id: str,
+                operator: Operator) -> HandoffRecord:
+    """The operator takes the session (waiting for a person, or the agent's): exactly one of
+    several racing operators wins; the others get 409 ``already_claimed``."""
+    if await sessions.mode(tenant_id, session_id) is None:
+        raise _not_found(session_id)
+    outcome, record = await handoffs.claim(tenant_id, session_id, operator.id, operator.name, time.time())
+    if outcome == "already_claimed":
+        raise HandoffRefused(409, "already_claimed", "Another operator holds this conversation.",
+                             session_id=session_id, claimed_by=record.claimed_by_name or record.claimed_by)
+    await sessions.set_mode(tenant_id, session_id, HUMAN)
+    log.info("operator %s claimed the session", operator.id)
+    return record
+
+
+async def _held(sessions: Sessions, handoffs: Handoffs, tenant_id: str, session_id: str) -> HandoffRecord | None:
+    if await sessions.mode(tenant_id, session_id) is None:
+        raise _not_found(session_id)
+    record = await handoffs.get(tenant_id, session_id)
+    return record if record is not None and record.live else None
+
+
+async def post_message(sessions: Sessions, handoffs: Handoffs, tenant_id: str, session_id: str,
+                       operator: Operator, content: str) -> str:
+    """The holding operator's message, stored as an assistant message with its author; its id."""
+    record = await _held(sessions, handoffs, tenant_id, session_id)
+    if record is None or record.status != "active":
+        raise _not_active(session_id)
+    if record.claimed_by != operator.id:
+        raise HandoffRefused(403, "forbidden", "Only the operator holding this conversation may write in it.",
+                             session_id=session_id)
+    message_id = new_id()
+    now = time.time()
+    await sessions.commit_messages(tenant_id, session_id, [
+        Message("assistant", storable(content), now, {"author": operator.author(), "message_id": message_id})], now)
+    return message_id
+
+
+async def release(sessions: Sessions, handoffs: Handoffs, tenant_id: str, session_id: str, operator: Operator,
+                  note: str | None, *, any_holder: bool = False) -> HandoffRecord:
+    """Hand the session back to the agent. The holder (or, with ``any_holder``, an admin) may
+    release an active handoff; any operator may send back one nobody claimed. A note is stored as
+    the operator's last message, so the customer and the model both read it."""
+    record = await _held(sessions, handoffs, tenant_id, session_id)
+    if record is None:
+        raise _not_active(session_id)
+    if record.status == "active" and record.claimed_by != operator.id and not any_holder:
+        raise HandoffRefused(403, "forbidden", "Only the operator holding this conversation may release it.",
+                             session_id=session_id)
+    ended_record = await handoffs.end(tenant_id, session_id, "released", time.time(), expect=record.status)
+    if ended_record is None:  # changed under us (claimed, released or ticketed meanwhile)
+        raise _not_active(session_id)
+    if note:
+        now = time.time()
+        await sessions.commit_messages(tenant_id, session_id, [
+            Message("assistant", storable(note), now, {"author": operator.author(), "message_id": new_id()})], now)
+    await sessions.set_mode(tenant_id, session_id, "agent")
+    log.info("operator %s released the session to the agent", operator.id)
+    return ended_record

@@ -35,6 +35,7 @@ from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 from msev15.store.base import Sessions
+from msev15.store.handoffs import Handoffs
 
 log = logging.getLogger("agent.runner")
 
@@ -83,6 +84,7 @@ class AgentRunner:
         context_max_chars: int = 200_000,
         max_output_chars: int = 100_000,
         busy_retry_after: int = 2,
+        handoffs: Handoffs | None = None,
     ) -> None:
         self.bus = bus
         self.turns = turns
@@ -90,7 +92,7 @@ class AgentRunner:
         self.execution = TurnExecution(self, sessions, provider, registry, coordination,
                                        system_prompt=system_prompt, max_rounds=max_rounds,
                                        context_messages=context_messages, context_max_chars=context_max_chars,
-                                       max_output_chars=max_output_chars)
+                                       max_output_chars=max_output_chars, handoffs=handoffs)
         per_tenant = max_concurrent_per_tenant or max(1, max_concurrent // 4)
         self._queue: FairScheduler[TurnRequested] = FairScheduler(max_concurrent, per_tenant, max_queued_per_tenant)
         self._open: dict[str, TurnRecord] = {}  # every turn not ended yet, queued or running

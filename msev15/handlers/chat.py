@@ -144,14 +144,17 @@ async def chat(request: web.Request) -> web.Response:
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
         headers = None if wait is None else {"Retry-After": str(retry_after_seconds(wait))}
         raise ApiError(event.status, event.error, event.message, event.detail, headers=headers)
-    return json_response({
+    answer = {
         "session_id": chat_req.session_id,
         "message": event.message,
         "timestamp": utc_now_iso(),
         "message_count": event.message_count,
         "tenant_id": chat_req.tenant_id,
         "turn_id": record.turn_id,
-    })
+    }
+    if event.status is not None:  # the turn handed the session to a person
+        answer["status"] = event.status
+    return json_response(answer)
 
 
 async def chat_stream(request: web.Request) -> web.StreamResponse:

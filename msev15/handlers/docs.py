@@ -20,6 +20,7 @@ from swagger_ui_bundle import swagger_ui_path
 from msev15 import __version__
 from msev15.common.tenancy import ID_PATTERN
 from msev15.config import SETTINGS
+from msev15.handlers.handoff_docs import HANDOFF_RESPONSES, HANDOFF_SCHEMAS
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 
 SPEC_KEY = web.AppKey("msev15.openapi", dict)
@@ -101,6 +102,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "message": {"type": "string", "example": "session_id is required"},
             "detail": {"type": "string"},
             "field": {"type": "string"},
+            "required_role": {"type": "string", "enum": ["customer", "operator", "admin"]},
+            "claimed_by": {"type": "string"},
             "session_id": {"type": "string"},
             "retry_after": {"type": "integer"},
             "turn_id": {"type": "string"},
@@ -289,11 +292,13 @@ def build_spec(app: web.Application) -> dict[str, Any]:
               "license": {"name": "MIT"}},
         servers=[{"url": "/"}],
     )
-    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS})
+    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **HANDOFF_SCHEMAS})
     schemas["ChatRequest"]["properties"]["message"]["maxLength"] = app[SETTINGS].max_message_chars
+    schemas["OperatorMessage"]["properties"]["content"]["maxLength"] = app[SETTINGS].max_message_chars
+    schemas["Release"]["properties"]["note"]["maxLength"] = app[SETTINGS].max_message_chars
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
-    for name, response in _RESPONSES.items():
+    for name, response in {**_RESPONSES, **HANDOFF_RESPONSES}.items():
         spec.components.response(name, response)
     spec.components.security_scheme("ApiKey", {
         "type": "apiKey", "in": "header", "name": "X-API-Key",
