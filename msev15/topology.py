@@ -31,6 +31,8 @@ from msev15.agent.coordination import COORDINATION, Coordination, LocalCoordinat
 from msev15.agent.tools.send_limits import SEND_LIMITER, RedisSendLimiter, SendLimiter
 from msev15.common.ids import new_id
 from msev15.config import Settings
+from msev15.events.context import BUS
+from msev15.events.session_feed import feed_session_events
 from msev15.events.turnlog import TURNS, TurnLog
 from msev15.store.apikeys import ApiKeyStore, SqliteApiKeyStore
 from msev15.store.auth_limits import FailureLimit, LocalFailureLimit, RedisFailureLimit
@@ -38,6 +40,7 @@ from msev15.store.base import SESSIONS, Sessions
 from msev15.store.handoffs import HANDOFFS, Handoffs, MemoryHandoffs
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
 from msev15.store.memory import MemorySessions
+from msev15.store.session_events import SESSION_EVENTS, MemorySessionEvents, SessionEvents
 from msev15.store.sessions import SessionStore
 from msev15.store.sqlite_sessions import SqliteSessions
 
@@ -109,6 +112,7 @@ class Topology:
         self.send_limiter = self._send_limiter()
         self._sessions: Sessions | None = None
         self._handoffs: Handoffs | None = None
+        self.session_events: SessionEvents = self._session_events()
 
     # --- the parts ------------------------------------------------------------------------
 
@@ -174,6 +178,15 @@ class Topology:
             return SqliteHandoffs(path_beside(self.settings.session_db_path))
         return MemoryHandoffs()
 
+    def _session_events(self) -> SessionEvents:
+        """The session stream's log: in this process, or shared through Redis (connects lazily)."""
+        retention = self.settings.stream_retention_seconds
+        if self.shared:
+            from msev15.store.redis_session_events import RedisSessionEvents
+
+            return RedisSessionEvents(self.settings.redis_url, retention)
+        return MemorySessionEvents(retention)
+
     @property
     def handoffs(self) -> Handoffs:
         assert self._handoffs is not None, "the topology is not open"
@@ -189,6 +202,7 @@ class Topology:
     async def open(self) -> None:
         self._sessions = await self.open_sessions()
         self._handoffs = self._open_handoffs()
+        self.session_events.start()
         self.turns.start()
 
     async def close(self) -> None:
@@ -199,6 +213,7 @@ class Topology:
             await self._sessions.close()
         if self._handoffs is not None:
             await self._handoffs.close()
+        await self.session_events.close()
         for limiter in (self.ip_limiter, self.tenant_limiter):
             if limiter is not None:
                 await limiter.close()
@@ -215,6 +230,8 @@ async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
     await topology.open()
     app[SESSIONS] = topology.sessions
     app[HANDOFFS] = topology.handoffs
+    app[SESSION_EVENTS] = topology.session_events
+    feed_session_events(app[BUS], topology.session_events)
     app[TURNS] = topology.turns
     app[COORDINATION] = topology.coordination
     if topology.tenant_limiter is not None:

@@ -28,6 +28,7 @@ from msev15.events.turnlog import TURNS
 from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
 from msev15.store.handoffs import HANDOFFS
+from msev15.store.session_events import SESSION_EVENTS
 
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection  # the mcp package: imported only when a server is set
@@ -100,6 +101,7 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         context_max_chars=settings.llm_context_max_chars,
         max_output_chars=settings.llm_max_output_chars,
         handoffs=app[HANDOFFS],
+        session_events=app[SESSION_EVENTS],
     )
     runner.start()
     yield

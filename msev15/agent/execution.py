@@ -27,6 +27,7 @@ from msev15.events.types import TurnEvent, TurnRequested
 from msev15.logs import service as logs
 from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable, storable
 from msev15.store.handoffs import Handoffs, MemoryHandoffs
+from msev15.store.session_events import MemorySessionEvents, SessionEvents
 
 log = logging.getLogger("agent.runner")
 
@@ -63,7 +64,8 @@ class TurnBook(Protocol):
 class TurnExecution:
     def __init__(self, host: TurnBook, sessions: Sessions, provider: Provider, registry: ToolRegistry,
                  coordination: Coordination, *, system_prompt: str, max_rounds: int, context_messages: int,
-                 context_max_chars: int, max_output_chars: int, handoffs: Handoffs | None = None) -> None:
+                 context_max_chars: int, max_output_chars: int, handoffs: Handoffs | None = None,
+                 session_events: SessionEvents | None = None) -> None:
         self.host = host
         self.sessions = sessions
         self.provider = provider
@@ -77,6 +79,7 @@ class TurnExecution:
         self.context_max_chars = context_max_chars
         self.max_output_chars = max_output_chars
         self.handoffs = handoffs if handoffs is not None else MemoryHandoffs()
+        self.session_events = session_events if session_events is not None else MemorySessionEvents(0)
 
     async def run(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
         """The turn's task: one frame for the whole turn (an open stream holds it for minutes), so
@@ -128,8 +131,8 @@ class TurnExecution:
             ending: str | None = None
             if progress.handoff is not None:  # a person takes over (agent/handoff.py)
                 try:
-                    await begin_handoff(self.sessions, self.handoffs, turn, partial(self.host.emit, record),
-                                        progress.handoff)
+                    await begin_handoff(self.sessions, self.handoffs, self.session_events, turn,
+                                        partial(self.host.emit, record), progress.handoff)
                 except Exception:
                     log.exception("could not hand the session over")
                     self.host.fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)

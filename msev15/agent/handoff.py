@@ -19,6 +19,7 @@ from msev15.common.ids import new_id
 from msev15.events.types import Handoff, TurnEvent, TurnRequested
 from msev15.store.base import Sessions, storable
 from msev15.store.handoffs import HandoffRecord, Handoffs
+from msev15.store.session_events import SessionEvents
 from msev15.store.sessions import Message
 
 log = logging.getLogger("agent.handoff")
@@ -32,7 +33,31 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-async def begin_handoff(sessions: Sessions, handoffs: Handoffs, turn: TurnRequested,
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who acts: the API key's id and name, or the token's ``sub`` (both)."""
+
+    id: str
+    name: str
+
+    def author(self) -> dict[str, str]:
+        return {"type": "human", "id": self.id, "name": self.name}
+
+
+AGENT_BY = {"type": "agent"}
+
+
+def mode_event(mode: str, by: dict[str, str]) -> dict[str, Any]:
+    """The session stream's ``mode`` event: who answers now, and who made it so."""
+    return {"type": "mode", "mode": mode, "by": by}
+
+
+def human_message_event(message_id: str, content: str, operator: Operator) -> dict[str, Any]:
+    return {"type": "human_message", "message_id": message_id, "content": content,
+            "author": {"id": operator.id, "name": operator.name}}
+
+
+async def begin_handoff(sessions: Sessions, handoffs: Handoffs, events: SessionEvents, turn: TurnRequested,
                         emit: Callable[[TurnEvent], None], arguments: dict[str, Any]) -> None:
     """Open the session's ``waiting`` handoff record (operators see it in their queue), move the
     just-committed session to ``waiting_for_human`` and emit the ``handoff`` event. A session a
@@ -44,17 +69,8 @@ async def begin_handoff(sessions: Sessions, handoffs: Handoffs, turn: TurnReques
     mode = WAITING if moved or session is None else session.mode
     log.info("session handed off to a person (mode %s)", mode)
     emit(Handoff(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id, mode, reason, summary))
-
-
-@dataclass(frozen=True, slots=True)
-class Operator:
-    """Who acts: the API key's id and name, or the token's ``sub`` (both)."""
-
-    id: str
-    name: str
-
-    def author(self) -> dict[str, str]:
-        return {"type": "human", "id": self.id, "name": self.name}
+    if moved:  # on the session stream: the turn's handoff, the change of mode, then the turn's done
+        events.publish(turn.tenant_id, turn.session_id, mode_event(WAITING, AGENT_BY))
 
 
 class HandoffRefused(Exception):
@@ -78,17 +94,20 @@ def _not_active(session_id: str) -> HandoffRefused:
     return HandoffRefused(409, "not_active", "Nobody holds this conversation: claim it first.", session_id=session_id)
 
 
-async def claim(sessions: Sessions, handoffs: Handoffs, tenant_id: str, session_id: str,
+async def claim(sessions: Sessions, handoffs: Handoffs, events: SessionEvents, tenant_id: str, session_id: str,
                 operator: Operator) -> HandoffRecord:
     """The operator takes the session (waiting for a person, or the agent's): exactly one of
     several racing operators wins; the others get 409 ``already_claimed``."""
-    if await sessions.mode(tenant_id, session_id) is None:
+    before = await sessions.mode(tenant_id, session_id)
+    if before is None:
         raise _not_found(session_id)
     outcome, record = await handoffs.claim(tenant_id, session_id, operator.id, operator.name, time.time())
     if outcome == "already_claimed":
         raise HandoffRefused(409, "already_claimed", "Another operator holds this conversation.",
                              session_id=session_id, claimed_by=record.claimed_by_name or record.claimed_by)
-    await sessions.set_mode(tenant_id, session_id, HUMAN)
+    if before != HUMAN:  # claimed again by its holder: nothing changes
+        await sessions.set_mode(tenant_id, session_id, HUMAN)
+        await events.append(tenant_id, session_id, mode_event(HUMAN, operator.author()))
     log.info("operator %s claimed the session", operator.id)
     return record
 
@@ -100,8 +119,8 @@ async def _held(sessions: Sessions, handoffs: Handoffs, tenant_id: str, session_
     return record if record is not None and record.live else None
 
 
-async def post_message(sessions: Sessions, handoffs: Handoffs, tenant_id: str, session_id: str,
-                       operator: Operator, content: str) -> str:
+async def post_message(sessions: Sessions, handoffs: Handoffs, events: SessionEvents, tenant_id: str,
+                       session_id: str, operator: Operator, content: str) -> str:
     """The holding operator's message, stored as an assistant message with its author; its id."""
     record = await _held(sessions, handoffs, tenant_id, session_id)
     if record is None or record.status != "active":
@@ -109,15 +128,16 @@ async def post_message(sessions: Sessions, handoffs: Handoffs, tenant_id: str, s
     if record.claimed_by != operator.id:
         raise HandoffRefused(403, "forbidden", "Only the operator holding this conversation may write in it.",
                              session_id=session_id)
-    message_id = new_id()
+    message_id, content = new_id(), storable(content)
     now = time.time()
     await sessions.commit_messages(tenant_id, session_id, [
-        Message("assistant", storable(content), now, {"author": operator.author(), "message_id": message_id})], now)
+        Message("assistant", content, now, {"author": operator.author(), "message_id": message_id})], now)
+    await events.append(tenant_id, session_id, human_message_event(message_id, content, operator))
     return message_id
 
 
-async def release(sessions: Sessions, handoffs: Handoffs, tenant_id: str, session_id: str, operator: Operator,
-                  note: str | None, *, any_holder: bool = False) -> HandoffRecord:
+async def release(sessions: Sessions, handoffs: Handoffs, events: SessionEvents, tenant_id: str, session_id: str,
+                  operator: Operator, note: str | None, *, any_holder: bool = False) -> HandoffRecord:
     """Hand the session back to the agent. The holder (or, with ``any_holder``, an admin) may
     release an active handoff; any operator may send back one nobody claimed. A note is stored as
     the operator's last message, so the customer and the model both read it."""
@@ -131,9 +151,11 @@ async def release(sessions: Sessions, handoffs: Handoffs, tenant_id: str, sessio
     if ended_record is None:  # changed under us (claimed, released or ticketed meanwhile)
         raise _not_active(session_id)
     if note:
-        now = time.time()
+        now, message_id, note = time.time(), new_id(), storable(note)
         await sessions.commit_messages(tenant_id, session_id, [
-            Message("assistant", storable(note), now, {"author": operator.author(), "message_id": new_id()})], now)
+            Message("assistant", note, now, {"author": operator.author(), "message_id": message_id})], now)
+        await events.append(tenant_id, session_id, human_message_event(message_id, note, operator))
     await sessions.set_mode(tenant_id, session_id, "agent")
+    await events.append(tenant_id, session_id, mode_event("agent", operator.author()))
     log.info("operator %s released the session to the agent", operator.id)
     return ended_record

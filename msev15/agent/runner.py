@@ -36,6 +36,7 @@ from msev15.events.turnlog import TurnLog, TurnRecord
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 from msev15.store.base import Sessions
 from msev15.store.handoffs import Handoffs
+from msev15.store.session_events import SessionEvents
 
 log = logging.getLogger("agent.runner")
 
@@ -85,6 +86,7 @@ class AgentRunner:
         max_output_chars: int = 100_000,
         busy_retry_after: int = 2,
         handoffs: Handoffs | None = None,
+        session_events: SessionEvents | None = None,
     ) -> None:
         self.bus = bus
         self.turns = turns
@@ -92,7 +94,8 @@ class AgentRunner:
         self.execution = TurnExecution(self, sessions, provider, registry, coordination,
                                        system_prompt=system_prompt, max_rounds=max_rounds,
                                        context_messages=context_messages, context_max_chars=context_max_chars,
-                                       max_output_chars=max_output_chars, handoffs=handoffs)
+                                       max_output_chars=max_output_chars, handoffs=handoffs,
+                                       session_events=session_events)
         per_tenant = max_concurrent_per_tenant or max(1, max_concurrent // 4)
         self._queue: FairScheduler[TurnRequested] = FairScheduler(max_concurrent, per_tenant, max_queued_per_tenant)
         self._open: dict[str, TurnRecord] = {}  # every turn not ended yet, queued or running

@@ -6,7 +6,7 @@ import aiohttp_cors
 from aiohttp import hdrs, web
 
 from msev15.config import SETTINGS, Settings
-from msev15.handlers import agui, aisdk, chat, handoffs, health, metrics, sessions, turns
+from msev15.handlers import agui, aisdk, chat, handoffs, health, metrics, session_stream, sessions, turns
 from msev15.handlers.docs import setup_docs
 from msev15.handlers.playground import setup_playground
 
@@ -29,6 +29,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/ai-sdk/chat", aisdk.chat)
     app.router.add_get("/api/v1/ai-sdk/chat/{id}/stream", aisdk.resume)
     handoffs.setup_routes(app)  # the operator routes (human handoff)
+    app.router.add_get("/api/v1/sessions/{session_id}/events", session_stream.session_events)
     setup_docs(app)
     if app[SETTINGS].playground_enabled:
         setup_playground(app)

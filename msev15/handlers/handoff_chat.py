@@ -17,12 +17,14 @@ from typing import Any
 from aiohttp import web
 
 from msev15.agent.handoff import WITH_HUMAN
+from msev15.common.ids import new_id
 from msev15.config import SETTINGS
 from msev15.handlers.errors import utc_now_iso
 from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
 from msev15.handlers.validation import ChatRequest
 from msev15.logs import service as logs
 from msev15.store.base import SESSIONS
+from msev15.store.session_events import SESSION_EVENTS
 from msev15.store.sessions import Message
 
 
@@ -46,8 +48,11 @@ async def hold_for_person(request: web.Request, chat: ChatRequest) -> Held | Non
         return None
     if not request.get(TENANT_COUNTED, False):
         await check_tenant_rate(app, chat.tenant_id)
-    now = time.time()
-    count = await sessions.commit_messages(chat.tenant_id, chat.session_id, [Message("user", chat.message, now)], now)
+    now, message_id = time.time(), new_id()
+    count = await sessions.commit_messages(chat.tenant_id, chat.session_id,
+                                           [Message("user", chat.message, now, {"message_id": message_id})], now)
+    await app[SESSION_EVENTS].append(chat.tenant_id, chat.session_id, {
+        "type": "customer_message", "message_id": message_id, "content": chat.message})
     logs.bind(session_id=chat.session_id, tenant_id=chat.tenant_id)
     return Held(mode, count)
 

@@ -10,6 +10,20 @@ _TS = {"type": "string", "format": "date-time", "example": "2026-02-19T10:30:00Z
 _SESSION = {"$ref": "#/components/schemas/Id"}
 
 HANDOFF_SCHEMAS: dict[str, dict[str, Any]] = {
+    "SessionStreamEvent": {
+        "description": "One event of the session stream (`id: {n}` before its `data:` line): a turn's event "
+                       "(a `#/components/schemas/StreamEvent` with `turn_id`), or one of these.",
+        "type": "object", "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "enum": ["token", "tool_call", "tool_result", "handoff", "done", "error",
+                                                "human_message", "customer_message", "mode", "session_deleted"]},
+            "turn_id": {"type": "string"}, "message_id": {"type": "string"}, "content": {"type": "string"},
+            "author": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}}},
+            "mode": {"$ref": "#/components/schemas/Mode"},
+            "by": {"type": "object", "description": "Who changed the mode: {type: agent}, {type: human, id, name} "
+                                                    "or {type: timeout}.",
+                   "properties": {"type": {"type": "string"}, "id": {"type": "string"}, "name": {"type": "string"}}}},
+    },
     "Handoff": {
         "type": "object",
         "required": ["session_id", "status", "reason", "summary", "requested_at", "waiting_seconds"],

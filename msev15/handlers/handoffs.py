@@ -26,8 +26,9 @@ from msev15.handlers.errors import ApiError, iso
 from msev15.handlers.jsonbody import json_response
 from msev15.handlers.validation import check_id, invalid, json_object, tenant_from_query
 from msev15.logs import service as logs
-from msev15.store.base import SESSIONS
-from msev15.store.handoffs import HANDOFFS, HandoffRecord
+from msev15.store.base import SESSIONS, Sessions
+from msev15.store.handoffs import HANDOFFS, HandoffRecord, Handoffs
+from msev15.store.session_events import SESSION_EVENTS, SessionEvents
 
 ANONYMOUS = Operator("anonymous", "Operator")
 _LISTED = ("waiting", "active", "all")
@@ -38,6 +39,10 @@ def _operator(request: web.Request) -> Operator:
     if principal is None:
         return ANONYMOUS
     return Operator(principal.subject, principal.name or principal.subject)
+
+
+def _stores(request: web.Request) -> tuple[Sessions, Handoffs, SessionEvents]:
+    return request.app[SESSIONS], request.app[HANDOFFS], request.app[SESSION_EVENTS]
 
 
 def _target(request: web.Request) -> tuple[str, str]:
@@ -140,8 +145,7 @@ async def claim(request: web.Request) -> web.Response:
     """
     tenant_id, session_id = _target(request)
     try:
-        record = await handoff.claim(request.app[SESSIONS], request.app[HANDOFFS], tenant_id, session_id,
-                                     _operator(request))
+        record = await handoff.claim(*_stores(request), tenant_id, session_id, _operator(request))
     except HandoffRefused as exc:
         raise _refused(exc) from None
     return json_response({"session_id": session_id, "status": "active",
@@ -176,8 +180,8 @@ async def post_message(request: web.Request) -> web.Response:
     content = _text(body, "content", request.app[SETTINGS].max_message_chars, required=True)
     assert content is not None
     try:
-        message_id = await handoff.post_message(request.app[SESSIONS], request.app[HANDOFFS], tenant_id, session_id,
-                                                _operator(request), content)
+        message_id = await handoff.post_message(*_stores(request), tenant_id, session_id, _operator(request),
+                                                content)
     except HandoffRefused as exc:
         raise _refused(exc) from None
     return json_response({"message_id": message_id}, status=201)
@@ -212,8 +216,8 @@ async def release(request: web.Request) -> web.Response:
     principal = request.get(PRINCIPAL)
     admin = principal is None or allows(principal.role, "admin")
     try:
-        await handoff.release(request.app[SESSIONS], request.app[HANDOFFS], tenant_id, session_id,
-                              _operator(request), note, any_holder=admin)
+        await handoff.release(*_stores(request), tenant_id, session_id, _operator(request), note,
+                              any_holder=admin)
     except HandoffRefused as exc:
         raise _refused(exc) from None
     return json_response({"session_id": session_id, "status": "released", "mode": "agent"})

@@ -35,6 +35,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/ag-ui"): CUSTOMER,
     ("POST", "/api/v1/ai-sdk/chat"): CUSTOMER,
     ("GET", "/api/v1/ai-sdk/chat/{id}/stream"): CUSTOMER,
+    ("GET", "/api/v1/sessions/{session_id}/events"): CUSTOMER,  # the session stream
     # human handoff: operators
     ("GET", "/api/v1/handoffs"): OPERATOR,
     ("POST", "/api/v1/handoffs/{session_id}/claim"): OPERATOR,

@@ -30,6 +30,7 @@ from tests.hardening.sse import data_events
 
 MAX_EXAMPLES = 40
 REQUEST_TIMEOUT = 15.0
+SESSION_STREAM = "/api/v1/sessions/{session_id}/events"  # tests/test_session_stream.py
 ENVELOPE = ("error", "message", "request_id", "timestamp")
 TERMINAL = ("done", "error")
 
@@ -131,6 +132,8 @@ def test_every_operation_conforms_to_its_documentation(live: LiveService, schema
         protocol_body = operation.method.upper() == "POST" and operation.path in _PROTOCOL_STREAMS
         negative = _takes_input(operation) and not protocol_body
         modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if negative else [])
+        if operation.path == SESSION_STREAM:  # never ends by design (a generated request would wait out the
+            continue  # timeout): its input and refusals have their own tests
         for mode in modes:
             failure = _run(operation, mode, live.url, check)
             if failure:

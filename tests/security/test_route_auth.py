@@ -173,7 +173,17 @@ async def _call(world: World, method: str, path: str, headers: dict[str, str], t
     kwargs = build(world.target, tenant)
     merged = {**kwargs.pop("headers", {}), **headers}
     resp = await world.client.request(method, _url(path, world.target), headers=merged, **kwargs)
-    return resp, await resp.text()
+    return resp, await body_text(resp)
+
+
+async def body_text(resp: Any) -> str:
+    """The body; for a stream that stays open (the session stream), its first line only."""
+    if resp.status == 200 and resp.headers.get("Content-Type", "").startswith("text/event-stream") \
+            and resp.headers.get("X-Turn-ID") is None:
+        first = await resp.content.readline()
+        resp.close()
+        return str(first.decode())
+    return str(await resp.text())
 
 
 async def _assert_unauthorized(resp: Any, text: str) -> None:

@@ -25,7 +25,7 @@ from msev15.handlers.route_roles import ROUTE_ROLES
 from msev15.store.apikeys import SqliteApiKeyStore
 from tests.conftest import assert_envelope, make_settings
 from tests.security.authkit import AUDIENCE, ISSUER, Jwks, SigningKey
-from tests.security.test_route_auth import BUILDERS, ROUTES, Target, _generic, _url
+from tests.security.test_route_auth import BUILDERS, ROUTES, Target, _generic, _url, body_text
 
 UNDECLARED = "/api/v1/not-declared-anywhere"
 APPROVE = "/api/v1/test-approval-decision"
@@ -99,7 +99,7 @@ async def test_every_route_for_every_role(world: World, method: str, path: str) 
         kwargs = build(world.target, None)
         headers = {**kwargs.pop("headers", {}), "X-API-Key": world.keys[role]}
         resp = await world.client.request(method, _url(path, world.target), headers=headers, **kwargs)
-        text = await resp.text()
+        text = await body_text(resp)
         if allows(role, needed):
             assert resp.status not in (401, 403, 500), f"{role}: {resp.status} {text}"
         else:
