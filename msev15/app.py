@@ -8,7 +8,7 @@ Start order (teardown runs in reverse):
   2. topology  — session store, turn log, coordination, limiters (closed after the runner)
   3. auth      — the authenticator of AUTH_MODE (API key store or JWT verifier), if any
   4. store     — the session expiry sweeper, then the orders database
-  5. agent     — tools, the LLM provider, the MCP connections, then the turn runner
+  5. agent     — tools, the LLM provider, the MCP connections, the handoff timeouts, then the turn runner
   6. health    — the readiness monitor
 
 Shutdown has one owner and one deadline: ``begin_shutdown`` tells the runner to refuse new turns
@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from msev15.agent.context import MAILER, PROVIDER, begin_shutdown, mcp_ctx, provider_ctx, runner_ctx, tools_ctx
+from msev15.agent.handoff_timeout import handoff_timeout_ctx
 from msev15.config import SETTINGS, Settings
 from msev15.events.context import events_ctx
 from msev15.events.metrics import METRICS, ServiceMetrics
@@ -81,7 +82,7 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
     app.cleanup_ctx.extend([events_ctx, topology_ctx, auth_ctx, sweeper_ctx, orders_ctx, tools_ctx, provider_ctx,
-                            mcp_ctx, runner_ctx, health_ctx])
+                            mcp_ctx, handoff_timeout_ctx, runner_ctx, health_ctx])
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(add_extra_headers)
     setup_routes(app)

@@ -217,6 +217,9 @@ VARIABLES: tuple[Var, ...] = (
         "Events kept for finished turns (all tenants); the oldest turns go first beyond it.", _A),
     Var("HANDOFF_ENABLED", "true", boolean,
         "Offer the model the handoff_to_human tool: a person of the tenant takes the conversation over.", _A),
+    Var("HANDOFF_TIMEOUT_SECONDS", "300", float_between(0.1, 7 * 86400),
+        "A handoff no operator claims within this becomes an escalation ticket; the agent takes the session back.",
+        _A),
     Var("MAX_MESSAGE_CHARS", "16000", int_between(1, 1_000_000), "Longest accepted user message.", _A),
     Var("MCP_SERVER_URL", "http://localhost:8000/mcp", http_url, "Complaints MCP server (Streamable HTTP).", _M),
     Var("MCP_SERVER_REQUIRED", "false", boolean, "Refuse readiness (and start-up) without the MCP server.", _M),
@@ -319,6 +322,7 @@ class Settings:
     stream_max_retained_events: int
     max_message_chars: int
     handoff_enabled: bool
+    handoff_timeout_seconds: float
     mcp_server_url: str
     mcp_server_required: bool
     mcp_connect_timeout_seconds: float

@@ -238,3 +238,19 @@ async def test_after_release_the_model_reads_the_whole_conversation(start: Start
     sent = str(llm.requests[-1])
     for text in ("Still there?", "Your refund is on its way.", "Refund issued, REF-77.", "Great, thanks"):
         assert text in sent
+
+
+async def test_handoff_metrics(service) -> None:
+    client = await service()
+    for session in ("m1", "m2"):
+        await client.post("/api/v1/chat", json={"session_id": session, "message": "I want to talk to a person"})
+    await client.post("/api/v1/handoffs/m1/claim")
+    await client.post("/api/v1/handoffs/m1/release")
+    await client.post("/api/v1/handoffs/m2/claim")
+    text = await (await client.get("/metrics")).text()
+    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith("msev15_handoff")}
+    assert lines['msev15_handoffs_total{outcome="claimed"}'] == 2
+    assert lines['msev15_handoffs_total{outcome="released"}'] == 1
+    assert lines["msev15_handoff_wait_seconds_count"] == 2
+    assert lines["msev15_handoff_with_human_seconds_count"] == 1

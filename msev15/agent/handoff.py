@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from msev15.common.ids import new_id
+from msev15.events.metrics import ServiceMetrics
 from msev15.events.types import Handoff, TurnEvent, TurnRequested
 from msev15.store.base import Sessions, storable
 from msev15.store.handoffs import HandoffRecord, Handoffs
@@ -95,7 +96,7 @@ def _not_active(session_id: str) -> HandoffRefused:
 
 
 async def claim(sessions: Sessions, handoffs: Handoffs, events: SessionEvents, tenant_id: str, session_id: str,
-                operator: Operator) -> HandoffRecord:
+                operator: Operator, metrics: ServiceMetrics | None = None) -> HandoffRecord:
     """The operator takes the session (waiting for a person, or the agent's): exactly one of
     several racing operators wins; the others get 409 ``already_claimed``."""
     before = await sessions.mode(tenant_id, session_id)
@@ -106,6 +107,10 @@ async def claim(sessions: Sessions, handoffs: Handoffs, events: SessionEvents, t
         raise HandoffRefused(409, "already_claimed", "Another operator holds this conversation.",
                              session_id=session_id, claimed_by=record.claimed_by_name or record.claimed_by)
     if before != HUMAN:  # claimed again by its holder: nothing changes
+        if metrics is not None:
+            metrics.handoffs.inc(("claimed",))
+            if before == WAITING and record.claimed_at is not None:
+                metrics.handoff_wait.observe(record.claimed_at - record.requested_at)
         await sessions.set_mode(tenant_id, session_id, HUMAN)
         await events.append(tenant_id, session_id, mode_event(HUMAN, operator.author()))
     log.info("operator %s claimed the session", operator.id)
@@ -137,7 +142,8 @@ async def post_message(sessions: Sessions, handoffs: Handoffs, events: SessionEv
 
 
 async def release(sessions: Sessions, handoffs: Handoffs, events: SessionEvents, tenant_id: str, session_id: str,
-                  operator: Operator, note: str | None, *, any_holder: bool = False) -> HandoffRecord:
+                  operator: Operator, note: str | None, *, any_holder: bool = False,
+                  metrics: ServiceMetrics | None = None) -> HandoffRecord:
     """Hand the session back to the agent. The holder (or, with ``any_holder``, an admin) may
     release an active handoff; any operator may send back one nobody claimed. A note is stored as
     the operator's last message, so the customer and the model both read it."""
@@ -150,6 +156,10 @@ async def release(sessions: Sessions, handoffs: Handoffs, events: SessionEvents,
     ended_record = await handoffs.end(tenant_id, session_id, "released", time.time(), expect=record.status)
     if ended_record is None:  # changed under us (claimed, released or ticketed meanwhile)
         raise _not_active(session_id)
+    if metrics is not None:
+        metrics.handoffs.inc(("released",))
+        if ended_record.claimed_at is not None and ended_record.ended_at is not None:
+            metrics.handoff_with_human.observe(ended_record.ended_at - ended_record.claimed_at)
     if note:
         now, message_id, note = time.time(), new_id(), storable(note)
         await sessions.commit_messages(tenant_id, session_id, [

@@ -21,6 +21,7 @@ from msev15.agent import handoff
 from msev15.agent.handoff import HandoffRefused, Operator
 from msev15.common.roles import allows
 from msev15.config import SETTINGS
+from msev15.events.metrics import METRICS
 from msev15.handlers.auth import PRINCIPAL
 from msev15.handlers.errors import ApiError, iso
 from msev15.handlers.jsonbody import json_response
@@ -145,7 +146,8 @@ async def claim(request: web.Request) -> web.Response:
     """
     tenant_id, session_id = _target(request)
     try:
-        record = await handoff.claim(*_stores(request), tenant_id, session_id, _operator(request))
+        record = await handoff.claim(*_stores(request), tenant_id, session_id, _operator(request),
+                                     request.app[METRICS])
     except HandoffRefused as exc:
         raise _refused(exc) from None
     return json_response({"session_id": session_id, "status": "active",
@@ -217,7 +219,7 @@ async def release(request: web.Request) -> web.Response:
     admin = principal is None or allows(principal.role, "admin")
     try:
         await handoff.release(*_stores(request), tenant_id, session_id, _operator(request), note,
-                              any_holder=admin)
+                              any_holder=admin, metrics=request.app[METRICS])
     except HandoffRefused as exc:
         raise _refused(exc) from None
     return json_response({"session_id": session_id, "status": "released", "mode": "agent"})

@@ -15,6 +15,7 @@ by the topology and published under :data:`HANDOFFS`. One contract suite runs ag
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -68,6 +69,11 @@ class Handoffs(Protocol):
                   expect: Status | None = None) -> HandoffRecord | None:
         """End a live record (only if its status is ``expect``, when given); None when there was no
         live record (or it had another status): then nothing changed."""
+        ...
+
+    async def overdue(self, before: float, limit: int = 100) -> builtins.list[HandoffRecord]:
+        """Records of every tenant still ``waiting`` that were requested before ``before`` (the
+        timeout sweep's candidates; ending one with ``expect="waiting"`` is what decides it)."""
         ...
 
     async def close(self) -> None: ...
@@ -129,6 +135,10 @@ class MemoryHandoffs:
         if record is not None:
             self._records[(tenant_id, session_id)] = record
         return record
+
+    async def overdue(self, before: float, limit: int = 100) -> builtins.list[HandoffRecord]:
+        found = [r for r in self._records.values() if r.status == "waiting" and r.requested_at < before]
+        return sorted(found, key=lambda r: r.requested_at)[:limit]
 
     async def close(self) -> None:
         return None

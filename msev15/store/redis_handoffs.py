@@ -10,12 +10,17 @@ whose record is gone.
 
 from __future__ import annotations
 
+import builtins
+import json
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
 from msev15.store.handoffs import ENDED_RETENTION_SECONDS, ClaimOutcome, HandoffRecord, Status
-from msev15.store.redis_kit import connect, tenant_key, text, text_map, translated
+from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, text_map, translated
+
+# Every tenant's waiting handoffs, for the timeout sweep: [tenant, session] scored by request time.
+WAITING = f"{PREFIX}:handoffs:waiting"
 
 # KEYS: 1 record, 2 index. ARGV: 1 session id, 2 now, 3 reason, 4 summary.
 _REQUEST = """
@@ -86,7 +91,10 @@ class RedisHandoffs:
     async def request(self, tenant_id: str, session_id: str, reason: str, summary: str, now: float) -> HandoffRecord:
         flat = await self._request(keys=self._keys(tenant_id, session_id),
                                    args=[session_id, repr(now), reason, summary])
-        return _record(tenant_id, session_id, _fields(flat))
+        record = _record(tenant_id, session_id, _fields(flat))
+        if record.status == "waiting" and record.requested_at == now:  # a new one: the timeout sweep's too
+            await self._redis.zadd(WAITING, {json.dumps([tenant_id, session_id]): now})
+        return record
 
     @translated
     async def get(self, tenant_id: str, session_id: str) -> HandoffRecord | None:
@@ -127,6 +135,25 @@ class RedisHandoffs:
         flat = await self._end(keys=self._keys(tenant_id, session_id)[:1],
                                args=[status, repr(now), expect or "", ENDED_RETENTION_SECONDS])
         return _record(tenant_id, session_id, _fields(flat)) if flat else None
+
+    @translated
+    async def overdue(self, before: float, limit: int = 100) -> builtins.list[HandoffRecord]:
+        """Candidates from the global index (written after the record: a crash between the two
+        leaves that handoff to wait for an operator). Entries whose record is no longer waiting
+        leave the index here."""
+        members: list[str] = await self._redis.zrangebyscore(  # type: ignore[assignment]  # typed loosely
+            WAITING, "-inf", f"({before!r}", start=0, num=limit)
+        found, stale = [], []
+        for member in members:
+            tenant_id, session_id = json.loads(member)
+            record = await self.get(tenant_id, session_id)
+            if record is None or record.status != "waiting" or record.requested_at >= before:
+                stale.append(member)
+            else:
+                found.append(record)
+        if stale:
+            await self._redis.zrem(WAITING, *stale)
+        return found
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -7,6 +7,7 @@ wins. Calls run in a worker thread on one connection (WAL, busy timeout), like t
 from __future__ import annotations
 
 import asyncio
+import builtins
 import sqlite3
 import threading
 import time
@@ -137,6 +138,15 @@ class SqliteHandoffs:
             return record
 
         return await asyncio.to_thread(self._atomic, step)
+
+    async def overdue(self, before: float, limit: int = 100) -> builtins.list[HandoffRecord]:
+        def read() -> list[HandoffRecord]:
+            with self._lock:
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE status = 'waiting' AND "
+                                        "requested_at < ? ORDER BY requested_at LIMIT ?", (before, limit)).fetchall()
+            return [_record(r) for r in rows]
+
+        return await asyncio.to_thread(read)
 
     async def close(self) -> None:
         with self._lock:
