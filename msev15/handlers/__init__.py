@@ -7,6 +7,7 @@ from aiohttp import hdrs, web
 
 from msev15.config import SETTINGS, Settings
 from msev15.handlers import agui, aisdk, chat, handoffs, health, metrics, session_stream, sessions, turns
+from msev15.handlers.console import setup_console
 from msev15.handlers.docs import setup_docs
 from msev15.handlers.playground import setup_playground
 
@@ -33,6 +34,7 @@ def setup_routes(app: web.Application) -> None:
     setup_docs(app)
     if app[SETTINGS].playground_enabled:
         setup_playground(app)
+        setup_console(app)  # the operator console (human handoff), beside the playground
 
 
 _EXPOSED = ("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-stream", "Retry-After",
