@@ -138,14 +138,17 @@ class RedisSessions:
 
     async def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
                           steps: Iterable[dict[str, Any]], answer: str) -> int:
-        return await self.commit_messages(tenant_id, session_id,
-                                          turn_messages(user_text, started_at, steps, answer, self._clock()),
-                                          started_at)
+        now = self._clock()
+        return await self._append(tenant_id, session_id, turn_messages(user_text, started_at, steps, answer, now),
+                                  started_at, now)
 
-    @translated
     async def commit_messages(self, tenant_id: str, session_id: str, turn: list[Message],
                               started_at: float) -> int:
-        now = self._clock()
+        return await self._append(tenant_id, session_id, turn, started_at, self._clock())
+
+    @translated
+    async def _append(self, tenant_id: str, session_id: str, turn: list[Message], started_at: float,
+                      now: float) -> int:
         keys = [*self._keys(tenant_id, session_id), tenant_key(tenant_id, "queue", session_id)]
         sizes = [message_bytes(m) for m in turn]
         args: list[str | int] = [

@@ -209,12 +209,14 @@ class SessionStore:
         """Append a whole turn (user message, tool exchange, answer). Returns the visible count."""
         now = self._clock()
         turn = turn_messages(user_text, started_at, steps, answer, now)  # before touching the session
-        return self.commit_messages(tenant_id, session_id, turn, started_at)
+        return self._commit(tenant_id, session_id, turn, started_at, now)
 
     def commit_messages(self, tenant_id: str, session_id: str, turn: list[Message], started_at: float) -> int:
-        """Append messages together (a turn, or what a customer or an operator wrote while a person
-        holds the session). Returns the visible count."""
-        now = self._clock()
+        """Append messages together (what a customer or an operator wrote while a person holds the
+        session). Returns the visible count."""
+        return self._commit(tenant_id, session_id, turn, started_at, self._clock())
+
+    def _commit(self, tenant_id: str, session_id: str, turn: list[Message], started_at: float, now: float) -> int:
         session = self._live(tenant_id, session_id)
         sessions = self._tenants.setdefault(tenant_id, OrderedDict())
         key = (tenant_id, session_id)

@@ -141,17 +141,23 @@ class SqliteSessions:
     async def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
                           steps: Iterable[dict[str, Any]], answer: str) -> int:
         """Append a whole turn (user message, tool exchange, answer) in one durable transaction."""
-        return await self.commit_messages(tenant_id, session_id,
-                                          turn_messages(user_text, started_at, steps, answer, self._clock()),
-                                          started_at)
+        return await self._commit(tenant_id, session_id,
+                                  lambda now: turn_messages(user_text, started_at, steps, answer, now), started_at)
 
     async def commit_messages(self, tenant_id: str, session_id: str, turn: list[Message],
                               started_at: float) -> int:
-        """Append messages (a turn, or what a person wrote) in one durable transaction."""
-        messages = _rows(turn)  # before anything is written
-        shown = sum(1 for m in turn if m.visible)
+        """Append what a person wrote, in one durable transaction."""
+        return await self._commit(tenant_id, session_id, lambda now: turn, started_at)
+
+    async def _commit(self, tenant_id: str, session_id: str, build: Callable[[float], list[Message]],
+                      started_at: float) -> int:
+        """Append ``build(now)`` in one durable transaction (``now``: the commit's time, the session's
+        last activity)."""
         async with self._writing() as db:
             now = self._clock()
+            turn = build(now)
+            messages = _rows(turn)  # before anything is written: a malformed step changes nothing
+            shown = sum(1 for m in turn if m.visible)
             row = await self._row(db, tenant_id, session_id)
             if row is not None and row[1] + self.ttl <= now:  # expired: the turn starts afresh
                 await self._drop(db, [(tenant_id, session_id)])
