@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime
 
 from msev15.common.env import SettingsError
+from msev15.common.roles import DEFAULT_ROLE, ROLES
 from msev15.common.tenancy import TenantIdError, check_tenant
 from msev15.config import load_settings
 from msev15.store.apikeys import ApiKeyStore
@@ -24,8 +25,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key for a tenant and print it once")
     create.add_argument("--tenant", required=True, help="the tenant the key acts for")
-    create.add_argument("--name", default="", help="a label, e.g. the app that uses the key")
-    actions.add_parser("list", help="list keys (id, tenant, name, created, last used, revoked); never the secret")
+    create.add_argument("--name", default="",
+                        help="a label, e.g. the app that uses the key (an operator's name shown to customers)")
+    create.add_argument("--role", default=DEFAULT_ROLE, choices=ROLES,
+                        help="customer (the chat API, the default), operator (also the handoff routes) or admin")
+    actions.add_parser("list", help="list keys (id, tenant, role, name, created, last used, revoked); never the "
+                       "secret")
     revoke = actions.add_parser("revoke", help="revoke a key by id (running instances refuse it within seconds)")
     revoke.add_argument("id")
 
@@ -37,16 +42,17 @@ def _when(ts: float | None) -> str:
 async def _run(store: ApiKeyStore, args: argparse.Namespace) -> int:
     try:
         if args.action == "create":
-            record, key = await store.create(args.tenant, args.name)
+            record, key = await store.create(args.tenant, args.name, args.role)
             print(key)
-            print(f"Created key {record.id} for tenant {record.tenant_id}. It is shown only now: store it "
-                  "safely.", file=sys.stderr)
+            print(f"Created key {record.id} for tenant {record.tenant_id} with role {record.role}. It is shown "
+                  "only now: store it safely.", file=sys.stderr)
             return 0
         if args.action == "list":
-            print(f"{'ID':<16}  {'TENANT':<20}  {'NAME':<20}  {'CREATED':<20}  {'LAST USED':<20}  STATUS")
+            print(f"{'ID':<16}  {'TENANT':<20}  {'ROLE':<8}  {'NAME':<20}  {'CREATED':<20}  {'LAST USED':<20}  "
+                  "STATUS")
             for r in await store.list():
                 status = "active" if r.active else f"revoked {_when(r.revoked_at)}"
-                print(f"{r.id:<16}  {r.tenant_id:<20}  {r.name:<20}  {_when(r.created_at):<20}  "
+                print(f"{r.id:<16}  {r.tenant_id:<20}  {r.role:<8}  {r.name:<20}  {_when(r.created_at):<20}  "
                       f"{_when(r.last_used_at):<20}  {status}")
             return 0
         if await store.revoke(args.id):

@@ -12,7 +12,7 @@ Start order (teardown runs in reverse):
                  then the index of completed turns that feedback is checked against
   3. auth      — the authenticator of AUTH_MODE (API key store or JWT verifier), if any
   4. store     — the session expiry sweeper, then the orders database
-  5. agent     — tools, the LLM provider, the MCP connections, then the turn runner
+  5. agent     — tools, the LLM provider, the MCP connections, the handoff timeouts, then the turn runner
   6. mcp       — the MCP endpoint's session manager (/mcp), in its owner task
   7. health    — the readiness monitor
 
@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from msev15.agent.context import MAILER, PROVIDER, begin_shutdown, mcp_ctx, provider_ctx, runner_ctx, tools_ctx
+from msev15.agent.handoff_timeout import handoff_timeout_ctx
 from msev15.common.telemetry import TelemetryConfig
 from msev15.config import SETTINGS, Settings
 from msev15.events.completed_turns import completed_turns_ctx
@@ -112,7 +113,8 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
     app.cleanup_ctx.extend([events_ctx, topology_ctx, completed_turns_ctx, auth_ctx, sweeper_ctx, orders_ctx,
-                            tools_ctx, provider_ctx, mcp_ctx, runner_ctx, mcp_endpoint_ctx, health_ctx])
+                            tools_ctx, provider_ctx, mcp_ctx, handoff_timeout_ctx, runner_ctx, mcp_endpoint_ctx,
+                            health_ctx])
     if install_tracing is not None:
         install_tracing(app)
     app.on_shutdown.append(_on_shutdown)

@@ -163,6 +163,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("JWT_TENANT_CLAIM", "tenant_id", single_line, "The claim that names the caller's tenant.", _S),
     Var("JWT_MAX_LIFETIME_SECONDS", "86400", int_between(60, 31_536_000),
         "Longest accepted token life: 'exp' must be a number at most this far past 'iat' (or now).", _S),
+    Var("JWT_ROLES_CLAIM", "roles", single_line,
+        "The claim that holds the caller's roles (a string or a list: customer, operator, admin).", _S),
+    Var("APPROVAL_BY", "anyone", one_of("anyone", "operator"),
+        "Who decides pending tool-call approvals: anyone of the tenant, or an operator (or admin).", _S),
     Var("AUTH_PROTECT_DOCS", "false", boolean, "Require a credential for /docs, /redoc and /openapi.json too.", _S),
     Var("AUTH_MAX_FAILURES_PER_MINUTE", "20", int_between(1, 1_000_000),
         "Failed authentications per client IP per minute; beyond it 429.", _S),
@@ -226,6 +230,11 @@ VARIABLES: tuple[Var, ...] = (
         "A finished turn's events stay resumable this long.", _A),
     Var("STREAM_MAX_RETAINED_EVENTS", "200000", int_between(0, 100_000_000),
         "Events kept for finished turns (all tenants); the oldest turns go first beyond it.", _A),
+    Var("HANDOFF_ENABLED", "true", boolean,
+        "Offer the model the handoff_to_human tool: a person of the tenant takes the conversation over.", _A),
+    Var("HANDOFF_TIMEOUT_SECONDS", "300", float_between(0.1, 7 * 86400),
+        "A handoff no operator claims within this becomes an escalation ticket; the agent takes the session back.",
+        _A),
     Var("MAX_MESSAGE_CHARS", "16000", int_between(1, 1_000_000), "Longest accepted user message.", _A),
     Var("MCP_SERVER_URL", "http://localhost:8000/mcp", http_url, "Complaints MCP server (Streamable HTTP).", _M),
     Var("MCP_SERVER_REQUIRED", "false", boolean, "Refuse readiness (and start-up) without the MCP server.", _M),
@@ -291,6 +300,8 @@ class Settings:
     jwt_audience: str
     jwt_tenant_claim: str
     jwt_max_lifetime_seconds: int
+    jwt_roles_claim: str
+    approval_by: str
     auth_protect_docs: bool
     auth_max_failures_per_minute: int
     llm_provider: str
@@ -328,6 +339,8 @@ class Settings:
     stream_retention_seconds: int
     stream_max_retained_events: int
     max_message_chars: int
+    handoff_enabled: bool
+    handoff_timeout_seconds: float
     mcp_server_url: str
     mcp_server_required: bool
     mcp_connect_timeout_seconds: float

@@ -3,8 +3,9 @@
 :class:`Topology` is built from the settings when the app is made and owns, as one object with one
 lifecycle, every part whose implementation depends on that choice: the session store, the turn log,
 per-session coordination, the rate limiters (per IP, per tenant, failed authentications, email
-sends), the API key store, the pending calls of paused turns (``PENDING`` in ``store/pending.py``) and
-the answer feedback (``FEEDBACK`` in ``store/feedback.py``).
+sends), the API key store, the pending calls of paused turns (``PENDING`` in ``store/pending.py``),
+the answer feedback (``FEEDBACK`` in ``store/feedback.py``) and the handoff records and session
+streams (who waits for a person, who holds whom, what each session's stream carried).
 
 - ``memory``: sessions in this process, the in-process turn log and coordination, in-process
   limiters, API keys in SQLite (``API_KEYS_DB_PATH``).
@@ -32,14 +33,18 @@ from msev15.agent.coordination import COORDINATION, Coordination, LocalCoordinat
 from msev15.agent.tools.send_limits import SEND_LIMITER, RedisSendLimiter, SendLimiter
 from msev15.common.ids import new_id
 from msev15.config import Settings
+from msev15.events.context import BUS
+from msev15.events.session_feed import feed_session_events
 from msev15.events.turnlog import TURNS, TurnLog
 from msev15.store.apikeys import ApiKeyStore, SqliteApiKeyStore
 from msev15.store.auth_limits import FailureLimit, LocalFailureLimit, RedisFailureLimit
 from msev15.store.base import SESSIONS, Sessions
 from msev15.store.feedback import FEEDBACK, FeedbackStore, MemoryFeedback
+from msev15.store.handoffs import HANDOFFS, Handoffs, MemoryHandoffs
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
 from msev15.store.memory import MemorySessions
 from msev15.store.pending import PENDING, MemoryPendingCalls, PendingCalls
+from msev15.store.session_events import SESSION_EVENTS, MemorySessionEvents, SessionEvents
 from msev15.store.sessions import SessionStore
 from msev15.store.sqlite_sessions import SqliteSessions
 
@@ -112,6 +117,8 @@ class Topology:
         self._sessions: Sessions | None = None
         self._pending: PendingCalls | None = None
         self._feedback: FeedbackStore | None = None
+        self._handoffs: Handoffs | None = None
+        self.session_events: SessionEvents = self._session_events()
 
     # --- the parts ------------------------------------------------------------------------
 
@@ -198,6 +205,33 @@ class Topology:
         assert self._feedback is not None, "the topology is not open"
         return self._feedback
 
+    def _open_handoffs(self) -> Handoffs:
+        """Where handoff records live: beside the sessions (this process, the SQLite file's
+        folder, or Redis), so every instance that shares the sessions shares the queue."""
+        if self.shared:
+            from msev15.store.redis_handoffs import RedisHandoffs
+
+            return RedisHandoffs(self.settings.redis_url)
+        if self.kind == "sqlite":
+            from msev15.store.sqlite_handoffs import SqliteHandoffs, path_beside
+
+            return SqliteHandoffs(path_beside(self.settings.session_db_path))
+        return MemoryHandoffs()
+
+    def _session_events(self) -> SessionEvents:
+        """The session stream's log: in this process, or shared through Redis (connects lazily)."""
+        retention = self.settings.stream_retention_seconds
+        if self.shared:
+            from msev15.store.redis_session_events import RedisSessionEvents
+
+            return RedisSessionEvents(self.settings.redis_url, retention)
+        return MemorySessionEvents(retention)
+
+    @property
+    def handoffs(self) -> Handoffs:
+        assert self._handoffs is not None, "the topology is not open"
+        return self._handoffs
+
     @property
     def sessions(self) -> Sessions:
         assert self._sessions is not None, "the topology is not open"
@@ -209,6 +243,8 @@ class Topology:
         self._sessions = await self.open_sessions()
         self._pending = await self.open_pending()
         self._feedback = await self.open_feedback()
+        self._handoffs = self._open_handoffs()
+        self.session_events.start()
         self.turns.start()
 
     async def close(self) -> None:
@@ -221,6 +257,9 @@ class Topology:
             await self._feedback.close()
         if self._sessions is not None:
             await self._sessions.close()
+        if self._handoffs is not None:
+            await self._handoffs.close()
+        await self.session_events.close()
         for limiter in (self.ip_limiter, self.tenant_limiter):
             if limiter is not None:
                 await limiter.close()
@@ -237,6 +276,9 @@ async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
     await topology.open()
     app[SESSIONS] = topology.sessions
     app[PENDING] = topology.pending
+    app[HANDOFFS] = topology.handoffs
+    app[SESSION_EVENTS] = topology.session_events
+    feed_session_events(app[BUS], topology.session_events)
     app[TURNS] = topology.turns
     app[COORDINATION] = topology.coordination
     if topology.tenant_limiter is not None:

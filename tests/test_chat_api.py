@@ -75,7 +75,8 @@ async def test_history_list_delete_shapes(service) -> None:
     listing = await (await client.get("/api/v1/sessions", params={"tenant_id": "tenant-001", "limit": "2"})).json()
     assert listing["total"] == 3 and listing["limit"] == 2 and listing["offset"] == 0
     assert [s["session_id"] for s in listing["sessions"]] == ["a", "c"]
-    assert set(listing["sessions"][0]) == {"session_id", "message_count", "created_at", "last_activity"}
+    assert set(listing["sessions"][0]) == {"session_id", "message_count", "created_at", "last_activity", "mode"}
+    assert listing["sessions"][0]["mode"] == "agent" and history["mode"] == "agent"
 
     deleted = await client.delete("/api/v1/sessions/a", params={"tenant_id": "tenant-001"})
     assert await deleted.json() == {"message": "Session deleted successfully", "session_id": "a", "messages_deleted": 4}

@@ -179,7 +179,8 @@ async def test_agent_opens_a_ticket_through_escalation_comms(service, tmp_path: 
     async with RecordingSMTP() as smtp:
         settings = escalation_settings(tmp_path / "esc", smtp_server=smtp.host, smtp_port=smtp.port)
         async with EscalationServer(settings, host="127.0.0.1", port=0) as escalation:
-            client = await service(escalation_mcp_url=escalation.url)
+            # Without the live handoff (HANDOFF_ENABLED=false), asking for a person opens a ticket.
+            client = await service(escalation_mcp_url=escalation.url, handoff_enabled=False)
             connection = client.app[MCP]["escalation"]
             assert await connection.wait_connected(10)
             ready = await (await client.get("/health/readiness")).json()

@@ -192,10 +192,13 @@ DIALOGUES: dict[str, list[tuple[str, Expect]]] = {
 
 @pytest.fixture
 async def client(service, tmp_path: Path) -> AsyncIterator[Any]:
-    """The service with the reference complaints and escalation servers (mail to an outbox)."""
+    """The service with the reference complaints and escalation servers (mail to an outbox), and
+    without the live handoff (HANDOFF_ENABLED=false): "talk to a person" opens a ticket, the
+    fallback these phrasings pin down (the handoff itself: tests/test_handoff.py)."""
     async with running_complaints_server(tmp_path / "complaints.db") as complaints, \
             EscalationServer(escalation_settings(tmp_path / "esc"), host="127.0.0.1", port=0) as escalation:
-        client = await service(mcp_server_url=complaints.url, escalation_mcp_url=escalation.url)
+        client = await service(mcp_server_url=complaints.url, escalation_mcp_url=escalation.url,
+                               handoff_enabled=False)
         for name in ("complaints", "escalation"):
             assert await client.app[MCP][name].wait_connected(10)
         yield client
@@ -269,8 +272,9 @@ async def test_tools_are_found_by_capability_not_by_name(client) -> None:
 
 async def test_talk_to_a_person_uses_a_handoff_tool_when_one_exists(service) -> None:
     """The hook for the live handoff a later issue adds: any tool tagged with the handoff
-    capability is used for "talk to a person", whatever its name, before a ticket."""
-    client = await service()
+    capability is used for "talk to a person", whatever its name, before a ticket (the built-in
+    one is switched off, so this one is the only one)."""
+    client = await service(handoff_enabled=False)
     taken: list[dict[str, Any]] = []
 
     async def hand_over(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +292,7 @@ async def test_talk_to_a_person_uses_a_handoff_tool_when_one_exists(service) -> 
 
 
 async def test_without_a_ticket_service_talk_to_a_person_says_what_it_can_do(service) -> None:
-    client = await service()
+    client = await service(handoff_enabled=False)
     events = await _turn(client, "no-person", "I want to speak to a human")
     assert _mismatch(events, asks("I can't connect you with a person from here")) is None
     assert _mismatch(events, asks('For example: "where is my order ORD-1234ABCD?"')) is None

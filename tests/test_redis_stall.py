@@ -36,8 +36,11 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
 async def client(aiohttp_client: Any, tmp_path: Path, redis: RedisServer, llm: ScriptedLLM) -> TestClient:
     from msev15.app import create_app
 
+    # HANDOFF_ENABLED=false: a chat's first Redis call must be its admit (the wedge these tests
+    # reproduce); with the handoff on, a chat reads the session's mode first, and a stall refuses
+    # it there (503) before any admit is sent.
     settings = make_settings(tmp_path / "a", session_store="redis", redis_url=redis.url, llm_provider="openai",
-                             openai_base_url=f"{llm.url}/v1", llm_max_retries=0)
+                             openai_base_url=f"{llm.url}/v1", llm_max_retries=0, handoff_enabled=False)
     client: TestClient = await aiohttp_client(await create_app(settings))
     return client
 

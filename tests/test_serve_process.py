@@ -131,7 +131,7 @@ async def test_banner_shows_real_values_and_warnings(tmp_path: Path) -> None:
     assert f"  • MCP Server: http://127.0.0.1:{port}/mcp [⚠ Unavailable]" in out
     assert "No language model configured" in out
     tools_line = next(line for line in out.splitlines() if line.startswith("  • Tools: "))
-    assert tools_line == "  • Tools: 11 (MCP 0 + Local 11)"
+    assert tools_line == "  • Tools: 12 (MCP 0 + Local 12)"  # orders 6, email 5, handoff_to_human
     assert "Starting server... ✓" in out and f"http://127.0.0.1:{service.port}/docs" in out
 
 

@@ -300,7 +300,8 @@ async def test_sqlite_migrates_a_version_1_database(tmp_path: Path, clock: Clock
         before = await store.get("a", "s1")
         assert before is not None and store.held() == 3
         with sqlite3.connect(path) as db:
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert {m for (m,) in db.execute("SELECT mode FROM sessions")} == {"agent"}
             assert dict(db.execute("SELECT tenant, sessions FROM tenants").fetchall()) == {"a": 2, "b": 1}
             sizes = dict(((t, s), n) for t, s, n in db.execute("SELECT tenant, session_id, bytes FROM sessions"))
         assert sizes[("a", "s1")] == sum(message_bytes(m) for m in before.messages) == 6 + (18 + 15) + 12 + 8

@@ -22,7 +22,7 @@ from msev15.store.base import Sessions, StoreUnavailable
 from msev15.store.memory import MemorySessions
 from msev15.store.redis_sessions import RedisSessions
 from msev15.store.session_schema import SCHEMA_VERSION, SessionDatabaseError
-from msev15.store.sessions import SessionStore
+from msev15.store.sessions import Message, SessionStore
 from msev15.store.sqlite_sessions import SqliteSessions
 
 KINDS = ["memory", "sqlite", "redis"]
@@ -539,3 +539,90 @@ async def test_the_redis_url_fixture_serves_a_real_redis(redis_url: str) -> None
     assert await reader.readline() == b"+PONG\r\n"
     writer.close()
     await writer.wait_closed()
+
+
+# --- who answers: the session's mode, and messages written outside a turn (human handoff) -------
+
+
+def _person(text: str, clock: Clock, name: str = "Alice") -> Message:
+    return Message("assistant", text, clock.now, {"author": {"type": "human", "id": "k1", "name": name}})
+
+
+async def test_a_session_has_a_mode(open_store: OpenStore, clock: Clock) -> None:
+    store = await open_store()
+    assert not await store.set_mode("t", "s", "human")  # no session yet
+    assert await store.mode("t", "s") is None
+    await _commit(store, clock, "t", "s", "one")
+    await _commit(store, clock, "t", "other", "two")
+    got = await store.get("t", "s")
+    assert got is not None and got.mode == "agent" and await store.mode("t", "s") == "agent"
+    assert await store.set_mode("t", "s", "waiting_for_human", expect="agent")
+    assert await store.mode("t", "s") == "waiting_for_human"
+    assert await store.mode("u", "s") is None
+    assert not await store.set_mode("t", "s", "human", expect="agent")  # it is not "agent" any more
+    got = await store.get("t", "s")
+    assert got is not None and got.mode == "waiting_for_human"
+    assert {s.session_id: s.mode for s in (await store.page("t", 10, 0)).sessions} == {
+        "s": "waiting_for_human", "other": "agent"}
+    assert not await store.set_mode("u", "s", "human")  # another tenant's session of that id: none
+    assert await store.set_mode("t", "s", "agent")
+    got = await store.get("t", "s")
+    assert got is not None and got.mode == "agent"
+
+
+async def test_a_bad_mode_is_refused(open_store: OpenStore, clock: Clock) -> None:
+    store = await open_store()
+    await _commit(store, clock, "t", "s")
+    with pytest.raises(ValueError, match="mode must be one of agent, waiting_for_human, human"):
+        await store.set_mode("t", "s", "robot")
+    got = await store.get("t", "s")
+    assert got is not None and got.mode == "agent"
+
+
+async def test_messages_written_while_a_person_holds_the_session(open_store: OpenStore, clock: Clock) -> None:
+    store = await open_store()
+    await _commit(store, clock, "t", "s", "one", _tool_steps("c1"))
+    clock.now += 1
+    count = await store.commit_messages("t", "s", [Message("user", "anyone there?", clock.now)], clock.now)
+    assert count == 3
+    count = await store.commit_messages("t", "s", [_person("Hi, Alice here.", clock)], clock.now)
+    assert count == 4
+    got = await store.get("t", "s")
+    assert got is not None and got.visible_count == 4
+    visible = [m for m in got.messages if m.visible]
+    assert [(m.role, m.content, m.author) for m in visible[2:]] == [
+        ("user", "anyone there?", None),
+        ("assistant", "Hi, Alice here.", {"type": "human", "id": "k1", "name": "Alice"})]
+    # The model reads the person's message as a plain assistant message (both model APIs accept it).
+    context = await store.context("t", "s", 50)
+    assert context[-2:] == [{"role": "user", "content": "anyone there?"},
+                            {"role": "assistant", "content": "Hi, Alice here."}]
+
+
+async def test_messages_of_a_person_count_against_the_caps(open_store: OpenStore, clock: Clock) -> None:
+    store = await open_store(max_messages=10)
+    await _commit(store, clock, "t", "s", "turn 0")
+    for i in range(4):  # a person's replies, then turns that push them out of the session
+        await store.commit_messages("t", "s", [_person(f"reply {i}", clock)], clock.now)
+    for i in range(1, 5):
+        await _commit(store, clock, "t", "s", f"turn {i}")
+    got = await store.get("t", "s")
+    assert got is not None and len(got.messages) == 8
+    assert got.messages[0].content == "turn 1"
+    assert got.visible_count == sum(1 for m in got.messages if m.visible) == 8
+
+
+async def test_sqlite_sessions_made_before_modes_are_with_the_agent(tmp_path: Path, clock: Clock) -> None:
+    store = await _sqlite(tmp_path, clock)
+    await _commit(store, clock, "t", "s", "one")
+    await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:  # back to schema 2: no mode column
+        db.execute("ALTER TABLE sessions DROP COLUMN mode")
+        db.execute("PRAGMA user_version = 2")
+    reopened = await _sqlite(tmp_path, clock)
+    try:
+        got = await reopened.get("t", "s")
+        assert got is not None and got.mode == "agent" and got.visible_count == 2
+        assert await reopened.set_mode("t", "s", "human")
+    finally:
+        await reopened.close()

@@ -17,6 +17,7 @@ from msev15.agent.providers import make_provider
 from msev15.agent.providers.base import Provider
 from msev15.agent.runner import AgentRunner
 from msev15.agent.tools.email import email_tools
+from msev15.agent.tools.handoff import handoff_tools
 from msev15.agent.tools.mailer import Mailer
 from msev15.agent.tools.orders import order_tools
 from msev15.agent.tools.registry import ToolRegistry
@@ -26,7 +27,9 @@ from msev15.events.context import BUS
 from msev15.events.turnlog import TURNS
 from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
+from msev15.store.handoffs import HANDOFFS
 from msev15.store.pending import PENDING
+from msev15.store.session_events import SESSION_EVENTS
 
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection  # the mcp package: imported only when a server is set
@@ -48,6 +51,8 @@ async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
     if mailer.status == "invalid":
         log.error("Email tools disabled: %s", mailer.problem)
     registry.add_many(email_tools(mailer))
+    if settings.handoff_enabled:
+        registry.add_many(handoff_tools())
     yield
 
 
@@ -99,6 +104,8 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         pending=app[PENDING],
         tool_approval=settings.tool_approval,
         pending_timeout_seconds=settings.pending_timeout_seconds,
+        handoffs=app[HANDOFFS],
+        session_events=app[SESSION_EVENTS],
     )
     runner.start()
     yield

@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 
 from msev15.agent.budget import fit_context
 from msev15.agent.coordination import Coordination
+from msev15.agent.handoff import WITH_HUMAN, begin_handoff
 from msev15.agent.loop import Paused, TurnProgress, TurnStopped, run_turn
 from msev15.agent.providers.base import LLMError, Provider
 from msev15.agent.tools.registry import ServiceUnavailable, ToolRegistry
@@ -27,6 +28,8 @@ from msev15.events.turnlog import TurnRecord
 from msev15.events.types import InputRequired, TurnEvent, TurnRequested
 from msev15.logs import service as logs
 from msev15.store.base import FENCE, FencedOut, Sessions, StoreUnavailable, storable
+from msev15.store.handoffs import Handoffs, MemoryHandoffs
+from msev15.store.session_events import MemorySessionEvents, SessionEvents
 
 log = logging.getLogger("agent.runner")
 
@@ -65,13 +68,15 @@ class TurnBook(Protocol):
              retry_after: float | None = None, detail: str | None = None) -> None: ...
 
     def complete(self, turn: TurnRequested, record: TurnRecord, answer: str, count: int,
-                 usage: dict[str, int] | None, pending: tuple[dict[str, Any], ...] = ()) -> None: ...
+                 usage: dict[str, int] | None, pending: tuple[dict[str, Any], ...] = (),
+                 status: str | None = None) -> None: ...
 
 
 class TurnExecution:
     def __init__(self, host: TurnBook, sessions: Sessions, provider: Provider, registry: ToolRegistry,
                  coordination: Coordination, waiting: Waiting, *, system_prompt: str, max_rounds: int,
-                 context_messages: int, context_max_chars: int, max_output_chars: int) -> None:
+                 context_messages: int, context_max_chars: int, max_output_chars: int,
+                 handoffs: Handoffs | None = None, session_events: SessionEvents | None = None) -> None:
         self.host = host
         self.waiting = waiting
         self.sessions = sessions
@@ -85,6 +90,8 @@ class TurnExecution:
         self.context_messages = context_messages
         self.context_max_chars = context_max_chars
         self.max_output_chars = max_output_chars
+        self.handoffs = handoffs if handoffs is not None else MemoryHandoffs()
+        self.session_events = session_events if session_events is not None else MemorySessionEvents(0)
 
     async def run(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress) -> None:
         """The turn's task: one frame for the whole turn (an open stream holds it for minutes), so
@@ -149,7 +156,17 @@ class TurnExecution:
                 log.exception("could not save the turn")
                 self.host.fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)
                 return
-            self.host.complete(turn, record, answer, count, progress.usage)
+            ending: str | None = None
+            if progress.handoff is not None:  # a person takes over (agent/handoff.py)
+                try:
+                    await begin_handoff(self.sessions, self.handoffs, self.session_events, turn,
+                                        partial(self.host.emit, record), progress.handoff)
+                except Exception:
+                    log.exception("could not hand the session over")
+                    self.host.fail(record, "store_unavailable", STORE_UNAVAILABLE, 503)
+                    return
+                ending = WITH_HUMAN
+            self.host.complete(turn, record, answer, count, progress.usage, status=ending)
         finally:
             if self.host.is_open(turn.turn_id) and not record.finished:  # a backstop: readers never hang on a bug
                 log.error("turn %s left open by its task; ending it", turn.turn_id)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from msev15.agent.providers.base import LLMError, ModelReply, Provider, ToolCallRequest
+from msev15.agent.tools.handoff import HANDOFF_TOOL
 from msev15.agent.tools.registry import ToolContext, ToolRegistry, ToolResult
 from msev15.events.types import Token, ToolCalled, ToolFinished, TurnEvent, TurnRequested
 
@@ -31,6 +32,8 @@ TOO_MANY_ROUNDS = (
     "I'm sorry — this request needed more steps than I'm allowed to take in one turn, so I stopped "
     "here. Please split it into smaller requests or tell me which part to do first."
 )
+
+HANDOFF_NOTE = "I'm handing this conversation to a person on our support team. They will reply here."
 
 Emit = Callable[[TurnEvent], None]
 Waits = Callable[[str], str | None]  # a tool name -> why its calls wait ("approval", "client_tool") or None
@@ -59,7 +62,8 @@ class TurnProgress:
     """What a turn has done so far. ``steps`` holds only whole tool rounds (the assistant's call
     message and every result); ``pending`` the round whose tools are running now."""
 
-    __slots__ = ("streamed", "steps", "usage", "phase", "stop_reason", "pending", "output_chars", "first_token_at")
+    __slots__ = ("streamed", "steps", "usage", "phase", "stop_reason", "pending", "output_chars", "first_token_at",
+                 "handoff")
 
     def __init__(self) -> None:
         self.streamed: list[str] = []
@@ -72,6 +76,7 @@ class TurnProgress:
         self.pending: tuple[tuple[ToolCallRequest, ...], dict[str, ToolResult], str | None] | None = None
         self.output_chars = 0  # text and tool-call arguments the model produced in this turn
         self.first_token_at: float | None = None  # time.monotonic() of the turn's first token
+        self.handoff: dict[str, Any] | None = None  # the arguments of a successful handoff_to_human call
 
     @property
     def answer(self) -> str:
@@ -180,6 +185,8 @@ async def _tool_round(reply: ModelReply, registry: ToolRegistry, ctx: ToolContex
         return Paused(reply.text, calls, results, waiting)
     if waiting:  # a store is down: the turn fails, keeping the calls that ran (see completed_steps)
         raise next(r.unavailable for r in results.values() if r.unavailable is not None)
+    progress.handoff = progress.handoff or next(
+        (_arguments(c.arguments) for c in calls if c.name == HANDOFF_TOOL and results[c.id].ok), None)
     step = round_messages(reply.text, calls, results)
     progress.steps.extend(step)
     progress.pending = None
@@ -233,6 +240,12 @@ async def run_turn(
                 raise TurnStopped(progress.stop_reason)
             return step
         messages.extend(step)
+        if progress.handoff is not None:  # a person takes over: the model says nothing more
+            if not progress.streamed:
+                progress.streamed.append(HANDOFF_NOTE)
+                if emit_token is not None:
+                    emit_token(HANDOFF_NOTE)
+            return progress.answer
 
     if progress.stop_reason is not None:
         raise TurnStopped(progress.stop_reason)

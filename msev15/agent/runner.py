@@ -37,7 +37,9 @@ from msev15.events.bus import EventBus
 from msev15.events.turnlog import TurnLog, TurnRecord
 from msev15.events.types import ClientTool, TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 from msev15.store.base import Sessions
+from msev15.store.handoffs import Handoffs
 from msev15.store.pending import MemoryPendingCalls, PendingCalls
+from msev15.store.session_events import SessionEvents
 
 log = logging.getLogger("agent.runner")
 
@@ -89,6 +91,8 @@ class AgentRunner:
         pending: PendingCalls | None = None,
         tool_approval: tuple[str, ...] = (),
         pending_timeout_seconds: float = 86_400,
+        handoffs: Handoffs | None = None,
+        session_events: SessionEvents | None = None,
     ) -> None:
         self.bus = bus
         self.turns = turns
@@ -99,7 +103,8 @@ class AgentRunner:
         self.execution = TurnExecution(self, sessions, provider, registry, coordination, self.waiting,
                                        system_prompt=system_prompt, max_rounds=max_rounds,
                                        context_messages=context_messages, context_max_chars=context_max_chars,
-                                       max_output_chars=max_output_chars)
+                                       max_output_chars=max_output_chars, handoffs=handoffs,
+                                       session_events=session_events)
         per_tenant = max_concurrent_per_tenant or max(1, max_concurrent // 4)
         self._queue: FairScheduler[TurnRequested] = FairScheduler(max_concurrent, per_tenant, max_queued_per_tenant)
         self._open: dict[str, TurnRecord] = {}  # every turn not ended yet, queued or running
@@ -215,12 +220,13 @@ class AgentRunner:
         return turn_id in self._open
 
     def complete(self, turn: TurnRequested, record: TurnRecord, answer: str, count: int,
-                 usage: dict[str, int] | None, pending: tuple[dict[str, Any], ...] = ()) -> None:
+                 usage: dict[str, int] | None, pending: tuple[dict[str, Any], ...] = (),
+                 status: str | None = None) -> None:
         self.completed += 1
         elapsed, ttft = self._timing(record)
+        ending = status or ("waiting" if pending else "completed")
         self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                           answer, count, usage, elapsed, ttft,
-                                           "waiting" if pending else "completed", pending))
+                                           answer, count, usage, elapsed, ttft, ending, pending))
 
     def _timing(self, record: TurnRecord) -> tuple[float, float | None]:
         """Seconds from acceptance to now and to the first token (None without one), for metrics."""

@@ -55,6 +55,9 @@ class TenantLabels:
         return OTHER
 
 
+HANDOFF_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
 class ServiceMetrics:
     def __init__(self, *, tenant_labels: bool = False, max_tenants: int = 50) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -82,9 +85,18 @@ class ServiceMetrics:
         self.feedback = Tally("msev15_feedback", "Answer ratings received, by rating (up, down).", ("rating",))
         for rating in ("up", "down"):  # both series from the start: a rate of thumbs down needs its zero
             self.feedback.inc((rating,), 0)
+        # Human handoff (agent/handoff.py, agent/handoff_timeout.py).
+        self.handoffs = Tally("msev15_handoffs", "Handoffs to a person by outcome (claimed, ticketed, released).",
+                              ("outcome",))
+        self.handoff_wait = TallyHistogram("msev15_handoff_wait_seconds", "Seconds a handoff waited for a claim.",
+                                           (), HANDOFF_BUCKETS)
+        self.handoff_with_human = TallyHistogram("msev15_handoff_with_human_seconds",
+                                                 "Seconds an operator held a conversation (claim to release).", (),
+                                                 HANDOFF_BUCKETS)
         self.registry.register(TallyCollector((self.http_requests, self.http_duration, self.turns, self.turn_duration,
                                                self.ttft, self.tokens, self.tool_calls, self.rate_limited,
-                                               self.approvals, self.decision_time, self.feedback)))
+                                               self.approvals, self.decision_time, self.feedback, self.handoffs,
+                                               self.handoff_wait, self.handoff_with_human)))
         self._tools: set[str] = set()
         self.open_streams = [0]  # a plain int in a list: the HTTP middleware bumps it, a gauge reads it
 

@@ -28,6 +28,7 @@ from typing import Any
 from msev15.events.redis_writethrough import SharedTurnRecord, TurnWriter
 from msev15.events.turnlog import STOPPED, TurnLog, TurnRecord, TurnStatus, TurnView, completed_status
 from msev15.events.types import (
+    Handoff,
     InputRequired,
     Token,
     ToolCalled,
@@ -47,8 +48,8 @@ READ_BLOCK_MS = 1000
 TURN_LOST_MESSAGE = "The instance running this turn stopped before it finished. Please retry."
 
 _KINDS: dict[str, type[TurnEvent]] = {k.__name__: k for k in (Token, ToolCalled, ToolFinished, InputRequired,
-                                                                TurnCompleted, TurnFailed)}
-_FINAL = ("completed", "waiting", "failed", "cancelled", "interrupted")
+                                                                Handoff, TurnCompleted, TurnFailed)}
+_FINAL = ("completed", "waiting", "with_human", "failed", "cancelled", "interrupted")
 
 # KEYS: meta, stream; ARGV: terminal event JSON, retention seconds. Ends a turn whose owner died,
 # unless it has ended already; returns 1 when it wrote the terminal event.

@@ -80,13 +80,24 @@ class CallSettled(TurnEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Handoff(TurnEvent):
+    """The session now waits for a person (or tells a customer who is already with one)."""
+
+    mode: str
+    reason: str = ""
+    summary: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnCompleted(TurnEvent):
     message: str
     message_count: int
     usage: dict[str, int] | None = None
     elapsed: float = 0.0  # seconds from acceptance to the end (metrics; not sent to clients)
     ttft: float | None = None  # seconds from acceptance to the first token, if any
-    status: str = "completed"  # or "waiting": the turn paused on calls that wait (see ``pending``)
+    # "waiting": the turn paused on calls that wait (see ``pending``); "with_human": it handed the
+    # session to a person.
+    status: str = "completed"
     pending: tuple[dict[str, Any], ...] = ()  # {kind, call_id, name, arguments} of each waiting call
 
 
@@ -102,7 +113,7 @@ class TurnFailed(TurnEvent):
 
 
 TERMINAL = (TurnCompleted, TurnFailed)
-CLIENT_EVENTS = (Token, ToolCalled, ToolFinished, InputRequired, TurnCompleted, TurnFailed)
+CLIENT_EVENTS = (Token, ToolCalled, ToolFinished, InputRequired, Handoff, TurnCompleted, TurnFailed)
 
 
 def retry_after_seconds(seconds: float) -> int:
@@ -126,13 +137,17 @@ def to_wire(event: TurnEvent) -> dict[str, Any]:
         case InputRequired():
             return {"type": "input_required", "kind": event.kind, "call_id": event.call_id, "name": event.name,
                     "arguments": event.arguments, "turn_id": event.turn_id, "session_id": event.session_id}
+        case Handoff():
+            return {"type": "handoff", "mode": event.mode, "reason": event.reason, "summary": event.summary,
+                    "session_id": event.session_id}
         case TurnCompleted():
             wire: dict[str, Any] = {"type": "done", "session_id": event.session_id,
                                     "message_count": event.message_count, "turn_id": event.turn_id}
             if event.usage:
                 wire["usage"] = event.usage
+            if event.status != "completed":
+                wire["status"] = event.status
             if event.status == "waiting":
-                wire["status"] = "waiting"
                 wire["pending"] = [p["call_id"] for p in event.pending]
             return wire
         case TurnFailed():

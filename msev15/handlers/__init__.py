@@ -12,13 +12,16 @@ from msev15.handlers import (
     aisdk,
     chat,
     feedback,
+    handoffs,
     health,
     mcp_endpoint,
     metrics,
     pending,
+    session_stream,
     sessions,
     turns,
 )
+from msev15.handlers.console import setup_console
 from msev15.handlers.docs import setup_docs
 from msev15.handlers.playground import setup_playground
 
@@ -47,9 +50,12 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(a2a_routes.CARD_PATH, a2a_routes.agent_card)  # public
     app.router.add_post(a2a_routes.RPC_PATH, a2a_routes.rpc)
     app.router.add_post(mcp_endpoint.MCP_PATH, mcp_endpoint.mcp)  # stateless: no GET stream, no DELETE
+    handoffs.setup_routes(app)  # the operator routes (human handoff)
+    app.router.add_get("/api/v1/sessions/{session_id}/events", session_stream.session_events)
     setup_docs(app)
     if app[SETTINGS].playground_enabled:
         setup_playground(app)
+        setup_console(app)  # the operator console (human handoff), beside the playground
 
 
 _EXPOSED = ("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-stream", "Retry-After",

@@ -41,6 +41,7 @@ from msev15.handlers.jsonbody import json_response
 from msev15.handlers.pending import apply_decision
 from msev15.handlers.protocols import request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
+from msev15.handlers.roles import caller_role
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.turns import resume_point
 from msev15.handlers.validation import check_id, check_message
@@ -225,6 +226,7 @@ async def _answer(call: Call, waited: TurnView, wanted: Any, tenant_id: str, str
     for call_id, body in answers:
         try:
             _, record = await apply_decision(app, tenant_id, waited.session_id, call_id, body, stream=stream,
+                                             role=caller_role(call.request),
                                              counted=call.request.get(TENANT_COUNTED, False))
         except ApiError as exc:  # pending_not_found, already_decided, a body that does not fit the call
             raise a2a_errors.InvalidParamsError(f"{call_id[:128]}: {exc.message}", {"error": exc.error}) from None

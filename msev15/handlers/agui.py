@@ -34,6 +34,7 @@ from msev15.handlers.errors import ApiError
 from msev15.handlers.pending import apply_decision
 from msev15.handlers.protocols import AGUI_ROLES, field_of, messages_of, request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
+from msev15.handlers.roles import caller_role
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
 from msev15.store.pending import PENDING
@@ -219,7 +220,8 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
                    tool_answers(body["messages"], await request.app[PENDING].get(tenant_id, thread_id)))
         found: TurnRecord | None = None
         for call_id, decision in answers:  # the step's last decision starts its continuation
-            found = (await apply_decision(request.app, tenant_id, thread_id, call_id, decision, counted=counted))[1]
+            found = (await apply_decision(request.app, tenant_id, thread_id, call_id, decision, counted=counted,
+                                             role=caller_role(request)))[1]
     except BadResume as exc:
         return await _refused_run(request, thread_id, run_id, "validation_error", str(exc))
     except ApiError as exc:

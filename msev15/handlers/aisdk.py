@@ -35,6 +35,7 @@ from msev15.handlers.errors import ApiError
 from msev15.handlers.pending import apply_decision
 from msev15.handlers.protocols import AISDK_PART_TYPE, AISDK_ROLES, field_of, messages_of, request_tenant
 from msev15.handlers.ratelimit import TENANT_COUNTED
+from msev15.handlers.roles import caller_role
 from msev15.handlers.streams import open_stream, relay
 from msev15.handlers.validation import check_id, check_message, invalid, json_object
 from msev15.store.pending import PENDING
@@ -222,7 +223,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     answers = ui_answers(body["messages"], await request.app[PENDING].get(tenant_id, session_id))
     found = None
     for call_id, decision in answers:  # the step's last decision starts its continuation
-        found = (await apply_decision(request.app, tenant_id, session_id, call_id, decision, counted=counted))[1]
+        found = (await apply_decision(request.app, tenant_id, session_id, call_id, decision, counted=counted,
+                                             role=caller_role(request)))[1]
     if answers and found is None:
         raise ApiError(409, "input_required", "Other calls of this step still wait: answer every one of them.")
     record = found or await start_turn(request.app, tenant_id, session_id, message, stream=True, counted=counted,

@@ -76,6 +76,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+def _add_status(properties: dict[str, Any], value: str, meaning: str) -> None:
+    """Add ``value`` to a ``status`` enum another feature may have started (handoff's with_human)."""
+    status = properties.setdefault("status", {"type": "string", "enum": [], "description": ""})
+    status["enum"].append(value)
+    status["description"] = (status["description"] + f" `{value}`: {meaning}.").strip()
+
+
 def extend(schemas: dict[str, dict[str, Any]]) -> None:
     """Add this feature's schemas, and its fields to the shared ones (stream events, the turn
     status, the chat request and reply)."""
@@ -83,20 +90,19 @@ def extend(schemas: dict[str, dict[str, Any]]) -> None:
     stream = schemas["StreamEvent"]
     stream["oneOf"].append({"$ref": "#/components/schemas/InputRequiredEvent"})
     stream["discriminator"]["mapping"]["input_required"] = "#/components/schemas/InputRequiredEvent"
-    schemas["SseFrame"]["properties"]["data"]["pattern"] = (
-        '^[{]"type": "(token|tool_call|tool_result|input_required|done|error)"')
-    schemas["DoneEvent"]["properties"].update({
-        "status": {"type": "string", "enum": ["waiting"],
-                   "description": "Only when the turn paused: calls wait for a decision (see pending)."},
-        "pending": {"type": "array", "items": {"type": "string"}, "description": "The waiting calls' ids."}})
+    frame = schemas["SseFrame"]["properties"]["data"]
+    frame["pattern"] = frame["pattern"].replace("tool_result|", "tool_result|input_required|")
+    done = schemas["DoneEvent"]["properties"]
+    _add_status(done, "waiting", "when the turn paused: calls wait for a decision (see pending)")
+    done["pending"] = {"type": "array", "items": {"type": "string"}, "description": "The waiting calls' ids."}
     schemas["TurnStatus"]["properties"]["status"]["enum"].append("waiting")
     schemas["ChatRequest"]["properties"]["tools"] = {
         "type": "array", "maxItems": 32, "items": {"$ref": "#/components/schemas/ClientTool"},
         "description": "Client tools: offered to the model for this turn and its continuations; a call waits "
                        "for the client's output (POST /api/v1/sessions/{session_id}/pending/{call_id})."}
-    schemas["ChatResponse"]["properties"].update({
-        "status": {"type": "string", "enum": ["waiting"],
-                   "description": "Only when the turn paused on calls that wait; `message` is the text so far."},
+    reply = schemas["ChatResponse"]["properties"]
+    _add_status(reply, "waiting", "when the turn paused on calls that wait (`message` is the text so far)")
+    reply.update({
         "pending": {"type": "array", "items": {
             "type": "object", "required": ["kind", "call_id", "name", "arguments"],
             "properties": {"kind": _KIND, "call_id": {"type": "string"}, "name": {"type": "string"},

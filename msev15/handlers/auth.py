@@ -29,9 +29,11 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from msev15.common.roles import DEFAULT_ROLE
 from msev15.config import SETTINGS, Settings
 from msev15.handlers.errors import ApiError
 from msev15.handlers.jwt_auth import InvalidToken, JwtVerifier
+from msev15.handlers.route_roles import check_route_role
 from msev15.store.apikeys import ApiKey, ApiKeyStore, digest, key_id
 from msev15.store.auth_limits import FailureLimit, LocalFailureLimit
 from msev15.topology import TOPOLOGY
@@ -44,11 +46,15 @@ CACHE_MAX = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller. ``subject`` is the API key's id or the token's ``sub``."""
+    """An authenticated caller. ``subject`` is the API key's id or the token's ``sub``; ``role``
+    is what it may do (msev15.common.roles); ``name`` is how an operator is shown (the key's name,
+    else its id; the token's ``sub``)."""
 
     tenant_id: str
     kind: str
     subject: str
+    role: str = DEFAULT_ROLE
+    name: str = ""
 
 
 PRINCIPAL = web.RequestKey("msev15.principal", Principal)
@@ -89,7 +95,7 @@ class ApiKeyAuthenticator:
                     self._cache.popitem(last=False)
         if record is None:
             raise Unauthorized(f"unknown or revoked API key {key_id(credential)}")
-        return Principal(record.tenant_id, "api_key", record.id)
+        return Principal(record.tenant_id, "api_key", record.id, record.role, record.name or record.id)
 
     async def close(self) -> None:
         await self.store.close()
@@ -101,10 +107,10 @@ class JwtAuthenticator:
 
     async def authenticate(self, credential: str) -> Principal:
         try:
-            tenant, subject = await self.verifier.verify(credential)
+            tenant, subject, role = await self.verifier.verify_with_role(credential)
         except InvalidToken as exc:
             raise Unauthorized(str(exc)) from None
-        return Principal(tenant, "jwt", subject)
+        return Principal(tenant, "jwt", subject, role, subject)
 
     async def close(self) -> None:
         await self.verifier.close()
@@ -117,7 +123,7 @@ def make_authenticator(settings: Settings, key_store: Callable[[], ApiKeyStore])
         return JwtAuthenticator(JwtVerifier(
             issuer=settings.jwt_issuer, audience=settings.jwt_audience, tenant_claim=settings.jwt_tenant_claim,
             jwks_url=settings.jwt_jwks_url, public_key_file=settings.jwt_public_key_file,
-            max_lifetime=settings.jwt_max_lifetime_seconds))
+            max_lifetime=settings.jwt_max_lifetime_seconds, roles_claim=settings.jwt_roles_claim))
     return None
 
 
@@ -189,6 +195,7 @@ def auth_middleware(settings: Settings, failures: FailureLimit | None = None) ->
             log.warning("authentication refused: %s %s from %s: %s", request.method, request.path, client, exc)
             raise _refusal(str(exc)) from None
         request[PRINCIPAL] = principal
+        check_route_role(request, principal.role)
         return await handler(request)
 
     return middleware

@@ -25,6 +25,7 @@ from msev15.events.types import (
 from msev15.handlers.client_tools import client_tools
 from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
+from msev15.handlers.handoff_chat import held_json, held_stream, hold_for_person
 from msev15.handlers.jsonbody import json_response
 from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
 from msev15.handlers.streams import SseTranslator, open_stream, relay
@@ -69,14 +70,19 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
     return record
 
 
-async def _start_turn(request: web.Request, stream: bool) -> tuple[ChatRequest, TurnRecord]:
+async def _chat_request(request: web.Request) -> tuple[ChatRequest, tuple[ClientTool, ...]]:
     body = await json_object(request)
     raw_tools = body.pop("tools", None)  # the caller's own tools (handlers/client_tools.py)
     chat = chat_request(request, body, request.app[SETTINGS].max_message_chars)
     # The registry's names are built only for a request that declares tools: most declare none.
     tools = client_tools(raw_tools, request.app[REGISTRY].tools()) if raw_tools is not None else ()
-    return chat, await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
-                                  if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False), tools=tools)
+    return chat, tools
+
+
+async def _start_turn(request: web.Request, chat: ChatRequest, tools: tuple[ClientTool, ...],
+                      stream: bool) -> TurnRecord:
+    return await start_turn(request.app, chat.tenant_id, chat.session_id, chat.message, stream=stream,
+                            if_busy=chat.if_busy, counted=request.get(TENANT_COUNTED, False), tools=tools)
 
 
 async def _outcome_unless_gone(request: web.Request, record: TurnRecord) -> TurnCompleted | TurnFailed:
@@ -138,7 +144,11 @@ async def chat(request: web.Request) -> web.Response:
       "502": {$ref: "#/components/responses/ModelError"}
       "503": {$ref: "#/components/responses/Unavailable"}
     """
-    chat_req, record = await _start_turn(request, stream=False)
+    chat_req, tools = await _chat_request(request)
+    held = await hold_for_person(request, chat_req)  # a person has the session: stored, no turn
+    if held is not None:
+        return json_response(held_json(chat_req, held))
+    record = await _start_turn(request, chat_req, tools, stream=False)
     event = await _outcome_unless_gone(request, record)
     if isinstance(event, TurnFailed):
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
@@ -152,8 +162,9 @@ async def chat(request: web.Request) -> web.Response:
         "tenant_id": chat_req.tenant_id,
         "turn_id": record.turn_id,
     }
-    if event.status == "waiting":  # calls wait for a decision: see GET /api/v1/sessions/{id}/pending
-        reply["status"] = "waiting"
+    if event.status != "completed":  # waiting for a decision (see .../pending), or with a person
+        reply["status"] = event.status
+    if event.status == "waiting":
         reply["pending"] = list(event.pending)
     return json_response(reply)
 
@@ -196,7 +207,11 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
       "429": {$ref: "#/components/responses/TenantBusy"}
       "503": {$ref: "#/components/responses/Unavailable"}
     """
-    _, record = await _start_turn(request, stream=True)
+    chat_req, tools = await _chat_request(request)
+    held = await hold_for_person(request, chat_req)  # a person has the session: stored, no turn
+    if held is not None:
+        return await held_stream(request, chat_req, held)
+    record = await _start_turn(request, chat_req, tools, stream=True)
     async with open_stream(request, record) as resp:
         await relay(record, resp, SseTranslator(record))
     return resp

@@ -160,7 +160,7 @@ async def list_feedback(request: web.Request) -> web.Response:
       "400": {$ref: "#/components/responses/BadRequest"}
     """
     tenant_id = request_tenant(request)
-    # Roles hook: once roles exist, only operator and admin principals may list (customers get 403).
+    # Operators and admins only: the route table (handlers/route_roles.py) refuses a customer key (403).
     query = request.query
     rating = _rating(query["rating"]) if "rating" in query else None
     since = _since(query.get("since"))

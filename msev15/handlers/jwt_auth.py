@@ -8,7 +8,8 @@ at most ``max_lifetime`` seconds (JWT_MAX_LIFETIME_SECONDS) past ``iat``, or pas
 ``exp``/``nbf`` get 60 s of leeway; ``iss`` and ``aud`` must match the settings. Keys come from
 a PEM file or a JWKS URL; the JWKS is cached and fetched again when a token names an unknown
 ``kid`` (at most once per ``min_refresh`` seconds, so garbage kids cannot make the service
-hammer the issuer).
+hammer the issuer). The caller's role is the highest known role in the ``roles_claim`` claim (a
+string or a list; ``customer`` when absent).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import aiohttp
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from msev15.common.roles import highest
 from msev15.common.tenancy import TenantIdError, check_tenant
 
 log = logging.getLogger("api.auth")
@@ -41,9 +43,10 @@ class InvalidToken(Exception):
 class JwtVerifier:
     def __init__(self, *, issuer: str, audience: str, tenant_claim: str = "tenant_id", jwks_url: str = "",
                  public_key_file: str = "", jwks_ttl: float = 300.0, min_refresh: float = 5.0,
-                 timeout: float = 5.0, max_lifetime: int = MAX_LIFETIME) -> None:
+                 timeout: float = 5.0, max_lifetime: int = MAX_LIFETIME, roles_claim: str = "roles") -> None:
         self.issuer = issuer
         self.max_lifetime = max_lifetime
+        self.roles_claim = roles_claim
         self.audience = audience
         self.tenant_claim = tenant_claim
         self.jwks_url = jwks_url
@@ -106,6 +109,11 @@ class JwtVerifier:
 
     async def verify(self, token: str) -> tuple[str, str]:
         """(tenant id, subject) of a valid token; :class:`InvalidToken` otherwise."""
+        tenant, subject, _ = await self.verify_with_role(token)
+        return tenant, subject
+
+    async def verify_with_role(self, token: str) -> tuple[str, str, str]:
+        """(tenant id, subject, role) of a valid token; :class:`InvalidToken` otherwise."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -131,7 +139,7 @@ class JwtVerifier:
             tenant = check_tenant(claims.get(self.tenant_claim))
         except TenantIdError:
             raise InvalidToken(f"the token has no valid '{self.tenant_claim}' claim") from None
-        return tenant, str(claims.get("sub", ""))
+        return tenant, str(claims.get("sub", "")), highest(claims.get(self.roles_claim))
 
 
 def _is_number(value: object) -> bool:

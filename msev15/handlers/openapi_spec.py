@@ -23,6 +23,7 @@ from msev15.handlers.agent_schemas import AGENT_SCHEMAS
 from msev15.handlers.approvals_openapi import extend as extend_for_approvals
 from msev15.handlers.auth import AGENT_PATHS
 from msev15.handlers.feedback_schemas import SCHEMAS as FEEDBACK_SCHEMAS
+from msev15.handlers.handoff_docs import HANDOFF_RESPONSES, HANDOFF_SCHEMAS
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 from msev15.handlers.validation import MESSAGE_PATTERN
 
@@ -60,9 +61,14 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "ChatResponse": {
         "type": "object",
         "required": ["session_id", "message", "timestamp", "message_count", "tenant_id"],
-        "properties": {"session_id": _ID, "message": {"type": "string"}, "timestamp": _TS,
-                       "message_count": {"type": "integer"}, "tenant_id": _ID,
-                       "turn_id": {"type": "string", "description": "The turn's id (status, events)."}},
+        "properties": {"session_id": _ID, "message": {"type": "string", "nullable": True,
+                                                      "description": "null while a person holds the session."},
+                       "timestamp": _TS, "message_count": {"type": "integer"}, "tenant_id": _ID,
+                       "turn_id": {"type": "string", "description": "The turn's id (status, events)."},
+                       "status": {"type": "string", "enum": ["with_human"],
+                                  "description": "A person holds the session: the message was stored for them, "
+                                                 "no turn ran."},
+                       "mode": {"$ref": "#/components/schemas/Mode"}},
     },
     "TurnStatus": {
         "type": "object",
@@ -86,7 +92,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["id", "data"],
         "properties": {"id": {"type": "string", "pattern": "^[^:]+:[0-9]+$", "example": "t1:3"},
                        "data": {"type": "string",
-                                "pattern": '^[{]"type": "(token|tool_call|tool_result|done|error)"'}},
+                                "pattern": '^[{]"type": "(token|tool_call|tool_result|handoff|done|error)"'}},
     },
     "Error": {
         "type": "object",
@@ -96,6 +102,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "message": {"type": "string", "example": "session_id is required"},
             "detail": {"type": "string"},
             "field": {"type": "string"},
+            "required_role": {"type": "string", "enum": ["customer", "operator", "admin"]},
+            "claimed_by": {"type": "string"},
             "session_id": {"type": "string"},
             "retry_after": {"type": "integer"},
             "turn_id": {"type": "string"},
@@ -108,13 +116,14 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["role", "content", "timestamp"],
         "properties": {"role": {"type": "string", "enum": ["user", "assistant"]},
-                       "content": {"type": "string"}, "timestamp": _TS},
+                       "content": {"type": "string"}, "timestamp": _TS,
+                       "author": {"$ref": "#/components/schemas/HumanAuthor"}},
     },
     "History": {
         "type": "object",
         "required": ["session_id", "tenant_id", "message_count", "created_at", "last_activity", "messages"],
         "properties": {"session_id": _ID, "tenant_id": _ID, "message_count": {"type": "integer"},
-                       "created_at": _TS, "last_activity": _TS,
+                       "created_at": _TS, "last_activity": _TS, "mode": {"$ref": "#/components/schemas/Mode"},
                        "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}},
     },
     "Deleted": {
@@ -126,7 +135,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["session_id", "message_count", "created_at", "last_activity"],
         "properties": {"session_id": _ID, "message_count": {"type": "integer"}, "created_at": _TS,
-                       "last_activity": _TS},
+                       "last_activity": _TS, "mode": {"$ref": "#/components/schemas/Mode"}},
     },
     "SessionList": {
         "type": "object",
@@ -143,18 +152,35 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     # The JSON object in the `data:` line of each Server-Sent Event of /api/v1/chat/stream.
     "StreamEvent": {
         "oneOf": [{"$ref": f"#/components/schemas/{n}"}
-                  for n in ("TokenEvent", "ToolCallEvent", "ToolResultEvent", "DoneEvent", "ErrorEvent")],
+                  for n in ("TokenEvent", "ToolCallEvent", "ToolResultEvent", "HandoffEvent", "DoneEvent",
+                            "ErrorEvent")],
         "discriminator": {"propertyName": "type", "mapping": {
             "token": "#/components/schemas/TokenEvent", "tool_call": "#/components/schemas/ToolCallEvent",
             "tool_result": "#/components/schemas/ToolResultEvent", "done": "#/components/schemas/DoneEvent",
+            "handoff": "#/components/schemas/HandoffEvent",
             "error": "#/components/schemas/ErrorEvent"}},
     },
     "TokenEvent": _event("token", {"content": {"type": "string"}}),
     "ToolCallEvent": _event("tool_call", {"name": {"type": "string"}, "call_id": {"type": "string"}, "arguments": {}}),
     "ToolResultEvent": _event("tool_result", {"name": {"type": "string"}, "call_id": {"type": "string"},
                                               "ok": {"type": "boolean"}}),
-    "DoneEvent": _event("done", {"message_count": {"type": "integer"}, "turn_id": {"type": "string"}},
-                        {"usage": {"type": "object", "additionalProperties": {"type": "integer"}}}),
+    "DoneEvent": _event("done", {"message_count": {"type": "integer"}},
+                        {"turn_id": {"type": "string", "description": "Absent only when no turn ran (a person "
+                                                                      "holds the session)."},
+                         "usage": {"type": "object", "additionalProperties": {"type": "integer"}},
+                         "status": {"type": "string", "enum": ["with_human"],
+                                    "description": "The session is a person's: the turn handed it over, or the "
+                                                   "message was stored for them."}}),
+    # --- human handoff -----------------------------------------------------------------------------
+    "Mode": {"type": "string", "enum": ["agent", "waiting_for_human", "human"],
+             "description": "Who answers the session: the agent, nobody yet (a person was asked for), a person."},
+    "HumanAuthor": {"type": "object", "required": ["type", "id", "name"],
+                    "description": "On a message a person (an operator) wrote.",
+                    "properties": {"type": {"type": "string", "enum": ["human"]}, "id": {"type": "string"},
+                                   "name": {"type": "string"}}},
+    "HandoffEvent": _event("handoff", {"mode": {"$ref": "#/components/schemas/Mode"}},
+                           {"reason": {"type": "string", "description": "Why the agent asked for a person."},
+                            "summary": {"type": "string", "description": "The agent's summary for the operator."}}),
     "ErrorEvent": _event("error", {"error": {"type": "string", "description":
                                              "cancelled, interrupted, shutting_down, llm_error, ..."},
                                    "message": {"type": "string"}, "request_id": {"type": "string"},
@@ -267,12 +293,14 @@ def build_spec(routes: Iterable[web.AbstractRoute], settings: Settings) -> dict[
               "license": {"name": "MIT"}},
         servers=[{"url": "/"}],
     )
-    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **FEEDBACK_SCHEMAS, **AGENT_SCHEMAS})
+    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **FEEDBACK_SCHEMAS, **AGENT_SCHEMAS, **HANDOFF_SCHEMAS})
     schemas["ChatRequest"]["properties"]["message"]["maxLength"] = settings.max_message_chars
+    schemas["OperatorMessage"]["properties"]["content"]["maxLength"] = settings.max_message_chars
+    schemas["Release"]["properties"]["note"]["maxLength"] = settings.max_message_chars
     extend_for_approvals(schemas)  # turns that wait: kept in their own module
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
-    for name, response in _RESPONSES.items():
+    for name, response in {**_RESPONSES, **HANDOFF_RESPONSES}.items():
         spec.components.response(name, response)
     spec.components.security_scheme("ApiKey", {
         "type": "apiKey", "in": "header", "name": "X-API-Key",

@@ -16,11 +16,15 @@ from typing import Any
 from aiohttp import web
 
 from msev15.agent.context import RUNNER
+from msev15.common.roles import allows
+from msev15.config import SETTINGS
 from msev15.events.turnlog import TurnRecord
 from msev15.events.types import ClientTool
 from msev15.handlers.chat import start_turn
 from msev15.handlers.errors import ApiError
 from msev15.handlers.ratelimit import TENANT_COUNTED
+from msev15.handlers.roles import approver_role, caller_role
+from msev15.handlers.route_roles import forbidden
 from msev15.handlers.validation import check_id, invalid, json_object, tenant_from_query
 from msev15.logs import service as logs
 from msev15.store.pending import PENDING, AlreadyDecided, PausedTurn, PendingNotFound
@@ -150,18 +154,19 @@ async def decide(request: web.Request) -> web.Response:
         raise invalid(f"call_id must be 1 to {MAX_CALL_ID_CHARS} characters", "call_id")
     body = await json_object(request)
     remaining, record = await apply_decision(request.app, tenant_id, session_id, call_id, body,
-                                             counted=request.get(TENANT_COUNTED, False))
+                                             counted=request.get(TENANT_COUNTED, False), role=caller_role(request))
     turn_id = record.turn_id if record is not None else None
     return web.json_response({"call_id": call_id, "remaining": remaining, "turn_id": turn_id}, status=202)
 
 
 async def apply_decision(app: web.Application, tenant_id: str, session_id: str, call_id: str,
-                         body: dict[str, Any], *, counted: bool = False,
-                         stream: bool = True) -> tuple[int, TurnRecord | None]:
+                         body: dict[str, Any], *, counted: bool = False, stream: bool = True,
+                         role: str | None = None) -> tuple[int, TurnRecord | None]:
     """Record one decision (``body`` as the REST route takes it); (calls still waiting, the
     continuation turn when this was the step's last decision). Raises ApiError (404
     pending_not_found, 409 already_decided, 400 for a body that does not fit the call's kind).
-    Every front door decides through here (REST, AG-UI resume, AI SDK approval responses)."""
+    Every front door decides through here (REST, AG-UI resume, AI SDK approval responses, A2A),
+    with the caller's ``role`` (None under AUTH_MODE=none): APPROVAL_BY says who may approve."""
     store = app[PENDING]
     paused = await store.get(tenant_id, session_id)
     kind = paused.kind_of(call_id) if paused is not None else None
@@ -172,6 +177,8 @@ async def apply_decision(app: web.Application, tenant_id: str, session_id: str, 
     if paused.expires_at <= time.time():
         await app[RUNNER].waiting.close(tenant_id, session_id, paused.turn_id, "expired")
         raise _not_found(call_id, "The call waited past PENDING_TIMEOUT_SECONDS and was settled as expired.")
+    if kind == "approval" and role is not None and not allows(role, approver_role(app[SETTINGS])):
+        raise forbidden(approver_role(app[SETTINGS]), role)  # APPROVAL_BY=operator: not the customer's call
     if call_id in paused.decisions:
         raise _already(call_id)
     decision = {**decision_of(kind, body), "decided_at": time.time()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from msev15.handlers.errors import ApiError, iso
@@ -10,12 +12,22 @@ from msev15.handlers.validation import check_id, int_param, tenant_from_query
 from msev15.logs import service as logs
 from msev15.store.base import SESSIONS
 from msev15.store.feedback import FEEDBACK
+from msev15.store.session_events import SESSION_EVENTS
+from msev15.store.sessions import Message
 
 
 def _not_found(session_id: str) -> ApiError:
     # The same answer whether the session is missing or belongs to another tenant: no leak.
     return ApiError(404, "Session not found", f"No session {session_id!r} exists for this tenant.",
                     session_id=session_id)
+
+
+def _shown(message: Message) -> dict[str, Any]:
+    shown: dict[str, Any] = {"role": message.role, "content": message.content, "timestamp": iso(message.ts)}
+    author = message.author
+    if author is not None:  # a person (an operator) wrote it
+        shown["author"] = author
+    return shown
 
 
 def _target(request: web.Request) -> tuple[str, str]:
@@ -54,8 +66,8 @@ async def history(request: web.Request) -> web.Response:
         "message_count": session.visible_count,
         "created_at": iso(session.created_at),
         "last_activity": iso(session.last_activity),
-        "messages": [{"role": m.role, "content": m.content, "timestamp": iso(m.ts)}
-                     for m in session.messages if m.visible],
+        "mode": session.mode,
+        "messages": [_shown(m) for m in session.messages if m.visible],
     })
 
 
@@ -81,6 +93,7 @@ async def delete_session(request: web.Request) -> web.Response:
     if deleted is None:
         raise _not_found(session_id)
     await request.app[FEEDBACK].forget(tenant_id, session_id)  # its ratings are the customer's data too
+    await request.app[SESSION_EVENTS].append(tenant_id, session_id, {"type": "session_deleted"})  # ends its streams
     return json_response({"message": "Session deleted successfully", "session_id": session_id,
                               "messages_deleted": deleted})
 
@@ -111,6 +124,6 @@ async def list_sessions(request: web.Request) -> web.Response:
         "limit": limit,
         "offset": offset,
         "sessions": [{"session_id": s.session_id, "message_count": s.visible_count,
-                      "created_at": iso(s.created_at), "last_activity": iso(s.last_activity)}
+                      "created_at": iso(s.created_at), "last_activity": iso(s.last_activity), "mode": s.mode}
                      for s in page.sessions],
     })

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from msev15.common.roles import DEFAULT_ROLE, check_role
 from msev15.common.tenancy import check_tenant
 
 PREFIX = "msev15_"
@@ -37,9 +38,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
     digest TEXT NOT NULL,
     created_at REAL NOT NULL,
     last_used_at REAL,
-    revoked_at REAL
+    revoked_at REAL,
+    role TEXT NOT NULL DEFAULT 'customer'
 )
 """
+# Files made before keys had roles: their keys become customers, as they were.
+_ADD_ROLE = "ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'customer'"
+_COLUMNS = "id, tenant_id, name, created_at, last_used_at, revoked_at, role"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,7 @@ class ApiKey:
     created_at: float
     last_used_at: float | None = None
     revoked_at: float | None = None
+    role: str = DEFAULT_ROLE
 
     @property
     def active(self) -> bool:
@@ -69,8 +75,9 @@ def key_id(key: str) -> str | None:
 
 
 class ApiKeyStore(Protocol):
-    async def create(self, tenant_id: str, name: str = "") -> tuple[ApiKey, str]:
-        """A new key for ``tenant_id``: its record and the key itself (shown once, never stored)."""
+    async def create(self, tenant_id: str, name: str = "", role: str = DEFAULT_ROLE) -> tuple[ApiKey, str]:
+        """A new key for ``tenant_id`` acting as ``role``: its record and the key itself (shown once,
+        never stored). ValueError for a bad tenant or role."""
 
     async def verify(self, key: str) -> ApiKey | None:
         """The active key record ``key`` belongs to (and note its use), or None."""
@@ -95,6 +102,9 @@ class SqliteApiKeyStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
+            if "role" not in columns:
+                self._db.execute(_ADD_ROLE)
 
     def _run(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
@@ -105,37 +115,35 @@ class SqliteApiKeyStore:
 
     @staticmethod
     def _record(row: tuple[object, ...]) -> ApiKey:
-        id_, tenant, name, created, used, revoked = row
+        id_, tenant, name, created, used, revoked, role = row
         return ApiKey(str(id_), str(tenant), str(name), float(created),  # type: ignore[arg-type]
                       None if used is None else float(used),  # type: ignore[arg-type]
-                      None if revoked is None else float(revoked))  # type: ignore[arg-type]
+                      None if revoked is None else float(revoked), str(role))  # type: ignore[arg-type]
 
-    async def create(self, tenant_id: str, name: str = "") -> tuple[ApiKey, str]:
-        tenant_id = check_tenant(tenant_id)
+    async def create(self, tenant_id: str, name: str = "", role: str = DEFAULT_ROLE) -> tuple[ApiKey, str]:
+        tenant_id, role = check_tenant(tenant_id), check_role(role)
         new_id = secrets.token_hex(8)
         key = f"{PREFIX}{new_id}_{secrets.token_urlsafe(32)}"
-        record = ApiKey(new_id, tenant_id, name, time.time())
-        await self._call("INSERT INTO api_keys (id, tenant_id, name, digest, created_at) VALUES (?, ?, ?, ?, ?)",
-                         (new_id, tenant_id, name, digest(key), record.created_at))
+        record = ApiKey(new_id, tenant_id, name, time.time(), role=role)
+        await self._call("INSERT INTO api_keys (id, tenant_id, name, digest, created_at, role) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (new_id, tenant_id, name, digest(key), record.created_at, role))
         return record, key
 
     async def verify(self, key: str) -> ApiKey | None:
         found = key_id(key)
         if found is None:
             return None
-        rows = await self._call("SELECT id, tenant_id, name, created_at, last_used_at, revoked_at, digest "
-                                "FROM api_keys WHERE id = ?", (found,))
-        if not rows or not hmac.compare_digest(str(rows[0][6]), digest(key)):
+        rows = await self._call(f"SELECT {_COLUMNS}, digest FROM api_keys WHERE id = ?", (found,))
+        if not rows or not hmac.compare_digest(str(rows[0][7]), digest(key)):
             return None
-        record = self._record(rows[0][:6])
+        record = self._record(rows[0][:7])
         if not record.active:
             return None
         await self._call("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (time.time(), record.id))
         return record
 
     async def list(self) -> list[ApiKey]:
-        rows = await self._call("SELECT id, tenant_id, name, created_at, last_used_at, revoked_at "
-                                "FROM api_keys ORDER BY created_at, id")
+        rows = await self._call(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
         return [self._record(row) for row in rows]
 
     async def revoke(self, key_id: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from aiohttp import web
 
-from msev15.store.sessions import Page, Session
+from msev15.store.sessions import Message, Page, Session
 
 StoreStatus = Literal["healthy", "unavailable"]
 
@@ -87,6 +87,23 @@ class Sessions(Protocol):
     async def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
                           steps: Iterable[dict[str, Any]], answer: str) -> int:
         """Append a whole turn atomically; returns the session's visible message count."""
+        ...
+
+    async def commit_messages(self, tenant_id: str, session_id: str, messages: list[Message],
+                              started_at: float) -> int:
+        """Append messages atomically outside a turn (what a customer or an operator wrote while a
+        person holds the session), under the same caps as a turn; the visible message count."""
+        ...
+
+    async def mode(self, tenant_id: str, session_id: str) -> str | None:
+        """The session's mode, or None when there is no such session: one small read (every chat
+        asks it first, while handoff is enabled)."""
+        ...
+
+    async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
+        """Set who answers the session (``agent``, ``waiting_for_human``, ``human``), atomically and
+        only if its mode is ``expect`` when given. False when the session is unknown or the mode
+        differed. The mode is part of the session: :meth:`get` and :meth:`page` report it."""
         ...
 
     async def page(self, tenant_id: str, limit: int, offset: int) -> Page:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from msev15.store.base import StoreStatus
-from msev15.store.sessions import Page, Session, SessionStore
+from msev15.store.sessions import Message, Page, Session, SessionStore
 
 
 class MemorySessions:
@@ -26,6 +26,16 @@ class MemorySessions:
     async def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
                           steps: Iterable[dict[str, Any]], answer: str) -> int:
         return self.store.commit_turn(tenant_id, session_id, user_text, started_at, steps, answer)
+
+    async def commit_messages(self, tenant_id: str, session_id: str, messages: list[Message],
+                              started_at: float) -> int:
+        return self.store.commit_messages(tenant_id, session_id, messages, started_at)
+
+    async def mode(self, tenant_id: str, session_id: str) -> str | None:
+        return self.store.mode(tenant_id, session_id)
+
+    async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
+        return self.store.set_mode(tenant_id, session_id, mode, expect)
 
     async def page(self, tenant_id: str, limit: int, offset: int) -> Page:
         return self.store.page(tenant_id, limit, offset)

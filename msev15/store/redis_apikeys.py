@@ -4,7 +4,8 @@ keys, so ``msev15 keys revoke`` reaches them all (each caches a lookup for API_K
 One hash per key (``msev15:apikey:{id}``: tenant, name, digest, times) and a sorted set of ids by
 creation for listing. As with SQLite, only the SHA-256 digest of a key is stored and it is
 compared in constant time. Keys have no TTL: they live until revoked (and a revoked key's record
-stays, for ``keys list``); their number is what operators create.
+stays, for ``keys list``); their number is what operators create. A key stored before keys had
+roles has no ``role`` field and reads as a ``customer``, as it was.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 
 import redis.asyncio as aioredis
 
+from msev15.common.roles import DEFAULT_ROLE, check_role
 from msev15.common.tenancy import check_tenant
 from msev15.store.apikeys import PREFIX, ApiKey, digest, key_id
 from msev15.store.redis_kit import PREFIX as KEY_PREFIX
@@ -30,7 +32,8 @@ def _key(id_: str) -> str:
 def _record(id_: str, fields: dict[str, str]) -> ApiKey:
     used, revoked = fields.get("last_used_at"), fields.get("revoked_at")
     return ApiKey(id_, fields["tenant_id"], fields.get("name", ""), float(fields["created_at"]),
-                  float(used) if used else None, float(revoked) if revoked else None)
+                  float(used) if used else None, float(revoked) if revoked else None,
+                  fields.get("role") or DEFAULT_ROLE)
 
 
 class RedisApiKeyStore:
@@ -38,14 +41,14 @@ class RedisApiKeyStore:
         self._redis: aioredis.Redis = connect(url)
 
     @translated
-    async def create(self, tenant_id: str, name: str = "") -> tuple[ApiKey, str]:
-        tenant_id = check_tenant(tenant_id)
+    async def create(self, tenant_id: str, name: str = "", role: str = DEFAULT_ROLE) -> tuple[ApiKey, str]:
+        tenant_id, role = check_tenant(tenant_id), check_role(role)
         new_id = secrets.token_hex(8)
         key = f"{PREFIX}{new_id}_{secrets.token_urlsafe(32)}"
-        record = ApiKey(new_id, tenant_id, name, time.time())
+        record = ApiKey(new_id, tenant_id, name, time.time(), role=role)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(_key(new_id), mapping={"tenant_id": tenant_id, "name": name, "digest": digest(key),
-                                             "created_at": repr(record.created_at)})
+                                             "created_at": repr(record.created_at), "role": role})
             pipe.zadd(_INDEX, {new_id: record.created_at})
             await pipe.execute()
         return record, key

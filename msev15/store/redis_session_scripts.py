@@ -31,7 +31,9 @@ local function size(m)
   return n
 end
 local function visible(m)
-  return m[1] == 'user' or (m[1] == 'assistant' and m[4] == cjson.null)
+  -- a person's message carries {author: ...}; an assistant message with tool calls is not shown
+  return m[1] == 'user' or (m[1] == 'assistant' and (m[4] == cjson.null or
+    (type(m[4]) == 'table' and m[4].author ~= nil)))
 end
 local function drop(index, prefix, id)
   redis.call('DEL', prefix .. 'sess:' .. id, prefix .. 'msgs:' .. id)
@@ -209,4 +211,16 @@ while total > max and #reply <= 64 do
   reply[#reply + 1] = tenant
 end
 return reply
+"""
+
+SET_MODE = """
+-- KEYS: 1 the session's hash. ARGV: 1 mode, 2 the mode it must have ('' for any),
+--       3 the TTL cutoff ('' without a TTL).
+-- Returns 1 when the mode was set; 0 for an unknown or idle session, or another mode.
+local last = redis.call('HGET', KEYS[1], 'last_activity')
+if not last or (ARGV[3] ~= '' and tonumber(last) <= tonumber(ARGV[3])) then return 0 end
+local mode = redis.call('HGET', KEYS[1], 'mode') or 'agent'
+if ARGV[2] ~= '' and mode ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'mode', ARGV[1])
+return 1
 """

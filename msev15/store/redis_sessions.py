@@ -49,7 +49,7 @@ import redis.asyncio as aioredis
 from msev15.store import redis_session_scripts as scripts
 from msev15.store.base import FENCE, FencedOut, StoreStatus
 from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, translated
-from msev15.store.sessions import Message, Page, Session, message_bytes, turn_messages
+from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
 
 # The global accounting, in one hash slot of its own (ids start with a letter or digit, so no
 # tenant's hash tag is "#sessions"): sessions per tenant, and sessions in all.
@@ -85,6 +85,7 @@ class RedisSessions:
         self._delete = client.register_script(scripts.DELETE)
         self._evict = client.register_script(scripts.EVICT)
         self._settle_script = client.register_script(scripts.SETTLE)
+        self._set_mode = client.register_script(scripts.SET_MODE)
         self.evicted = 0  # sessions this instance dropped by a session cap
         self._held = 0  # sessions in all, as last read from Redis (for metrics: no I/O)
 
@@ -116,7 +117,7 @@ class RedisSessions:
             meta, raw = await pipe.execute()
         if not meta or not self._alive(float(meta["last_activity"])):
             return None
-        session = Session(session_id, float(meta["created_at"]))
+        session = Session(session_id, float(meta["created_at"]), meta.get("mode") or "agent")
         session.last_activity = float(meta["last_activity"])
         session.visible_count = int(meta["visible_count"])
         session.messages = [_decode(item) for item in raw]
@@ -135,12 +136,20 @@ class RedisSessions:
         start = next((i for i, m in enumerate(tail) if m.role != "tool"), len(tail))
         return [m.to_model() for m in tail[start:]]
 
-    @translated
     async def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
                           steps: Iterable[dict[str, Any]], answer: str) -> int:
         now = self._clock()
+        return await self._append(tenant_id, session_id, turn_messages(user_text, started_at, steps, answer, now),
+                                  started_at, now)
+
+    async def commit_messages(self, tenant_id: str, session_id: str, turn: list[Message],
+                              started_at: float) -> int:
+        return await self._append(tenant_id, session_id, turn, started_at, self._clock())
+
+    @translated
+    async def _append(self, tenant_id: str, session_id: str, turn: list[Message], started_at: float,
+                      now: float) -> int:
         keys = [*self._keys(tenant_id, session_id), tenant_key(tenant_id, "queue", session_id)]
-        turn = turn_messages(user_text, started_at, steps, answer, now)
         sizes = [message_bytes(m) for m in turn]
         args: list[str | int] = [
             session_id, repr(now), repr(started_at), self.max_messages, int(self.ttl * 1000), FENCE.get() or "",
@@ -153,6 +162,19 @@ class RedisSessions:
         if joined - evicted - expired:
             await self._settle([(tenant_id, joined - evicted - expired)], tenant_id, session_id if joined else "")
         return visible
+
+    @translated
+    async def mode(self, tenant_id: str, session_id: str) -> str | None:
+        last, mode = await self._redis.hmget(self._keys(tenant_id, session_id)[0], ["last_activity", "mode"])
+        if last is None or not self._alive(float(last)):
+            return None
+        return text(mode) if mode else "agent"
+
+    @translated
+    async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
+        check_mode(mode)
+        meta_key = self._keys(tenant_id, session_id)[0]
+        return bool(await self._set_mode(keys=[meta_key], args=[mode, expect or "", self._cutoff()]))
 
     async def _settle(self, changes: list[tuple[str, int | str]], committer: str = "", spare: str = "") -> None:
         """Apply changes in tenants' counts to the global accounting, then evict what it claims
@@ -198,7 +220,7 @@ class RedisSessions:
         for session_id, meta in zip(ids, metas, strict=True):
             if not meta:  # expired or deleted between the two reads
                 continue
-            session = Session(session_id, float(meta["created_at"]))
+            session = Session(session_id, float(meta["created_at"]), meta.get("mode") or "agent")
             session.last_activity = float(meta["last_activity"])
             session.visible_count = int(meta["visible_count"])
             sessions.append(session)

@@ -77,6 +77,10 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         """UPDATE sessions SET bytes = (SELECT COALESCE(SUM(m.bytes), 0) FROM messages m
             WHERE m.tenant = sessions.tenant AND m.session_id = sessions.session_id)""",
     )),
+    # Version 3: who answers the session (agent, waiting_for_human, human): the handoff to people.
+    (3, (
+        "ALTER TABLE sessions ADD COLUMN mode TEXT NOT NULL DEFAULT 'agent'",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -26,9 +26,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+MODES = ("agent", "waiting_for_human", "human")  # who answers the session's customer
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    return mode
+
 
 class Message(NamedTuple):
-    """One stored message. ``extra`` holds tool calls (assistant) or the call id (tool).
+    """One stored message. ``extra`` holds tool calls (assistant), the call id (tool), or, for a
+    message a person wrote into the conversation, ``{"author": {...}}`` (assistant).
 
     A tuple, not an object: the garbage collector stops tracking tuples of plain values, so a
     large store does not lengthen every full collection.
@@ -41,13 +50,19 @@ class Message(NamedTuple):
 
     @property
     def visible(self) -> bool:
-        return self.role == "user" or (self.role == "assistant" and self.extra is None)
+        return self.role == "user" or (self.role == "assistant" and (self.extra is None or self.author is not None))
+
+    @property
+    def author(self) -> dict[str, Any] | None:
+        """Who wrote an assistant message that a person wrote (an operator), else None."""
+        extra = self.extra
+        return extra.get("author") if isinstance(extra, dict) else None
 
     def to_model(self) -> dict[str, Any]:
-        """The OpenAI Chat Completions shape."""
+        """The OpenAI Chat Completions shape (a person's message is a plain assistant message)."""
         if self.role == "tool":
             return {"role": "tool", "tool_call_id": self.extra, "content": self.content}
-        if self.extra is not None:
+        if isinstance(self.extra, list):
             return {"role": "assistant", "content": self.content, "tool_calls": self.extra}
         return {"role": self.role, "content": self.content}
 
@@ -83,10 +98,11 @@ def turn_messages(user_text: str, started_at: float, steps: Iterable[dict[str, A
 
 
 class Session:
-    __slots__ = ("created_at", "last_activity", "messages", "session_id", "size", "visible_count")
+    __slots__ = ("created_at", "last_activity", "messages", "mode", "session_id", "size", "visible_count")
 
-    def __init__(self, session_id: str, now: float) -> None:
+    def __init__(self, session_id: str, now: float, mode: str = "agent") -> None:
         self.session_id = session_id
+        self.mode = mode
         self.created_at = now
         self.last_activity = now
         self.messages: list[Message] = []
@@ -193,6 +209,14 @@ class SessionStore:
         """Append a whole turn (user message, tool exchange, answer). Returns the visible count."""
         now = self._clock()
         turn = turn_messages(user_text, started_at, steps, answer, now)  # before touching the session
+        return self._commit(tenant_id, session_id, turn, started_at, now)
+
+    def commit_messages(self, tenant_id: str, session_id: str, turn: list[Message], started_at: float) -> int:
+        """Append messages together (what a customer or an operator wrote while a person holds the
+        session). Returns the visible count."""
+        return self._commit(tenant_id, session_id, turn, started_at, self._clock())
+
+    def _commit(self, tenant_id: str, session_id: str, turn: list[Message], started_at: float, now: float) -> int:
         session = self._live(tenant_id, session_id)
         sessions = self._tenants.setdefault(tenant_id, OrderedDict())
         key = (tenant_id, session_id)
@@ -208,13 +232,27 @@ class SessionStore:
             self._lru.move_to_end(key)
         session.messages += turn
         session.size += sum(message_bytes(m) for m in turn)
-        session.visible_count += 2
+        session.visible_count += sum(1 for m in turn if m.visible)
         session.last_activity = now
         if len(session.messages) > self.max_messages:
             self._trim(session, len(session.messages) - self.max_messages)
         if self.max_bytes and session.size > self.max_bytes:
             self._trim_bytes(session)
         return session.visible_count
+
+    def mode(self, tenant_id: str, session_id: str) -> str | None:
+        session = self._live(tenant_id, session_id)
+        return None if session is None else session.mode
+
+    def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
+        """Set the session's mode (only if it is ``expect``, when given); False when the session is
+        unknown or its mode was not ``expect``."""
+        check_mode(mode)
+        session = self._live(tenant_id, session_id)
+        if session is None or (expect is not None and session.mode != expect):
+            return False
+        session.mode = mode
+        return True
 
     def _evict_from(self, tenant_id: str) -> None:
         """Drop the tenant's least recently active session (over a session cap)."""

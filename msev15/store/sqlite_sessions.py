@@ -42,7 +42,7 @@ import aiosqlite
 
 from msev15.store.base import StoreStatus, StoreUnavailable
 from msev15.store.session_schema import SessionDatabaseError, configure, migrate
-from msev15.store.sessions import Message, Page, Session, message_bytes, turn_messages
+from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
 
 log = logging.getLogger("store.sessions")
 
@@ -54,9 +54,10 @@ _UNAVAILABLE_CODES = frozenset({
     sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL,
     sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_PERM,
 })
-_SESSION = ("SELECT created_at, last_activity, visible_count, first_seq, next_seq, bytes FROM sessions "
+_SESSION = ("SELECT created_at, last_activity, visible_count, first_seq, next_seq, bytes, mode FROM sessions "
             "WHERE tenant = ? AND session_id = ?")
-_VISIBLE = "(role = 'user' OR (role = 'assistant' AND extra IS NULL))"
+# An assistant message is visible unless it carries tool calls: a person's message has an author.
+_VISIBLE = "(role = 'user' OR (role = 'assistant' AND (extra IS NULL OR json_type(extra, '$.author') IS NOT NULL)))"
 _CHANGED = "(SELECT value FROM meta WHERE name = 'touched')"
 
 
@@ -120,7 +121,7 @@ class SqliteSessions:
             rows = await db.execute_fetchall(
                 "SELECT role, content, ts, extra FROM messages WHERE tenant = ? AND session_id = ? ORDER BY seq",
                 (tenant_id, session_id))
-        session = Session(session_id, row[0])
+        session = Session(session_id, row[0], row[6])
         session.last_activity, session.visible_count = row[1], row[2]
         session.messages = [_message(r) for r in rows]
         return session
@@ -140,17 +141,31 @@ class SqliteSessions:
     async def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
                           steps: Iterable[dict[str, Any]], answer: str) -> int:
         """Append a whole turn (user message, tool exchange, answer) in one durable transaction."""
+        return await self._commit(tenant_id, session_id,
+                                  lambda now: turn_messages(user_text, started_at, steps, answer, now), started_at)
+
+    async def commit_messages(self, tenant_id: str, session_id: str, turn: list[Message],
+                              started_at: float) -> int:
+        """Append what a person wrote, in one durable transaction."""
+        return await self._commit(tenant_id, session_id, lambda now: turn, started_at)
+
+    async def _commit(self, tenant_id: str, session_id: str, build: Callable[[float], list[Message]],
+                      started_at: float) -> int:
+        """Append ``build(now)`` in one durable transaction (``now``: the commit's time, the session's
+        last activity)."""
         async with self._writing() as db:
             now = self._clock()
+            turn = build(now)
+            messages = _rows(turn)  # before anything is written: a malformed step changes nothing
+            shown = sum(1 for m in turn if m.visible)
             row = await self._row(db, tenant_id, session_id)
             if row is not None and row[1] + self.ttl <= now:  # expired: the turn starts afresh
                 await self._drop(db, [(tenant_id, session_id)])
                 row = None
-            messages = _turn(user_text, started_at, steps, answer, now)
             added = sum(m[-1] for m in messages)
             touched = await self._counter(db, "touched", 1)
             if row is None:
-                first, start, visible, size = 0, 0, 2, added
+                first, start, visible, size = 0, 0, shown, added
                 await db.execute_fetchall(
                     "INSERT INTO sessions (tenant, session_id, created_at, last_activity, touched, visible_count, "
                     "first_seq, next_seq, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -158,7 +173,7 @@ class SqliteSessions:
                 await self._counter(db, "sessions", 1)
                 await self._admit(db, tenant_id, session_id)
             else:
-                first, start, visible, size = row[3], row[4], row[2] + 2, row[5] + added
+                first, start, visible, size = row[3], row[4], row[2] + shown, row[5] + added
                 await db.execute_fetchall(
                     "UPDATE sessions SET last_activity = ?, touched = ?, visible_count = ?, next_seq = ?, bytes = ? "
                     "WHERE tenant = ? AND session_id = ?",
@@ -176,10 +191,25 @@ class SqliteSessions:
                     first, visible, size = await self._cut(db, key, cut, visible, size)
         return visible
 
+    async def mode(self, tenant_id: str, session_id: str) -> str | None:
+        async with self._reading() as db:
+            row = await self._live(db, tenant_id, session_id)
+        return None if row is None else str(row[6])
+
+    async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
+        check_mode(mode)
+        live, params = self._live_clause(tenant_id)
+        guard, more = ("", ()) if expect is None else (" AND mode = ?", (expect,))
+        async with self._writing() as db:
+            rows = await db.execute_fetchall(
+                f"UPDATE sessions SET mode = ? WHERE {live} AND session_id = ?{guard} RETURNING session_id",
+                (mode, *params, session_id, *more))
+        return bool(list(rows))
+
     async def page(self, tenant_id: str, limit: int, offset: int) -> Page:
         """Newest activity first; reads O(min(offset, total - offset) + limit) index entries."""
         live, params = self._live_clause(tenant_id)
-        columns = "session_id, created_at, last_activity, visible_count"
+        columns = "session_id, created_at, last_activity, visible_count, mode"
         async with self._reading() as db:
             counted = await db.execute_fetchall(f"SELECT COUNT(*) FROM sessions WHERE {live}", params)
             total = int(next(iter(counted))[0])
@@ -197,8 +227,8 @@ class SqliteSessions:
                     "LIMIT ? OFFSET ?", (*params, stop - begin, begin)))
                 rows.reverse()
         sessions = []
-        for sid, created_at, last_activity, visible_count in rows:
-            session = Session(sid, created_at)
+        for sid, created_at, last_activity, visible_count, mode in rows:
+            session = Session(sid, created_at, mode)
             session.last_activity, session.visible_count = last_activity, visible_count
             sessions.append(session)
         return Page(total, sessions)
@@ -415,11 +445,9 @@ async def _run_many(db: aiosqlite.Connection, sql: str, rows: Iterable[Sequence[
     await cursor.close()
 
 
-def _turn(user_text: str, started_at: float, steps: Iterable[dict[str, Any]], answer: str,
-          now: float) -> list[tuple[str, str | None, float, str | None, int]]:
-    """The turn's rows (role, content, ts, extra as JSON, bytes); built before anything is written,
-    so a malformed step changes nothing."""
-    turn = turn_messages(user_text, started_at, steps, answer, now)
+def _rows(turn: list[Message]) -> list[tuple[str, str | None, float, str | None, int]]:
+    """The messages' rows (role, content, ts, extra as JSON, bytes); built before anything is
+    written, so a malformed step changes nothing."""
     return [(m.role, m.content, m.ts, None if m.extra is None else json.dumps(m.extra), message_bytes(m))
             for m in turn]
 

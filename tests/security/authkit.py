@@ -80,13 +80,13 @@ class Jwks:
             await server.close()
 
 
-async def create_keys(path: Path, *tenants: str) -> dict[str, tuple[str, str]]:
+async def create_keys(path: Path, *tenants: str, role: str = "customer") -> dict[str, tuple[str, str]]:
     """tenant -> (key id, key), made in the SQLite store at ``path`` (what ``msev15 keys create`` does)."""
     store = SqliteApiKeyStore(path)
     try:
         made = {}
         for tenant in tenants:
-            record, key = await store.create(tenant, f"{tenant}-app")
+            record, key = await store.create(tenant, f"{tenant}-app", role)
             made[tenant] = (record.id, key)
         return made
     finally:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from msev15.handlers.auth import ApiKeyAuthenticator, Unauthorized
-from msev15.store.apikeys import KEY_RE, ApiKeyStore, SqliteApiKeyStore
+from msev15.store.apikeys import KEY_RE, ApiKeyStore, SqliteApiKeyStore, digest
 from msev15.store.redis_apikeys import RedisApiKeyStore
 from tests.conftest import matched
 from tests.test_serve_process import Service, _start
@@ -173,3 +173,79 @@ async def test_a_revoked_key_is_refused_by_every_instance_within_5_seconds(tmp_p
             await instance.finish()
     rows = sqlite3.connect(db).execute("SELECT revoked_at FROM api_keys").fetchall()
     assert rows[0][0] is not None
+
+
+# --- roles -----------------------------------------------------------------------------------------
+
+
+async def test_a_key_carries_its_role(store: ApiKeyStore) -> None:
+    _, plain = await store.create("acme")
+    record, key = await store.create("acme", "alice", "operator")
+    assert record.role == "operator"
+    found = await store.verify(key)
+    assert found is not None and found.role == "operator"
+    found = await store.verify(plain)
+    assert found is not None and found.role == "customer"  # the default
+    assert {(r.name, r.role) for r in await store.list()} == {("", "customer"), ("alice", "operator")}
+
+
+async def test_a_bad_role_is_refused_at_creation(store: ApiKeyStore) -> None:
+    with pytest.raises(ValueError, match="role must be one of customer, operator, admin"):
+        await store.create("acme", "x", "root")
+    assert await store.list() == []
+
+
+async def test_sqlite_keys_made_before_roles_are_customers(tmp_path: Path) -> None:
+    db = tmp_path / "keys.db"
+    old = sqlite3.connect(db)  # the schema before roles, with a key in it
+    old.execute("CREATE TABLE api_keys (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL DEFAULT '', "
+                "digest TEXT NOT NULL, created_at REAL NOT NULL, last_used_at REAL, revoked_at REAL)")
+    key = "msev15_00000000000000aa_" + "B" * 43
+    old.execute("INSERT INTO api_keys (id, tenant_id, name, digest, created_at) VALUES (?, ?, ?, ?, ?)",
+                ("00000000000000aa", "acme", "legacy", digest(key), time.time()))
+    old.commit()
+    old.close()
+    store = SqliteApiKeyStore(db)
+    try:
+        found = await store.verify(key)
+        assert found is not None and (found.name, found.role) == ("legacy", "customer")
+        _, new = await store.create("acme", "ops", "admin")
+        found = await store.verify(new)
+        assert found is not None and found.role == "admin"
+    finally:
+        await store.close()
+    again = SqliteApiKeyStore(db)
+    try:
+        assert [r.role for r in await again.list()] == ["customer", "admin"]  # opened again: no second migration
+    finally:
+        await again.close()
+
+
+async def test_redis_keys_made_before_roles_are_customers(redis_url: str) -> None:
+    store = RedisApiKeyStore(redis_url)
+    try:
+        key = "msev15_00000000000000bb_" + "C" * 43
+        await store._redis.hset("msev15:apikey:00000000000000bb", mapping={  # as the store wrote it before roles
+            "tenant_id": "acme", "name": "legacy", "digest": digest(key), "created_at": repr(time.time())})
+        await store._redis.zadd("msev15:apikeys", {"00000000000000bb": time.time()})
+        found = await store.verify(key)
+        assert found is not None and (found.name, found.role) == ("legacy", "customer")
+        assert [r.role for r in await store.list()] == ["customer"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.subprocess
+async def test_the_keys_command_with_roles(tmp_path: Path) -> None:
+    code, out, err = await _keys(tmp_path, "create", "--tenant", "acme", "--name", "alice", "--role", "operator")
+    assert code == 0, err
+    key_id = matched(KEY_RE, out.strip(), full=True)["id"]
+    assert f"Created key {key_id} for tenant acme with role operator" in err
+    code, out, _ = await _keys(tmp_path, "create", "--tenant", "acme")
+    assert code == 0
+    code, out, _ = await _keys(tmp_path, "list")
+    assert code == 0 and "ROLE" in out.splitlines()[0]
+    rows = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:]}
+    assert rows[key_id] == "operator" and sorted(rows.values()) == ["customer", "operator"]
+    code, _, err = await _keys(tmp_path, "create", "--tenant", "acme", "--role", "root")
+    assert code == 2 and "invalid choice: 'root'" in err

@@ -6,7 +6,8 @@ Cases, for AUTH_MODE=api_key and AUTH_MODE=jwt: no credential, garbage, a malfor
 revoked (api_key) or expired (jwt) → 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``;
 another tenant's credential → it acts in its own tenant and sees nothing of acme's; the caller's
 credential with another ``tenant_id`` → 403 ``tenant_mismatch``; with its own ``tenant_id`` or
-none → served.
+none → served. The credentials are admins' (every route is theirs): which role may use which
+route is tests/security/test_route_roles.py's matrix.
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ async def world(request: pytest.FixtureRequest, aiohttp_client: Any, tmp_path: P
     mode = request.param
     if mode == "api_key":
         db = tmp_path / "keys.db"
-        made = await create_keys(db, "acme", "globex", "acme")
-        made_dead = await create_keys(db, "acme")
+        made = await create_keys(db, "acme", "globex", "acme", role="admin")
+        made_dead = await create_keys(db, "acme", role="admin")
         await revoke_key(db, made_dead["acme"][0])
         settings = make_settings(tmp_path, auth_mode="api_key", api_keys_db_path=str(db), api_keys_cache_seconds=0)
         client = await aiohttp_client(await create_app(settings))
@@ -161,9 +162,10 @@ async def world(request: pytest.FixtureRequest, aiohttp_client: Any, tmp_path: P
         settings = make_settings(tmp_path, auth_mode="jwt", jwt_jwks_url=jwks.url, jwt_issuer=ISSUER,
                                  jwt_audience=AUDIENCE)
         client = await aiohttp_client(await create_app(settings))
-        good = {"Authorization": f"Bearer {key.token('acme')}"}
-        yield World(client, await _seed(client, good), good, {"Authorization": f"Bearer {key.token('globex')}"},
-                    {"Authorization": f"Bearer {key.token('acme', exp_in=-120)}"})
+        good = {"Authorization": f"Bearer {key.token('acme', roles=['admin'])}"}
+        yield World(client, await _seed(client, good), good,
+                    {"Authorization": f"Bearer {key.token('globex', roles='admin')}"},
+                    {"Authorization": f"Bearer {key.token('acme', exp_in=-120, roles=['admin'])}"})
 
 
 async def _call(world: World, method: str, path: str, headers: dict[str, str], tenant: str | None) -> Any:
@@ -171,7 +173,17 @@ async def _call(world: World, method: str, path: str, headers: dict[str, str], t
     kwargs = build(world.target, tenant)
     merged = {**kwargs.pop("headers", {}), **headers}
     resp = await world.client.request(method, _url(path, world.target), headers=merged, **kwargs)
-    return resp, await resp.text()
+    return resp, await body_text(resp)
+
+
+async def body_text(resp: Any) -> str:
+    """The body; for a stream that stays open (the session stream), its first line only."""
+    if resp.status == 200 and resp.headers.get("Content-Type", "").startswith("text/event-stream") \
+            and resp.headers.get("X-Turn-ID") is None:
+        first = await resp.content.readline()
+        resp.close()
+        return str(first.decode())
+    return str(await resp.text())
 
 
 async def _assert_unauthorized(resp: Any, text: str) -> None:

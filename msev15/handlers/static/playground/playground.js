@@ -1,6 +1,7 @@
 // The playground: a plain script over the public API (no framework, no build step).
 // Chat: POST /api/v1/chat/stream (SSE). Resume: GET .../turns/{turn}/events with Last-Event-ID.
 // Stop: POST .../turns/{turn}/cancel. Sessions: GET /api/v1/sessions, DELETE /api/v1/sessions/{id}.
+// A person's replies (human handoff) arrive on the session stream GET /api/v1/sessions/{id}/events.
 // Every request goes through fetch() (never EventSource, which cannot send headers), so an API key
 // rides on each one as "Authorization: Bearer", stream resumes included. The key is kept in
 // sessionStorage: this tab only, gone when it closes, never in localStorage.
@@ -12,6 +13,7 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const state = {
   turn: null,        // {id, lastEventId, bubble, text, finished, controller, tenant, session}
   known: null,       // session ids the service listed (null before the first list), to skip a new one's history
+  follow: null,      // the session stream's AbortController
 };
 const KEY_ITEM = "msev15.apikey";
 
@@ -56,12 +58,12 @@ async function apiError(resp) {
 
 // --- rendering -------------------------------------------------------------------------------
 
-function bubble(role, text) {
+function bubble(role, text, author) {
   const li = document.createElement("li");
-  li.className = role;
+  li.className = author ? `${role} human` : role;
   const label = document.createElement("span");
   label.className = "role";
-  label.textContent = role === "user" ? "You" : "Agent";
+  label.textContent = role === "user" ? "You" : author ? `${author.name} (support team)` : "Agent";
   const body = document.createElement("div");
   body.className = "body";
   li.append(label, body);
@@ -177,10 +179,12 @@ function handle(turn, id, event) {
     case "tool_call": toolCard(turn.bubble, event); break;
     case "tool_result": toolResult(turn.bubble, event); break;
     case "input_required": inputRequired(turn, event); break;  // approvals.js
+    case "handoff": showMode(event.mode); break;
     case "done":
       turn.finished = true;
-      setStatus(event.status === "waiting" ? "Waiting for your decision." : "");
-      if (event.turn_id && event.status !== "waiting") thumbs(turn, event.turn_id);  // a paused turn has no answer yet
+      if (event.status === "waiting") setStatus("Waiting for your decision.");
+      else if (event.status !== "with_human") setStatus("");  // with a person: the handoff said who answers
+      if (event.turn_id && !event.status) thumbs(turn, event.turn_id);  // only a finished answer is rated
       break;
     case "error": {
       turn.finished = true;
@@ -305,8 +309,48 @@ async function loadHistory() {
                            {headers: withAuth()});
   if (resp.status === 404) { await loadPending(); return; }  // a new session (or one whose first turn waits)
   if (!resp.ok) { setStatus(await apiError(resp)); return; }
-  for (const message of (await resp.json()).messages) bubble(message.role, message.content);
+  const history = await resp.json();
+  for (const message of history.messages) bubble(message.role, message.content, message.author);
+  showMode(history.mode);
   await loadPending();  // approvals.js: calls that still wait, as cards
+}
+
+const MODE_TEXT = {
+  waiting_for_human: "Waiting for a person from the support team: they will reply here.",
+  human: "A person from the support team is answering.",
+  agent: "",
+};
+function showMode(mode) {
+  if (mode in MODE_TEXT) setStatus(MODE_TEXT[mode]);
+}
+
+// Follows the session stream while the session is open here: a person's replies, mode changes.
+async function follow() {
+  if (state.follow) state.follow.abort();
+  const sid = session();
+  if (!ID_RE.test(sid) || !ID_RE.test(tenant())) return;
+  const controller = state.follow = new AbortController();
+  let lastId = null;
+  while (!controller.signal.aborted) {
+    try {
+      const headers = withAuth(lastId ? {"Last-Event-ID": lastId} : {});
+      const resp = await fetch(`/api/v1/sessions/${encodeURIComponent(sid)}/events` + tenantQuery(),
+                               {headers, signal: controller.signal, cache: "no-store"});
+      if (!resp.ok) return;  // an old service, or no access: the playground works without it
+      await readSse(resp, (id, event) => {
+        if (id) lastId = id;
+        if (event.type === "human_message") bubble("assistant", event.content, event.author);
+        else if (event.type === "mode") {
+          showMode(event.mode);
+          if (event.message) bubble("assistant", event.message);
+        }
+      });
+    } catch (err) {
+      if (controller.signal.aborted) return;
+    }
+    await online();
+    await sleep(1000);  // the stream ended or dropped: reconnect after Last-Event-ID, gently
+  }
 }
 
 async function refreshSessions() {
@@ -350,6 +394,7 @@ async function switchTo(sid) {
   setStatus("");
   await refreshSessions();
   await loadHistory();
+  follow();
 }
 
 function keyChanged() {

@@ -1,0 +1,144 @@
+"""Nobody came: a handoff no operator claimed within HANDOFF_TIMEOUT_SECONDS.
+
+Each instance sweeps the overdue ``waiting`` handoffs of every tenant. Ending a record with
+``expect="waiting"`` is atomic in every store, so of several instances (and of an operator
+claiming at that moment) exactly one wins, and only the winner acts: it opens an escalation
+ticket through the tool tagged ``ticket.escalate`` (EscalationComms' ``sendemail``) with the
+summary and the transcript, tells the customer (history and session stream) and gives the
+session back to the agent, the ticket id in its context. Without a ticket service, or without an
+email address to send the ticket to, it says so and gives the session back all the same. (An
+instance that dies between winning and sending leaves that handoff without a ticket: at most
+once, never twice.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from msev15.agent.context import REGISTRY
+from msev15.agent.handoff import WAITING, mode_event
+from msev15.agent.offline.text import BARE_CUSTOMER, EMAIL
+from msev15.agent.tools.registry import ToolContext, ToolRegistry
+from msev15.config import SETTINGS
+from msev15.events.metrics import METRICS, ServiceMetrics
+from msev15.mcpkit.capabilities import TICKET_ESCALATE
+from msev15.store.base import SESSIONS, Sessions
+from msev15.store.handoffs import HANDOFFS, HandoffRecord, Handoffs
+from msev15.store.session_events import SESSION_EVENTS, SessionEvents
+from msev15.store.sessions import Message
+
+log = logging.getLogger("agent.handoff")
+
+TRANSCRIPT_CHARS = 6000
+BY_TIMEOUT = {"type": "timeout"}
+
+
+def ticket_for(record: HandoffRecord) -> str:
+    """A ticket id of this handoff, the same on every instance."""
+    checksum = zlib.crc32(f"{record.tenant_id}:{record.session_id}:{record.requested_at!r}".encode())
+    return f"TKT-{datetime.date.today().year}-H{checksum % 1_000_000:06d}"
+
+
+class HandoffTimeouts:
+    """The sweep; ``sweeps`` counts the completed ones (tests wait on it, never on the clock)."""
+
+    def __init__(self, handoffs: Handoffs, sessions: Sessions, events: SessionEvents, registry: ToolRegistry,
+                 timeout: float, metrics: ServiceMetrics | None = None) -> None:
+        self.metrics = metrics
+        self.handoffs = handoffs
+        self.sessions = sessions
+        self.events = events
+        self.registry = registry
+        self.timeout = timeout
+        self.interval = min(max(timeout / 4, 0.05), 5.0)
+        self.sweeps = 0
+        self.ticketed = 0
+
+    async def sweep(self) -> None:
+        for record in await self.handoffs.overdue(time.time() - self.timeout):
+            try:
+                await self._expire(record)
+            except Exception:
+                log.exception("the timeout of a handoff failed")
+        self.sweeps += 1
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:  # the store is down: try again next time
+                log.warning("handoff timeout sweep failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.interval)
+
+    async def _expire(self, record: HandoffRecord) -> None:
+        ended = await self.handoffs.end(record.tenant_id, record.session_id, "ticketed", time.time(), expect="waiting")
+        if ended is None:
+            return  # claimed, or another instance took it
+        self.ticketed += 1
+        if self.metrics is not None:
+            self.metrics.handoffs.inc(("ticketed",))
+            self.metrics.handoff_wait.observe(time.time() - record.requested_at)
+        ticket, message = await self._ticket(ended)
+        now = time.time()
+        await self.sessions.commit_messages(record.tenant_id, record.session_id, [Message("assistant", message, now)],
+                                            now)
+        await self.sessions.set_mode(record.tenant_id, record.session_id, "agent", expect=WAITING)
+        await self.events.append(record.tenant_id, record.session_id,
+                                 {**mode_event("agent", BY_TIMEOUT), "ticket_id": ticket, "message": message})
+        log.info("handoff not claimed within %gs: %s", self.timeout, f"ticket {ticket}" if ticket else "no ticket")
+
+    async def _ticket(self, record: HandoffRecord) -> tuple[str | None, str]:
+        """(ticket id, what the customer is told)."""
+        nobody = "Nobody from our team was free to take over in time"
+        tool = next((name for name, cap in self.registry.capabilities().items() if cap == TICKET_ESCALATE), None)
+        if tool is None:
+            return None, f"{nobody}, and no support-ticket service is connected. I'm back to help you myself."
+        session = await self.sessions.get(record.tenant_id, record.session_id)
+        lines = [f"{'Customer' if m.role == 'user' else 'Assistant'}: {m.content}"
+                 for m in (session.messages if session else []) if m.visible and m.content]
+        transcript = "\n".join(lines)[-TRANSCRIPT_CHARS:]
+        email = EMAIL.search(transcript)
+        if email is None:
+            return None, (f"{nobody}, and I have no email address to open a support ticket with. Tell me your email "
+                          "address and I'll open one, or ask for a person again.")
+        customer = BARE_CUSTOMER.search(transcript)
+        ticket = ticket_for(record)
+        args = {"ticket_id": ticket, "customer_id": customer.group(1).upper() if customer else "UNKNOWN",
+                "customer_email": email.group(0), "use_case": "UC2",
+                "query": f"{record.summary or record.reason}\n\nTranscript:\n{transcript}",
+                "reason": f"No operator claimed the conversation within {self.timeout:g} s ({record.reason})"}
+        result = await self.registry.call(tool, args, ToolContext(record.tenant_id, record.session_id, ticket))
+        if not result.ok:
+            log.warning("the timeout ticket failed: %s", result.content)
+            return None, f"{nobody}, and the support ticket could not be opened. I'm back to help you myself."
+        return ticket, (f"{nobody}, so I opened support ticket {ticket}: the team will email you at "
+                        f"{email.group(0)}. I'm back to help you in the meantime.")
+
+
+TIMEOUTS: web.AppKey[HandoffTimeouts] = web.AppKey("msev15.handoff_timeouts")
+
+
+async def handoff_timeout_ctx(app: web.Application) -> AsyncIterator[None]:
+    """After the tools and MCP connections (the ticket goes through them), before the runner."""
+    settings = app[SETTINGS]
+    if not settings.handoff_enabled:
+        yield
+        return
+    timeouts = app[TIMEOUTS] = HandoffTimeouts(app[HANDOFFS], app[SESSIONS], app[SESSION_EVENTS], app[REGISTRY],
+                                               settings.handoff_timeout_seconds, app[METRICS])
+    task = asyncio.get_running_loop().create_task(timeouts.run(), name="handoff:timeouts")
+    try:
+        yield
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass

@@ -1,0 +1,99 @@
+"""The handoff records contract, on every implementation (memory, SQLite, Redis), including the one
+rule operators race on: of concurrent claims exactly one wins, also from two stores sharing one
+SQLite file or one Redis (two instances)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from msev15.store.handoffs import Handoffs, MemoryHandoffs
+from msev15.store.redis_handoffs import RedisHandoffs
+from msev15.store.sqlite_handoffs import SqliteHandoffs, path_beside
+
+Opener = Callable[[], Handoffs]
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
+    """``opener()`` -> another handle on the same records (another instance, for sqlite and redis)."""
+    opened: list[Handoffs] = []
+    memory = MemoryHandoffs()
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+
+    def open_() -> Handoffs:
+        store: Handoffs
+        if request.param == "memory":
+            store = memory
+        elif request.param == "sqlite":
+            store = SqliteHandoffs(path_beside(tmp_path / "sessions.db"))
+        else:
+            store = RedisHandoffs(url)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
+
+
+async def test_request_list_claim_end(opener: Opener) -> None:
+    T = time.time() - 1000  # record times are wall-clock: ended ones are kept a day
+    store = opener()
+    first = await store.request("acme", "s1", "asked for a person", "refund", T + 100)
+    assert (first.status, first.reason, first.summary, first.requested_at) == ("waiting", "asked for a person",
+                                                                               "refund", T + 100)
+    await store.request("acme", "s0", "r0", "", T + 90)
+    await store.request("globex", "s1", "other tenant", "", T + 95)
+    again = await store.request("acme", "s1", "asked twice", "", T + 110)  # a live record stays as it is
+    assert again == first
+    assert [r.session_id for r in await store.list("acme", "waiting")] == ["s0", "s1"]  # oldest first
+    assert await store.list("acme", "active") == []
+
+    outcome, record = await store.claim("acme", "s1", "key-a", "Alice", T + 120)
+    assert outcome == "claimed" and (record.status, record.claimed_by, record.claimed_by_name, record.claimed_at) == (
+        "active", "key-a", "Alice", T + 120)
+    assert record.requested_at == T + 100 and record.reason == "asked for a person"
+    outcome, record = await store.claim("acme", "s1", "key-a", "Alice", T + 130)  # the holder again: fine
+    assert outcome == "claimed" and record.claimed_at == T + 120
+    outcome, record = await store.claim("acme", "s1", "key-b", "Bob", T + 130)
+    assert outcome == "already_claimed" and record.claimed_by == "key-a"
+    assert [r.session_id for r in await store.list("acme", "active")] == ["s1"]
+    assert (await store.get("globex", "s1")).status == "waiting"  # type: ignore[union-attr]
+
+    assert await store.end("acme", "s1", "released", T + 140, expect="waiting") is None  # it is active
+    ended = await store.end("acme", "s1", "released", T + 140)
+    assert ended is not None and (ended.status, ended.ended_at, ended.claimed_by) == ("released", T + 140, "key-a")
+    assert await store.end("acme", "s1", "ticketed", T + 150) is None  # ended already
+    assert {r.session_id: r.status for r in await store.list("acme", "all")} == {"s0": "waiting", "s1": "released"}
+
+    # A new request after the end starts a new record; an operator may take a session nobody asked about.
+    assert (await store.request("acme", "s1", "again", "", T + 160)).status == "waiting"
+    outcome, record = await store.claim("acme", "s9", "key-b", "Bob", T + 170)
+    assert outcome == "claimed" and record.status == "active" and record.requested_at == T + 170
+    assert await store.get("acme", "nope") is None
+
+
+async def test_concurrent_claims_have_exactly_one_winner(opener: Opener) -> None:
+    stores = [opener() for _ in range(4)]  # for sqlite and redis: four instances on one file / server
+    for round_ in range(5):
+        session = f"s{round_}"
+        await stores[0].request("acme", session, "asked for a person", "", 100.0)
+        results = await asyncio.gather(*(s.claim("acme", session, f"op-{i}", f"Op {i}", 110.0)
+                                         for i, s in enumerate(stores)))
+        winners = [r for outcome, r in results if outcome == "claimed"]
+        assert len(winners) == 1, results
+        holder = winners[0].claimed_by
+        assert all(r.claimed_by == holder for _, r in results)
+        assert (await stores[1].get("acme", session)).claimed_by == holder  # type: ignore[union-attr]
+
+
+async def test_ticketing_only_a_waiting_record_happens_once(opener: Opener) -> None:
+    stores = [opener() for _ in range(3)]
+    await stores[0].request("acme", "s1", "r", "", 100.0)
+    results = await asyncio.gather(*(s.end("acme", "s1", "ticketed", 400.0, expect="waiting") for s in stores))
+    assert sum(r is not None for r in results) == 1
