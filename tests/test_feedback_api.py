@@ -144,6 +144,8 @@ async def test_with_api_keys_each_key_is_a_caller_and_the_tenant_is_the_keys(ser
     first_id, first = (await create_keys(db, "acme"))["acme"]
     second_id, second = (await create_keys(db, "acme"))["acme"]
     _, other = (await create_keys(db, "globex"))["globex"]
+    _, operator = (await create_keys(db, "acme", role="operator"))["acme"]
+    _, other_operator = (await create_keys(db, "globex", role="operator"))["globex"]
     client = await service(auth_mode="api_key", api_keys_db_path=str(db))
 
     async def call(method: str, path: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -161,8 +163,10 @@ async def test_with_api_keys_each_key_is_a_caller_and_the_tenant_is_the_keys(ser
     _error(status, body, 404, "turn_not_found")  # globex's key: acme's turn does not exist for it
     status, body = await call("POST", path + "?tenant_id=acme", other, {"rating": "up"})
     _error(status, body, 403, "tenant_mismatch")
-    status, listed = await call("GET", "/api/v1/feedback", second)
+    status, body = await call("GET", "/api/v1/feedback", second)
+    _error(status, body, 403, "forbidden")  # a customer key rates; reading the tenant's ratings is an operator's
+    status, listed = await call("GET", "/api/v1/feedback", operator)
     assert listed["tenant_id"] == "acme"
     assert sorted((f["caller"], f["rating"]) for f in listed["feedback"]) == sorted(
         [(first_id, "down"), (second_id, "down")])
-    assert (await call("GET", "/api/v1/feedback", other))[1]["feedback"] == []
+    assert (await call("GET", "/api/v1/feedback", other_operator))[1]["feedback"] == []  # another tenant's

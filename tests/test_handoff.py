@@ -159,4 +159,4 @@ async def test_the_openapi_document_describes_the_handoff_shapes(service, llm: S
     check("History", await _history(client, "s1"))
     check("SessionList", await (await client.get("/api/v1/sessions")).json())
     chat_response = spec["components"]["schemas"]["ChatResponse"]["properties"]
-    assert chat_response["message"]["nullable"] is True and chat_response["status"]["enum"] == ["with_human"]
+    assert chat_response["message"]["nullable"] is True and "with_human" in chat_response["status"]["enum"]

@@ -17,6 +17,16 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
 
 
 async def page(request: web.Request) -> web.FileResponse:
+    """The operator console (PLAYGROUND_ENABLED): the handoff queue, claim, reply, release.
+    ---
+    summary: Operator console
+    tags: [docs]
+    responses:
+      "200":
+        description: A page for operators; it signs in with an operator key kept for the tab only.
+        content:
+          text/html: {schema: {type: string}}
+    """
     return web.FileResponse(STATIC / "index.html", headers={
         "Content-Security-Policy": _CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
