@@ -105,15 +105,15 @@ async def test_many_headers_within_the_limits_are_served(client: TestClient) -> 
     assert resp.status == 200 and json.loads(resp.body)["status"] == "healthy"
 
 
-async def test_lying_content_length_is_refused_without_waiting(client: TestClient) -> None:
-    """A client announcing 100 GB is told 413 at once, not after the body deadline."""
-    started = time.monotonic()
-    resp = await _send_raw(client, b"POST /api/v1/chat HTTP/1.1\r\n" + _CLOSE
+async def test_lying_content_length_is_refused_without_waiting(service: Any) -> None:
+    """A client announcing 100 GB is told 413 at once, not after the body deadline: with a body
+    deadline far beyond the read timeout, an answer at all proves the server did not wait for it."""
+    patient = await service(request_body_timeout_seconds=600)
+    resp = await _send_raw(patient, b"POST /api/v1/chat HTTP/1.1\r\n" + _CLOSE
                            + b"Content-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n{")
     assert resp.status == 413
     assert_envelope(json.loads(resp.body), "payload_too_large")
-    assert time.monotonic() - started < BODY_TIMEOUT_SECONDS / 2
-    await _still_serving(client)
+    await _still_serving(patient)
 
 
 async def _slow_loris(client: TestClient, path: str) -> tuple[RawResponse, float, int]:
@@ -193,9 +193,9 @@ async def test_slow_loris_bodies_time_out_with_408(client: TestClient) -> None:
     try:
         # Meanwhile the service answers everyone else at once.
         for _ in range(3):
-            started = time.monotonic()
             resp = await client.get("/health")
-            assert resp.status == 200 and time.monotonic() - started < BODY_TIMEOUT_SECONDS / 2
+            assert resp.status == 200
+            assert not any(task.done() for task in loris)  # answered while every loris still hangs on
         results = await asyncio.gather(*loris)
     finally:
         for task in loris:
@@ -204,6 +204,6 @@ async def test_slow_loris_bodies_time_out_with_408(client: TestClient) -> None:
     for raw, elapsed, sent in results:
         assert raw.status == 408
         assert_envelope(json.loads(raw.body), "request_timeout")
-        assert BODY_TIMEOUT_SECONDS - 1 <= elapsed < BODY_TIMEOUT_SECONDS + 3, elapsed
+        assert elapsed >= BODY_TIMEOUT_SECONDS - 1, elapsed  # not given up before the deadline
         assert sent < 20  # the body was far from complete when the server gave up
     await _still_serving(client)
