@@ -110,6 +110,16 @@ _S, _L, _A, _M, _D, _E, _G = "Server", "LLM", "Agent", "MCP", "Orders", "Email",
 SESSION_STORES = ("memory", "sqlite", "redis")
 
 
+def _public_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("an http(s) URL without query or fragment, such as https://support.example.com")
+    return value
+
+
 def _redis_url(raw: str) -> str:
     value = raw.strip()
     if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
@@ -129,6 +139,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("RATE_LIMIT_PER_TENANT_PER_MINUTE", "0", int_between(0, 100_000_000),
         "Requests per tenant per 60 s window (beside the per-IP limit); 0 turns it off.", _S),
     Var("TRUSTED_PROXIES", "", _networks, "Proxies whose X-Forwarded-For is believed (IPs or CIDRs).", _S),
+    Var("PUBLIC_BASE_URL", "", _public_url,
+        "The URL clients reach the service at (behind a TLS proxy); the A2A card's URL starts with it. "
+        "Empty: the request's own scheme and Host.", _S),
     Var("SHUTDOWN_TIMEOUT_SECONDS", "30", float_between(0.1, 3600), "How long in-flight turns may run after SIGTERM.",
         _S),
     Var("MAX_BODY_BYTES", "1048576", int_between(1024, 64 * 1024 * 1024), "Largest accepted request body.", _S),
@@ -278,6 +291,7 @@ class Settings:
     rate_limit_per_minute: int
     rate_limit_per_tenant_per_minute: int
     trusted_proxies: tuple[str, ...]
+    public_base_url: str
     shutdown_timeout_seconds: float
     max_body_bytes: int
     request_body_timeout_seconds: float

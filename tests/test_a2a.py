@@ -17,6 +17,7 @@ from a2a.types import a2a_pb2 as pb
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError
 from aiohttp.test_utils import TestClient
 
+from msev15.config import SettingsError, load_settings
 from msev15.handlers.a2a_card import agent_card
 from tests.llm_server import Reply, ScriptedLLM
 from tests.security.authkit import create_keys
@@ -100,6 +101,21 @@ async def test_the_card_is_discovered_and_points_at_the_json_rpc_endpoint(servic
     assert {s.id for s in card.skills} == {"orders", "complaints", "email", "escalation", "handoff"}
     assert set(card.default_input_modes) == {"text/plain", "application/json"}
     assert not card.security_schemes  # AUTH_MODE=none
+
+
+async def test_behind_a_tls_proxy_the_card_advertises_the_public_base_url(service) -> None:
+    """The proxy speaks https to clients and http to us: the card must name what clients reach."""
+    client = await service(public_base_url="https://support.example.com/agents")
+    async with httpx.AsyncClient() as http:
+        card = await A2ACardResolver(http, base_url(client)).get_agent_card()
+    assert {i.url for i in card.supported_interfaces} == {"https://support.example.com/agents/a2a"}
+
+
+def test_a_public_base_url_must_be_an_http_url_without_query() -> None:
+    assert load_settings(environ={"PUBLIC_BASE_URL": "https://x.example/"}).public_base_url == "https://x.example"
+    for bad in ("ftp://x.example", "x.example", "https://x.example/?a=1", "https://x.example/#top"):
+        with pytest.raises(SettingsError, match="PUBLIC_BASE_URL"):
+            load_settings(environ={"PUBLIC_BASE_URL": bad})
 
 
 async def test_the_card_is_public_and_names_the_api_key_schemes(service, tmp_path: Path) -> None:

@@ -89,5 +89,6 @@ def card_json(card: pb.AgentCard) -> dict[str, Any]:
 
 
 def card_response(request: web.Request, rpc_path: str) -> web.Response:
-    rpc_url = f"{request.scheme}://{request.host}{rpc_path}"
+    base = request.app[SETTINGS].public_base_url or f"{request.scheme}://{request.host}"
+    rpc_url = base + rpc_path
     return web.json_response(card_json(agent_card(rpc_url, request.app[SETTINGS].auth_mode)))
