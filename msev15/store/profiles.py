@@ -131,7 +131,7 @@ class MemoryProfiles:
         current = self._current.get(tenant_id, 0)
         if if_version is not None and if_version != current:
             raise VersionConflict(current)
-        return self._append(tenant_id, _plain(profile), by)
+        return self._append(tenant_id, stored_copy(profile), by)
 
     async def versions(self, tenant_id: str) -> list[ProfileRecord]:
         return sorted(self._history.get(tenant_id, {}).values(), key=lambda r: r.version, reverse=True)
@@ -155,7 +155,7 @@ class MemoryProfiles:
         pass
 
 
-def _plain(profile: dict[str, Any]) -> dict[str, Any]:
+def stored_copy(profile: dict[str, Any]) -> dict[str, Any]:
     """A validated private copy of ``profile`` (the caller may change its own afterwards)."""
     parse_profile(profile)  # ProfileInvalid before anything else (also for values JSON cannot hold)
     copied: dict[str, Any] = json.loads(json.dumps(profile))
