@@ -1,4 +1,4 @@
-"""Scenario 10: the per-turn profile read (issue 25), per store, in this process.
+"""Scenario 12: the per-turn profile read (issue 25), per store, in this process.
 
 Every turn starts by asking the tenant's profile store which version is current
 (``current_version``) and, for a tenant with a profile, reading the record (``current``: the same

@@ -77,13 +77,13 @@ async def _turnlog(collector: Collector) -> None:
 
 
 async def _profiles(collector: Collector) -> None:
-    """Scenario 10: the per-turn profile read of each store (in this process, no server)."""
+    """Scenario 12: the per-turn profile read of each store (in this process, no server)."""
     figures = await profile_lookup()
     collector.scenarios["profiles"] = figures
     for kind in ("memory", "sqlite", "redis"):
-        collector.report(f"10.{kind}_current_version", f"profile lookup per turn, {kind} store",
+        collector.report(f"12.{kind}_current_version", f"profile lookup per turn, {kind} store",
                          figures[kind]["current_version_us"], "us")
-    collector.report("10.sqlite_to_thread", "the same SQLite lookup through a worker thread (not used)",
+    collector.report("12.sqlite_to_thread", "the same SQLite lookup through a worker thread (not used)",
                      figures["sqlite"]["to_thread_us"], "us")
 
 
