@@ -217,8 +217,8 @@ async def get_version(request: web.Request) -> web.Response:
       "400": {$ref: "#/components/responses/BadRequest"}
       "404": {$ref: "#/components/responses/NoProfile"}
     """
+    tenant_id = request_tenant(request)  # a credential of another tenant: 403 before anything else
     n = _version_param(request.match_info["n"], "n")
-    tenant_id = request_tenant(request)
     record = await request.app[PROFILES].version(tenant_id, n)
     if record is None:
         raise _no_profile(n)
