@@ -225,3 +225,23 @@ async def test_sqlite_turns_read_the_committed_version_while_another_process_wri
         other.close()
     finally:
         await store.close()
+
+
+async def test_sqlite_a_write_locked_out_past_the_busy_timeout_is_store_unavailable(tmp_path: Path) -> None:
+    import sqlite3
+
+    from msev15.store.base import StoreUnavailable
+
+    store = SqliteProfiles(tmp_path / "api_keys.db", busy_timeout=0.05)
+    other = sqlite3.connect(tmp_path / "api_keys.db", isolation_level=None)
+    try:
+        await store.put("acme", PROFILE, "k1")
+        other.execute("BEGIN IMMEDIATE")  # another process writing, and not letting go
+        with pytest.raises(StoreUnavailable):
+            await store.put("acme", PROFILE, "k1")
+        assert await store.current_version("acme") == 1, "reads go on"
+        other.execute("ROLLBACK")
+        assert await store.put("acme", PROFILE, "k1") == 2, "and writes once the lock is gone"
+    finally:
+        other.close()
+        await store.close()

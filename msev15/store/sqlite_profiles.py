@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from msev15.store.base import StoreUnavailable
 from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, VersionConflict, stored_copy
 
 _SCHEMA = (
@@ -42,11 +43,11 @@ T = TypeVar("T")
 
 
 class SqliteProfiles:
-    def __init__(self, path: str | Path, *, max_versions: int = MAX_VERSIONS) -> None:
+    def __init__(self, path: str | Path, *, max_versions: int = MAX_VERSIONS, busy_timeout: float = 10) -> None:
         self.path = Path(path)
         self.max_versions = max_versions
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -148,7 +149,10 @@ class SqliteProfiles:
             with self._lock:
                 return func(*args)
 
-        return await asyncio.to_thread(run)
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.OperationalError as exc:  # disk full, read-only, locked past the busy timeout
+            raise StoreUnavailable(f"the profile tables are unavailable: {exc}") from exc
 
     async def close(self) -> None:
         self._reader.close()
