@@ -245,3 +245,21 @@ async def test_sqlite_a_write_locked_out_past_the_busy_timeout_is_store_unavaila
     finally:
         other.close()
         await store.close()
+
+
+async def test_redis_unreachable_is_store_unavailable() -> None:
+    import socket
+
+    from msev15.store.base import StoreUnavailable
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisProfiles(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.current_version("acme")
+        with pytest.raises(StoreUnavailable):
+            await store.put("acme", PROFILE, "k1")
+    finally:
+        await store.close()
