@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from msev15.agent.coordination import COORDINATION
+from msev15.agent.mcp_pool import McpPool
 from msev15.agent.prompt import load_system_prompt
 from msev15.agent.providers import make_provider
 from msev15.agent.providers.base import Provider
@@ -41,6 +42,7 @@ PROVIDER: web.AppKey[Provider] = web.AppKey("msev15.provider")
 RUNNER: web.AppKey[AgentRunner] = web.AppKey("msev15.runner")
 MAILER: web.AppKey[Mailer] = web.AppKey("msev15.mailer")
 MCP: web.AppKey[dict[str, McpConnection]] = web.AppKey("msev15.mcp")  # by server label
+MCP_POOL: web.AppKey[McpPool] = web.AppKey("msev15.mcp_pool")  # the tenants' own servers (profiles)
 
 
 async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -84,6 +86,18 @@ async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
         connection.start()
     yield
     await asyncio.gather(*(c.close() for c in connections.values()), return_exceptions=True)
+
+
+async def mcp_pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The pool of the tenants' MCP servers: nothing opens until a profile names one."""
+    settings = app[SETTINGS]
+    pool = app[MCP_POOL] = McpPool(max_connections=settings.mcp_max_connections,
+                                   idle_seconds=settings.mcp_idle_seconds,
+                                   call_timeout=settings.tool_timeout_seconds,
+                                   connect_timeout=settings.mcp_connect_timeout_seconds)
+    pool.start()
+    yield
+    await pool.close()
 
 
 async def runner_ctx(app: web.Application) -> AsyncIterator[None]:

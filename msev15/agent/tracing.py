@@ -30,7 +30,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from msev15.agent.context import MCP, RUNNER
+from msev15.agent.context import MCP, MCP_POOL, RUNNER
 from msev15.agent.execution import TurnExecution
 from msev15.agent.loop import TurnProgress
 from msev15.agent.providers.base import LLMError, ModelReply, ProbeStatus, Provider
@@ -247,4 +247,5 @@ async def agent_tracing_ctx(app: web.Application) -> AsyncIterator[None]:
     mcp_spans = McpSpans(tracing)
     for connection in app[MCP].values():
         connection.spans = mcp_spans
+    app[MCP_POOL].spans = mcp_spans
     yield
