@@ -13,6 +13,7 @@ from aiohttp import web
 
 from msev15.agent.coordination import COORDINATION
 from msev15.agent.mcp_pool import McpPool
+from msev15.agent.profile_turn import TurnProfiles
 from msev15.agent.prompt import load_system_prompt
 from msev15.agent.providers import make_provider
 from msev15.agent.providers.base import Provider
@@ -30,6 +31,7 @@ from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
 from msev15.store.handoffs import HANDOFFS
 from msev15.store.pending import PENDING
+from msev15.store.profiles import PROFILES
 from msev15.store.session_events import SESSION_EVENTS
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         pending_timeout_seconds=settings.pending_timeout_seconds,
         handoffs=app[HANDOFFS],
         session_events=app[SESSION_EVENTS],
+        profiles=TurnProfiles(app.get(PROFILES), app[REGISTRY], system_prompt, pool=app[MCP_POOL]),
     )
     runner.start()
     yield

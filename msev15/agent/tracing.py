@@ -128,6 +128,7 @@ class TracedExecution(TurnExecution):
             try:
                 await super().run(turn, record, progress)
             finally:
+                span.set_attribute("msev15.profile_version", record.profile_version or 0)
                 del spans.agents[turn.turn_id]
                 for key in [k for k in spans.tools if k[0] == turn.turn_id]:
                     spans.tools.pop(key).end()  # a cut turn's tools never finished

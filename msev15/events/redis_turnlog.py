@@ -224,6 +224,7 @@ class RemoteTurnRecord(TurnView):
         self.events: list[TurnEvent] = []
         self._last_id = "0-0"
         self.finished_at: float | None = None
+        self.profile_version: int | None = None  # from the terminal event
 
     @property
     def last_seq(self) -> int:
@@ -236,6 +237,7 @@ class RemoteTurnRecord(TurnView):
             self._last_id = text(entry_id)
             if isinstance(event, TurnCompleted | TurnFailed):
                 self.finished_at = time.monotonic()
+                self.profile_version = event.profile_version
                 if isinstance(event, TurnCompleted):
                     self.status, self.message_count = completed_status(event), event.message_count
                 else:

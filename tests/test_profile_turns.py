@@ -1,0 +1,229 @@
+"""Tenant profiles applied to turns (issue 25): two tenants with their own instructions, tool
+lists, approval rules and MCP servers (two real complaints servers) in one process, against the
+scripted model server, which records what the model was sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from msev15.store.context import ORDERS
+from msev15.store.profiles import PROFILES
+from tests.complaints.server import McpTestServer, running_complaints_server
+from tests.conftest import sse_events
+from tests.hanging_server import hanging_server
+from tests.llm_server import Call, Reply, ScriptedLLM
+
+SECRET = "MSEV15_TENANT_SECRET_ACME_COMPLAINTS"
+ACME_RULES = "You are Acme's assistant. Never promise refunds."
+GLOBEX_RULES = "You are Globex's assistant. Answer in one sentence."
+BUILT_IN = {"create_order", "get_order_by_id", "get_orders_by_customer", "search_orders", "update_order_status",
+            "get_all_orders"}
+
+
+def acme_profile(url: str) -> dict[str, Any]:
+    return {"instructions": ACME_RULES,
+            "tools": {"allow": ["get_order_by_id", "update_order_status", "*complaint*"]},
+            "approval": ["update_order_status"],
+            "mcp_servers": [{"name": "acme", "url": url, "headers": {"Authorization": f"env:{SECRET}"}}]}
+
+
+def globex_profile(url: str) -> dict[str, Any]:
+    return {"instructions": GLOBEX_RULES,
+            "tools": {"deny": ["update_order_status", "create_order", "send_*", "test_*", "handoff_*"]},
+            "approval": [],
+            "mcp_servers": [{"name": "globex", "url": url, "tools": ["search_*", "get_*"]}]}
+
+
+@pytest.fixture
+async def servers(tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[McpTestServer, McpTestServer]]:
+    monkeypatch.setenv(SECRET, "Bearer tok-acme")  # read at connect time, never stored
+    async with running_complaints_server(tmp_path / "acme.db", auth_token="tok-acme") as acme, \
+            running_complaints_server(tmp_path / "globex.db") as globex:
+        yield acme, globex
+
+
+async def _service(service: Any, llm: ScriptedLLM, **overrides: Any) -> TestClient:
+    settings: dict[str, Any] = dict(llm_provider="openai", openai_base_url=f"{llm.url}/v1", openai_api_key="k",
+                                    llm_max_retries=0, tool_approval=("create_order",))
+    settings.update(overrides)
+    return await service(**settings)
+
+
+async def _chat(client: TestClient, tenant: str, message: str, session: str = "s") -> dict[str, Any]:
+    resp = await client.post("/api/v1/chat", json={"session_id": session, "tenant_id": tenant, "message": message})
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+def _tools(request: dict[str, Any]) -> set[str]:
+    return {t["function"]["name"] for t in request.get("tools", [])}
+
+
+def _system(request: dict[str, Any]) -> str:
+    first = request["messages"][0]
+    assert first["role"] == "system"
+    return str(first["content"])
+
+
+def _tool_results(request: dict[str, Any]) -> list[str]:
+    return [m["content"] for m in request["messages"] if m["role"] == "tool"]
+
+
+async def test_two_tenants_each_get_their_instructions_tools_and_servers(service, llm: ScriptedLLM, servers) -> None:
+    acme_server, globex_server = servers
+    client = await _service(service, llm)
+    store = client.app[PROFILES]
+    assert await store.put("acme", acme_profile(acme_server.url), "test") == 1
+    assert await store.put("globex", globex_profile(globex_server.url), "test") == 1
+
+    llm.push(Reply("Hello from Acme."))
+    body = await _chat(client, "acme", "hi")
+    assert body["profile_version"] == 1
+    acme_request = llm.requests[-1]
+    assert _system(acme_request) == ACME_RULES
+    # Exactly the allowed tools: built-ins by the allow-list, acme's server's complaint tools.
+    assert _tools(acme_request) == {"get_order_by_id", "update_order_status", "register_complaint", "get_complaint",
+                                    "search_complaints", "update_complaint", "resolve_complaint",
+                                    "archive_complaint"}
+
+    llm.push(Reply("Hello from Globex."))
+    body = await _chat(client, "globex", "hi")
+    assert body["profile_version"] == 1
+    globex_request = llm.requests[-1]
+    assert _system(globex_request) == GLOBEX_RULES
+    names = _tools(globex_request)
+    assert {"search_complaints", "get_complaint"} <= names and "register_complaint" not in names
+    assert names.isdisjoint({"update_order_status", "create_order", "handoff_to_human"})
+    assert {"get_order_by_id", "search_orders"} <= names
+
+    llm.push(Reply("Hello."))
+    body = await _chat(client, "plain", "hi")
+    assert body["profile_version"] == 0
+    plain_request = llm.requests[-1]
+    assert _system(plain_request) not in (ACME_RULES, GLOBEX_RULES)
+    assert BUILT_IN <= _tools(plain_request) and "search_complaints" not in _tools(plain_request)
+
+
+async def test_mcp_calls_go_to_the_tenants_own_server(service, llm: ScriptedLLM, servers) -> None:
+    acme_server, globex_server = servers
+    client = await _service(service, llm)
+    await client.app[PROFILES].put("acme", acme_profile(acme_server.url), "test")
+    await client.app[PROFILES].put("globex", globex_profile(globex_server.url), "test")
+    args = {"customer_id": "CUST-001", "description": "The parcel arrived damaged", "category": "product"}
+    llm.push(Reply("", tool_calls=[Call("register_complaint", args, "c1")]), Reply("Registered."))
+    await _chat(client, "acme", "complain")
+    assert acme_server.store is not None and globex_server.store is not None
+    found = acme_server.store.search(tenant_id="acme")
+    assert len(found.complaints) == 1  # on acme's server, under the tenant from the turn
+    assert globex_server.store.search(tenant_id="acme").complaints == []
+
+    # Globex's model asks for acme's tool: it is not Globex's, it is refused and nothing runs.
+    llm.push(Reply("", tool_calls=[Call("register_complaint", args, "c2")]), Reply("Sorry."))
+    await _chat(client, "globex", "complain")
+    assert "not available" in _tool_results(llm.requests[-1])[0]
+    assert globex_server.store.search(tenant_id="globex").complaints == []
+    assert acme_server.store.search(tenant_id="globex").complaints == []
+    assert all("register_complaint" not in _tools(r) for r in llm.requests if _system(r) == GLOBEX_RULES)
+
+
+async def test_a_denied_tool_is_refused_and_never_runs(service, llm: ScriptedLLM, servers) -> None:
+    _, globex_server = servers
+    client = await _service(service, llm)
+    await client.app[PROFILES].put("globex", globex_profile(globex_server.url), "test")
+    order = await client.app[ORDERS].create("globex", "CUST-1", "SKU-1", 1, 10, "1 Main Street, Springfield")
+    order_id = str(order["order_id"])
+    llm.push(Reply("", tool_calls=[Call("update_order_status", {"order_id": order_id, "status": "cancelled"}, "c1")]),
+             Reply("I cannot do that."))
+    body = await _chat(client, "globex", f"cancel {order_id}")
+    assert body.get("status") is None  # no approval wait either: a denied call is an error at once
+    assert "not available" in _tool_results(llm.requests[-1])[0]
+    assert (await client.app[ORDERS].get("globex", order_id))["status"] == "pending"
+
+
+async def test_approval_rules_are_the_tenants(service, llm: ScriptedLLM, servers) -> None:
+    acme_server, globex_server = servers
+    client = await _service(service, llm)
+    await client.app[PROFILES].put("acme", acme_profile(acme_server.url), "test")
+    await client.app[PROFILES].put("globex", {**globex_profile(globex_server.url),
+                                              "tools": {"deny": ["update_order_status"]}}, "test")
+    acme_order = str((await client.app[ORDERS].create("acme", "C", "SKU-1", 1, 10, "1 Main St, X"))["order_id"])
+    llm.push(Reply("", tool_calls=[Call("update_order_status", {"order_id": acme_order, "status": "cancelled"},
+                                        "c1")]))
+    body = await _chat(client, "acme", "cancel")
+    assert body["status"] == "waiting" and body["pending"][0]["name"] == "update_order_status"
+    # Globex's approval list is empty: the service's TOOL_APPROVAL (create_order) does not apply.
+    llm.push(Reply("", tool_calls=[Call("create_order", {"customer_id": "C", "product_id": "SKU-1", "quantity": 1,
+                                                         "unit_price": 10, "shipping_address": "1 Main St, X"},
+                                        "c2")]), Reply("Created."))
+    body = await _chat(client, "globex", "order")
+    assert body.get("status") is None and body["message"] == "Created."
+    # A tenant without a profile keeps TOOL_APPROVAL.
+    llm.push(Reply("", tool_calls=[Call("create_order", {"customer_id": "C", "product_id": "SKU-1", "quantity": 1,
+                                                         "unit_price": 10, "shipping_address": "1 Main St, X"},
+                                        "c3")]))
+    assert (await _chat(client, "plain", "order"))["status"] == "waiting"
+
+
+async def test_a_write_is_used_by_the_next_turn_and_a_continuation_reads_it_again(service, llm: ScriptedLLM,
+                                                                                   servers) -> None:
+    acme_server, _ = servers
+    client = await _service(service, llm)
+    store = client.app[PROFILES]
+    await store.put("acme", acme_profile(acme_server.url), "test")
+    order_id = str((await client.app[ORDERS].create("acme", "C", "SKU-1", 1, 10, "1 Main St, X"))["order_id"])
+    llm.push(Reply("", tool_calls=[Call("update_order_status", {"order_id": order_id, "status": "cancelled"},
+                                        "c1")]))
+    paused = await _chat(client, "acme", "cancel")
+    assert paused["status"] == "waiting" and paused["profile_version"] == 1
+
+    changed = {**acme_profile(acme_server.url), "instructions": "Acme v2 rules."}
+    assert await store.put("acme", changed, "test", if_version=1) == 2
+    llm.push(Reply("Done."))
+    resp = await client.post("/api/v1/sessions/s/pending/c1?tenant_id=acme", json={"approve": True})
+    assert resp.status == 202, await resp.text()
+    decided = await resp.json()
+    events = await client.get(f"/api/v1/sessions/s/turns/{decided['turn_id']}/events?tenant_id=acme")
+    done = sse_events(await events.text())[-1]
+    assert done["type"] == "done" and done["profile_version"] == 2
+    assert _system(llm.requests[-1]) == "Acme v2 rules."
+    assert (await client.app[ORDERS].get("acme", order_id))["status"] == "cancelled"  # the approved call ran
+
+    llm.push(Reply("v2 again."))
+    body = await _chat(client, "acme", "and now?")
+    assert body["profile_version"] == 2 and _system(llm.requests[-1]) == "Acme v2 rules."
+    status = await (await client.get(f"/api/v1/sessions/s/turns/{body['turn_id']}?tenant_id=acme")).json()
+    assert status["profile_version"] == 2
+
+    await store.delete("acme", "test")
+    llm.push(Reply("defaults."))
+    body = await _chat(client, "acme", "and now?")
+    assert body["profile_version"] == 0 and _system(llm.requests[-1]) != "Acme v2 rules."
+
+
+async def test_a_hanging_tenant_server_costs_only_that_tenants_turns(service, llm: ScriptedLLM, servers) -> None:
+    _, globex_server = servers
+    async with hanging_server() as (url, accepted):
+        client = await _service(service, llm, mcp_connect_timeout_seconds=30)
+        await client.app[PROFILES].put("slow", {"mcp_servers": [{"name": "slow", "url": url}]}, "test")
+        await client.app[PROFILES].put("globex", globex_profile(globex_server.url), "test")
+        llm.push(Reply("warm"))
+        await _chat(client, "globex", "warm up", session="g0")  # globex's connection is open from here
+
+        slow = asyncio.create_task(_chat(client, "slow", "hello", session="s1"))
+        while not accepted[0]:  # the slow tenant's turn is now waiting for its server
+            await asyncio.sleep(0.01)
+        for i in range(5):  # meanwhile the other tenant's turns start, run and end
+            llm.push(Reply(f"fast {i}"))
+            body = await _chat(client, "globex", f"hi {i}", session=f"g{i + 1}")
+            assert body["message"] == f"fast {i}"
+        assert not slow.done()
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)
