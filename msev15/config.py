@@ -152,7 +152,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("PLAYGROUND_ENABLED", "true", boolean, "Serve the browser playground at /.", _S),
     Var("AUTH_MODE", "none", one_of(*AUTH_MODES),
         "none (trust the tenant_id clients send), api_key or jwt (the credential names the tenant).", _S),
-    Var("API_KEYS_DB_PATH", "./data/api_keys.db", stripped, "SQLite file of the API keys (msev15 keys ...).", _S),
+    Var("API_KEYS_DB_PATH", "./data/api_keys.db", stripped, "SQLite file of the API keys and tenant profiles (msev15 keys ..., msev15 profile ...).", _S),
     Var("API_KEYS_CACHE_SECONDS", "2", float_between(0, 5),
         "How long a key lookup is cached; a revoked key is refused within this on every instance.", _S),
     Var("JWT_JWKS_URL", "", http_url_like("https://login.example.com/.well-known/jwks.json"),

@@ -26,8 +26,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     """Embedded defaults made hermetic: files under tmp_path, no MCP, no log file, no seed."""
     base = dict(
         order_db_path=str(tmp_path / "data" / "orders.db"),
-        api_keys_db_path=str(tmp_path / "data" / "api_keys.db"),  # and the tenant profiles beside them
         order_db_seed=False,
+        api_keys_db_path=str(tmp_path / "data" / "api_keys.db"),  # tenant profiles live there too
         email_outbox_dir=str(tmp_path / "data" / "outbox"),
         email_attachments_dir=str(tmp_path / "data" / "attachments"),
         log_to_file=False,

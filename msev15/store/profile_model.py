@@ -212,6 +212,8 @@ class _Checker:
                 self.add(where, f"value must be at most {MAX_HEADER_VALUE_CHARS} characters")
             elif any(not ch.isprintable() for ch in raw):
                 self.add(where, "value must not contain control characters")
+            elif raw == MASK:
+                self.add(where, "is the mask shown for a stored secret: send the secret or an env: reference")
             elif raw.startswith(ENV_PREFIX) and not _SECRET_NAME_RE.fullmatch(raw[len(ENV_PREFIX):]):
                 self.add(where, f"an env: reference must name a variable {SECRET_PREFIX}[A-Z0-9_]+")
             else:
