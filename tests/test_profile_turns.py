@@ -227,3 +227,33 @@ async def test_a_hanging_tenant_server_costs_only_that_tenants_turns(service, ll
         assert not slow.done()
         slow.cancel()
         await asyncio.gather(slow, return_exceptions=True)
+
+
+async def test_each_tenant_gets_its_model_api_and_sampling(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm, openai_model="gpt-service")
+    store = client.app[PROFILES]
+    await store.put("acme", {"model": {"name": "gpt-acme", "api": "responses", "temperature": 0.2,
+                                       "max_output_tokens": 300}}, "test")
+    await store.put("globex", {"model": {"name": "gpt-globex", "temperature": 0.7}}, "test")
+    llm.push(Reply("acme"), Reply("globex"), Reply("plain"))
+    assert (await _chat(client, "acme", "hi"))["message"] == "acme"
+    assert (await _chat(client, "globex", "hi"))["message"] == "globex"
+    assert (await _chat(client, "plain", "hi"))["message"] == "plain"
+    acme, globex, plain = llm.requests[-3:]
+    assert "input" in acme and "messages" not in acme  # the Responses API
+    assert (acme["model"], acme["temperature"], acme["max_output_tokens"]) == ("gpt-acme", 0.2, 300)
+    assert "messages" in globex and (globex["model"], globex["temperature"]) == ("gpt-globex", 0.7)
+    assert "max_completion_tokens" not in globex
+    assert plain["model"] == "gpt-service" and "temperature" not in plain and "messages" in plain
+
+
+async def test_on_azure_the_model_name_is_the_tenants_deployment(service, llm: ScriptedLLM) -> None:
+    client = await service(llm_provider="auto", azure_openai_endpoint=llm.url, azure_openai_api_key="k",
+                           azure_openai_responses_deployment_name="service-dep", llm_max_retries=0)
+    await client.app[PROFILES].put("acme", {"model": {"name": "acme-dep"}}, "test")
+    llm.push(Reply("acme"), Reply("plain"))
+    await _chat(client, "acme", "hi")
+    await _chat(client, "plain", "hi")
+    acme, plain = llm.paths[-2:]
+    assert acme.startswith("/openai/deployments/acme-dep/chat/completions?api-version=")
+    assert plain.startswith("/openai/deployments/service-dep/chat/completions?api-version=")

@@ -118,9 +118,13 @@ class TurnExecution:
                 resumed = await self.waiting.resume(turn, progress, emit, setup.registry)
                 if resumed is not None:  # a continuation: the paused turn's message and start
                     user_text, started_at = resumed.user_message, resumed.started_at
+                provider = self.provider
+                if setup.model is not None:  # the tenant's model, API, temperature, output limit
+                    pick = getattr(provider, "with_model", None)
+                    provider = provider if pick is None else pick(setup.model)
                 answer = await run_turn(
                     turn, progress,
-                    provider=self.provider,
+                    provider=provider,
                     registry=setup.registry,
                     system_prompt=setup.system_prompt,
                     history=await self._history(turn, user_text, setup.system_prompt),

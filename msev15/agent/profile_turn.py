@@ -26,6 +26,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from msev15.agent.mcp_pool import McpPool, TenantServer
+from msev15.agent.providers.base import ModelChoice
 from msev15.agent.tools.handoff import HANDOFF_TOOL, handoff_tools
 from msev15.agent.tools.registry import Tool, ToolContext, ToolRegistry, ToolResult
 from msev15.store.profile_model import AgentProfile, SecretMissing, resolve_headers
@@ -75,6 +76,7 @@ class TurnSetup:
     registry: ToolRegistry
     approval: tuple[str, ...] | None = None  # None: TOOL_APPROVAL
     allowed: Callable[[str], bool] | None = None  # None: every tool (client tools included)
+    model: ModelChoice | None = None  # None: the service's model settings
 
 
 @dataclass(slots=True)
@@ -85,6 +87,7 @@ class _Derived:
     system_prompt: str
     allowed: Callable[[str], bool] | None
     servers: tuple[TenantServer, ...] | None  # None: the service-wide MCP servers
+    model: ModelChoice | None
     tools: tuple[Tool, ...] = ()
     registry: ToolRegistry | None = None
 
@@ -114,7 +117,8 @@ class TurnProfiles:
             derived = self._derived[key] = self._derive(record.parsed, tenant_id)
         registry = await self._registry(derived)
         profile = derived.profile
-        return TurnSetup(record.version, derived.system_prompt, registry, profile.approval, derived.allowed)
+        return TurnSetup(record.version, derived.system_prompt, registry, profile.approval, derived.allowed,
+                         derived.model)
 
     def _derive(self, profile: AgentProfile, tenant_id: str) -> _Derived:
         servers: tuple[TenantServer, ...] | None = None
@@ -130,7 +134,8 @@ class TurnProfiles:
                                              spec.tools or ()))
             servers = tuple(resolved)
         system_prompt = profile.instructions if profile.instructions is not None else self.default.system_prompt
-        return _Derived(profile, system_prompt, allows(profile), servers)
+        model = ModelChoice(profile.model_name, profile.model_api, profile.temperature, profile.max_output_tokens)
+        return _Derived(profile, system_prompt, allows(profile), servers, model if model != ModelChoice() else None)
 
     async def _registry(self, derived: _Derived) -> ToolRegistry:
         """The turn's tools; the registry (and its schemas) reused while they are the same objects."""

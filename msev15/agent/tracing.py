@@ -33,7 +33,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from msev15.agent.context import MCP, MCP_POOL, RUNNER
 from msev15.agent.execution import TurnExecution
 from msev15.agent.loop import TurnProgress
-from msev15.agent.providers.base import LLMError, ModelReply, ProbeStatus, Provider
+from msev15.agent.providers.base import LLMError, ModelChoice, ModelReply, ProbeStatus, Provider
 from msev15.agent.providers.openai_compat import OpenAIProvider
 from msev15.agent.runner import AgentRunner
 from msev15.common.telemetry import inject
@@ -175,6 +175,19 @@ class TracedProvider:
         finally:
             otel_context.detach(token)
             span.end()
+
+    def with_model(self, choice: ModelChoice) -> TracedProvider:
+        """The inner provider's variant for a tenant's model (agent profiles), traced the same way."""
+        pick = getattr(self.inner, "with_model", None)
+        if pick is None:
+            return self
+        variants: dict[ModelChoice, TracedProvider] = self.__dict__.setdefault("_variants", {})
+        found = variants.get(choice)
+        if found is None:
+            if len(variants) >= 256:
+                variants.clear()
+            found = variants[choice] = TracedProvider(pick(choice), self.spans)
+        return found
 
     async def probe(self) -> ProbeStatus:
         return await self.inner.probe()
