@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from msev15.agent.handoff_timeout import TIMEOUTS
 from msev15.store.context import ORDERS
 from msev15.store.profiles import PROFILES
 from tests.complaints.server import McpTestServer, running_complaints_server
@@ -257,3 +258,35 @@ async def test_on_azure_the_model_name_is_the_tenants_deployment(service, llm: S
     acme, plain = llm.paths[-2:]
     assert acme.startswith("/openai/deployments/acme-dep/chat/completions?api-version=")
     assert plain.startswith("/openai/deployments/service-dep/chat/completions?api-version=")
+
+
+async def test_a_tenants_handoff_settings_override_the_services(service, llm: ScriptedLLM) -> None:
+    # The service never offers a handoff and would wait an hour; acme's profile offers it, 1 s.
+    client = await _service(service, llm, handoff_enabled=False, handoff_timeout_seconds=3600)
+    await client.app[PROFILES].put("acme", {"handoff": {"enabled": True, "timeout_seconds": 1}}, "test")
+    await client.app[PROFILES].put("globex", {"handoff": {"enabled": True}}, "test")
+    ask = "I want to talk to a person"
+    handoff = Call("handoff_to_human", {"reason": "asked for a person", "summary": "wants a person"})
+    for tenant in ("acme", "globex"):
+        llm.push(Reply("", tool_calls=[handoff]))
+        resp = await client.post("/api/v1/chat", json={"session_id": "s1", "tenant_id": tenant, "message": ask})
+        assert (await resp.json())["status"] == "with_human"
+        assert "handoff_to_human" in _tools(llm.requests[-1])
+    llm.push(Reply("", tool_calls=[handoff]), Reply("I can help you myself."))
+    plain = await client.post("/api/v1/chat", json={"session_id": "s1", "tenant_id": "plain", "message": ask})
+    assert "status" not in await plain.json()  # no profile: the service's HANDOFF_ENABLED=false
+    assert "handoff_to_human" not in _tools(llm.requests[-1]) and "unknown tool" in _tool_results(llm.requests[-1])[0]
+
+    async def mode(tenant: str) -> str:
+        history = await (await client.get(f"/api/v1/sessions/s1/history?tenant_id={tenant}")).json()
+        return str(history["mode"])
+
+    timeouts = client.app[TIMEOUTS]
+    async with asyncio.timeout(15):
+        while await mode("acme") != "agent":  # acme's own timeout gives the session back
+            await asyncio.sleep(0.05)
+    seen = timeouts.sweeps
+    while timeouts.sweeps < seen + 2:  # globex keeps the service's hour, however many sweeps pass
+        await asyncio.sleep(0.05)
+    assert await mode("globex") == "waiting_for_human"
+    assert timeouts.ticketed == 1

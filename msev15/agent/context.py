@@ -45,6 +45,7 @@ RUNNER: web.AppKey[AgentRunner] = web.AppKey("msev15.runner")
 MAILER: web.AppKey[Mailer] = web.AppKey("msev15.mailer")
 MCP: web.AppKey[dict[str, McpConnection]] = web.AppKey("msev15.mcp")  # by server label
 MCP_POOL: web.AppKey[McpPool] = web.AppKey("msev15.mcp_pool")  # the tenants' own servers (profiles)
+TURN_PROFILES: web.AppKey[TurnProfiles] = web.AppKey("msev15.turn_profiles")
 
 
 async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -102,11 +103,19 @@ async def mcp_pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+async def turn_profiles_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Each tenant's profile applied to its turns (read by the runner and the handoff timeouts)."""
+    system_prompt = load_system_prompt(app[SETTINGS].system_prompt_file)
+    app[TURN_PROFILES] = TurnProfiles(app.get(PROFILES), app[REGISTRY], system_prompt, pool=app[MCP_POOL])
+    yield
+
+
 async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
     """Last to start, first to stop: cuts what is still running before the rest closes. Built with
     the topology's coordination, which it binds to itself on start."""
     settings = app[SETTINGS]
-    system_prompt = load_system_prompt(settings.system_prompt_file)
+    profiles = app[TURN_PROFILES]
+    system_prompt = profiles.default.system_prompt
     runner = app[RUNNER] = AgentRunner(
         app[BUS], app[TURNS], app[SESSIONS], app[PROVIDER], app[REGISTRY], app[COORDINATION],
         system_prompt=system_prompt,
@@ -122,7 +131,7 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         pending_timeout_seconds=settings.pending_timeout_seconds,
         handoffs=app[HANDOFFS],
         session_events=app[SESSION_EVENTS],
-        profiles=TurnProfiles(app.get(PROFILES), app[REGISTRY], system_prompt, pool=app[MCP_POOL]),
+        profiles=profiles,
     )
     runner.start()
     yield

@@ -102,6 +102,20 @@ class TurnProfiles:
         self.default = TurnSetup(0, system_prompt, base)
         self._handoff = {t.name: t for t in handoff_tools()}
         self._derived: dict[tuple[str, int], _Derived] = {}
+        self.shortest_handoff_timeout: float | None = None  # the shortest a profile seen here set
+
+    async def handoff_timeout(self, tenant_id: str, default: float) -> float:
+        """The tenant's handoff timeout now: its profile's, else ``default`` (HANDOFF_TIMEOUT_SECONDS)."""
+        record = await self.store.current(tenant_id) if self.store is not None else None
+        own = record.parsed.handoff_timeout_seconds if record is not None else None
+        if own is not None:
+            self._saw_timeout(own)
+        return default if own is None else float(own)
+
+    def _saw_timeout(self, seconds: float) -> None:
+        shortest = self.shortest_handoff_timeout
+        if shortest is None or seconds < shortest:
+            self.shortest_handoff_timeout = float(seconds)
 
     async def for_turn(self, tenant_id: str) -> TurnSetup:
         if self.store is None:
@@ -133,6 +147,8 @@ class TurnProfiles:
                 resolved.append(TenantServer(spec.name, spec.url, tuple(sorted(headers.items())),
                                              spec.tools or ()))
             servers = tuple(resolved)
+        if profile.handoff_timeout_seconds is not None:
+            self._saw_timeout(profile.handoff_timeout_seconds)
         system_prompt = profile.instructions if profile.instructions is not None else self.default.system_prompt
         model = ModelChoice(profile.model_name, profile.model_api, profile.temperature, profile.max_output_tokens)
         return _Derived(profile, system_prompt, allows(profile), servers, model if model != ModelChoice() else None)
