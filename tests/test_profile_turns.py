@@ -16,7 +16,7 @@ from msev15.agent.handoff_timeout import TIMEOUTS
 from msev15.store.context import ORDERS
 from msev15.store.profiles import PROFILES
 from tests.complaints.server import McpTestServer, running_complaints_server
-from tests.conftest import sse_events
+from tests.conftest import assert_envelope, sse_events
 from tests.hanging_server import hanging_server
 from tests.llm_server import Call, Reply, ScriptedLLM
 
@@ -290,3 +290,18 @@ async def test_a_tenants_handoff_settings_override_the_services(service, llm: Sc
         await asyncio.sleep(0.05)
     assert await mode("globex") == "waiting_for_human"
     assert timeouts.ticketed == 1
+
+
+async def test_the_greeting_is_the_tenants(service) -> None:
+    client = await service()
+    await client.app[PROFILES].put("acme", {"greeting": "Welcome to Acme! How can I help?"}, "test")
+    await client.app[PROFILES].put("globex", {"instructions": "x"}, "test")
+    acme = await (await client.get("/api/v1/greeting?tenant_id=acme")).json()
+    assert acme == {"tenant_id": "acme", "greeting": "Welcome to Acme! How can I help?", "profile_version": 1}
+    globex = await (await client.get("/api/v1/greeting?tenant_id=globex")).json()
+    assert globex == {"tenant_id": "globex", "greeting": None, "profile_version": 1}
+    plain = await (await client.get("/api/v1/greeting?tenant_id=plain")).json()
+    assert plain == {"tenant_id": "plain", "greeting": None, "profile_version": 0}
+    bad = await client.get("/api/v1/greeting?tenant_id=bad%20tenant%0A")
+    assert bad.status == 400
+    assert_envelope(await bad.json(), "validation_error")

@@ -75,6 +75,12 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                                                  "no turn ran."},
                        "mode": {"$ref": "#/components/schemas/Mode"}},
     },
+    "Greeting": {
+        "type": "object",
+        "required": ["tenant_id", "greeting", "profile_version"],
+        "properties": {"tenant_id": _ID, "greeting": {"type": "string", "nullable": True},
+                       "profile_version": _PROFILE_VERSION},
+    },
     "TurnStatus": {
         "type": "object",
         "required": ["turn_id", "session_id", "tenant_id", "status", "last_seq"],
