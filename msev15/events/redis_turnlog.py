@@ -224,7 +224,8 @@ class RemoteTurnRecord(TurnView):
         self.events: list[TurnEvent] = []
         self._last_id = "0-0"
         self.finished_at: float | None = None
-        self.profile_version: int | None = None  # from the terminal event
+        # from the meta hash (written with the terminal event), or the terminal event itself
+        self.profile_version: int | None = int(meta["profile_version"]) if "profile_version" in meta else None
 
     @property
     def last_seq(self) -> int:
