@@ -305,3 +305,13 @@ async def test_the_greeting_is_the_tenants(service) -> None:
     bad = await client.get("/api/v1/greeting?tenant_id=bad%20tenant%0A")
     assert bad.status == 400
     assert_envelope(await bad.json(), "validation_error")
+
+
+async def test_ag_ui_runs_report_the_version_too(service) -> None:
+    client = await service()
+    await client.app[PROFILES].put("acme", {"instructions": "Acme."}, "test")
+    body = {"threadId": "t1", "runId": "r1", "state": {}, "tools": [], "context": [],
+            "forwardedProps": {"tenant_id": "acme"}, "messages": [{"id": "u1", "role": "user", "content": "hi"}]}
+    resp = await client.post("/api/v1/ag-ui", json=body, headers={"Accept": "text/event-stream"})
+    finished = sse_events(await resp.text())[-1]
+    assert finished["type"] == "RUN_FINISHED" and finished["result"]["profile_version"] == 1
