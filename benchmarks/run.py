@@ -26,6 +26,7 @@ from benchmarks.collect import Collector
 from benchmarks.config import BenchConfig
 from benchmarks.defaults import chat_on_defaults
 from benchmarks.fairness import fairness
+from benchmarks.mcp_isolation import mcp_isolation
 from benchmarks.model import relay
 from benchmarks.noisy import noisy_tenant
 from benchmarks.profile_chat import profile_chat
@@ -39,7 +40,7 @@ from benchmarks.traffic import chat_and_health, startup, streaming
 from benchmarks.turnlog import measure as turnlog_memory
 
 SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness", "noisy",
-             "turnlog", "stores", "profiles", "profile_chat")
+             "turnlog", "stores", "profiles", "profile_chat", "mcp_isolation")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -108,6 +109,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         ("stores", lambda: stores(cfg, plan.server, collector)),
         ("profiles", lambda: _profiles(collector)),
         ("profile_chat", lambda: profile_chat(cfg, plan.server, collector)),
+        ("mcp_isolation", lambda: mcp_isolation(cfg, plan.server, collector)),
     ]
     for name, step in steps:
         if not selected & set(name.split("/")):

@@ -21,7 +21,9 @@ that name is taken too. A tenant tool never shadows a built-in one.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
@@ -54,6 +56,10 @@ class TenantServer:
 
     def offers(self, remote_name: str) -> bool:
         return not self.tools or any(fnmatchcase(remote_name, p) for p in self.tools)
+
+
+def _import_client() -> None:
+    importlib.import_module("msev15.agent.mcp_client")
 
 
 class PoolFull(Exception):
@@ -108,12 +114,24 @@ class McpPool:
         self._closing: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        self._loaded: asyncio.Future[None] | None = None
+
+    async def _load(self) -> None:
+        """Import the MCP SDK (about a second of CPU) in a worker thread, once: the event loop keeps
+        serving other tenants meanwhile, and only the turns that need a tenant server wait for it."""
+        if "msev15.agent.mcp_client" in sys.modules:
+            return
+        if self._loaded is None:
+            self._loaded = asyncio.ensure_future(asyncio.to_thread(_import_client))
+        await asyncio.shield(self._loaded)
 
     # --- what turns use ---------------------------------------------------------------------
 
     async def tools(self, servers: Sequence[TenantServer], reserved: Collection[str]) -> list[Tool]:
         """The tools of ``servers`` now, named around ``reserved`` (the built-in tools). A server
         that is not connected within the connect timeout, or whose breaker is open, adds none."""
+        if servers:
+            await self._load()
         listed = await asyncio.gather(*(self._server_specs(s) for s in servers))
         taken = set(reserved)
         found: list[Tool] = []
@@ -134,6 +152,7 @@ class McpPool:
                 entry is not None and entry.connection.status == "connected"):
             raise ToolError(f"{server.name} server unavailable (it failed {breaker.failures} times in a row; "
                             f"retrying after {breaker.open_until - now:.0f}s)")
+        await self._load()
         try:
             entry = self._open(server)
         except PoolFull:
