@@ -315,3 +315,24 @@ async def test_ag_ui_runs_report_the_version_too(service) -> None:
     resp = await client.post("/api/v1/ag-ui", json=body, headers={"Accept": "text/event-stream"})
     finished = sse_events(await resp.text())[-1]
     assert finished["type"] == "RUN_FINISHED" and finished["result"]["profile_version"] == 1
+
+
+async def test_client_tools_are_filtered_too(service, llm: ScriptedLLM) -> None:
+    client = await _service(service, llm)
+    await client.app[PROFILES].put("acme", {"tools": {"deny": ["get_location"]}}, "test")
+    locate = {"name": "get_location", "description": "The customer's city.",
+              "parameters": {"type": "object", "properties": {}}}
+    weather = {"name": "get_weather", "description": "The weather there.",
+               "parameters": {"type": "object", "properties": {}}}
+    llm.push(Reply("", tool_calls=[Call("get_location", {}, "c-loc")]), Reply("I cannot tell where you are."))
+    resp = await client.post("/api/v1/chat", json={"session_id": "s", "tenant_id": "acme", "message": "where am I?",
+                                                   "tools": [locate, weather]})
+    body = await resp.json()
+    assert body.get("status") is None  # a denied client tool does not wait for the client
+    assert "get_location" not in _tools(llm.requests[-2]) and "get_weather" in _tools(llm.requests[-2])
+    assert "not available" in _tool_results(llm.requests[-1])[0]
+    # Without a profile, the same call waits for the client.
+    llm.push(Reply("", tool_calls=[Call("get_location", {}, "c-loc2")]))
+    resp = await client.post("/api/v1/chat", json={"session_id": "s", "tenant_id": "plain", "message": "where am I?",
+                                                   "tools": [locate]})
+    assert (await resp.json())["status"] == "waiting"
