@@ -215,6 +215,8 @@ class McpPool:
             log.warning("MCP pool full (%d busy connections): %s left out of this turn", self.max_connections,
                         server.name)
             return None
+        except ToolError:  # shutting down
+            return None
         entry.busy += 1
         try:
             ok = await entry.connection.wait_connected(self.connect_timeout)
