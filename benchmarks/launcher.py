@@ -82,6 +82,7 @@ def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "
         server_host="127.0.0.1", log_level="WARNING", log_to_file=False,
         log_file_path=str(workdir / "app.log"), mcp_server_url="",
         order_db_path=str(workdir / "orders.db"), order_db_seed=False,
+        api_keys_db_path=str(workdir / "api_keys.db"),  # and the tenant profiles beside them
         email_outbox_dir=str(workdir / "outbox"), email_attachments_dir=str(workdir / "attachments"),
         agent_max_concurrent_turns=max_concurrent_turns, shutdown_timeout_seconds=2.0,
         # Most scenarios run every turn in one tenant: its share of the turns and its queue must not

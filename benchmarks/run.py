@@ -26,8 +26,10 @@ from benchmarks.collect import Collector
 from benchmarks.config import BenchConfig
 from benchmarks.defaults import chat_on_defaults
 from benchmarks.fairness import fairness
+from benchmarks.mcp_isolation import mcp_isolation
 from benchmarks.model import relay
 from benchmarks.noisy import noisy_tenant
+from benchmarks.profile_chat import profile_chat
 from benchmarks.profile_lookup import measure as profile_lookup
 from benchmarks.report import write_chart, write_results
 from benchmarks.scale import concurrency, sessions
@@ -38,7 +40,7 @@ from benchmarks.traffic import chat_and_health, startup, streaming
 from benchmarks.turnlog import measure as turnlog_memory
 
 SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness", "noisy",
-             "turnlog", "stores", "profiles")
+             "turnlog", "stores", "profiles", "profile_chat", "mcp_isolation")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -106,6 +108,8 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         ("turnlog", lambda: _turnlog(collector)),
         ("stores", lambda: stores(cfg, plan.server, collector)),
         ("profiles", lambda: _profiles(collector)),
+        ("profile_chat", lambda: profile_chat(cfg, plan.server, collector)),
+        ("mcp_isolation", lambda: mcp_isolation(cfg, plan.server, collector)),
     ]
     for name, step in steps:
         if not selected & set(name.split("/")):

@@ -29,7 +29,17 @@ from typing import Any
 
 from aiohttp import web
 
-from msev15.agent.context import MAILER, PROVIDER, begin_shutdown, mcp_ctx, provider_ctx, runner_ctx, tools_ctx
+from msev15.agent.context import (
+    MAILER,
+    PROVIDER,
+    begin_shutdown,
+    mcp_ctx,
+    mcp_pool_ctx,
+    provider_ctx,
+    runner_ctx,
+    tools_ctx,
+    turn_profiles_ctx,
+)
 from msev15.agent.handoff_timeout import handoff_timeout_ctx
 from msev15.common.telemetry import TelemetryConfig
 from msev15.config import SETTINGS, Settings
@@ -113,8 +123,8 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
     app.cleanup_ctx.extend([events_ctx, topology_ctx, completed_turns_ctx, auth_ctx, sweeper_ctx, orders_ctx,
-                            tools_ctx, provider_ctx, mcp_ctx, handoff_timeout_ctx, runner_ctx, mcp_endpoint_ctx,
-                            health_ctx])
+                            tools_ctx, provider_ctx, mcp_ctx, mcp_pool_ctx, turn_profiles_ctx,
+                            handoff_timeout_ctx, runner_ctx, mcp_endpoint_ctx, health_ctx])
     if install_tracing is not None:
         install_tracing(app)
     app.on_shutdown.append(_on_shutdown)

@@ -258,6 +258,10 @@ VARIABLES: tuple[Var, ...] = (
         secret=True),
     Var("ESCALATION_MCP_AUTH_TOKEN", "", stripped,
         "Bearer token for the escalation MCP server when it differs from MCP_AUTH_TOKEN.", _M, secret=True),
+    Var("MCP_IDLE_SECONDS", "300", float_between(1, 86400),
+        "A tenant's MCP server connection (agent profiles) unused this long is closed.", _M),
+    Var("MCP_MAX_CONNECTIONS", "100", int_between(1, 10_000),
+        "Most tenant MCP server connections open at once; the least recently used idle one closes first.", _M),
     Var("ORDER_DB_PATH", "./data/orders.db", stripped, "SQLite file of the orders.", _D),
     Var("ORDER_DB_SEED", "true", boolean, "Seed demo orders for the default tenant on an empty database.", _D),
     Var("SMTP_SERVER", "", single_line, "SMTP host; empty writes mail to EMAIL_OUTBOX_DIR instead.", _E),
@@ -362,6 +366,8 @@ class Settings:
     escalation_mcp_url: str
     mcp_auth_token: str
     escalation_mcp_auth_token: str
+    mcp_idle_seconds: float
+    mcp_max_connections: int
     order_db_path: str
     order_db_seed: bool
     smtp_server: str

@@ -41,7 +41,7 @@ async def test_stream_sends_tokens_then_done(service) -> None:
     events = sse_events(await resp.text())
     assert [e["type"] for e in events[:-1]] == ["token"] * (len(events) - 1)
     assert events[-1] == {"type": "done", "session_id": "s", "message_count": 2,
-                          "turn_id": resp.headers["X-Turn-ID"], "usage": events[-1]["usage"]}
+                          "turn_id": resp.headers["X-Turn-ID"], "usage": events[-1]["usage"], "profile_version": 0}
     assert set(events[-1]["usage"]) == {"prompt_tokens", "completion_tokens"}
     text = "".join(e["content"] for e in events[:-1])
     history = await (await client.get("/api/v1/sessions/s/history?tenant_id=t1")).json()

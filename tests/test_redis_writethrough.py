@@ -73,7 +73,7 @@ async def test_a_retried_write_adds_each_event_once(owner: RedisTurnLog, client:
     # An earlier attempt that the client gave up on (Redis stalled) ran later and stored seq 1.
     meta, stream = tenant_key("t", "turn", "t2"), tenant_key("t", "turnlog", "t2")
     first = _token("t2", "a")
-    assert await client.eval(EVENTS_SCRIPT, 2, meta, stream, 1, "", "", "", 300, 86400, 20000,
+    assert await client.eval(EVENTS_SCRIPT, 2, meta, stream, 1, "", "", "", "", 300, 86400, 20000,
                              encode_event(first)) == 1
     owner.append(record, first)
     owner.append(record, _token("t2", "b"))

@@ -223,14 +223,16 @@ async def test_turn_status_through_its_life(service, llm: ScriptedLLM) -> None:
     second = await client.post("/api/v1/chat/stream", json={"session_id": "s", "message": "two"})
     turn2 = second.headers["X-Turn-ID"]
     status = await (await client.get(f"/api/v1/sessions/s/turns/{turn1}")).json()
-    assert status == {"turn_id": turn1, "session_id": "s", "tenant_id": "default", "status": "running", "last_seq": 1}
+    assert status == {"turn_id": turn1, "session_id": "s", "tenant_id": "default", "status": "running", "last_seq": 1,
+                      "profile_version": 0}  # known from the turn's start: no profile, the defaults
     queued = await (await client.get(f"/api/v1/sessions/s/turns/{turn2}")).json()
-    assert queued["status"] == "queued" and queued["last_seq"] == 0
+    assert queued["status"] == "queued" and queued["last_seq"] == 0 and "profile_version" not in queued
     gate.set()
     await frames(first)
     await frames(second)
     done = await (await client.get(f"/api/v1/sessions/s/turns/{turn1}")).json()
     assert done["status"] == "completed" and done["message_count"] == 2 and done["last_seq"] == 4
+    assert done["profile_version"] == 0
     assert (await (await client.get(f"/api/v1/sessions/s/turns/{turn2}")).json())["message_count"] == 4
 
 

@@ -23,6 +23,7 @@ from msev15.app import create_app
 from msev15.common.telemetry import TelemetryConfig
 from msev15.events.tracing import TRACING
 from msev15.logs.writer import close_logging, flush_logging, setup_logging
+from msev15.store.profiles import PROFILES
 from tests.complaints.server import running_complaints_server
 from tests.conftest import make_settings, sse_events
 from tests.llm_server import Call, Reply, ScriptedLLM
@@ -82,6 +83,7 @@ async def test_streamed_turn_with_a_local_tool_is_one_trace(aiohttp_client, tmp_
             client = await _client(aiohttp_client, tmp_path, receiver.config(), llm_provider="openai",
                                    openai_base_url=llm.url + "/v1", openai_model="gpt-test")
             assert _exporter_threads(), "no exporter thread started"
+            await client.app[PROFILES].put("acme", {"instructions": "Acme's rules."}, "test")  # version 1
             events = await _stream(client, "My orders please, customer CUST-001", headers={"traceparent": TRACEPARENT})
             assert events[-1]["type"] == "done"
             await _flush(client)
@@ -105,6 +107,7 @@ async def test_streamed_turn_with_a_local_tool_is_one_trace(aiohttp_client, tmp_
     assert agent.attributes["gen_ai.conversation.id"] == "s1"
     assert agent.attributes["msev15.tenant_id"] == "acme"
     assert agent.attributes["msev15.turn_id"] == events[-1]["turn_id"]
+    assert agent.attributes["msev15.profile_version"] == 1 == events[-1]["profile_version"]
 
     chats = receiver.named("chat gpt-test")
     assert len(chats) == 2 and all(c.parent_id == agent.span_id and c.kind == "CLIENT" for c in chats)

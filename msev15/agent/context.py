@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from msev15.agent.coordination import COORDINATION
+from msev15.agent.mcp_pool import McpPool
+from msev15.agent.profile_turn import TurnProfiles
 from msev15.agent.prompt import load_system_prompt
 from msev15.agent.providers import make_provider
 from msev15.agent.providers.base import Provider
@@ -29,6 +31,7 @@ from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
 from msev15.store.handoffs import HANDOFFS
 from msev15.store.pending import PENDING
+from msev15.store.profiles import PROFILES
 from msev15.store.session_events import SESSION_EVENTS
 
 if TYPE_CHECKING:
@@ -41,6 +44,8 @@ PROVIDER: web.AppKey[Provider] = web.AppKey("msev15.provider")
 RUNNER: web.AppKey[AgentRunner] = web.AppKey("msev15.runner")
 MAILER: web.AppKey[Mailer] = web.AppKey("msev15.mailer")
 MCP: web.AppKey[dict[str, McpConnection]] = web.AppKey("msev15.mcp")  # by server label
+MCP_POOL: web.AppKey[McpPool] = web.AppKey("msev15.mcp_pool")  # the tenants' own servers (profiles)
+TURN_PROFILES: web.AppKey[TurnProfiles] = web.AppKey("msev15.turn_profiles")
 
 
 async def tools_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -86,11 +91,31 @@ async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*(c.close() for c in connections.values()), return_exceptions=True)
 
 
+async def mcp_pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The pool of the tenants' MCP servers: nothing opens until a profile names one."""
+    settings = app[SETTINGS]
+    pool = app[MCP_POOL] = McpPool(max_connections=settings.mcp_max_connections,
+                                   idle_seconds=settings.mcp_idle_seconds,
+                                   call_timeout=settings.tool_timeout_seconds,
+                                   connect_timeout=settings.mcp_connect_timeout_seconds)
+    pool.start()
+    yield
+    await pool.close()
+
+
+async def turn_profiles_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Each tenant's profile applied to its turns (read by the runner and the handoff timeouts)."""
+    system_prompt = load_system_prompt(app[SETTINGS].system_prompt_file)
+    app[TURN_PROFILES] = TurnProfiles(app.get(PROFILES), app[REGISTRY], system_prompt, pool=app[MCP_POOL])
+    yield
+
+
 async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
     """Last to start, first to stop: cuts what is still running before the rest closes. Built with
     the topology's coordination, which it binds to itself on start."""
     settings = app[SETTINGS]
-    system_prompt = load_system_prompt(settings.system_prompt_file)
+    profiles = app[TURN_PROFILES]
+    system_prompt = profiles.default.system_prompt
     runner = app[RUNNER] = AgentRunner(
         app[BUS], app[TURNS], app[SESSIONS], app[PROVIDER], app[REGISTRY], app[COORDINATION],
         system_prompt=system_prompt,
@@ -106,6 +131,7 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         pending_timeout_seconds=settings.pending_timeout_seconds,
         handoffs=app[HANDOFFS],
         session_events=app[SESSION_EVENTS],
+        profiles=profiles,
     )
     runner.start()
     yield

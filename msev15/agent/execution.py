@@ -21,6 +21,7 @@ from msev15.agent.budget import fit_context
 from msev15.agent.coordination import Coordination
 from msev15.agent.handoff import WITH_HUMAN, begin_handoff
 from msev15.agent.loop import Paused, TurnProgress, TurnStopped, run_turn
+from msev15.agent.profile_turn import TurnProfiles
 from msev15.agent.providers.base import LLMError, Provider
 from msev15.agent.tools.registry import ServiceUnavailable, ToolRegistry
 from msev15.agent.waiting import NothingToResume, Waiting
@@ -76,7 +77,8 @@ class TurnExecution:
     def __init__(self, host: TurnBook, sessions: Sessions, provider: Provider, registry: ToolRegistry,
                  coordination: Coordination, waiting: Waiting, *, system_prompt: str, max_rounds: int,
                  context_messages: int, context_max_chars: int, max_output_chars: int,
-                 handoffs: Handoffs | None = None, session_events: SessionEvents | None = None) -> None:
+                 handoffs: Handoffs | None = None, session_events: SessionEvents | None = None,
+                 profiles: TurnProfiles | None = None) -> None:
         self.host = host
         self.waiting = waiting
         self.sessions = sessions
@@ -86,6 +88,8 @@ class TurnExecution:
         # already runs a session's turns one at a time: nothing to ask (and nothing on the hot path).
         self.coordination: Coordination | None = coordination if coordination.across_instances else None
         self.system_prompt = system_prompt
+        # Each tenant's profile (issue 25), resolved once per turn; without a store, the defaults.
+        self.profiles = profiles if profiles is not None else TurnProfiles(None, registry, system_prompt)
         self.max_rounds = max_rounds
         self.context_messages = context_messages
         self.context_max_chars = context_max_chars
@@ -104,24 +108,32 @@ class TurnExecution:
                 progress.phase = "model"
                 if progress.stop_reason is not None:  # stopped before this task first ran
                     raise TurnStopped(progress.stop_reason)
+                # The tenant's profile as it is now: this turn keeps it to its end (a continuation
+                # after approvals is a new turn and reads it again).
+                setup = await self.profiles.for_turn(turn.tenant_id)
+                record.profile_version = setup.version
                 if self.coordination is not None:  # across instances: wait for the session, take its fence
                     FENCE.set(await self.coordination.acquire(turn))
                 emit = partial(self.host.emit, record)
-                resumed = await self.waiting.resume(turn, progress, emit)
+                resumed = await self.waiting.resume(turn, progress, emit, setup.registry)
                 if resumed is not None:  # a continuation: the paused turn's message and start
                     user_text, started_at = resumed.user_message, resumed.started_at
+                provider = self.provider
+                if setup.model is not None:  # the tenant's model, API, temperature, output limit
+                    pick = getattr(provider, "with_model", None)
+                    provider = provider if pick is None else pick(setup.model)
                 answer = await run_turn(
                     turn, progress,
-                    provider=self.provider,
-                    registry=self.registry,
-                    system_prompt=self.system_prompt,
-                    history=await self._history(turn, user_text),
+                    provider=provider,
+                    registry=setup.registry,
+                    system_prompt=setup.system_prompt,
+                    history=await self._history(turn, user_text, setup.system_prompt),
                     max_rounds=self.max_rounds,
                     max_output_chars=self.max_output_chars,
                     emit=emit,
                     emit_tokens=turn.stream,
-                    waits=self.waiting.waits_for(turn),
-                    client_schemas=self.waiting.client_schemas(turn),
+                    waits=self.waiting.waits_for(turn, setup.approval, setup.allowed),
+                    client_schemas=self.waiting.client_schemas(turn, setup.allowed),
                     user_text=user_text,
                     resumed=list(progress.steps) if resumed is not None else None,
                 )
@@ -213,11 +225,11 @@ class TurnExecution:
         log.error("turn failed unexpectedly", exc_info=exc)
         return "internal_error", "The assistant failed while answering. Please retry.", 500
 
-    async def _history(self, turn: TurnRequested, user_text: str) -> list[dict[str, Any]]:
+    async def _history(self, turn: TurnRequested, user_text: str, system_prompt: str) -> list[dict[str, Any]]:
         """The session's context: the last SESSION_MAX_CONTEXT_MESSAGES, then the newest whole
         turns that fit LLM_CONTEXT_MAX_CHARS beside the system prompt and the new message."""
         history = await self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages)
-        room = self.context_max_chars - len(self.system_prompt) - len(user_text)
+        room = self.context_max_chars - len(system_prompt) - len(user_text)
         return fit_context(history, max(0, room))
 
     async def _end_failed(self, turn: TurnRequested, record: TurnRecord, progress: TurnProgress, user_text: str,

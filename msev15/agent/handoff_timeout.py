@@ -19,10 +19,11 @@ import logging
 import time
 import zlib
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from aiohttp import web
 
-from msev15.agent.context import REGISTRY
+from msev15.agent.context import REGISTRY, TURN_PROFILES
 from msev15.agent.handoff import WAITING, mode_event
 from msev15.agent.offline.text import BARE_CUSTOMER, EMAIL
 from msev15.agent.tools.registry import ToolContext, ToolRegistry
@@ -46,8 +47,20 @@ def ticket_for(record: HandoffRecord) -> str:
     return f"TKT-{datetime.date.today().year}-H{checksum % 1_000_000:06d}"
 
 
+class TenantTimeouts(Protocol):
+    """Tenants' own handoff timeouts (their profiles' ``handoff.timeout_seconds``)."""
+
+    shortest_handoff_timeout: float | None  # the shortest any profile seen here set, None: none did
+
+    async def handoff_timeout(self, tenant_id: str, default: float) -> float: ...
+
+
 class HandoffTimeouts:
-    """The sweep; ``sweeps`` counts the completed ones (tests wait on it, never on the clock)."""
+    """The sweep; ``sweeps`` counts the completed ones (tests wait on it, never on the clock).
+
+    ``tenants`` (set once the runner exists) gives a tenant's own timeout: the sweep then takes
+    as candidates the handoffs older than the shortest timeout in use and expires each one that
+    is older than its own tenant's."""
 
     def __init__(self, handoffs: Handoffs, sessions: Sessions, events: SessionEvents, registry: ToolRegistry,
                  timeout: float, metrics: ServiceMetrics | None = None) -> None:
@@ -57,14 +70,30 @@ class HandoffTimeouts:
         self.events = events
         self.registry = registry
         self.timeout = timeout
-        self.interval = min(max(timeout / 4, 0.05), 5.0)
+        self.tenants: TenantTimeouts | None = None
         self.sweeps = 0
         self.ticketed = 0
 
+    @property
+    def shortest(self) -> float:
+        tenants = self.tenants
+        own = tenants.shortest_handoff_timeout if tenants is not None else None
+        return self.timeout if own is None else min(self.timeout, own)
+
+    @property
+    def interval(self) -> float:
+        return min(max(self.shortest / 4, 0.05), 5.0)
+
     async def sweep(self) -> None:
-        for record in await self.handoffs.overdue(time.time() - self.timeout):
+        now = time.time()
+        tenants = self.tenants
+        for record in await self.handoffs.overdue(now - self.shortest):
             try:
-                await self._expire(record)
+                timeout = self.timeout if tenants is None else await tenants.handoff_timeout(record.tenant_id,
+                                                                                             self.timeout)
+                if now - record.requested_at < timeout:
+                    continue  # its tenant waits longer
+                await self._expire(record, timeout)
             except Exception:
                 log.exception("the timeout of a handoff failed")
         self.sweeps += 1
@@ -77,7 +106,7 @@ class HandoffTimeouts:
                 log.warning("handoff timeout sweep failed: %s", type(exc).__name__)
             await asyncio.sleep(self.interval)
 
-    async def _expire(self, record: HandoffRecord) -> None:
+    async def _expire(self, record: HandoffRecord, timeout: float) -> None:
         ended = await self.handoffs.end(record.tenant_id, record.session_id, "ticketed", time.time(), expect="waiting")
         if ended is None:
             return  # claimed, or another instance took it
@@ -85,16 +114,16 @@ class HandoffTimeouts:
         if self.metrics is not None:
             self.metrics.handoffs.inc(("ticketed",))
             self.metrics.handoff_wait.observe(time.time() - record.requested_at)
-        ticket, message = await self._ticket(ended)
+        ticket, message = await self._ticket(ended, timeout)
         now = time.time()
         await self.sessions.commit_messages(record.tenant_id, record.session_id, [Message("assistant", message, now)],
                                             now)
         await self.sessions.set_mode(record.tenant_id, record.session_id, "agent", expect=WAITING)
         await self.events.append(record.tenant_id, record.session_id,
                                  {**mode_event("agent", BY_TIMEOUT), "ticket_id": ticket, "message": message})
-        log.info("handoff not claimed within %gs: %s", self.timeout, f"ticket {ticket}" if ticket else "no ticket")
+        log.info("handoff not claimed within %gs: %s", timeout, f"ticket {ticket}" if ticket else "no ticket")
 
-    async def _ticket(self, record: HandoffRecord) -> tuple[str | None, str]:
+    async def _ticket(self, record: HandoffRecord, timeout: float) -> tuple[str | None, str]:
         """(ticket id, what the customer is told)."""
         nobody = "Nobody from our team was free to take over in time"
         tool = next((name for name, cap in self.registry.capabilities().items() if cap == TICKET_ESCALATE), None)
@@ -113,7 +142,7 @@ class HandoffTimeouts:
         args = {"ticket_id": ticket, "customer_id": customer.group(1).upper() if customer else "UNKNOWN",
                 "customer_email": email.group(0), "use_case": "UC2",
                 "query": f"{record.summary or record.reason}\n\nTranscript:\n{transcript}",
-                "reason": f"No operator claimed the conversation within {self.timeout:g} s ({record.reason})"}
+                "reason": f"No operator claimed the conversation within {timeout:g} s ({record.reason})"}
         result = await self.registry.call(tool, args, ToolContext(record.tenant_id, record.session_id, ticket))
         if not result.ok:
             log.warning("the timeout ticket failed: %s", result.content)
@@ -127,12 +156,10 @@ TIMEOUTS: web.AppKey[HandoffTimeouts] = web.AppKey("msev15.handoff_timeouts")
 
 async def handoff_timeout_ctx(app: web.Application) -> AsyncIterator[None]:
     """After the tools and MCP connections (the ticket goes through them), before the runner."""
-    settings = app[SETTINGS]
-    if not settings.handoff_enabled:
-        yield
-        return
+    settings = app[SETTINGS]  # swept with HANDOFF_ENABLED=false too: a tenant's profile may enable handoffs
     timeouts = app[TIMEOUTS] = HandoffTimeouts(app[HANDOFFS], app[SESSIONS], app[SESSION_EVENTS], app[REGISTRY],
                                                settings.handoff_timeout_seconds, app[METRICS])
+    timeouts.tenants = app[TURN_PROFILES]  # a tenant's profile may set its own timeout
     task = asyncio.get_running_loop().create_task(timeouts.run(), name="handoff:timeouts")
     try:
         yield

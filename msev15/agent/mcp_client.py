@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol, cast
 
@@ -84,6 +84,7 @@ class McpConnection:
         backoff_max: float = 30.0,
         mode: str = "auto",
         auth_token: str = "",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
@@ -95,6 +96,8 @@ class McpConnection:
         self.backoff_max = backoff_max
         self.mode = mode
         self.auth_token = auth_token
+        self.headers = dict(headers or {})
+        self._specs: tuple[mcp_types.Tool, ...] = ()
         self._reserved = reserved_names
         self._status: McpStatus = CONNECTING
         self._last_error: str | None = None
@@ -123,6 +126,15 @@ class McpConnection:
     def tools(self) -> list[Tool]:
         """The server's tools now; empty while it is unreachable."""
         return list(self._tools) if self._client is not None else []
+
+    def specs(self) -> tuple[mcp_types.Tool, ...]:
+        """The server's tools as it listed them (remote names); empty while it is unreachable."""
+        return self._specs if self._client is not None else ()
+
+    @property
+    def generation(self) -> int:
+        """Bumped on every successful connect (and tool-list refresh changes ``specs()``)."""
+        return self._generation
 
     async def wait_connected(self, timeout: float) -> bool:
         """Whether the server is (or becomes) connected within ``timeout`` seconds."""
@@ -209,12 +221,14 @@ class McpConnection:
 
     async def _connect_once(self) -> None:
         """One connection, from handshake until it breaks. Returns or raises when it is over."""
-        if not self.auth_token:
+        if not self.auth_token and not self.headers:
             await self._session(self.url)
             return
-        # The server wants MCP_AUTH_TOKEN on every request: an HTTP client that sends it, owned
-        # (opened and closed) by this task like the connection itself.
-        headers = {"Authorization": f"Bearer {self.auth_token}"}
+        # The server wants MCP_AUTH_TOKEN (or a tenant's headers) on every request: an HTTP client
+        # that sends them, owned (opened and closed) by this task like the connection itself.
+        headers = dict(self.headers)
+        if self.auth_token:
+            headers["Authorization"] = f"Bearer {self.auth_token}"
         async with create_mcp_http_client(headers=headers) as http:
             await self._session(streamable_http_client(self.url, http_client=http))
 
@@ -333,6 +347,7 @@ class McpConnection:
 
     async def _list_tools(self, client: Client) -> tuple[Tool, ...]:
         specs = await list_server_tools(client)
+        self._specs = tuple(specs)
         return local_tools(specs, server=self.name, prefix=self.prefix, reserved=self._reserved_names(),
                            previous=self._tools, make_func=self._tool_func)
 

@@ -28,6 +28,7 @@ from typing import Any, Final
 from msev15.agent.coordination import Coordination
 from msev15.agent.execution import STOP_MESSAGES, TurnExecution
 from msev15.agent.loop import TurnProgress
+from msev15.agent.profile_turn import TurnProfiles
 from msev15.agent.providers.base import Provider
 from msev15.agent.scheduler import FairScheduler, QueueFull, SessionKey
 from msev15.agent.tools.registry import ToolRegistry
@@ -93,6 +94,7 @@ class AgentRunner:
         pending_timeout_seconds: float = 86_400,
         handoffs: Handoffs | None = None,
         session_events: SessionEvents | None = None,
+        profiles: TurnProfiles | None = None,
     ) -> None:
         self.bus = bus
         self.turns = turns
@@ -104,7 +106,7 @@ class AgentRunner:
                                        system_prompt=system_prompt, max_rounds=max_rounds,
                                        context_messages=context_messages, context_max_chars=context_max_chars,
                                        max_output_chars=max_output_chars, handoffs=handoffs,
-                                       session_events=session_events)
+                                       session_events=session_events, profiles=profiles)
         per_tenant = max_concurrent_per_tenant or max(1, max_concurrent // 4)
         self._queue: FairScheduler[TurnRequested] = FairScheduler(max_concurrent, per_tenant, max_queued_per_tenant)
         self._open: dict[str, TurnRecord] = {}  # every turn not ended yet, queued or running
@@ -226,7 +228,8 @@ class AgentRunner:
         elapsed, ttft = self._timing(record)
         ending = status or ("waiting" if pending else "completed")
         self._finish(record, TurnCompleted(turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id,
-                                           answer, count, usage, elapsed, ttft, ending, pending))
+                                           answer, count, usage, elapsed, ttft, ending, pending,
+                                           record.profile_version or 0))
 
     def _timing(self, record: TurnRecord) -> tuple[float, float | None]:
         """Seconds from acceptance to now and to the first token (None without one), for metrics."""
@@ -242,7 +245,8 @@ class AgentRunner:
             retry_after = RETRY_SOON[error]
         elapsed, ttft = self._timing(record)
         self._finish(record, TurnFailed(record.turn_id, record.tenant_id, record.session_id, record.request_id,
-                                        error, message, status, retry_after, elapsed, ttft, detail))
+                                        error, message, status, retry_after, elapsed, ttft, detail,
+                                        record.profile_version or 0))
 
     def _finish(self, record: TurnRecord, event: TurnCompleted | TurnFailed) -> None:
         self.emit(record, event)

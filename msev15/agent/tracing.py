@@ -30,10 +30,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from msev15.agent.context import MCP, RUNNER
+from msev15.agent.context import MCP, MCP_POOL, RUNNER
 from msev15.agent.execution import TurnExecution
 from msev15.agent.loop import TurnProgress
-from msev15.agent.providers.base import LLMError, ModelReply, ProbeStatus, Provider
+from msev15.agent.providers.base import LLMError, ModelChoice, ModelReply, ProbeStatus, Provider
 from msev15.agent.providers.openai_compat import OpenAIProvider
 from msev15.agent.runner import AgentRunner
 from msev15.common.telemetry import inject
@@ -128,6 +128,7 @@ class TracedExecution(TurnExecution):
             try:
                 await super().run(turn, record, progress)
             finally:
+                span.set_attribute("msev15.profile_version", record.profile_version or 0)
                 del spans.agents[turn.turn_id]
                 for key in [k for k in spans.tools if k[0] == turn.turn_id]:
                     spans.tools.pop(key).end()  # a cut turn's tools never finished
@@ -174,6 +175,19 @@ class TracedProvider:
         finally:
             otel_context.detach(token)
             span.end()
+
+    def with_model(self, choice: ModelChoice) -> TracedProvider:
+        """The inner provider's variant for a tenant's model (agent profiles), traced the same way."""
+        pick = getattr(self.inner, "with_model", None)
+        if pick is None:
+            return self
+        variants: dict[ModelChoice, TracedProvider] = self.__dict__.setdefault("_variants", {})
+        found = variants.get(choice)
+        if found is None:
+            if len(variants) >= 256:
+                variants.clear()
+            found = variants[choice] = TracedProvider(pick(choice), self.spans)
+        return found
 
     async def probe(self) -> ProbeStatus:
         return await self.inner.probe()
@@ -247,4 +261,5 @@ async def agent_tracing_ctx(app: web.Application) -> AsyncIterator[None]:
     mcp_spans = McpSpans(tracing)
     for connection in app[MCP].values():
         connection.spans = mcp_spans
+    app[MCP_POOL].spans = mcp_spans
     yield

@@ -104,9 +104,13 @@ class Waiting:
 
     # --- which calls wait -------------------------------------------------------------------
 
-    def waits_for(self, turn: TurnRequested) -> Waits:
-        client = frozenset(tool.name for tool in turn.tools)
-        patterns = self.approval
+    def waits_for(self, turn: TurnRequested, approval: tuple[str, ...] | None = None,
+                  allowed: Callable[[str], bool] | None = None) -> Waits:
+        """Which calls of ``turn`` wait. A tenant's profile passes its ``approval`` patterns (instead
+        of TOOL_APPROVAL) and its tool filter: a client tool it does not allow never waits (the
+        turn's registry refuses the call)."""
+        client = frozenset(tool.name for tool in turn.tools if allowed is None or allowed(tool.name))
+        patterns = self.approval if approval is None else approval
         if not client and not patterns:
             return never_waits
 
@@ -118,9 +122,10 @@ class Waiting:
         return waits
 
     @staticmethod
-    def client_schemas(turn: TurnRequested) -> list[dict[str, Any]]:
+    def client_schemas(turn: TurnRequested, allowed: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
         return [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                  "parameters": t.parameters}} for t in turn.tools]
+                                                  "parameters": t.parameters}}
+                for t in turn.tools if allowed is None or allowed(t.name)]
 
     # --- pausing and resuming ---------------------------------------------------------------
 
@@ -137,31 +142,35 @@ class Waiting:
         await self.pending.pause(paused)
         return paused
 
-    async def resume(self, turn: TurnRequested, progress: TurnProgress, emit: Emit) -> PausedTurn | None:
+    async def resume(self, turn: TurnRequested, progress: TurnProgress, emit: Emit,
+                     registry: ToolRegistry | None = None) -> PausedTurn | None:
         """Before a turn's model call. A continuation takes its paused step, settles it and returns
         it (its rounds and settled step are now in ``progress``); a new message first settles any
-        step the session still waits on (``superseded``) and returns None."""
+        step the session still waits on (``superseded``) and returns None. Approved calls run in
+        ``registry`` (the turn's tools under its tenant's profile), else the service's."""
         if turn.resumes is None:
             if await self.pending.get(turn.tenant_id, turn.session_id) is not None:
-                await self.close(turn.tenant_id, turn.session_id, None, "superseded", turn.request_id, emit)
+                await self.close(turn.tenant_id, turn.session_id, None, "superseded", turn.request_id, emit,
+                                 registry=registry)
             return None
         paused = await self.pending.take(turn.tenant_id, turn.session_id, turn.resumes)
         if paused is None:
             raise NothingToResume(turn.resumes)
         progress.phase = "tools"  # a stop now lets the approved calls finish, then ends the turn
-        settled = await self.settle(paused, turn.request_id, emit, turn.turn_id, "superseded")
+        settled = await self.settle(paused, turn.request_id, emit, turn.turn_id, "superseded", registry)
         progress.phase = "model"
         progress.steps.extend([*paused.steps, *settled])
         progress.streamed.extend(paused.streamed)
         return paused
 
     async def settle(self, paused: PausedTurn, request_id: str, emit: Emit, turn_id: str,
-                     reason: str) -> list[dict[str, Any]]:
+                     reason: str, registry: ToolRegistry | None = None) -> list[dict[str, Any]]:
         """Answer every waiting call (approved ones run now); the step's messages, in call order."""
         ids = (turn_id, paused.tenant_id, paused.session_id, request_id)
         ctx = ToolContext(paused.tenant_id, paused.session_id, request_id)
         results = {cid: ToolResult(r["ok"], r["content"]) for cid, r in paused.results.items()}
         approved: list[dict[str, str]] = []
+        tools = self.registry if registry is None else registry
         for waiting in paused.waiting:
             call_id, kind = waiting["call_id"], waiting["kind"]
             decision = paused.decisions.get(call_id)
@@ -176,7 +185,7 @@ class Waiting:
             emit(ToolFinished(*ids, call["name"], call_id, result.ok, None if result.ok else "not_run"))
 
         async def run(call: dict[str, str]) -> None:
-            result = results[call["id"]] = await self.registry.call(call["name"], call["arguments"], ctx)
+            result = results[call["id"]] = await tools.call(call["name"], call["arguments"], ctx)
             error = None if result.ok else json.loads(result.content).get("error")
             emit(ToolFinished(*ids, call["name"], call["id"], result.ok, error))
 
@@ -186,13 +195,13 @@ class Waiting:
         return settled
 
     async def close(self, tenant_id: str, session_id: str, turn_id: str | None, reason: str,
-                    request_id: str = "-", emit: Emit = _quiet) -> bool:
+                    request_id: str = "-", emit: Emit = _quiet, *, registry: ToolRegistry | None = None) -> bool:
         """Settle the session's paused step for ``reason`` and commit it with a note; False if
         there was none (or it was another turn's) by the time it was taken."""
         paused = await self.pending.take(tenant_id, session_id, turn_id)
         if paused is None:
             return False
-        settled = await self.settle(paused, request_id, emit, paused.turn_id, reason)
+        settled = await self.settle(paused, request_id, emit, paused.turn_id, reason, registry)
         said = "".join(paused.streamed)
         note = f"{said}\n\n{NOTES[reason]}" if said else NOTES[reason]
         await self.sessions.commit_turn(tenant_id, session_id, paused.user_message, paused.started_at,

@@ -224,6 +224,8 @@ class RemoteTurnRecord(TurnView):
         self.events: list[TurnEvent] = []
         self._last_id = "0-0"
         self.finished_at: float | None = None
+        # from the meta hash (written with the terminal event), or the terminal event itself
+        self.profile_version: int | None = int(meta["profile_version"]) if "profile_version" in meta else None
 
     @property
     def last_seq(self) -> int:
@@ -236,6 +238,7 @@ class RemoteTurnRecord(TurnView):
             self._last_id = text(entry_id)
             if isinstance(event, TurnCompleted | TurnFailed):
                 self.finished_at = time.monotonic()
+                self.profile_version = event.profile_version
                 if isinstance(event, TurnCompleted):
                     self.status, self.message_count = completed_status(event), event.message_count
                 else:

@@ -59,16 +59,16 @@ return 1
 """
 
 # KEYS: meta, stream. ARGV: first seq, final status or '', error or '', message count or '',
-# retention TTL, running TTL, stream cap, then the events' JSON in seq order. Adds the events not
+# profile version or '', retention TTL, running TTL, stream cap, then the events' JSON in seq order. Adds the events not
 # yet in the stream (a retried write skips what an earlier attempt wrote); returns the last seq
 # stored, or -1 when another instance declared the turn lost (nothing is written then).
 EVENTS_SCRIPT = """
 if redis.call('HEXISTS', KEYS[1], 'lost') == 1 then return -1 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_seq') or '0')
 local seq = tonumber(ARGV[1])
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   if seq > last then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], seq .. '-0', 'e', ARGV[i])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], seq .. '-0', 'e', ARGV[i])
     last = seq
   end
   seq = seq + 1
@@ -78,10 +78,11 @@ if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'status', ARGV[2])
   if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'message_count', ARGV[4]) end
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-else
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'profile_version', ARGV[5]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
   redis.call('EXPIRE', KEYS[2], ARGV[6])
+else
+  redis.call('EXPIRE', KEYS[2], ARGV[7])
 end
 return last
 """
@@ -251,13 +252,13 @@ class TurnWriter:
         return results
 
     @staticmethod
-    def _end_fields(events: list[tuple[int, TurnEvent]]) -> tuple[str, str, str]:
+    def _end_fields(events: list[tuple[int, TurnEvent]]) -> tuple[str, str, str, str]:
         last = events[-1][1]
         if isinstance(last, TurnCompleted):
-            return completed_status(last), "", str(last.message_count)
+            return completed_status(last), "", str(last.message_count), str(last.profile_version)
         if isinstance(last, TurnFailed):
-            return STOPPED.get(last.error, "failed"), last.error, ""
-        return "", "", ""
+            return STOPPED.get(last.error, "failed"), last.error, "", str(last.profile_version)
+        return "", "", "", ""
 
     async def _load_scripts(self) -> None:
         for name, source in self._sources.items():

@@ -48,6 +48,7 @@ class TurnView:
     error: str | None
     message_count: int | None
     finished_at: float | None
+    profile_version: int | None  # known once the turn started running (its tenant's profile)
 
     @property
     def last_seq(self) -> int:
@@ -87,6 +88,8 @@ class TurnView:
             view["message_count"] = self.message_count
         if self.error is not None:
             view["error"] = self.error
+        if self.profile_version is not None:
+            view["profile_version"] = self.profile_version
         return view
 
 
@@ -94,7 +97,7 @@ class TurnRecord(TurnView):
     """One turn's identity, status and numbered events. ``seq`` of ``events[i]`` is ``i + 1``."""
 
     __slots__ = ("turn_id", "tenant_id", "session_id", "request_id", "stream", "status", "events",
-                 "error", "message_count", "finished_at", "_waiters")
+                 "error", "message_count", "finished_at", "profile_version", "_waiters")
 
     def __init__(self, turn: TurnRequested) -> None:
         self.turn_id = turn.turn_id
@@ -107,6 +110,7 @@ class TurnRecord(TurnView):
         self.error: str | None = None
         self.message_count: int | None = None
         self.finished_at: float | None = None
+        self.profile_version: int | None = None  # set by the execution when the turn starts
         self._waiters: list[asyncio.Future[None]] = []
 
     def append(self, event: TurnEvent, now: float) -> int:

@@ -99,6 +99,7 @@ class TurnCompleted(TurnEvent):
     # session to a person.
     status: str = "completed"
     pending: tuple[dict[str, Any], ...] = ()  # {kind, call_id, name, arguments} of each waiting call
+    profile_version: int = 0  # the tenant's profile version the turn ran with (0: the service's defaults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ class TurnFailed(TurnEvent):
     elapsed: float = 0.0
     ttft: float | None = None
     detail: str | None = None  # the envelope's detail: what the model endpoint said, what to check
+    profile_version: int = 0
 
 
 TERMINAL = (TurnCompleted, TurnFailed)
@@ -142,7 +144,8 @@ def to_wire(event: TurnEvent) -> dict[str, Any]:
                     "session_id": event.session_id}
         case TurnCompleted():
             wire: dict[str, Any] = {"type": "done", "session_id": event.session_id,
-                                    "message_count": event.message_count, "turn_id": event.turn_id}
+                                    "message_count": event.message_count, "turn_id": event.turn_id,
+                                    "profile_version": event.profile_version}
             if event.usage:
                 wire["usage"] = event.usage
             if event.status != "completed":

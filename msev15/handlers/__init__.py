@@ -12,6 +12,7 @@ from msev15.handlers import (
     aisdk,
     chat,
     feedback,
+    greeting,
     handoffs,
     health,
     mcp_endpoint,
@@ -53,6 +54,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(mcp_endpoint.MCP_PATH, mcp_endpoint.mcp)  # stateless: no GET stream, no DELETE
     handoffs.setup_routes(app)  # the operator routes (human handoff)
     profiles.setup_routes(app)  # the tenant's agent profile (admins)
+    greeting.setup_routes(app)  # its greeting (any caller of the tenant)
     app.router.add_get("/api/v1/sessions/{session_id}/events", session_stream.session_events)
     setup_docs(app)
     if app[SETTINGS].playground_enabled:

@@ -145,7 +145,8 @@ class AgUiTranslator:
                 self._close_text(out)
                 outcome = run_outcome(event)
                 out.append(_event("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id,
-                                  result={"turn_id": self.turn_id, "message_count": event.message_count},
+                                  result={"turn_id": self.turn_id, "message_count": event.message_count,
+                                          "profile_version": event.profile_version},
                                   **({"outcome": outcome} if outcome is not None else {})))
             case TurnFailed():
                 self._close_text(out)

@@ -161,6 +161,7 @@ async def chat(request: web.Request) -> web.Response:
         "message_count": event.message_count,
         "tenant_id": chat_req.tenant_id,
         "turn_id": record.turn_id,
+        "profile_version": event.profile_version,
     }
     if event.status != "completed":  # waiting for a decision (see .../pending), or with a person
         reply["status"] = event.status

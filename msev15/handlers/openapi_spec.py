@@ -38,6 +38,9 @@ def _event(kind: str, required: dict[str, Any], optional: dict[str, Any] | None 
     return {"type": "object", "required": list(fields), "properties": {**fields, **(optional or {})}}
 
 
+_PROFILE_VERSION = {"type": "integer", "minimum": 0,
+                    "description": "The tenant's agent profile version the turn ran with (0: the service's defaults)."}
+
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "Id": _ID,
     "ChatRequest": {
@@ -66,10 +69,17 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                                                       "description": "null while a person holds the session."},
                        "timestamp": _TS, "message_count": {"type": "integer"}, "tenant_id": _ID,
                        "turn_id": {"type": "string", "description": "The turn's id (status, events)."},
+                       "profile_version": _PROFILE_VERSION,
                        "status": {"type": "string", "enum": ["with_human"],
                                   "description": "A person holds the session: the message was stored for them, "
                                                  "no turn ran."},
                        "mode": {"$ref": "#/components/schemas/Mode"}},
+    },
+    "Greeting": {
+        "type": "object",
+        "required": ["tenant_id", "greeting", "profile_version"],
+        "properties": {"tenant_id": _ID, "greeting": {"type": "string", "nullable": True},
+                       "profile_version": _PROFILE_VERSION},
     },
     "TurnStatus": {
         "type": "object",
@@ -79,7 +89,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                                                              "interrupted"]},
                        "last_seq": {"type": "integer", "description": "Seq of the turn's latest event (0: none yet)."},
                        "message_count": {"type": "integer", "description": "Visible messages after a completed turn."},
-                       "error": {"type": "string", "description": "The error code of a turn that did not complete."}},
+                       "error": {"type": "string", "description": "The error code of a turn that did not complete."},
+                       "profile_version": _PROFILE_VERSION},
     },
     "Cancelling": {"type": "object", "required": ["turn_id", "status"],
                    "properties": {"turn_id": {"type": "string"}, "status": {"type": "string", "enum": ["cancelling"]}}},
@@ -169,6 +180,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                         {"turn_id": {"type": "string", "description": "Absent only when no turn ran (a person "
                                                                       "holds the session)."},
                          "usage": {"type": "object", "additionalProperties": {"type": "integer"}},
+                         "profile_version": _PROFILE_VERSION,
                          "status": {"type": "string", "enum": ["with_human"],
                                     "description": "The session is a person's: the turn handed it over, or the "
                                                    "message was stored for them."}}),

@@ -54,6 +54,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/agent-profile/versions"): ADMIN,
     ("GET", "/api/v1/agent-profile/versions/{n}"): ADMIN,
     ("POST", "/api/v1/agent-profile/rollback"): ADMIN,
+    ("GET", "/api/v1/greeting"): CUSTOMER,  # the profile's greeting, shown by chat clients
 }
 
 

@@ -29,6 +29,16 @@ class ModelReply:
     finish_reason: str | None = None  # as the endpoint gave it: stop, tool_calls, length, ... (traces)
 
 
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """A tenant's model settings (its profile's ``model``): None keeps the service's."""
+
+    name: str | None = None  # the model (OpenAI-compatible) or deployment (Azure) on the configured endpoint
+    api: str | None = None  # "chat" or "responses"
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+
+
 class LLMError(Exception):
     """A model failure the client sees: ``code`` for the envelope, ``status`` for /chat,
     ``retry_after`` (seconds, from the model's own ``retry-after``/``retry-after-ms``) when the

@@ -46,10 +46,16 @@ def stream_failed(payload: Any) -> LLMError:
 class ChatCompletions:
     api = "chat"
 
-    def __init__(self, model: str, path: str) -> None:
+    def __init__(self, model: str, path: str, *, temperature: float | None = None,
+                 max_output_tokens: int | None = None) -> None:
         self.model = model
         self.path = path
-        self._head = orjson.dumps({"model": model, "stream": True, "stream_options": {"include_usage": True}})[:-1]
+        head: dict[str, Any] = {"model": model, "stream": True, "stream_options": {"include_usage": True}}
+        if temperature is not None:
+            head["temperature"] = temperature
+        if max_output_tokens is not None:
+            head["max_completion_tokens"] = max_output_tokens
+        self._head = orjson.dumps(head)[:-1]
         self._tools = ToolsCache()
 
     def body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> bytes:

@@ -23,6 +23,7 @@ and ``https://ai.azure.com/.default`` for a project endpoint (the SDK's choice).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -50,6 +51,8 @@ class ModelClient:
     scope: str = ""
     endpoint_var: str = "OPENAI_BASE_URL"  # the variable that set ``url`` (named in diagnostics)
     secrets: tuple[str, ...] = ()  # keys never to repeat in a diagnostic
+    # The Chat Completions path for a model or deployment (a tenant's profile may name another one).
+    chat_path: Callable[[str], str] = lambda model: "/chat/completions"
 
 
 def _uses_v1(settings: Settings) -> bool:
@@ -108,6 +111,9 @@ def build_client(settings: Settings) -> ModelClient:
         client = openai.AsyncAzureOpenAI(azure_endpoint=endpoint, azure_ad_token_provider=token_provider,
                                          api_version=settings.azure_openai_api_version, **common)
     # The body is sent as bytes, so the client cannot move the model into the URL itself.
-    chat_path = f"/deployments/{quote(deployment, safe='')}/chat/completions"
-    wire = Responses(deployment, "/responses") if responses else ChatCompletions(deployment, chat_path)
-    return ModelClient(client, wire, "azure", auth, endpoint, credential, scope, "AZURE_OPENAI_ENDPOINT", (key,))
+    def chat_path(name: str) -> str:
+        return f"/deployments/{quote(name, safe='')}/chat/completions"
+
+    wire = Responses(deployment, "/responses") if responses else ChatCompletions(deployment, chat_path(deployment))
+    return ModelClient(client, wire, "azure", auth, endpoint, credential, scope, "AZURE_OPENAI_ENDPOINT", (key,),
+                       chat_path)

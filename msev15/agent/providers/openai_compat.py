@@ -10,6 +10,7 @@ as raw SSE bytes (``sse``) instead of one typed object per chunk.
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
 import logging
 import time
@@ -20,15 +21,18 @@ from urllib.parse import urlsplit
 import httpx2
 import openai
 
-from msev15.agent.providers.base import LLMError, ModelReply, ProbeStatus
+from msev15.agent.providers.base import LLMError, ModelChoice, ModelReply, ProbeStatus
+from msev15.agent.providers.chat_api import ChatCompletions
 from msev15.agent.providers.clients import ModelClient, build_client
 from msev15.agent.providers.diagnosis import Setup, endpoint_said, joined, status_hint, unreachable_hint
+from msev15.agent.providers.responses_api import Responses
 from msev15.agent.providers.sse import sse_events
 from msev15.config import Settings
 
 log = logging.getLogger("agent.llm")
 
 # Which auth the SDK applies (the generated methods pass the same); the body is JSON bytes.
+MAX_VARIANTS = 256  # tenants' model choices kept built (each a wire over the same client)
 _OPTIONS: Any = {"headers": {"Content-Type": "application/json", "Accept": "text/event-stream"},
                  "security": {"bearer_auth": True}}
 _PROBE_OPTIONS: Any = {"security": {"bearer_auth": True}}
@@ -102,12 +106,32 @@ class OpenAIProvider:
         self._secrets = model_client.secrets
         self.setup = Setup(model_client.name, model_client.auth, model_client.url, model_client.endpoint_var)
         self.endpoint = model_client.url
+        self._chat_path = model_client.chat_path
+        self._variants: dict[ModelChoice, OpenAIProvider] = {}
         # Extra headers for each request (the trace's ``traceparent``); None, and nothing asked, when tracing is off.
         self.request_headers: Callable[[], dict[str, str]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIProvider:
         return cls(build_client(settings))
+
+    def with_model(self, choice: ModelChoice) -> OpenAIProvider:
+        """This provider (same client, endpoint and credentials) asking for a tenant's model, API,
+        temperature and output limit. Built once per choice, then reused."""
+        found = self._variants.get(choice)
+        if found is None:
+            model = choice.name or self.model
+            api = choice.api or self.api
+            temperature, limit = choice.temperature, choice.max_output_tokens
+            wire = Responses(model, "/responses", temperature=temperature, max_output_tokens=limit) \
+                if api == "responses" else \
+                ChatCompletions(model, self._chat_path(model), temperature=temperature, max_output_tokens=limit)
+            found = copy.copy(self)
+            found._wire, found.model, found.api, found._variants = wire, model, api, {}
+            if len(self._variants) >= MAX_VARIANTS:
+                self._variants.clear()
+            self._variants[choice] = found
+        return found
 
     async def stream(self, messages: list[dict[str, Any]],
                      tools: list[dict[str, Any]]) -> AsyncIterator[str | ModelReply]:

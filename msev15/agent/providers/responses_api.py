@@ -60,10 +60,16 @@ def input_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class Responses:
     api = "responses"
 
-    def __init__(self, model: str, path: str) -> None:
+    def __init__(self, model: str, path: str, *, temperature: float | None = None,
+                 max_output_tokens: int | None = None) -> None:
         self.model = model
         self.path = path
-        self._head = orjson.dumps({"model": model, "stream": True, "store": False})[:-1]
+        head: dict[str, Any] = {"model": model, "stream": True, "store": False}
+        if temperature is not None:
+            head["temperature"] = temperature
+        if max_output_tokens is not None:
+            head["max_output_tokens"] = max_output_tokens
+        self._head = orjson.dumps(head)[:-1]
         self._tools = ToolsCache(function_tool)
 
     def body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> bytes:

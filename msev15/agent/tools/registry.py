@@ -122,6 +122,10 @@ class ToolRegistry:
     def add_source(self, source: Callable[[], Iterable[Tool]]) -> None:
         self._sources.append(source)
 
+    def local_tools(self) -> list[Tool]:
+        """The tools added here (built-in), without those of the dynamic sources."""
+        return list(self._local.values())
+
     @property
     def local_names(self) -> frozenset[str]:
         return frozenset(self._local)
