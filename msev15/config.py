@@ -112,8 +112,9 @@ SESSION_STORES = ("memory", "sqlite", "redis")
 
 def _redis_url(raw: str) -> str:
     value = raw.strip()
-    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0")
+    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        raise ValueError("a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0, or "
+                         "redis+cluster://host:port for a Redis Cluster")
     return value
 
 AUTH_MODES = ("none", "api_key", "jwt")
@@ -223,7 +224,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("SESSION_STORE", "memory", one_of(*SESSION_STORES),
         "memory (per process), sqlite (durable on one machine) or redis (shared by many instances).", _A),
     Var("SESSION_DB_PATH", "./data/sessions.db", stripped, "SQLite file of the sessions (SESSION_STORE=sqlite).", _A),
-    Var("REDIS_URL", "", _redis_url, "Redis for SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0.", _A, secret=True),
+    Var("REDIS_URL", "", _redis_url, "Redis for SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0 "
+        "(redis+cluster://host:port: a Redis Cluster).", _A, secret=True),
     Var("REDIS_LEASE_SECONDS", "10", float_between(1, 300),
         "An instance that stops heartbeating for this long loses its turns (turn_lost) to the others.", _A),
     Var("STREAM_RETENTION_SECONDS", "300", int_between(0, 7 * 86400),

@@ -1,4 +1,4 @@
-"""The session stream's log, the same contract over memory and Redis: events get increasing ids in
+"""The session stream's log, the same contract over memory, Redis and a Redis Cluster: events get increasing ids in
 publish order per session, ``append`` answers the id its event got after everything published
 before it, and a reader after an id gets exactly the later events. The Redis writer sends a
 burst in one pipeline (one script per session); the burst here mixes two sessions and two tenants."""
@@ -15,13 +15,15 @@ from msev15.store.redis_session_events import RedisSessionEvents
 from msev15.store.session_events import MemorySessionEvents, SessionEvents
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def log(request: pytest.FixtureRequest) -> AsyncIterator[SessionEvents]:
     store: SessionEvents
     if request.param == "memory":
         store = MemorySessionEvents(300)
-    else:
+    elif request.param == "redis":
         store = RedisSessionEvents(request.getfixturevalue("redis_url"), 300)
+    else:
+        store = RedisSessionEvents(request.getfixturevalue("redis_cluster").url, 300)
     store.start()
     try:
         yield store

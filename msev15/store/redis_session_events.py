@@ -21,7 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from msev15.store.redis_kit import connect, tenant_key, text, translated
+from msev15.store.redis_kit import connect, script_batch, tenant_key, text, translated
 from msev15.store.session_events import MAX_EVENTS_PER_SESSION, Entry
 
 log = logging.getLogger("store.session_events")
@@ -65,12 +65,10 @@ class RedisSessionEvents:
         by_session: dict[tuple[str, str], list[int]] = {}
         for i, (tenant_id, session_id, _, _) in enumerate(batch):
             by_session.setdefault((tenant_id, session_id), []).append(i)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for (tenant_id, session_id), positions in by_session.items():
-                await self._append(keys=_keys(tenant_id, session_id), client=pipe, args=[
-                    MAX_EVENTS_PER_SESSION, self.retention, COUNTER_TTL_SECONDS,
-                    *(json.dumps(batch[i][2], ensure_ascii=False) for i in positions)])
-            firsts = await pipe.execute()
+        firsts = await script_batch(self._redis, self._append, [
+            (_keys(tenant_id, session_id), [MAX_EVENTS_PER_SESSION, self.retention, COUNTER_TTL_SECONDS,
+                                            *(json.dumps(batch[i][2], ensure_ascii=False) for i in positions)])
+            for (tenant_id, session_id), positions in by_session.items()])
         ids = [0] * len(batch)
         for first, positions in zip(firsts, by_session.values(), strict=True):
             for offset, i in enumerate(positions):

@@ -54,7 +54,7 @@ import redis.asyncio as aioredis
 from msev15.store import redis_session_scripts as scripts
 from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
 from msev15.store.redis_deadline import RedisClock
-from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, translated
+from msev15.store.redis_kit import PREFIX, connect, script_batch, tenant_key, text, translated
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
 
 # The global accounting, in one hash slot of its own (ids start with a letter or digit, so no
@@ -257,11 +257,8 @@ class RedisSessions:
         tenants = [text(t) async for t, _ in self._redis.zscan_iter(TENANT_COUNTS, count=500)]
         while tenants:
             cutoff = self._cutoff()
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for tenant in tenants:
-                    await self._evict(keys=[tenant_key(tenant, "index")], args=[tenant_key(tenant, ""), cutoff, 0, ""],
-                                      client=pipe)
-                replies = await pipe.execute()
+            replies = await script_batch(self._redis, self._evict, [
+                ([tenant_key(tenant, "index")], [tenant_key(tenant, ""), cutoff, 0, ""]) for tenant in tenants])
             expired = [(tenant, int(reply[1])) for tenant, reply in zip(tenants, replies, strict=True)
                        if int(reply[1])]
             dropped += sum(n for _, n in expired)
