@@ -226,6 +226,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("SESSION_DB_PATH", "./data/sessions.db", stripped, "SQLite file of the sessions (SESSION_STORE=sqlite).", _A),
     Var("REDIS_URL", "", _redis_url, "Redis for SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0 "
         "(redis+cluster://host:port: a Redis Cluster).", _A, secret=True),
+    Var("REDIS_CLUSTER", "false", boolean, "REDIS_URL names a node of a Redis Cluster (as redis+cluster:// does).", _A),
     Var("REDIS_LEASE_SECONDS", "10", float_between(1, 300),
         "An instance that stops heartbeating for this long loses its turns (turn_lost) to the others.", _A),
     Var("STREAM_RETENTION_SECONDS", "300", int_between(0, 7 * 86400),
@@ -335,6 +336,7 @@ class Settings:
     session_store: str
     session_db_path: str
     redis_url: str
+    redis_cluster: bool
     redis_lease_seconds: float
     session_max_sessions_per_tenant: int
     session_max_bytes: int
@@ -379,6 +381,8 @@ class Settings:
         settings = cls(**values)
         if settings.session_store == "redis" and not settings.redis_url:
             problems.append("REDIS_URL is required when SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0")
+        if settings.redis_cluster and urlsplit(settings.redis_url).scheme == "unix":
+            problems.append("REDIS_CLUSTER=true needs a redis:// or rediss:// REDIS_URL (a cluster node)")
         if problems:
             raise SettingsError(problems + settings.problems())
         return settings

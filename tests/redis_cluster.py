@@ -6,6 +6,7 @@ reports ``cluster_state:ok``; stopped (and killed if it must be) at the end."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,7 +19,26 @@ import redis.exceptions
 from tests.redis_server import free_port, redis_server_binary
 
 MASTERS = 3
+BUS_OFFSET = 10_000
 START_SECONDS = 20.0
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000; Redis 6 has no --cluster-port) is free too."""
+    for _ in range(1000):
+        port = free_port()
+        if port + BUS_OFFSET <= 65535 and _bindable(port + BUS_OFFSET):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def redis_cli_binary() -> str:
@@ -31,7 +51,7 @@ def redis_cli_binary() -> str:
 class RedisCluster:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.ports = [free_port() for _ in range(MASTERS)]
+        self.ports = [cluster_port() for _ in range(MASTERS)]
         self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}/0"
         self._procs: list[subprocess.Popen[bytes]] = []
 

@@ -136,3 +136,35 @@ async def test_feedback_remembers_turns_of_many_tenants_in_one_batch(redis_url: 
         assert not await store.known("acme", "s", "turn-default")
     finally:
         await store._redis.aclose()
+
+
+async def test_redis_cluster_true_makes_a_plain_url_a_cluster_node(
+        aiohttp_client: Any, tmp_path: Path,
+        redis_cluster: RedisCluster, llm: ScriptedLLM) -> None:
+    from msev15.app import create_app
+    from msev15.topology import redis_url as effective_url
+    from msev15.topology import store_label
+
+    plain = f"redis://127.0.0.1:{redis_cluster.ports[1]}"
+    settings = make_settings(tmp_path, session_store="redis", redis_url=plain, redis_cluster=True,
+                             llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0)
+    assert effective_url(settings) == f"redis+cluster://127.0.0.1:{redis_cluster.ports[1]}"
+    assert store_label(settings).startswith("redis cluster (127.0.0.1:")
+    assert effective_url(settings.replace(redis_cluster=False)) == plain
+    client = await aiohttp_client(await create_app(settings))
+    for n in range(3):  # sessions land on different masters through the one node named
+        resp = await client.post("/api/v1/chat", json={"session_id": f"s{n}", "message": "hello"})
+        assert resp.status == 200, await resp.text()
+    history = await client.get("/api/v1/sessions/s2/history")
+    assert [m["role"] for m in (await history.json())["messages"]] == ["user", "assistant"]
+
+
+def test_redis_cluster_true_refuses_a_unix_socket_url() -> None:
+    from msev15.common.env import SettingsError
+    from msev15.config import Settings
+
+    with pytest.raises(SettingsError, match="REDIS_CLUSTER=true needs a redis://"):
+        Settings.from_env({"SESSION_STORE": "redis", "REDIS_URL": "unix:///tmp/redis.sock", "REDIS_CLUSTER": "true"})
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        Settings.from_env({"SESSION_STORE": "redis", "REDIS_URL": "http://127.0.0.1:7000"})
+    assert Settings.from_env({"SESSION_STORE": "redis", "REDIS_URL": "redis+cluster://127.0.0.1:7000"}).redis_url
