@@ -18,10 +18,13 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from msev15.store.base import StoreUnavailable
 from msev15.store.redis_kit import COMMAND_TIMEOUT_SECONDS, tenant_key
+from msev15.store.redis_pending import RedisPendingCalls
 from tests.conftest import assert_envelope, make_settings
 from tests.llm_server import Reply, ScriptedLLM
 from tests.redis_server import RedisServer
+from tests.test_pending_stores import paused
 
 QUEUE = tenant_key("default", "queue", "s")
 
@@ -132,6 +135,7 @@ async def _drained(redis: RedisServer) -> None:
         await fresh.aclose()
 
 
+@pytest.mark.slow  # waits out a command timeout
 async def test_a_commit_a_stall_holds_past_its_deadline_never_lands(client: TestClient, redis: RedisServer,
                                                                     llm: ScriptedLLM) -> None:
     """The turn's client gets 503; Redis, resumed, runs the commit it held: the script refuses it,
@@ -164,3 +168,24 @@ async def test_a_commit_a_stall_holds_past_its_deadline_never_lands(client: Test
     assert "during the stall" not in await history.text()
     after = await asyncio.wait_for(client.post("/api/v1/chat", json={"session_id": "s", "message": "after"}), 30)
     assert after.status == 200, await after.text()
+
+
+@pytest.mark.slow  # waits out a command timeout
+async def test_a_pause_a_stall_holds_past_its_deadline_leaves_no_waiting_calls(redis: RedisServer) -> None:
+    """A turn's pause (its waiting calls) sent into a stall: the request gives up, the turn ends
+    store_unavailable; Redis, resumed, runs the script, which refuses it."""
+    store = RedisPendingCalls.open(redis.url)
+    try:
+        later = time.time() + 3600  # the hashes would expire at once for a step expired long ago
+        await store.pause(paused("before", expires_at=later))  # connected, Redis's clock sampled
+        redis.pause()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(store.pause(paused("s1", expires_at=later)), 6 * COMMAND_TIMEOUT_SECONDS)
+        finally:
+            redis.resume()
+        await _drained(redis)
+        assert await store.get("t1", "s1") is None
+        assert await store.get("t1", "before") is not None
+    finally:
+        await store.close()
