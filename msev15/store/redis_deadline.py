@@ -14,6 +14,10 @@ clock changes nothing. ``GRACE_SECONDS`` is what the reply of a script that ran 
 deadline has to reach the client before the client gives up. The one outcome left in doubt is a
 reply lost or held past that grace after the script ran (a network cut at that very moment): the
 client then reports a failure for a commit that happened, as with any store.
+
+A step of Redis's own clock moves every deadline by as much until the next sample. On a Redis
+Cluster the sample comes from one node and the script reads its own node's clock: the nodes'
+clocks must agree (NTP) to well within ``GRACE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 GRACE_SECONDS = 1.5
 DEADLINE_SECONDS = COMMAND_TIMEOUT_SECONDS - GRACE_SECONDS
 RESAMPLE_SECONDS = 60.0
+MAX_SAMPLE_ERROR_SECONDS = 0.25  # a sample whose round trip took longer is not kept
 
 
 def deadline_check(arg: int, refused: str) -> str:
@@ -59,7 +64,8 @@ class RedisClock:
 
     async def deadline(self, budget: float = DEADLINE_SECONDS) -> str:
         """A deadline ``budget`` seconds from now on Redis's clock, as a script argument."""
-        if self._base is None or time.monotonic() - self._base[1] > RESAMPLE_SECONDS:
+        if (self._base is None or time.monotonic() - self._base[1] > RESAMPLE_SECONDS
+                or self._error > MAX_SAMPLE_ERROR_SECONDS):  # a slow sample is used once, then taken again
             await self._sample()
         assert self._base is not None
         redis_at, mono_at = self._base
