@@ -74,6 +74,16 @@ async def _commands(url: str) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 
+async def redis_cpu_seconds(url: str) -> float:
+    """CPU Redis has used so far (``used_cpu_sys`` + ``used_cpu_user`` of ``INFO cpu``), in seconds."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        cpu = await client.info("cpu")
+    finally:
+        await client.aclose()
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
 async def measure(service_port: int, counter: TripCounter, redis_url: str, path: str,
                   tag: str) -> tuple[float, float, dict[str, float]]:
     """(round trips per turn, commands per turn, commands per turn by name) over TURNS turns."""

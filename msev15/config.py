@@ -122,8 +122,9 @@ def _public_url(raw: str) -> str:
 
 def _redis_url(raw: str) -> str:
     value = raw.strip()
-    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0")
+    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        raise ValueError("a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0, or "
+                         "redis+cluster://host:port for a Redis Cluster")
     return value
 
 AUTH_MODES = ("none", "api_key", "jwt")
@@ -237,7 +238,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("SESSION_STORE", "memory", one_of(*SESSION_STORES),
         "memory (per process), sqlite (durable on one machine) or redis (shared by many instances).", _A),
     Var("SESSION_DB_PATH", "./data/sessions.db", stripped, "SQLite file of the sessions (SESSION_STORE=sqlite).", _A),
-    Var("REDIS_URL", "", _redis_url, "Redis for SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0.", _A, secret=True),
+    Var("REDIS_URL", "", _redis_url, "Redis for SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0 "
+        "(redis+cluster://host:port: a Redis Cluster).", _A, secret=True),
+    Var("REDIS_CLUSTER", "false", boolean, "REDIS_URL names a node of a Redis Cluster (as redis+cluster:// does).", _A),
     Var("REDIS_LEASE_SECONDS", "10", float_between(1, 300),
         "An instance that stops heartbeating for this long loses its turns (turn_lost) to the others.", _A),
     Var("STREAM_RETENTION_SECONDS", "300", int_between(0, 7 * 86400),
@@ -352,6 +355,7 @@ class Settings:
     session_store: str
     session_db_path: str
     redis_url: str
+    redis_cluster: bool
     redis_lease_seconds: float
     session_max_sessions_per_tenant: int
     session_max_bytes: int
@@ -398,6 +402,8 @@ class Settings:
         settings = cls(**values)
         if settings.session_store == "redis" and not settings.redis_url:
             problems.append("REDIS_URL is required when SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0")
+        if settings.redis_cluster and urlsplit(settings.redis_url).scheme == "unix":
+            problems.append("REDIS_CLUSTER=true needs a redis:// or rediss:// REDIS_URL (a cluster node)")
         if problems:
             raise SettingsError(problems + settings.problems())
         return settings

@@ -60,13 +60,24 @@ class _Limits(TypedDict):
     max_bytes: int
 
 
+def redis_url(settings: Settings) -> str:
+    """REDIS_URL as the Redis parts open it: ``redis+cluster://`` (``rediss+cluster://``) when
+    REDIS_CLUSTER=true names a cluster node by a plain URL."""
+    url = settings.redis_url
+    scheme, sep, rest = url.partition("://")
+    if settings.redis_cluster and sep and scheme in ("redis", "rediss"):
+        return f"{scheme}+cluster://{rest}"
+    return url
+
+
 def store_label(settings: Settings) -> str:
     """Which session store is in use and where, for the banner (never REDIS_URL's credentials)."""
     if settings.session_store == "sqlite":
         return f"sqlite ({settings.session_db_path}, durable)"
     if settings.session_store == "redis":
-        url = urlsplit(settings.redis_url)
-        return f"redis ({url.hostname or url.path}{f':{url.port}' if url.port else ''}, shared)"
+        url = urlsplit(redis_url(settings))
+        kind = "redis cluster" if url.scheme.endswith("+cluster") else "redis"
+        return f"{kind} ({url.hostname or url.path}{f':{url.port}' if url.port else ''}, shared)"
     return "memory (this process only, lost on restart)"
 
 
@@ -76,7 +87,7 @@ def api_key_store(settings: Settings) -> ApiKeyStore:
     if settings.session_store == "redis":
         from msev15.store.redis_apikeys import RedisApiKeyStore
 
-        return RedisApiKeyStore(settings.redis_url)
+        return RedisApiKeyStore(redis_url(settings))
     return SqliteApiKeyStore(settings.api_keys_db_path)
 
 
@@ -101,7 +112,7 @@ async def open_sessions(settings: Settings) -> Sessions:
     if settings.session_store == "redis":
         from msev15.store.redis_sessions import RedisSessions
 
-        return await RedisSessions.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds, **limits)
+        return await RedisSessions.open(redis_url(settings), ttl_seconds=settings.session_ttl_seconds, **limits)
     if settings.session_store == "sqlite":
         return await SqliteSessions.open(settings.session_db_path, ttl_seconds=settings.session_ttl_seconds,
                                          **limits)
@@ -142,7 +153,7 @@ class Topology:
         if self.shared:
             from msev15.events.redis_turnlog import RedisTurnLog  # the Redis client only when used
 
-            return RedisTurnLog(settings.redis_url, self.instance_id, settings.stream_retention_seconds,
+            return RedisTurnLog(redis_url(settings), self.instance_id, settings.stream_retention_seconds,
                                 settings.stream_max_retained_events)
         return TurnLog(settings.stream_retention_seconds, settings.stream_max_retained_events)
 
@@ -152,7 +163,7 @@ class Topology:
             from msev15.events.redis_turnlog import RedisTurnLog
 
             assert isinstance(self.turns, RedisTurnLog)
-            return RedisCoordination(self.settings.redis_url, self.instance_id, self.turns,
+            return RedisCoordination(redis_url(self.settings), self.instance_id, self.turns,
                                      self.settings.redis_lease_seconds)
         return LocalCoordination()
 
@@ -161,7 +172,7 @@ class Topology:
         if self.shared:
             from msev15.store.redis_limits import RedisRateLimiter
 
-            return RedisRateLimiter(self.settings.redis_url, limit, trusted_proxies, scope=scope)
+            return RedisRateLimiter(redis_url(self.settings), limit, trusted_proxies, scope=scope)
         return RateLimiter(limit, trusted_proxies)
 
     def _failure_limit(self) -> FailureLimit:
@@ -169,7 +180,7 @@ class Topology:
         (otherwise N instances behind a load balancer allow N times the guesses)."""
         settings = self.settings
         if self.shared:
-            return RedisFailureLimit(settings.redis_url, settings.auth_max_failures_per_minute,
+            return RedisFailureLimit(redis_url(settings), settings.auth_max_failures_per_minute,
                                      settings.trusted_proxies)
         return LocalFailureLimit(settings.auth_max_failures_per_minute, settings.trusted_proxies)
 
@@ -177,7 +188,7 @@ class Topology:
         """EMAIL_MAX_PER_TENANT_PER_HOUR: one window per tenant, shared when the topology is."""
         per_hour = self.settings.email_max_per_tenant_per_hour
         if self.shared and per_hour > 0:
-            return RedisSendLimiter(self.settings.redis_url, per_hour)
+            return RedisSendLimiter(redis_url(self.settings), per_hour)
         return SendLimiter(per_hour)
 
     def api_key_store(self) -> ApiKeyStore:
@@ -191,7 +202,7 @@ class Topology:
         if self.kind == "redis":
             from msev15.store.redis_pending import RedisPendingCalls
 
-            return RedisPendingCalls.open(self.settings.redis_url)
+            return RedisPendingCalls.open(redis_url(self.settings))
         if self.kind == "sqlite":
             from msev15.store.sqlite_pending import SqlitePendingCalls
 
@@ -208,7 +219,7 @@ class Topology:
         if self.kind == "redis":
             from msev15.store.redis_feedback import RedisFeedback
 
-            return RedisFeedback(settings.redis_url, session_ttl_seconds=settings.session_ttl_seconds)
+            return RedisFeedback(redis_url(settings), session_ttl_seconds=settings.session_ttl_seconds)
         if self.kind == "sqlite":
             from msev15.store.sqlite_feedback import SqliteFeedback
 
@@ -226,7 +237,7 @@ class Topology:
         if self.shared:
             from msev15.store.redis_handoffs import RedisHandoffs
 
-            return RedisHandoffs(self.settings.redis_url)
+            return RedisHandoffs(redis_url(self.settings))
         if self.kind == "sqlite":
             from msev15.store.sqlite_handoffs import SqliteHandoffs, path_beside
 
@@ -239,7 +250,7 @@ class Topology:
         if self.shared:
             from msev15.store.redis_session_events import RedisSessionEvents
 
-            return RedisSessionEvents(self.settings.redis_url, retention)
+            return RedisSessionEvents(redis_url(self.settings), retention)
         return MemorySessionEvents(retention)
 
     @property

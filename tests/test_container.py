@@ -270,10 +270,12 @@ def test_docker_compose_validates_the_scale_profile() -> None:
     run = _compose("--profile", "scale", "config", "--format", "json")
     assert run.returncode == 0, run.stderr
     services = json.loads(run.stdout)["services"]
-    assert sorted(services) == ["api", "api-1", "api-2", "redis"]
-    for name in ("api-1", "api-2"):
-        assert services[name]["environment"]["SESSION_STORE"] == "redis"
+    assert sorted(services) == ["api", "api-1", "api-2", "postgres", "redis"]
+    for name in ("api-1", "api-2"):  # compose resolves the replica's anchor as the check reads it
+        assert services[name]["environment"]["SESSION_STORE"] == "postgres"
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert services[name]["environment"]["DATABASE_URL"] == "postgresql://msev15:msev15@postgres:5432/msev15"
+        assert services[name]["read_only"] is True
 
 
 def test_docker_compose_reads_env_docker_as_the_service_does() -> None:
@@ -320,9 +322,10 @@ def compose_problems(compose: dict, env: dict[str, str]) -> list[str]:
 
 
 def scale_problems(services: dict, env: dict[str, str]) -> list[str]:
-    """The ``scale`` profile: Redis with AOF, and two API replicas on one REDIS_URL."""
-    if sorted(services) != ["api-1", "api-2", "redis"]:
-        return [f"the scale profile should hold redis, api-1 and api-2, got {sorted(services)}"]
+    """The ``scale`` profile: PostgreSQL, Redis with AOF, and two API replicas on both (that they
+    keep no state of their own is tests/test_compose_scale.py)."""
+    if sorted(services) != ["api-1", "api-2", "postgres", "redis"]:
+        return [f"the scale profile should hold postgres, redis, api-1 and api-2, got {sorted(services)}"]
     problems = [f"{name} is not in the scale profile" for name, s in services.items() if s["profiles"] != ["scale"]]
     redis = services["redis"]
     if "--appendonly" not in redis.get("command", []) or "yes" not in redis.get("command", []):
@@ -331,8 +334,8 @@ def scale_problems(services: dict, env: dict[str, str]) -> list[str]:
     for name in ("api-1", "api-2"):
         api = services[name]
         environment = api.get("environment") or {}
-        if environment.get("SESSION_STORE") != "redis" or environment.get("REDIS_URL") != "redis://redis:6379/0":
-            problems.append(f"{name} should use SESSION_STORE=redis on redis://redis:6379/0")
+        if environment.get("SESSION_STORE") != "postgres" or environment.get("REDIS_URL") != "redis://redis:6379/0":
+            problems.append(f"{name} should use SESSION_STORE=postgres and redis://redis:6379/0")
         if api.get("depends_on", {}).get("redis", {}).get("condition") != "service_healthy":
             problems.append(f"{name} should wait for a healthy redis")
         if _seconds(str(api.get("stop_grace_period", "10s"))) <= float(env["SHUTDOWN_TIMEOUT_SECONDS"]):

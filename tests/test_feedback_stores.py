@@ -12,7 +12,7 @@ from msev15.store.feedback import CompletedTurn, Feedback, FeedbackStore, Memory
 from msev15.store.redis_feedback import RedisFeedback
 from msev15.store.sqlite_feedback import SqliteFeedback
 
-KINDS = ["memory", "sqlite", "redis"]
+KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
 
 OpenStore = Callable[..., Awaitable[FeedbackStore]]
 
@@ -23,7 +23,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     server (redis) sees what the first one wrote, as another instance or a restart would."""
     kind = request.param
     opened: list[FeedbackStore] = []
-    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else ""
+    redis_url = {"redis": lambda: request.getfixturevalue("redis_url"),
+                 "redis-cluster": lambda: request.getfixturevalue("redis_cluster").url}.get(kind, str)()
 
     async def open_(max_per_tenant: int = 100_000, ttl: float = 3600) -> FeedbackStore:
         store: FeedbackStore

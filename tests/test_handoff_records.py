@@ -18,12 +18,13 @@ from msev15.store.sqlite_handoffs import SqliteHandoffs, path_beside
 Opener = Callable[[], Handoffs]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """``opener()`` -> another handle on the same records (another instance, for sqlite and redis)."""
     opened: list[Handoffs] = []
     memory = MemoryHandoffs()
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    url = {"redis": lambda: request.getfixturevalue("redis_url"),
+           "redis-cluster": lambda: request.getfixturevalue("redis_cluster").url}.get(request.param, str)()
 
     def open_() -> Handoffs:
         store: Handoffs

@@ -27,7 +27,7 @@ def paused(session_id: str = "s1", turn_id: str = "turn-1", expires_at: float = 
                       waiting=[{"call_id": cid, "kind": "approval"} for cid in waiting])
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """A function that opens the store (again: a second SQLite or Redis store sees the first's data)."""
     opened: list[PendingCalls] = []
@@ -39,8 +39,10 @@ async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             store = memory
         elif request.param == "sqlite":
             store = await SqlitePendingCalls.open(tmp_path / "sessions.db")
-        else:
+        elif request.param == "redis":
             store = RedisPendingCalls.open(request.getfixturevalue("redis_url"))
+        else:
+            store = RedisPendingCalls.open(request.getfixturevalue("redis_cluster").url)
         opened.append(store)
         return store
 

@@ -18,10 +18,13 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from msev15.store.base import StoreUnavailable
 from msev15.store.redis_kit import COMMAND_TIMEOUT_SECONDS, tenant_key
+from msev15.store.redis_pending import RedisPendingCalls
 from tests.conftest import assert_envelope, make_settings
 from tests.llm_server import Reply, ScriptedLLM
 from tests.redis_server import RedisServer
+from tests.test_pending_stores import paused
 
 QUEUE = tenant_key("default", "queue", "s")
 
@@ -119,3 +122,70 @@ async def test_a_stream_running_into_a_stall_ends_with_one_terminal_event(client
         assert events[-1]["error"] == "store_unavailable" and events[-1]["retry_after"] >= 1
     after = await asyncio.wait_for(client.post("/api/v1/chat", json={"session_id": "s", "message": "after"}), 30)
     assert after.status == 200, await after.text()
+
+
+async def _drained(redis: RedisServer) -> None:
+    """Redis has run every command sent to it before it resumed: a command sent on a new connection
+    after the resume is read in a later turn of its event loop than the ones already waiting in
+    its sockets, so its answer comes after theirs have run."""
+    fresh = aioredis.Redis.from_url(redis.url, decode_responses=True)
+    try:
+        assert await fresh.ping()
+    finally:
+        await fresh.aclose()
+
+
+@pytest.mark.slow  # waits out a command timeout
+async def test_a_commit_a_stall_holds_past_its_deadline_never_lands(client: TestClient, redis: RedisServer,
+                                                                    llm: ScriptedLLM) -> None:
+    """The turn's client gets 503; Redis, resumed, runs the commit it held: the script refuses it,
+    so the turn its client was told failed is not in the history."""
+    assert (await client.post("/api/v1/chat", json={"session_id": "s", "message": "before"})).status == 200
+    gate = asyncio.Event()
+    llm.push(Reply("an answer the client never gets", gate=gate, gate_after=1))
+    chat = asyncio.create_task(client.post("/api/v1/chat", json={"session_id": "s", "message": "during the stall"}))
+    deadline = time.monotonic() + 10
+    while llm.streams_started < 2:  # the turn is admitted and running: the model holds it
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    redis.pause()
+    try:
+        gate.set()  # the answer is complete: the commit goes to the stalled Redis
+        resp = await asyncio.wait_for(chat, 6 * COMMAND_TIMEOUT_SECONDS)
+        assert resp.status == 503
+        assert_envelope(await resp.json(), "store_unavailable")
+    finally:
+        redis.resume()
+    await _drained(redis)
+    direct = aioredis.Redis.from_url(redis.url, decode_responses=True)
+    try:
+        stored = [json.loads(m)[1] for m in await direct.lrange(tenant_key("default", "msgs", "s"), 0, -1)]
+    finally:
+        await direct.aclose()
+    assert "before" in stored
+    assert "during the stall" not in stored and "an answer the client never gets" not in stored, stored
+    history = await client.get("/api/v1/sessions/s/history")
+    assert "during the stall" not in await history.text()
+    after = await asyncio.wait_for(client.post("/api/v1/chat", json={"session_id": "s", "message": "after"}), 30)
+    assert after.status == 200, await after.text()
+
+
+@pytest.mark.slow  # waits out a command timeout
+async def test_a_pause_a_stall_holds_past_its_deadline_leaves_no_waiting_calls(redis: RedisServer) -> None:
+    """A turn's pause (its waiting calls) sent into a stall: the request gives up, the turn ends
+    store_unavailable; Redis, resumed, runs the script, which refuses it."""
+    store = RedisPendingCalls.open(redis.url)
+    try:
+        later = time.time() + 3600  # the hashes would expire at once for a step expired long ago
+        await store.pause(paused("before", expires_at=later))  # connected, Redis's clock sampled
+        redis.pause()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(store.pause(paused("s1", expires_at=later)), 6 * COMMAND_TIMEOUT_SECONDS)
+        finally:
+            redis.resume()
+        await _drained(redis)
+        assert await store.get("t1", "s1") is None
+        assert await store.get("t1", "before") is not None
+    finally:
+        await store.close()

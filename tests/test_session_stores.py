@@ -25,7 +25,7 @@ from msev15.store.session_schema import SCHEMA_VERSION, SessionDatabaseError
 from msev15.store.sessions import Message, SessionStore
 from msev15.store.sqlite_sessions import SqliteSessions
 
-KINDS = ["memory", "sqlite", "redis"]
+KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
 
 
 class Clock:
@@ -52,6 +52,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: Cloc
     redis_url = ""
     if kind == "redis":
         redis_url = request.getfixturevalue("redis_url")
+    elif kind == "redis-cluster":  # the same store on a three-master cluster (redis+cluster://)
+        redis_url = request.getfixturevalue("redis_cluster").url
 
     async def open_(ttl: float = 3600, max_messages: int = 1000, max_sessions: int = 250_000,
                     real_time: bool = False, max_sessions_per_tenant: int = 0, max_bytes: int = 0) -> Sessions:

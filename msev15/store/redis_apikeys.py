@@ -46,11 +46,12 @@ class RedisApiKeyStore:
         new_id = secrets.token_hex(8)
         key = f"{PREFIX}{new_id}_{secrets.token_urlsafe(32)}"
         record = ApiKey(new_id, tenant_id, name, time.time(), role=role)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_key(new_id), mapping={"tenant_id": tenant_id, "name": name, "digest": digest(key),
-                                             "created_at": repr(record.created_at), "role": role})
-            pipe.zadd(_INDEX, {new_id: record.created_at})
-            await pipe.execute()
+        # The index first, then the record, as two commands: the two keys are in different slots
+        # of a Redis Cluster, so no transaction spans them. Cut between the two, the index holds an
+        # id with no record: list() skips it and no credential verifies against it.
+        await self._redis.zadd(_INDEX, {new_id: record.created_at})
+        await self._redis.hset(_key(new_id), mapping={"tenant_id": tenant_id, "name": name, "digest": digest(key),
+                                                      "created_at": repr(record.created_at), "role": role})
         return record, key
 
     @translated

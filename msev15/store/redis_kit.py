@@ -13,11 +13,13 @@ for readiness), and redis-py reconnects on the next call.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.commands.core import AsyncScript
 
 from msev15.store.base import StoreUnavailable
 
@@ -25,18 +27,53 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 PREFIX = "msev15"
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 CONNECT_TIMEOUT_SECONDS = 2.0
 COMMAND_TIMEOUT_SECONDS = 5.0
 
 _FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
-             redis.exceptions.ReadOnlyError, OSError)
+             redis.exceptions.ReadOnlyError, redis.exceptions.ClusterDownError, OSError)
+
+
+def is_cluster(url: str) -> bool:
+    """``redis+cluster://host:port`` (or ``rediss+cluster://``) names a Redis Cluster by one of its nodes."""
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
 
 
 def connect(url: str, *, socket_timeout: float | None = COMMAND_TIMEOUT_SECONDS) -> aioredis.Redis:
     """A client (a connection pool; nothing is connected yet). ``socket_timeout`` must exceed the
-    block of any blocking command sent through it (XREAD BLOCK, SUBSCRIBE): give those their own."""
+    block of any blocking command sent through it (XREAD BLOCK, SUBSCRIBE): give those their own.
+
+    For a cluster URL, a :class:`redis.asyncio.RedisCluster` that discovers the other nodes from
+    the one named and routes each command, script and pipeline by its keys' slot. It speaks the
+    same command API as a single server for everything the service sends (every multi-key script
+    and transaction keeps its keys in one slot: the ``{tenant}`` hash tag), hence the cast."""
+    if is_cluster(url):
+        parts = urlsplit(url)
+        node = urlunsplit((parts.scheme.removesuffix("+cluster"), parts.netloc, "", parts.query, ""))
+        cluster = aioredis.RedisCluster.from_url(node, socket_timeout=socket_timeout,
+                                                 socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, decode_responses=True)
+        return cast(aioredis.Redis, cluster)
     return aioredis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                    health_check_interval=15, decode_responses=True)
+
+
+async def script_batch(client: aioredis.Redis, script: AsyncScript,
+                       calls: Sequence[tuple[Sequence[str], Sequence[str | int | float]]]) -> list[Any]:
+    """Run ``script`` once per ``(keys, args)`` in one pipeline (one round trip). A pipeline does not
+    load a script Redis lacks (a restarted server, or any node of a cluster): on NOSCRIPT it is
+    loaded (on every node of a cluster) and the batch sent once more."""
+    for attempt in (1, 2):
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                return list(await pipe.execute())
+        except redis.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            await client.script_load(script.script)
+    raise AssertionError("unreachable")
 
 
 def tenant_key(tenant_id: str, *parts: str) -> str:

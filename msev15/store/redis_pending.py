@@ -10,7 +10,8 @@ caller settles a step. The hash expires a
 day after the step does (the sweep settles it before); expiries are found through one sorted
 set, ``msev15:{#pending}:due``, scored by ``expires_at``, and steps whose every call is decided
 through ``msev15:{#pending}:decided``, scored by the last decision (not atomic with the hash: an
-entry whose hash is gone is dropped when the sweep finds it).
+entry whose hash is gone is dropped when the sweep finds it). Pausing is one script with a
+deadline on Redis's clock (store/redis_deadline.py), like a session commit.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from msev15.store.base import StoreUnavailable
 from msev15.store.pending import AlreadyDecided, PausedTurn, PendingNotFound
+from msev15.store.redis_deadline import RedisClock, deadline_check
 from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, text_map, translated
 
 DUE = f"{PREFIX}:{{#pending}}:due"
@@ -36,6 +39,16 @@ if not redis.call('HGET', KEYS[1], 'w:' .. ARGV[1]) then
 end
 if redis.call('HSETNX', KEYS[1], 'd:' .. ARGV[1], ARGV[2]) == 0 then return -1 end
 return redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+"""
+
+# KEYS: the session's pending hash. ARGV: 1 deadline on Redis's clock, 2 TTL seconds, 3.. field,
+# value pairs. Replaces the hash; writes nothing past the deadline (returns 0): a pause a stalled
+# Redis runs after its turn ended store_unavailable never shows up as waiting calls.
+_PAUSE = deadline_check(1, "0") + """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 
 _TAKE = """
@@ -70,6 +83,8 @@ class RedisPendingCalls:
         self._redis = client
         self._decide = client.register_script(_DECIDE)
         self._take = client.register_script(_TAKE)
+        self._pause = client.register_script(_PAUSE)
+        self._clock = RedisClock(client)  # a pause is refused past its deadline
 
     @classmethod
     def open(cls, url: str) -> RedisPendingCalls:
@@ -79,12 +94,13 @@ class RedisPendingCalls:
     async def pause(self, paused: PausedTurn) -> None:
         key = _key(paused.tenant_id, paused.session_id)
         ttl = max(1, math.ceil(paused.expires_at - time.time() + GRACE_SECONDS))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping={"body": paused.dumps(), "turn": paused.turn_id, "remaining": paused.remaining,
-                                    **{f"w:{w['call_id']}": w["kind"] for w in paused.waiting}})
-            pipe.expire(key, ttl)
-            await pipe.execute()
+        fields: dict[str, str | int] = {"body": paused.dumps(), "turn": paused.turn_id, "remaining": paused.remaining,
+                                        **{f"w:{w['call_id']}": w["kind"] for w in paused.waiting}}
+        args: list[str | int] = [await self._clock.deadline(), ttl]
+        for name, value in fields.items():
+            args += [name, value]
+        if not int(await self._pause(keys=[key], args=args)):
+            raise StoreUnavailable("Redis ran the pause past its deadline; nothing was written")
         await self._redis.zadd(DUE, {_member(paused.tenant_id, paused.session_id): paused.expires_at})
 
     @translated

@@ -8,6 +8,8 @@ ids increase across instances. The stream is capped at MAX_EVENTS_PER_SESSION en
 STREAM_RETENTION_SECONDS after its last event; the counter outlives it (a week), so ids never
 restart under a reader that comes back. ``publish`` queues for one writer task per instance,
 which keeps this instance's events in publish order; readers block in XREAD on their own client.
+The writer sends everything queued since its last write in one pipeline, one script per session
+(a streamed turn's tokens cost one round trip per batch, not one each).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from msev15.store.redis_kit import connect, tenant_key, text, translated
+from msev15.store.redis_kit import connect, script_batch, tenant_key, text, translated
 from msev15.store.session_events import MAX_EVENTS_PER_SESSION, Entry
 
 log = logging.getLogger("store.session_events")
@@ -27,14 +29,22 @@ log = logging.getLogger("store.session_events")
 COUNTER_TTL_SECONDS = 7 * 86_400
 MAX_READ_BLOCK_SECONDS = 30.0
 
-# KEYS: 1 stream, 2 counter. ARGV: 1 event JSON, 2 cap, 3 retention seconds, 4 counter TTL.
+MAX_BATCH = 500  # events per pipeline
+
+# KEYS: 1 stream, 2 counter. ARGV: 1 cap, 2 retention seconds, 3 counter TTL, 4.. the events' JSON.
+# Numbers the events in order and returns the first one's id.
 _APPEND = """
-local seq = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return seq
+local n = #ARGV - 3
+local first = redis.call('INCRBY', KEYS[2], n) - n + 1
+for i = 4, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], (first + i - 4) .. '-0', 'e', ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return first
 """
+
+Queued = tuple[str, str, dict[str, Any], "asyncio.Future[int] | None"]
 
 
 def _keys(tenant_id: str, session_id: str) -> list[str]:
@@ -47,27 +57,42 @@ class RedisSessionEvents:
         self._redis: aioredis.Redis = connect(url)
         self._blocking: aioredis.Redis = connect(url, socket_timeout=MAX_READ_BLOCK_SECONDS + 5)
         self._append = self._redis.register_script(_APPEND)
-        self._queue: asyncio.Queue[tuple[str, str, dict[str, Any], asyncio.Future[int] | None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[Queued] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
-    async def _write(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> int:
-        return int(await self._append(keys=_keys(tenant_id, session_id),
-                                      args=[json.dumps(event, ensure_ascii=False), MAX_EVENTS_PER_SESSION,
-                                            self.retention, COUNTER_TTL_SECONDS]))
+    async def _write(self, batch: list[Queued]) -> list[int]:
+        """Append ``batch`` (in order) in one round trip; each event's id, in the batch's order."""
+        by_session: dict[tuple[str, str], list[int]] = {}
+        for i, (tenant_id, session_id, _, _) in enumerate(batch):
+            by_session.setdefault((tenant_id, session_id), []).append(i)
+        firsts = await script_batch(self._redis, self._append, [
+            (_keys(tenant_id, session_id), [MAX_EVENTS_PER_SESSION, self.retention, COUNTER_TTL_SECONDS,
+                                            *(json.dumps(batch[i][2], ensure_ascii=False) for i in positions)])
+            for (tenant_id, session_id), positions in by_session.items()])
+        ids = [0] * len(batch)
+        for first, positions in zip(firsts, by_session.values(), strict=True):
+            for offset, i in enumerate(positions):
+                ids[i] = int(first) + offset
+        return ids
 
     async def _drain(self) -> None:
         while True:
-            tenant_id, session_id, event, done = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                seq = await self._write(tenant_id, session_id, event)
-            except Exception as exc:  # Redis down: the session stream misses it; turns go on
-                if done is not None and not done.done():
-                    done.set_exception(exc)
-                else:
-                    log.warning("session event not written: %s", type(exc).__name__)
+                ids = await self._write(batch)
+            except Exception as exc:  # Redis down: the session stream misses them; turns go on
+                waited = [item[3] for item in batch if item[3] is not None and not item[3].done()]
+                for future in waited:
+                    future.set_exception(exc)
+                if len(waited) < len(batch):
+                    log.warning("%d session events not written: %s", len(batch) - len(waited), type(exc).__name__)
                 continue
-            if done is not None and not done.done():
-                done.set_result(seq)
+            for item, seq in zip(batch, ids, strict=True):
+                waiter = item[3]
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(seq)
 
     def start(self) -> None:
         if self._writer is None:
@@ -79,7 +104,7 @@ class RedisSessionEvents:
     @translated
     async def append(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> int:
         if self._writer is None or self._writer.done():
-            return await self._write(tenant_id, session_id, event)
+            return (await self._write([(tenant_id, session_id, event, None)]))[0]
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((tenant_id, session_id, event, done))  # after what was published before it
         return await done

@@ -13,6 +13,8 @@ written before it was stored hold four elements: their size is computed here fro
 
 from __future__ import annotations
 
+from msev15.store.redis_deadline import deadline_check
+
 # Shared helpers: size and visibility of a decoded message, and dropping a whole session.
 _HELPERS = """
 local function size(m)
@@ -56,9 +58,12 @@ COMMIT = _HELPERS + """
 -- KEYS: session hash, message list, tenant index, turn queue
 -- ARGV: 1 session_id, 2 now, 3 started_at, 4 max_messages, 5 ttl_ms, 6 fence, 7 max_bytes (0: none),
 --       8 the tenant's session cap, 9 the tenant's key prefix, 10 expiry cutoff ('' without a TTL),
---       11 visible messages in the turn, 12 bytes of the turn, 13.. the turn's messages
+--       11 visible messages in the turn, 12 bytes of the turn, 13 deadline on Redis's clock ('' none),
+--       14.. the turn's messages
 -- Returns {visible count, 1 if the session joined the index, sessions evicted, expired dropped};
--- {-1, 0, 0, 0} when the fence no longer heads the queue (nothing written).
+-- {-1, 0, 0, 0} when the fence no longer heads the queue, {-2, 0, 0, 0} past the deadline (its
+-- client has given up: store/redis_deadline.py); nothing is written then.
+""" + deadline_check(13, "{-2, 0, 0, 0}") + """
 if ARGV[6] ~= '' and redis.call('LINDEX', KEYS[4], 0) ~= ARGV[6] then
   return {-1, 0, 0, 0}
 end
@@ -80,7 +85,7 @@ elseif redis.call('HEXISTS', KEYS[1], 'bytes') == 0 then
   for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do total = total + size(cjson.decode(item)) end
   redis.call('HSET', KEYS[1], 'bytes', total)
 end
-for i = 13, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 14, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 local visible_count = redis.call('HINCRBY', KEYS[1], 'visible_count', tonumber(ARGV[11]))
 local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', tonumber(ARGV[12]))
 redis.call('HSET', KEYS[1], 'last_activity', ARGV[2])

@@ -33,6 +33,11 @@ What is atomic, and what is not:
 Fencing: when the runner commits a turn for a session it coordinates across instances, it sets
 ``FENCE`` to the turn's entry in the session's turn queue; the commit script refuses the commit
 unless that entry still heads the queue (an instance that lost its turn while paused cannot write).
+
+Deadline: every commit also carries a deadline on Redis's clock (store/redis_deadline.py); past
+it the script writes nothing. A commit that a stalled Redis runs after its client gave up (the
+turn ended ``store_unavailable``) therefore never lands: a turn its client was told failed never
+appears in the history.
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from msev15.store import redis_session_scripts as scripts
-from msev15.store.base import FENCE, FencedOut, StoreStatus
-from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, translated
+from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
+from msev15.store.redis_deadline import RedisClock
+from msev15.store.redis_kit import PREFIX, connect, script_batch, tenant_key, text, translated
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
 
 # The global accounting, in one hash slot of its own (ids start with a letter or digit, so no
@@ -86,6 +92,7 @@ class RedisSessions:
         self._evict = client.register_script(scripts.EVICT)
         self._settle_script = client.register_script(scripts.SETTLE)
         self._set_mode = client.register_script(scripts.SET_MODE)
+        self._clock_of_redis = RedisClock(client)  # commits are refused past their deadline
         self.evicted = 0  # sessions this instance dropped by a session cap
         self._held = 0  # sessions in all, as last read from Redis (for metrics: no I/O)
 
@@ -154,8 +161,11 @@ class RedisSessions:
         args: list[str | int] = [
             session_id, repr(now), repr(started_at), self.max_messages, int(self.ttl * 1000), FENCE.get() or "",
             self.max_bytes, self.max_sessions_per_tenant, tenant_key(tenant_id, ""), self._cutoff(),
-            sum(m.visible for m in turn), sum(sizes), *(_encode(m, n) for m, n in zip(turn, sizes, strict=True))]
+            sum(m.visible for m in turn), sum(sizes), await self._clock_of_redis.deadline(),
+            *(_encode(m, n) for m, n in zip(turn, sizes, strict=True))]
         visible, joined, evicted, expired = (int(v) for v in await self._commit(keys=keys, args=args))
+        if visible == -2:  # Redis ran it past its deadline (a stall): nothing written, the turn fails
+            raise StoreUnavailable("Redis ran the commit past its deadline; nothing was written")
         if visible < 0:
             raise FencedOut("this turn no longer holds its session (another instance took it over)")
         self.evicted += evicted
@@ -247,11 +257,8 @@ class RedisSessions:
         tenants = [text(t) async for t, _ in self._redis.zscan_iter(TENANT_COUNTS, count=500)]
         while tenants:
             cutoff = self._cutoff()
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for tenant in tenants:
-                    await self._evict(keys=[tenant_key(tenant, "index")], args=[tenant_key(tenant, ""), cutoff, 0, ""],
-                                      client=pipe)
-                replies = await pipe.execute()
+            replies = await script_batch(self._redis, self._evict, [
+                ([tenant_key(tenant, "index")], [tenant_key(tenant, ""), cutoff, 0, ""]) for tenant in tenants])
             expired = [(tenant, int(reply[1])) for tenant, reply in zip(tenants, replies, strict=True)
                        if int(reply[1])]
             dropped += sum(n for _, n in expired)
