@@ -34,7 +34,12 @@ async def _redis(request: pytest.FixtureRequest, tmp_path: Path, max_versions: i
     return RedisProfiles(request.getfixturevalue("redis_url"), max_versions=max_versions)
 
 
-FACTORIES: dict[str, Factory] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis}
+async def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path, max_versions: int) -> ProfileStore:
+    return RedisProfiles(request.getfixturevalue("redis_cluster").url, max_versions=max_versions)
+
+
+FACTORIES: dict[str, Factory] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis,
+                                 "redis-cluster": _redis_cluster}
 
 OpenStore = Callable[..., Awaitable[ProfileStore]]
 
