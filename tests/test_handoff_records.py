@@ -145,3 +145,16 @@ async def test_a_sqlite_file_from_before_the_lease_gets_its_columns(tmp_path: Pa
         assert await store.settle_timeout("acme", "s1", "me")
     finally:
         await store.close()
+
+
+async def test_forget_drops_only_that_sessions_record(opener: Opener) -> None:
+    a, b = opener(), opener()
+    await a.request("acme", "s1", "r", "", 100.0)
+    await a.request("acme", "s2", "r", "", 100.0)
+    await a.take_timeout("acme", "s2", "me", 150.0, 160.0, before=120.0)
+    await b.forget("acme", "s2")
+    await b.forget("acme", "s1")
+    await b.forget("acme", "never")
+    assert await a.get("acme", "s1") is None and await a.get("acme", "s2") is None
+    assert await a.list("acme", "all") == [] and await a.overdue(10_000.0) == []
+    assert await a.unsettled(10_000.0) == []

@@ -97,6 +97,10 @@ class Handoffs(Protocol):
         lapsed before ``now``: an instance died doing it, another takes it over."""
         ...
 
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        """Drop the session's record (the session was deleted or expired)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -200,6 +204,9 @@ class MemoryHandoffs:
 
     async def unsettled(self, now: float, limit: int = 100) -> builtins.list[HandoffRecord]:
         return [r for r in self._records.values() if lapsed(r, now)][:limit]
+
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        self._records.pop((tenant_id, session_id), None)
 
     async def close(self) -> None:
         return None

@@ -220,5 +220,16 @@ class RedisHandoffs:
             await self._redis.zrem(LEASES, *stale)
         return found
 
+    @translated
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        record, index = self._keys(tenant_id, session_id)
+        member = json.dumps([tenant_id, session_id])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(record)
+            pipe.zrem(index, session_id)
+            pipe.zrem(WAITING, member)
+            pipe.zrem(LEASES, member)
+            await pipe.execute()
+
     async def close(self) -> None:
         await self._redis.aclose()

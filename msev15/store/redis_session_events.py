@@ -37,6 +37,21 @@ return seq
 """
 
 
+# KEYS: 1 stream, 2 counter. ARGV: 1 the last event's JSON ('' none), 2 retention seconds, 3 counter TTL.
+_FORGET = """
+redis.call('DEL', KEYS[1])
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], seq .. '-0', 'e', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return seq
+"""
+
+
 def _keys(tenant_id: str, session_id: str) -> list[str]:
     return [tenant_key(tenant_id, "sevents", session_id), tenant_key(tenant_id, "sevseq", session_id)]
 
@@ -47,19 +62,27 @@ class RedisSessionEvents:
         self._redis: aioredis.Redis = connect(url)
         self._blocking: aioredis.Redis = connect(url, socket_timeout=MAX_READ_BLOCK_SECONDS + 5)
         self._append = self._redis.register_script(_APPEND)
-        self._queue: asyncio.Queue[tuple[str, str, dict[str, Any], asyncio.Future[int] | None]] = asyncio.Queue()
+        self._forget = self._redis.register_script(_FORGET)
+        # (tenant, session, event, done, forget): a forget is queued too, to come after what was published
+        self._queue: asyncio.Queue[tuple[str, str, dict[str, Any] | None, asyncio.Future[int] | None, bool]] = (
+            asyncio.Queue())
         self._writer: asyncio.Task[None] | None = None
 
-    async def _write(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> int:
+    async def _write(self, tenant_id: str, session_id: str, event: dict[str, Any] | None, forget: bool = False) -> int:
+        if forget:
+            return int(await self._forget(keys=_keys(tenant_id, session_id),
+                                          args=["" if event is None else json.dumps(event, ensure_ascii=False),
+                                                self.retention, COUNTER_TTL_SECONDS]))
+        assert event is not None
         return int(await self._append(keys=_keys(tenant_id, session_id),
                                       args=[json.dumps(event, ensure_ascii=False), MAX_EVENTS_PER_SESSION,
                                             self.retention, COUNTER_TTL_SECONDS]))
 
     async def _drain(self) -> None:
         while True:
-            tenant_id, session_id, event, done = await self._queue.get()
+            tenant_id, session_id, event, done, forget = await self._queue.get()
             try:
-                seq = await self._write(tenant_id, session_id, event)
+                seq = await self._write(tenant_id, session_id, event, forget)
             except Exception as exc:  # Redis down: the session stream misses it; turns go on
                 if done is not None and not done.done():
                     done.set_exception(exc)
@@ -74,15 +97,24 @@ class RedisSessionEvents:
             self._writer = asyncio.get_running_loop().create_task(self._drain(), name="session-events:writer")
 
     def publish(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> None:
-        self._queue.put_nowait((tenant_id, session_id, event, None))
+        self._queue.put_nowait((tenant_id, session_id, event, None, False))
 
     @translated
     async def append(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> int:
         if self._writer is None or self._writer.done():
             return await self._write(tenant_id, session_id, event)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((tenant_id, session_id, event, done))  # after what was published before it
+        self._queue.put_nowait((tenant_id, session_id, event, done, False))  # after what was published before it
         return await done
+
+    @translated
+    async def forget(self, tenant_id: str, session_id: str, last: dict[str, Any] | None = None) -> None:
+        if self._writer is None or self._writer.done():
+            await self._write(tenant_id, session_id, last, forget=True)
+            return
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((tenant_id, session_id, last, done, True))  # after what was published before it
+        await done
 
     @translated
     async def read(self, tenant_id: str, session_id: str, after: int, wait: float) -> list[Entry]:

@@ -44,6 +44,12 @@ class SessionEvents(Protocol):
         """The id of the session's latest event (0: none): where "from now on" starts."""
         ...
 
+    async def forget(self, tenant_id: str, session_id: str, last: dict[str, Any] | None = None) -> None:
+        """Drop the session's events (the session was deleted or expired). With ``last``, the log
+        keeps that one event, after everything published before (its id follows theirs), so open
+        streams read it and end."""
+        ...
+
     def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -116,6 +122,16 @@ class MemorySessionEvents:
     async def last_id(self, tenant_id: str, session_id: str) -> int:
         log = self._logs.get((tenant_id, session_id))
         return 0 if log is None else log.seq
+
+    async def forget(self, tenant_id: str, session_id: str, last: dict[str, Any] | None = None) -> None:
+        key = (tenant_id, session_id)
+        log = self._logs.get(key)
+        if log is not None:
+            log.entries.clear()
+        if last is not None:
+            self.publish(tenant_id, session_id, last)
+        elif log is not None and not log.waiters:
+            del self._logs[key]
 
     def start(self) -> None:
         return None

@@ -185,6 +185,12 @@ class SqliteHandoffs:
 
         return await asyncio.to_thread(read)
 
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        def step() -> None:
+            self._db.execute("DELETE FROM handoffs WHERE tenant = ? AND session_id = ?", (tenant_id, session_id))
+
+        await asyncio.to_thread(self._atomic, step)
+
     async def close(self) -> None:
         with self._lock:
             self._db.close()
