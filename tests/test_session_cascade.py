@@ -100,6 +100,8 @@ async def events(request: pytest.FixtureRequest) -> AsyncIterator[SessionEvents]
 
 
 async def test_forget_keeps_only_the_last_event_after_what_was_published(events: SessionEvents) -> None:
+    for session in ("s", "other"):
+        assert await events.last_id("t", session) == 0  # a reader watches both
     events.publish("t", "s", {"n": 1})
     events.publish("t", "s", {"n": 2})
     events.publish("t", "other", {"n": 1})
@@ -108,4 +110,14 @@ async def test_forget_keeps_only_the_last_event_after_what_was_published(events:
     assert await events.read("t", "s", 2, 0) == [(3, {"type": "session_deleted"})]
     assert await events.read("t", "other", 0, 0) == [(1, {"n": 1})]
     await events.forget("t", "other")
-    assert await events.read("t", "other", 0, 0) == [] and await events.last_id("t", "other") == 0
+    assert await events.last_id("t", "other") == 0 and await events.read("t", "other", 0, 0) == []
+
+
+async def test_turn_events_are_kept_only_while_someone_watches(events: SessionEvents) -> None:
+    events.publish("t", "s", {"n": "nobody reads this"})
+    assert await events.append("t", "s", {"type": "mode"}) == 1  # what people do is always kept
+    assert await events.last_id("t", "s") == 1  # a reader: from now on
+    events.publish("t", "s", {"n": "read"})
+    assert await events.append("t", "s", {"type": "human_message"}) == 3
+    assert await events.read("t", "s", 0, 0) == [(1, {"type": "mode"}), (2, {"n": "read"}),
+                                               (3, {"type": "human_message"})]

@@ -27,8 +27,10 @@ log = logging.getLogger("store.session_events")
 COUNTER_TTL_SECONDS = 7 * 86_400
 MAX_READ_BLOCK_SECONDS = 30.0
 
-# KEYS: 1 stream, 2 counter. ARGV: 1 event JSON, 2 cap, 3 retention seconds, 4 counter TTL.
+# KEYS: 1 stream, 2 counter, 3 watch flag. ARGV: 1 event JSON, 2 cap, 3 retention seconds, 4 counter
+# TTL, 5 '1': only if the session is watched (a turn's event; returns 0 when it is not).
 _APPEND = """
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -53,7 +55,9 @@ return seq
 
 
 def _keys(tenant_id: str, session_id: str) -> list[str]:
-    return [tenant_key(tenant_id, "sevents", session_id), tenant_key(tenant_id, "sevseq", session_id)]
+    """The stream, its id counter, and the flag a reader sets while it watches (expiring)."""
+    return [tenant_key(tenant_id, "sevents", session_id), tenant_key(tenant_id, "sevseq", session_id),
+            tenant_key(tenant_id, "sevwatch", session_id)]
 
 
 class RedisSessionEvents:
@@ -68,21 +72,22 @@ class RedisSessionEvents:
             asyncio.Queue())
         self._writer: asyncio.Task[None] | None = None
 
-    async def _write(self, tenant_id: str, session_id: str, event: dict[str, Any] | None, forget: bool = False) -> int:
+    async def _write(self, tenant_id: str, session_id: str, event: dict[str, Any] | None, forget: bool = False,
+                     if_watched: bool = False) -> int:
         if forget:
-            return int(await self._forget(keys=_keys(tenant_id, session_id),
+            return int(await self._forget(keys=_keys(tenant_id, session_id)[:2],
                                           args=["" if event is None else json.dumps(event, ensure_ascii=False),
                                                 self.retention, COUNTER_TTL_SECONDS]))
         assert event is not None
         return int(await self._append(keys=_keys(tenant_id, session_id),
                                       args=[json.dumps(event, ensure_ascii=False), MAX_EVENTS_PER_SESSION,
-                                            self.retention, COUNTER_TTL_SECONDS]))
+                                            self.retention, COUNTER_TTL_SECONDS, "1" if if_watched else "0"]))
 
     async def _drain(self) -> None:
         while True:
             tenant_id, session_id, event, done, forget = await self._queue.get()
-            try:
-                seq = await self._write(tenant_id, session_id, event, forget)
+            try:  # a turn's event (no future: published) only if a reader watches the session
+                seq = await self._write(tenant_id, session_id, event, forget, if_watched=done is None)
             except Exception as exc:  # Redis down: the session stream misses it; turns go on
                 if done is not None and not done.done():
                     done.set_exception(exc)
@@ -95,6 +100,12 @@ class RedisSessionEvents:
     def start(self) -> None:
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._drain(), name="session-events:writer")
+
+    def watched(self, tenant_id: str, session_id: str) -> bool:
+        return True  # readers may be on any instance: the append script checks their flag
+
+    async def _watch(self, tenant_id: str, session_id: str) -> None:
+        await self._redis.set(_keys(tenant_id, session_id)[2], b"1", ex=self.retention)
 
     def publish(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> None:
         self._queue.put_nowait((tenant_id, session_id, event, None, False))
@@ -119,6 +130,7 @@ class RedisSessionEvents:
     @translated
     async def read(self, tenant_id: str, session_id: str, after: int, wait: float) -> list[Entry]:
         stream = _keys(tenant_id, session_id)[0]
+        await self._watch(tenant_id, session_id)
         block = max(1, int(min(wait, MAX_READ_BLOCK_SECONDS) * 1000))
         reply: Any = await self._blocking.xread({stream: f"{after}-0"}, count=500, block=block)
         entries: list[Entry] = []
@@ -129,6 +141,7 @@ class RedisSessionEvents:
 
     @translated
     async def last_id(self, tenant_id: str, session_id: str) -> int:
+        await self._watch(tenant_id, session_id)
         value = await self._redis.get(_keys(tenant_id, session_id)[1])
         return int(value) if value else 0
 
