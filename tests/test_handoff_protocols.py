@@ -3,7 +3,8 @@
 part), A2A (a task in INPUT_REQUIRED, with the real A2A client) and the MCP endpoint (a tool
 result, with the real MCP client). The message reaches the history and the operator's session
 stream, never the model (the scripted server counts its requests). One code path holds them all:
-``start_turn`` (handlers/chat.py)."""
+``start_turn`` (handlers/chat.py). The real AG-UI and AI SDK clients (Node) see the same in
+tests/js/agui.test.mjs and tests/js/aisdk.test.mjs (run by tests/test_js_clients.py)."""
 
 from __future__ import annotations
 
