@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from ag_ui.core import (
+    CustomEvent,
     EventType,
     RunErrorEvent,
     RunFinishedEvent,
@@ -31,6 +32,7 @@ MODELS: dict[str, Any] = {
     EventType.TEXT_MESSAGE_CONTENT: TextMessageContentEvent, EventType.TEXT_MESSAGE_END: TextMessageEndEvent,
     EventType.TOOL_CALL_START: ToolCallStartEvent, EventType.TOOL_CALL_ARGS: ToolCallArgsEvent,
     EventType.TOOL_CALL_END: ToolCallEndEvent, EventType.TOOL_CALL_RESULT: ToolCallResultEvent,
+    EventType.CUSTOM: CustomEvent,  # a handoff to a person
 }
 
 

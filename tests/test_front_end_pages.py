@@ -10,7 +10,7 @@ async def test_playground_is_served_from_the_package_with_a_strict_policy(servic
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     html = await page.text()
     assert "http" not in html.replace('content="width=device-width', "")  # nothing from another origin
-    for asset in ("/playground/static/playground.js", "/playground/static/playground.css"):
+    for asset in ("/playground/static/playground.js", "/playground/static/sse.js", "/playground/static/playground.css"):
         assert (await client.get(asset)).status == 200
 
 

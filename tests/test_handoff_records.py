@@ -98,3 +98,64 @@ async def test_ticketing_only_a_waiting_record_happens_once(opener: Opener) -> N
     await stores[0].request("acme", "s1", "r", "", 100.0)
     results = await asyncio.gather(*(s.end("acme", "s1", "ticketed", 400.0, expect="waiting") for s in stores))
     assert sum(r is not None for r in results) == 1
+
+
+async def test_the_timeout_is_taken_once_and_taken_over_once_its_lease_lapses(opener: Opener) -> None:
+    stores = [opener() for _ in range(3)]
+    a = stores[0]
+    await a.request("acme", "s1", "r", "", 100.0)
+    assert await a.take_timeout("acme", "s1", "early", 110.0, 120.0, before=100.0) is None  # not overdue yet
+    taken = await asyncio.gather(*(s.take_timeout("acme", "s1", f"i{n}", 150.0, 160.0, before=120.0)
+                                   for n, s in enumerate(stores)))
+    [first] = [r for r in taken if r is not None]
+    assert (first.status, first.ended_at, first.lease_until) == ("ticketed", 150.0, 160.0)
+    owner = first.lease_owner
+    assert owner in ("i0", "i1", "i2")
+    assert await a.unsettled(155.0) == []  # the owner's lease holds
+    assert await a.claim("acme", "s2", "op", "Op", 150.0)  # another session's record is no candidate
+    [lapsed] = await stores[1].unsettled(165.0)
+    assert (lapsed.session_id, lapsed.lease_owner) == ("s1", owner)
+
+    again = await asyncio.gather(*(s.take_timeout("acme", "s1", f"j{n}", 165.0, 175.0, before=145.0)
+                                   for n, s in enumerate(stores)))
+    [second] = [r for r in again if r is not None]
+    assert second.lease_owner in ("j0", "j1", "j2") and second.ended_at == 150.0 and second.lease_until == 175.0
+    assert not await a.settle_timeout("acme", "s1", owner or "")  # the dead owner's lease is gone
+    assert await stores[2].settle_timeout("acme", "s1", second.lease_owner or "")
+    settled = await a.get("acme", "s1")
+    assert settled is not None and settled.status == "ticketed" and settled.lease_owner is None
+    assert await a.unsettled(10_000.0) == []
+    assert await a.take_timeout("acme", "s1", "late", 10_000.0, 10_010.0, before=9_000.0) is None
+    assert not await a.settle_timeout("acme", "s1", second.lease_owner or "")  # once
+
+
+async def test_a_sqlite_file_from_before_the_lease_gets_its_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = path_beside(tmp_path / "sessions.db")
+    with sqlite3.connect(path) as db:  # the first release's table
+        db.execute("CREATE TABLE handoffs (tenant TEXT NOT NULL, session_id TEXT NOT NULL, status TEXT NOT NULL, "
+                   "reason TEXT NOT NULL, summary TEXT NOT NULL, requested_at REAL NOT NULL, claimed_by TEXT, "
+                   "claimed_by_name TEXT, claimed_at REAL, ended_at REAL, PRIMARY KEY (tenant, session_id)) "
+                   "WITHOUT ROWID")
+        db.execute("INSERT INTO handoffs VALUES ('acme', 's1', 'waiting', 'r', '', 100.0, NULL, NULL, NULL, NULL)")
+    store = SqliteHandoffs(path)
+    try:
+        taken = await store.take_timeout("acme", "s1", "me", 150.0, 160.0, before=120.0)
+        assert taken is not None and (taken.status, taken.lease_owner) == ("ticketed", "me")
+        assert await store.settle_timeout("acme", "s1", "me")
+    finally:
+        await store.close()
+
+
+async def test_forget_drops_only_that_sessions_record(opener: Opener) -> None:
+    a, b = opener(), opener()
+    await a.request("acme", "s1", "r", "", 100.0)
+    await a.request("acme", "s2", "r", "", 100.0)
+    await a.take_timeout("acme", "s2", "me", 150.0, 160.0, before=120.0)
+    await b.forget("acme", "s2")
+    await b.forget("acme", "s1")
+    await b.forget("acme", "never")
+    assert await a.get("acme", "s1") is None and await a.get("acme", "s2") is None
+    assert await a.list("acme", "all") == [] and await a.overdue(10_000.0) == []
+    assert await a.unsettled(10_000.0) == []

@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ("msev15/handlers/static/playground/index.html", "msev15/handlers/static/playground/playground.js",
           "msev15/handlers/static/redoc/redoc.standalone.js", "msev15/handlers/static/console/console.js",
+          "msev15/handlers/static/playground/sse.js",
           "msev15/py.typed", "msev15/evals/scenario.schema.json")
 
 

@@ -195,6 +195,24 @@ async def test_idle_sessions_expire(open_store: OpenStore, clock: Clock) -> None
     assert await store.count() == 0 and await store.expire() == 0
 
 
+async def test_expired_sessions_are_reported_once_for_what_hangs_on_them(open_store: OpenStore,
+                                                                         clock: Clock) -> None:
+    store = await open_store(ttl=100)
+    await _commit(store, clock, "t", "old")
+    await _commit(store, clock, "u", "only")
+    await _commit(store, clock, "t", "deleted")
+    clock.now += 60
+    await _commit(store, clock, "t", "new")
+    assert await store.delete("t", "deleted") is not None  # its route drops what hangs on it
+    clock.now += 50
+    await store.expire()
+    assert sorted(await store.gone()) == [("t", "old"), ("u", "only")]
+    assert await store.gone() == []
+    clock.now += 100
+    await store.expire()
+    assert await store.gone() == [("t", "new")]
+
+
 async def test_an_expired_session_starts_afresh(open_store: OpenStore, clock: Clock) -> None:
     store = await open_store(ttl=100)
     await _commit(store, clock, "t", "s", "before")

@@ -97,11 +97,12 @@ async def test_the_customer_hears_turns_the_handoff_and_the_operator(service) ->
 
 async def test_a_new_stream_starts_from_now(service) -> None:
     client = await service()
-    await client.post("/api/v1/chat", json={"session_id": "s1", "message": "hello"})
+    before = await (await client.post("/api/v1/chat", json={"session_id": "s1", "message": "hello"})).json()
     stream = await _follow(client, "s1")
-    await client.post("/api/v1/chat", json={"session_id": "s1", "message": "hello again"})
+    after = await (await client.post("/api/v1/chat", json={"session_id": "s1", "message": "hello again"})).json()
     first_id, first = await stream.next()
-    assert first_id > 1 and first["type"] in ("token", "tool_call", "done")
+    assert first_id >= 1 and first["type"] in ("token", "tool_call", "done")
+    assert first["turn_id"] == after["turn_id"] != before["turn_id"]  # nothing of the turn before
 
 
 async def test_deleting_the_session_ends_its_stream(service) -> None:

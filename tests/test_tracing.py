@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from msev15.agent.context import MCP
+from msev15.agent.handoff_timeout import TIMEOUTS, HandoffTimeouts
 from msev15.app import create_app
 from msev15.common.telemetry import TelemetryConfig
 from msev15.events.tracing import TRACING
@@ -310,3 +311,39 @@ async def test_a_continuation_links_to_the_turn_it_continues(aiohttp_client, tmp
     assert continued.attributes["msev15.turn_id"] == turn_id
     assert continued.links == [paused.span_id]
     assert paused.links == []
+
+
+async def test_the_agent_s_first_turn_after_a_handoff_links_to_the_turn_that_handed_off(
+        aiohttp_client, tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """Released by an operator, and back after the timeout (no ticket service): each time the
+    agent's next turn links to the turn that handed off; the messages held meanwhile ran no turn."""
+    handoff = Call("handoff_to_human", {"reason": "asked for a person", "summary": "wants a person"})
+    async with ScriptedLLM() as llm:
+        llm.push(Reply(tool_calls=[handoff]), Reply("Back with you."), Reply(tool_calls=[handoff]),
+                 Reply("Back again."))
+        client = await _client(aiohttp_client, tmp_path, receiver.config(), llm_provider="openai",
+                               openai_base_url=llm.url + "/v1", openai_model="gpt-test",
+                               handoff_timeout_seconds=3600)
+        tenant = {"tenant_id": "acme"}
+        done = (await _stream(client, "A person please"))[-1]
+        assert done["status"] == "with_human"
+        first = done["turn_id"]
+        assert (await _stream(client, "Hello?"))[-1]["status"] == "with_human"  # held: no turn
+        assert (await client.post("/api/v1/handoffs/s1/claim", params=tenant)).status == 200
+        assert (await client.post("/api/v1/handoffs/s1/release", params=tenant, json={})).status == 200
+        released = (await _stream(client, "Thanks"))[-1]["turn_id"]
+
+        done = (await _stream(client, "A person again"))[-1]
+        assert done["status"] == "with_human"
+        second = done["turn_id"]
+        timeouts = client.app[TIMEOUTS]
+        eager = HandoffTimeouts(timeouts.handoffs, timeouts.sessions, timeouts.events, timeouts.registry, timeout=0)
+        await eager.sweep()  # nobody came: back to the agent, without a ticket service
+        assert eager.ticketed == 1
+        returned = (await _stream(client, "Still there?"))[-1]["turn_id"]
+        await _flush(client)
+    turns = {s.attributes["msev15.turn_id"]: s for s in receiver.named("invoke_agent CustomerServiceAgent")}
+    assert set(turns) == {first, released, second, returned}  # the held message ran none
+    assert turns[released].links == [turns[first].span_id]
+    assert turns[returned].links == [turns[second].span_id]
+    assert turns[first].links == [] and turns[second].links == []

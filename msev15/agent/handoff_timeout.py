@@ -1,21 +1,30 @@
 """Nobody came: a handoff no operator claimed within HANDOFF_TIMEOUT_SECONDS.
 
-Each instance sweeps the overdue ``waiting`` handoffs of every tenant. Ending a record with
-``expect="waiting"`` is atomic in every store, so of several instances (and of an operator
-claiming at that moment) exactly one wins, and only the winner acts: it opens an escalation
-ticket through the tool tagged ``ticket.escalate`` (EscalationComms' ``sendemail``) with the
-summary and the transcript, tells the customer (history and session stream) and gives the
-session back to the agent, the ticket id in its context. Without a ticket service, or without an
-email address to send the ticket to, it says so and gives the session back all the same. (An
-instance that dies between winning and sending leaves that handoff without a ticket: at most
-once, never twice.)
+Each instance sweeps the overdue ``waiting`` handoffs of every tenant. Taking one
+(:meth:`Handoffs.take_timeout`) is atomic in every store, so of several instances (and of an
+operator claiming at that moment) exactly one wins: the record becomes ``ticketed`` with the
+winner's lease (REDIS_LEASE_SECONDS). The winner opens an escalation ticket through the tool
+tagged ``ticket.escalate`` (EscalationComms' ``sendemail``) with the summary and the transcript,
+tells the customer (history and session stream), gives the session back to the agent, the ticket
+id in its context, and then settles the lease. Without a ticket service, or without an email
+address to send the ticket to, it says so and gives the session back all the same.
+
+Exactly one ticket across instances: an instance that dies before settling leaves a lease that
+lapses, and the next sweep of another instance takes the work over (:meth:`Handoffs.unsettled`).
+Its ``sendemail`` carries the same idempotency key and the same arguments as the dead owner's
+(the key and the transcript derive from the record, the transcript only up to when the timeout
+was taken), so EscalationComms joins or replays the first call rather than sending again. The note
+to the customer is written again only if the owner died between writing it and settling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import logging
+import os
+import socket
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -27,6 +36,7 @@ from msev15.agent.context import REGISTRY, TURN_PROFILES
 from msev15.agent.handoff import WAITING, mode_event
 from msev15.agent.offline.text import BARE_CUSTOMER, EMAIL
 from msev15.agent.tools.registry import ToolContext, ToolRegistry
+from msev15.common.ids import new_id
 from msev15.config import SETTINGS
 from msev15.events.metrics import METRICS, ServiceMetrics
 from msev15.mcpkit.capabilities import TICKET_ESCALATE
@@ -55,6 +65,17 @@ class TenantTimeouts(Protocol):
     async def handoff_timeout(self, tenant_id: str, default: float) -> float: ...
 
 
+def idempotency_key_for(record: HandoffRecord) -> str:
+    """The ticket call's idempotency key: the same for every attempt at this handoff, on any instance."""
+    digest = hashlib.sha256(f"{record.tenant_id}:{record.session_id}:{record.requested_at!r}".encode()).hexdigest()
+    return f"handoff-timeout:{digest[:40]}"
+
+
+def owner_id() -> str:
+    """This instance as a lease owner: its process id first (a test kills the owner by it)."""
+    return f"{os.getpid()}@{socket.gethostname()}:{new_id()[:8]}"
+
+
 class HandoffTimeouts:
     """The sweep; ``sweeps`` counts the completed ones (tests wait on it, never on the clock).
 
@@ -63,7 +84,10 @@ class HandoffTimeouts:
     is older than its own tenant's."""
 
     def __init__(self, handoffs: Handoffs, sessions: Sessions, events: SessionEvents, registry: ToolRegistry,
-                 timeout: float, metrics: ServiceMetrics | None = None) -> None:
+                 timeout: float, metrics: ServiceMetrics | None = None, lease: float = 10.0) -> None:
+        self.owner = owner_id()
+        self.lease = lease
+        self.taken_over = 0
         self.metrics = metrics
         self.handoffs = handoffs
         self.sessions = sessions
@@ -87,7 +111,7 @@ class HandoffTimeouts:
     async def sweep(self) -> None:
         now = time.time()
         tenants = self.tenants
-        for record in await self.handoffs.overdue(now - self.shortest):
+        for record in [*await self.handoffs.overdue(now - self.shortest), *await self.handoffs.unsettled(now)]:
             try:
                 timeout = self.timeout if tenants is None else await tenants.handoff_timeout(record.tenant_id,
                                                                                              self.timeout)
@@ -107,20 +131,28 @@ class HandoffTimeouts:
             await asyncio.sleep(self.interval)
 
     async def _expire(self, record: HandoffRecord, timeout: float) -> None:
-        ended = await self.handoffs.end(record.tenant_id, record.session_id, "ticketed", time.time(), expect="waiting")
-        if ended is None:
-            return  # claimed, or another instance took it
-        self.ticketed += 1
-        if self.metrics is not None:
-            self.metrics.handoffs.inc(("ticketed",))
-            self.metrics.handoff_wait.observe(time.time() - record.requested_at)
-        ticket, message = await self._ticket(ended, timeout)
+        now = time.time()
+        taken = await self.handoffs.take_timeout(record.tenant_id, record.session_id, self.owner, now,
+                                                 now + self.lease, before=now - timeout)
+        if taken is None:
+            return  # claimed, or another instance took it (and holds its lease)
+        if record.status == "waiting":
+            self.ticketed += 1
+            if self.metrics is not None:
+                self.metrics.handoffs.inc(("ticketed",))
+                self.metrics.handoff_wait.observe(now - record.requested_at)
+        else:
+            self.taken_over += 1
+            log.warning("taking over the timeout of a handoff whose instance stopped (%s)", record.lease_owner)
+        ticket, message = await self._ticket(taken, timeout)
         now = time.time()
         await self.sessions.commit_messages(record.tenant_id, record.session_id, [Message("assistant", message, now)],
                                             now)
         await self.sessions.set_mode(record.tenant_id, record.session_id, "agent", expect=WAITING)
         await self.events.append(record.tenant_id, record.session_id,
                                  {**mode_event("agent", BY_TIMEOUT), "ticket_id": ticket, "message": message})
+        if not await self.handoffs.settle_timeout(record.tenant_id, record.session_id, self.owner):
+            log.warning("the lease of a handoff's timeout lapsed before it was settled")
         log.info("handoff not claimed within %gs: %s", timeout, f"ticket {ticket}" if ticket else "no ticket")
 
     async def _ticket(self, record: HandoffRecord, timeout: float) -> tuple[str | None, str]:
@@ -130,8 +162,9 @@ class HandoffTimeouts:
         if tool is None:
             return None, f"{nobody}, and no support-ticket service is connected. I'm back to help you myself."
         session = await self.sessions.get(record.tenant_id, record.session_id)
+        until = record.ended_at if record.ended_at is not None else time.time()  # the same on every attempt
         lines = [f"{'Customer' if m.role == 'user' else 'Assistant'}: {m.content}"
-                 for m in (session.messages if session else []) if m.visible and m.content]
+                 for m in (session.messages if session else []) if m.visible and m.content and m.ts <= until]
         transcript = "\n".join(lines)[-TRANSCRIPT_CHARS:]
         email = EMAIL.search(transcript)
         if email is None:
@@ -143,7 +176,8 @@ class HandoffTimeouts:
                 "customer_email": email.group(0), "use_case": "UC2",
                 "query": f"{record.summary or record.reason}\n\nTranscript:\n{transcript}",
                 "reason": f"No operator claimed the conversation within {timeout:g} s ({record.reason})"}
-        result = await self.registry.call(tool, args, ToolContext(record.tenant_id, record.session_id, ticket))
+        result = await self.registry.call(tool, args, ToolContext(record.tenant_id, record.session_id, ticket,
+                                                                  idempotency_key_for(record)))
         if not result.ok:
             log.warning("the timeout ticket failed: %s", result.content)
             return None, f"{nobody}, and the support ticket could not be opened. I'm back to help you myself."
@@ -158,7 +192,8 @@ async def handoff_timeout_ctx(app: web.Application) -> AsyncIterator[None]:
     """After the tools and MCP connections (the ticket goes through them), before the runner."""
     settings = app[SETTINGS]  # swept with HANDOFF_ENABLED=false too: a tenant's profile may enable handoffs
     timeouts = app[TIMEOUTS] = HandoffTimeouts(app[HANDOFFS], app[SESSIONS], app[SESSION_EVENTS], app[REGISTRY],
-                                               settings.handoff_timeout_seconds, app[METRICS])
+                                               settings.handoff_timeout_seconds, app[METRICS],
+                                               lease=settings.redis_lease_seconds)
     timeouts.tenants = app[TURN_PROFILES]  # a tenant's profile may set its own timeout
     task = asyncio.get_running_loop().create_task(timeouts.run(), name="handoff:timeouts")
     try:

@@ -353,12 +353,13 @@ class McpConnection:
 
     def _tool_func(self, remote: str) -> ToolFunc:
         async def call(ctx: ToolContext, args: dict[str, Any]) -> Any:
-            return await self.call_tool(remote, args, tenant_id=ctx.tenant_id)
+            return await self.call_tool(remote, args, tenant_id=ctx.tenant_id, idempotency_key=ctx.idempotency_key)
 
         call.__name__ = f"mcp_{remote}"
         return call
 
-    async def call_tool(self, remote_name: str, args: dict[str, Any], *, tenant_id: str | None = None) -> Any:
+    async def call_tool(self, remote_name: str, args: dict[str, Any], *, tenant_id: str | None = None,
+                        idempotency_key: str | None = None) -> Any:
         """Call a tool by its server-side name: structured content, else text.
 
         ``tenant_id`` goes in the request's ``_meta`` (:data:`TENANT_META_KEY`); without it the
@@ -366,9 +367,10 @@ class McpConnection:
 
         Raises :class:`ToolError` for an error result, a refused request, or a server that stays
         unreachable. A call that fails because the connection dropped is retried once after
-        reconnecting, within ``call_timeout``, with the same idempotency key in ``_meta``.
+        reconnecting, within ``call_timeout``, with the same idempotency key in ``_meta``: a fresh
+        one, or ``idempotency_key`` when the caller retries across calls (the handoff timeout).
         """
-        fields: dict[str, Any] = {IDEMPOTENCY_META_KEY: new_id()}
+        fields: dict[str, Any] = {IDEMPOTENCY_META_KEY: idempotency_key or new_id()}
         if tenant_id is not None:
             fields[TENANT_META_KEY] = tenant_id
         if self.spans is None:

@@ -13,6 +13,11 @@ endpoint runs none of this and the hot path has no tracing call in it:
 - ``tools/call {tool}`` (CLIENT) around each MCP call (agent/mcp_client.py asks :class:`McpSpans`),
   with the ``traceparent`` in the request's ``_meta`` where the MCP servers read it.
 
+A continuation turn (its waiting calls were decided) links to the turn it continues, and the
+first turn the agent runs after a handoff (released by the operator, or back after the timeout's
+ticket) links to the turn that handed off (``msev15.link`` ``continues`` / ``handoff``), when this
+instance ran that turn recently.
+
 Failures set status ERROR and ``error.type``. Message text, tool arguments and results are added
 only with ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -42,6 +48,7 @@ from msev15.events.turnlog import TurnRecord
 from msev15.events.types import ToolCalled, ToolFinished, TurnCompleted, TurnFailed, TurnRequested
 
 AGENT_NAME = "CustomerServiceAgent"
+HANDOFFS_KEPT = 10_000  # sessions with a person whose handing-off turn this instance remembers
 PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai", "offline": "msev15.offline"}
 
 
@@ -60,6 +67,8 @@ class TurnSpans:
         self.parents: dict[str, otel_context.Context] = {}  # accepted, not started yet
         self.agents: dict[str, Span] = {}  # running: the invoke_agent span
         self.tools: dict[tuple[str, str], Span] = {}  # by turn id and call id
+        # The turn that handed each session to a person: the agent's next turn there links to it.
+        self.handed_off: OrderedDict[tuple[str, str], trace.SpanContext] = OrderedDict()
 
     def accepted(self, turn: TurnRequested) -> None:
         self.parents[turn.turn_id] = otel_context.get_current()
@@ -90,6 +99,10 @@ class TurnSpans:
     def completed(self, event: TurnCompleted) -> None:
         self.parents.pop(event.turn_id, None)
         span = self.agents.get(event.turn_id)
+        if span is not None and event.status == "with_human":
+            self.handed_off[event.tenant_id, event.session_id] = span.get_span_context()
+            if len(self.handed_off) > HANDOFFS_KEPT:
+                self.handed_off.popitem(last=False)
         if span is not None and event.usage:
             span.set_attribute("gen_ai.usage.input_tokens", event.usage.get("prompt_tokens", 0))
             span.set_attribute("gen_ai.usage.output_tokens", event.usage.get("completion_tokens", 0))
@@ -116,6 +129,10 @@ class TracedExecution(TurnExecution):
         # this instance ran that one recently (the paused turn's span context is not stored).
         paused = spans.logs.turns.get(turn.resumes) if turn.resumes else None
         links = [trace.Link(paused, {"msev15.link": "continues"})] if paused is not None and paused.is_valid else None
+        if turn.resumes is None and spans.handed_off:  # the agent's first turn after a handoff
+            handed_off = spans.handed_off.pop((turn.tenant_id, turn.session_id), None)
+            if handed_off is not None and handed_off.is_valid:
+                links = [trace.Link(handed_off, {"msev15.link": "handoff"})]
         with spans.tracer.start_as_current_span(
                 f"invoke_agent {AGENT_NAME}", parent, kind=SpanKind.INTERNAL, record_exception=False, links=links,
                 attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": AGENT_NAME,

@@ -1,8 +1,10 @@
 """Keeps the index of completed turns that answer feedback is checked against (store/feedback.py).
 
-A bus subscriber: the runner only queues the ``TurnCompleted`` it publishes anyway, and this task
-writes the turns in batches, so a turn pays nothing for it. If the store fails, the batch is
-logged and dropped: those turns can still be rated while their stream is retained.
+A synchronous bus handler notes each ``TurnCompleted`` the runner publishes anyway (a list append),
+and this task writes them in batches every :data:`FLUSH_SECONDS`, or at once when :data:`BATCH`
+wait: a turn pays no task switch for it. A turn is ratable meanwhile through the turn log (its
+stream is retained). If the store fails, the batch is logged and dropped: those turns can still
+be rated while their stream is retained.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from msev15.events.bus import EventBus, Subscription
+from msev15.events.bus import EventBus
 from msev15.events.context import BUS
 from msev15.events.types import TurnCompleted
 from msev15.store.feedback import FEEDBACK, CompletedTurn, FeedbackStore
@@ -22,22 +24,28 @@ from msev15.store.feedback import FEEDBACK, CompletedTurn, FeedbackStore
 log = logging.getLogger("feedback")
 
 BATCH = 500
+FLUSH_SECONDS = 0.25
 
 
 class CompletedTurns:
     def __init__(self, bus: EventBus, store: FeedbackStore) -> None:
-        self._sub: Subscription[TurnCompleted] = bus.subscribe((TurnCompleted,))
         self._store = store
+        self._pending: list[TurnCompleted] = []
+        self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        bus.on(TurnCompleted, self._completed)
+
+    def _completed(self, event: TurnCompleted) -> None:
+        self._pending.append(event)
+        if len(self._pending) == BATCH:
+            self._full.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="feedback:turns")
 
-    def _batch(self, first: TurnCompleted) -> list[CompletedTurn]:
+    def _batch(self) -> list[CompletedTurn]:
         now = time.time()
-        events = [first]
-        while self._sub.pending() and len(events) < BATCH:
-            events.append(self._sub.get_nowait())
+        events, self._pending = self._pending[:BATCH], self._pending[BATCH:]
         return [CompletedTurn(e.tenant_id, e.session_id, e.turn_id, now) for e in events]
 
     async def _write(self, batch: list[CompletedTurn]) -> None:
@@ -48,16 +56,22 @@ class CompletedTurns:
 
     async def _run(self) -> None:
         while True:
-            await self._write(self._batch(await self._sub.get()))
+            try:
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self._full.wait()
+            except TimeoutError:
+                pass
+            self._full.clear()
+            while self._pending:
+                await self._write(self._batch())
 
     async def close(self) -> None:
-        """Stop; write what is still queued first."""
+        """Stop; write what is still noted first (the runner stopped before: nothing comes after)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        while self._sub.pending():
-            await self._write(self._batch(self._sub.get_nowait()))
-        self._sub.close()
+        while self._pending:
+            await self._write(self._batch())
 
 
 async def completed_turns_ctx(app: web.Application) -> AsyncIterator[None]:

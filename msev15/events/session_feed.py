@@ -1,6 +1,7 @@
 """Copies every turn's client events from the bus into the session stream's log
 (store/session_events.py), each with its ``turn_id``: the session stream carries the turns of
-every protocol. Each instance copies the turns it runs; with Redis the log is shared."""
+every protocol. Each instance copies the turns it runs; with Redis the log is shared. Only
+sessions someone watches are copied (see store/session_events.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def feed_session_events(bus: EventBus, log: SessionEvents) -> None:
     ``publish`` never blocks and never raises for a backend's failure)."""
 
     def copy(event: TurnEvent) -> None:
-        log.publish(event.tenant_id, event.session_id, {**to_wire(event), "turn_id": event.turn_id})
+        if log.watched(event.tenant_id, event.session_id):  # nobody reads it otherwise: nothing built
+            log.publish(event.tenant_id, event.session_id, {**to_wire(event), "turn_id": event.turn_id})
 
     handler: Callable[[TurnEvent], None] = copy
     for kind in CLIENT_EVENTS:

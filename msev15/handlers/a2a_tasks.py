@@ -22,7 +22,17 @@ from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 
 from msev15.events.turnlog import TurnView
-from msev15.events.types import TERMINAL, Token, ToolCalled, ToolFinished, TurnCompleted, TurnEvent, TurnFailed, to_wire
+from msev15.events.types import (
+    TERMINAL,
+    Handoff,
+    Token,
+    ToolCalled,
+    ToolFinished,
+    TurnCompleted,
+    TurnEvent,
+    TurnFailed,
+    to_wire,
+)
 
 ARTIFACT_ID = "answer"
 WAITING = ("waiting", "with_human")
@@ -192,6 +202,9 @@ class A2aTranslator:
                 # Only whether the tool worked: its result is for the model (as on the SSE stream).
                 self._working(seq, out, {"tool_result": {"name": event.name, "call_id": event.call_id,
                                                          "ok": event.ok}})
+            case Handoff():  # a person has the session; the task ends INPUT_REQUIRED, with_human
+                self._working(seq, out, {"handoff": {"mode": event.mode, "reason": event.reason,
+                                                     "summary": event.summary}})
             case TurnCompleted():
                 text = event.message if self.chunks == 0 else ""
                 out.append(self._frame(seq, self._chunk(text, last=True)))

@@ -17,9 +17,11 @@ from typing import Any
 from aiohttp import web
 
 from msev15.agent.context import REGISTRY
+from msev15.agent.handoff import WITH_HUMAN
 from msev15.config import SETTINGS
 from msev15.events.turnlog import TurnRecord
 from msev15.events.types import (
+    Handoff,
     Token,
     ToolCalled,
     ToolFinished,
@@ -139,14 +141,20 @@ class AgUiTranslator:
                 # (or error text) is for the model and may name internals.
                 out.append(_event("TOOL_CALL_RESULT", messageId=f"{self.turn_id}-r{event.call_id}",
                                   toolCallId=event.call_id, role="tool", content=json.dumps({"ok": event.ok})))
+            case Handoff():  # a person has the session (AG-UI's CUSTOM event; the run ends with_human)
+                self._close_text(out)
+                out.append(_event("CUSTOM", name="handoff",
+                                  value={"mode": event.mode, "reason": event.reason, "summary": event.summary}))
             case TurnCompleted():
                 if not self.texts and event.message:
                     self._text(out, event.message)
                 self._close_text(out)
                 outcome = run_outcome(event)
-                out.append(_event("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id,
-                                  result={"turn_id": self.turn_id, "message_count": event.message_count,
-                                          "profile_version": event.profile_version},
+                result: dict[str, Any] = {"turn_id": self.turn_id, "message_count": event.message_count,
+                                          "profile_version": event.profile_version}
+                if event.status == WITH_HUMAN:
+                    result["status"] = WITH_HUMAN
+                out.append(_event("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id, result=result,
                                   **({"outcome": outcome} if outcome is not None else {})))
             case TurnFailed():
                 self._close_text(out)
@@ -163,6 +171,9 @@ async def ag_ui(request: web.Request) -> web.StreamResponse:
       `RUN_STARTED` first, `TEXT_MESSAGE_START`/`CONTENT`/`END` for the answer,
       `TOOL_CALL_START`/`ARGS`/`END` and `TOOL_CALL_RESULT` for each tool call, and exactly one
       `RUN_FINISHED` or `RUN_ERROR` last (any failure after the stream started is a `RUN_ERROR`).
+      A handoff to a person is a `CUSTOM` event named `handoff` (value: mode, reason, summary);
+      while a person holds the session a run only stores the message for them and finishes with
+      `result.status: with_human`.
 
       `threadId` is the session id. The tenant is the `X-Tenant-ID` header, else
       `forwardedProps.tenant_id`, else `default`. The new turn is the **last `user` message**:

@@ -20,6 +20,7 @@ from msev15.agent.coordination import COORDINATION
 from msev15.config import SETTINGS
 from msev15.events.turnlog import TurnView
 from msev15.events.types import (
+    Handoff,
     InputRequired,
     Token,
     ToolCalled,
@@ -132,13 +133,19 @@ class AiSdkTranslator:
                     out.append(_part("tool-output-error", toolCallId=event.call_id, errorText="The tool failed."))
             case InputRequired(kind="approval"):  # a client tool's call waits with its input alone
                 out.append(_part("tool-approval-request", approvalId=event.call_id, toolCallId=event.call_id))
+            case Handoff():  # a person has the session: a data part (``data-*``, the AI SDK's own)
+                self._close_text(out)
+                out.append(_part("data-handoff", data={"mode": event.mode, "reason": event.reason,
+                                                       "summary": event.summary}))
             case TurnCompleted():
                 if not self.texts and event.message:
                     self._text(out, event.message)
                 self._close_text(out)
                 reason = "tool-calls" if event.status == "waiting" else "stop"
-                out += [_part("finish-step"), _part("finish", finishReason=reason,
-                                                    messageMetadata={"turnId": self.turn_id}), _DONE]
+                metadata = {"turnId": self.turn_id}
+                if event.status != "completed":
+                    metadata["status"] = event.status
+                out += [_part("finish-step"), _part("finish", finishReason=reason, messageMetadata=metadata), _DONE]
             case TurnFailed():
                 self._close_text(out)
                 out += [_part("error", errorText=f"{event.error}: {event.message}"), _DONE]
@@ -165,7 +172,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
       (`messageMetadata.turnId` names the turn), `start-step`, `text-start`/`text-delta`/`text-end`,
       `tool-input-available` and `tool-output-available` (output `{"ok": true}`) or
       `tool-output-error` per tool call, `finish-step` between model rounds, then `finish` or
-      `error`, then `data: [DONE]`.
+      `error`, then `data: [DONE]`. While a person holds the session the message is kept for
+      them: a `data-handoff` part (`data`: mode, reason, summary) and `finish` with
+      `messageMetadata.status: with_human`.
 
       Approvals (TOOL_APPROVAL): a call that waits streams `tool-input-available` then
       `tool-approval-request` (`approvalId` = the call id) and the message finishes

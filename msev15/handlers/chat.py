@@ -25,7 +25,7 @@ from msev15.events.types import (
 from msev15.handlers.client_tools import client_tools
 from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
-from msev15.handlers.handoff_chat import held_json, held_stream, hold_for_person
+from msev15.handlers.handoff_chat import HeldRecord, held_json, held_stream, hold_for_person
 from msev15.handlers.jsonbody import json_response
 from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
 from msev15.handlers.streams import SseTranslator, open_stream, relay
@@ -49,12 +49,19 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
     With a shared store the session's other instances are asked first (``if_busy`` holds across
     them).
 
-    Every front door (REST, SSE, the AG-UI and AI SDK adapters) starts turns through here."""
+    While a person holds the session, the message is stored for them and no turn runs: the
+    record returned is a :class:`~msev15.handlers.handoff_chat.HeldRecord`, ended already with a
+    ``handoff`` event and ``done`` with ``status: with_human`` (see handlers/handoff_chat.py).
+
+    Every front door (REST, SSE, the AG-UI, AI SDK, A2A and MCP adapters) starts turns through here."""
     logs.bind(session_id=session_id, tenant_id=tenant_id)
     if not counted:  # the tenant middleware counted the request already (see handlers/ratelimit.py)
         await check_tenant_rate(app, tenant_id)
     turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy,
                          resumes, tools)
+    held = await hold_for_person(app, turn)  # a person has the session: stored, no turn
+    if held is not None:
+        return held
     coordination = app[COORDINATION]
     try:
         await coordination.admit(turn)
@@ -145,10 +152,9 @@ async def chat(request: web.Request) -> web.Response:
       "503": {$ref: "#/components/responses/Unavailable"}
     """
     chat_req, tools = await _chat_request(request)
-    held = await hold_for_person(request, chat_req)  # a person has the session: stored, no turn
-    if held is not None:
-        return json_response(held_json(chat_req, held))
     record = await _start_turn(request, chat_req, tools, stream=False)
+    if isinstance(record, HeldRecord):  # a person has the session: stored, no turn
+        return json_response(held_json(chat_req, record.held))
     event = await _outcome_unless_gone(request, record)
     if isinstance(event, TurnFailed):
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)
@@ -209,10 +215,9 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
       "503": {$ref: "#/components/responses/Unavailable"}
     """
     chat_req, tools = await _chat_request(request)
-    held = await hold_for_person(request, chat_req)  # a person has the session: stored, no turn
-    if held is not None:
-        return await held_stream(request, chat_req, held)
     record = await _start_turn(request, chat_req, tools, stream=True)
+    if isinstance(record, HeldRecord):  # a person has the session: stored, no turn
+        return await held_stream(request, chat_req, record.held)
     async with open_stream(request, record) as resp:
         await relay(record, resp, SseTranslator(record))
     return resp

@@ -1,10 +1,14 @@
 """A customer's message while a person holds the session (mode ``waiting_for_human`` or ``human``).
 
-It is stored in the session's history for the operator and never sent to the model: ``/chat``
-answers 200 with ``"status": "with_human"`` and ``"message": null``; ``/chat/stream`` sends one
-``handoff`` event with the current mode and ``done`` with ``"status": "with_human"``. These two
-frames carry no ``id:``: no turn ran, so there is nothing to resume. With HANDOFF_ENABLED=false
-nobody can hold a session and chats skip the look-up.
+It is stored in the session's history for the operator and never sent to the model. The check is
+:func:`hold_for_person`, called by ``start_turn`` (handlers/chat.py), so it holds on every front
+door: instead of running a turn, ``start_turn`` returns a :class:`HeldRecord`, a turn record that
+has ended already with a ``handoff`` event (the current mode) and ``done`` with
+``"status": "with_human"``. Each protocol relays it in its own terms (an AG-UI run, an AI SDK
+message, an A2A task in INPUT_REQUIRED, an MCP tool result). ``/chat`` answers 200 with
+``"status": "with_human"`` and ``"message": null``; ``/chat/stream`` sends the two frames without
+``id:``: no turn ran, so there is nothing to resume. With HANDOFF_ENABLED=false nobody can hold a
+session and turns skip the look-up.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from aiohttp import web
 from msev15.agent.handoff import WITH_HUMAN
 from msev15.common.ids import new_id
 from msev15.config import SETTINGS
+from msev15.events.turnlog import TurnRecord
+from msev15.events.types import Handoff, TurnCompleted, TurnRequested
 from msev15.handlers.errors import utc_now_iso
-from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
 from msev15.handlers.validation import ChatRequest
-from msev15.logs import service as logs
 from msev15.store.base import SESSIONS
 from msev15.store.session_events import SESSION_EVENTS
 from msev15.store.sessions import Message
@@ -36,25 +40,35 @@ class Held:
     message_count: int
 
 
-async def hold_for_person(request: web.Request, chat: ChatRequest) -> Held | None:
-    """Store ``chat.message`` for the operator when a person holds the session; None when the agent
-    answers it (then the caller starts a turn as usual)."""
-    app = request.app
-    if not app[SETTINGS].handoff_enabled:
+class HeldRecord(TurnRecord):
+    """The record ``start_turn`` returns for a held message: ended already, never in the turn log."""
+
+    __slots__ = ("held",)
+
+    def __init__(self, turn: TurnRequested, held: Held) -> None:
+        super().__init__(turn)
+        self.held = held
+        now = time.monotonic()
+        ids = (turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id)
+        self.append(Handoff(*ids, held.mode), now)
+        self.append(TurnCompleted(*ids, "", held.message_count, status=WITH_HUMAN), now)
+
+
+async def hold_for_person(app: web.Application, turn: TurnRequested) -> HeldRecord | None:
+    """Store the turn's message for the operator when a person holds the session; None when the
+    agent answers it (then the caller runs the turn as usual). The tenant's rate was checked."""
+    if not app[SETTINGS].handoff_enabled or turn.resumes is not None:  # a decided call goes on
         return None
     sessions = app[SESSIONS]
-    mode = await sessions.mode(chat.tenant_id, chat.session_id)
+    mode = await sessions.mode(turn.tenant_id, turn.session_id)
     if mode is None or mode == "agent":
         return None
-    if not request.get(TENANT_COUNTED, False):
-        await check_tenant_rate(app, chat.tenant_id)
     now, message_id = time.time(), new_id()
-    count = await sessions.commit_messages(chat.tenant_id, chat.session_id,
-                                           [Message("user", chat.message, now, {"message_id": message_id})], now)
-    await app[SESSION_EVENTS].append(chat.tenant_id, chat.session_id, {
-        "type": "customer_message", "message_id": message_id, "content": chat.message})
-    logs.bind(session_id=chat.session_id, tenant_id=chat.tenant_id)
-    return Held(mode, count)
+    count = await sessions.commit_messages(turn.tenant_id, turn.session_id,
+                                           [Message("user", turn.message, now, {"message_id": message_id})], now)
+    await app[SESSION_EVENTS].append(turn.tenant_id, turn.session_id, {
+        "type": "customer_message", "message_id": message_id, "content": turn.message})
+    return HeldRecord(turn, Held(mode, count))
 
 
 def held_json(chat: ChatRequest, held: Held) -> dict[str, Any]:

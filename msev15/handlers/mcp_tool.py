@@ -34,6 +34,9 @@ from msev15.handlers.validation import check_id, check_message
 TOOL = "ask_customer_service_agent"
 
 
+HELD = "A person from the support team has this conversation: the message was passed on to them."
+
+
 class Answer(BaseModel):
     session_id: str = Field(description="The conversation: pass it again to continue it.")
     turn_id: str = Field(description="This turn (GET /api/v1/sessions/{session_id}/turns/{turn_id}).")
@@ -82,7 +85,7 @@ def build_server(app: web.Application) -> MCPServer:
         answer = Answer(session_id=session, turn_id=record.turn_id,
                         status=wire.get("status", record.status), pending=wire.get("pending"))
         if isinstance(terminal, TurnCompleted):
-            content = terminal.message
+            content = terminal.message or (HELD if terminal.status == "with_human" else "")
         else:
             content = f"{terminal.error}: {terminal.message}"
         return CallToolResult(content=[TextContent(type="text", text=content)],

@@ -11,8 +11,7 @@ from msev15.handlers.jsonbody import json_response
 from msev15.handlers.validation import check_id, int_param, tenant_from_query
 from msev15.logs import service as logs
 from msev15.store.base import SESSIONS
-from msev15.store.feedback import FEEDBACK
-from msev15.store.session_events import SESSION_EVENTS
+from msev15.store.cascade import forget_session
 from msev15.store.sessions import Message
 
 
@@ -92,8 +91,7 @@ async def delete_session(request: web.Request) -> web.Response:
     deleted = await request.app[SESSIONS].delete(tenant_id, session_id)
     if deleted is None:
         raise _not_found(session_id)
-    await request.app[FEEDBACK].forget(tenant_id, session_id)  # its ratings are the customer's data too
-    await request.app[SESSION_EVENTS].append(tenant_id, session_id, {"type": "session_deleted"})  # ends its streams
+    await forget_session(request.app, tenant_id, session_id)
     return json_response({"message": "Session deleted successfully", "session_id": session_id,
                               "messages_deleted": deleted})
 

@@ -118,6 +118,13 @@ class Sessions(Protocol):
         """Drop idle sessions past the TTL (stores that expire by themselves return 0)."""
         ...
 
+    async def gone(self) -> list[tuple[str, str]]:
+        """(tenant, session) of the sessions that expired since the last call (here, or in Redis
+        for every instance), each reported once: the sweeper drops what hangs on them (handoff
+        records, ratings, the session stream). A session deleted through the API is not here:
+        its route drops those itself."""
+        ...
+
     async def count(self) -> int:
         """Sessions held, all tenants."""
         ...

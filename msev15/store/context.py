@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from msev15.config import SETTINGS
-from msev15.store.base import SESSIONS, Sessions, StoreUnavailable
+from msev15.store.base import SESSIONS, StoreUnavailable
+from msev15.store.cascade import forget_expired
 from msev15.store.orders import OrderRepository
 
 log = logging.getLogger("app")
@@ -23,12 +24,19 @@ SWEEP_SECONDS = 60.0
 ORDERS: web.AppKey[OrderRepository] = web.AppKey("msev15.orders")
 
 
-async def _sweep_sessions(store: Sessions, every: float) -> None:
+async def sweep_once(app: web.Application) -> int:
+    """Expire idle sessions, then drop what hung on them (store/cascade.py); the sessions expired."""
+    dropped = await app[SESSIONS].expire()
+    await forget_expired(app)
+    return dropped
+
+
+async def _sweep_sessions(app: web.Application, every: float) -> None:
     """Expire idle sessions; for the shared stores this also refreshes ``held()`` for metrics."""
     while True:
         await asyncio.sleep(every)
         try:
-            dropped = await store.expire()
+            dropped = await sweep_once(app)
         except StoreUnavailable as exc:
             log.warning("Session expiry skipped: %s", exc)
             continue
@@ -40,7 +48,7 @@ async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     """Expires idle sessions of whichever store the topology opened."""
     settings = app[SETTINGS]
     every = min(SWEEP_SECONDS, settings.session_ttl_seconds or SWEEP_SECONDS)
-    sweeper = asyncio.create_task(_sweep_sessions(app[SESSIONS], every), name="store:session-sweeper")
+    sweeper = asyncio.create_task(_sweep_sessions(app, every), name="store:session-sweeper")
     yield
     sweeper.cancel()
     await asyncio.gather(sweeper, return_exceptions=True)

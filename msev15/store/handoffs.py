@@ -41,6 +41,10 @@ class HandoffRecord:
     claimed_by_name: str | None = None  # how the operator is shown (key name or sub)
     claimed_at: float | None = None
     ended_at: float | None = None
+    # A ``ticketed`` record whose timeout work (ticket, note, mode) is not done yet: the instance
+    # doing it and until when its lease holds (see :meth:`Handoffs.take_timeout`).
+    lease_owner: str | None = None
+    lease_until: float | None = None
 
     @property
     def live(self) -> bool:
@@ -73,7 +77,28 @@ class Handoffs(Protocol):
 
     async def overdue(self, before: float, limit: int = 100) -> builtins.list[HandoffRecord]:
         """Records of every tenant still ``waiting`` that were requested before ``before`` (the
-        timeout sweep's candidates; ending one with ``expect="waiting"`` is what decides it)."""
+        timeout sweep's candidates; :meth:`take_timeout` is what decides one)."""
+        ...
+
+    async def take_timeout(self, tenant_id: str, session_id: str, owner: str, now: float, lease_until: float,
+                           before: float) -> HandoffRecord | None:
+        """Atomically take a handoff's timeout work for ``owner`` until ``lease_until``: a
+        ``waiting`` record requested before ``before`` becomes ``ticketed`` (an operator claiming
+        at the same moment, or another instance, loses), or a ``ticketed`` one whose work is not
+        settled and whose lease lapsed (its owner died) changes owner. None: nothing to take."""
+        ...
+
+    async def settle_timeout(self, tenant_id: str, session_id: str, owner: str) -> bool:
+        """The timeout work is done: drop the lease, if ``owner`` still holds it."""
+        ...
+
+    async def unsettled(self, now: float, limit: int = 100) -> builtins.list[HandoffRecord]:
+        """``ticketed`` records of every tenant whose timeout work is not settled and whose lease
+        lapsed before ``now``: an instance died doing it, another takes it over."""
+        ...
+
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        """Drop the session's record (the session was deleted or expired)."""
         ...
 
     async def close(self) -> None: ...
@@ -90,6 +115,30 @@ def claimed(record: HandoffRecord | None, tenant_id: str, session_id: str, opera
         record = HandoffRecord(tenant_id, session_id, "waiting", "Taken over by an operator", "", now)
     return "claimed", dataclasses.replace(record, status="active", claimed_by=operator_id,
                                           claimed_by_name=operator_name, claimed_at=now)
+
+
+def timeout_taken(record: HandoffRecord | None, owner: str, now: float, lease_until: float,
+                  before: float) -> HandoffRecord | None:
+    """The take-timeout rule, for the implementations that apply it in one step of their own."""
+    if record is None:
+        return None
+    if record.status == "waiting" and record.requested_at < before:
+        return dataclasses.replace(record, status="ticketed", ended_at=now, lease_owner=owner, lease_until=lease_until)
+    if lapsed(record, now):
+        return dataclasses.replace(record, lease_owner=owner, lease_until=lease_until)
+    return None
+
+
+def lapsed(record: HandoffRecord, now: float) -> bool:
+    """A ``ticketed`` record whose timeout work is unsettled and whose owner's lease ran out."""
+    return (record.status == "ticketed" and record.lease_owner is not None and record.lease_until is not None
+            and record.lease_until < now)
+
+
+def timeout_settled(record: HandoffRecord | None, owner: str) -> HandoffRecord | None:
+    if record is None or record.status != "ticketed" or record.lease_owner != owner:
+        return None
+    return dataclasses.replace(record, lease_owner=None, lease_until=None)
 
 
 def ended(record: HandoffRecord | None, status: Literal["released", "ticketed"], now: float,
@@ -139,6 +188,25 @@ class MemoryHandoffs:
     async def overdue(self, before: float, limit: int = 100) -> builtins.list[HandoffRecord]:
         found = [r for r in self._records.values() if r.status == "waiting" and r.requested_at < before]
         return sorted(found, key=lambda r: r.requested_at)[:limit]
+
+    async def take_timeout(self, tenant_id: str, session_id: str, owner: str, now: float, lease_until: float,
+                           before: float) -> HandoffRecord | None:
+        record = timeout_taken(self._records.get((tenant_id, session_id)), owner, now, lease_until, before)
+        if record is not None:
+            self._records[(tenant_id, session_id)] = record
+        return record
+
+    async def settle_timeout(self, tenant_id: str, session_id: str, owner: str) -> bool:
+        record = timeout_settled(self._records.get((tenant_id, session_id)), owner)
+        if record is not None:
+            self._records[(tenant_id, session_id)] = record
+        return record is not None
+
+    async def unsettled(self, now: float, limit: int = 100) -> builtins.list[HandoffRecord]:
+        return [r for r in self._records.values() if lapsed(r, now)][:limit]
+
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        self._records.pop((tenant_id, session_id), None)
 
     async def close(self) -> None:
         return None

@@ -46,6 +46,11 @@ class MemorySessions:
     async def expire(self) -> int:
         return self.store.expire()
 
+    async def gone(self) -> list[tuple[str, str]]:
+        gone = list(self.store.gone)
+        self.store.gone.clear()
+        return gone
+
     async def count(self) -> int:
         return len(self.store)
 

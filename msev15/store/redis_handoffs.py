@@ -21,6 +21,33 @@ from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, text_map, 
 
 # Every tenant's waiting handoffs, for the timeout sweep: [tenant, session] scored by request time.
 WAITING = f"{PREFIX}:handoffs:waiting"
+# Every tenant's ticketed handoffs whose timeout work is not settled: [tenant, session] scored by
+# the lease's end (written before the take, so a crash never leaves a lease nobody can find).
+LEASES = f"{PREFIX}:handoffs:leases"
+
+# KEYS: 1 record. ARGV: 1 owner, 2 now, 3 lease until, 4 requested before, 5 retention seconds.
+_TAKE = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'requested_at', 'lease_owner', 'lease_until')
+if f[1] == 'waiting' and tonumber(f[2]) < tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'status', 'ticketed', 'ended_at', ARGV[2], 'lease_owner', ARGV[1], 'lease_until', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return redis.call('HGETALL', KEYS[1])
+end
+if f[1] == 'ticketed' and f[3] and f[3] ~= '' and f[4] and tonumber(f[4]) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'lease_owner', ARGV[1], 'lease_until', ARGV[3])
+  return redis.call('HGETALL', KEYS[1])
+end
+return {}
+"""
+
+# KEYS: 1 record. ARGV: 1 owner.
+_SETTLE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'ticketed' or redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until')
+return 1
+"""
 
 # KEYS: 1 record, 2 index. ARGV: 1 session id, 2 now, 3 reason, 4 summary.
 _REQUEST = """
@@ -73,7 +100,8 @@ def _float(value: str | None) -> float | None:
 def _record(tenant_id: str, session_id: str, f: dict[str, str]) -> HandoffRecord:
     return HandoffRecord(tenant_id, session_id, f["status"], f.get("reason", ""),  # type: ignore[arg-type]
                          f.get("summary", ""), float(f["requested_at"]), f.get("claimed_by") or None,
-                         f.get("claimed_by_name") or None, _float(f.get("claimed_at")), _float(f.get("ended_at")))
+                         f.get("claimed_by_name") or None, _float(f.get("claimed_at")), _float(f.get("ended_at")),
+                         f.get("lease_owner") or None, _float(f.get("lease_until")))
 
 
 class RedisHandoffs:
@@ -82,6 +110,8 @@ class RedisHandoffs:
         self._request = self._redis.register_script(_REQUEST)
         self._claim = self._redis.register_script(_CLAIM)
         self._end = self._redis.register_script(_END)
+        self._take = self._redis.register_script(_TAKE)
+        self._settle = self._redis.register_script(_SETTLE)
 
     @staticmethod
     def _keys(tenant_id: str, session_id: str) -> list[str]:
@@ -154,6 +184,52 @@ class RedisHandoffs:
         if stale:
             await self._redis.zrem(WAITING, *stale)
         return found
+
+    @translated
+    async def take_timeout(self, tenant_id: str, session_id: str, owner: str, now: float, lease_until: float,
+                           before: float) -> HandoffRecord | None:
+        await self._redis.zadd(LEASES, {json.dumps([tenant_id, session_id]): lease_until})
+        flat = await self._take(keys=self._keys(tenant_id, session_id)[:1],
+                                args=[owner, repr(now), repr(lease_until), repr(before), ENDED_RETENTION_SECONDS])
+        return _record(tenant_id, session_id, _fields(flat)) if flat else None
+
+    @translated
+    async def settle_timeout(self, tenant_id: str, session_id: str, owner: str) -> bool:
+        settled = bool(int(await self._settle(keys=self._keys(tenant_id, session_id)[:1], args=[owner])))
+        if settled:
+            await self._redis.zrem(LEASES, json.dumps([tenant_id, session_id]))
+        return settled
+
+    @translated
+    async def unsettled(self, now: float, limit: int = 100) -> builtins.list[HandoffRecord]:
+        """Candidates from the lease index; entries whose record is settled or gone leave it, and
+        one whose lease was renewed moves to its new end."""
+        members: list[str] = await self._redis.zrangebyscore(  # type: ignore[assignment]  # typed loosely
+            LEASES, "-inf", f"({now!r}", start=0, num=limit)
+        found, stale = [], []
+        for member in members:
+            tenant_id, session_id = json.loads(member)
+            record = await self.get(tenant_id, session_id)
+            if record is None or record.status != "ticketed" or record.lease_until is None:
+                stale.append(member)
+            elif record.lease_until < now:
+                found.append(record)
+            else:
+                await self._redis.zadd(LEASES, {member: record.lease_until})
+        if stale:
+            await self._redis.zrem(LEASES, *stale)
+        return found
+
+    @translated
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        record, index = self._keys(tenant_id, session_id)
+        member = json.dumps([tenant_id, session_id])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(record)
+            pipe.zrem(index, session_id)
+            pipe.zrem(WAITING, member)
+            pipe.zrem(LEASES, member)
+            await pipe.execute()
 
     async def close(self) -> None:
         await self._redis.aclose()

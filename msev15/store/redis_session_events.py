@@ -9,7 +9,8 @@ STREAM_RETENTION_SECONDS after its last event; the counter outlives it (a week),
 restart under a reader that comes back. ``publish`` queues for one writer task per instance,
 which keeps this instance's events in publish order; readers block in XREAD on their own client.
 The writer sends everything queued since its last write in one pipeline, one script per session
-(a streamed turn's tokens cost one round trip per batch, not one each).
+(a streamed turn's tokens cost one round trip per batch, not one each); a turn's events are kept
+only while a reader watches the session (a flag each read sets), what people write always.
 """
 
 from __future__ import annotations
@@ -31,24 +32,43 @@ MAX_READ_BLOCK_SECONDS = 30.0
 
 MAX_BATCH = 500  # events per pipeline
 
-# KEYS: 1 stream, 2 counter. ARGV: 1 cap, 2 retention seconds, 3 counter TTL, 4.. the events' JSON.
-# Numbers the events in order and returns the first one's id.
-_APPEND = """
-local n = #ARGV - 3
-local first = redis.call('INCRBY', KEYS[2], n) - n + 1
-for i = 4, #ARGV do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], (first + i - 4) .. '-0', 'e', ARGV[i])
+# KEYS: 1 stream, 2 counter, 3 watch flag. ARGV: 1 cap, 2 retention seconds, 3 counter TTL, then pairs
+# (op, event JSON) in order: 'a' append; 'w' append only if a reader watches the session (a turn's
+# event); 'f' forget the stream (the session is gone), then append the event if there is one ('')
+# or drop the counter too. Returns each pair's id (0: not appended).
+_WRITE = """
+local watched = redis.call('EXISTS', KEYS[3]) == 1
+local ids = {}
+for i = 4, #ARGV, 2 do
+  local op, event = ARGV[i], ARGV[i + 1]
+  local id = 0
+  if op == 'f' then
+    redis.call('DEL', KEYS[1])
+    if event == '' then
+      redis.call('DEL', KEYS[2])
+    else
+      id = redis.call('INCR', KEYS[2])
+      redis.call('XADD', KEYS[1], id .. '-0', 'e', event)
+    end
+  elseif op == 'a' or watched then
+    id = redis.call('INCR', KEYS[2])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id .. '-0', 'e', event)
+  end
+  ids[#ids + 1] = id
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-return first
+return ids
 """
 
-Queued = tuple[str, str, dict[str, Any], "asyncio.Future[int] | None"]
+APPEND, IF_WATCHED, FORGET = "a", "w", "f"
+Queued = tuple[str, str, dict[str, Any] | None, "asyncio.Future[int] | None", str]  # ..., done, op
 
 
 def _keys(tenant_id: str, session_id: str) -> list[str]:
-    return [tenant_key(tenant_id, "sevents", session_id), tenant_key(tenant_id, "sevseq", session_id)]
+    """The stream, its id counter, and the flag a reader sets while it watches (expiring)."""
+    return [tenant_key(tenant_id, "sevents", session_id), tenant_key(tenant_id, "sevseq", session_id),
+            tenant_key(tenant_id, "sevwatch", session_id)]
 
 
 class RedisSessionEvents:
@@ -56,23 +76,28 @@ class RedisSessionEvents:
         self.retention = max(1, int(retention_seconds))
         self._redis: aioredis.Redis = connect(url)
         self._blocking: aioredis.Redis = connect(url, socket_timeout=MAX_READ_BLOCK_SECONDS + 5)
-        self._append = self._redis.register_script(_APPEND)
+        self._script = self._redis.register_script(_WRITE)
+        # A forget is queued too, to come after what was published before it.
         self._queue: asyncio.Queue[Queued] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
     async def _write(self, batch: list[Queued]) -> list[int]:
-        """Append ``batch`` (in order) in one round trip; each event's id, in the batch's order."""
+        """Apply ``batch`` (in order per session) in one round trip; each item's id (0: none)."""
         by_session: dict[tuple[str, str], list[int]] = {}
-        for i, (tenant_id, session_id, _, _) in enumerate(batch):
-            by_session.setdefault((tenant_id, session_id), []).append(i)
-        firsts = await script_batch(self._redis, self._append, [
-            (_keys(tenant_id, session_id), [MAX_EVENTS_PER_SESSION, self.retention, COUNTER_TTL_SECONDS,
-                                            *(json.dumps(batch[i][2], ensure_ascii=False) for i in positions)])
-            for (tenant_id, session_id), positions in by_session.items()])
+        for i, item in enumerate(batch):
+            by_session.setdefault((item[0], item[1]), []).append(i)
+        calls = []
+        for (tenant_id, session_id), positions in by_session.items():
+            args: list[str | int] = [MAX_EVENTS_PER_SESSION, self.retention, COUNTER_TTL_SECONDS]
+            for i in positions:
+                event = batch[i][2]
+                args += [batch[i][4], "" if event is None else json.dumps(event, ensure_ascii=False)]
+            calls.append((_keys(tenant_id, session_id), args))
+        replies = await script_batch(self._redis, self._script, calls)
         ids = [0] * len(batch)
-        for first, positions in zip(firsts, by_session.values(), strict=True):
-            for offset, i in enumerate(positions):
-                ids[i] = int(first) + offset
+        for reply, positions in zip(replies, by_session.values(), strict=True):
+            for i, seq in zip(positions, reply, strict=True):
+                ids[i] = int(seq)
         return ids
 
     async def _drain(self) -> None:
@@ -98,20 +123,36 @@ class RedisSessionEvents:
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._drain(), name="session-events:writer")
 
+    def watched(self, tenant_id: str, session_id: str) -> bool:
+        return True  # readers may be on any instance: the append script checks their flag
+
+    async def _watch(self, tenant_id: str, session_id: str) -> None:
+        await self._redis.set(_keys(tenant_id, session_id)[2], b"1", ex=self.retention)
+
     def publish(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> None:
-        self._queue.put_nowait((tenant_id, session_id, event, None))
+        self._queue.put_nowait((tenant_id, session_id, event, None, IF_WATCHED))
 
     @translated
     async def append(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> int:
         if self._writer is None or self._writer.done():
-            return (await self._write([(tenant_id, session_id, event, None)]))[0]
+            return (await self._write([(tenant_id, session_id, event, None, APPEND)]))[0]
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((tenant_id, session_id, event, done))  # after what was published before it
+        self._queue.put_nowait((tenant_id, session_id, event, done, APPEND))  # after what was published before it
         return await done
+
+    @translated
+    async def forget(self, tenant_id: str, session_id: str, last: dict[str, Any] | None = None) -> None:
+        if self._writer is None or self._writer.done():
+            await self._write([(tenant_id, session_id, last, None, FORGET)])
+            return
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((tenant_id, session_id, last, done, FORGET))  # after what was published before it
+        await done
 
     @translated
     async def read(self, tenant_id: str, session_id: str, after: int, wait: float) -> list[Entry]:
         stream = _keys(tenant_id, session_id)[0]
+        await self._watch(tenant_id, session_id)
         block = max(1, int(min(wait, MAX_READ_BLOCK_SECONDS) * 1000))
         reply: Any = await self._blocking.xread({stream: f"{after}-0"}, count=500, block=block)
         entries: list[Entry] = []
@@ -122,6 +163,7 @@ class RedisSessionEvents:
 
     @translated
     async def last_id(self, tenant_id: str, session_id: str) -> int:
+        await self._watch(tenant_id, session_id)
         value = await self._redis.get(_keys(tenant_id, session_id)[1])
         return int(value) if value else 0
 

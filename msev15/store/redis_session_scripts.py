@@ -46,8 +46,13 @@ local function prune(index, prefix, cutoff)
   local n = 0
   if cutoff == '' then return 0 end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, 100)) do
-    n = n + drop(index, prefix, id)
+    if drop(index, prefix, id) == 1 then
+      n = n + 1
+      -- for the sweeper, which drops what hangs on the session (Sessions.gone)
+      redis.call('RPUSH', prefix .. 'gone', id)
+    end
   end
+  if n > 0 then redis.call('LTRIM', prefix .. 'gone', -100000, -1) end
   return n
 end
 """

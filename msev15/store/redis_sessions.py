@@ -95,6 +95,7 @@ class RedisSessions:
         self._clock_of_redis = RedisClock(client)  # commits are refused past their deadline
         self.evicted = 0  # sessions this instance dropped by a session cap
         self._held = 0  # sessions in all, as last read from Redis (for metrics: no I/O)
+        self._pruned: set[str] = set()  # tenants whose sessions this instance expired, for gone()
 
     @classmethod
     async def open(cls, url: str, *, ttl_seconds: float = 0, max_messages: int = 1000, max_sessions: int = 250_000,
@@ -261,11 +262,29 @@ class RedisSessions:
                 ([tenant_key(tenant, "index")], [tenant_key(tenant, ""), cutoff, 0, ""]) for tenant in tenants])
             expired = [(tenant, int(reply[1])) for tenant, reply in zip(tenants, replies, strict=True)
                        if int(reply[1])]
+            self._pruned.update(tenant for tenant, _ in expired)
             dropped += sum(n for _, n in expired)
             await self._settle([(tenant, -n) for tenant, n in expired])
             # a tenant with a full batch of expired sessions may have more
             tenants = [tenant for tenant, n in expired if n >= scripts.PRUNE_BATCH]
         return dropped
+
+    @translated
+    async def gone(self) -> list[tuple[str, str]]:
+        """The tenants' lists of expired sessions (written by the scripts that prune them, on any
+        instance), taken and emptied: the tenants counted now and those this instance's sweep
+        emptied."""
+        tenants = {text(t) async for t, _ in self._redis.zscan_iter(TENANT_COUNTS, count=500)} | self._pruned
+        self._pruned = set()
+        gone: list[tuple[str, str]] = []
+        for tenant in sorted(tenants):
+            key = tenant_key(tenant, "gone")
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.lrange(key, 0, -1)
+                pipe.delete(key)
+                ids, _ = await pipe.execute()
+            gone += [(tenant, text(i)) for i in ids]
+        return gone
 
     @translated
     async def count(self) -> int:

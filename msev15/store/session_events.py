@@ -8,7 +8,13 @@ while the events are retained: STREAM_RETENTION_SECONDS after the session's last
 most :data:`MAX_EVENTS_PER_SESSION` per session.
 
 :meth:`SessionEvents.publish` never blocks (the bus calls it for every token); :meth:`append`
-returns once the event is in the log (handlers answer after it). :class:`MemorySessionEvents`
+returns once the event is in the log (handlers answer after it).
+
+Turn events (``publish``) are kept only for a session someone watches: a reader asked for its last
+id or read it within the retention. Nobody can read them otherwise ("from now on" starts at a
+reader's ``last_id``; a reconnecting reader comes back within the retention), so an unwatched
+turn pays nothing for the stream. What people write and the mode changes (``append``) are always
+kept. :class:`MemorySessionEvents`
 serves one process; ``RedisSessionEvents`` every instance on one Redis.
 """
 
@@ -28,7 +34,13 @@ Entry = tuple[int, dict[str, Any]]
 
 class SessionEvents(Protocol):
     def publish(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> None:
-        """Add an event without waiting (in publish order)."""
+        """Add a turn's event without waiting (in publish order), if the session is watched."""
+        ...
+
+    def watched(self, tenant_id: str, session_id: str) -> bool:
+        """Could a reader get the session's turn events? No I/O: False lets the caller skip
+        building the event. (A shared log that cannot tell without I/O says True and decides when
+        it writes.)"""
         ...
 
     async def append(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> int:
@@ -41,7 +53,14 @@ class SessionEvents(Protocol):
         ...
 
     async def last_id(self, tenant_id: str, session_id: str) -> int:
-        """The id of the session's latest event (0: none): where "from now on" starts."""
+        """The id of the session's latest event (0: none): where "from now on" starts. The
+        session is watched from here on (for the retention, renewed by each read)."""
+        ...
+
+    async def forget(self, tenant_id: str, session_id: str, last: dict[str, Any] | None = None) -> None:
+        """Drop the session's events (the session was deleted or expired). With ``last``, the log
+        keeps that one event, after everything published before (its id follows theirs), so open
+        streams read it and end."""
         ...
 
     def start(self) -> None: ...
@@ -50,9 +69,10 @@ class SessionEvents(Protocol):
 
 
 class _Log:
-    __slots__ = ("entries", "last", "seq", "waiters")
+    __slots__ = ("entries", "last", "seq", "waiters", "watched_until")
 
     def __init__(self) -> None:
+        self.watched_until = 0.0
         self.seq = 0
         self.entries: deque[Entry] = deque(maxlen=MAX_EVENTS_PER_SESSION)
         self.waiters: list[asyncio.Future[None]] = []
@@ -74,7 +94,28 @@ class MemorySessionEvents:
                 break
             del self._logs[key]
 
+    def watched(self, tenant_id: str, session_id: str) -> bool:
+        log = self._logs.get((tenant_id, session_id))
+        return log is not None and (log.watched_until > self._clock() or bool(log.waiters))
+
+    def _watch(self, key: tuple[str, str]) -> _Log:
+        """The session's log, watched for the retention from now (created for a first reader)."""
+        now = self._clock()
+        self._expire(now)
+        log = self._logs.get(key)
+        if log is None:
+            log = self._logs[key] = _Log()
+        else:
+            self._logs.move_to_end(key)
+        log.last = max(log.last, now)
+        log.watched_until = now + self.retention
+        return log
+
     def publish(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> None:
+        if self.watched(tenant_id, session_id):
+            self._add(tenant_id, session_id, event)
+
+    def _add(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> None:
         now = self._clock()
         self._expire(now)
         key = (tenant_id, session_id)
@@ -92,15 +133,12 @@ class MemorySessionEvents:
                 waiter.set_result(None)
 
     async def append(self, tenant_id: str, session_id: str, event: dict[str, Any]) -> int:
-        self.publish(tenant_id, session_id, event)
+        self._add(tenant_id, session_id, event)
         return self._logs[(tenant_id, session_id)].seq
 
     async def read(self, tenant_id: str, session_id: str, after: int, wait: float) -> list[Entry]:
         key = (tenant_id, session_id)
-        log = self._logs.get(key)
-        if log is None:
-            log = self._logs[key] = _Log()  # a reader before any event: it waits on this log
-            log.last = self._clock()
+        log = self._watch(key)  # a reader before any event waits on this log
         if log.seq <= after:
             waiter = asyncio.get_running_loop().create_future()
             log.waiters.append(waiter)
@@ -114,8 +152,17 @@ class MemorySessionEvents:
         return [entry for entry in log.entries if entry[0] > after]
 
     async def last_id(self, tenant_id: str, session_id: str) -> int:
-        log = self._logs.get((tenant_id, session_id))
-        return 0 if log is None else log.seq
+        return self._watch((tenant_id, session_id)).seq
+
+    async def forget(self, tenant_id: str, session_id: str, last: dict[str, Any] | None = None) -> None:
+        key = (tenant_id, session_id)
+        log = self._logs.get(key)
+        if log is not None:
+            log.entries.clear()
+        if last is not None:
+            self._add(tenant_id, session_id, last)
+        elif log is not None and not log.waiters:
+            del self._logs[key]
 
     def start(self) -> None:
         return None

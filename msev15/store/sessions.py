@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -149,6 +149,9 @@ class _Counts:
         return next(iter(self._buckets[self.top]))
 
 
+GONE_KEPT = 100_000  # expired sessions remembered for the sweeper's cascade (see Sessions.gone)
+
+
 class SessionStore:
     def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.time,
                  max_messages: int = 1000, max_sessions: int = 250_000, *,
@@ -165,6 +168,8 @@ class SessionStore:
         # from its front, so neither walks the tenants.
         self._lru: OrderedDict[tuple[str, str], Session] = OrderedDict()
         self.evicted = 0
+        # Sessions that expired, until the sweeper takes them (to drop what hangs on them).
+        self.gone: deque[tuple[str, str]] = deque(maxlen=GONE_KEPT)
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -174,6 +179,7 @@ class SessionStore:
         session = sessions.get(session_id) if sessions else None
         if session is not None and session.last_activity + self.ttl <= self._clock():
             self._drop(tenant_id, session_id)
+            self.gone.append((tenant_id, session_id))
             return None
         return session
 
@@ -311,5 +317,6 @@ class SessionStore:
             if session.last_activity > cutoff:
                 break
             self._drop(tenant_id, session_id)
+            self.gone.append((tenant_id, session_id))
             dropped += 1
         return dropped

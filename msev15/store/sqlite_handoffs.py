@@ -22,6 +22,8 @@ from msev15.store.handoffs import (
     Status,
     claimed,
     ended,
+    timeout_settled,
+    timeout_taken,
 )
 
 T = TypeVar("T")
@@ -38,11 +40,14 @@ CREATE TABLE IF NOT EXISTS handoffs (
     claimed_by_name TEXT,
     claimed_at REAL,
     ended_at REAL,
+    lease_owner TEXT,
+    lease_until REAL,
     PRIMARY KEY (tenant, session_id)
 ) WITHOUT ROWID
 """
+_LEASE_COLUMNS = (("lease_owner", "TEXT"), ("lease_until", "REAL"))  # added after the first release
 _COLUMNS = ("tenant, session_id, status, reason, summary, requested_at, claimed_by, claimed_by_name, claimed_at, "
-            "ended_at")
+            "ended_at, lease_owner, lease_until")
 
 
 def path_beside(session_db_path: str | Path) -> Path:
@@ -64,6 +69,10 @@ class SqliteHandoffs:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(handoffs)")}
+            for name, kind in _LEASE_COLUMNS:
+                if name not in present:  # a file from before the timeout's lease
+                    self._db.execute(f"ALTER TABLE handoffs ADD COLUMN {name} {kind}")
 
     def _row(self, tenant_id: str, session_id: str) -> HandoffRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE tenant = ? AND session_id = ?",
@@ -71,10 +80,10 @@ class SqliteHandoffs:
         return None if row is None else _record(row)
 
     def _put(self, record: HandoffRecord) -> None:
-        self._db.execute(f"INSERT OR REPLACE INTO handoffs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._db.execute(f"INSERT OR REPLACE INTO handoffs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (record.tenant_id, record.session_id, record.status, record.reason, record.summary,
                           record.requested_at, record.claimed_by, record.claimed_by_name, record.claimed_at,
-                          record.ended_at))
+                          record.ended_at, record.lease_owner, record.lease_until))
 
     def _atomic(self, step: Callable[[], T]) -> T:
         """``step`` inside one write transaction (other processes wait for it)."""
@@ -147,6 +156,40 @@ class SqliteHandoffs:
             return [_record(r) for r in rows]
 
         return await asyncio.to_thread(read)
+
+    async def take_timeout(self, tenant_id: str, session_id: str, owner: str, now: float, lease_until: float,
+                           before: float) -> HandoffRecord | None:
+        def step() -> HandoffRecord | None:
+            record = timeout_taken(self._row(tenant_id, session_id), owner, now, lease_until, before)
+            if record is not None:
+                self._put(record)
+            return record
+
+        return await asyncio.to_thread(self._atomic, step)
+
+    async def settle_timeout(self, tenant_id: str, session_id: str, owner: str) -> bool:
+        def step() -> bool:
+            record = timeout_settled(self._row(tenant_id, session_id), owner)
+            if record is not None:
+                self._put(record)
+            return record is not None
+
+        return await asyncio.to_thread(self._atomic, step)
+
+    async def unsettled(self, now: float, limit: int = 100) -> builtins.list[HandoffRecord]:
+        def read() -> list[HandoffRecord]:
+            with self._lock:
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE status = 'ticketed' AND "
+                                        "lease_owner IS NOT NULL AND lease_until < ? LIMIT ?", (now, limit)).fetchall()
+            return [_record(r) for r in rows]
+
+        return await asyncio.to_thread(read)
+
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        def step() -> None:
+            self._db.execute("DELETE FROM handoffs WHERE tenant = ? AND session_id = ?", (tenant_id, session_id))
+
+        await asyncio.to_thread(self._atomic, step)
 
     async def close(self) -> None:
         with self._lock:

@@ -85,6 +85,7 @@ class SqliteSessions:
         self._probed_at = -PROBE_SECONDS
         self.evicted = 0  # sessions this instance dropped by a session cap
         self._held = 0  # the 'sessions' counter as last read or written (for metrics: no I/O)
+        self._gone: list[tuple[str, str]] = []  # expired by this instance's sweeps, until gone() takes them
 
     @classmethod
     async def open(cls, path: str | Path, *, ttl_seconds: float, clock: Callable[[], float] = time.time,
@@ -253,10 +254,15 @@ class SqliteSessions:
                     "SELECT tenant, session_id FROM sessions WHERE last_activity <= ? "
                     "ORDER BY last_activity, touched LIMIT ?", (self._clock() - self.ttl, EXPIRE_BATCH))]
                 await self._drop(db, victims)
+            self._gone.extend(victims)  # committed: the sweeper drops what hangs on them
             dropped += len(victims)
             if len(victims) < EXPIRE_BATCH:
                 await self.count()  # refreshes held() with what other writers did
                 return dropped
+
+    async def gone(self) -> list[tuple[str, str]]:
+        gone, self._gone = self._gone, []
+        return gone
 
     async def count(self) -> int:
         async with self._reading() as db:

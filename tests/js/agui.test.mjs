@@ -53,3 +53,30 @@ test("a bad thread id is refused before any stream", async () => {
   agent.addMessage({ id: "u1", role: "user", content: "Hello" });
   await assert.rejects(agent.runAgent({ runId: "run-x" }), /400|validation_error/);
 });
+
+test("while a person holds the thread, a run shows the handoff and stores the message for them", async () => {
+  const thread = `agui-held-${Date.now()}`;
+  const agent = new HttpAgent({ url: `${BASE}/api/v1/ag-ui`, threadId: thread, headers: { "X-Tenant-ID": "default" } });
+  agent.addMessage({ id: "u1", role: "user", content: "I want to talk to a person" });
+  const first = [];
+  await agent.runAgent({ runId: "run-1" }, { onCustomEvent: ({ event }) => { first.push(event); } });
+  assert.equal(first.length, 1, "the model's handoff is a CUSTOM event");
+  assert.equal(first[0].name, "handoff");
+  assert.equal(first[0].value.mode, "waiting_for_human");
+
+  agent.addMessage({ id: "u2", role: "user", content: "Hello? Anyone there?" });
+  const seen = [];
+  const custom = [];
+  let finished;
+  await agent.runAgent({ runId: "run-2" }, {
+    onEvent: ({ event }) => { seen.push(event.type); },
+    onCustomEvent: ({ event }) => { custom.push(event); },
+    onRunFinishedEvent: ({ event }) => { finished = event; },
+  });
+  assert.deepEqual(seen, ["RUN_STARTED", "CUSTOM", "RUN_FINISHED"]);
+  assert.equal(custom[0].value.mode, "waiting_for_human");
+  assert.equal(finished.result.status, "with_human");
+  const kept = await history(thread, "default");
+  assert.equal(kept.mode, "waiting_for_human");
+  assert.equal(kept.messages.at(-1).content, "Hello? Anyone there?");
+});

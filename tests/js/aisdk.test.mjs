@@ -54,3 +54,24 @@ test("a request without a user message is refused before any stream", async () =
     chatId: "aisdk-bad", messages: [], trigger: "submit-message", messageId: undefined, abortSignal: undefined,
   }), /validation_error/);
 });
+
+test("while a person holds the chat, the answer is a handoff data part and the message is kept for them", async () => {
+  const chatId = `aisdk-held-${Date.now()}`;
+  const transport = new DefaultChatTransport({ api: `${BASE}/api/v1/ai-sdk/chat`, headers: { "X-Tenant-ID": "default" } });
+  const messages = [userMessage("u1", "I want to talk to a person")];
+  const handedOff = await lastMessage(await transport.sendMessages({
+    chatId, messages, trigger: "submit-message", messageId: undefined, abortSignal: undefined,
+  }));
+  assert.ok(handedOff.parts.some((p) => p.type === "data-handoff"), JSON.stringify(handedOff.parts));
+
+  const held = await lastMessage(await transport.sendMessages({
+    chatId, messages: [...messages, handedOff, userMessage("u2", "Hello? Anyone there?")], trigger: "submit-message",
+    messageId: undefined, abortSignal: undefined,
+  }));
+  assert.deepEqual(held.parts.map((p) => p.type), ["step-start", "data-handoff"]);
+  assert.equal(held.parts[1].data.mode, "waiting_for_human");
+  assert.equal(held.metadata.status, "with_human");
+  const history = await (await fetch(`${BASE}/api/v1/sessions/${chatId}/history`)).json();
+  assert.equal(history.mode, "waiting_for_human");
+  assert.equal(history.messages.at(-1).content, "Hello? Anyone there?");
+});

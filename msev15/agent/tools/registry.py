@@ -30,6 +30,9 @@ class ToolContext:
     tenant_id: str
     session_id: str
     request_id: str = "-"
+    # A caller-chosen idempotency key for an MCP call (its retries, even from another instance,
+    # act once on servers that honour it); None: each call gets a fresh one.
+    idempotency_key: str | None = None
 
 
 class ToolError(Exception):

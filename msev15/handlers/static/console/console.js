@@ -1,7 +1,10 @@
 // The operator console: a plain script over the public API (no framework, no build step).
 // Queue: GET /api/v1/handoffs. Claim, reply, hand back: POST /api/v1/handoffs/{session}/claim |
 // messages | release. Transcript: the session's history, then its session stream
-// (GET /api/v1/sessions/{id}/events). The key is kept in sessionStorage: this tab only.
+// (GET /api/v1/sessions/{id}/events). Pending tool calls: GET .../pending and the stream's
+// `input_required` events; a decision is POST .../pending/{call_id} (who may decide follows
+// APPROVAL_BY on the server). readSse() is sse.js, shared with the playground.
+// The key is kept in sessionStorage: this tab only.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -83,6 +86,11 @@ async function refresh() {
   if (active.ok) fill($("mine"), (await active.json()).handoffs, "Open", open);
 }
 
+async function takeOver() {
+  const sid = $("takeover-session").value.trim();
+  if (sid) await claim(sid);
+}
+
 async function claim(sid) {
   const resp = await api("POST", `/api/v1/handoffs/${enc(sid)}/claim`, null);
   if (!resp.ok) { setStatus(await apiError(resp)); await refresh(); return; }
@@ -110,27 +118,72 @@ function bubble(role, text, author) {
   return text_;
 }
 
-async function readSse(resp, onEvent) {
-  const reader = resp.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const {done, value} = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, {stream: true});
-    let match;
-    while ((match = /\r\n\r\n|\n\n|\r\r/.exec(buffer))) {
-      const block = buffer.slice(0, match.index);
-      buffer = buffer.slice(match.index + match[0].length);
-      let id = null;
-      const data = [];
-      for (const line of block.split(/\r\n|\n|\r/)) {
-        if (line.startsWith("id:")) id = line.slice(3).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-      }
-      if (data.length) onEvent(id, JSON.parse(data.join("\n")));
-    }
+// --- pending tool calls ----------------------------------------------------------------------
+
+function note(text, className) {
+  const li = document.createElement("li");
+  li.className = `note ${className || ""}`.trim();
+  li.textContent = text;
+  $("log").append(li);
+  li.scrollIntoView({block: "end"});
+}
+
+function pendingCard(sid, call) {
+  if (call.kind !== "approval") return;  // a client tool's output comes from the customer's client
+  if (document.querySelector(`#log .approval[data-call-id="${CSS.escape(call.call_id)}"]`)) return;
+  const li = document.createElement("li");
+  li.className = "approval";
+  li.dataset.callId = call.call_id;
+  li.setAttribute("role", "group");
+  const title = document.createElement("strong");
+  title.textContent = `Approve ${call.name}?`;
+  li.setAttribute("aria-label", title.textContent);
+  const args = document.createElement("code");
+  args.textContent = JSON.stringify(call.arguments ?? {});
+  const actions = document.createElement("div");
+  actions.className = "decide";
+  const reason = document.createElement("input");
+  reason.className = "reason";
+  reason.placeholder = "Reason (optional, told to the agent)";
+  reason.setAttribute("aria-label", `Reason for ${call.name}`);
+  const approve = document.createElement("button");
+  approve.type = "button";
+  approve.textContent = "Approve";
+  const reject = document.createElement("button");
+  reject.type = "button";
+  reject.className = "secondary";
+  reject.textContent = "Reject";
+  const because = () => (reason.value.trim() ? {reason: reason.value.trim()} : {});
+  approve.addEventListener("click", () => decide(sid, li, {approve: true, ...because()}));
+  reject.addEventListener("click", () => decide(sid, li, {approve: false, ...because()}));
+  actions.append(reason, approve, reject);
+  const outcome = document.createElement("span");
+  outcome.className = "outcome";
+  outcome.setAttribute("role", "status");
+  li.append(title, document.createElement("br"), args, actions, outcome);
+  $("log").append(li);
+  li.scrollIntoView({block: "end"});
+}
+
+async function decide(sid, card, decision) {
+  for (const button of card.querySelectorAll("button")) button.disabled = true;
+  const resp = await api("POST", `/api/v1/sessions/${enc(sid)}/pending/${enc(card.dataset.callId)}`, decision);
+  const outcome = card.querySelector(".outcome");
+  if (!resp.ok) {  // 403: APPROVAL_BY does not let this key decide; 404/409: decided or gone already
+    outcome.textContent = await apiError(resp);
+    if (resp.status !== 404 && resp.status !== 409) for (const b of card.querySelectorAll("button")) b.disabled = false;
+    return;
   }
+  card.querySelector(".decide").remove();
+  outcome.textContent = decision.approve ? "Approved." : "Rejected.";
+  card.classList.add(decision.approve ? "decided" : "rejected");
+  // The continuation turn's events arrive on the session stream, already followed.
+}
+
+async function loadPending(sid) {
+  const resp = await api("GET", `/api/v1/sessions/${enc(sid)}/pending`, null);
+  if (!resp.ok) return;
+  for (const call of (await resp.json()).pending) pendingCard(sid, call);
 }
 
 function editable(yes) {
@@ -152,6 +205,7 @@ async function open(sid) {
   if (history.ok) {
     for (const m of (await history.json()).messages) bubble(m.role, m.content, m.author);
   }
+  await loadPending(sid);
   let answer = null;  // the agent's answer being streamed, when the agent has the session
   try {
     const resp = await stream;
@@ -164,6 +218,8 @@ async function open(sid) {
           if (!answer) answer = bubble("assistant", "");
           answer.textContent += event.content;
           break;
+        case "input_required": pendingCard(sid, event); answer = null; break;
+        case "tool_result": note(`${event.name}: ${event.ok ? "done" : "failed"}`, event.ok ? "ok" : "failed"); break;
         case "done": case "error": answer = null; break;
         case "mode":
           setStatus({agent: "Handed back to the assistant.", human: `Held by ${event.by.name || "an operator"}.`,
@@ -211,6 +267,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("apikey").value = sessionStorage.getItem(KEY_ITEM) || "";
   $("signin").addEventListener("submit", (e) => { e.preventDefault(); signIn(); });
   $("refresh").addEventListener("click", refresh);
+  $("takeover").addEventListener("submit", (e) => { e.preventDefault(); takeOver(); });
   $("reply").addEventListener("submit", (e) => { e.preventDefault(); send(); });
   $("message").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
