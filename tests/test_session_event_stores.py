@@ -35,7 +35,14 @@ async def _all(log: SessionEvents, tenant: str, session: str, after: int = 0) ->
     return [(seq, event["n"]) for seq, event in await log.read(tenant, session, after, 0.01)]
 
 
+async def _watch(log: SessionEvents, *sessions: tuple[str, str]) -> None:
+    """A reader looks at each session ("from now on"): its turns' events are kept from here."""
+    for tenant, session in sessions:
+        assert await log.last_id(tenant, session) == 0
+
+
 async def test_a_burst_keeps_its_order_per_session(log: SessionEvents) -> None:
+    await _watch(log, ("t1", "a"), ("t1", "b"), ("t2", "a"))
     for n in range(60):  # one tick: the Redis writer takes them as one batch
         log.publish("t1", "a" if n % 3 else "b", {"type": "token", "n": n})
         log.publish("t2", "a", {"type": "token", "n": 1000 + n})
@@ -49,6 +56,7 @@ async def test_a_burst_keeps_its_order_per_session(log: SessionEvents) -> None:
 
 
 async def test_ids_keep_increasing_across_batches_and_a_reader_gets_only_later_events(log: SessionEvents) -> None:
+    await _watch(log, ("t1", "s"))
     first = await log.append("t1", "s", {"type": "x", "n": 0})
     log.publish("t1", "s", {"type": "x", "n": 1})
     log.publish("t1", "s", {"type": "x", "n": 2})
@@ -57,3 +65,23 @@ async def test_ids_keep_increasing_across_batches_and_a_reader_gets_only_later_e
     assert await _all(log, "t1", "s", after=2) == [(3, 2), (4, 3)]
     appended = await asyncio.gather(*(log.append("t1", "s", {"type": "x", "n": 10 + i}) for i in range(5)))
     assert appended == [5, 6, 7, 8, 9]
+
+
+async def test_turn_events_of_an_unwatched_session_are_dropped_what_people_write_is_kept(log: SessionEvents) -> None:
+    log.publish("t1", "quiet", {"type": "token", "n": 0})  # nobody watches: dropped
+    kept = await log.append("t1", "quiet", {"type": "human_message", "n": 1})
+    assert await _all(log, "t1", "quiet") == [(kept, 1)]
+    log.publish("t1", "quiet", {"type": "token", "n": 2})  # the read above watches it now
+    assert [(seq, e["n"]) for seq, e in await log.read("t1", "quiet", kept, 10)] == [(kept + 1, 2)]
+
+
+async def test_forget_in_a_burst_comes_after_what_was_published_before_it(log: SessionEvents) -> None:
+    await _watch(log, ("t1", "gone"), ("t1", "stays"))
+    for n in range(5):  # one tick: publishes, the forget and a neighbour's events share a batch
+        log.publish("t1", "gone", {"type": "token", "n": n})
+        log.publish("t1", "stays", {"type": "token", "n": n})
+    await log.forget("t1", "gone", {"type": "session_deleted", "n": "end"})
+    assert await _all(log, "t1", "gone") == [(6, "end")]  # its id follows the forgotten ones
+    assert [n for _, n in await _all(log, "t1", "stays")] == list(range(5))
+    await log.forget("t1", "stays")
+    assert await _all(log, "t1", "stays") == []
