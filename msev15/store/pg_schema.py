@@ -1,0 +1,89 @@
+"""The PostgreSQL schema as numbered migrations (applied by :func:`msev15.store.pg_kit.migrate`).
+
+Append new versions; never edit one that has shipped. Each runs in one transaction.
+
+Version 1, conversations (``SESSION_STORE=postgres``), the SQLite store's schema translated:
+``sessions`` (one row per conversation; ``touched`` is the commit order, from a sequence, the
+tie-break between equal timestamps; ``first_seq``..``next_seq`` the message numbers held;
+``bytes`` the SESSION_MAX_BYTES cost), ``messages`` (clustered by ``(tenant, session_id, seq)``;
+``visible`` is precomputed so counts need no JSON), ``session_tenants`` (sessions per tenant, for
+the per-tenant cap and for choosing whom the global cap evicts) and ``session_meta`` ('sessions':
+the global count, so the global cap needs no COUNT(*)).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "sessions", (
+        """CREATE TABLE sessions (
+            tenant TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            last_activity DOUBLE PRECISION NOT NULL,
+            touched BIGINT NOT NULL,
+            visible_count INTEGER NOT NULL,
+            first_seq INTEGER NOT NULL,
+            next_seq INTEGER NOT NULL,
+            bytes BIGINT NOT NULL DEFAULT 0,
+            mode TEXT NOT NULL DEFAULT 'agent',
+            PRIMARY KEY (tenant, session_id)
+        )""",
+        "CREATE INDEX sessions_by_tenant_activity ON sessions (tenant, last_activity, touched)",
+        "CREATE INDEX sessions_by_activity ON sessions (last_activity, touched)",
+        """CREATE TABLE messages (
+            tenant TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT,
+            ts DOUBLE PRECISION NOT NULL,
+            extra TEXT,
+            bytes INTEGER NOT NULL,
+            visible BOOLEAN NOT NULL,
+            PRIMARY KEY (tenant, session_id, seq)
+        )""",
+        "CREATE SEQUENCE session_touched",
+        "CREATE TABLE session_tenants (tenant TEXT PRIMARY KEY, sessions INTEGER NOT NULL, changed BIGINT NOT NULL)",
+        "CREATE INDEX session_tenants_by_size ON session_tenants (sessions DESC, changed)",
+        "CREATE TABLE session_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        "INSERT INTO session_meta (name, value) VALUES ('sessions', 0)",
+    )),
+    # Version 2, the pending calls of paused turns (store/pg_pending.py), as in SQLite: one paused
+    # step per session and one row per decided call (kept after the step is taken, until the
+    # session pauses again, so a late second decider still hears "already decided").
+    (2, "pending calls", (
+        "CREATE TABLE pending_turns (tenant TEXT NOT NULL, session_id TEXT NOT NULL, turn_id TEXT NOT NULL, "
+        "expires_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, remaining INTEGER NOT NULL, "
+        "decided_at DOUBLE PRECISION NOT NULL DEFAULT 0, PRIMARY KEY (tenant, session_id))",
+        "CREATE INDEX pending_turns_due ON pending_turns (expires_at)",
+        "CREATE INDEX pending_turns_stalled ON pending_turns (remaining, decided_at)",
+        "CREATE TABLE pending_decisions (tenant TEXT NOT NULL, session_id TEXT NOT NULL, call_id TEXT NOT NULL, "
+        "decision TEXT NOT NULL, PRIMARY KEY (tenant, session_id, call_id))",
+    )),
+    # Version 3, answer feedback (store/pg_feedback.py): the completed turns that may be rated and
+    # the ratings, one per (turn, caller).
+    (3, "feedback", (
+        "CREATE TABLE feedback_turns (tenant_id TEXT NOT NULL, session_id TEXT NOT NULL, turn_id TEXT NOT NULL, "
+        "completed_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant_id, session_id, turn_id))",
+        "CREATE INDEX feedback_turns_by_time ON feedback_turns (completed_at)",
+        "CREATE TABLE feedback (tenant_id TEXT NOT NULL, session_id TEXT NOT NULL, turn_id TEXT NOT NULL, "
+        "caller TEXT NOT NULL, rating TEXT NOT NULL, comment TEXT, created_at DOUBLE PRECISION NOT NULL, "
+        "PRIMARY KEY (tenant_id, session_id, turn_id, caller))",
+        "CREATE INDEX feedback_by_time ON feedback (tenant_id, created_at)",
+    )),
+    # Version 4, handoff records (store/pg_handoffs.py): one row per session, as in SQLite.
+    (4, "handoffs", (
+        "CREATE TABLE handoffs (tenant TEXT NOT NULL, session_id TEXT NOT NULL, status TEXT NOT NULL, "
+        "reason TEXT NOT NULL, summary TEXT NOT NULL, requested_at DOUBLE PRECISION NOT NULL, claimed_by TEXT, "
+        "claimed_by_name TEXT, claimed_at DOUBLE PRECISION, ended_at DOUBLE PRECISION, "
+        "PRIMARY KEY (tenant, session_id))",
+        "CREATE INDEX handoffs_waiting ON handoffs (requested_at) WHERE status = 'waiting'",
+    )),
+    # Version 5, API keys (store/pg_apikeys.py): the SQLite table, digests only.
+    (5, "api keys", (
+        "CREATE TABLE api_keys (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL, "
+        "digest TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, last_used_at DOUBLE PRECISION, "
+        "revoked_at DOUBLE PRECISION, role TEXT NOT NULL)",
+    )),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
