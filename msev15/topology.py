@@ -12,12 +12,21 @@ streams (who waits for a person, who holds whom, what each session's stream carr
 - ``sqlite``: the same, with sessions in SQLite (``SESSION_DB_PATH``), durable across restarts.
 - ``redis``: sessions, turn streams, coordination, limits and API keys shared by every instance
   on ``REDIS_URL``.
+- ``postgres``: sessions in PostgreSQL (``DATABASE_URL``). Without ``REDIS_URL`` one instance
+  serves (turn log, coordination and limiters in this process, as with ``sqlite``); with it the
+  live parts (turn streams, coordination and queues, rate limits, session streams) are Redis's, as
+  with ``redis``.
+
+``DATABASE_URL``, whatever the session store, makes PostgreSQL the system of record: the pool
+(:class:`~msev15.store.pg_kit.Database`, migrated at start-up) is opened first and closed last
+here, and the durable records (API keys, pending calls, feedback, handoff records; orders in
+``store/context.py``) live in it.
 
 The parts are published under the keys their own packages declare (``SESSIONS`` in
 ``store/base.py``, ``TURNS`` in ``events/turnlog.py``, ``COORDINATION`` in
 ``agent/coordination.py``, ``TENANT_LIMITER`` in ``store/limits.py``), so a handler or the runner
 reads an interface and never asks which backend is behind it. A new backend (PostgreSQL) is a new
-branch here and new implementations of those interfaces, nothing else.
+branch here and new implementations of those interfaces, nothing else (as PostgreSQL was).
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from msev15.store.handoffs import HANDOFFS, Handoffs, MemoryHandoffs
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
 from msev15.store.memory import MemorySessions
 from msev15.store.pending import PENDING, MemoryPendingCalls, PendingCalls
+from msev15.store.pg_kit import Database, open_database
 from msev15.store.session_events import SESSION_EVENTS, MemorySessionEvents, SessionEvents
 from msev15.store.sessions import SessionStore
 from msev15.store.sqlite_sessions import SqliteSessions
@@ -65,12 +75,21 @@ def store_label(settings: Settings) -> str:
     if settings.session_store == "redis":
         url = urlsplit(settings.redis_url)
         return f"redis ({url.hostname or url.path}{f':{url.port}' if url.port else ''}, shared)"
+    if settings.session_store == "postgres":
+        url = urlsplit(settings.database_url)
+        where = f"{url.hostname or ''}{f':{url.port}' if url.port else ''}{url.path}"
+        return f"postgres ({where}, {'shared with Redis' if settings.redis_url else 'one instance'})"
     return "memory (this process only, lost on restart)"
 
 
 def api_key_store(settings: Settings) -> ApiKeyStore:
-    """Redis when the topology is shared (every instance on every machine sees a revocation), else
-    SQLite at API_KEYS_DB_PATH. The CLI (``msev15 keys``) opens the same store as the service."""
+    """PostgreSQL when DATABASE_URL is set (the system of record), else Redis when the topology is
+    shared (every instance on every machine sees a revocation), else SQLite at API_KEYS_DB_PATH.
+    The CLI (``msev15 keys``) opens the same store as the service."""
+    if settings.database_url:
+        from msev15.store.pg_apikeys import PostgresApiKeyStore
+
+        return PostgresApiKeyStore(settings.database_url)
     if settings.session_store == "redis":
         from msev15.store.redis_apikeys import RedisApiKeyStore
 
@@ -102,9 +121,13 @@ class Topology:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kind = settings.session_store
-        if self.kind not in ("memory", "sqlite", "redis"):
+        if self.kind not in ("memory", "sqlite", "redis", "postgres"):
             raise ValueError(f"unknown SESSION_STORE {self.kind!r}")
-        self.shared = self.kind == "redis"  # several instances may run on it
+        if self.kind == "postgres" and not settings.database_url:
+            raise ValueError("SESSION_STORE=postgres needs DATABASE_URL")
+        # several instances may run on it: the live parts are Redis's
+        self.shared = self.kind == "redis" or (self.kind == "postgres" and bool(settings.redis_url))
+        self.database: Database | None = None  # the PostgreSQL pool (DATABASE_URL), opened by open()
         self.instance_id = new_id()
         self.turns: TurnLog = self._turn_log()
         self.coordination: Coordination = self._coordination()
@@ -169,10 +192,28 @@ class Topology:
         return api_key_store(self.settings)
 
     async def open_sessions(self) -> Sessions:
+        if self.kind == "postgres":
+            from msev15.store.pg_sessions import PostgresSessions
+
+            settings = self.settings
+            return await PostgresSessions.open(
+                self.db, ttl_seconds=settings.session_ttl_seconds, max_messages=settings.session_max_messages,
+                max_sessions=settings.session_max_sessions,
+                max_sessions_per_tenant=settings.session_max_sessions_per_tenant, max_bytes=settings.session_max_bytes)
         return await open_sessions(self.settings)
 
+    @property
+    def db(self) -> Database:
+        assert self.database is not None, "DATABASE_URL is not set or the topology is not open"
+        return self.database
+
     async def open_pending(self) -> PendingCalls:
-        """The pending calls of paused turns, kept where the sessions are (durable and shared alike)."""
+        """The pending calls of paused turns: in PostgreSQL when there is one, else where the sessions
+        are (durable and shared alike)."""
+        if self.database is not None:
+            from msev15.store.pg_pending import PostgresPendingCalls
+
+            return PostgresPendingCalls(self.database)
         if self.kind == "redis":
             from msev15.store.redis_pending import RedisPendingCalls
 
@@ -188,8 +229,12 @@ class Topology:
         assert self._pending is not None, "the topology is not open"
         return self._pending
     async def open_feedback(self) -> FeedbackStore:
-        """Answer feedback, kept where the sessions are (store/feedback.py)."""
+        """Answer feedback: in PostgreSQL when there is one, else where the sessions are."""
         settings = self.settings
+        if self.database is not None:
+            from msev15.store.pg_feedback import PostgresFeedback
+
+            return PostgresFeedback(self.database, session_ttl_seconds=settings.session_ttl_seconds)
         if self.kind == "redis":
             from msev15.store.redis_feedback import RedisFeedback
 
@@ -207,7 +252,12 @@ class Topology:
 
     def _open_handoffs(self) -> Handoffs:
         """Where handoff records live: beside the sessions (this process, the SQLite file's
-        folder, or Redis), so every instance that shares the sessions shares the queue."""
+        folder, or Redis), or in PostgreSQL when there is one, so every instance that shares the
+        sessions shares the queue."""
+        if self.database is not None:
+            from msev15.store.pg_handoffs import PostgresHandoffs
+
+            return PostgresHandoffs(self.database)
         if self.shared:
             from msev15.store.redis_handoffs import RedisHandoffs
 
@@ -240,10 +290,17 @@ class Topology:
     # --- one lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._sessions = await self.open_sessions()
-        self._pending = await self.open_pending()
-        self._feedback = await self.open_feedback()
-        self._handoffs = self._open_handoffs()
+        """Open the parts; when one fails, what did open is closed again before the error propagates."""
+        try:
+            if self.settings.database_url:
+                self.database = await open_database(self.settings.database_url)
+            self._sessions = await self.open_sessions()
+            self._pending = await self.open_pending()
+            self._feedback = await self.open_feedback()
+            self._handoffs = self._open_handoffs()
+        except BaseException:
+            await self.close()
+            raise
         self.session_events.start()
         self.turns.start()
 
@@ -265,6 +322,8 @@ class Topology:
                 await limiter.close()
         await self.failure_limit.close()
         await self.send_limiter.close()
+        if self.database is not None:
+            await self.database.close()
 
 
 TOPOLOGY = web.AppKey("msev15.topology", Topology)

@@ -1,0 +1,134 @@
+"""PostgreSQL as the system of record (DATABASE_URL, SESSION_STORE=postgres): the migrations, the
+settings, the service on it, and what clients see when PostgreSQL cannot be reached. The store
+contracts run over postgres in their own suites (test_session_stores.py, test_pending_stores.py,
+test_feedback_stores.py, test_handoff_records.py, security/test_api_keys.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from msev15.app import create_app
+from msev15.banner import banner
+from msev15.common.env import SettingsError
+from msev15.config import Settings
+from msev15.store.base import SESSIONS
+from msev15.store.pg_kit import DatabaseError, masked, open_database
+from msev15.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
+from msev15.store.pg_sessions import PostgresSessions
+from msev15.topology import TOPOLOGY
+from tests.conftest import assert_envelope, make_settings
+from tests.pg_server import PgCluster, free_port
+
+# --- migrations ----------------------------------------------------------------------------------
+
+
+async def test_concurrent_migrators_apply_the_schema_once(pg_cluster: PgCluster) -> None:
+    """Eight instances start at once on one fresh database: all succeed, each version is applied once."""
+    url = pg_cluster.create_database("migrate")
+    databases = await asyncio.gather(*(open_database(url, min_size=1, max_size=1) for _ in range(8)))
+    try:
+        async with databases[0].connection() as conn:
+            rows = await conn.fetch("SELECT version, name FROM msev15_migrations ORDER BY version")
+            tables = {r[0] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        assert [(r[0], r[1]) for r in rows] == [(v, name) for v, name, _ in MIGRATIONS]
+        assert {"sessions", "messages", "pending_turns", "feedback", "handoffs", "api_keys"} <= tables
+    finally:
+        for database in databases:
+            await database.close()
+
+
+async def test_a_database_of_a_newer_release_is_refused(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.create_database("newer")
+    (await open_database(url)).pool.terminate()
+    conn = await asyncpg.connect(url)
+    await conn.execute("INSERT INTO msev15_migrations (version, name) VALUES ($1, 'from the future')",
+                       SCHEMA_VERSION + 1)
+    await conn.close()
+    with pytest.raises(DatabaseError, match="newer than this program supports"):
+        await open_database(url)
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+def test_session_store_postgres_needs_database_url() -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL is required when SESSION_STORE=postgres"):
+        Settings.from_env({"SESSION_STORE": "postgres"})
+
+
+@pytest.mark.parametrize("bad", ["mysql://u@h/db", "postgresql://", "postgresql://h:notaport/db", "just text"])
+def test_a_bad_database_url_is_refused(bad: str) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        Settings.from_env({"DATABASE_URL": bad})
+
+
+def test_the_password_is_never_shown(tmp_path: Path) -> None:
+    url = "postgresql://msev15:s3cr3t-pw@db.internal:5432/msev15"
+    settings = make_settings(tmp_path, session_store="postgres", database_url=url)
+    assert masked(url) == "postgresql://msev15:***@db.internal:5432/msev15"
+    assert "s3cr3t-pw" not in str(settings.masked())
+    shown = banner(settings, local_tools=0, mcp_tools=0, mcp_status={}, warnings=[])
+    assert "postgres (db.internal:5432/msev15" in shown and "s3cr3t-pw" not in shown
+    assert url in settings.secrets()  # so the log scrubber removes it from any line
+
+
+# --- the service on PostgreSQL -------------------------------------------------------------------
+
+
+async def test_chat_history_and_readiness_on_postgres(pg_cluster: PgCluster, service: Any) -> None:
+    url = pg_cluster.create_database("service")
+    client = await service(session_store="postgres", database_url=url)
+    assert isinstance(client.app[SESSIONS], PostgresSessions)
+    for text in ("hello", "where is my order ORD-12345678?"):
+        resp = await client.post("/api/v1/chat", json={"session_id": "pg-1", "message": text})
+        assert resp.status == 200, await resp.text()
+    history = await (await client.get("/api/v1/sessions/pg-1/history")).json()
+    assert history["message_count"] == 4
+    ready = await client.get("/health/readiness")
+    body = await ready.json()
+    assert ready.status == 200 and body["checks"]["session_store"] == "healthy"
+    assert body["checks"]["database"] == "healthy"
+    conn = await asyncpg.connect(url)  # in the database, not only in the service
+    try:
+        assert await conn.fetchval("SELECT visible_count FROM sessions WHERE session_id = 'pg-1'") == 4
+    finally:
+        await conn.close()
+
+
+async def test_an_unreachable_database_fails_start_up_clearly(tmp_path: Path) -> None:
+    url = f"postgresql://msev15:hunter2-pw@127.0.0.1:{free_port()}/msev15"
+    app = await create_app(make_settings(tmp_path, session_store="postgres", database_url=url))
+    with pytest.raises(DatabaseError) as caught:
+        await app[TOPOLOGY].open()
+    assert "cannot connect" in str(caught.value) and "hunter2-pw" not in str(caught.value)
+
+
+async def test_postgres_down_answers_503_store_unavailable_and_readiness_recovers(pg_cluster: PgCluster,
+                                                                                   service: Any) -> None:
+    """The session database goes away under a running service (its connections are terminated and
+    new ones refused): chat answers 503 store_unavailable with Retry-After, readiness says so, and
+    both recover by themselves once connections are allowed again."""
+    url = pg_cluster.create_database("outage")
+    name = url.rsplit("/", 1)[1]
+    client = await service(session_store="postgres", database_url=url)
+    assert (await client.post("/api/v1/chat", json={"session_id": "s", "message": "hello"})).status == 200
+    pg_cluster.psql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+    pg_cluster.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    try:
+        resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "again"})
+        assert resp.status == 503 and resp.headers.get("Retry-After")
+        assert_envelope(await resp.json(), "store_unavailable")
+        ready = await client.get("/health/readiness")
+        body = await ready.json()
+        assert ready.status == 503 and body["checks"]["database"] == "unavailable"
+        assert body["checks"]["session_store"] == "unavailable"
+    finally:
+        pg_cluster.psql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    assert (await client.get("/health/readiness")).status == 200
+    resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "back"})
+    assert resp.status == 200 and (await resp.json())["message_count"] == 4
