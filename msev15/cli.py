@@ -25,6 +25,8 @@ from msev15.evals.cli import eval_command
 from msev15.handlers.health_monitor import HEALTH, readiness_warnings
 from msev15.logs.service import setup_logging
 from msev15.logs.writer import close_logging, flush_logging
+from msev15.profiles_cli import add_parser as add_profile_parser
+from msev15.profiles_cli import profile_command
 from msev15.server.serve import serve
 from msev15.supervisor import Supervisor
 
@@ -145,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              "per line, secrets masked; exit 2 on bad configuration.")
     config.add_argument("--env-file", help="read settings from this file too (the environment wins)")
     add_keys_parser(commands)
+    add_profile_parser(commands)
     add_eval_parser(commands)
     commands.add_parser("complaints-mcp", help="run the reference complaints MCP server", add_help=False)
     commands.add_parser("escalation-mcp", help="run the EscalationComms MCP server", add_help=False)
@@ -163,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_command(args)
     if args.command == "keys":
         return keys_command(args)
+    if args.command == "profile":
+        return profile_command(args)
     if args.command == "eval":
         return eval_command(args)
     return _config_command(args)

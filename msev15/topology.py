@@ -4,14 +4,15 @@
 lifecycle, every part whose implementation depends on that choice: the session store, the turn log,
 per-session coordination, the rate limiters (per IP, per tenant, failed authentications, email
 sends), the API key store, the pending calls of paused turns (``PENDING`` in ``store/pending.py``),
-the answer feedback (``FEEDBACK`` in ``store/feedback.py``) and the handoff records and session
-streams (who waits for a person, who holds whom, what each session's stream carried).
+the answer feedback (``FEEDBACK`` in ``store/feedback.py``), the handoff records and session
+streams (who waits for a person, who holds whom, what each session's stream carried) and the tenant
+profiles (``PROFILES`` in ``store/profiles.py``).
 
 - ``memory``: sessions in this process, the in-process turn log and coordination, in-process
-  limiters, API keys in SQLite (``API_KEYS_DB_PATH``).
+  limiters, API keys and tenant profiles in SQLite (``API_KEYS_DB_PATH``).
 - ``sqlite``: the same, with sessions in SQLite (``SESSION_DB_PATH``), durable across restarts.
-- ``redis``: sessions, turn streams, coordination, limits and API keys shared by every instance
-  on ``REDIS_URL``.
+- ``redis``: sessions, turn streams, coordination, limits, API keys and tenant profiles shared by
+  every instance on ``REDIS_URL``.
 - ``postgres``: sessions in PostgreSQL (``DATABASE_URL``). Without ``REDIS_URL`` one instance
   serves (turn log, coordination and limiters in this process, as with ``sqlite``); with it the
   live parts (turn streams, coordination and queues, rate limits, session streams) are Redis's, as
@@ -19,8 +20,8 @@ streams (who waits for a person, who holds whom, what each session's stream carr
 
 ``DATABASE_URL``, whatever the session store, makes PostgreSQL the system of record: the pool
 (:class:`~msev15.store.pg_kit.Database`, migrated at start-up) is opened first and closed last
-here, and the durable records (API keys, pending calls, feedback, handoff records; orders in
-``store/context.py``) live in it.
+here, and the durable records (API keys, tenant profiles, pending calls, feedback, handoff
+records) live in it.
 
 The parts are published under the keys their own packages declare (``SESSIONS`` in
 ``store/base.py``, ``TURNS`` in ``events/turnlog.py``, ``COORDINATION`` in
@@ -54,6 +55,7 @@ from msev15.store.limits import TENANT_LIMITER, RateLimiter
 from msev15.store.memory import MemorySessions
 from msev15.store.pending import PENDING, MemoryPendingCalls, PendingCalls
 from msev15.store.pg_kit import Database, open_database
+from msev15.store.profiles import PROFILES, ProfileStore
 from msev15.store.session_events import SESSION_EVENTS, MemorySessionEvents, SessionEvents
 from msev15.store.sessions import SessionStore
 from msev15.store.sqlite_sessions import SqliteSessions
@@ -95,6 +97,23 @@ def api_key_store(settings: Settings) -> ApiKeyStore:
 
         return RedisApiKeyStore(settings.redis_url)
     return SqliteApiKeyStore(settings.api_keys_db_path)
+
+
+def profile_store(settings: Settings) -> ProfileStore:
+    """Where tenant profiles live: beside the API keys (PostgreSQL when DATABASE_URL is set, Redis
+    when shared, else the API keys SQLite file, so they survive restarts with SESSION_STORE=memory
+    too). ``msev15 profile`` opens this."""
+    if settings.database_url:
+        from msev15.store.pg_profiles import PostgresProfiles
+
+        return PostgresProfiles(settings.database_url)
+    if settings.session_store == "redis":
+        from msev15.store.redis_profiles import RedisProfiles
+
+        return RedisProfiles(settings.redis_url)
+    from msev15.store.sqlite_profiles import SqliteProfiles
+
+    return SqliteProfiles(settings.api_keys_db_path)
 
 
 async def open_sessions(settings: Settings) -> Sessions:
@@ -141,6 +160,7 @@ class Topology:
         self._pending: PendingCalls | None = None
         self._feedback: FeedbackStore | None = None
         self._handoffs: Handoffs | None = None
+        self._profiles: ProfileStore | None = None
         self.session_events: SessionEvents = self._session_events()
 
     # --- the parts ------------------------------------------------------------------------
@@ -283,6 +303,11 @@ class Topology:
         return self._handoffs
 
     @property
+    def profiles(self) -> ProfileStore:
+        assert self._profiles is not None, "the topology is not open"
+        return self._profiles
+
+    @property
     def sessions(self) -> Sessions:
         assert self._sessions is not None, "the topology is not open"
         return self._sessions
@@ -298,6 +323,7 @@ class Topology:
             self._pending = await self.open_pending()
             self._feedback = await self.open_feedback()
             self._handoffs = self._open_handoffs()
+            self._profiles = profile_store(self.settings)
         except BaseException:
             await self.close()
             raise
@@ -316,6 +342,8 @@ class Topology:
             await self._sessions.close()
         if self._handoffs is not None:
             await self._handoffs.close()
+        if self._profiles is not None:
+            await self._profiles.close()
         await self.session_events.close()
         for limiter in (self.ip_limiter, self.tenant_limiter):
             if limiter is not None:
@@ -344,6 +372,7 @@ async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
         app[TENANT_LIMITER] = topology.tenant_limiter
     app[SEND_LIMITER] = topology.send_limiter
     app[FEEDBACK] = topology.feedback
+    app[PROFILES] = topology.profiles
     log.debug("topology %s open (instance %s)", topology.kind, topology.instance_id)
     try:
         yield

@@ -28,6 +28,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     base = dict(
         order_db_path=str(tmp_path / "data" / "orders.db"),
         order_db_seed=False,
+        api_keys_db_path=str(tmp_path / "data" / "api_keys.db"),  # tenant profiles live there too
         email_outbox_dir=str(tmp_path / "data" / "outbox"),
         email_attachments_dir=str(tmp_path / "data" / "attachments"),
         log_to_file=False,

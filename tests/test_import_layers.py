@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("msev15.handlers",),
     ("msev15.server",),
     ("msev15.app", "msev15.banner", "msev15.supervisor"),
-    ("msev15.cli", "msev15.apikeys_cli", "msev15.evals"),
+    ("msev15.cli", "msev15.apikeys_cli", "msev15.profiles_cli", "msev15.evals"),
     ("msev15.__main__",),
 )
 

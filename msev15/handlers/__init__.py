@@ -17,6 +17,7 @@ from msev15.handlers import (
     mcp_endpoint,
     metrics,
     pending,
+    profiles,
     session_stream,
     sessions,
     turns,
@@ -51,6 +52,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(a2a_routes.RPC_PATH, a2a_routes.rpc)
     app.router.add_post(mcp_endpoint.MCP_PATH, mcp_endpoint.mcp)  # stateless: no GET stream, no DELETE
     handoffs.setup_routes(app)  # the operator routes (human handoff)
+    profiles.setup_routes(app)  # the tenant's agent profile (admins)
     app.router.add_get("/api/v1/sessions/{session_id}/events", session_stream.session_events)
     setup_docs(app)
     if app[SETTINGS].playground_enabled:
@@ -59,7 +61,7 @@ def setup_routes(app: web.Application) -> None:
 
 
 _EXPOSED = ("X-Request-ID", "X-Turn-ID", "X-Tenant-ID", "x-vercel-ai-ui-message-stream", "Retry-After",
-            "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "WWW-Authenticate")
+            "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "WWW-Authenticate", "ETag")
 
 
 def _cors_options(credentials: bool) -> aiohttp_cors.ResourceOptions:
@@ -68,7 +70,7 @@ def _cors_options(credentials: bool) -> aiohttp_cors.ResourceOptions:
         allow_credentials=credentials,
         expose_headers=_EXPOSED,  # listed, not "*": with credentials browsers take "*" literally
         allow_headers="*",
-        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
     )
 
 

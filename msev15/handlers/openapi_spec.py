@@ -24,6 +24,7 @@ from msev15.handlers.approvals_openapi import extend as extend_for_approvals
 from msev15.handlers.auth import AGENT_PATHS
 from msev15.handlers.feedback_schemas import SCHEMAS as FEEDBACK_SCHEMAS
 from msev15.handlers.handoff_docs import HANDOFF_RESPONSES, HANDOFF_SCHEMAS
+from msev15.handlers.profile_docs import PROFILE_RESPONSES, PROFILE_SCHEMAS
 from msev15.handlers.protocols import SCHEMAS as PROTOCOL_SCHEMAS
 from msev15.handlers.validation import MESSAGE_PATTERN
 
@@ -293,14 +294,15 @@ def build_spec(routes: Iterable[web.AbstractRoute], settings: Settings) -> dict[
               "license": {"name": "MIT"}},
         servers=[{"url": "/"}],
     )
-    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **FEEDBACK_SCHEMAS, **AGENT_SCHEMAS, **HANDOFF_SCHEMAS})
+    schemas = copy.deepcopy({**_SCHEMAS, **PROTOCOL_SCHEMAS, **FEEDBACK_SCHEMAS, **AGENT_SCHEMAS, **HANDOFF_SCHEMAS,
+                             **PROFILE_SCHEMAS})
     schemas["ChatRequest"]["properties"]["message"]["maxLength"] = settings.max_message_chars
     schemas["OperatorMessage"]["properties"]["content"]["maxLength"] = settings.max_message_chars
     schemas["Release"]["properties"]["note"]["maxLength"] = settings.max_message_chars
     extend_for_approvals(schemas)  # turns that wait: kept in their own module
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
-    for name, response in {**_RESPONSES, **HANDOFF_RESPONSES}.items():
+    for name, response in {**_RESPONSES, **HANDOFF_RESPONSES, **PROFILE_RESPONSES}.items():
         spec.components.response(name, response)
     spec.components.security_scheme("ApiKey", {
         "type": "apiKey", "in": "header", "name": "X-API-Key",

@@ -47,6 +47,13 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/handoffs/{session_id}/claim"): OPERATOR,
     ("POST", "/api/v1/handoffs/{session_id}/messages"): OPERATOR,
     ("POST", "/api/v1/handoffs/{session_id}/release"): OPERATOR,
+    # the tenant's agent profile: its admins
+    ("GET", "/api/v1/agent-profile"): ADMIN,
+    ("PUT", "/api/v1/agent-profile"): ADMIN,
+    ("DELETE", "/api/v1/agent-profile"): ADMIN,
+    ("GET", "/api/v1/agent-profile/versions"): ADMIN,
+    ("GET", "/api/v1/agent-profile/versions/{n}"): ADMIN,
+    ("POST", "/api/v1/agent-profile/rollback"): ADMIN,
 }
 
 

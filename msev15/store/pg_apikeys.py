@@ -7,7 +7,6 @@ and the service's authenticator open it the same way, with no I/O at constructio
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import secrets
 import time
@@ -16,7 +15,7 @@ from typing import Any
 from msev15.common.roles import DEFAULT_ROLE, check_role
 from msev15.common.tenancy import check_tenant
 from msev15.store.apikeys import PREFIX, ApiKey, digest, key_id
-from msev15.store.pg_kit import Database, DatabaseError, open_database, translated, unavailable
+from msev15.store.pg_kit import Database, OnDemand, translated
 
 _COLUMNS = "id, tenant_id, name, created_at, last_used_at, revoked_at, role"
 
@@ -28,18 +27,10 @@ def _record(row: Any) -> ApiKey:
 
 class PostgresApiKeyStore:
     def __init__(self, url: str) -> None:
-        self.url = url
-        self._db: Database | None = None
-        self._opening = asyncio.Lock()
+        self._pool = OnDemand(url)
 
     async def _database(self) -> Database:
-        async with self._opening:
-            if self._db is None:
-                try:
-                    self._db = await open_database(self.url, min_size=0, max_size=4)
-                except DatabaseError as exc:
-                    raise unavailable(exc) from exc
-            return self._db
+        return await self._pool.get()
 
     @translated
     async def create(self, tenant_id: str, name: str = "", role: str = DEFAULT_ROLE) -> tuple[ApiKey, str]:
@@ -82,6 +73,4 @@ class PostgresApiKeyStore:
         return found is not None
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        await self._pool.close()

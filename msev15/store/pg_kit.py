@@ -187,3 +187,29 @@ async def open_database(url: str, *, min_size: int = 1, max_size: int = 10) -> D
             raise DatabaseError(f"cannot migrate {masked(url)}: {exc}") from exc
         raise
     return Database(pool, url)
+
+
+class OnDemand:
+    """A small pool opened (and the schema migrated) on first use: for the stores a CLI opens the
+    same way as the service (API keys, tenant profiles), with no I/O at construction. A failure to
+    open is StoreUnavailable; the next call tries again."""
+
+    def __init__(self, url: str, *, max_size: int = 4) -> None:
+        self.url = url
+        self.max_size = max_size
+        self._db: Database | None = None
+        self._opening = asyncio.Lock()
+
+    async def get(self) -> Database:
+        async with self._opening:
+            if self._db is None:
+                try:
+                    self._db = await open_database(self.url, min_size=0, max_size=self.max_size)
+                except DatabaseError as exc:
+                    raise StoreUnavailable(str(exc)) from exc
+            return self._db
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()

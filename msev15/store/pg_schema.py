@@ -85,5 +85,11 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "digest TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, last_used_at DOUBLE PRECISION, "
         "revoked_at DOUBLE PRECISION, role TEXT NOT NULL)",
     )),
+    # Version 6, tenant profiles (store/pg_profiles.py): the SQLite tables, heads and immutable versions.
+    (6, "tenant profiles", (
+        "CREATE TABLE profile_heads (tenant_id TEXT PRIMARY KEY, current INTEGER NOT NULL, latest INTEGER NOT NULL)",
+        "CREATE TABLE profile_versions (tenant_id TEXT NOT NULL, version INTEGER NOT NULL, profile TEXT NOT NULL, "
+        "updated_at DOUBLE PRECISION NOT NULL, updated_by TEXT NOT NULL, PRIMARY KEY (tenant_id, version))",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

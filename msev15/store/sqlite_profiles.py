@@ -1,0 +1,147 @@
+"""Tenant profiles in SQLite: the API keys file (``API_KEYS_DB_PATH``), where the service's
+configuration lives, so profiles survive a restart under every SESSION_STORE but redis, and
+``msev15 profile`` opens the same file the service uses (as ``msev15 keys`` does).
+
+Two tables: ``profile_heads`` (per tenant: the current version, 0 for none, and the latest) and
+``profile_versions`` (one immutable row per version, the newest MAX_VERSIONS kept). A write runs
+in one ``BEGIN IMMEDIATE`` transaction, so writers in every process on the file are serialized and
+a conditional write checks and writes under the same lock: of two racing, exactly one wins.
+
+The per-turn read (:meth:`SqliteProfiles.current_version`) is one primary-key lookup of the head
+row on a reader connection of its own, run on the event loop: in WAL mode a reader never waits for
+a writer, and the lookup costs microseconds, less than handing it to a thread. It reads the
+committed head every time (no cache of *which* version is current), so a write that returned is
+seen by the next turn of every process on the file. Records are cached by version: immutable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, VersionConflict, stored_copy
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS profile_heads (tenant_id TEXT PRIMARY KEY, current INTEGER NOT NULL, "
+    "latest INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS profile_versions (tenant_id TEXT NOT NULL, version INTEGER NOT NULL, "
+    "profile TEXT NOT NULL, updated_at REAL NOT NULL, updated_by TEXT NOT NULL, PRIMARY KEY (tenant_id, version))",
+)
+_CACHED_RECORDS = 1024
+T = TypeVar("T")
+
+
+class SqliteProfiles:
+    def __init__(self, path: str | Path, *, max_versions: int = MAX_VERSIONS) -> None:
+        self.path = Path(path)
+        self.max_versions = max_versions
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+        # The loop's own connection for the per-turn read: never behind the writers' lock.
+        self._reader = sqlite3.connect(self.path, timeout=2, check_same_thread=False, isolation_level=None)
+        self._records: OrderedDict[tuple[str, int], ProfileRecord] = OrderedDict()
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def current_version(self, tenant_id: str) -> int:
+        row = self._reader.execute("SELECT current FROM profile_heads WHERE tenant_id = ?", (tenant_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    async def current(self, tenant_id: str) -> ProfileRecord | None:
+        n = await self.current_version(tenant_id)
+        return await self.version(tenant_id, n) if n else None
+
+    async def version(self, tenant_id: str, n: int) -> ProfileRecord | None:
+        cached = self._records.get((tenant_id, n))
+        if cached is not None:
+            self._records.move_to_end((tenant_id, n))
+            return cached
+        rows = await self._call(self._select, tenant_id, n)
+        return self._remember(rows[0]) if rows else None
+
+    async def versions(self, tenant_id: str) -> list[ProfileRecord]:
+        rows = await self._call(self._select, tenant_id, None)
+        return [self._remember(row) for row in rows]
+
+    def _select(self, tenant_id: str, n: int | None) -> list[tuple[Any, ...]]:
+        sql = "SELECT tenant_id, version, profile, updated_at, updated_by FROM profile_versions WHERE tenant_id = ?"
+        if n is not None:
+            return self._db.execute(sql + " AND version = ?", (tenant_id, n)).fetchall()
+        return self._db.execute(sql + " ORDER BY version DESC", (tenant_id,)).fetchall()
+
+    def _remember(self, row: tuple[Any, ...]) -> ProfileRecord:
+        key = (str(row[0]), int(row[1]))
+        record = self._records.get(key)
+        if record is None:
+            record = ProfileRecord(key[0], key[1], json.loads(row[2]), float(row[3]), str(row[4]))
+            self._records[key] = record
+            while len(self._records) > _CACHED_RECORDS:
+                self._records.popitem(last=False)
+        return record
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def put(self, tenant_id: str, profile: dict[str, Any], by: str, *, if_version: int | None = None) -> int:
+        text = json.dumps(stored_copy(profile), ensure_ascii=False)  # validated (ProfileInvalid) first
+        return await self._call(self._write, tenant_id, text, by, if_version, None)
+
+    async def rollback(self, tenant_id: str, n: int, by: str) -> int:
+        return await self._call(self._write, tenant_id, None, by, None, n)
+
+    async def delete(self, tenant_id: str, by: str) -> bool:
+        return await self._call(self._delete, tenant_id)
+
+    def _write(self, tenant_id: str, text: str | None, by: str, if_version: int | None, copy_of: int | None) -> int:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            head = db.execute("SELECT current, latest FROM profile_heads WHERE tenant_id = ?", (tenant_id,)).fetchone()
+            current, latest = (int(head[0]), int(head[1])) if head else (0, 0)
+            if if_version is not None and if_version != current:
+                raise VersionConflict(current)
+            if copy_of is not None:
+                row = db.execute("SELECT profile FROM profile_versions WHERE tenant_id = ? AND version = ?",
+                                 (tenant_id, copy_of)).fetchone()
+                if row is None:
+                    raise LookupError(f"version {copy_of} is not kept")
+                text = str(row[0])
+            n = latest + 1
+            db.execute("INSERT INTO profile_versions VALUES (?, ?, ?, ?, ?)", (tenant_id, n, text, time.time(), by))
+            db.execute("INSERT INTO profile_heads VALUES (?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE "
+                       "SET current = excluded.current, latest = excluded.latest", (tenant_id, n, n))
+            db.execute("DELETE FROM profile_versions WHERE tenant_id = ? AND version <= ?",
+                       (tenant_id, n - self.max_versions))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return n
+
+    def _delete(self, tenant_id: str) -> bool:
+        rows = self._db.execute("UPDATE profile_heads SET current = 0 WHERE tenant_id = ? AND current > 0 "
+                                "RETURNING tenant_id", (tenant_id,)).fetchall()
+        return bool(rows)
+
+    async def _call(self, func: Callable[..., T], *args: Any) -> T:
+        def run() -> T:
+            with self._lock:
+                return func(*args)
+
+        return await asyncio.to_thread(run)
+
+    async def close(self) -> None:
+        self._reader.close()
+        with self._lock:
+            self._db.close()
