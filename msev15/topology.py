@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TypedDict
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -46,90 +44,22 @@ from msev15.config import Settings
 from msev15.events.context import BUS
 from msev15.events.session_feed import feed_session_events
 from msev15.events.turnlog import TURNS, TurnLog
-from msev15.store.apikeys import ApiKeyStore, SqliteApiKeyStore
+from msev15.store.apikeys import ApiKeyStore
 from msev15.store.auth_limits import FailureLimit, LocalFailureLimit, RedisFailureLimit
 from msev15.store.base import SESSIONS, Sessions
 from msev15.store.feedback import FEEDBACK, FeedbackStore, MemoryFeedback
 from msev15.store.handoffs import HANDOFFS, Handoffs, MemoryHandoffs
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
-from msev15.store.memory import MemorySessions
 from msev15.store.pending import PENDING, MemoryPendingCalls, PendingCalls
 from msev15.store.pg_kit import Database, open_database
 from msev15.store.profiles import PROFILES, ProfileStore
 from msev15.store.session_events import SESSION_EVENTS, MemorySessionEvents, SessionEvents
-from msev15.store.sessions import SessionStore
-from msev15.store.sqlite_sessions import SqliteSessions
+from msev15.topology_stores import api_key_store, open_sessions, profile_store, store_label
 
 log = logging.getLogger("app")
 
-
-class _Limits(TypedDict):
-    max_messages: int
-    max_sessions: int
-    max_sessions_per_tenant: int
-    max_bytes: int
-
-
-def store_label(settings: Settings) -> str:
-    """Which session store is in use and where, for the banner (never REDIS_URL's credentials)."""
-    if settings.session_store == "sqlite":
-        return f"sqlite ({settings.session_db_path}, durable)"
-    if settings.session_store == "redis":
-        url = urlsplit(settings.redis_url)
-        return f"redis ({url.hostname or url.path}{f':{url.port}' if url.port else ''}, shared)"
-    if settings.session_store == "postgres":
-        url = urlsplit(settings.database_url)
-        where = f"{url.hostname or ''}{f':{url.port}' if url.port else ''}{url.path}"
-        return f"postgres ({where}, {'shared with Redis' if settings.redis_url else 'one instance'})"
-    return "memory (this process only, lost on restart)"
-
-
-def api_key_store(settings: Settings) -> ApiKeyStore:
-    """PostgreSQL when DATABASE_URL is set (the system of record), else Redis when the topology is
-    shared (every instance on every machine sees a revocation), else SQLite at API_KEYS_DB_PATH.
-    The CLI (``msev15 keys``) opens the same store as the service."""
-    if settings.database_url:
-        from msev15.store.pg_apikeys import PostgresApiKeyStore
-
-        return PostgresApiKeyStore(settings.database_url)
-    if settings.session_store == "redis":
-        from msev15.store.redis_apikeys import RedisApiKeyStore
-
-        return RedisApiKeyStore(settings.redis_url)
-    return SqliteApiKeyStore(settings.api_keys_db_path)
-
-
-def profile_store(settings: Settings) -> ProfileStore:
-    """Where tenant profiles live: beside the API keys (PostgreSQL when DATABASE_URL is set, Redis
-    when shared, else the API keys SQLite file, so they survive restarts with SESSION_STORE=memory
-    too). ``msev15 profile`` opens this."""
-    if settings.database_url:
-        from msev15.store.pg_profiles import PostgresProfiles
-
-        return PostgresProfiles(settings.database_url)
-    if settings.session_store == "redis":
-        from msev15.store.redis_profiles import RedisProfiles
-
-        return RedisProfiles(settings.redis_url)
-    from msev15.store.sqlite_profiles import SqliteProfiles
-
-    return SqliteProfiles(settings.api_keys_db_path)
-
-
-async def open_sessions(settings: Settings) -> Sessions:
-    """The session store SESSION_STORE names, with the same limits whichever it is."""
-    limits: _Limits = {"max_messages": settings.session_max_messages,
-                       "max_sessions": settings.session_max_sessions,
-                       "max_sessions_per_tenant": settings.session_max_sessions_per_tenant,
-                       "max_bytes": settings.session_max_bytes}
-    if settings.session_store == "redis":
-        from msev15.store.redis_sessions import RedisSessions
-
-        return await RedisSessions.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds, **limits)
-    if settings.session_store == "sqlite":
-        return await SqliteSessions.open(settings.session_db_path, ttl_seconds=settings.session_ttl_seconds,
-                                         **limits)
-    return MemorySessions(SessionStore(settings.session_ttl_seconds, **limits))
+__all__ = ["TOPOLOGY", "Topology", "api_key_store", "open_sessions", "profile_store", "store_label",
+           "topology_ctx"]
 
 
 class Topology:
@@ -212,20 +142,7 @@ class Topology:
         return api_key_store(self.settings)
 
     async def open_sessions(self) -> Sessions:
-        if self.kind == "postgres":
-            from msev15.store.pg_sessions import PostgresSessions
-
-            settings = self.settings
-            return await PostgresSessions.open(
-                self.db, ttl_seconds=settings.session_ttl_seconds, max_messages=settings.session_max_messages,
-                max_sessions=settings.session_max_sessions,
-                max_sessions_per_tenant=settings.session_max_sessions_per_tenant, max_bytes=settings.session_max_bytes)
-        return await open_sessions(self.settings)
-
-    @property
-    def db(self) -> Database:
-        assert self.database is not None, "DATABASE_URL is not set or the topology is not open"
-        return self.database
+        return await open_sessions(self.settings, self.database)
 
     async def open_pending(self) -> PendingCalls:
         """The pending calls of paused turns: in PostgreSQL when there is one, else where the sessions

@@ -6,6 +6,8 @@ test_feedback_stores.py, test_handoff_records.py, security/test_api_keys.py)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,21 @@ async def test_postgres_down_answers_503_store_unavailable_and_readiness_recover
     assert (await client.get("/health/readiness")).status == 200
     resp = await client.post("/api/v1/chat", json={"session_id": "s", "message": "back"})
     assert resp.status == 200 and (await resp.json())["message_count"] == 4
+
+
+async def test_the_keys_command_opens_the_services_store(pg_cluster: PgCluster, service: Any, tmp_path: Path) -> None:
+    """``msev15 keys`` with DATABASE_URL writes where the service reads: a key it creates opens the API."""
+    url = pg_cluster.create_database("keys")
+    env = {**os.environ, "DATABASE_URL": url, "API_KEYS_DB_PATH": str(tmp_path / "unused.db")}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "msev15", "keys", "create", "--tenant", "acme",
+                                                cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    key = out.decode().strip()
+    assert not (tmp_path / "unused.db").exists()
+    client = await service(auth_mode="api_key", database_url=url)
+    ok = await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {key}"})
+    assert ok.status == 200, await ok.text()
+    refused = await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {key[:-1]}x"})
+    assert refused.status == 401
