@@ -68,11 +68,19 @@ class PgCluster:
             os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "--encoding=UTF8", "--no-sync")
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
+        """``pg_ctl start`` on the same port and directory, waiting until it accepts connections."""
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
                    "-c fsync=off -c max_connections=200 -c shared_buffers=32MB")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "pg.log"),
                   "-w", "-t", str(START_SECONDS), "start")
-        return self
+
+    def stop_server(self) -> None:
+        """``pg_ctl stop -m fast``: every connection is dropped, new ones are refused."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", str(START_SECONDS), "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -98,6 +106,9 @@ class PgCluster:
         if self.data.exists():
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
 
     def log(self) -> str:
         path = self.root / "pg.log"
