@@ -10,22 +10,35 @@ from collections.abc import Iterable
 from msev15.store.feedback import MAX_PER_TENANT, CompletedTurn, Feedback, Rating, keep_seconds
 from msev15.store.pg_kit import Database, translated
 
+PRUNE_SECONDS = 60.0
+
 
 class PostgresFeedback:
     def __init__(self, db: Database, *, session_ttl_seconds: float = 0, max_per_tenant: int = MAX_PER_TENANT) -> None:
         self.db = db
         self.keep = keep_seconds(session_ttl_seconds)
         self.max_per_tenant = max_per_tenant
+        self._pruned_at = -PRUNE_SECONDS
 
     @translated
     async def remember(self, turns: Iterable[CompletedTurn]) -> None:
-        rows = [(t.tenant_id, t.session_id, t.turn_id, t.completed_at) for t in turns]
-        async with self.db.transaction() as conn:
-            await conn.executemany(
-                "INSERT INTO feedback_turns (tenant_id, session_id, turn_id, completed_at) VALUES ($1, $2, $3, $4) "
+        """The batch in one statement; the turns past their lifetime are pruned at most every
+        PRUNE_SECONDS (``known`` ignores them meanwhile), not on every batch."""
+        # one row per turn (a statement may not update the same row twice)
+        batch = list({(t.tenant_id, t.session_id, t.turn_id): t for t in turns}.values())
+        if not batch:
+            return
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO feedback_turns (tenant_id, session_id, turn_id, completed_at) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[]) "
                 "ON CONFLICT (tenant_id, session_id, turn_id) DO UPDATE SET completed_at = excluded.completed_at",
-                rows)
-            await conn.execute("DELETE FROM feedback_turns WHERE completed_at < $1", time.time() - self.keep)
+                [t.tenant_id for t in batch], [t.session_id for t in batch], [t.turn_id for t in batch],
+                [t.completed_at for t in batch])
+            now = time.monotonic()
+            if now - self._pruned_at >= PRUNE_SECONDS:
+                self._pruned_at = now
+                await conn.execute("DELETE FROM feedback_turns WHERE completed_at < $1", time.time() - self.keep)
 
     @translated
     async def known(self, tenant_id: str, session_id: str, turn_id: str) -> bool:

@@ -144,6 +144,13 @@ async def _init(conn: asyncpg.Connection) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
+async def _reset(conn: asyncpg.Connection) -> None:
+    """What a released connection needs: nothing beyond what the pool always does (roll back an
+    open transaction). The default reset would send ``pg_advisory_unlock_all()``, one round trip
+    per release, several per turn; no store keeps session state (advisory locks are
+    transaction-scoped, the migration lock is released where it is taken)."""
+
+
 async def migrate(conn: Conn) -> int:
     """Apply the missing migrations under the advisory lock; the schema version afterwards."""
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
@@ -171,7 +178,7 @@ async def migrate(conn: Conn) -> int:
 async def open_database(url: str, *, min_size: int = 1, max_size: int = 10) -> Database:
     """Connect (bounded) and migrate. Raises :class:`DatabaseError` when PostgreSQL cannot be used."""
     try:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init,
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init, reset=_reset,
                                          timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=COMMAND_TIMEOUT_SECONDS,
                                          max_inactive_connection_lifetime=60)
     except _START_FAILURES as exc:

@@ -37,8 +37,14 @@ class PostgresPendingCalls:
 
     @translated
     async def get(self, tenant_id: str, session_id: str) -> PausedTurn | None:
-        async with self.db.transaction() as conn:
-            return await _get(conn, tenant_id, session_id, lock=False)
+        """One statement (every turn asks whether its session has a paused step)."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT p.body, COALESCE(json_object_agg(d.call_id, d.decision::json) "
+                "FILTER (WHERE d.call_id IS NOT NULL), '{}')::text FROM pending_turns p LEFT JOIN pending_decisions d "
+                "ON d.tenant = p.tenant AND d.session_id = p.session_id WHERE p.tenant = $1 AND p.session_id = $2 "
+                "GROUP BY p.body", tenant_id, session_id)
+        return None if row is None else PausedTurn.loads(str(row[0]), json.loads(row[1]))
 
     @translated
     async def decide(self, tenant_id: str, session_id: str, call_id: str, decision: dict[str, Any]) -> int:

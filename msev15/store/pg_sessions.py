@@ -4,11 +4,12 @@ shared by every instance on DATABASE_URL.
 Same behaviour as the memory store (:class:`~msev15.store.sessions.SessionStore` is the reference)
 and the same layout as the SQLite store (schema in :mod:`msev15.store.pg_schema`):
 
-- **One transaction per turn.** :meth:`PostgresSessions.commit_turn` appends the whole turn in one
-  transaction and returns once it is committed; the runner emits ``done`` after that. On a live
-  session the append is one statement (the session row updated and every message inserted through
-  ``unnest``), so a turn costs three round trips (BEGIN, the statement, COMMIT); trimming adds
-  statements only when a cap is crossed. A commit that fails part-way leaves nothing.
+- **One transaction per turn.** :meth:`PostgresSessions.commit_turn` appends the whole turn
+  atomically and returns once it is committed; the runner emits ``done`` after that. On a live
+  session within its caps the append is one statement (the session row updated and every message
+  inserted through ``unnest``): one round trip, atomic on its own. A new or expired session, or a
+  turn that crosses a cap, takes one transaction (BEGIN … COMMIT) with the trimming and evictions.
+  A commit that fails part-way leaves nothing.
 - **Bounded, per tenant, in the turn's transaction**, from counters kept in step with the tables
   (``session_meta``, ``session_tenants``, ``sessions.bytes``), as the SQLite store does. Commits on
   one session serialize on its row (``FOR UPDATE``); a deadlock between evictions is retried.
@@ -35,12 +36,16 @@ EXPIRE_BATCH = 500
 RETRIES = 3
 _SESSION = ("SELECT created_at, last_activity, visible_count, first_seq, next_seq, bytes, mode FROM sessions "
             "WHERE tenant = $1 AND session_id = $2")
+_CONTEXT = ("SELECT m.role, m.content, m.ts, m.extra FROM sessions s CROSS JOIN LATERAL ("
+            "SELECT role, content, ts, extra, seq FROM messages WHERE tenant = s.tenant AND session_id = s.session_id "
+            "ORDER BY seq DESC LIMIT $3) m WHERE s.tenant = $1 AND s.session_id = $2 AND s.last_activity > $4 "
+            "ORDER BY m.seq DESC")
 # The append to a live session: one statement, the row and the messages together.
-_APPEND = """
+_APPEND_TO = """
 WITH s AS (
     UPDATE sessions SET last_activity = $3, touched = nextval('session_touched'),
         visible_count = visible_count + $4, next_seq = next_seq + $5, bytes = bytes + $6
-    WHERE tenant = $1 AND session_id = $2 AND last_activity > $7
+    WHERE tenant = $1 AND session_id = $2 AND last_activity > $7{within}
     RETURNING next_seq - $5 AS start, first_seq, visible_count, bytes
 ), m AS (
     INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra, bytes, visible)
@@ -49,6 +54,11 @@ WITH s AS (
         WITH ORDINALITY AS m(role, content, ts, extra, bytes, visible, i)
 )
 SELECT start, first_seq, visible_count, bytes FROM s"""
+_APPEND = _APPEND_TO.format(within="")
+# The usual turn: a live session that stays within its caps. One statement, atomic on its own, so
+# no BEGIN/COMMIT: one round trip. Anything else (a new or expired session, a cap crossed) matches
+# no row and takes the transaction below.
+_APPEND_WITHIN = _APPEND_TO.format(within=" AND next_seq + $5 - first_seq <= $14 AND ($15 = 0 OR bytes + $6 <= $15)")
 _INSERT = """
 WITH s AS (
     INSERT INTO sessions (tenant, session_id, created_at, last_activity, touched, visible_count, first_seq,
@@ -105,12 +115,9 @@ class PostgresSessions:
 
     @translated
     async def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
-        async with self.db.transaction() as conn:
-            if await self._live(conn, tenant_id, session_id) is None:
-                return []
-            rows = list(await conn.fetch(
-                "SELECT role, content, ts, extra FROM messages WHERE tenant = $1 AND session_id = $2 "
-                "ORDER BY seq DESC LIMIT $3", tenant_id, session_id, limit))
+        """One statement (every turn asks it first): the live session's last ``limit`` messages."""
+        async with self.db.connection() as conn:
+            rows = list(await conn.fetch(_CONTEXT, tenant_id, session_id, limit, self._cutoff()))
         rows.reverse()
         # A tool result must follow its call: skip results cut off from their assistant message.
         start = next((i for i, r in enumerate(rows) if r[0] != "tool"), len(rows))
@@ -129,6 +136,14 @@ class PostgresSessions:
     @translated
     async def _commit(self, tenant_id: str, session_id: str, build: Callable[[float], list[Message]],
                       started_at: float) -> int:
+        now = self._clock()
+        turn = build(now)
+        rows = _rows(turn)  # before anything is written: a malformed step changes nothing
+        async with self.db.connection() as conn:
+            found = await conn.fetchrow(_APPEND_WITHIN, tenant_id, session_id, now, sum(rows[5]), len(turn),
+                                        sum(rows[4]), self._cutoff_at(now), *rows, self.max_messages, self.max_bytes)
+        if found is not None:
+            return int(found[2])
         for attempt in range(RETRIES):
             try:
                 async with self.db.transaction() as conn:
@@ -256,7 +271,10 @@ class PostgresSessions:
     # --- internals --------------------------------------------------------------------------------
 
     def _cutoff(self) -> float:
-        return self._clock() - self.ttl if self.ttl != math.inf else -math.inf
+        return self._cutoff_at(self._clock())
+
+    def _cutoff_at(self, now: float) -> float:
+        return now - self.ttl if self.ttl != math.inf else -math.inf
 
     async def _live(self, conn: Conn, tenant_id: str, session_id: str,
                     lock: bool = False) -> asyncpg.Record | None:
