@@ -47,9 +47,12 @@ from msev15.events.turnlog import TURNS, TurnLog
 from msev15.store.apikeys import ApiKeyStore
 from msev15.store.auth_limits import FailureLimit, LocalFailureLimit, RedisFailureLimit
 from msev15.store.base import SESSIONS, Sessions
+from msev15.store.context import ORDERS
 from msev15.store.feedback import FEEDBACK, FeedbackStore, MemoryFeedback
 from msev15.store.handoffs import HANDOFFS, Handoffs, MemoryHandoffs
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
+from msev15.store.order_store import OrderStore
+from msev15.store.orders import OrderRepository
 from msev15.store.pending import PENDING, MemoryPendingCalls, PendingCalls
 from msev15.store.pg_kit import Database, open_database
 from msev15.store.profiles import PROFILES, ProfileStore
@@ -91,6 +94,7 @@ class Topology:
         self._feedback: FeedbackStore | None = None
         self._handoffs: Handoffs | None = None
         self._profiles: ProfileStore | None = None
+        self._orders: OrderStore | None = None
         self.session_events: SessionEvents = self._session_events()
 
     # --- the parts ------------------------------------------------------------------------
@@ -219,6 +223,24 @@ class Topology:
         assert self._handoffs is not None, "the topology is not open"
         return self._handoffs
 
+    async def open_orders(self) -> OrderStore:
+        """The orders behind the order tools: PostgreSQL when there is one (every replica sees
+        every order), else SQLite at ORDER_DB_PATH. ORDER_DB_SEED seeds either."""
+        settings = self.settings
+        if self.database is not None:
+            from msev15.store.pg_orders import PostgresOrders
+
+            orders = PostgresOrders(self.database)
+            if settings.order_db_seed:
+                await orders.seed_demo_orders()
+            return orders
+        return await OrderRepository.open(settings.order_db_path, seed=settings.order_db_seed)
+
+    @property
+    def orders(self) -> OrderStore:
+        assert self._orders is not None, "the topology is not open"
+        return self._orders
+
     @property
     def profiles(self) -> ProfileStore:
         assert self._profiles is not None, "the topology is not open"
@@ -241,6 +263,7 @@ class Topology:
             self._feedback = await self.open_feedback()
             self._handoffs = self._open_handoffs()
             self._profiles = profile_store(self.settings)
+            self._orders = await self.open_orders()
         except BaseException:
             await self.close()
             raise
@@ -261,6 +284,8 @@ class Topology:
             await self._handoffs.close()
         if self._profiles is not None:
             await self._profiles.close()
+        if self._orders is not None:
+            await self._orders.close()
         await self.session_events.close()
         for limiter in (self.ip_limiter, self.tenant_limiter):
             if limiter is not None:
@@ -290,6 +315,7 @@ async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SEND_LIMITER] = topology.send_limiter
     app[FEEDBACK] = topology.feedback
     app[PROFILES] = topology.profiles
+    app[ORDERS] = topology.orders
     log.debug("topology %s open (instance %s)", topology.kind, topology.instance_id)
     try:
         yield

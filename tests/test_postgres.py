@@ -19,6 +19,8 @@ from msev15.banner import banner
 from msev15.common.env import SettingsError
 from msev15.config import Settings
 from msev15.store.base import SESSIONS
+from msev15.store.context import ORDERS
+from msev15.store.order_values import OrderNotFound
 from msev15.store.pg_kit import DatabaseError, masked, open_database
 from msev15.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from msev15.store.pg_sessions import PostgresSessions
@@ -152,3 +154,16 @@ async def test_the_keys_command_opens_the_services_store(pg_cluster: PgCluster, 
     assert ok.status == 200, await ok.text()
     refused = await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {key[:-1]}x"})
     assert refused.status == 401
+
+
+async def test_replicas_on_one_database_share_orders(pg_cluster: PgCluster, service: Any) -> None:
+    """Two instances on one DATABASE_URL: an order made through one is seen (and changed) through the other."""
+    url = pg_cluster.create_database("replicas")
+    one, two = await service(database_url=url), await service(database_url=url)
+    made = await one.app[ORDERS].create("acme", "CUST-1", "SKU-1", 1, "9.99", "1 Main Street")
+    seen = await two.app[ORDERS].get("acme", made["order_id"])
+    assert seen == made
+    await two.app[ORDERS].update_status("acme", made["order_id"], "confirmed")
+    assert (await one.app[ORDERS].get("acme", made["order_id"]))["status"] == "confirmed"
+    with pytest.raises(OrderNotFound):
+        await two.app[ORDERS].get("other-tenant", made["order_id"])

@@ -91,5 +91,27 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "CREATE TABLE profile_versions (tenant_id TEXT NOT NULL, version INTEGER NOT NULL, profile TEXT NOT NULL, "
         "updated_at DOUBLE PRECISION NOT NULL, updated_by TEXT NOT NULL, PRIMARY KEY (tenant_id, version))",
     )),
+    # Version 7, orders (store/pg_orders.py): the SQLite table; ``seq`` keeps insertion order as
+    # the tie-break for equal timestamps; SKU and customer id are matched through lower() indexes.
+    (7, "orders", (
+        """CREATE TABLE orders (
+            seq BIGSERIAL PRIMARY KEY,
+            order_id TEXT NOT NULL UNIQUE,
+            tenant_id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            product_sku TEXT NOT NULL,
+            quantity INTEGER NOT NULL CHECK (quantity > 0),
+            price_cents BIGINT NOT NULL CHECK (price_cents >= 0),
+            shipping_address TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed', 'shipped', 'delivered', 'cancelled')),
+            notes TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX orders_customer ON orders (tenant_id, lower(customer_id), created_at)",
+        "CREATE INDEX orders_sku ON orders (tenant_id, lower(product_sku))",
+        "CREATE INDEX orders_status ON orders (tenant_id, status)",
+        "CREATE INDEX orders_created ON orders (tenant_id, created_at)",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
