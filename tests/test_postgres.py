@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from msev15.common.env import SettingsError
 from msev15.config import Settings
 from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
+from msev15.store.order_seed import DEMO_ORDERS, DEMO_TENANT
 from msev15.store.order_values import OrderNotFound
 from msev15.store.pg_kit import DatabaseError, masked, open_database
+from msev15.store.pg_orders import PostgresOrders
 from msev15.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from msev15.store.pg_sessions import PostgresSessions
 from msev15.topology import TOPOLOGY
@@ -167,3 +170,30 @@ async def test_replicas_on_one_database_share_orders(pg_cluster: PgCluster, serv
     assert (await one.app[ORDERS].get("acme", made["order_id"]))["status"] == "confirmed"
     with pytest.raises(OrderNotFound):
         await two.app[ORDERS].get("other-tenant", made["order_id"])
+
+
+async def test_instances_seeding_at_once_seed_once(pg_cluster: PgCluster) -> None:
+    """ORDER_DB_SEED on every replica: while one instance is seeding (its transaction open, its
+    rows not yet visible), the others wait for it and then add nothing."""
+    url = pg_cluster.create_database("seed")
+    database = await open_database(url)
+    other = await asyncpg.connect(url)
+    try:
+        async with other.transaction():  # another instance, mid-seed
+            await other.execute("SELECT pg_advisory_xact_lock(hashtext('orders-seed'), hashtext($1))", DEMO_TENANT)
+            await other.execute("INSERT INTO orders (order_id, tenant_id, customer_id, product_sku, quantity, "
+                                "price_cents, shipping_address, status, created_at, updated_at) VALUES "
+                                "('ORD-AAAAAAAA', $1, 'C', 'S', 1, 100, 'A', 'pending', 'x', 'x')", DEMO_TENANT)
+            seeds = asyncio.gather(*(PostgresOrders(database).seed_demo_orders() for _ in range(3)))
+            deadline = time.monotonic() + 10
+            while await other.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                       "AND NOT granted") < 3:  # until all three wait for the seeder
+                assert not seeds.done(), f"a seed went ahead while another instance was seeding: {seeds.result()}"
+                assert time.monotonic() < deadline, "the seeds neither waited nor finished"
+                await asyncio.sleep(0.01)
+        assert await seeds == [0, 0, 0]
+        assert await PostgresOrders(database).count(DEMO_TENANT) == 1
+        assert len(DEMO_ORDERS) > 1
+    finally:
+        await other.close()
+        await database.close()

@@ -63,6 +63,8 @@ _COLUMNS = ("order_id, customer_id, product_sku, quantity, price_cents, shipping
 _INSERT = ("INSERT INTO orders (order_id, tenant_id, customer_id, product_sku, quantity, "
            "price_cents, shipping_address, status, notes, created_at, updated_at)")
 _NEWEST_FIRST = "ORDER BY created_at DESC, seq DESC"
+# The column types of _INSERT, for the VALUES list of the seed (its parameters carry no type).
+_SEED_TYPES = ("text", "text", "text", "text", "int", "bigint", "text", "text", "text", "text", "text")
 
 
 class PostgresOrders:
@@ -121,8 +123,9 @@ class PostgresOrders:
         raise OrderError(f"order {oid} is being changed by someone else right now; please try again")
 
     async def seed_demo_orders(self, tenant_id: str = DEMO_TENANT) -> int:
-        """One statement that inserts only while the tenant has no orders, so two instances
-        starting at once cannot both seed."""
+        """Inserts only while the tenant has no orders, under the tenant's seeding lock: without
+        it two instances starting at once would both see no orders (PostgreSQL does not lock the
+        absence of rows) and both seed."""
         tenant = check_tenant(tenant_id)
         now = datetime.now(UTC)
         for _ in range(_ID_ATTEMPTS):
@@ -130,15 +133,15 @@ class PostgresOrders:
             rows_sql = []
             for created, updated, customer, sku, qty, price, address, status, notes in DEMO_ORDERS:
                 base = len(params)
-                rows_sql.append("(" + ", ".join(f"${base + i}" for i in range(1, 12)) + ")")
+                rows_sql.append("(" + ", ".join(f"${base + i}::{kind}" for i, kind in enumerate(_SEED_TYPES, 1)) + ")")
                 params += [self._generated_id(), tenant, customer, sku, qty, to_cents(price), address,
                            status, notes, iso_utc(now - created), iso_utc(now - updated)]
             params.append(tenant)
             try:
-                rows = await self._fetch(
+                rows = await self._seed(
                     f"{_INSERT} SELECT * FROM (VALUES {', '.join(rows_sql)}) AS v "
                     f"WHERE NOT EXISTS (SELECT 1 FROM orders WHERE tenant_id = ${len(params)}) RETURNING order_id",
-                    params, write=True)
+                    params, tenant)
             except asyncpg.UniqueViolationError:
                 continue
             if rows:
@@ -195,6 +198,15 @@ class PostgresOrders:
         return True
 
     # --- internals -----------------------------------------------------------------------------
+
+    async def _seed(self, sql: str, params: Sequence[Any], tenant: str) -> list[Any]:
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('orders-seed'), hashtext($1))", tenant)
+                return list(await conn.fetch(sql, *params))
+        except Unreachable as exc:
+            self._failed(exc, True)
+        raise AssertionError("unreachable")
 
     async def _get(self, tenant: str, oid: str) -> Order:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM orders WHERE tenant_id = $1 AND order_id = $2", (tenant, oid))
