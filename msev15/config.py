@@ -240,8 +240,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("SESSION_DB_PATH", "./data/sessions.db", stripped, "SQLite file of the sessions (SESSION_STORE=sqlite).", _A),
     Var("REDIS_URL", "", _redis_url, "Redis for SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0.", _A, secret=True),
     Var("DATABASE_URL", "", _database_url,
-        "PostgreSQL, the system of record when set (orders, API keys, feedback, handoffs, pending calls; "
-        "sessions with SESSION_STORE=postgres), e.g. postgresql://msev15:secret@127.0.0.1:5432/msev15.", _A,
+        "PostgreSQL, the system of record when set (orders, API keys, tenant profiles, feedback, handoffs, "
+        "pending calls; sessions with SESSION_STORE=postgres), e.g. postgresql://msev15:secret@127.0.0.1:5432/msev15.",
+        _A,
         secret=True),
     Var("REDIS_LEASE_SECONDS", "10", float_between(1, 300),
         "An instance that stops heartbeating for this long loses its turns (turn_lost) to the others.", _A),
