@@ -28,6 +28,7 @@ from benchmarks.defaults import chat_on_defaults
 from benchmarks.fairness import fairness
 from benchmarks.model import relay
 from benchmarks.noisy import noisy_tenant
+from benchmarks.profile_lookup import measure as profile_lookup
 from benchmarks.report import write_chart, write_results
 from benchmarks.scale import concurrency, sessions
 from benchmarks.servers import ServerProcess
@@ -37,7 +38,7 @@ from benchmarks.traffic import chat_and_health, startup, streaming
 from benchmarks.turnlog import measure as turnlog_memory
 
 SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness", "noisy",
-             "turnlog", "stores")
+             "turnlog", "stores", "profiles")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -75,6 +76,17 @@ async def _turnlog(collector: Collector) -> None:
                      "MiB")
 
 
+async def _profiles(collector: Collector) -> None:
+    """Scenario 12: the per-turn profile read of each store (in this process, no server)."""
+    figures = await profile_lookup()
+    collector.scenarios["profiles"] = figures
+    for kind in ("memory", "sqlite", "redis"):
+        collector.report(f"12.{kind}_current_version", f"profile lookup per turn, {kind} store",
+                         figures[kind]["current_version_us"], "us")
+    collector.report("12.sqlite_to_thread", "the same SQLite lookup through a worker thread (not used)",
+                     figures["sqlite"]["to_thread_us"], "us")
+
+
 async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, Any]:
     plan = plan_cpus()
     pin(plan.client)
@@ -93,6 +105,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         ("noisy", lambda: noisy_tenant(cfg, plan.server, collector)),
         ("turnlog", lambda: _turnlog(collector)),
         ("stores", lambda: stores(cfg, plan.server, collector)),
+        ("profiles", lambda: _profiles(collector)),
     ]
     for name, step in steps:
         if not selected & set(name.split("/")):

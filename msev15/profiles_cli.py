@@ -114,7 +114,11 @@ async def _run(store: ProfileStore, args: argparse.Namespace, profile: dict[str,
                 print(f"{mark} {r.version:>7}  {_when(r.updated_at):<20}  {r.updated_by}")
             return 0
         if args.action == "rollback":
-            n = await store.rollback(tenant, args.version, _by())
+            try:
+                n = await store.rollback(tenant, args.version, _by())
+            except LookupError:
+                print(f"error: tenant {tenant} has no version {args.version}", file=sys.stderr)
+                return 1
             print(f"Version {n} of tenant {tenant}'s profile is version {args.version} again.")
             return 0
         deleted = await store.delete(tenant, _by())
@@ -127,9 +131,6 @@ async def _run(store: ProfileStore, args: argparse.Namespace, profile: dict[str,
         return 1
     except VersionConflict as exc:
         print(f"error: version {exc.current} is current, not {args.if_version}", file=sys.stderr)
-        return 1
-    except LookupError:
-        print(f"error: tenant {tenant} has no version {args.version}", file=sys.stderr)
         return 1
     finally:
         await store.close()

@@ -218,3 +218,60 @@ async def test_a_record_never_shows_its_profile_in_its_repr(open_store: OpenStor
     current = await store.current("acme")
     assert current is not None
     assert "s3cret" not in repr(current) and "s3cret" not in repr(current.parsed)
+
+
+async def test_sqlite_turns_read_the_committed_version_while_another_process_writes(tmp_path: Path) -> None:
+    """The per-turn read runs on the event loop: a write transaction held open elsewhere (another
+    process on the same file) must neither block it nor show it uncommitted work."""
+    import sqlite3
+
+    store = SqliteProfiles(tmp_path / "api_keys.db")
+    try:
+        await store.put("acme", PROFILE, "k1")
+        other = sqlite3.connect(tmp_path / "api_keys.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE profile_heads SET current = 0 WHERE tenant_id = 'acme'")
+        assert await store.current_version("acme") == 1, "the committed version, not the open write"
+        other.execute("COMMIT")
+        assert await store.current_version("acme") == 0, "the commit is seen by the next read"
+        other.close()
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_write_locked_out_past_the_busy_timeout_is_store_unavailable(tmp_path: Path) -> None:
+    import sqlite3
+
+    from msev15.store.base import StoreUnavailable
+
+    store = SqliteProfiles(tmp_path / "api_keys.db", busy_timeout=0.05)
+    other = sqlite3.connect(tmp_path / "api_keys.db", isolation_level=None)
+    try:
+        await store.put("acme", PROFILE, "k1")
+        other.execute("BEGIN IMMEDIATE")  # another process writing, and not letting go
+        with pytest.raises(StoreUnavailable):
+            await store.put("acme", PROFILE, "k1")
+        assert await store.current_version("acme") == 1, "reads go on"
+        other.execute("ROLLBACK")
+        assert await store.put("acme", PROFILE, "k1") == 2, "and writes once the lock is gone"
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_redis_unreachable_is_store_unavailable() -> None:
+    import socket
+
+    from msev15.store.base import StoreUnavailable
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisProfiles(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.current_version("acme")
+        with pytest.raises(StoreUnavailable):
+            await store.put("acme", PROFILE, "k1")
+    finally:
+        await store.close()

@@ -206,3 +206,25 @@ async def test_two_instances_on_redis_share_the_profile(service: Any, redis_url:
     assert status == 200 and body["version"] == 1 and body["profile"]["mcp_servers"] == _masked_servers()
     results = await asyncio.gather(*[_put(c, {"greeting": "x"}, **{"If-Match": '"1"'}) for c in [one, two] * 4])
     assert sorted(status for status, _ in results) == [200] + [412] * 7
+
+
+async def test_if_none_match_answers_304_while_the_version_is_current(service: Any) -> None:
+    client = await service()
+    await _put(client, PROFILE)
+    for header in ('"1"', 'W/"1"', '"7", "1"', "*"):
+        resp = await client.get(f"{URL}?tenant_id=acme", headers={"If-None-Match": header})
+        assert resp.status == 304 and resp.headers["ETag"] == '"1"', header
+        assert await resp.read() == b""
+    await _put(client, {"greeting": "Hi"})
+    resp = await client.get(f"{URL}?tenant_id=acme", headers={"If-None-Match": '"1"'})
+    assert resp.status == 200 and (await resp.json())["version"] == 2
+
+
+async def test_delete_and_rollback_refuse_if_match_rather_than_ignore_it(service: Any) -> None:
+    client = await service()
+    await _put(client, PROFILE)
+    resp = await client.delete(f"{URL}?tenant_id=acme", headers={"If-Match": '"1"'})
+    assert resp.status == 400 and (await resp.json())["field"] == "If-Match"
+    resp = await client.post(f"{URL}/rollback?tenant_id=acme", json={"version": 1}, headers={"If-Match": '"1"'})
+    assert resp.status == 400 and (await resp.json())["field"] == "If-Match"
+    assert (await _get(client))[1]["version"] == 1, "nothing happened"

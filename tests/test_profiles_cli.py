@@ -109,3 +109,12 @@ async def test_a_bad_file_is_refused_with_the_reason(tmp_path: Path, content: st
     code, _, err = await _cli(tmp_path, {"API_KEYS_DB_PATH": str(tmp_path / "keys.db"), "SESSION_STORE": "memory"},
                               "show", "--tenant", "acme")
     assert code == 1 and "defaults" in err
+
+
+@pytest.mark.subprocess
+async def test_rollback_to_a_version_that_does_not_exist(tmp_path: Path) -> None:
+    env = {"API_KEYS_DB_PATH": str(tmp_path / "keys.db"), "SESSION_STORE": "memory"}
+    code, _, err = await _cli(tmp_path, env, "rollback", "4", "--tenant", "acme")
+    assert code == 1 and "no version 4" in err
+    code, _, err = await _cli(tmp_path, env, "history", "--tenant", "bad tenant")
+    assert code == 2 and "--tenant" in err

@@ -8,7 +8,9 @@ who made it and which top-level fields changed.
 
 ``If-Match`` makes a PUT conditional: ``"3"`` (or weak ``W/"3"``: versions are exact either way)
 writes only while version 3 is current, ``"0"`` only while none is, ``*`` only while one is; a
-list matches any of its versions. A stale one is 412 ``version_conflict``.
+list matches any of its versions. A stale one is 412 ``version_conflict``. DELETE and rollback are
+not conditional and refuse ``If-Match`` (400) rather than ignore it. ``If-None-Match`` on GET
+answers 304 while the version it names is current.
 """
 
 from __future__ import annotations
@@ -87,6 +89,21 @@ async def _if_version(request: web.Request, store: ProfileStore, tenant_id: str)
     return current
 
 
+def _matches(header: str | None, version: int) -> bool:
+    """Does an If-None-Match header name ``version`` (weakly compared, ``*`` matches any)?"""
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    return any((m := _ETAG.fullmatch(part)) is not None and int(m[1]) == version for part in header.split(","))
+
+
+def _unconditional(request: web.Request) -> None:
+    """DELETE and rollback are not conditional: refuse If-Match rather than ignore it."""
+    if "If-Match" in request.headers:
+        raise invalid("If-Match is supported on PUT only; read the version, then DELETE or roll back", "If-Match")
+
+
 def _changed(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
     """Top-level fields whose value differs: names only, never values."""
     before = before or {}
@@ -111,17 +128,21 @@ async def get_profile(request: web.Request) -> web.Response:
     tags: [profiles]
     parameters:
       - {in: query, name: tenant_id, required: false, schema: {$ref: "#/components/schemas/Id"}}
+      - {in: header, name: If-None-Match, required: false, schema: {type: string, example: '"3"'}}
     responses:
       "200":
         description: The current profile.
         headers: {ETag: {schema: {type: string, example: '"3"'}}}
         content: {application/json: {schema: {$ref: "#/components/schemas/ProfileRecord"}}}
+      "304": {description: 'If-None-Match names the current version: unchanged.'}
       "404": {$ref: "#/components/responses/NoProfile"}
     """
     tenant_id = request_tenant(request)
     record = await request.app[PROFILES].current(tenant_id)
     if record is None:
         raise _no_profile()
+    if _matches(request.headers.get("If-None-Match"), record.version):
+        return web.Response(status=304, headers=_etag(record.version))
     return json_response(_shown(record), headers=_etag(record.version))
 
 
@@ -168,7 +189,8 @@ async def delete_profile(request: web.Request) -> web.Response:
     summary: Delete the agent profile
     description: |
       No profile is current any more: the tenant's next turns use the service's settings (version 0).
-      The history is kept (a rollback can restore a version). Idempotent.
+      The history is kept (a rollback can restore a version). Idempotent. Not conditional:
+      If-Match is refused (400).
     tags: [profiles]
     parameters:
       - {in: query, name: tenant_id, required: false, schema: {$ref: "#/components/schemas/Id"}}
@@ -176,6 +198,7 @@ async def delete_profile(request: web.Request) -> web.Response:
       "204": {description: The defaults apply.}
     """
     tenant_id = request_tenant(request)
+    _unconditional(request)
     store = request.app[PROFILES]
     by = _caller(request)
     before = await store.current_version(tenant_id)
@@ -217,8 +240,8 @@ async def get_version(request: web.Request) -> web.Response:
       "400": {$ref: "#/components/responses/BadRequest"}
       "404": {$ref: "#/components/responses/NoProfile"}
     """
+    tenant_id = request_tenant(request)  # a credential of another tenant: 403 before anything else
     n = _version_param(request.match_info["n"], "n")
-    tenant_id = request_tenant(request)
     record = await request.app[PROFILES].version(tenant_id, n)
     if record is None:
         raise _no_profile(n)
@@ -244,6 +267,7 @@ async def rollback(request: web.Request) -> web.Response:
       "404": {$ref: "#/components/responses/NoProfile"}
     """
     tenant_id = request_tenant(request)
+    _unconditional(request)
     body = await json_object(request)
     unknown = sorted(set(body) - {"version"})
     if unknown:

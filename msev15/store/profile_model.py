@@ -232,6 +232,10 @@ class _Checker:
         if not isinstance(url, str) or len(url) > MAX_URL_CHARS or not _http_url(url):
             self.add(f"{field}.url", f"required: an http(s) URL of at most {MAX_URL_CHARS} characters")
             url = None
+        elif _unroutable(url):
+            self.add(f"{field}.url", "must not name a link-local or unspecified address (e.g. a cloud metadata "
+                                     "service)")
+            url = None
         headers = self.headers(data.get("headers"), f"{field}.headers")
         tools = self.patterns(data.get("tools"), f"{field}.tools")
         if name is None or url is None:
@@ -259,6 +263,21 @@ class _Checker:
             if spec is not None:
                 found.append(spec)
         return tuple(found)
+
+
+def _unroutable(url: str) -> bool:
+    """A literal link-local (169.254/16: cloud metadata services; fe80::/10) or unspecified address:
+    never an MCP server a tenant may name. Names resolving to one are for the connecting side."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        address = ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return False  # a name, not a literal address
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_link_local or address.is_unspecified
 
 
 def _http_url(url: str) -> bool:

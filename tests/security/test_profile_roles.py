@@ -82,3 +82,23 @@ async def test_another_tenants_admin_sees_only_its_own(aiohttp_client: Any, tmp_
     body = await resp.json()
     assert resp.status == 200 and body["version"] == 1, "acme's profile is untouched"
     assert "acme-secret-token" not in await resp.text()
+
+
+async def test_a_token_admin_writes_as_its_subject_and_a_token_customer_is_refused(aiohttp_client: Any,
+                                                                                   tmp_path: Path) -> None:
+    from tests.security.authkit import AUDIENCE, ISSUER, Jwks, SigningKey
+
+    key = SigningKey("k1")
+    async with Jwks(key).serving() as jwks:
+        client = await aiohttp_client(await create_app(make_settings(
+            tmp_path, auth_mode="jwt", jwt_jwks_url=jwks.url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)))
+        customer = {"Authorization": f"Bearer {key.token('acme', sub='cust-7')}"}
+        resp = await client.put(URL, json=PROFILE, headers=customer)
+        assert resp.status == 403
+        assert_envelope(await resp.json(), "forbidden")
+        admin = {"Authorization": f"Bearer {key.token('acme', sub='alice@acme', roles=['admin'])}"}
+        assert (await client.put(URL, json=PROFILE, headers=admin)).status == 200
+        body = await (await client.get(URL, headers=admin)).json()
+        assert body["updated_by"] == "alice@acme"
+        other = {"Authorization": f"Bearer {key.token('globex', sub='bob', roles=['admin'])}"}
+        assert (await client.get(URL, headers=other)).status == 404
