@@ -7,6 +7,7 @@ with its directory chowned to it. ``restart()`` is the fault the tests inject (`
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import pwd
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ class PgCluster:
         self.port = free_port()
         self._user: pwd.struct_passwd | None = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
         self._created = 0
+        self._template = False
 
     def _run(self, *args: str, check: bool = True, timeout: float = START_SECONDS) -> subprocess.CompletedProcess[str]:
         extra: dict[str, Any] = {}
@@ -85,12 +88,25 @@ class PgCluster:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, prefix: str = "t") -> str:
-        """A fresh, empty database (from template0); its URL."""
+    def create_database(self, prefix: str = "t", *, empty: bool = False) -> str:
+        """A fresh database; its URL. By default a copy (CREATE DATABASE ... TEMPLATE) of one
+        migrated once per cluster, so a test pays neither the migrations nor their catalog work;
+        ``empty``: from template0, for the tests of the migrations themselves."""
+        template = "template0" if empty else self._migrated_template()
         self._created += 1
         name = f"{prefix}_{os.getpid()}_{self._created}"
-        self.psql(f"CREATE DATABASE {name} TEMPLATE template0")
+        self.psql(f"CREATE DATABASE {name} TEMPLATE {template}")
         return self.url(name)
+
+    def _migrated_template(self) -> str:
+        if not self._template:
+            self.psql("CREATE DATABASE msev15_template TEMPLATE template0")
+            # the service's own migrations, run once (in a thread: the caller may be inside a loop)
+            worker = threading.Thread(target=asyncio.run, args=(_migrate(self.url("msev15_template")),))
+            worker.start()
+            worker.join()
+            self._template = True
+        return "msev15_template"
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         psql = self.bin / "psql"
@@ -113,6 +129,13 @@ class PgCluster:
     def log(self) -> str:
         path = self.root / "pg.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+async def _migrate(url: str) -> None:
+    from msev15.store.pg_kit import open_database
+
+    database = await open_database(url, min_size=1, max_size=1)
+    await database.close()
 
 
 def start_cluster(skip: Callable[[str], Any]) -> PgCluster | None:

@@ -36,7 +36,7 @@ from tests.pg_server import PgCluster, free_port
 
 async def test_concurrent_migrators_apply_the_schema_once(pg_cluster: PgCluster) -> None:
     """Eight instances start at once on one fresh database: all succeed, each version is applied once."""
-    url = pg_cluster.create_database("migrate")
+    url = pg_cluster.create_database("migrate", empty=True)
     databases = await asyncio.gather(*(open_database(url, min_size=1, max_size=1) for _ in range(8)))
     try:
         async with databases[0].connection() as conn:
@@ -50,7 +50,7 @@ async def test_concurrent_migrators_apply_the_schema_once(pg_cluster: PgCluster)
 
 
 async def test_a_database_of_a_newer_release_is_refused(pg_cluster: PgCluster) -> None:
-    url = pg_cluster.create_database("newer")
+    url = pg_cluster.create_database("newer", empty=True)
     (await open_database(url)).pool.terminate()
     conn = await asyncpg.connect(url)
     await conn.execute("INSERT INTO msev15_migrations (version, name) VALUES ($1, 'from the future')",
