@@ -15,10 +15,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from msev15.agent.coordination import LocalCoordination
+from msev15.agent.redis_coordination import RedisCoordination
 from msev15.app import create_app
 from msev15.banner import banner
 from msev15.common.env import SettingsError
 from msev15.config import Settings
+from msev15.events.redis_turnlog import RedisTurnLog
 from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
 from msev15.store.order_seed import DEMO_ORDERS, DEMO_TENANT
@@ -197,3 +200,19 @@ async def test_instances_seeding_at_once_seed_once(pg_cluster: PgCluster) -> Non
     finally:
         await other.close()
         await database.close()
+
+
+async def test_postgres_with_redis_shares_the_live_parts(pg_cluster: PgCluster, redis_url: str, service: Any) -> None:
+    """SESSION_STORE=postgres with REDIS_URL: conversations in PostgreSQL, the live parts (turn log,
+    coordination) on Redis, so two instances serve one session; without REDIS_URL they stay local."""
+    url = pg_cluster.create_database("shared")
+    one = await service(session_store="postgres", database_url=url, redis_url=redis_url)
+    two = await service(session_store="postgres", database_url=url, redis_url=redis_url)
+    topology = one.app[TOPOLOGY]
+    assert topology.shared and isinstance(topology.turns, RedisTurnLog)
+    assert isinstance(topology.coordination, RedisCoordination)
+    assert (await one.post("/api/v1/chat", json={"session_id": "both", "message": "hello"})).status == 200
+    resp = await two.post("/api/v1/chat", json={"session_id": "both", "message": "again"})
+    assert resp.status == 200 and (await resp.json())["message_count"] == 4
+    alone = await service(session_store="postgres", database_url=url)
+    assert not alone.app[TOPOLOGY].shared and isinstance(alone.app[TOPOLOGY].coordination, LocalCoordination)
