@@ -216,3 +216,23 @@ async def test_postgres_with_redis_shares_the_live_parts(pg_cluster: PgCluster, 
     assert resp.status == 200 and (await resp.json())["message_count"] == 4
     alone = await service(session_store="postgres", database_url=url)
     assert not alone.app[TOPOLOGY].shared and isinstance(alone.app[TOPOLOGY].coordination, LocalCoordination)
+
+
+async def test_instances_creating_one_session_at_once_both_commit(pg_cluster: PgCluster) -> None:
+    """Commits from two instances (two pools) race to create the same session: every turn is
+    kept, the session is counted once (the loser of the insert retries as an append)."""
+    url = pg_cluster.create_database("race")
+    pools = [await open_database(url), await open_database(url)]
+    try:
+        stores = [await PostgresSessions.open(pool, ttl_seconds=0) for pool in pools]
+        await asyncio.gather(*(stores[i % 2].commit_turn("acme", "same", f"hi {i}", 1.0, [], "hello")
+                               for i in range(8)))
+        session = await stores[0].get("acme", "same")
+        assert session is not None and session.visible_count == 16
+        assert sorted(m.content or "" for m in session.messages if m.role == "user") == [f"hi {i}" for i in range(8)]
+        assert await stores[1].count() == 1
+        page = await stores[1].page("acme", 10, 0)
+        assert page.total == 1
+    finally:
+        for pool in pools:
+            await pool.close()

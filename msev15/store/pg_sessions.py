@@ -58,7 +58,13 @@ _APPEND = _APPEND_TO.format(within="")
 # The usual turn: a live session that stays within its caps. One statement, atomic on its own, so
 # no BEGIN/COMMIT: one round trip. Anything else (a new or expired session, a cap crossed) matches
 # no row and takes the transaction below.
-_APPEND_WITHIN = _APPEND_TO.format(within=" AND next_seq + $5 - first_seq <= $14 AND ($15 = 0 OR bytes + $6 <= $15)")
+# Its last column says, when no row was appended, whether the session exists at all (a new one
+# skips straight to the insert).
+_APPEND_WITHIN = (_APPEND_TO.format(within=" AND next_seq + $5 - first_seq <= $14 AND ($15 = 0 OR bytes + $6 <= $15)")
+                  .replace("SELECT start, first_seq, visible_count, bytes FROM s",
+                           "SELECT start, first_seq, visible_count, bytes, true FROM s UNION ALL "
+                           "SELECT NULL, NULL, NULL, NULL, EXISTS (SELECT 1 FROM sessions WHERE tenant = $1 "
+                           "AND session_id = $2) WHERE NOT EXISTS (SELECT 1 FROM s)"))
 _INSERT = """
 WITH s AS (
     INSERT INTO sessions (tenant, session_id, created_at, last_activity, touched, visible_count, first_seq,
@@ -69,8 +75,14 @@ WITH s AS (
     SELECT $1, $2, (m.i - 1)::int, m.role, m.content, m.ts, m.extra, m.bytes, m.visible
     FROM unnest($8::text[], $9::text[], $10::float8[], $11::text[], $12::int[], $13::bool[])
         WITH ORDINALITY AS m(role, content, ts, extra, bytes, visible, i)
+), t AS (
+    INSERT INTO session_tenants (tenant, sessions, changed) VALUES ($1, 1, nextval('session_touched'))
+    ON CONFLICT (tenant) DO UPDATE SET sessions = session_tenants.sessions + 1, changed = excluded.changed
+    RETURNING sessions
+), g AS (
+    UPDATE session_meta SET value = value + 1 WHERE name = 'sessions' RETURNING value
 )
-UPDATE session_meta SET value = value + 1 WHERE name = 'sessions' RETURNING value"""
+SELECT g.value, t.sessions FROM g, t"""
 
 Rows = tuple[list[str], list[str | None], list[float], list[str | None], list[int], list[bool]]
 
@@ -142,32 +154,42 @@ class PostgresSessions:
         async with self.db.connection() as conn:
             found = await conn.fetchrow(_APPEND_WITHIN, tenant_id, session_id, now, sum(rows[5]), len(turn),
                                         sum(rows[4]), self._cutoff_at(now), *rows, self.max_messages, self.max_bytes)
-        if found is not None:
+        assert found is not None  # the statement returns one row either way
+        if found[0] is not None:
             return int(found[2])
+        fresh = not found[4]  # no such session: no append to try, nothing expired to drop
         for attempt in range(RETRIES):
             try:
                 async with self.db.transaction() as conn:
-                    return await self._append(conn, tenant_id, session_id, build, started_at)
+                    return await self._append(conn, tenant_id, session_id, build, started_at, fresh)
             except (asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError):
                 # two instances created the session at once, or two evictions crossed: again, afresh
                 if attempt == RETRIES - 1:
                     raise
+                fresh = False
         raise AssertionError("unreachable")
 
     async def _append(self, conn: Conn, tenant_id: str, session_id: str,
-                      build: Callable[[float], list[Message]], started_at: float) -> int:
+                      build: Callable[[float], list[Message]], started_at: float, fresh: bool) -> int:
+        """The whole commit in the caller's transaction; ``fresh``: the session did not exist a
+        moment ago (if another instance creates it meanwhile, the insert fails and the caller
+        retries with ``fresh`` False)."""
         now = self._clock()
         turn = build(now)
         rows = _rows(turn)  # before anything is written: a malformed step changes nothing
         shown, added, n = sum(rows[5]), sum(rows[4]), len(turn)
-        cutoff = now - self.ttl if self.ttl != math.inf else -math.inf
-        found = await conn.fetchrow(_APPEND, tenant_id, session_id, now, shown, n, added, cutoff, *rows)
+        found = None
+        if not fresh:
+            found = await conn.fetchrow(_APPEND, tenant_id, session_id, now, shown, n, added, self._cutoff_at(now),
+                                        *rows)
         key = (tenant_id, session_id)
         if found is None:  # a new session, or one that expired: it starts afresh
-            await self._drop(conn, [key])
-            held = await conn.fetchval(_INSERT, tenant_id, session_id, started_at, now, shown, n, added, *rows)
-            self._held = int(held)
-            await self._admit(conn, tenant_id, session_id)
+            if not fresh:
+                await self._drop(conn, [key])
+            counts = await conn.fetchrow(_INSERT, tenant_id, session_id, started_at, now, shown, n, added, *rows)
+            assert counts is not None  # the statement always returns its one row
+            self._held = int(counts[0])
+            await self._admit(conn, tenant_id, session_id, int(counts[1]))
             first, end, visible, size = 0, n, shown, added
         else:
             start, first, visible, size = found
@@ -306,15 +328,12 @@ class PostgresSessions:
         await conn.execute("DELETE FROM session_tenants WHERE tenant = ANY($1::text[]) AND sessions <= 0",
                            list(per_tenant))
 
-    async def _admit(self, conn: Conn, tenant_id: str, session_id: str) -> None:
-        """A new session was inserted: count it for its tenant, then apply the session caps (the
-        tenant's own least recently active go first; over SESSION_MAX_SESSIONS the tenant holding
-        the most loses its least recently active). The new session is never the one to go."""
-        count = await conn.fetchval(
-            "INSERT INTO session_tenants (tenant, sessions, changed) VALUES ($1, 1, nextval('session_touched')) "
-            "ON CONFLICT (tenant) DO UPDATE SET sessions = session_tenants.sessions + 1, changed = excluded.changed "
-            "RETURNING sessions", tenant_id)
-        excess = int(count) - self.max_sessions_per_tenant
+    async def _admit(self, conn: Conn, tenant_id: str, session_id: str, count: int) -> None:
+        """A new session was inserted and counted (``count``: the tenant's sessions now): apply the
+        session caps (the tenant's own least recently active go first; over SESSION_MAX_SESSIONS
+        the tenant holding the most loses its least recently active). The new session is never
+        the one to go."""
+        excess = count - self.max_sessions_per_tenant
         if excess > 0:
             await self._evict(conn, tenant_id, session_id, excess)
         while self._held > self.max_sessions:
