@@ -83,7 +83,12 @@ async def open_sessions(settings: Settings, database: Database | None = None) ->
         from msev15.store.pg_sessions import PostgresSessions
 
         assert database is not None, "SESSION_STORE=postgres needs the topology's database"
-        return await PostgresSessions.open(database, ttl_seconds=settings.session_ttl_seconds, **limits)
+        fence = None
+        if settings.redis_url:  # turns coordinated through Redis commit only while they hold the session
+            from msev15.store.redis_fence import RedisFence
+
+            fence = RedisFence(settings.redis_url)
+        return await PostgresSessions.open(database, ttl_seconds=settings.session_ttl_seconds, fence=fence, **limits)
     if settings.session_store == "redis":
         from msev15.store.redis_sessions import RedisSessions
 

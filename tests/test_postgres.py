@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import redis.asyncio
 
 from msev15.agent.coordination import LocalCoordination
 from msev15.agent.redis_coordination import RedisCoordination
@@ -22,7 +23,7 @@ from msev15.banner import banner
 from msev15.common.env import SettingsError
 from msev15.config import Settings
 from msev15.events.redis_turnlog import RedisTurnLog
-from msev15.store.base import SESSIONS
+from msev15.store.base import FENCE, SESSIONS, FencedOut
 from msev15.store.context import ORDERS
 from msev15.store.order_seed import DEMO_ORDERS, DEMO_TENANT
 from msev15.store.order_values import OrderNotFound
@@ -30,6 +31,8 @@ from msev15.store.pg_kit import DatabaseError, masked, open_database
 from msev15.store.pg_orders import PostgresOrders
 from msev15.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from msev15.store.pg_sessions import PostgresSessions
+from msev15.store.redis_fence import RedisFence
+from msev15.store.redis_kit import tenant_key
 from msev15.topology import TOPOLOGY
 from tests.conftest import assert_envelope, make_settings
 from tests.pg_server import PgCluster, free_port
@@ -236,3 +239,29 @@ async def test_instances_creating_one_session_at_once_both_commit(pg_cluster: Pg
     finally:
         for pool in pools:
             await pool.close()
+
+
+async def test_with_redis_a_turn_that_lost_its_session_cannot_commit(pg_cluster: PgCluster, redis_url: str) -> None:
+    """FENCE (set by the runner to the turn's queue entry): a commit goes through only while that
+    entry heads the session's queue in Redis; a turn another instance took over writes nothing."""
+    database = await open_database(pg_cluster.create_database("fence"))
+    store = await PostgresSessions.open(database, ttl_seconds=0, fence=RedisFence(redis_url))
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    queue = tenant_key("acme", "queue", "s")
+    try:
+        await client.rpush(queue, "turn-2|instance-b")  # another instance's turn heads the queue
+        token = FENCE.set("turn-1|instance-a")
+        try:
+            with pytest.raises(FencedOut):
+                await store.commit_turn("acme", "s", "late", 1.0, [], "answer")
+            assert await store.get("acme", "s") is None
+            await client.lpop(queue)
+            await client.rpush(queue, "turn-1|instance-a")  # it heads the queue again
+            assert await store.commit_turn("acme", "s", "on time", 1.0, [], "answer") == 2
+        finally:
+            FENCE.reset(token)
+        assert await store.commit_turn("acme", "s", "no fence", 2.0, [], "answer") == 4  # not coordinated
+    finally:
+        await client.aclose()
+        await store.close()
+        await database.close()

@@ -61,7 +61,7 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: Cloc
     async def open_(ttl: float = 3600, max_messages: int = 1000, max_sessions: int = 250_000,
                     real_time: bool = False, max_sessions_per_tenant: int = 0, max_bytes: int = 0) -> Sessions:
         tick: Callable[[], float] = time.time if real_time else clock
-        caps = dict(max_messages=max_messages, max_sessions=max_sessions,
+        caps: dict[str, Any] = dict(max_messages=max_messages, max_sessions=max_sessions,
                     max_sessions_per_tenant=max_sessions_per_tenant, max_bytes=max_bytes)
         store: Sessions
         if kind == "memory":

@@ -13,6 +13,8 @@ and the same layout as the SQLite store (schema in :mod:`msev15.store.pg_schema`
 - **Bounded, per tenant, in the turn's transaction**, from counters kept in step with the tables
   (``session_meta``, ``session_tenants``, ``sessions.bytes``), as the SQLite store does. Commits on
   one session serialize on its row (``FOR UPDATE``); a deadlock between evictions is retried.
+- **Fenced** with ``REDIS_URL``: a turn coordinated through Redis commits only while it still
+  heads its session's queue (checked just before the commit: :mod:`msev15.store.redis_fence`).
 - **Unavailable, not broken**: connection failures raise
   :class:`~msev15.store.base.StoreUnavailable` (see :mod:`msev15.store.pg_kit`).
 """
@@ -24,11 +26,11 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
-from msev15.store.base import StoreStatus, StoreUnavailable
+from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
 from msev15.store.pg_kit import Conn, Database, translated
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
 
@@ -84,6 +86,12 @@ WITH s AS (
 )
 SELECT g.value, t.sessions FROM g, t"""
 
+class Fence(Protocol):
+    async def holds(self, tenant_id: str, session_id: str, token: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
 Rows = tuple[list[str], list[str | None], list[float], list[str | None], list[int], list[bool]]
 
 
@@ -91,8 +99,10 @@ class PostgresSessions:
     kind = "postgres"
 
     def __init__(self, db: Database, ttl_seconds: float, clock: Callable[[], float], max_messages: int,
-                 max_sessions: int, max_sessions_per_tenant: int = 0, max_bytes: int = 0) -> None:
+                 max_sessions: int, max_sessions_per_tenant: int = 0, max_bytes: int = 0,
+                 fence: Fence | None = None) -> None:
         self.db = db
+        self.fence = fence  # with REDIS_URL: does a turn still hold its session (store/redis_fence.py)
         self.ttl = ttl_seconds if ttl_seconds > 0 else math.inf  # 0: sessions never expire
         self.max_messages = max_messages
         self.max_sessions = max_sessions
@@ -105,8 +115,8 @@ class PostgresSessions:
     @classmethod
     async def open(cls, db: Database, *, ttl_seconds: float, clock: Callable[[], float] = time.time,
                    max_messages: int = 1000, max_sessions: int = 250_000, max_sessions_per_tenant: int = 0,
-                   max_bytes: int = 0) -> PostgresSessions:
-        store = cls(db, ttl_seconds, clock, max_messages, max_sessions, max_sessions_per_tenant, max_bytes)
+                   max_bytes: int = 0, fence: Fence | None = None) -> PostgresSessions:
+        store = cls(db, ttl_seconds, clock, max_messages, max_sessions, max_sessions_per_tenant, max_bytes, fence)
         await store.count()
         return store
 
@@ -151,6 +161,9 @@ class PostgresSessions:
         now = self._clock()
         turn = build(now)
         rows = _rows(turn)  # before anything is written: a malformed step changes nothing
+        token = FENCE.get()
+        if token is not None and self.fence is not None and not await self.fence.holds(tenant_id, session_id, token):
+            raise FencedOut("this turn no longer holds its session")
         async with self.db.connection() as conn:
             found = await conn.fetchrow(_APPEND_WITHIN, tenant_id, session_id, now, sum(rows[5]), len(turn),
                                         sum(rows[4]), self._cutoff_at(now), *rows, self.max_messages, self.max_bytes)
@@ -288,7 +301,9 @@ class PostgresSessions:
         return await self.db.status()
 
     async def close(self) -> None:
-        """The pool is the topology's: it closes it."""
+        """The pool is the topology's: it closes it; the fence's client is the store's."""
+        if self.fence is not None:
+            await self.fence.close()
 
     # --- internals --------------------------------------------------------------------------------
 
