@@ -34,6 +34,7 @@ from msev15.store.pg_sessions import PostgresSessions
 from msev15.store.redis_fence import RedisFence
 from msev15.store.redis_kit import tenant_key
 from msev15.topology import TOPOLOGY
+from tests import pg_server
 from tests.conftest import assert_envelope, make_settings
 from tests.pg_server import PgCluster, free_port
 
@@ -265,3 +266,15 @@ async def test_with_redis_a_turn_that_lost_its_session_cannot_commit(pg_cluster:
         await client.aclose()
         await store.close()
         await database.close()
+
+
+def test_missing_binaries_skip_except_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without initdb/pg_ctl the PostgreSQL tests skip with the reason; under CI=true they fail."""
+    monkeypatch.setattr(pg_server, "bindir", lambda: None)
+    reasons: list[str] = []
+    monkeypatch.delenv("CI", raising=False)
+    assert pg_server.start_cluster(reasons.append) is None
+    assert reasons and "postgresql package" in reasons[0]
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(RuntimeError, match="initdb"):
+        pg_server.start_cluster(reasons.append)
