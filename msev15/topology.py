@@ -143,7 +143,7 @@ class Topology:
         return SendLimiter(per_hour)
 
     def api_key_store(self) -> ApiKeyStore:
-        return api_key_store(self.settings)
+        return api_key_store(self.settings, self.database)
 
     async def open_sessions(self) -> Sessions:
         return await open_sessions(self.settings, self.database)
@@ -262,7 +262,7 @@ class Topology:
             self._pending = await self.open_pending()
             self._feedback = await self.open_feedback()
             self._handoffs = self._open_handoffs()
-            self._profiles = profile_store(self.settings)
+            self._profiles = profile_store(self.settings, self.database)
             self._orders = await self.open_orders()
         except BaseException:
             await self.close()

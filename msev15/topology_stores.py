@@ -40,14 +40,15 @@ def store_label(settings: Settings) -> str:
     return "memory (this process only, lost on restart)"
 
 
-def api_key_store(settings: Settings) -> ApiKeyStore:
+def api_key_store(settings: Settings, database: Database | None = None) -> ApiKeyStore:
     """PostgreSQL when DATABASE_URL is set (the system of record), else Redis when the topology is
     shared (every instance on every machine sees a revocation), else SQLite at API_KEYS_DB_PATH.
-    The CLI (``msev15 keys``) opens the same store as the service."""
+    The CLI (``msev15 keys``) opens the same store as the service (``database``: the service's
+    pool, when the topology has one; the CLI's store opens a small one of its own)."""
     if settings.database_url:
         from msev15.store.pg_apikeys import PostgresApiKeyStore
 
-        return PostgresApiKeyStore(settings.database_url)
+        return PostgresApiKeyStore(settings.database_url, shared=database)
     if settings.session_store == "redis":
         from msev15.store.redis_apikeys import RedisApiKeyStore
 
@@ -55,14 +56,14 @@ def api_key_store(settings: Settings) -> ApiKeyStore:
     return SqliteApiKeyStore(settings.api_keys_db_path)
 
 
-def profile_store(settings: Settings) -> ProfileStore:
+def profile_store(settings: Settings, database: Database | None = None) -> ProfileStore:
     """Where tenant profiles live: beside the API keys (PostgreSQL when DATABASE_URL is set, Redis
     when shared, else the API keys SQLite file, so they survive restarts with SESSION_STORE=memory
     too). ``msev15 profile`` opens this."""
     if settings.database_url:
         from msev15.store.pg_profiles import PostgresProfiles
 
-        return PostgresProfiles(settings.database_url)
+        return PostgresProfiles(settings.database_url, shared=database)
     if settings.session_store == "redis":
         from msev15.store.redis_profiles import RedisProfiles
 

@@ -26,8 +26,8 @@ def _record(row: Any) -> ApiKey:
 
 
 class PostgresApiKeyStore:
-    def __init__(self, url: str) -> None:
-        self._pool = OnDemand(url)
+    def __init__(self, url: str, *, shared: Database | None = None) -> None:
+        self._pool = OnDemand(url, shared=shared)  # shared: the service's pool (the CLI opens its own)
 
     async def _database(self) -> Database:
         return await self._pool.get()

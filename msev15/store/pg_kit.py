@@ -201,10 +201,12 @@ class OnDemand:
     same way as the service (API keys, tenant profiles), with no I/O at construction. A failure to
     open is StoreUnavailable; the next call tries again."""
 
-    def __init__(self, url: str, *, max_size: int = 4) -> None:
+    def __init__(self, url: str, *, max_size: int = 4, shared: Database | None = None) -> None:
+        """``shared``: the service's own pool (the topology's), used instead and never closed here."""
         self.url = url
         self.max_size = max_size
-        self._db: Database | None = None
+        self._db: Database | None = shared
+        self._owned = shared is None
         self._opening = asyncio.Lock()
 
     async def get(self) -> Database:
@@ -218,5 +220,5 @@ class OnDemand:
 
     async def close(self) -> None:
         db, self._db = self._db, None
-        if db is not None:
+        if db is not None and self._owned:
             await db.close()

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from msev15.store.pg_kit import Conn, OnDemand, translated
+from msev15.store.pg_kit import Conn, Database, OnDemand, translated
 from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, VersionConflict, stored_copy
 
 _CACHED_RECORDS = 1024
@@ -24,8 +24,8 @@ _SELECT = "SELECT tenant_id, version, profile, updated_at, updated_by FROM profi
 
 
 class PostgresProfiles:
-    def __init__(self, url: str, *, max_versions: int = MAX_VERSIONS) -> None:
-        self._pool = OnDemand(url)
+    def __init__(self, url: str, *, max_versions: int = MAX_VERSIONS, shared: Database | None = None) -> None:
+        self._pool = OnDemand(url, shared=shared)  # shared: the service's pool (the CLI opens its own)
         self.max_versions = max_versions
         self._records: OrderedDict[tuple[str, int], ProfileRecord] = OrderedDict()
 
