@@ -32,59 +32,11 @@ import asyncpg
 
 from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
 from msev15.store.pg_kit import Conn, Database, translated
+from msev15.store.pg_session_sql import APPEND, APPEND_WITHIN, CONTEXT, INSERT, SESSION
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
 
 EXPIRE_BATCH = 500
 RETRIES = 3
-_SESSION = ("SELECT created_at, last_activity, visible_count, first_seq, next_seq, bytes, mode FROM sessions "
-            "WHERE tenant = $1 AND session_id = $2")
-_CONTEXT = ("SELECT m.role, m.content, m.ts, m.extra FROM sessions s CROSS JOIN LATERAL ("
-            "SELECT role, content, ts, extra, seq FROM messages WHERE tenant = s.tenant AND session_id = s.session_id "
-            "ORDER BY seq DESC LIMIT $3) m WHERE s.tenant = $1 AND s.session_id = $2 AND s.last_activity > $4 "
-            "ORDER BY m.seq DESC")
-# The append to a live session: one statement, the row and the messages together.
-_APPEND_TO = """
-WITH s AS (
-    UPDATE sessions SET last_activity = $3, touched = nextval('session_touched'),
-        visible_count = visible_count + $4, next_seq = next_seq + $5, bytes = bytes + $6
-    WHERE tenant = $1 AND session_id = $2 AND last_activity > $7{within}
-    RETURNING next_seq - $5 AS start, first_seq, visible_count, bytes
-), m AS (
-    INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra, bytes, visible)
-    SELECT $1, $2, s.start + (m.i - 1)::int, m.role, m.content, m.ts, m.extra, m.bytes, m.visible
-    FROM s, unnest($8::text[], $9::text[], $10::float8[], $11::text[], $12::int[], $13::bool[])
-        WITH ORDINALITY AS m(role, content, ts, extra, bytes, visible, i)
-)
-SELECT start, first_seq, visible_count, bytes FROM s"""
-_APPEND = _APPEND_TO.format(within="")
-# The usual turn: a live session that stays within its caps. One statement, atomic on its own, so
-# no BEGIN/COMMIT: one round trip. Anything else (a new or expired session, a cap crossed) matches
-# no row and takes the transaction below.
-# Its last column says, when no row was appended, whether the session exists at all (a new one
-# skips straight to the insert).
-_APPEND_WITHIN = (_APPEND_TO.format(within=" AND next_seq + $5 - first_seq <= $14 AND ($15 = 0 OR bytes + $6 <= $15)")
-                  .replace("SELECT start, first_seq, visible_count, bytes FROM s",
-                           "SELECT start, first_seq, visible_count, bytes, true FROM s UNION ALL "
-                           "SELECT NULL, NULL, NULL, NULL, EXISTS (SELECT 1 FROM sessions WHERE tenant = $1 "
-                           "AND session_id = $2) WHERE NOT EXISTS (SELECT 1 FROM s)"))
-_INSERT = """
-WITH s AS (
-    INSERT INTO sessions (tenant, session_id, created_at, last_activity, touched, visible_count, first_seq,
-                          next_seq, bytes)
-    VALUES ($1, $2, $3, $4, nextval('session_touched'), $5, 0, $6, $7)
-), m AS (
-    INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra, bytes, visible)
-    SELECT $1, $2, (m.i - 1)::int, m.role, m.content, m.ts, m.extra, m.bytes, m.visible
-    FROM unnest($8::text[], $9::text[], $10::float8[], $11::text[], $12::int[], $13::bool[])
-        WITH ORDINALITY AS m(role, content, ts, extra, bytes, visible, i)
-), t AS (
-    INSERT INTO session_tenants (tenant, sessions, changed) VALUES ($1, 1, nextval('session_touched'))
-    ON CONFLICT (tenant) DO UPDATE SET sessions = session_tenants.sessions + 1, changed = excluded.changed
-    RETURNING sessions
-), g AS (
-    UPDATE session_meta SET value = value + 1 WHERE name = 'sessions' RETURNING value
-)
-SELECT g.value, t.sessions FROM g, t"""
 
 class Fence(Protocol):
     async def holds(self, tenant_id: str, session_id: str, token: str) -> bool: ...
@@ -139,7 +91,7 @@ class PostgresSessions:
     async def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
         """One statement (every turn asks it first): the live session's last ``limit`` messages."""
         async with self.db.connection() as conn:
-            rows = list(await conn.fetch(_CONTEXT, tenant_id, session_id, limit, self._cutoff()))
+            rows = list(await conn.fetch(CONTEXT, tenant_id, session_id, limit, self._cutoff()))
         rows.reverse()
         # A tool result must follow its call: skip results cut off from their assistant message.
         start = next((i for i, r in enumerate(rows) if r[0] != "tool"), len(rows))
@@ -165,7 +117,7 @@ class PostgresSessions:
         if token is not None and self.fence is not None and not await self.fence.holds(tenant_id, session_id, token):
             raise FencedOut("this turn no longer holds its session")
         async with self.db.connection() as conn:
-            found = await conn.fetchrow(_APPEND_WITHIN, tenant_id, session_id, now, sum(rows[5]), len(turn),
+            found = await conn.fetchrow(APPEND_WITHIN, tenant_id, session_id, now, sum(rows[5]), len(turn),
                                         sum(rows[4]), self._cutoff_at(now), *rows, self.max_messages, self.max_bytes)
         assert found is not None  # the statement returns one row either way
         if found[0] is not None:
@@ -193,13 +145,13 @@ class PostgresSessions:
         shown, added, n = sum(rows[5]), sum(rows[4]), len(turn)
         found = None
         if not fresh:
-            found = await conn.fetchrow(_APPEND, tenant_id, session_id, now, shown, n, added, self._cutoff_at(now),
+            found = await conn.fetchrow(APPEND, tenant_id, session_id, now, shown, n, added, self._cutoff_at(now),
                                         *rows)
         key = (tenant_id, session_id)
         if found is None:  # a new session, or one that expired: it starts afresh
             if not fresh:
                 await self._drop(conn, [key])
-            counts = await conn.fetchrow(_INSERT, tenant_id, session_id, started_at, now, shown, n, added, *rows)
+            counts = await conn.fetchrow(INSERT, tenant_id, session_id, started_at, now, shown, n, added, *rows)
             assert counts is not None  # the statement always returns its one row
             self._held = int(counts[0])
             await self._admit(conn, tenant_id, session_id, int(counts[1]))
@@ -315,7 +267,7 @@ class PostgresSessions:
 
     async def _live(self, conn: Conn, tenant_id: str, session_id: str,
                     lock: bool = False) -> asyncpg.Record | None:
-        row = await conn.fetchrow(_SESSION + (" FOR UPDATE" if lock else ""), tenant_id, session_id)
+        row = await conn.fetchrow(SESSION + (" FOR UPDATE" if lock else ""), tenant_id, session_id)
         if row is None or row[1] + self.ttl <= self._clock():
             return None  # an expired session is gone for readers; the sweeper deletes it
         return row
