@@ -71,7 +71,7 @@ class GcWatch:
 
 def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "", llm_api: str = "chat",
                      session_store: str = "memory", redis_url: str = "", per_tenant_turns: int | None = None,
-                     tenant_rate_per_minute: int = 0) -> Any:
+                     tenant_rate_per_minute: int = 0, database_url: str = "") -> Any:
     """The service as deployed, made hermetic: offline (or the real openai client against
     ``upstream``), no MCP, files under ``workdir``."""
     from msev15.config import Settings
@@ -91,7 +91,7 @@ def service_settings(workdir: Path, max_concurrent_turns: int, upstream: str = "
         agent_max_concurrent_turns_per_tenant=max_concurrent_turns if per_tenant_turns is None else per_tenant_turns,
         agent_max_queued_turns_per_tenant=max(100, max_concurrent_turns),
         session_store=session_store, session_db_path=str(workdir / "sessions.db"), redis_url=redis_url,
-        rate_limit_per_tenant_per_minute=tenant_rate_per_minute,
+        database_url=database_url, rate_limit_per_tenant_per_minute=tenant_rate_per_minute,
     )
 
 
@@ -134,7 +134,7 @@ async def _build(args: argparse.Namespace, workdir: Path) -> web.Application:
 
     settings = service_settings(workdir, args.max_concurrent_turns, args.upstream, args.llm_api,
                                 args.session_store, args.redis_url, args.per_tenant_turns,
-                                args.tenant_rate_per_minute)
+                                args.tenant_rate_per_minute, args.database_url)
     setup_logging(settings)
     if args.upstream:  # the real openai client against the instant upstream
         return await create_app(settings)
@@ -215,9 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--app", choices=("service", "reference", "relay", "upstream"), required=True)
     parser.add_argument("--upstream", default="", help="service/relay: the OpenAI-compatible upstream's URL")
     parser.add_argument("--llm-api", choices=("chat", "responses"), default="chat", help="service: LLM_API")
-    parser.add_argument("--session-store", choices=("memory", "sqlite", "redis"), default="memory",
+    parser.add_argument("--session-store", choices=("memory", "sqlite", "redis", "postgres"), default="memory",
                         help="service: SESSION_STORE (sqlite files go in the launcher's temp dir)")
     parser.add_argument("--redis-url", default="", help="service: REDIS_URL for --session-store redis")
+    parser.add_argument("--database-url", default="", help="service: DATABASE_URL for --session-store postgres")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per answer")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each token (slow model)")
     parser.add_argument("--per-tenant-turns", type=int, default=None,

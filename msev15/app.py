@@ -56,7 +56,7 @@ from msev15.handlers.metrics import app_gauges
 from msev15.handlers.ratelimit import rate_limit_middleware
 from msev15.handlers.tenancy import tenant_rate_middleware
 from msev15.server.connections import CONNECTIONS, ConnectionStats
-from msev15.store.context import orders_ctx, sweeper_ctx
+from msev15.store.context import sweeper_ctx
 from msev15.topology import TOPOLOGY, Topology, topology_ctx
 
 GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700
@@ -122,7 +122,7 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
         app[MAILER] = overrides.pop("mailer")
     if overrides:
         raise TypeError(f"unknown overrides: {', '.join(overrides)}")
-    app.cleanup_ctx.extend([events_ctx, topology_ctx, completed_turns_ctx, auth_ctx, sweeper_ctx, orders_ctx,
+    app.cleanup_ctx.extend([events_ctx, topology_ctx, completed_turns_ctx, auth_ctx, sweeper_ctx,
                             tools_ctx, provider_ctx, mcp_ctx, mcp_pool_ctx, turn_profiles_ctx,
                             handoff_timeout_ctx, runner_ctx, mcp_endpoint_ctx, health_ctx])
     if install_tracing is not None:

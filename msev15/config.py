@@ -107,7 +107,7 @@ def _tool_patterns(raw: str) -> tuple[str, ...]:
 
 
 _S, _L, _A, _M, _D, _E, _G = "Server", "LLM", "Agent", "MCP", "Orders", "Email", "Logging"
-SESSION_STORES = ("memory", "sqlite", "redis")
+SESSION_STORES = ("memory", "sqlite", "redis", "postgres")
 
 
 def _public_url(raw: str) -> str:
@@ -125,6 +125,20 @@ def _redis_url(raw: str) -> str:
     if value and urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         raise ValueError("a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0, or "
                          "redis+cluster://host:port for a Redis Cluster")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or "host=" in parts.query):
+        raise ValueError("a postgresql:// URL such as postgresql://user:password@127.0.0.1:5432/msev15")
+    try:
+        parts.port  # noqa: B018 (a bad port raises here, not when the pool first connects)
+    except ValueError as exc:
+        raise ValueError(f"a postgresql:// URL with a valid port ({exc})") from None
     return value
 
 AUTH_MODES = ("none", "api_key", "jwt")
@@ -236,11 +250,17 @@ VARIABLES: tuple[Var, ...] = (
     Var("SESSION_MAX_BYTES", "262144", int_between(1024, 1_000_000_000),
         "Bytes of messages kept per session; the oldest whole turns are dropped beyond it.", _A),
     Var("SESSION_STORE", "memory", one_of(*SESSION_STORES),
-        "memory (per process), sqlite (durable on one machine) or redis (shared by many instances).", _A),
+        "memory (per process), sqlite (durable on one machine), redis or postgres (shared by many instances; "
+        "postgres needs DATABASE_URL).", _A),
     Var("SESSION_DB_PATH", "./data/sessions.db", stripped, "SQLite file of the sessions (SESSION_STORE=sqlite).", _A),
     Var("REDIS_URL", "", _redis_url, "Redis for SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0 "
         "(redis+cluster://host:port: a Redis Cluster).", _A, secret=True),
     Var("REDIS_CLUSTER", "false", boolean, "REDIS_URL names a node of a Redis Cluster (as redis+cluster:// does).", _A),
+    Var("DATABASE_URL", "", _database_url,
+        "PostgreSQL, the system of record when set (orders, API keys, tenant profiles, feedback, handoffs, "
+        "pending calls; sessions with SESSION_STORE=postgres), e.g. postgresql://msev15:secret@127.0.0.1:5432/msev15.",
+        _A,
+        secret=True),
     Var("REDIS_LEASE_SECONDS", "10", float_between(1, 300),
         "An instance that stops heartbeating for this long loses its turns (turn_lost) to the others.", _A),
     Var("STREAM_RETENTION_SECONDS", "300", int_between(0, 7 * 86400),
@@ -356,6 +376,7 @@ class Settings:
     session_db_path: str
     redis_url: str
     redis_cluster: bool
+    database_url: str
     redis_lease_seconds: float
     session_max_sessions_per_tenant: int
     session_max_bytes: int
@@ -404,6 +425,9 @@ class Settings:
             problems.append("REDIS_URL is required when SESSION_STORE=redis, e.g. redis://127.0.0.1:6379/0")
         if settings.redis_cluster and urlsplit(settings.redis_url).scheme == "unix":
             problems.append("REDIS_CLUSTER=true needs a redis:// or rediss:// REDIS_URL (a cluster node)")
+        if settings.session_store == "postgres" and not settings.database_url:
+            problems.append("DATABASE_URL is required when SESSION_STORE=postgres, "
+                            "e.g. postgresql://msev15:secret@127.0.0.1:5432/msev15")
         if problems:
             raise SettingsError(problems + settings.problems())
         return settings

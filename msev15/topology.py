@@ -13,20 +13,27 @@ profiles (``PROFILES`` in ``store/profiles.py``).
 - ``sqlite``: the same, with sessions in SQLite (``SESSION_DB_PATH``), durable across restarts.
 - ``redis``: sessions, turn streams, coordination, limits, API keys and tenant profiles shared by
   every instance on ``REDIS_URL``.
+- ``postgres``: sessions in PostgreSQL (``DATABASE_URL``). Without ``REDIS_URL`` one instance
+  serves (turn log, coordination and limiters in this process, as with ``sqlite``); with it the
+  live parts (turn streams, coordination and queues, rate limits, session streams) are Redis's, as
+  with ``redis``.
+
+``DATABASE_URL``, whatever the session store, makes PostgreSQL the system of record: the pool
+(:class:`~msev15.store.pg_kit.Database`, migrated at start-up) is opened first and closed last
+here, and the durable records (API keys, tenant profiles, pending calls, feedback, handoff
+records) live in it.
 
 The parts are published under the keys their own packages declare (``SESSIONS`` in
 ``store/base.py``, ``TURNS`` in ``events/turnlog.py``, ``COORDINATION`` in
 ``agent/coordination.py``, ``TENANT_LIMITER`` in ``store/limits.py``), so a handler or the runner
 reads an interface and never asks which backend is behind it. A new backend (PostgreSQL) is a new
-branch here and new implementations of those interfaces, nothing else.
+branch here and new implementations of those interfaces, nothing else (as PostgreSQL was).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TypedDict
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -37,86 +44,25 @@ from msev15.config import Settings
 from msev15.events.context import BUS
 from msev15.events.session_feed import feed_session_events
 from msev15.events.turnlog import TURNS, TurnLog
-from msev15.store.apikeys import ApiKeyStore, SqliteApiKeyStore
+from msev15.store.apikeys import ApiKeyStore
 from msev15.store.auth_limits import FailureLimit, LocalFailureLimit, RedisFailureLimit
 from msev15.store.base import SESSIONS, Sessions
+from msev15.store.context import ORDERS
 from msev15.store.feedback import FEEDBACK, FeedbackStore, MemoryFeedback
 from msev15.store.handoffs import HANDOFFS, Handoffs, MemoryHandoffs
 from msev15.store.limits import TENANT_LIMITER, RateLimiter
-from msev15.store.memory import MemorySessions
+from msev15.store.order_store import OrderStore
+from msev15.store.orders import OrderRepository
 from msev15.store.pending import PENDING, MemoryPendingCalls, PendingCalls
+from msev15.store.pg_kit import Database, open_database
 from msev15.store.profiles import PROFILES, ProfileStore
 from msev15.store.session_events import SESSION_EVENTS, MemorySessionEvents, SessionEvents
-from msev15.store.sessions import SessionStore
-from msev15.store.sqlite_sessions import SqliteSessions
+from msev15.topology_stores import api_key_store, open_sessions, profile_store, redis_url, store_label
 
 log = logging.getLogger("app")
 
-
-class _Limits(TypedDict):
-    max_messages: int
-    max_sessions: int
-    max_sessions_per_tenant: int
-    max_bytes: int
-
-
-def redis_url(settings: Settings) -> str:
-    """REDIS_URL as the Redis parts open it: ``redis+cluster://`` (``rediss+cluster://``) when
-    REDIS_CLUSTER=true names a cluster node by a plain URL."""
-    url = settings.redis_url
-    scheme, sep, rest = url.partition("://")
-    if settings.redis_cluster and sep and scheme in ("redis", "rediss"):
-        return f"{scheme}+cluster://{rest}"
-    return url
-
-
-def store_label(settings: Settings) -> str:
-    """Which session store is in use and where, for the banner (never REDIS_URL's credentials)."""
-    if settings.session_store == "sqlite":
-        return f"sqlite ({settings.session_db_path}, durable)"
-    if settings.session_store == "redis":
-        url = urlsplit(redis_url(settings))
-        kind = "redis cluster" if url.scheme.endswith("+cluster") else "redis"
-        return f"{kind} ({url.hostname or url.path}{f':{url.port}' if url.port else ''}, shared)"
-    return "memory (this process only, lost on restart)"
-
-
-def api_key_store(settings: Settings) -> ApiKeyStore:
-    """Redis when the topology is shared (every instance on every machine sees a revocation), else
-    SQLite at API_KEYS_DB_PATH. The CLI (``msev15 keys``) opens the same store as the service."""
-    if settings.session_store == "redis":
-        from msev15.store.redis_apikeys import RedisApiKeyStore
-
-        return RedisApiKeyStore(redis_url(settings))
-    return SqliteApiKeyStore(settings.api_keys_db_path)
-
-
-def profile_store(settings: Settings) -> ProfileStore:
-    """Where tenant profiles live: beside the API keys (Redis when shared, else the API keys SQLite
-    file, so they survive restarts with SESSION_STORE=memory too). ``msev15 profile`` opens this."""
-    if settings.session_store == "redis":
-        from msev15.store.redis_profiles import RedisProfiles
-
-        return RedisProfiles(settings.redis_url)
-    from msev15.store.sqlite_profiles import SqliteProfiles
-
-    return SqliteProfiles(settings.api_keys_db_path)
-
-
-async def open_sessions(settings: Settings) -> Sessions:
-    """The session store SESSION_STORE names, with the same limits whichever it is."""
-    limits: _Limits = {"max_messages": settings.session_max_messages,
-                       "max_sessions": settings.session_max_sessions,
-                       "max_sessions_per_tenant": settings.session_max_sessions_per_tenant,
-                       "max_bytes": settings.session_max_bytes}
-    if settings.session_store == "redis":
-        from msev15.store.redis_sessions import RedisSessions
-
-        return await RedisSessions.open(redis_url(settings), ttl_seconds=settings.session_ttl_seconds, **limits)
-    if settings.session_store == "sqlite":
-        return await SqliteSessions.open(settings.session_db_path, ttl_seconds=settings.session_ttl_seconds,
-                                         **limits)
-    return MemorySessions(SessionStore(settings.session_ttl_seconds, **limits))
+__all__ = ["TOPOLOGY", "Topology", "api_key_store", "open_sessions", "profile_store", "redis_url", "store_label",
+           "topology_ctx"]
 
 
 class Topology:
@@ -127,9 +73,13 @@ class Topology:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kind = settings.session_store
-        if self.kind not in ("memory", "sqlite", "redis"):
+        if self.kind not in ("memory", "sqlite", "redis", "postgres"):
             raise ValueError(f"unknown SESSION_STORE {self.kind!r}")
-        self.shared = self.kind == "redis"  # several instances may run on it
+        if self.kind == "postgres" and not settings.database_url:
+            raise ValueError("SESSION_STORE=postgres needs DATABASE_URL")
+        # several instances may run on it: the live parts are Redis's
+        self.shared = self.kind == "redis" or (self.kind == "postgres" and bool(settings.redis_url))
+        self.database: Database | None = None  # the PostgreSQL pool (DATABASE_URL), opened by open()
         self.instance_id = new_id()
         self.turns: TurnLog = self._turn_log()
         self.coordination: Coordination = self._coordination()
@@ -144,6 +94,7 @@ class Topology:
         self._feedback: FeedbackStore | None = None
         self._handoffs: Handoffs | None = None
         self._profiles: ProfileStore | None = None
+        self._orders: OrderStore | None = None
         self.session_events: SessionEvents = self._session_events()
 
     # --- the parts ------------------------------------------------------------------------
@@ -192,13 +143,18 @@ class Topology:
         return SendLimiter(per_hour)
 
     def api_key_store(self) -> ApiKeyStore:
-        return api_key_store(self.settings)
+        return api_key_store(self.settings, self.database)
 
     async def open_sessions(self) -> Sessions:
-        return await open_sessions(self.settings)
+        return await open_sessions(self.settings, self.database)
 
     async def open_pending(self) -> PendingCalls:
-        """The pending calls of paused turns, kept where the sessions are (durable and shared alike)."""
+        """The pending calls of paused turns: in PostgreSQL when there is one, else where the sessions
+        are (durable and shared alike)."""
+        if self.database is not None:
+            from msev15.store.pg_pending import PostgresPendingCalls
+
+            return PostgresPendingCalls(self.database)
         if self.kind == "redis":
             from msev15.store.redis_pending import RedisPendingCalls
 
@@ -214,8 +170,12 @@ class Topology:
         assert self._pending is not None, "the topology is not open"
         return self._pending
     async def open_feedback(self) -> FeedbackStore:
-        """Answer feedback, kept where the sessions are (store/feedback.py)."""
+        """Answer feedback: in PostgreSQL when there is one, else where the sessions are."""
         settings = self.settings
+        if self.database is not None:
+            from msev15.store.pg_feedback import PostgresFeedback
+
+            return PostgresFeedback(self.database, session_ttl_seconds=settings.session_ttl_seconds)
         if self.kind == "redis":
             from msev15.store.redis_feedback import RedisFeedback
 
@@ -233,7 +193,12 @@ class Topology:
 
     def _open_handoffs(self) -> Handoffs:
         """Where handoff records live: beside the sessions (this process, the SQLite file's
-        folder, or Redis), so every instance that shares the sessions shares the queue."""
+        folder, or Redis), or in PostgreSQL when there is one, so every instance that shares the
+        sessions shares the queue."""
+        if self.database is not None:
+            from msev15.store.pg_handoffs import PostgresHandoffs
+
+            return PostgresHandoffs(self.database)
         if self.shared:
             from msev15.store.redis_handoffs import RedisHandoffs
 
@@ -258,6 +223,24 @@ class Topology:
         assert self._handoffs is not None, "the topology is not open"
         return self._handoffs
 
+    async def open_orders(self) -> OrderStore:
+        """The orders behind the order tools: PostgreSQL when there is one (every replica sees
+        every order), else SQLite at ORDER_DB_PATH. ORDER_DB_SEED seeds either."""
+        settings = self.settings
+        if self.database is not None:
+            from msev15.store.pg_orders import PostgresOrders
+
+            orders = PostgresOrders(self.database)
+            if settings.order_db_seed:
+                await orders.seed_demo_orders()
+            return orders
+        return await OrderRepository.open(settings.order_db_path, seed=settings.order_db_seed)
+
+    @property
+    def orders(self) -> OrderStore:
+        assert self._orders is not None, "the topology is not open"
+        return self._orders
+
     @property
     def profiles(self) -> ProfileStore:
         assert self._profiles is not None, "the topology is not open"
@@ -271,11 +254,19 @@ class Topology:
     # --- one lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._sessions = await self.open_sessions()
-        self._pending = await self.open_pending()
-        self._feedback = await self.open_feedback()
-        self._handoffs = self._open_handoffs()
-        self._profiles = profile_store(self.settings)
+        """Open the parts; when one fails, what did open is closed again before the error propagates."""
+        try:
+            if self.settings.database_url:
+                self.database = await open_database(self.settings.database_url)
+            self._sessions = await self.open_sessions()
+            self._pending = await self.open_pending()
+            self._feedback = await self.open_feedback()
+            self._handoffs = self._open_handoffs()
+            self._profiles = profile_store(self.settings, self.database)
+            self._orders = await self.open_orders()
+        except BaseException:
+            await self.close()
+            raise
         self.session_events.start()
         self.turns.start()
 
@@ -293,12 +284,16 @@ class Topology:
             await self._handoffs.close()
         if self._profiles is not None:
             await self._profiles.close()
+        if self._orders is not None:
+            await self._orders.close()
         await self.session_events.close()
         for limiter in (self.ip_limiter, self.tenant_limiter):
             if limiter is not None:
                 await limiter.close()
         await self.failure_limit.close()
         await self.send_limiter.close()
+        if self.database is not None:
+            await self.database.close()
 
 
 TOPOLOGY = web.AppKey("msev15.topology", Topology)
@@ -320,6 +315,7 @@ async def topology_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SEND_LIMITER] = topology.send_limiter
     app[FEEDBACK] = topology.feedback
     app[PROFILES] = topology.profiles
+    app[ORDERS] = topology.orders
     log.debug("topology %s open (instance %s)", topology.kind, topology.instance_id)
     try:
         yield

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from msev15.app import create_app
 from msev15.config import Settings
 from tests.llm_server import ScriptedLLM
+from tests.pg_server import PgCluster, start_cluster
 from tests.redis_cluster import RedisCluster
 
 REDIS_START_SECONDS = 10.0
@@ -155,3 +156,21 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL cluster for the whole test session (tests/pg_server.py); the tests
+    that use it skip when the binaries are missing, except under CI=true, where they fail."""
+    cluster = start_cluster(pytest.skip)
+    assert cluster is not None
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def database_url(pg_cluster: PgCluster) -> str:
+    """A fresh, empty database for the test module (the next module gets another)."""
+    return pg_cluster.create_database()

@@ -1,4 +1,4 @@
-"""The feedback store contract, run against every implementation (memory, sqlite, redis)."""
+"""The feedback store contract, run against every implementation (memory, sqlite, redis, postgres)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from msev15.store.feedback import CompletedTurn, Feedback, FeedbackStore, MemoryFeedback
+from msev15.store.pg_feedback import PostgresFeedback
+from msev15.store.pg_kit import Database, open_database
 from msev15.store.redis_feedback import RedisFeedback
 from msev15.store.sqlite_feedback import SqliteFeedback
 
-KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
+KINDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
 OpenStore = Callable[..., Awaitable[FeedbackStore]]
 
@@ -25,6 +27,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     opened: list[FeedbackStore] = []
     redis_url = {"redis": lambda: request.getfixturevalue("redis_url"),
                  "redis-cluster": lambda: request.getfixturevalue("redis_cluster").url}.get(kind, str)()
+    database_url = request.getfixturevalue("pg_cluster").create_database("feedback") if kind == "postgres" else ""
+    pools: list[Database] = []
 
     async def open_(max_per_tenant: int = 100_000, ttl: float = 3600) -> FeedbackStore:
         store: FeedbackStore
@@ -33,6 +37,9 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         elif kind == "sqlite":
             store = await SqliteFeedback.open(tmp_path / "sessions.db", session_ttl_seconds=ttl,
                                               max_per_tenant=max_per_tenant)
+        elif kind == "postgres":
+            pools.append(await open_database(database_url))
+            store = PostgresFeedback(pools[-1], session_ttl_seconds=ttl, max_per_tenant=max_per_tenant)
         else:
             store = RedisFeedback(redis_url, session_ttl_seconds=ttl, max_per_tenant=max_per_tenant)
         opened.append(store)
@@ -41,6 +48,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     yield open_
     for store in opened:
         await store.close()
+    for pool in pools:
+        await pool.close()
 
 
 def _rating(turn: str, rating: str = "up", *, tenant: str = "acme", caller: str = "anonymous",

@@ -1,6 +1,6 @@
-"""The handoff records contract, on every implementation (memory, SQLite, Redis), including the one
-rule operators race on: of concurrent claims exactly one wins, also from two stores sharing one
-SQLite file or one Redis (two instances)."""
+"""The handoff records contract, on every implementation (memory, SQLite, Redis, PostgreSQL),
+including the one rule operators race on: of concurrent claims exactly one wins, also from two
+stores sharing one SQLite file, one Redis or one PostgreSQL database (two instances)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,25 @@ from pathlib import Path
 import pytest
 
 from msev15.store.handoffs import Handoffs, MemoryHandoffs
+from msev15.store.pg_handoffs import PostgresHandoffs
+from msev15.store.pg_kit import Database, open_database
 from msev15.store.redis_handoffs import RedisHandoffs
 from msev15.store.sqlite_handoffs import SqliteHandoffs, path_beside
 
 Opener = Callable[[], Handoffs]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "postgres"])
 async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """``opener()`` -> another handle on the same records (another instance, for sqlite and redis)."""
     opened: list[Handoffs] = []
     memory = MemoryHandoffs()
     url = {"redis": lambda: request.getfixturevalue("redis_url"),
            "redis-cluster": lambda: request.getfixturevalue("redis_cluster").url}.get(request.param, str)()
+    pools: list[Database] = []
+    if request.param == "postgres":  # two pools on one fresh database: two instances
+        database_url = request.getfixturevalue("pg_cluster").create_database("handoffs")
+        pools += [await open_database(database_url), await open_database(database_url)]
 
     def open_() -> Handoffs:
         store: Handoffs
@@ -32,6 +38,8 @@ async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             store = memory
         elif request.param == "sqlite":
             store = SqliteHandoffs(path_beside(tmp_path / "sessions.db"))
+        elif request.param == "postgres":
+            store = PostgresHandoffs(pools[len(opened) % 2])
         else:
             store = RedisHandoffs(url)
         opened.append(store)
@@ -40,6 +48,8 @@ async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     yield open_
     for store in opened:
         await store.close()
+    for pool in pools:
+        await pool.close()
 
 
 async def test_request_list_claim_end(opener: Opener) -> None:

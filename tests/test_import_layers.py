@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("msev15.store",),
     ("msev15.events", "msev15.logs.subscriber"),
     ("msev15.agent",),
+    ("msev15.topology_stores",),
     ("msev15.topology",),
     ("msev15.handlers",),
     ("msev15.server",),

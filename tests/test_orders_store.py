@@ -1,4 +1,6 @@
-"""OrderRepository against real SQLite files."""
+"""The order store contract: OrderRepository against real SQLite files and PostgresOrders against a
+real PostgreSQL (a fresh database per test). Tests that read the SQLite file itself (``db_path``)
+or open repositories by path are SQLite's own."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from msev15.store.order_store import OrderStore
 from msev15.store.orders import (
     MAX_LIMIT,
     SCHEMA_VERSION,
@@ -24,6 +27,8 @@ from msev15.store.orders import (
     OrderValidationError,
     new_order_id,
 )
+from msev15.store.pg_kit import open_database
+from msev15.store.pg_orders import PostgresOrders
 
 A, B = "tenant-a", "tenant-b"
 ID_RE = re.compile(r"ORD-[0-9ABCDEFGHJKMNPQRSTVWXYZ]{8}")
@@ -37,11 +42,18 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "orders.db"
 
 
-@pytest.fixture
-async def repo(db_path: Path) -> AsyncIterator[OrderRepository]:
-    repo = await OrderRepository.open(db_path)
-    yield repo
-    await repo.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+async def repo(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OrderStore]:
+    if request.param == "sqlite":
+        store: OrderStore = await OrderRepository.open(tmp_path / "data" / "orders.db")
+        yield store
+        await store.close()
+        return
+    if "db_path" in request.fixturenames:
+        pytest.skip("reads the SQLite file itself")
+    database = await open_database(request.getfixturevalue("pg_cluster").create_database("orders"))
+    yield PostgresOrders(database)
+    await database.close()
 
 
 def raw(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -50,7 +62,7 @@ def raw(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
         return conn.execute(sql, params).fetchall()
 
 
-async def make(repo: OrderRepository, tenant: str = A, **changes: Any) -> dict[str, Any]:
+async def make(repo: OrderStore, tenant: str = A, **changes: Any) -> dict[str, Any]:
     return await repo.create(tenant, **{**GOOD, **changes})
 
 
@@ -61,12 +73,12 @@ def ids(orders: list[dict[str, Any]]) -> list[str]:
 # --- opening, schema, migrations ---------------------------------------------------------------
 
 
-async def test_open_creates_the_folder_and_uses_wal(repo: OrderRepository, db_path: Path) -> None:
+async def test_open_creates_the_folder_and_uses_wal(repo: OrderStore, db_path: Path) -> None:
     assert db_path.is_file()
     assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
 
 
-async def test_schema_has_the_tenant_indexes(repo: OrderRepository, db_path: Path) -> None:
+async def test_schema_has_the_tenant_indexes(repo: OrderStore, db_path: Path) -> None:
     names = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"idx_orders_customer", "idx_orders_sku", "idx_orders_status", "idx_orders_created"} <= names
     plan = " ".join(r[3] for r in raw(db_path, "EXPLAIN QUERY PLAN SELECT * FROM orders "
@@ -145,7 +157,7 @@ async def test_seeding_again_adds_nothing(db_path: Path) -> None:
         await repo.close()
 
 
-async def test_no_seeding_unless_asked(repo: OrderRepository) -> None:
+async def test_no_seeding_unless_asked(repo: OrderStore) -> None:
     assert await repo.count("default") == 0
 
 
@@ -166,7 +178,7 @@ async def test_seeding_skips_a_default_tenant_that_has_orders(db_path: Path) -> 
 # --- create ---------------------------------------------------------------------------------------
 
 
-async def test_create_returns_the_stored_order(repo: OrderRepository, db_path: Path) -> None:
+async def test_create_returns_the_stored_order(repo: OrderStore, db_path: Path) -> None:
     order = await make(repo, notes="  ring twice ")
     assert ID_RE.fullmatch(order["order_id"])
     assert order | {"order_id": "x", "created_at": "t", "updated_at": "t"} == {
@@ -178,7 +190,7 @@ async def test_create_returns_the_stored_order(repo: OrderRepository, db_path: P
     assert raw(db_path, "SELECT tenant_id, price_cents FROM orders") == [(A, 1999)]
 
 
-async def test_money_is_exact_cents(repo: OrderRepository, db_path: Path) -> None:
+async def test_money_is_exact_cents(repo: OrderStore, db_path: Path) -> None:
     tiny = await make(repo, price=0.1, quantity=3)
     big = await make(repo, price=Decimal("1000000"), quantity=7)
     text = await make(repo, price="0.07", quantity=10000)
@@ -189,7 +201,7 @@ async def test_money_is_exact_cents(repo: OrderRepository, db_path: Path) -> Non
     assert (free["price"], free["total"]) == (0.0, 0.0)
 
 
-async def test_create_accepts_an_integral_float_quantity(repo: OrderRepository) -> None:
+async def test_create_accepts_an_integral_float_quantity(repo: OrderStore) -> None:
     assert (await make(repo, quantity=4.0))["quantity"] == 4
 
 
@@ -219,19 +231,19 @@ async def test_create_accepts_an_integral_float_quantity(repo: OrderRepository) 
     ("status", "lost", "unknown status 'lost'; use one of: pending, confirmed, shipped, delivered, cancelled"),
     ("notes", "n" * 2001, "notes must be at most 2000"),
 ])
-async def test_create_rejects_bad_input(repo: OrderRepository, field: str, value: Any, message: str) -> None:
+async def test_create_rejects_bad_input(repo: OrderStore, field: str, value: Any, message: str) -> None:
     with pytest.raises(OrderValidationError, match=re.escape(message)):
         await make(repo, **{field: value})
     assert await repo.count(A) == 0
 
 
-async def test_create_accepts_a_multi_line_address(repo: OrderRepository) -> None:
+async def test_create_accepts_a_multi_line_address(repo: OrderStore) -> None:
     order = await make(repo, shipping_address="1 Main Street\nSpringfield")
     assert order["shipping_address"] == "1 Main Street\nSpringfield"
 
 
 @pytest.mark.parametrize("tenant", ["", "  ", None, "t" * 129, "a/b", "..", "x\n"])
-async def test_a_missing_tenant_is_refused(repo: OrderRepository, tenant: Any) -> None:
+async def test_a_missing_tenant_is_refused(repo: OrderStore, tenant: Any) -> None:
     with pytest.raises(OrderValidationError, match=r"tenant_id must be (a string|1-128 characters)"):
         await make(repo, tenant)
 
@@ -279,23 +291,23 @@ async def test_endless_collisions_end_with_a_clear_error(db_path: Path) -> None:
 # --- get, by_customer, list, count --------------------------------------------------------------
 
 
-async def test_get_ignores_case_and_spaces(repo: OrderRepository) -> None:
+async def test_get_ignores_case_and_spaces(repo: OrderStore) -> None:
     order = await make(repo)
     assert await repo.get(A, f"  {order['order_id'].lower()} ") == order
 
 
-async def test_get_unknown_id_is_not_found(repo: OrderRepository) -> None:
+async def test_get_unknown_id_is_not_found(repo: OrderStore) -> None:
     with pytest.raises(OrderNotFound, match=r"^no order ORD-ZZZZZZZZ found$"):
         await repo.get(A, "ORD-ZZZZZZZZ")
 
 
 @pytest.mark.parametrize("bad", ["12345", "", "ORD-123", "ORD-ABCDEFGH1", 17])
-async def test_get_malformed_id_is_not_found_with_a_hint(repo: OrderRepository, bad: Any) -> None:
+async def test_get_malformed_id_is_not_found_with_a_hint(repo: OrderStore, bad: Any) -> None:
     with pytest.raises(OrderNotFound, match="order ids look like ORD-"):
         await repo.get(A, bad)
 
 
-async def test_by_customer_newest_first_ignoring_case(repo: OrderRepository) -> None:
+async def test_by_customer_newest_first_ignoring_case(repo: OrderStore) -> None:
     first = await make(repo, customer_id="CUST-7")
     second = await make(repo, customer_id="cust-7")
     await make(repo, customer_id="CUST-8")
@@ -304,12 +316,12 @@ async def test_by_customer_newest_first_ignoring_case(repo: OrderRepository) -> 
     assert await repo.by_customer(A, "CUST-9") == []
 
 
-async def test_by_customer_rejects_an_empty_customer(repo: OrderRepository) -> None:
+async def test_by_customer_rejects_an_empty_customer(repo: OrderStore) -> None:
     with pytest.raises(OrderValidationError, match="customer_id must not be empty"):
         await repo.by_customer(A, " ")
 
 
-async def test_list_is_newest_first_with_a_default_limit(repo: OrderRepository) -> None:
+async def test_list_is_newest_first_with_a_default_limit(repo: OrderStore) -> None:
     made = [await make(repo, quantity=i) for i in range(1, 56)]
     listed = await repo.list_orders(A)
     assert len(listed) == 50
@@ -319,7 +331,7 @@ async def test_list_is_newest_first_with_a_default_limit(repo: OrderRepository) 
 
 
 @pytest.mark.parametrize("limit", [0, -1, MAX_LIMIT + 1, 2.5, True, "10"])
-async def test_list_rejects_a_bad_limit(repo: OrderRepository, limit: Any) -> None:
+async def test_list_rejects_a_bad_limit(repo: OrderStore, limit: Any) -> None:
     with pytest.raises(OrderValidationError, match="limit must be a whole number from 1 to 500"):
         await repo.list_orders(A, limit=limit)
 
@@ -327,7 +339,7 @@ async def test_list_rejects_a_bad_limit(repo: OrderRepository, limit: Any) -> No
 # --- search -------------------------------------------------------------------------------------
 
 
-async def test_search_by_sku_address_and_status(repo: OrderRepository) -> None:
+async def test_search_by_sku_address_and_status(repo: OrderStore) -> None:
     london = await make(repo, product_sku="MUG-RED", shipping_address="5 Fleet St, London")
     paris = await make(repo, product_sku="MUG-BLUE", shipping_address="9 Rue Cler, Paris")
     await repo.update_status(A, paris["order_id"], "confirmed")
@@ -340,7 +352,7 @@ async def test_search_by_sku_address_and_status(repo: OrderRepository) -> None:
     assert len(await repo.search(A, address="a", limit=1)) == 1
 
 
-async def test_search_treats_like_wildcards_literally(repo: OrderRepository) -> None:
+async def test_search_treats_like_wildcards_literally(repo: OrderStore) -> None:
     percent = await make(repo, shipping_address="Unit 100% Road")
     await make(repo, shipping_address="Unit 1000 Road")
     under = await make(repo, shipping_address="Flat a_b Lane")
@@ -354,7 +366,7 @@ async def test_search_treats_like_wildcards_literally(repo: OrderRepository) -> 
     assert await repo.search(A, address="_") == [await repo.get(A, under["order_id"])]
 
 
-async def test_search_needs_a_criterion(repo: OrderRepository) -> None:
+async def test_search_needs_a_criterion(repo: OrderStore) -> None:
     with pytest.raises(OrderValidationError, match="at least one search criterion"):
         await repo.search(A)
 
@@ -365,7 +377,7 @@ async def test_search_needs_a_criterion(repo: OrderRepository) -> None:
     ({"status": "gone"}, "unknown status 'gone'"),
     ({"status": "pending", "limit": 0}, "limit must be a whole number"),
 ])
-async def test_search_rejects_bad_criteria(repo: OrderRepository, criteria: dict[str, Any], message: str) -> None:
+async def test_search_rejects_bad_criteria(repo: OrderStore, criteria: dict[str, Any], message: str) -> None:
     with pytest.raises(OrderValidationError, match=message):
         await repo.search(A, **criteria)
 
@@ -373,7 +385,7 @@ async def test_search_rejects_bad_criteria(repo: OrderRepository, criteria: dict
 # --- status transitions -------------------------------------------------------------------------
 
 
-async def test_an_order_goes_through_its_life(repo: OrderRepository) -> None:
+async def test_an_order_goes_through_its_life(repo: OrderStore) -> None:
     order = await make(repo)
     for previous, status in [("pending", "confirmed"), ("confirmed", "shipped"), ("shipped", "delivered")]:
         updated = await repo.update_status(A, order["order_id"], status)
@@ -383,7 +395,7 @@ async def test_an_order_goes_through_its_life(repo: OrderRepository) -> None:
 
 
 @pytest.mark.parametrize("path", [["confirmed", "cancelled"], ["cancelled"]])
-async def test_pending_and_confirmed_orders_can_be_cancelled(repo: OrderRepository, path: list[str]) -> None:
+async def test_pending_and_confirmed_orders_can_be_cancelled(repo: OrderStore, path: list[str]) -> None:
     order = await make(repo)
     for status in path:
         await repo.update_status(A, order["order_id"], status)
@@ -398,7 +410,7 @@ async def test_pending_and_confirmed_orders_can_be_cancelled(repo: OrderReposito
     (["confirmed", "shipped"], "cancelled", "allowed next: delivered"),
     (["confirmed"], "pending", "allowed next: shipped, cancelled"),
 ])
-async def test_disallowed_transitions_are_refused(repo: OrderRepository, path: list[str], target: str,
+async def test_disallowed_transitions_are_refused(repo: OrderStore, path: list[str], target: str,
                                                   hint: str) -> None:
     order = await make(repo)
     for status in path:
@@ -409,24 +421,24 @@ async def test_disallowed_transitions_are_refused(repo: OrderRepository, path: l
     assert await repo.get(A, order["order_id"]) == before
 
 
-async def test_setting_the_same_status_changes_nothing(repo: OrderRepository) -> None:
+async def test_setting_the_same_status_changes_nothing(repo: OrderStore) -> None:
     order = await make(repo)
     same = await repo.update_status(A, order["order_id"], "PENDING")
     assert same == {**order, "previous_status": "pending"}
 
 
-async def test_update_of_an_unknown_order_is_not_found(repo: OrderRepository) -> None:
+async def test_update_of_an_unknown_order_is_not_found(repo: OrderStore) -> None:
     with pytest.raises(OrderNotFound, match="no order ORD-ZZZZZZZZ found"):
         await repo.update_status(A, "ORD-ZZZZZZZZ", "confirmed")
 
 
-async def test_update_to_an_unknown_status_is_refused(repo: OrderRepository) -> None:
+async def test_update_to_an_unknown_status_is_refused(repo: OrderStore) -> None:
     order = await make(repo)
     with pytest.raises(OrderValidationError, match="unknown status 'returned'"):
         await repo.update_status(A, order["order_id"], "returned")
 
 
-async def test_concurrent_updates_apply_exactly_one_transition(repo: OrderRepository) -> None:
+async def test_concurrent_updates_apply_exactly_one_transition(repo: OrderStore) -> None:
     order = await make(repo)
     results = await asyncio.gather(*(repo.update_status(A, order["order_id"], s)
                                      for s in ["confirmed", "cancelled"] * 10), return_exceptions=True)
@@ -441,7 +453,7 @@ async def test_concurrent_updates_apply_exactly_one_transition(repo: OrderReposi
 # --- tenant isolation ---------------------------------------------------------------------------
 
 
-async def test_tenants_never_see_each_others_orders(repo: OrderRepository) -> None:
+async def test_tenants_never_see_each_others_orders(repo: OrderStore) -> None:
     mine = await make(repo, A, customer_id="CUST-1", product_sku="SKU-1", shipping_address="Oak Road")
     oid = mine["order_id"]
     with pytest.raises(OrderNotFound) as other:
@@ -463,7 +475,7 @@ async def test_tenants_never_see_each_others_orders(repo: OrderRepository) -> No
 # --- concurrency --------------------------------------------------------------------------------
 
 
-async def test_fifty_concurrent_creates_make_fifty_rows(repo: OrderRepository, db_path: Path) -> None:
+async def test_fifty_concurrent_creates_make_fifty_rows(repo: OrderStore, db_path: Path) -> None:
     orders = await asyncio.gather(*(make(repo, quantity=i + 1) for i in range(50)))
     assert len(set(ids(orders))) == 50
     assert await repo.count(A) == 50
@@ -488,7 +500,7 @@ async def test_two_writers_on_one_file_never_hit_a_locked_database(db_path: Path
         await second.close()
 
 
-async def test_a_writer_waits_for_a_lock_held_elsewhere(repo: OrderRepository, db_path: Path) -> None:
+async def test_a_writer_waits_for_a_lock_held_elsewhere(repo: OrderStore, db_path: Path) -> None:
     # Another process holds the write lock; our create queues behind it instead of failing.
     with closing(sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)) as other:
         other.execute("BEGIN IMMEDIATE")

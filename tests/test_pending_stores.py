@@ -1,5 +1,6 @@
-"""The PendingCalls contract, over every implementation: memory, SQLite (a file, reopened) and a
-real Redis server. Deciding and taking are atomic: of racing callers exactly one wins."""
+"""The PendingCalls contract, over every implementation: memory, SQLite (a file, reopened), a
+real Redis server and a real PostgreSQL (a fresh database per test, each opening its own pool).
+Deciding and taking are atomic: of racing callers exactly one wins."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 
 from msev15.store.pending import AlreadyDecided, MemoryPendingCalls, PausedTurn, PendingCalls, PendingNotFound
+from msev15.store.pg_kit import Database, open_database
+from msev15.store.pg_pending import PostgresPendingCalls
 from msev15.store.redis_pending import RedisPendingCalls
 from msev15.store.sqlite_pending import SqlitePendingCalls
 
@@ -27,11 +30,13 @@ def paused(session_id: str = "s1", turn_id: str = "turn-1", expires_at: float = 
                       waiting=[{"call_id": cid, "kind": "approval"} for cid in waiting])
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "postgres"])
 async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """A function that opens the store (again: a second SQLite or Redis store sees the first's data)."""
     opened: list[PendingCalls] = []
     memory = MemoryPendingCalls()
+    pools: list[Database] = []
+    url = request.getfixturevalue("pg_cluster").create_database("pending") if request.param == "postgres" else ""
 
     async def open_store() -> PendingCalls:
         store: PendingCalls
@@ -39,6 +44,9 @@ async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             store = memory
         elif request.param == "sqlite":
             store = await SqlitePendingCalls.open(tmp_path / "sessions.db")
+        elif request.param == "postgres":
+            pools.append(await open_database(url))
+            store = PostgresPendingCalls(pools[-1])
         elif request.param == "redis":
             store = RedisPendingCalls.open(request.getfixturevalue("redis_url"))
         else:
@@ -49,6 +57,8 @@ async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     yield open_store
     for store in opened:
         await store.close()
+    for pool in pools:
+        await pool.close()
 
 
 async def test_pause_get_and_an_empty_session(opener: Opener) -> None:

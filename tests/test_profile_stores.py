@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from msev15.store.pg_profiles import PostgresProfiles
 from msev15.store.profile_model import ProfileInvalid
 from msev15.store.profiles import MemoryProfiles, ProfilesFull, ProfileStore, VersionConflict
 from msev15.store.redis_profiles import RedisProfiles
@@ -38,8 +39,18 @@ async def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path, max_ver
     return RedisProfiles(request.getfixturevalue("redis_cluster").url, max_versions=max_versions)
 
 
+_DATABASES: dict[Path, str] = {}
+
+
+async def _postgres(request: pytest.FixtureRequest, tmp_path: Path, max_versions: int) -> ProfileStore:
+    """Each call another instance (its own pool) on the test's fresh database."""
+    if tmp_path not in _DATABASES:
+        _DATABASES[tmp_path] = request.getfixturevalue("pg_cluster").create_database("profiles")
+    return PostgresProfiles(_DATABASES[tmp_path], max_versions=max_versions)
+
+
 FACTORIES: dict[str, Factory] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis,
-                                 "redis-cluster": _redis_cluster}
+                                 "redis-cluster": _redis_cluster, "postgres": _postgres}
 
 OpenStore = Callable[..., Awaitable[ProfileStore]]
 
@@ -59,6 +70,7 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 
     yield open_
     _MEMORY.pop(tmp_path, None)
+    _DATABASES.pop(tmp_path, None)
     for store in opened:
         await store.close()
 

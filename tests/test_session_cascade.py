@@ -24,10 +24,13 @@ ASK = "I want to talk to a person"
 DEADLINE = 15.0  # a guard against a hang, never a measure
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def store_kind(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     if request.param == "redis":
         return {"session_store": "redis", "redis_url": request.getfixturevalue("redis_url")}
+    if request.param == "postgres":  # every record store on the database too
+        return {"session_store": "postgres",
+                "database_url": request.getfixturevalue("pg_cluster").create_database("cascade")}
     return {"session_store": request.param, "session_db_path": str(tmp_path / "sessions.db")}
 
 

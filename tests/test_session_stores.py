@@ -1,4 +1,4 @@
-"""The session store contract, run against every implementation (memory, sqlite, redis).
+"""The session store contract, run against every implementation (memory, sqlite, redis, postgres).
 
 Each test gets ``open_store(**limits)``: a fresh store of the parametrized kind with the given
 TTL and caps, driven by the test's ``clock`` where the store can use one. Behaviour only one
@@ -20,12 +20,15 @@ import pytest
 from msev15.store import sqlite_sessions
 from msev15.store.base import Sessions, StoreUnavailable
 from msev15.store.memory import MemorySessions
+from msev15.store.pg_kit import Database, open_database
+from msev15.store.pg_sessions import PostgresSessions
 from msev15.store.redis_sessions import RedisSessions
 from msev15.store.session_schema import SCHEMA_VERSION, SessionDatabaseError
 from msev15.store.sessions import Message, SessionStore
 from msev15.store.sqlite_sessions import SqliteSessions
+from tests.pg_server import PgCluster
 
-KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
+KINDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
 
 class Clock:
@@ -49,16 +52,18 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: Cloc
     """``await open_store(ttl=3600, max_messages=1000, max_sessions=250_000, real_time=False)``."""
     kind = request.param
     opened: list[Sessions] = []
+    databases: list[Database] = []
     redis_url = ""
     if kind == "redis":
         redis_url = request.getfixturevalue("redis_url")
     elif kind == "redis-cluster":  # the same store on a three-master cluster (redis+cluster://)
         redis_url = request.getfixturevalue("redis_cluster").url
+    cluster: PgCluster | None = request.getfixturevalue("pg_cluster") if kind == "postgres" else None
 
     async def open_(ttl: float = 3600, max_messages: int = 1000, max_sessions: int = 250_000,
                     real_time: bool = False, max_sessions_per_tenant: int = 0, max_bytes: int = 0) -> Sessions:
         tick: Callable[[], float] = time.time if real_time else clock
-        caps = dict(max_messages=max_messages, max_sessions=max_sessions,
+        caps: dict[str, Any] = dict(max_messages=max_messages, max_sessions=max_sessions,
                     max_sessions_per_tenant=max_sessions_per_tenant, max_bytes=max_bytes)
         store: Sessions
         if kind == "memory":
@@ -66,6 +71,9 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: Cloc
         elif kind == "sqlite":
             store = await SqliteSessions.open(tmp_path / f"sessions-{len(opened)}.db", ttl_seconds=ttl, clock=tick,
                                               **caps)
+        elif cluster is not None:  # postgres: a fresh database for each store
+            databases.append(await open_database(cluster.create_database("sessions")))
+            store = await PostgresSessions.open(databases[-1], ttl_seconds=ttl, clock=tick, **caps)
         else:
             store = await RedisSessions.open(redis_url, ttl_seconds=ttl, clock=tick, **caps)
         opened.append(store)
@@ -74,6 +82,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: Cloc
     yield open_
     for store in opened:
         await store.close()
+    for database in databases:
+        await database.close()
 
 
 def _tool_steps(*call_ids: str) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from msev15.handlers.errors import utc_now_iso
 from msev15.handlers.health_monitor import HEALTH, STATE, ModelStatus, readiness_warnings
 from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
+from msev15.topology import TOPOLOGY
 
 if TYPE_CHECKING:
     from msev15.agent.mcp_client import McpConnection
@@ -47,6 +48,7 @@ class ReadinessChecks(TypedDict):
     escalation_mcp: NotRequired[McpCheck]
     azure_openai_auth: NotRequired[str]
     orders_store: NotRequired[Literal["unavailable"]]
+    database: NotRequired[StoreStatus]  # PostgreSQL, when DATABASE_URL is set
 
 
 def _mcp_status(connection: McpConnection | None) -> McpCheck:
@@ -131,6 +133,11 @@ async def readiness(request: web.Request) -> web.Response:
         checks["escalation_mcp"] = _mcp_status(connections["escalation"])
     if settings.provider == "azure":  # which sign-in the model calls use: "api_key" or "entra_id"
         checks["azure_openai_auth"] = settings.azure_auth.replace("-", "_")
+    database = app[TOPOLOGY].database
+    database_ok = True
+    if database is not None:
+        checks["database"] = await database.status()
+        database_ok = checks["database"] == "healthy"
     orders = app[ORDERS]
     # After a refused write, not ready until a write succeeds (a client's, or this probe's).
     store_ok = orders.write_failure is None or await orders.probe_write()
@@ -141,7 +148,9 @@ async def readiness(request: web.Request) -> web.Response:
                                   model_endpoint=monitor.endpoint)
     if not store_ok:
         warnings.append("The order database refuses writes (disk full or read-only?); orders cannot be saved.")
-    ready = (app[RUNNER].accepting and store_ok and checks["session_store"] == "healthy"
+    if not database_ok:
+        warnings.append("PostgreSQL (DATABASE_URL) cannot be reached; requests that need it answer 503.")
+    ready = (app[RUNNER].accepting and store_ok and database_ok and checks["session_store"] == "healthy"
              and not (settings.mcp_server_required and checks["mcp_server"] != "healthy"))
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": warnings}
     return web.json_response(body, status=200 if ready else 503)

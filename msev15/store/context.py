@@ -1,7 +1,7 @@
-"""The store package's resources: the session expiry sweeper and the orders database.
+"""The store package's resources: the session expiry sweeper, and the key of the order store.
 
-The session store itself is opened by the topology (msev15.topology), which knows which one
-SESSION_STORE names; this package only works through the ``Sessions`` interface.
+The session store and the order store are opened by the topology (msev15.topology), which knows
+which ones the settings name; this package only works through their interfaces.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from aiohttp import web
 from msev15.config import SETTINGS
 from msev15.store.base import SESSIONS, StoreUnavailable
 from msev15.store.cascade import forget_expired
-from msev15.store.orders import OrderRepository
+from msev15.store.order_store import OrderStore
 
 log = logging.getLogger("app")
 
 SWEEP_SECONDS = 60.0
 
-ORDERS: web.AppKey[OrderRepository] = web.AppKey("msev15.orders")
+# Filled by the topology: SQLite at ORDER_DB_PATH, or PostgreSQL when DATABASE_URL is set.
+ORDERS: web.AppKey[OrderStore] = web.AppKey("msev15.orders")
 
 
 async def sweep_once(app: web.Application) -> int:
@@ -52,10 +53,3 @@ async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     sweeper.cancel()
     await asyncio.gather(sweeper, return_exceptions=True)
-
-
-async def orders_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    orders = app[ORDERS] = await OrderRepository.open(settings.order_db_path, seed=settings.order_db_seed)
-    yield
-    await orders.close()

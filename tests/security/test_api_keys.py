@@ -16,17 +16,20 @@ import pytest
 
 from msev15.handlers.auth import ApiKeyAuthenticator, Unauthorized
 from msev15.store.apikeys import KEY_RE, ApiKeyStore, SqliteApiKeyStore, digest
+from msev15.store.pg_apikeys import PostgresApiKeyStore
 from msev15.store.redis_apikeys import RedisApiKeyStore
 from tests.conftest import matched
 from tests.test_serve_process import Service, _start
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiKeyStore]:
-    """The key store contract, on both stores (Redis: a real server on loopback)."""
+    """The key store contract, on every store (Redis and PostgreSQL: real servers on loopback)."""
     s: ApiKeyStore
     if request.param == "redis":
         s = RedisApiKeyStore(request.getfixturevalue("redis_url"))
+    elif request.param == "postgres":
+        s = PostgresApiKeyStore(request.getfixturevalue("pg_cluster").create_database("keys"))
     else:
         s = SqliteApiKeyStore(tmp_path / "keys.db")
     yield s
@@ -41,6 +44,9 @@ async def _everything_stored(store: ApiKeyStore, tmp_path: Path) -> bytes:
             parts.append(repr(await client.hgetall(name) if await client.type(name) == "hash"
                               else await client.zrange(name, 0, -1)).encode())
         return b"".join(parts)
+    if isinstance(store, PostgresApiKeyStore):
+        async with (await store._database()).connection() as conn:
+            return repr([tuple(r) for r in await conn.fetch("SELECT * FROM api_keys")]).encode()
     return (tmp_path / "keys.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("keys.db-*"))
 
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from msev15.agent.tools.registry import ServiceUnavailable, Tool, ToolContext, ToolError
 from msev15.mcpkit import capabilities as caps
+from msev15.store.order_store import OrderStore
 from msev15.store.orders import (
     DEFAULT_LIMIT,
     MAX_ADDRESS,
@@ -23,7 +24,6 @@ from msev15.store.orders import (
     MAX_SKU,
     STATUSES,
     OrderError,
-    OrderRepository,
     StoreUnavailable,
 )
 
@@ -79,7 +79,7 @@ async def _call(work: Awaitable[T]) -> T:
         raise ToolError(str(exc)) from exc
 
 
-def order_tools(repo: OrderRepository) -> list[Tool]:
+def order_tools(repo: OrderStore) -> list[Tool]:
     """The order tools bound to ``repo``, for ``ToolRegistry.add_many``."""
 
     async def create_order(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
