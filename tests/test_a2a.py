@@ -17,7 +17,8 @@ from a2a.types import a2a_pb2 as pb
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError
 from aiohttp.test_utils import TestClient
 
-from msev15.config import SettingsError, load_settings
+from msev15.common.env import SettingsError
+from msev15.config import load_settings
 from msev15.handlers.a2a_card import agent_card
 from tests.llm_server import Reply, ScriptedLLM
 from tests.security.authkit import create_keys
