@@ -11,10 +11,9 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
-from msev15.common.env import SettingsError
 from msev15.common.roles import DEFAULT_ROLE, ROLES
 from msev15.common.tenancy import TenantIdError, check_tenant
-from msev15.config import load_settings
+from msev15.config import command_settings
 from msev15.store.apikeys import ApiKeyStore
 from msev15.topology import api_key_store
 
@@ -65,12 +64,8 @@ async def _run(store: ApiKeyStore, args: argparse.Namespace) -> int:
 
 
 def keys_command(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.env_file)
-    except SettingsError as exc:
-        print("Configuration error:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+    settings = command_settings(args.env_file)
+    if settings is None:
         return 2
     if args.action == "create":
         try:

@@ -17,9 +17,8 @@ from msev15.apikeys_cli import add_parser as add_keys_parser
 from msev15.apikeys_cli import keys_command
 from msev15.app import create_app
 from msev15.banner import banner, security_warnings
-from msev15.common.env import SettingsError
 from msev15.common.telemetry import TelemetryConfig
-from msev15.config import Settings, load_settings
+from msev15.config import Settings, command_settings
 from msev15.evals.cli import add_parser as add_eval_parser
 from msev15.evals.cli import eval_command
 from msev15.handlers.health_monitor import HEALTH, readiness_warnings
@@ -75,17 +74,9 @@ async def _serve(settings: Settings, with_reference_servers: bool = False) -> in
         await supervisor.stop()
 
 
-def _report(exc: SettingsError) -> None:
-    print("Configuration error:", file=sys.stderr)
-    for problem in exc.problems:
-        print(f"  {problem}", file=sys.stderr)
-
-
 def _serve_command(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.env_file)
-    except SettingsError as exc:
-        _report(exc)
+    settings = command_settings(args.env_file)
+    if settings is None:
         return 2
     if args.host:
         settings = settings.replace(server_host=args.host)
@@ -99,10 +90,8 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 
 def _config_command(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.env_file)
-    except SettingsError as exc:
-        _report(exc)
+    settings = command_settings(args.env_file)
+    if settings is None:
         return 2
     lines = []
     for name, value in settings.masked().items():

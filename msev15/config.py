@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import ipaddress
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -518,6 +519,18 @@ def load_settings(env_file: str | Path | None = None, environ: Mapping[str, str]
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def command_settings(env_file: str | Path | None) -> Settings | None:
+    """:func:`load_settings` for a command: None once the problems are printed to stderr (the
+    command then exits 2)."""
+    try:
+        return load_settings(env_file)
+    except SettingsError as exc:
+        print("Configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
 
 
 # The service's settings, for every package that reads them at run time (filled by create_app).

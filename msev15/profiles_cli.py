@@ -21,9 +21,8 @@ from typing import Any
 
 import yaml
 
-from msev15.common.env import SettingsError
 from msev15.common.tenancy import TenantIdError, check_tenant
-from msev15.config import load_settings
+from msev15.config import command_settings
 from msev15.store.profile_model import MAX_PROFILE_BYTES, ProfileInvalid, masked
 from msev15.store.profiles import ProfileStore, VersionConflict
 from msev15.topology import profile_store
@@ -137,12 +136,8 @@ async def _run(store: ProfileStore, args: argparse.Namespace, profile: dict[str,
 
 
 def profile_command(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.env_file)
-    except SettingsError as exc:
-        print("Configuration error:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+    settings = command_settings(args.env_file)
+    if settings is None:
         return 2
     try:
         check_tenant(args.tenant)

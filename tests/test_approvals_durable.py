@@ -14,13 +14,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
-from msev15.app import create_app
 from msev15.store.context import ORDERS
 from msev15.store.orders import OrderRepository
 from msev15.store.sqlite_pending import SqlitePendingCalls
-from tests.conftest import make_settings, sse_events
+from tests.conftest import sse_events
+from tests.instances import two_apps
 from tests.llm_server import Call, Reply, ScriptedLLM
 from tests.test_serve_process import _start
 
@@ -149,14 +148,9 @@ async def test_a_decision_whose_continuation_was_lost_continues_after_a_restart(
 
 async def test_paused_on_a_decided_on_b_exactly_one_continuation(
         aiohttp_client: Any, tmp_path: Path, redis_url: str, llm: ScriptedLLM) -> None:
-    clients: list[TestClient] = []
-    for name in ("a", "b"):
-        settings = make_settings(tmp_path / name, session_store="redis", redis_url=redis_url, llm_provider="openai",
-                                 openai_base_url=f"{llm.url}/v1", openai_api_key="k", llm_max_retries=0,
-                                 tool_approval=("update_order_status",),
-                                 order_db_path=str(tmp_path / "orders.db"))  # one order database for both
-        clients.append(await aiohttp_client(await create_app(settings)))
-    a, b = clients
+    a, b = await two_apps(aiohttp_client, tmp_path, redis_url, llm, openai_api_key="k",
+                          tool_approval=("update_order_status",),
+                          order_db_path=str(tmp_path / "orders.db"))  # one order database for both
     order_id = str((await a.app[ORDERS].create(T, "CUST-1", "SKU-1", 1, 10, "1 Main Street, Springfield"))["order_id"])
     llm.push(_cancel(order_id), Reply("It is cancelled."))
     paused = await (await a.post("/api/v1/chat", json={"session_id": "s1", "tenant_id": T,

@@ -235,3 +235,16 @@ def test_config_into_a_pipe_closed_early_exits_quietly(tmp_path: Path) -> None:
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert done.stdout.count("\n") == 1 and "=" in done.stdout
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("argv", [["config"], ["keys", "list"], ["profile", "show", "--tenant", "acme"]])
+def test_every_command_reports_a_bad_configuration_and_exits_2(argv: list[str], tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("API_KEYS_DB_PATH", str(tmp_path / "keys.db"))
+    monkeypatch.setenv("SERVER_PORT", "abc")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Configuration error:\n")
+    assert "  SERVER_PORT must be an integer between 1 and 65535, got 'abc'" in err
+    assert not (tmp_path / "keys.db").exists()  # nothing was opened

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from msev15.app import create_app
 from msev15.store.apikeys import SqliteApiKeyStore
 from tests.conftest import assert_envelope, make_settings, sse_events
+from tests.instances import two_apps
 from tests.llm_server import Call, Reply, ScriptedLLM
 
 HANDOFF = Call("handoff_to_human", {"reason": "Customer asked for a person", "summary": "Refund for ORD-1"})
@@ -194,11 +195,7 @@ async def test_racing_claims_on_one_instance_have_one_winner(start: Start) -> No
 
 
 async def test_racing_claims_across_two_instances_on_redis(aiohttp_client: Any, tmp_path: Path, redis_url: str) -> None:
-    clients = []
-    for name in ("a", "b"):
-        settings = make_settings(tmp_path / name, auth_mode="api_key", session_store="redis", redis_url=redis_url,
-                                 api_keys_cache_seconds=0)
-        clients.append(await aiohttp_client(await create_app(settings)))
+    clients = await two_apps(aiohttp_client, tmp_path, redis_url, auth_mode="api_key", api_keys_cache_seconds=0)
     from msev15.store.redis_apikeys import RedisApiKeyStore  # keys live in Redis with SESSION_STORE=redis
     store = RedisApiKeyStore(redis_url)
     try:

@@ -14,11 +14,10 @@ from aiohttp.test_utils import TestClient
 
 from msev15.agent.context import MCP
 from msev15.agent.handoff_timeout import TIMEOUTS, HandoffTimeouts
-from msev15.app import create_app
 from msev15.escalation.server import EscalationServer
 from msev15.store.handoffs import HANDOFFS
-from tests.conftest import make_settings
 from tests.escalation.conftest import make_settings as escalation_settings
+from tests.instances import two_apps
 from tests.smtp_server import RecordingSMTP
 from tests.test_session_stream import DEADLINE, _follow
 
@@ -79,15 +78,11 @@ async def test_one_ticket_across_two_instances(aiohttp_client: Any, tmp_path: Pa
     async with RecordingSMTP() as smtp:
         settings = escalation_settings(tmp_path / "esc", smtp_server=smtp.host, smtp_port=smtp.port)
         async with EscalationServer(settings, host="127.0.0.1", port=0) as escalation:
-            clients = []
-            for name in ("a", "b"):
-                # The instances' own sweeps wait an hour: this test races sweeps of its own instead.
-                app = await create_app(make_settings(tmp_path / name, session_store="redis", redis_url=redis_url,
-                                                     escalation_mcp_url=escalation.url, handoff_timeout_seconds=3600))
-                client = await aiohttp_client(app)
+            # The instances' own sweeps wait an hour: this test races sweeps of its own instead.
+            a, b = await two_apps(aiohttp_client, tmp_path, redis_url, escalation_mcp_url=escalation.url,
+                                  handoff_timeout_seconds=3600)
+            for client in (a, b):
                 assert await client.app[MCP]["escalation"].wait_connected(10)
-                clients.append(client)
-            a, b = clients
             stream = await _follow(b, "s1")
             resp = await a.post("/api/v1/chat", json={"session_id": "s1", "message": ASK})
             assert (await resp.json())["status"] == "with_human"

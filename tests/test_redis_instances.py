@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +22,6 @@ from tests.conftest import assert_envelope, make_settings
 from tests.llm_server import Reply, ScriptedLLM
 from tests.redis_server import RedisServer
 from tests.test_streams import frames
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
-def pair(aiohttp_client: Any, tmp_path: Path, redis: RedisServer, llm: ScriptedLLM) -> Any:
-    async def start(**overrides: Any) -> tuple[TestClient, TestClient]:
-        clients = []
-        for name in ("a", "b"):
-            settings = make_settings(tmp_path / name, session_store="redis", redis_url=redis.url,
-                                     llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0,
-                                     **overrides)
-            from msev15.app import create_app
-
-            clients.append(await aiohttp_client(await create_app(settings)))
-        return clients[0], clients[1]
-
-    return start
 
 
 async def _history(client: TestClient, session: str, tenant: str = "default") -> list[tuple[str, str]]:

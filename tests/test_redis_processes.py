@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -19,12 +18,6 @@ from tests.test_serve_process import Service, _start
 pytestmark = pytest.mark.subprocess
 
 LEASE_SECONDS = 2.0
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 async def _instance(directory: Path, **env: str) -> Service:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from msev15.app import create_app
-from tests.conftest import assert_envelope, make_settings
+from tests.conftest import assert_envelope
+from tests.instances import two_apps
 from tests.llm_server import ScriptedLLM
 from tests.redis_server import RedisServer
 
@@ -42,11 +42,7 @@ async def _history(client: TestClient, session: str) -> list[str]:
 
 async def test_a_redis_restart_under_load_loses_no_acknowledged_turn(aiohttp_client: Any, tmp_path: Path,
                                                                    redis: RedisServer, llm: ScriptedLLM) -> None:
-    clients: list[TestClient] = []
-    for name in ("a", "b"):
-        settings = make_settings(tmp_path / name, session_store="redis", redis_url=redis.url, llm_provider="openai",
-                                 openai_base_url=f"{llm.url}/v1", llm_max_retries=0)
-        clients.append(await aiohttp_client(await create_app(settings)))
+    clients = list(await two_apps(aiohttp_client, tmp_path, redis.url, llm))
     acknowledged: dict[str, list[str]] = {f"s{n}": [] for n in range(SESSIONS)}
     refused = 0
     restarted = asyncio.Event()

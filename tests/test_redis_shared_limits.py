@@ -4,37 +4,11 @@ either instance, refused on both."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient
-
-from msev15.app import create_app
-from tests.conftest import assert_envelope, make_settings
+from tests.conftest import assert_envelope
 from tests.llm_server import Call, Reply, ScriptedLLM
-from tests.redis_server import RedisServer
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
-def pair(aiohttp_client: Any, tmp_path: Path, redis: RedisServer, llm: ScriptedLLM) -> Any:
-    async def start(**overrides: Any) -> tuple[TestClient, TestClient]:
-        clients = []
-        for name in ("a", "b"):
-            settings = make_settings(tmp_path / name, session_store="redis", redis_url=redis.url,
-                                     llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0,
-                                     **overrides)
-            clients.append(await aiohttp_client(await create_app(settings)))
-        return clients[0], clients[1]
-
-    return start
 
 
 async def test_failed_authentications_count_across_instances(pair: Any) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,6 @@ from tests.redis_server import RedisServer
 from tests.test_pending_stores import paused
 
 QUEUE = tenant_key("default", "queue", "s")
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.subprocess
 
 LEASE_SECONDS = 2.0
 MAIL = Call("send_email", {"to": "ada@example.com", "subject": "Hi", "body": "Hello Ada"}, "mail1")
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 class Frames:

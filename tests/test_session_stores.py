@@ -403,8 +403,7 @@ async def _sqlite(tmp_path: Path, clock: Clock, name: str = "s.db", **limits: An
 def _set_page_limit(store: SqliteSessions, pages: int | None) -> Awaitable[Any]:
     """A full disk, for real: SQLite refuses to grow the file beyond ``pages`` (None: no limit).
     The pragma belongs to the connection, so it is set on the store's own."""
-    assert store._db is not None
-    return store._db.execute_fetchall(f"PRAGMA max_page_count = {pages or 4294967294:d}")
+    return store._sqlite.connection().execute_fetchall(f"PRAGMA max_page_count = {pages or 4294967294:d}")
 
 
 async def test_sqlite_history_survives_reopening(tmp_path: Path, clock: Clock) -> None:

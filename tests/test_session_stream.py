@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
-from msev15.app import create_app
-from tests.conftest import assert_envelope, make_settings
+from tests.conftest import assert_envelope
+from tests.instances import two_apps
 
 DEADLINE = 20.0  # seconds for an expected event: a bound on a hang, not a timing assertion
 
@@ -142,9 +142,7 @@ async def test_other_tenants_hear_nothing(service) -> None:
 
 async def test_the_stream_works_across_instances_on_redis(aiohttp_client: Any, tmp_path: Path,
                                                           redis_url: str) -> None:
-    a, b = [await aiohttp_client(await create_app(make_settings(tmp_path / name, session_store="redis",
-                                                                redis_url=redis_url)))
-            for name in ("a", "b")]
+    a, b = await two_apps(aiohttp_client, tmp_path, redis_url)
     stream = await _follow(a, "s1")  # the customer on instance a
     resp = await b.post("/api/v1/chat", json={"session_id": "s1", "message": "I want to talk to a person"})
     assert (await resp.json())["status"] == "with_human"

@@ -25,8 +25,8 @@ async def _page_limit(client: Any, pages: int) -> None:
     write that needs a new page then fails with SQLITE_FULL, as on a full disk. The pragma belongs
     to a connection, so it is set on the store's own; nothing of the store is replaced."""
     store = client.app[SESSIONS]
-    assert isinstance(store, SqliteSessions) and store._db is not None
-    await store._db.execute_fetchall(f"PRAGMA max_page_count = {pages:d}")
+    assert isinstance(store, SqliteSessions)
+    await store._sqlite.connection().execute_fetchall(f"PRAGMA max_page_count = {pages:d}")
 
 
 async def test_history_survives_an_app_restart(tmp_path: Path, aiohttp_client: Any) -> None:

@@ -204,14 +204,7 @@ async def _send(call: Call, stream: bool) -> web.StreamResponse:
     text = check_message(wanted.text, call.request.app[SETTINGS].max_message_chars, "message.parts")
     record = await start_turn(call.request.app, tenant_id, session_id, text, stream=stream,
                               counted=call.request.get(TENANT_COUNTED, False))
-    if stream:
-        return await _stream(call, record, 0, snapshot=True)
-    if not req.configuration.return_immediately:
-        await record.outcome()
-    task = task_of(record)
-    if call.legacy:
-        return _result(call, legacy.task_json(task))
-    return _result(call, MessageToDict(pb.SendMessageResponse(task=task)))
+    return await _sent(call, record, stream, req)
 
 
 async def _answer(call: Call, waited: TurnView, wanted: Any, tenant_id: str, stream: bool,
@@ -232,13 +225,21 @@ async def _answer(call: Call, waited: TurnView, wanted: Any, tenant_id: str, str
             raise a2a_errors.InvalidParamsError(f"{call_id[:128]}: {exc.message}", {"error": exc.error}) from None
         continuation = record or continuation
     if continuation is None:
-        task = task_of(waited)
-    else:
-        if stream:
-            return await _stream(call, continuation, 0, snapshot=True)
-        if not req.configuration.return_immediately:
-            await continuation.outcome()
-        task = task_of(continuation)
+        return _sent_task(call, task_of(waited))
+    return await _sent(call, continuation, stream, req)
+
+
+async def _sent(call: Call, record: TurnView, stream: bool, req: pb.SendMessageRequest) -> web.StreamResponse:
+    """SendMessage's answer for the turn it started: its stream, or its task (once it ended,
+    unless the request said ``returnImmediately``)."""
+    if stream:
+        return await _stream(call, record, 0, snapshot=True)
+    if not req.configuration.return_immediately:
+        await record.outcome()
+    return _sent_task(call, task_of(record))
+
+
+def _sent_task(call: Call, task: pb.Task) -> web.Response:
     if call.legacy:
         return _result(call, legacy.task_json(task))
     return _result(call, MessageToDict(pb.SendMessageResponse(task=task)))

@@ -13,13 +13,10 @@ shell reaches every running instance (each caches a lookup for at most a few sec
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from typing import Protocol
 
 from msev15.common.roles import DEFAULT_ROLE, check_role
 from msev15.common.tenancy import check_tenant
+from msev15.store.sqlite_kit import SqliteFile
 
 PREFIX = "msev15_"
 KEY_RE = re.compile(r"msev15_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})")
@@ -96,22 +94,14 @@ class SqliteApiKeyStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
-            if "role" not in columns:
-                self._db.execute(_ADD_ROLE)
-
-    def _run(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        self._file = SqliteFile(self.path, schema=(_SCHEMA,))
+        db = self._file.db
+        with self._file.lock:
+            if "role" not in {row[1] for row in db.execute("PRAGMA table_info(api_keys)")}:
+                db.execute(_ADD_ROLE)
 
     async def _call(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        return await asyncio.to_thread(self._run, sql, params)
+        return await self._file.run(lambda: self._file.db.execute(sql, params).fetchall())
 
     @staticmethod
     def _record(row: tuple[object, ...]) -> ApiKey:
@@ -152,6 +142,5 @@ class SqliteApiKeyStore:
         return bool(rows)
 
     async def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 

@@ -17,7 +17,7 @@ import aiosqlite
 from msev15.store.base import StoreUnavailable
 from msev15.store.feedback import MAX_PER_TENANT, CompletedTurn, Feedback, Rating, keep_seconds
 from msev15.store.session_schema import BUSY_TIMEOUT_MS
-from msev15.store.sqlite_kit import enable_wal
+from msev15.store.sqlite_kit import AsyncSqlite, enable_wal
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS feedback_turns (
@@ -33,26 +33,27 @@ SCHEMA = (
 
 
 class SqliteFeedback:
-    def __init__(self, db: aiosqlite.Connection, keep: float, max_per_tenant: int) -> None:
-        self._db = db
+    def __init__(self, sqlite: AsyncSqlite, keep: float, max_per_tenant: int) -> None:
+        self._sqlite = sqlite
         self.keep = keep
         self.max_per_tenant = max_per_tenant
 
     @classmethod
     async def open(cls, path: str | Path, *, session_ttl_seconds: float = 0,
                    max_per_tenant: int = MAX_PER_TENANT) -> SqliteFeedback:
-        db_path = Path(path).expanduser()
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(db_path, isolation_level=None)
-        try:
+        async def setup(db: aiosqlite.Connection, _: Path) -> None:
             await db.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
             await enable_wal(db, BUSY_TIMEOUT_MS)
             for statement in SCHEMA:
                 await db.execute_fetchall(statement)
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db, keep_seconds(session_ttl_seconds), max_per_tenant)
+
+        sqlite = await AsyncSqlite.open(path, setup, "the feedback tables")
+        return cls(sqlite, keep_seconds(session_ttl_seconds), max_per_tenant)
+
+    @property
+    def _db(self) -> aiosqlite.Connection:
+        """Single statements need no lock: aiosqlite runs one connection's statements one at a time."""
+        return self._sqlite.connection()
 
     async def remember(self, turns: Iterable[CompletedTurn]) -> None:
         rows = [(t.tenant_id, t.session_id, t.turn_id, t.completed_at) for t in turns]
@@ -112,4 +113,4 @@ class SqliteFeedback:
             raise StoreUnavailable(f"the feedback tables are unavailable: {exc}") from exc
 
     async def close(self) -> None:
-        await self._db.close()
+        await self._sqlite.close()

@@ -9,19 +9,16 @@ the session pauses again, so a late second decider still hears "already decided"
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from msev15.store.base import StoreUnavailable
 from msev15.store.pending import AlreadyDecided, PausedTurn, PendingNotFound
 from msev15.store.session_schema import SessionDatabaseError, configure
+from msev15.store.sqlite_kit import AsyncSqlite
 
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS pending_turns (tenant TEXT NOT NULL, session_id TEXT NOT NULL, "
@@ -37,31 +34,25 @@ _TABLES = (
 class SqlitePendingCalls:
     kind = "sqlite"
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
-        self._db: aiosqlite.Connection | None = db
-        self.path = path
-        self._lock = asyncio.Lock()
+    def __init__(self, sqlite: AsyncSqlite) -> None:
+        self._sqlite = sqlite
+        self.path = sqlite.path
 
     @classmethod
     async def open(cls, path: str | Path) -> SqlitePendingCalls:
-        db_path = Path(path).expanduser()
-        try:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(db_path, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise SessionDatabaseError(f"cannot open the session database {db_path}: {exc}") from exc
-        try:
+        async def setup(db: aiosqlite.Connection, db_path: Path) -> None:
             await configure(db, db_path)
             for statement in _TABLES:
                 await db.execute_fetchall(statement)
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db, db_path)
+
+        try:
+            return cls(await AsyncSqlite.open(path, setup, "the session database"))
+        except (OSError, sqlite3.Error) as exc:
+            raise SessionDatabaseError(f"cannot open the session database {Path(path).expanduser()}: {exc}") from exc
 
     async def pause(self, paused: PausedTurn) -> None:
         key = (paused.tenant_id, paused.session_id)
-        async with self._writing() as db:
+        async with self._sqlite.writing() as db:
             await db.execute_fetchall("DELETE FROM pending_decisions WHERE tenant = ? AND session_id = ?", key)
             await db.execute_fetchall(
                 "INSERT OR REPLACE INTO pending_turns (tenant, session_id, turn_id, expires_at, body, remaining) "
@@ -69,11 +60,11 @@ class SqlitePendingCalls:
                 (*key, paused.turn_id, paused.expires_at, paused.dumps(), paused.remaining))
 
     async def get(self, tenant_id: str, session_id: str) -> PausedTurn | None:
-        async with self._lock:
-            return await self._get(self._connection(), tenant_id, session_id)
+        async with self._sqlite.reading() as db:
+            return await self._get(db, tenant_id, session_id)
 
     async def decide(self, tenant_id: str, session_id: str, call_id: str, decision: dict[str, Any]) -> int:
-        async with self._writing() as db:
+        async with self._sqlite.writing() as db:
             paused = await self._get(db, tenant_id, session_id)
             if paused is None and await db.execute_fetchall(
                     "SELECT 1 FROM pending_decisions WHERE tenant = ? AND session_id = ? AND call_id = ?",
@@ -94,13 +85,13 @@ class SqlitePendingCalls:
             return paused.remaining
 
     async def decided(self, tenant_id: str, session_id: str, call_id: str) -> bool:
-        async with self._lock:
-            return bool(await self._connection().execute_fetchall(
+        async with self._sqlite.reading() as db:
+            return bool(await db.execute_fetchall(
                 "SELECT 1 FROM pending_decisions WHERE tenant = ? AND session_id = ? AND call_id = ?",
                 (tenant_id, session_id, call_id)))
 
     async def take(self, tenant_id: str, session_id: str, turn_id: str | None = None) -> PausedTurn | None:
-        async with self._writing() as db:
+        async with self._sqlite.writing() as db:
             paused = await self._get(db, tenant_id, session_id)
             if paused is None or (turn_id is not None and paused.turn_id != turn_id):
                 return None
@@ -109,24 +100,21 @@ class SqlitePendingCalls:
             return paused
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str, str]]:
-        async with self._lock:
-            rows = await self._connection().execute_fetchall(
+        async with self._sqlite.reading() as db:
+            rows = await db.execute_fetchall(
                 "SELECT tenant, session_id, turn_id FROM pending_turns WHERE expires_at <= ? "
                 "ORDER BY expires_at LIMIT ?", (now, limit))
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def stalled(self, before: float, limit: int = 100) -> list[tuple[str, str, str]]:
-        async with self._lock:
-            rows = await self._connection().execute_fetchall(
+        async with self._sqlite.reading() as db:
+            rows = await db.execute_fetchall(
                 "SELECT tenant, session_id, turn_id FROM pending_turns WHERE remaining = 0 AND decided_at < ? "
                 "ORDER BY decided_at LIMIT ?", (before, limit))
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def close(self) -> None:
-        async with self._lock:
-            db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        await self._sqlite.close()
 
     # --- internals ------------------------------------------------------------------------
 
@@ -140,20 +128,3 @@ class SqlitePendingCalls:
         decided = await db.execute_fetchall(
             "SELECT call_id, decision FROM pending_decisions WHERE tenant = ? AND session_id = ?", key)
         return PausedTurn.loads(str(rows[0][0]), {str(r[0]): json.loads(r[1]) for r in decided})
-
-    def _connection(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreUnavailable("the session database is closed")
-        return self._db
-
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            db = self._connection()
-            await db.execute_fetchall("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                await db.execute_fetchall("ROLLBACK")
-                raise
-            await db.execute_fetchall("COMMIT")

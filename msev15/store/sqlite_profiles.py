@@ -18,10 +18,9 @@ seen by the next turn of every process on the file. Records are cached by versio
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import sqlite3
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 
 from msev15.store.base import StoreUnavailable
 from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, VersionConflict, stored_copy
+from msev15.store.sqlite_kit import SqliteFile
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS profile_heads (tenant_id TEXT PRIMARY KEY, current INTEGER NOT NULL, "
@@ -46,13 +46,8 @@ class SqliteProfiles:
     def __init__(self, path: str | Path, *, max_versions: int = MAX_VERSIONS, busy_timeout: float = 10) -> None:
         self.path = Path(path)
         self.max_versions = max_versions
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA:
-                self._db.execute(statement)
+        self._file = SqliteFile(self.path, schema=_SCHEMA, busy_timeout=busy_timeout)
+        self._db = self._file.db
         # The loop's own connection for the per-turn read: never behind the writers' lock, and no
         # busy wait (timeout 0): a busy read is retried in a thread instead.
         self._reader = sqlite3.connect(self.path, timeout=0, check_same_thread=False, isolation_level=None)
@@ -105,38 +100,33 @@ class SqliteProfiles:
 
     async def put(self, tenant_id: str, profile: dict[str, Any], by: str, *, if_version: int | None = None) -> int:
         text = json.dumps(stored_copy(profile), ensure_ascii=False)  # validated (ProfileInvalid) first
-        return await self._call(self._write, tenant_id, text, by, if_version, None)
+        return await self._call(self._write, tenant_id, text, by, if_version, None, atomic=True)
 
     async def rollback(self, tenant_id: str, n: int, by: str) -> int:
-        return await self._call(self._write, tenant_id, None, by, None, n)
+        return await self._call(self._write, tenant_id, None, by, None, n, atomic=True)
 
     async def delete(self, tenant_id: str, by: str) -> bool:
         return await self._call(self._delete, tenant_id)
 
     def _write(self, tenant_id: str, text: str | None, by: str, if_version: int | None, copy_of: int | None) -> int:
+        """One new version, in the write transaction ``_call(..., atomic=True)`` opens."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            head = db.execute("SELECT current, latest FROM profile_heads WHERE tenant_id = ?", (tenant_id,)).fetchone()
-            current, latest = (int(head[0]), int(head[1])) if head else (0, 0)
-            if if_version is not None and if_version != current:
-                raise VersionConflict(current)
-            if copy_of is not None:
-                row = db.execute("SELECT profile FROM profile_versions WHERE tenant_id = ? AND version = ?",
-                                 (tenant_id, copy_of)).fetchone()
-                if row is None:
-                    raise LookupError(f"version {copy_of} is not kept")
-                text = str(row[0])
-            n = latest + 1
-            db.execute("INSERT INTO profile_versions VALUES (?, ?, ?, ?, ?)", (tenant_id, n, text, time.time(), by))
-            db.execute("INSERT INTO profile_heads VALUES (?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE "
-                       "SET current = excluded.current, latest = excluded.latest", (tenant_id, n, n))
-            db.execute("DELETE FROM profile_versions WHERE tenant_id = ? AND version <= ?",
-                       (tenant_id, n - self.max_versions))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        head = db.execute("SELECT current, latest FROM profile_heads WHERE tenant_id = ?", (tenant_id,)).fetchone()
+        current, latest = (int(head[0]), int(head[1])) if head else (0, 0)
+        if if_version is not None and if_version != current:
+            raise VersionConflict(current)
+        if copy_of is not None:
+            row = db.execute("SELECT profile FROM profile_versions WHERE tenant_id = ? AND version = ?",
+                             (tenant_id, copy_of)).fetchone()
+            if row is None:
+                raise LookupError(f"version {copy_of} is not kept")
+            text = str(row[0])
+        n = latest + 1
+        db.execute("INSERT INTO profile_versions VALUES (?, ?, ?, ?, ?)", (tenant_id, n, text, time.time(), by))
+        db.execute("INSERT INTO profile_heads VALUES (?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE "
+                   "SET current = excluded.current, latest = excluded.latest", (tenant_id, n, n))
+        db.execute("DELETE FROM profile_versions WHERE tenant_id = ? AND version <= ?",
+                   (tenant_id, n - self.max_versions))
         return n
 
     def _delete(self, tenant_id: str) -> bool:
@@ -144,17 +134,13 @@ class SqliteProfiles:
                                 "RETURNING tenant_id", (tenant_id,)).fetchall()
         return bool(rows)
 
-    async def _call(self, func: Callable[..., T], *args: Any) -> T:
-        def run() -> T:
-            with self._lock:
-                return func(*args)
-
+    async def _call(self, func: Callable[..., T], *args: Any, atomic: bool = False) -> T:
+        run = self._file.run_atomic if atomic else self._file.run
         try:
-            return await asyncio.to_thread(run)
+            return await run(functools.partial(func, *args))
         except sqlite3.OperationalError as exc:  # disk full, read-only, locked past the busy timeout
             raise StoreUnavailable(f"the profile tables are unavailable: {exc}") from exc
 
     async def close(self) -> None:
         self._reader.close()
-        with self._lock:
-            self._db.close()
+        self._file.close()

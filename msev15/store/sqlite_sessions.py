@@ -26,7 +26,6 @@ with the same snapshots (:class:`Session`, :class:`Message`, :class:`Page`); the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ import aiosqlite
 from msev15.store.base import StoreStatus, StoreUnavailable
 from msev15.store.session_schema import SessionDatabaseError, configure, migrate
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
+from msev15.store.sqlite_kit import AsyncSqlite
 
 log = logging.getLogger("store.sessions")
 
@@ -70,17 +70,16 @@ def _unavailable(exc: BaseException) -> bool:
 class SqliteSessions:
     kind = "sqlite"
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, ttl_seconds: float, clock: Callable[[], float],
+    def __init__(self, sqlite: AsyncSqlite, ttl_seconds: float, clock: Callable[[], float],
                  max_messages: int, max_sessions: int, max_sessions_per_tenant: int = 0, max_bytes: int = 0) -> None:
-        self._db: aiosqlite.Connection | None = db
-        self.path = path
+        self._sqlite = sqlite
+        self.path = sqlite.path
         self.ttl = ttl_seconds if ttl_seconds > 0 else math.inf  # 0: sessions never expire
         self.max_messages = max_messages
         self.max_sessions = max_sessions
         self.max_sessions_per_tenant = max_sessions_per_tenant or max_sessions
         self.max_bytes = max_bytes  # 0: no byte budget
         self._clock = clock
-        self._lock = asyncio.Lock()
         self._healthy = True
         self._probed_at = -PROBE_SECONDS
         self.evicted = 0  # sessions this instance dropped by a session cap
@@ -92,23 +91,22 @@ class SqliteSessions:
                    max_messages: int = 1000, max_sessions: int = 250_000, max_sessions_per_tenant: int = 0,
                    max_bytes: int = 0) -> SqliteSessions:
         """Create the folder, connect, configure and migrate. Raises :class:`SessionDatabaseError`."""
-        db_path = Path(path).expanduser()
+        held = 0
+
+        async def setup(db: aiosqlite.Connection, db_path: Path) -> None:
+            nonlocal held
+            try:
+                await configure(db, db_path)
+                await migrate(db, db_path)
+                held = int(next(iter(await db.execute_fetchall("SELECT value FROM meta WHERE name = 'sessions'")))[0])
+            except sqlite3.Error as exc:
+                raise SessionDatabaseError(f"cannot use {db_path} as the session database: {exc}") from exc
+
         try:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(db_path, isolation_level=None)
+            sqlite = await AsyncSqlite.open(path, setup, "the session database")
         except (OSError, sqlite3.Error) as exc:
-            raise SessionDatabaseError(f"cannot open the session database {db_path}: {exc}") from exc
-        try:
-            await configure(db, db_path)
-            await migrate(db, db_path)
-            held = int(next(iter(await db.execute_fetchall("SELECT value FROM meta WHERE name = 'sessions'")))[0])
-        except sqlite3.Error as exc:
-            await db.close()
-            raise SessionDatabaseError(f"cannot use {db_path} as the session database: {exc}") from exc
-        except BaseException:
-            await db.close()
-            raise
-        store = cls(db, db_path, ttl_seconds, clock, max_messages, max_sessions, max_sessions_per_tenant, max_bytes)
+            raise SessionDatabaseError(f"cannot open the session database {Path(path).expanduser()}: {exc}") from exc
+        store = cls(sqlite, ttl_seconds, clock, max_messages, max_sessions, max_sessions_per_tenant, max_bytes)
         store._held = held
         return store
 
@@ -274,9 +272,9 @@ class SqliteSessions:
         return self._held
 
     async def status(self) -> StoreStatus:
-        if self._db is None:
+        if self._sqlite.closed:
             return "unavailable"
-        if not self._healthy and not self._lock.locked() and time.monotonic() - self._probed_at >= PROBE_SECONDS:
+        if not self._healthy and not self._sqlite.lock.locked() and time.monotonic() - self._probed_at >= PROBE_SECONDS:
             self._probed_at = time.monotonic()
             try:  # a small real write (one page, committed): does the file take writes again?
                 async with self._writing() as db:
@@ -287,41 +285,27 @@ class SqliteSessions:
 
     async def close(self) -> None:
         """Close the connection; safe to call twice. Later calls raise StoreUnavailable."""
-        async with self._lock:
-            db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        await self._sqlite.close()
 
     # --- internals --------------------------------------------------------------------------------
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            try:
-                yield self._connection()
-            except Exception as exc:
-                raise self._failed(exc) from exc
+        try:
+            async with self._sqlite.reading() as db:
+                yield db
+        except Exception as exc:
+            raise self._failed(exc) from exc
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction; anything raised inside (a cancellation too) rolls it back."""
-        async with self._lock:
-            db = self._connection()
-            try:
-                await db.execute_fetchall("BEGIN IMMEDIATE")
+        try:
+            async with self._sqlite.writing() as db:
                 yield db
-                await db.execute_fetchall("COMMIT")
-            except BaseException as exc:
-                await self._rollback(db)
-                if isinstance(exc, Exception):
-                    raise self._failed(exc) from exc
-                raise
-            self._healthy = True
-
-    def _connection(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreUnavailable("the session database is closed")
-        return self._db
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        self._healthy = True
 
     def _failed(self, exc: Exception) -> Exception:
         if not isinstance(exc, StoreUnavailable) and not _unavailable(exc):
@@ -332,18 +316,6 @@ class SqliteSessions:
             return exc
         log.warning("session database %s unavailable: %s", self.path, exc)
         return StoreUnavailable(f"the session database cannot be used: {exc}")
-
-    @staticmethod
-    async def _rollback(db: aiosqlite.Connection) -> None:
-        # Always queued, never skipped on db.in_transaction: after a cancellation the BEGIN may
-        # still be waiting in aiosqlite's queue, and the ROLLBACK must run after it.
-        try:
-            await db.execute_fetchall("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            if "no transaction is active" not in str(exc):  # SQLite rolls back by itself after some errors
-                log.warning("rollback of the session database failed: %s", exc)
-        except (sqlite3.Error, ValueError) as exc:
-            log.warning("rollback of the session database failed: %s", exc)
 
     async def _row(self, db: aiosqlite.Connection, tenant_id: str, session_id: str) -> Sequence[Any] | None:
         rows = await db.execute_fetchall(_SESSION, (tenant_id, session_id))
