@@ -1,19 +1,16 @@
 """Handoff records in SQLite (SESSION_STORE=sqlite): a table in its own file beside the session
 database, shared by every process on the machine. A claim reads and writes its row inside one
 ``BEGIN IMMEDIATE`` transaction, so two processes claiming at once take turns and exactly one
-wins. Calls run in a worker thread on one connection (WAL, busy timeout), like the API keys.
+wins. The connection, its lock and its transactions are the store kit's :class:`SqliteFile`
+(worker threads, WAL, busy timeout), like the API keys and profiles.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import sqlite3
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 from msev15.store.handoffs import (
     ENDED_RETENTION_SECONDS,
@@ -25,8 +22,7 @@ from msev15.store.handoffs import (
     timeout_settled,
     timeout_taken,
 )
-
-T = TypeVar("T")
+from msev15.store.sqlite_kit import SqliteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS handoffs (
@@ -63,16 +59,15 @@ def _record(row: tuple[object, ...]) -> HandoffRecord:
 class SqliteHandoffs:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_SCHEMA)
-            present = {row[1] for row in self._db.execute("PRAGMA table_info(handoffs)")}
-            for name, kind in _LEASE_COLUMNS:
-                if name not in present:  # a file from before the timeout's lease
-                    self._db.execute(f"ALTER TABLE handoffs ADD COLUMN {name} {kind}")
+        self._file = SqliteFile(self.path, schema=(_SCHEMA,))
+        self._db = self._file.db
+        self._file.atomic(self._add_lease_columns)
+
+    def _add_lease_columns(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(handoffs)")}
+        for name, kind in _LEASE_COLUMNS:
+            if name not in present:  # a file from before the timeout's lease
+                self._db.execute(f"ALTER TABLE handoffs ADD COLUMN {name} {kind}")
 
     def _row(self, tenant_id: str, session_id: str) -> HandoffRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE tenant = ? AND session_id = ?",
@@ -85,18 +80,6 @@ class SqliteHandoffs:
                           record.requested_at, record.claimed_by, record.claimed_by_name, record.claimed_at,
                           record.ended_at, record.lease_owner, record.lease_until))
 
-    def _atomic(self, step: Callable[[], T]) -> T:
-        """``step`` inside one write transaction (other processes wait for it)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = step()
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
-
     async def request(self, tenant_id: str, session_id: str, reason: str, summary: str, now: float) -> HandoffRecord:
         def step() -> HandoffRecord:
             current = self._row(tenant_id, session_id)
@@ -106,26 +89,24 @@ class SqliteHandoffs:
             self._put(record)
             return record
 
-        return await asyncio.to_thread(self._atomic, step)
+        return await self._file.run_atomic(step)
 
     async def get(self, tenant_id: str, session_id: str) -> HandoffRecord | None:
         def read() -> HandoffRecord | None:
-            with self._lock:
-                return self._row(tenant_id, session_id)
+            return self._row(tenant_id, session_id)
 
-        return await asyncio.to_thread(read)
+        return await self._file.run(read)
 
     async def list(self, tenant_id: str, status: Status | Literal["all"]) -> list[HandoffRecord]:
         def read() -> list[HandoffRecord]:
-            with self._lock:
-                self._db.execute("DELETE FROM handoffs WHERE tenant = ? AND ended_at < ?",
-                                 (tenant_id, time.time() - ENDED_RETENTION_SECONDS))
-                where, params = ("", ()) if status == "all" else (" AND status = ?", (status,))
-                rows = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE tenant = ?{where} "
-                                        "ORDER BY requested_at, session_id", (tenant_id, *params)).fetchall()
+            self._db.execute("DELETE FROM handoffs WHERE tenant = ? AND ended_at < ?",
+                             (tenant_id, time.time() - ENDED_RETENTION_SECONDS))
+            where, params = ("", ()) if status == "all" else (" AND status = ?", (status,))
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE tenant = ?{where} "
+                                    "ORDER BY requested_at, session_id", (tenant_id, *params)).fetchall()
             return [_record(r) for r in rows]
 
-        return await asyncio.to_thread(read)
+        return await self._file.run(read)
 
     async def claim(self, tenant_id: str, session_id: str, operator_id: str, operator_name: str,
                     now: float) -> tuple[ClaimOutcome, HandoffRecord]:
@@ -136,7 +117,7 @@ class SqliteHandoffs:
                 self._put(record)
             return outcome, record
 
-        return await asyncio.to_thread(self._atomic, step)
+        return await self._file.run_atomic(step)
 
     async def end(self, tenant_id: str, session_id: str, status: Literal["released", "ticketed"], now: float,
                   expect: Status | None = None) -> HandoffRecord | None:
@@ -146,16 +127,15 @@ class SqliteHandoffs:
                 self._put(record)
             return record
 
-        return await asyncio.to_thread(self._atomic, step)
+        return await self._file.run_atomic(step)
 
     async def overdue(self, before: float, limit: int = 100) -> builtins.list[HandoffRecord]:
         def read() -> list[HandoffRecord]:
-            with self._lock:
-                rows = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE status = 'waiting' AND "
-                                        "requested_at < ? ORDER BY requested_at LIMIT ?", (before, limit)).fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE status = 'waiting' AND "
+                                    "requested_at < ? ORDER BY requested_at LIMIT ?", (before, limit)).fetchall()
             return [_record(r) for r in rows]
 
-        return await asyncio.to_thread(read)
+        return await self._file.run(read)
 
     async def take_timeout(self, tenant_id: str, session_id: str, owner: str, now: float, lease_until: float,
                            before: float) -> HandoffRecord | None:
@@ -165,7 +145,7 @@ class SqliteHandoffs:
                 self._put(record)
             return record
 
-        return await asyncio.to_thread(self._atomic, step)
+        return await self._file.run_atomic(step)
 
     async def settle_timeout(self, tenant_id: str, session_id: str, owner: str) -> bool:
         def step() -> bool:
@@ -174,23 +154,21 @@ class SqliteHandoffs:
                 self._put(record)
             return record is not None
 
-        return await asyncio.to_thread(self._atomic, step)
+        return await self._file.run_atomic(step)
 
     async def unsettled(self, now: float, limit: int = 100) -> builtins.list[HandoffRecord]:
         def read() -> list[HandoffRecord]:
-            with self._lock:
-                rows = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE status = 'ticketed' AND "
-                                        "lease_owner IS NOT NULL AND lease_until < ? LIMIT ?", (now, limit)).fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM handoffs WHERE status = 'ticketed' AND "
+                                    "lease_owner IS NOT NULL AND lease_until < ? LIMIT ?", (now, limit)).fetchall()
             return [_record(r) for r in rows]
 
-        return await asyncio.to_thread(read)
+        return await self._file.run(read)
 
     async def forget(self, tenant_id: str, session_id: str) -> None:
         def step() -> None:
             self._db.execute("DELETE FROM handoffs WHERE tenant = ? AND session_id = ?", (tenant_id, session_id))
 
-        await asyncio.to_thread(self._atomic, step)
+        await self._file.run_atomic(step)
 
     async def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
