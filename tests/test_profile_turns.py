@@ -5,6 +5,7 @@ scripted model server, which records what the model was sent."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from msev15.agent.context import RUNNER
 from msev15.agent.handoff_timeout import TIMEOUTS
 from msev15.store.context import ORDERS
+from msev15.store.pending import PENDING
 from msev15.store.profiles import PROFILES
 from tests.complaints.server import McpTestServer, running_complaints_server
 from tests.conftest import assert_envelope, sse_events
@@ -207,6 +210,46 @@ async def test_a_write_is_used_by_the_next_turn_and_a_continuation_reads_it_agai
     llm.push(Reply("defaults."))
     body = await _chat(client, "acme", "and now?")
     assert body["profile_version"] == 0 and _system(llm.requests[-1]) != "Acme v2 rules."
+
+
+async def _approve_and_expire(client: TestClient, tenant: str, call_id: str) -> None:
+    """Approve the waiting call as a lost continuation leaves it (only the store knows), then let
+    the expiry settle it: the path that runs an approved call outside any turn."""
+    assert await client.app[PENDING].decide(tenant, "s", call_id, {"approve": True, "decided_at": time.time()}) == 0
+    assert await client.app[RUNNER].waiting.expire(now=time.time() + 86_401) == 1
+
+
+async def test_an_approved_tenant_mcp_call_settled_by_expiry_runs_on_the_tenants_server(
+        service, llm: ScriptedLLM, servers) -> None:
+    acme_server, _ = servers
+    client = await _service(service, llm)
+    await client.app[PROFILES].put("acme", {**acme_profile(acme_server.url), "approval": ["register_complaint"]},
+                                   "test")
+    args = {"customer_id": "CUST-001", "description": "The parcel arrived damaged", "category": "product"}
+    llm.push(Reply("", tool_calls=[Call("register_complaint", args, "c1")]))
+    assert (await _chat(client, "acme", "complain"))["status"] == "waiting"
+    await _approve_and_expire(client, "acme", "c1")
+    assert acme_server.store is not None
+    assert len(acme_server.store.search(tenant_id="acme").complaints) == 1  # not "unknown tool"
+
+
+async def test_an_approved_call_the_profile_now_denies_is_not_run_when_expiry_settles_it(
+        service, llm: ScriptedLLM, servers) -> None:
+    acme_server, _ = servers
+    client = await _service(service, llm)
+    store = client.app[PROFILES]
+    await store.put("acme", acme_profile(acme_server.url), "test")
+    order_id = str((await client.app[ORDERS].create("acme", "C", "SKU-1", 1, 10, "1 Main St, X"))["order_id"])
+    llm.push(Reply("", tool_calls=[Call("update_order_status", {"order_id": order_id, "status": "cancelled"},
+                                        "c1")]))
+    assert (await _chat(client, "acme", "cancel"))["status"] == "waiting"
+    denied = {**acme_profile(acme_server.url), "tools": {"allow": ["get_order_by_id"]}}
+    assert await store.put("acme", denied, "test", if_version=1) == 2
+    await _approve_and_expire(client, "acme", "c1")
+    assert (await client.app[ORDERS].get("acme", order_id))["status"] == "pending"
+    llm.push(Reply("It was not changed."))
+    await _chat(client, "acme", "so?")
+    assert any("not available to this agent" in r for r in _tool_results(llm.requests[-1]))
 
 
 async def test_a_hanging_tenant_server_costs_only_that_tenants_turns(service, llm: ScriptedLLM, servers) -> None:

@@ -117,6 +117,10 @@ class TurnProfiles:
         if shortest is None or seconds < shortest:
             self.shortest_handoff_timeout = float(seconds)
 
+    async def tools_for(self, tenant_id: str) -> ToolRegistry:
+        """The tools the tenant's turns run now: what settles waiting calls outside a turn uses."""
+        return (await self.for_turn(tenant_id)).registry
+
     async def for_turn(self, tenant_id: str) -> TurnSetup:
         if self.store is None:
             return self.default

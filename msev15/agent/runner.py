@@ -99,7 +99,10 @@ class AgentRunner:
         self.bus = bus
         self.turns = turns
         self.busy_retry_after = busy_retry_after
-        self.waiting = Waiting(pending or MemoryPendingCalls(), sessions, registry, approval=tool_approval,
+        # Each tenant's profile (issue 25); without a store, the service's defaults. The waiting
+        # calls settle with the same tools the tenant's turns get.
+        profiles = profiles if profiles is not None else TurnProfiles(None, registry, system_prompt)
+        self.waiting = Waiting(pending or MemoryPendingCalls(), sessions, profiles.tools_for, approval=tool_approval,
                                timeout_seconds=pending_timeout_seconds, publish=bus.publish,
                                continuation=self.continue_paused)
         self.execution = TurnExecution(self, sessions, provider, registry, coordination, self.waiting,

@@ -87,8 +87,13 @@ def _outcome(kind: str, decision: dict[str, Any] | None, reason: str, paused: Pa
     return "rejected", waited
 
 
+# The tools a tenant's turns run now (its profile's, else the service's): the one resolution
+# (agent/profile_turn.py TurnProfiles.tools_for) every path that runs an approved call uses.
+ToolsFor = Callable[[str], Awaitable[ToolRegistry]]
+
+
 class Waiting:
-    def __init__(self, pending: PendingCalls, sessions: Sessions, registry: ToolRegistry, *,
+    def __init__(self, pending: PendingCalls, sessions: Sessions, tools_for: ToolsFor, *,
                  approval: tuple[str, ...] = (), timeout_seconds: float = 86_400,
                  clock: Callable[[], float] = time.time, publish: Emit = _quiet,
                  continuation: Continue | None = None) -> None:
@@ -96,7 +101,7 @@ class Waiting:
         self.continuation = continuation
         self.publish = publish  # the bus: each settled call is announced once (metrics, logs)
         self.sessions = sessions
-        self.registry = registry
+        self.tools_for = tools_for
         self.approval = approval
         self.timeout_seconds = timeout_seconds
         self.clock = clock
@@ -147,7 +152,7 @@ class Waiting:
         """Before a turn's model call. A continuation takes its paused step, settles it and returns
         it (its rounds and settled step are now in ``progress``); a new message first settles any
         step the session still waits on (``superseded``) and returns None. Approved calls run in
-        ``registry`` (the turn's tools under its tenant's profile), else the service's."""
+        ``registry`` (the turn's tools under its tenant's profile), else the tenant's tools now."""
         if turn.resumes is None:
             if await self.pending.get(turn.tenant_id, turn.session_id) is not None:
                 await self.close(turn.tenant_id, turn.session_id, None, "superseded", turn.request_id, emit,
@@ -165,12 +170,14 @@ class Waiting:
 
     async def settle(self, paused: PausedTurn, request_id: str, emit: Emit, turn_id: str,
                      reason: str, registry: ToolRegistry | None = None) -> list[dict[str, Any]]:
-        """Answer every waiting call (approved ones run now); the step's messages, in call order."""
+        """Answer every waiting call (approved ones run now, in ``registry`` when the caller has
+        the turn's tools, else in the tenant's tools resolved now: never the service's registry,
+        which lacks the tenant's MCP tools and ignores its profile's deny list); the step's
+        messages, in call order."""
         ids = (turn_id, paused.tenant_id, paused.session_id, request_id)
         ctx = ToolContext(paused.tenant_id, paused.session_id, request_id)
         results = {cid: ToolResult(r["ok"], r["content"]) for cid, r in paused.results.items()}
         approved: list[dict[str, str]] = []
-        tools = self.registry if registry is None else registry
         for waiting in paused.waiting:
             call_id, kind = waiting["call_id"], waiting["kind"]
             decision = paused.decisions.get(call_id)
@@ -184,12 +191,15 @@ class Waiting:
             result = results[call_id] = _answer(kind, decision, reason)
             emit(ToolFinished(*ids, call["name"], call_id, result.ok, None if result.ok else "not_run"))
 
-        async def run(call: dict[str, str]) -> None:
-            result = results[call["id"]] = await tools.call(call["name"], call["arguments"], ctx)
-            error = None if result.ok else json.loads(result.content).get("error")
-            emit(ToolFinished(*ids, call["name"], call["id"], result.ok, error))
+        if approved:
+            tools = registry if registry is not None else await self.tools_for(paused.tenant_id)
 
-        await asyncio.gather(*(run(call) for call in approved))
+            async def run(call: dict[str, str]) -> None:
+                result = results[call["id"]] = await tools.call(call["name"], call["arguments"], ctx)
+                error = None if result.ok else json.loads(result.content).get("error")
+                emit(ToolFinished(*ids, call["name"], call["id"], result.ok, error))
+
+            await asyncio.gather(*(run(call) for call in approved))
         calls = [ToolCallRequest(c["id"], c["name"], c["arguments"]) for c in paused.calls]
         settled: list[dict[str, Any]] = storable(round_messages(paused.text, calls, results))
         return settled
