@@ -9,14 +9,18 @@ tests/js/agui.test.mjs and tests/js/aisdk.test.mjs (run by tests/test_js_clients
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from a2a.types import a2a_pb2 as pb
+from a2a.utils.errors import TaskNotFoundError
 from ag_ui.core import EventType
 from aiohttp.test_utils import TestClient
 from google.protobuf.json_format import MessageToDict
 
 from msev15.store.session_events import SESSION_EVENTS
+from tests.instances import two_apps
 from tests.llm_server import Reply, ScriptedLLM
 from tests.test_a2a import base_url, clients, events_of, states, user_message
 from tests.test_agui import run_input, validated
@@ -81,6 +85,36 @@ async def test_a2a_holds_a_message_as_a_task_waiting_for_the_person(service, llm
     assert task.status.state == pb.TASK_STATE_INPUT_REQUIRED
     assert len(llm.requests) == 1
     assert await _customer_messages(client, "held") == ["Hello from A2A", "Still there?"]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_the_held_a2a_task_is_found_by_get_task(service, llm: ScriptedLLM, clients: Callable[..., Any],
+                                                      store: str, request: pytest.FixtureRequest) -> None:
+    shared = {"session_store": "redis", "redis_url": request.getfixturevalue("redis_url")} if store == "redis" else {}
+    client: TestClient = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", openai_api_key="k",
+                                       llm_max_retries=0, **shared)
+    llm.push(Reply(tool_calls=[HANDOFF]))
+    assert (await _stream(client, "held", "A person please"))[-1]["status"] == "with_human"
+    a2a = await clients(base_url(client), streaming=False)
+    [task] = [e.task for e in await events_of(a2a, user_message("Still there?", context_id="held"))]
+    assert task.status.state == pb.TASK_STATE_INPUT_REQUIRED
+    assert await a2a.get_task(pb.GetTaskRequest(id=task.id)) == task
+    listed = await a2a.list_tasks(pb.ListTasksRequest())
+    assert task.id in {t.id for t in listed.tasks}
+    with pytest.raises(TaskNotFoundError):  # another tenant does not find it
+        await a2a.get_task(pb.GetTaskRequest(id=task.id, tenant="globex"))
+
+
+async def test_the_held_a2a_task_is_found_by_another_instance(aiohttp_client: Any, tmp_path: Path, redis_url: str,
+                                                              llm: ScriptedLLM, clients: Callable[..., Any]) -> None:
+    a, b = await two_apps(aiohttp_client, tmp_path, redis_url, llm)
+    llm.push(Reply(tool_calls=[HANDOFF]))
+    assert (await _stream(a, "held", "A person please"))[-1]["status"] == "with_human"
+    on_a = await clients(base_url(a), streaming=False)
+    [task] = [e.task for e in await events_of(on_a, user_message("Still there?", context_id="held"))]
+    assert task.status.state == pb.TASK_STATE_INPUT_REQUIRED
+    on_b = await clients(base_url(b), streaming=False)
+    assert await on_b.get_task(pb.GetTaskRequest(id=task.id)) == task
 
 
 async def test_the_mcp_endpoint_holds_a_message_as_a_tool_result(service, llm: ScriptedLLM) -> None:

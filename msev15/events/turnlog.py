@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from aiohttp import web
@@ -169,6 +169,15 @@ class TurnLog:
     def open(self, turn: TurnRequested) -> TurnRecord:
         self._expire()
         record = self._turns[turn.turn_id] = TurnRecord(turn)
+        return record
+
+    def ended(self, turn: TurnRequested, events: Sequence[TurnEvent]) -> TurnRecord:
+        """A turn that ended without running (a message held for a person): opened and given its
+        events, the last one terminal, so it is found by its id like any other (A2A's GetTask) and
+        kept as long; a shared log writes it through as it does a run turn's."""
+        record = self.open(turn)
+        for event in events:
+            self.append(record, event)
         return record
 
     def get(self, tenant_id: str, session_id: str, turn_id: str) -> TurnRecord | None:

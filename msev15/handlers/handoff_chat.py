@@ -4,8 +4,9 @@ It is stored in the session's history for the operator and never sent to the mod
 :func:`hold_for_person`, called by ``start_turn`` (handlers/chat.py), so it holds on every front
 door: instead of running a turn, ``start_turn`` returns a :class:`HeldRecord`, a turn record that
 has ended already with a ``handoff`` event (the current mode) and ``done`` with
-``"status": "with_human"``. Each protocol relays it in its own terms (an AG-UI run, an AI SDK
-message, an A2A task in INPUT_REQUIRED, an MCP tool result). ``/chat`` answers 200 with
+``"status": "with_human"`` (the turn log holds it too, so it is looked up like any other). Each
+protocol relays it in its own terms (an AG-UI run, an AI SDK message, an A2A task in
+INPUT_REQUIRED, an MCP tool result). ``/chat`` answers 200 with
 ``"status": "with_human"`` and ``"message": null``; ``/chat/stream`` sends the two frames without
 ``id:``: no turn ran, so there is nothing to resume. With HANDOFF_ENABLED=false nobody can hold a
 session and turns skip the look-up.
@@ -23,7 +24,7 @@ from aiohttp import web
 from msev15.agent.handoff import WITH_HUMAN
 from msev15.common.ids import new_id
 from msev15.config import SETTINGS
-from msev15.events.turnlog import TurnRecord
+from msev15.events.turnlog import TURNS, TurnRecord
 from msev15.events.types import Handoff, TurnCompleted, TurnRequested
 from msev15.handlers.errors import utc_now_iso
 from msev15.handlers.validation import ChatRequest
@@ -41,7 +42,9 @@ class Held:
 
 
 class HeldRecord(TurnRecord):
-    """The record ``start_turn`` returns for a held message: ended already, never in the turn log."""
+    """The record ``start_turn`` returns for a held message: ended already. The turn log holds a
+    record of the same turn with the same events (:func:`hold_for_person`), so it is found by its
+    id afterwards (A2A's GetTask on the INPUT_REQUIRED task), on this instance or another."""
 
     __slots__ = ("held",)
 
@@ -68,7 +71,10 @@ async def hold_for_person(app: web.Application, turn: TurnRequested) -> HeldReco
                                            [Message("user", turn.message, now, {"message_id": message_id})], now)
     await app[SESSION_EVENTS].append(turn.tenant_id, turn.session_id, {
         "type": "customer_message", "message_id": message_id, "content": turn.message})
-    return HeldRecord(turn, Held(mode, count))
+    record = HeldRecord(turn, Held(mode, count))
+    # In the turn log before the reply names it: a shared log has written it when this returns.
+    await app[TURNS].ended(turn, record.events).outcome()
+    return record
 
 
 def held_json(chat: ChatRequest, held: Held) -> dict[str, Any]:
