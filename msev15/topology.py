@@ -54,7 +54,7 @@ from msev15.store.limits import TENANT_LIMITER, RateLimiter
 from msev15.store.order_store import OrderStore
 from msev15.store.orders import OrderRepository
 from msev15.store.pending import PENDING, MemoryPendingCalls, PendingCalls
-from msev15.store.pg_kit import Database, open_database
+from msev15.store.pg_kit import Database, connect_database
 from msev15.store.profiles import PROFILES, ProfileStore
 from msev15.store.session_events import SESSION_EVENTS, MemorySessionEvents, SessionEvents
 from msev15.topology_stores import api_key_store, open_sessions, profile_store, redis_url, store_label
@@ -231,8 +231,10 @@ class Topology:
             from msev15.store.pg_orders import PostgresOrders
 
             orders = PostgresOrders(self.database)
-            if settings.order_db_seed:
+            if settings.order_db_seed and self.database.migrated:
                 await orders.seed_demo_orders()
+            elif settings.order_db_seed:  # PostgreSQL is down: seed once it answers
+                self.database.after_migration(orders.seed_demo_orders)
             return orders
         return await OrderRepository.open(settings.order_db_path, seed=settings.order_db_seed)
 
@@ -257,7 +259,7 @@ class Topology:
         """Open the parts; when one fails, what did open is closed again before the error propagates."""
         try:
             if self.settings.database_url:
-                self.database = await open_database(self.settings.database_url)
+                self.database = await connect_database(self.settings.database_url)  # down: not ready
             self._sessions = await self.open_sessions()
             self._pending = await self.open_pending()
             self._feedback = await self.open_feedback()

@@ -27,7 +27,7 @@ from msev15.store.base import FENCE, SESSIONS, FencedOut
 from msev15.store.context import ORDERS
 from msev15.store.order_seed import DEMO_ORDERS, DEMO_TENANT
 from msev15.store.order_values import OrderNotFound
-from msev15.store.pg_kit import DatabaseError, masked, open_database
+from msev15.store.pg_kit import DatabaseError, connect_database, masked, open_database
 from msev15.store.pg_orders import PostgresOrders
 from msev15.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from msev15.store.pg_sessions import PostgresSessions
@@ -65,6 +65,8 @@ async def test_a_database_of_a_newer_release_is_refused(pg_cluster: PgCluster) -
     await conn.close()
     with pytest.raises(DatabaseError, match="newer than this program supports"):
         await open_database(url)
+    with pytest.raises(DatabaseError, match="newer than this program supports"):  # the service's start-up too
+        await connect_database(url)
 
 
 # --- settings --------------------------------------------------------------------------------------
@@ -114,12 +116,22 @@ async def test_chat_history_and_readiness_on_postgres(pg_cluster: PgCluster, ser
         await conn.close()
 
 
-async def test_an_unreachable_database_fails_start_up_clearly(tmp_path: Path) -> None:
+async def test_an_unreachable_database_starts_not_ready_and_says_why(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """As with Redis down: the topology opens, the database is unavailable, the log says which
+    (without the password). The recovery is tests/test_postgres_restart.py's, with a real server."""
     url = f"postgresql://msev15:hunter2-pw@127.0.0.1:{free_port()}/msev15"
     app = await create_app(make_settings(tmp_path, session_store="postgres", database_url=url))
-    with pytest.raises(DatabaseError) as caught:
-        await app[TOPOLOGY].open()
-    assert "cannot connect" in str(caught.value) and "hunter2-pw" not in str(caught.value)
+    topology = app[TOPOLOGY]
+    await topology.open()
+    try:
+        assert topology.database is not None and not topology.database.migrated
+        assert await topology.database.status() == "unavailable"
+        assert await topology.sessions.status() == "unavailable"
+    finally:
+        await topology.close()
+    said = [r.getMessage() for r in caplog.records if "starting not ready" in r.getMessage()]
+    assert said and "msev15:***@127.0.0.1" in said[0] and "hunter2-pw" not in caplog.text
 
 
 async def test_postgres_down_answers_503_store_unavailable_and_readiness_recovers(pg_cluster: PgCluster,

@@ -143,3 +143,51 @@ async def test_a_postgres_restart_under_load_loses_no_acknowledged_turn(tmp_path
         await conn.close()
     assert sum(after.values()) == SESSIONS * AFTER_EACH
     assert refused >= 1, "no request met the outage: the test did not test it"
+
+
+async def _readiness(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+    async with http.get(f"{url}/health/readiness") as resp:
+        body: dict[str, Any] = await resp.json()
+        return resp.status, body
+
+
+@pytest.mark.subprocess
+async def test_postgres_down_at_start_up_starts_not_ready_and_recovers_migrated(tmp_path: Path,
+                                                                                own_cluster: PgCluster) -> None:
+    """DATABASE_URL names a database whose server is down when the service starts: it starts (as
+    with Redis down), not ready with the reason, answers 503 store_unavailable, and once PostgreSQL
+    accepts connections it becomes ready by itself with the schema migrated and the demo orders
+    seeded, without a restart."""
+    database_url = own_cluster.create_database("late", empty=True)  # no schema: the service migrates it
+    own_cluster.stop_server()
+    service = await _start(tmp_path, SESSION_STORE="postgres", DATABASE_URL=database_url, ORDER_DB_SEED="true")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as http:
+            status, body = await _readiness(http, service.url)
+            assert status == 503 and body["status"] == "not_ready", body
+            assert body["checks"]["database"] == "unavailable" and body["checks"]["session_store"] == "unavailable"
+            assert any("PostgreSQL" in w for w in body["warnings"]), body
+            async with http.post(f"{service.url}/api/v1/chat", json={"session_id": "s", "message": "hi"}) as resp:
+                assert resp.status == 503 and resp.headers.get("Retry-After")
+                assert_envelope(await resp.json(), "store_unavailable")
+
+            await asyncio.to_thread(own_cluster.start_server)
+            started = time.monotonic()
+            while (status := (await _readiness(http, service.url))[0]) != 200:  # recovers by itself
+                assert status == 503
+                assert time.monotonic() - started < RECOVERY_SECONDS, "readiness did not recover"
+                await asyncio.sleep(0.05)
+            async with http.post(f"{service.url}/api/v1/chat", json={"session_id": "s", "message": "hi"}) as resp:
+                assert resp.status == 200, await resp.text()
+    finally:
+        service.proc.terminate()
+        code, _, err = await service.finish()
+    assert code == 0 and "Traceback" not in err, err
+    conn = await asyncpg.connect(database_url)
+    try:
+        from msev15.store.pg_schema import SCHEMA_VERSION
+
+        assert await conn.fetchval("SELECT MAX(version) FROM msev15_migrations") == SCHEMA_VERSION
+        assert await conn.fetchval("SELECT COUNT(*) FROM orders") > 0  # the seed waited for the database
+    finally:
+        await conn.close()

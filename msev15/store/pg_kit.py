@@ -7,6 +7,11 @@ of failures.
   ``msev15_migrations``; they run under ``pg_advisory_lock``, one transaction each, so several
   instances starting at once take turns and each version is applied exactly once. A database with a
   version newer than this release knows is refused.
+- **Not ready, not dead, at start-up.** :func:`connect_database` (the service's) makes the pool
+  without connecting; when PostgreSQL does not answer, the service starts not ready and the first
+  call that reaches it (a readiness probe, a request) applies the migrations, then runs what
+  waited for them (:meth:`Database.after_migration`). A schema newer than this program is still
+  refused at start-up.
 - **Unavailable, not broken.** A lost or refused connection, a server shutting down or starting,
   a timeout: :class:`~msev15.store.base.StoreUnavailable` (503 ``store_unavailable`` with
   Retry-After for clients, ``not_ready`` for readiness). The pool reconnects on the next call.
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -93,14 +98,51 @@ class Database:
     """The instance's pool. ``connection()`` and ``transaction()`` hand out a pooled connection and
     translate failures; ``status()`` is readiness (one bounded ``SELECT 1``)."""
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str, *, migrated: bool = True) -> None:
         self.pool = pool
         self.url = url
+        self._migrated = migrated
+        self._migrating = asyncio.Lock()
+        self._after_migration: list[Callable[[], Awaitable[object]]] = []
+
+    @property
+    def migrated(self) -> bool:
+        return self._migrated
+
+    def after_migration(self, step: Callable[[], Awaitable[object]]) -> None:
+        """Run ``step`` once, right after the migrations that a later call applies (the database
+        was down at start-up). A failure of ``step`` is logged, not raised."""
+        self._after_migration.append(step)
+
+    async def _migrate(self) -> None:
+        """Apply the migrations now (the database was down at start-up); StoreUnavailable while
+        it still is, or when its schema is newer than this program's."""
+        async with self._migrating:
+            if self._migrated:
+                return
+            try:
+                async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+                    version = await migrate(conn)
+            except DatabaseError as exc:
+                log.error("%s", exc)
+                raise StoreUnavailable(str(exc)) from exc
+            except _START_FAILURES as exc:
+                raise unavailable(exc) from exc
+            self._migrated = True
+            log.warning("PostgreSQL at %s answers again: schema version %d; ready", masked(self.url), version)
+        steps, self._after_migration = self._after_migration, []
+        for step in steps:
+            try:
+                await step()
+            except Exception as exc:
+                log.warning("a step waiting for the database failed: %s", exc)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
         """A pooled connection. Any failure to get one (refused, the database not accepting
         connections, shutting down, the pool exhausted past the timeout) is StoreUnavailable."""
+        if not self._migrated:
+            await self._migrate()
         try:
             conn = await self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS)
         except _START_FAILURES as exc:
@@ -194,6 +236,29 @@ async def open_database(url: str, *, min_size: int = 1, max_size: int = 10) -> D
             raise DatabaseError(f"cannot migrate {masked(url)}: {exc}") from exc
         raise
     return Database(pool, url)
+
+
+async def connect_database(url: str, *, max_size: int = 10) -> Database:
+    """The service's pool: made without connecting, then migrated when PostgreSQL answers. When it
+    does not (down, refused, starting), the pool is returned all the same and the service starts
+    not ready (see :meth:`Database.status`); the next call that reaches PostgreSQL migrates. A
+    schema newer than this program raises :class:`DatabaseError`, as does a URL asyncpg rejects."""
+    try:
+        pool = await asyncpg.create_pool(url, min_size=0, max_size=max_size, init=_init, reset=_reset,
+                                         timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=COMMAND_TIMEOUT_SECONDS,
+                                         max_inactive_connection_lifetime=60)
+    except _START_FAILURES as exc:
+        raise DatabaseError(f"cannot connect to {masked(url)}: {exc}") from exc
+    database = Database(pool, url, migrated=False)
+    try:
+        await database._migrate()
+    except StoreUnavailable as exc:
+        if isinstance(exc.__cause__, DatabaseError):
+            pool.terminate()
+            raise exc.__cause__ from None
+        log.warning("PostgreSQL at %s does not answer (%s): starting not ready; the schema is migrated "
+                    "once it does", masked(url), exc)
+    return database
 
 
 class OnDemand:

@@ -70,7 +70,8 @@ class PostgresSessions:
                    max_messages: int = 1000, max_sessions: int = 250_000, max_sessions_per_tenant: int = 0,
                    max_bytes: int = 0, fence: Fence | None = None) -> PostgresSessions:
         store = cls(db, ttl_seconds, clock, max_messages, max_sessions, max_sessions_per_tenant, max_bytes, fence)
-        await store.count()
+        if db.migrated:  # else PostgreSQL is down at start-up: counted on the next count()
+            await store.count()
         return store
 
     # --- the Sessions interface -----------------------------------------------------------------
