@@ -290,3 +290,33 @@ def test_missing_binaries_skip_except_under_ci(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("CI", "true")
     with pytest.raises(RuntimeError, match="initdb"):
         pg_server.start_cluster(reasons.append)
+
+
+async def test_callers_waiting_on_a_failed_start_up_migration_fail_with_it() -> None:
+    """PostgreSQL down at start-up, behind an address that accepts and never answers: requests that
+    queue behind one migration attempt fail with it, instead of each waiting out its own connect
+    timeout in turn. Counted by the connections the silent server sees, not by time."""
+    accepted = 0
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        database = await connect_database(f"postgresql://msev15:pw@127.0.0.1:{port}/msev15")
+        try:
+            assert not database.migrated and accepted == 1
+            statuses = await asyncio.gather(*(database.status() for _ in range(4)))
+            assert statuses == ["unavailable"] * 4
+            assert accepted == 2  # one attempt for the four callers
+        finally:
+            database.pool.terminate()
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -103,6 +103,8 @@ class Database:
         self.url = url
         self._migrated = migrated
         self._migrating = asyncio.Lock()
+        self._failed = 0  # failed attempts at the migrations: callers that waited for one fail with it
+        self._failure: str | None = None
         self._after_migration: list[Callable[[], Awaitable[object]]] = []
 
     @property
@@ -117,19 +119,26 @@ class Database:
     async def _migrate(self) -> None:
         """Apply the migrations now (the database was down at start-up); StoreUnavailable while
         it still is, or when its schema is newer than this program's."""
+        failed = self._failed
         async with self._migrating:
             if self._migrated:
                 return
+            if self._failed != failed and self._failure is not None:  # one failed while this call waited
+                raise StoreUnavailable(self._failure)
             try:
                 async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
                     version = await migrate(conn)
             except DatabaseError as exc:
                 log.error("%s", exc)
-                raise StoreUnavailable(str(exc)) from exc
+                self._failed, self._failure = self._failed + 1, str(exc)
+                raise StoreUnavailable(self._failure) from exc
             except _START_FAILURES as exc:
-                raise unavailable(exc) from exc
-            self._migrated = True
-            log.warning("PostgreSQL at %s answers again: schema version %d; ready", masked(self.url), version)
+                failure = unavailable(exc)
+                self._failed, self._failure = self._failed + 1, str(failure)
+                raise failure from exc
+            self._migrated, self._failure = True, None
+            if self._failed:  # it was down at start-up
+                log.warning("PostgreSQL at %s answers: schema version %d; ready", masked(self.url), version)
         steps, self._after_migration = self._after_migration, []
         for step in steps:
             try:
