@@ -207,7 +207,11 @@ class Waiting:
     async def close(self, tenant_id: str, session_id: str, turn_id: str | None, reason: str,
                     request_id: str = "-", emit: Emit = _quiet, *, registry: ToolRegistry | None = None) -> bool:
         """Settle the session's paused step for ``reason`` and commit it with a note; False if
-        there was none (or it was another turn's) by the time it was taken."""
+        there was none (or it was another turn's) by the time it was taken. The tenant's tools are
+        resolved before the step is taken (a cancel runs nothing and needs none): if that fails
+        (its profile store is down), the step stays in the store for the next try."""
+        if registry is None and reason != "cancelled":
+            registry = await self.tools_for(tenant_id)
         paused = await self.pending.take(tenant_id, session_id, turn_id)
         if paused is None:
             return False
