@@ -176,16 +176,22 @@ async def test_approval_rules_are_the_tenants(service, llm: ScriptedLLM, servers
     assert (await _chat(client, "plain", "order"))["status"] == "waiting"
 
 
-async def test_a_write_is_used_by_the_next_turn_and_a_continuation_reads_it_again(service, llm: ScriptedLLM,
-                                                                                   servers) -> None:
-    acme_server, _ = servers
+async def _acme_cancel_waiting(service: Any, llm: ScriptedLLM, url: str) -> tuple[TestClient, str, dict[str, Any]]:
+    """Acme's profile (update_order_status needs approval) and a turn waiting on that call; the
+    client, the order and the turn's reply."""
     client = await _service(service, llm)
-    store = client.app[PROFILES]
-    await store.put("acme", acme_profile(acme_server.url), "test")
+    await client.app[PROFILES].put("acme", acme_profile(url), "test")
     order_id = str((await client.app[ORDERS].create("acme", "C", "SKU-1", 1, 10, "1 Main St, X"))["order_id"])
     llm.push(Reply("", tool_calls=[Call("update_order_status", {"order_id": order_id, "status": "cancelled"},
                                         "c1")]))
-    paused = await _chat(client, "acme", "cancel")
+    return client, order_id, await _chat(client, "acme", "cancel")
+
+
+async def test_a_write_is_used_by_the_next_turn_and_a_continuation_reads_it_again(service, llm: ScriptedLLM,
+                                                                                   servers) -> None:
+    acme_server, _ = servers
+    client, order_id, paused = await _acme_cancel_waiting(service, llm, acme_server.url)
+    store = client.app[PROFILES]
     assert paused["status"] == "waiting" and paused["profile_version"] == 1
 
     changed = {**acme_profile(acme_server.url), "instructions": "Acme v2 rules."}
@@ -236,13 +242,9 @@ async def test_an_approved_tenant_mcp_call_settled_by_expiry_runs_on_the_tenants
 async def test_an_approved_call_the_profile_now_denies_is_not_run_when_expiry_settles_it(
         service, llm: ScriptedLLM, servers) -> None:
     acme_server, _ = servers
-    client = await _service(service, llm)
+    client, order_id, paused = await _acme_cancel_waiting(service, llm, acme_server.url)
     store = client.app[PROFILES]
-    await store.put("acme", acme_profile(acme_server.url), "test")
-    order_id = str((await client.app[ORDERS].create("acme", "C", "SKU-1", 1, 10, "1 Main St, X"))["order_id"])
-    llm.push(Reply("", tool_calls=[Call("update_order_status", {"order_id": order_id, "status": "cancelled"},
-                                        "c1")]))
-    assert (await _chat(client, "acme", "cancel"))["status"] == "waiting"
+    assert paused["status"] == "waiting"
     denied = {**acme_profile(acme_server.url), "tools": {"allow": ["get_order_by_id"]}}
     assert await store.put("acme", denied, "test", if_version=1) == 2
     await _approve_and_expire(client, "acme", "c1")
