@@ -31,9 +31,10 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from msev15.agent.coordination import NoHost, TurnHost
+from msev15.agent.coordination import NoHost, SessionHeld, TurnHost
 from msev15.agent.runner import TurnRefused
 from msev15.events.redis_turnlog import RedisTurnLog, RemoteTurnRecord, instance_key
 from msev15.events.turnlog import TurnRecord, TurnView
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent.coordination")
 
+# (tenant_id, session_id) -> (the session's hash key, its idle cutoff): RedisSessions.hold_probe
+HoldProbe = Callable[[str, str], tuple[str, str]]
+
 CONTROL_CHANNEL = "msev15:control"
 WAKE_CHANNEL = "msev15:wake"
 QUEUE_TTL_SECONDS = 86_400
@@ -53,10 +57,20 @@ RECHECK_SECONDS = 1.0
 MAX_HEADS = 10_000
 _FINAL = ("completed", "waiting", "failed", "cancelled", "interrupted")  # a turn that has ended
 
-# KEYS: the session's queue; ARGV: entry, if_busy policy. Returns {'BUSY'} when a reject finds the
-# session busy; else, after appending this one, {'HEAD'} when it heads the queue or {'QUEUED'},
-# followed (for interrupt) by the entries that were ahead.
+# KEYS: the session's queue [, the session's hash]; ARGV: entry, if_busy policy, queue TTL [, the
+# session cutoff ('' without a TTL)]. With the session's hash, returns {'HELD', mode} and admits
+# nothing when a person holds the live session (its mode is set and not 'agent'; see
+# store/redis_sessions.py): the hold check and the admission are one step. Returns {'BUSY'} when a
+# reject finds the session busy; else, after appending this one, {'HEAD'} when it heads the queue
+# or {'QUEUED'}, followed (for interrupt) by the entries that were ahead.
 _ADMIT = """
+if KEYS[2] then
+  local meta = redis.call('HMGET', KEYS[2], 'last_activity', 'mode')
+  if meta[1] and meta[2] and meta[2] ~= 'agent'
+      and (ARGV[4] == '' or tonumber(meta[1]) > tonumber(ARGV[4])) then
+    return {'HELD', meta[2]}
+  end
+end
 local ahead = redis.call('LRANGE', KEYS[1], 0, -1)
 if ARGV[2] == 'reject' and #ahead > 0 then return {'BUSY'} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
@@ -96,6 +110,13 @@ class RedisCoordination:
         self._admitting: set[str] = set()  # entries whose admit script may not have run yet
         self._heads: dict[str, float] = {}  # entries that headed their queue when admitted, and when
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by the topology when the sessions are in this Redis: (the session's hash, the cutoff)
+        # of a session, so the admit script reads its mode (see _ADMIT).
+        self.hold_probe: HoldProbe | None = None
+
+    @property
+    def reads_hold(self) -> bool:
+        return self.hold_probe is not None
 
     def start(self, host: TurnHost) -> None:
         self.runner = host
@@ -174,16 +195,24 @@ class RedisCoordination:
     # --- one turn at a time per session -------------------------------------------------------
 
     @translated
-    async def admit(self, turn: TurnRequested) -> None:
+    async def admit(self, turn: TurnRequested, hold: bool = False) -> None:
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
         entry = _entry(turn, self.instance_id)
+        keys: list[str] = [queue]
+        args: list[str | int] = [entry, turn.if_busy, QUEUE_TTL_SECONDS]
+        if hold and self.hold_probe is not None:
+            meta, cutoff = self.hold_probe(turn.tenant_id, turn.session_id)
+            keys.append(meta)
+            args.append(cutoff)
         self._admitting.add(entry)
         try:
-            ahead = await self._admit(keys=[queue], args=[entry, turn.if_busy, QUEUE_TTL_SECONDS])
+            ahead = await self._admit(keys=keys, args=args)
             if ahead == ["BUSY"] and await self._sweep(queue):
-                ahead = await self._admit(keys=[queue], args=[entry, turn.if_busy, QUEUE_TTL_SECONDS])
+                ahead = await self._admit(keys=keys, args=args)
         finally:
             self._admitting.discard(entry)
+        if ahead and text(ahead[0]) == "HELD":
+            raise SessionHeld(text(ahead[1]))
         if ahead == ["BUSY"]:
             raise TurnRefused("session_busy", "This session is still answering an earlier message.", 409,
                               retry_after=self.runner.busy_retry_after)
