@@ -253,16 +253,22 @@ class Topology:
 
     # --- one lifecycle --------------------------------------------------------------------
 
-    def _bind_hold_probe(self) -> None:
-        """Sessions and coordination in one Redis: the admit script reads the session's mode, so
-        a turn's hold-for-a-person check is not a round trip of its own."""
-        if self.kind != "redis":
+    def _bind_probes(self) -> None:
+        """Sessions (pending calls) and coordination in one Redis: the admit script reads the
+        session's mode (whether it has a paused step), so a turn's hold-for-a-person check (its
+        pending-calls look-up) is not a round trip of its own."""
+        if not self.shared:
             return
         from msev15.agent.redis_coordination import RedisCoordination
+        from msev15.store.redis_pending import RedisPendingCalls
         from msev15.store.redis_sessions import RedisSessions
 
-        if isinstance(self.coordination, RedisCoordination) and isinstance(self._sessions, RedisSessions):
+        if not isinstance(self.coordination, RedisCoordination):
+            return
+        if isinstance(self._sessions, RedisSessions):
             self.coordination.hold_probe = self._sessions.hold_probe
+        if isinstance(self._pending, RedisPendingCalls):
+            self.coordination.paused_probe = self._pending.paused_probe
 
     async def open(self) -> None:
         """Open the parts; when one fails, what did open is closed again before the error propagates."""
@@ -270,8 +276,8 @@ class Topology:
             if self.settings.database_url:
                 self.database = await open_database(self.settings.database_url)
             self._sessions = await self.open_sessions()
-            self._bind_hold_probe()
             self._pending = await self.open_pending()
+            self._bind_probes()
             self._feedback = await self.open_feedback()
             self._handoffs = self._open_handoffs()
             self._profiles = profile_store(self.settings, self.database)

@@ -75,6 +75,11 @@ class Coordination(Protocol):
         ``hold`` and :attr:`reads_hold`, refuse a turn of a session a person holds (SessionHeld)."""
         ...
 
+    def unpaused(self, turn: TurnRequested) -> bool:
+        """After :meth:`acquire`: True when it is known without a look-up that the session has no
+        paused step (see Waiting.resume); False when unknown."""
+        ...
+
     async def withdraw(self, turn: TurnRequested) -> None:
         """An admitted turn that the local runner then refused."""
         ...
@@ -110,6 +115,9 @@ class LocalCoordination:
 
     async def admit(self, turn: TurnRequested, hold: bool = False) -> None:
         return None
+
+    def unpaused(self, turn: TurnRequested) -> bool:
+        return False
 
     async def withdraw(self, turn: TurnRequested) -> None:
         return None

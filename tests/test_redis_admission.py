@@ -1,13 +1,16 @@
-"""SESSION_STORE=redis: the hold-for-a-person check is read by the coordination's admit script, in
-the step that admits the turn (agent/redis_coordination.py), not by a look-up of its own. These
-tests pin what that step must keep of the look-up it replaces (store/redis_sessions.py ``mode``):
-a held session's message is stored for the person and reaches neither the model nor the queue; a
-session idle past its TTL, another tenant's session of the same id, a session handed back to the
-agent and HANDOFF_ENABLED=false hold nothing back. A real redis-server and the scripted model.
+"""SESSION_STORE=redis: the coordination's admit script reads, in the step that admits the turn
+(agent/redis_coordination.py), what the turn used to look up on its own: the session's mode (held
+for a person) and whether it has a paused step (waiting tool calls). These tests pin what that
+step must keep of the look-ups it replaces: a held session's message is stored for the person and
+reaches neither the model nor the queue; a session idle past its TTL, another tenant's session of
+the same id, a session handed back to the agent and HANDOFF_ENABLED=false hold nothing back; a new
+message to a session with a paused step still settles it (``superseded``) before the model, and a
+continuation still takes its step. A real redis-server, the scripted model and real orders.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -15,8 +18,10 @@ from aiohttp.test_utils import TestClient
 
 from msev15.agent.coordination import COORDINATION
 from msev15.store.base import SESSIONS
+from msev15.store.context import ORDERS
+from msev15.store.pending import PENDING
 from msev15.store.redis_kit import tenant_key
-from tests.llm_server import ScriptedLLM
+from tests.llm_server import Call, Reply, ScriptedLLM
 
 ANSWER = "Hello from the scripted model."
 
@@ -88,3 +93,24 @@ async def test_with_handoff_disabled_a_stored_mode_holds_nothing_back_on_redis(
     await _chat(client, "s1", "Hi")
     assert await client.app[SESSIONS].set_mode("default", "s1", "human")
     assert (await _chat(client, "s1", "Hi again"))["message"] == ANSWER
+
+
+async def test_a_new_message_still_settles_a_paused_step_first(service: Any, llm: ScriptedLLM,
+                                                                 redis_url: str) -> None:
+    client = await _redis_service(service, llm, redis_url, openai_api_key="k",
+                                  tool_approval=("update_order_status",))
+    order = await client.app[ORDERS].create("t1", "CUST-1", "SKU-1", 1, 10, "1 Main Street, Springfield")
+    cancel = Call("update_order_status", {"order_id": order["order_id"], "status": "cancelled"}, "c-upd")
+    llm.push(Reply("", tool_calls=[cancel]), Reply("Fine, I will leave it."))
+    assert (await _chat(client, "s1", "Cancel it", tenant_id="t1"))["status"] == "waiting"
+    assert await client.app[PENDING].get("t1", "s1") is not None
+
+    # The session has a paused step: its next message's turn must settle it before the model.
+    body = await _chat(client, "s1", "Actually, keep it", tenant_id="t1")
+    assert body["message"] == "Fine, I will leave it."
+    assert "superseded" in json.dumps(llm.requests[-1]) and llm.rejected == []
+    assert await client.app[PENDING].get("t1", "s1") is None
+    assert (await client.app[ORDERS].get("t1", order["order_id"]))["status"] == "pending"
+
+    # And with no paused step left, the next turn runs as any other.
+    assert (await _chat(client, "s1", "Thanks", tenant_id="t1"))["message"] == ANSWER
