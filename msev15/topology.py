@@ -255,6 +255,23 @@ class Topology:
 
     # --- one lifecycle --------------------------------------------------------------------
 
+    def _bind_probes(self) -> None:
+        """Sessions (pending calls) and coordination in one Redis: the admit script reads the
+        session's mode (whether it has a paused step), so a turn's hold-for-a-person check (its
+        pending-calls look-up) is not a round trip of its own."""
+        if not self.shared:
+            return
+        from msev15.agent.redis_coordination import RedisCoordination
+        from msev15.store.redis_pending import RedisPendingCalls
+        from msev15.store.redis_sessions import RedisSessions
+
+        if not isinstance(self.coordination, RedisCoordination):
+            return
+        if isinstance(self._sessions, RedisSessions):
+            self.coordination.hold_probe = self._sessions.hold_probe
+        if isinstance(self._pending, RedisPendingCalls):
+            self.coordination.paused_probe = self._pending.paused_probe
+
     async def open(self) -> None:
         """Open the parts; when one fails, what did open is closed again before the error propagates."""
         try:
@@ -262,6 +279,7 @@ class Topology:
                 self.database = await connect_database(self.settings.database_url)  # down: not ready
             self._sessions = await self.open_sessions()
             self._pending = await self.open_pending()
+            self._bind_probes()
             self._feedback = await self.open_feedback()
             self._handoffs = self._open_handoffs()
             self._profiles = profile_store(self.settings, self.database)

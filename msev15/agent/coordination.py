@@ -51,13 +51,33 @@ class NoHost:
         return 0
 
 
+class SessionHeld(Exception):
+    """``admit(turn, hold=True)`` found the session held by a person: the turn was not admitted."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(mode)
+        self.mode = mode
+
+
 class Coordination(Protocol):
     across_instances: bool  # False: the local runner already runs a session's turns one at a time
 
+    @property
+    def reads_hold(self) -> bool:
+        """True when ``admit(turn, hold=True)`` reads the session's mode in the same step as it
+        admits (SessionHeld), so the caller needs no look-up of its own before."""
+        ...
+
     def start(self, host: TurnHost) -> None: ...
 
-    async def admit(self, turn: TurnRequested) -> None:
-        """Before the turn is published: apply ``if_busy`` across instances (TurnRefused)."""
+    async def admit(self, turn: TurnRequested, hold: bool = False) -> None:
+        """Before the turn is published: apply ``if_busy`` across instances (TurnRefused); with
+        ``hold`` and :attr:`reads_hold`, refuse a turn of a session a person holds (SessionHeld)."""
+        ...
+
+    def unpaused(self, turn: TurnRequested) -> bool:
+        """After :meth:`acquire`: True when it is known without a look-up that the session has no
+        paused step (see Waiting.resume); False when unknown."""
         ...
 
     async def withdraw(self, turn: TurnRequested) -> None:
@@ -85,6 +105,7 @@ class Coordination(Protocol):
 
 class LocalCoordination:
     across_instances = False
+    reads_hold = False  # the caller reads the mode from the session store
 
     def __init__(self) -> None:
         self.runner: TurnHost = NoHost()
@@ -92,8 +113,11 @@ class LocalCoordination:
     def start(self, host: TurnHost) -> None:
         self.runner = host
 
-    async def admit(self, turn: TurnRequested) -> None:
+    async def admit(self, turn: TurnRequested, hold: bool = False) -> None:
         return None
+
+    def unpaused(self, turn: TurnRequested) -> bool:
+        return False
 
     async def withdraw(self, turn: TurnRequested) -> None:
         return None

@@ -115,7 +115,8 @@ class TurnExecution:
                 if self.coordination is not None:  # across instances: wait for the session, take its fence
                     FENCE.set(await self.coordination.acquire(turn))
                 emit = partial(self.host.emit, record)
-                resumed = await self.waiting.resume(turn, progress, emit, setup.registry)
+                unpaused = self.coordination is not None and self.coordination.unpaused(turn)
+                resumed = await self.waiting.resume(turn, progress, emit, setup.registry, unpaused=unpaused)
                 if resumed is not None:  # a continuation: the paused turn's message and start
                     user_text, started_at = resumed.user_message, resumed.started_at
                 provider = self.provider

@@ -31,9 +31,10 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from msev15.agent.coordination import NoHost, TurnHost
+from msev15.agent.coordination import NoHost, SessionHeld, TurnHost
 from msev15.agent.runner import TurnRefused
 from msev15.events.redis_turnlog import RedisTurnLog, RemoteTurnRecord, instance_key
 from msev15.events.turnlog import TurnRecord, TurnView
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent.coordination")
 
+# (tenant_id, session_id) -> (a key, an argument) for the admit script: RedisSessions.hold_probe
+# (the session's hash, its idle cutoff), RedisPendingCalls.paused_probe (its hash, a field)
+HoldProbe = Callable[[str, str], tuple[str, str]]
+
 CONTROL_CHANNEL = "msev15:control"
 WAKE_CHANNEL = "msev15:wake"
 QUEUE_TTL_SECONDS = 86_400
@@ -53,16 +58,33 @@ RECHECK_SECONDS = 1.0
 MAX_HEADS = 10_000
 _FINAL = ("completed", "waiting", "failed", "cancelled", "interrupted")  # a turn that has ended
 
-# KEYS: the session's queue; ARGV: entry, if_busy policy. Returns {'BUSY'} when a reject finds the
-# session busy; else, after appending this one, {'HEAD'} when it heads the queue or {'QUEUED'},
-# followed (for interrupt) by the entries that were ahead.
+# KEYS: the session's queue [, the session's hash] [, the session's paused-step hash]; ARGV: entry,
+# if_busy policy, queue TTL, the session cutoff ('' without a TTL; '-': no hold check, and no
+# session hash among the KEYS), the paused-step hash's field that only a paused step has. With the
+# session's hash, returns {'HELD', mode} and admits nothing when a person holds the live session
+# (its mode is set and not 'agent'; see store/redis_sessions.py): the hold check and the admission
+# are one step. Returns {'BUSY'} when a reject finds the session busy; else, after appending this
+# one, {'HEAD'} when it heads the queue ({'FREE'}: heads it, and the session has no paused step:
+# see RedisCoordination.unpaused) or {'QUEUED'}, followed (for interrupt) by the entries ahead.
 _ADMIT = """
+local k = 2
+if ARGV[4] ~= '-' then
+  local meta = redis.call('HMGET', KEYS[k], 'last_activity', 'mode')
+  if meta[1] and meta[2] and meta[2] ~= 'agent'
+      and (ARGV[4] == '' or tonumber(meta[1]) > tonumber(ARGV[4])) then
+    return {'HELD', meta[2]}
+  end
+  k = k + 1
+end
 local ahead = redis.call('LRANGE', KEYS[1], 0, -1)
 if ARGV[2] == 'reject' and #ahead > 0 then return {'BUSY'} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 local out = {'QUEUED'}
-if #ahead == 0 then out[1] = 'HEAD' end
+if #ahead == 0 then
+  out[1] = 'HEAD'
+  if KEYS[k] and redis.call('HEXISTS', KEYS[k], ARGV[5]) == 0 then out[1] = 'FREE' end
+end
 if ARGV[2] == 'interrupt' then
   for _, entry in ipairs(ahead) do out[#out + 1] = entry end
 end
@@ -94,8 +116,30 @@ class RedisCoordination:
         self._drop_head = self._redis.register_script(_DROP_HEAD)
         self._waiters: dict[str, asyncio.Event] = {}
         self._admitting: set[str] = set()  # entries whose admit script may not have run yet
-        self._heads: dict[str, float] = {}  # entries that headed their queue when admitted, and when
+        # entries that headed their queue when admitted: when, and whether the session had no paused step
+        self._heads: dict[str, tuple[float, bool]] = {}
+        self._unpaused: set[str] = set()  # turns acquire found so (see unpaused)
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by the topology when the sessions are in this Redis: (the session's hash, the cutoff)
+        # of a session, so the admit script reads its mode (see _ADMIT).
+        self.hold_probe: HoldProbe | None = None
+        # Set by the topology when the pending calls are in this Redis: (the session's paused-step
+        # hash, the field only a paused step has), so the admit script tells a session without one.
+        self.paused_probe: HoldProbe | None = None
+
+    @property
+    def reads_hold(self) -> bool:
+        return self.hold_probe is not None
+
+    def unpaused(self, turn: TurnRequested) -> bool:
+        """True (once) when the admit script found the session without a paused step while the
+        turn took the head of its queue, and acquire took the turn within RECHECK_SECONDS of that
+        (as it trusts the head). Only a running turn of the session pauses a step, and none runs
+        while this one heads the queue, so the turn may skip its pending-calls look-up."""
+        if turn.turn_id not in self._unpaused:
+            return False
+        self._unpaused.discard(turn.turn_id)
+        return True
 
     def start(self, host: TurnHost) -> None:
         self.runner = host
@@ -174,23 +218,33 @@ class RedisCoordination:
     # --- one turn at a time per session -------------------------------------------------------
 
     @translated
-    async def admit(self, turn: TurnRequested) -> None:
+    async def admit(self, turn: TurnRequested, hold: bool = False) -> None:
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
         entry = _entry(turn, self.instance_id)
+        keys: list[str] = [queue]
+        args: list[str | int] = [entry, turn.if_busy, QUEUE_TTL_SECONDS, "-", ""]
+        if hold and self.hold_probe is not None:
+            meta, args[3] = self.hold_probe(turn.tenant_id, turn.session_id)
+            keys.append(meta)
+        if self.paused_probe is not None and turn.resumes is None:
+            paused, args[4] = self.paused_probe(turn.tenant_id, turn.session_id)
+            keys.append(paused)
         self._admitting.add(entry)
         try:
-            ahead = await self._admit(keys=[queue], args=[entry, turn.if_busy, QUEUE_TTL_SECONDS])
+            ahead = await self._admit(keys=keys, args=args)
             if ahead == ["BUSY"] and await self._sweep(queue):
-                ahead = await self._admit(keys=[queue], args=[entry, turn.if_busy, QUEUE_TTL_SECONDS])
+                ahead = await self._admit(keys=keys, args=args)
         finally:
             self._admitting.discard(entry)
+        if ahead and text(ahead[0]) == "HELD":
+            raise SessionHeld(text(ahead[1]))
         if ahead == ["BUSY"]:
             raise TurnRefused("session_busy", "This session is still answering an earlier message.", 409,
                               retry_after=self.runner.busy_retry_after)
-        if text(ahead[0]) == "HEAD":
+        if text(ahead[0]) in ("HEAD", "FREE"):
             if len(self._heads) >= MAX_HEADS:  # turns stopped before they ran never took theirs
                 self._heads.clear()
-            self._heads[entry] = time.monotonic()
+            self._heads[entry] = (time.monotonic(), text(ahead[0]) == "FREE")
         for entry in map(text, ahead[1:]):  # if_busy=interrupt: stop what was ahead, wherever it runs
             turn_id, _, owner = entry.partition("|")
             if owner != self.instance_id:
@@ -213,9 +267,13 @@ class RedisCoordination:
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
         mine = _entry(turn, self.instance_id)
         admitted = self._heads.pop(mine, None)
-        if admitted is not None and time.monotonic() - admitted < RECHECK_SECONDS:
+        if admitted is not None and time.monotonic() - admitted[0] < RECHECK_SECONDS:
             # It headed the queue when admitted a moment ago, and nothing is ever added ahead of an
             # entry: no look needed (the commit is fenced all the same).
+            if admitted[1]:
+                if len(self._unpaused) >= MAX_HEADS:
+                    self._unpaused.clear()
+                self._unpaused.add(turn.turn_id)
             return mine
         waiter = self._waiters.setdefault(queue, asyncio.Event())
         try:

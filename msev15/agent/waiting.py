@@ -148,13 +148,15 @@ class Waiting:
         return paused
 
     async def resume(self, turn: TurnRequested, progress: TurnProgress, emit: Emit,
-                     registry: ToolRegistry | None = None) -> PausedTurn | None:
+                     registry: ToolRegistry | None = None, *, unpaused: bool = False) -> PausedTurn | None:
         """Before a turn's model call. A continuation takes its paused step, settles it and returns
         it (its rounds and settled step are now in ``progress``); a new message first settles any
         step the session still waits on (``superseded``) and returns None. Approved calls run in
-        ``registry`` (the turn's tools under its tenant's profile), else the tenant's tools now."""
+        ``registry`` (the turn's tools under its tenant's profile), else the tenant's tools now. With
+        ``unpaused`` the caller knows the session has no paused step (the coordination's admission
+        told it): a new message skips the look-up."""
         if turn.resumes is None:
-            if await self.pending.get(turn.tenant_id, turn.session_id) is not None:
+            if not unpaused and await self.pending.get(turn.tenant_id, turn.session_id) is not None:
                 await self.close(turn.tenant_id, turn.session_id, None, "superseded", turn.request_id, emit,
                                  registry=registry)
             return None

@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from msev15.agent.context import REGISTRY, RUNNER
-from msev15.agent.coordination import COORDINATION
+from msev15.agent.coordination import COORDINATION, SessionHeld
 from msev15.agent.runner import TurnRefused
 from msev15.common.ids import new_id
 from msev15.config import SETTINGS
@@ -25,7 +25,14 @@ from msev15.events.types import (
 from msev15.handlers.client_tools import client_tools
 from msev15.handlers.disconnect import watch_departure
 from msev15.handlers.errors import ApiError, utc_now_iso
-from msev15.handlers.handoff_chat import HeldRecord, held_json, held_stream, hold_for_person
+from msev15.handlers.handoff_chat import (
+    HeldRecord,
+    held_json,
+    held_stream,
+    hold_applies,
+    hold_for_person,
+    keep_for_person,
+)
 from msev15.handlers.jsonbody import json_response
 from msev15.handlers.ratelimit import TENANT_COUNTED, check_tenant_rate
 from msev15.handlers.streams import SseTranslator, open_stream, relay
@@ -59,12 +66,16 @@ async def start_turn(app: web.Application, tenant_id: str, session_id: str, mess
         await check_tenant_rate(app, tenant_id)
     turn = TurnRequested(new_id(), tenant_id, session_id, logs.request_id_var.get(), message, stream, if_busy,
                          resumes, tools)
-    held = await hold_for_person(app, turn)  # a person has the session: stored, no turn
-    if held is not None:
-        return held
     coordination = app[COORDINATION]
+    hold = hold_applies(app, turn)
+    if hold and not coordination.reads_hold:
+        held = await hold_for_person(app, turn)  # a person has the session: stored, no turn
+        if held is not None:
+            return held
     try:
-        await coordination.admit(turn)
+        await coordination.admit(turn, hold=hold)  # reads the mode in the same step when it can
+    except SessionHeld as exc:
+        return await keep_for_person(app, turn, exc.mode)
     except TurnRefused as exc:
         raise refused(exc) from None
     try:

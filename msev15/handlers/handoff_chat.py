@@ -1,9 +1,11 @@
 """A customer's message while a person holds the session (mode ``waiting_for_human`` or ``human``).
 
 It is stored in the session's history for the operator and never sent to the model. The check is
-:func:`hold_for_person`, called by ``start_turn`` (handlers/chat.py), so it holds on every front
-door: instead of running a turn, ``start_turn`` returns a :class:`HeldRecord`, a turn record that
-has ended already with a ``handoff`` event (the current mode) and ``done`` with
+made by ``start_turn`` (handlers/chat.py), so it holds on every front door: :func:`hold_for_person`
+reads the mode, or, with sessions and queues in one Redis, the coordination's admit script reads
+it in the step that admits the turn (no round trip of its own) and :func:`keep_for_person` stores
+the message. Instead of running a turn, ``start_turn`` returns a :class:`HeldRecord`, a turn
+record that has ended already with a ``handoff`` event (the current mode) and ``done`` with
 ``"status": "with_human"`` (the turn log holds it too, so it is looked up like any other). Each
 protocol relays it in its own terms (an AG-UI run, an AI SDK message, an A2A task in
 INPUT_REQUIRED, an MCP tool result). ``/chat`` answers 200 with
@@ -57,15 +59,25 @@ class HeldRecord(TurnRecord):
         self.append(TurnCompleted(*ids, "", held.message_count, status=WITH_HUMAN), now)
 
 
+def hold_applies(app: web.Application, turn: TurnRequested) -> bool:
+    """Whether a person may hold the session this turn is for (a decided call goes on regardless)."""
+    return app[SETTINGS].handoff_enabled and turn.resumes is None
+
+
 async def hold_for_person(app: web.Application, turn: TurnRequested) -> HeldRecord | None:
     """Store the turn's message for the operator when a person holds the session; None when the
     agent answers it (then the caller runs the turn as usual). The tenant's rate was checked."""
-    if not app[SETTINGS].handoff_enabled or turn.resumes is not None:  # a decided call goes on
+    if not hold_applies(app, turn):
         return None
-    sessions = app[SESSIONS]
-    mode = await sessions.mode(turn.tenant_id, turn.session_id)
+    mode = await app[SESSIONS].mode(turn.tenant_id, turn.session_id)
     if mode is None or mode == "agent":
         return None
+    return await keep_for_person(app, turn, mode)
+
+
+async def keep_for_person(app: web.Application, turn: TurnRequested, mode: str) -> HeldRecord:
+    """Store the turn's message for the operator of a session held in ``mode``: no turn runs."""
+    sessions = app[SESSIONS]
     now, message_id = time.time(), new_id()
     count = await sessions.commit_messages(turn.tenant_id, turn.session_id,
                                            [Message("user", turn.message, now, {"message_id": message_id})], now)

@@ -103,6 +103,13 @@ class RedisPendingCalls:
             raise StoreUnavailable("Redis ran the pause past its deadline; nothing was written")
         await self._redis.zadd(DUE, {_member(paused.tenant_id, paused.session_id): paused.expires_at})
 
+    @staticmethod
+    def paused_probe(tenant_id: str, session_id: str) -> tuple[str, str]:
+        """What a script needs to tell whether the session has a paused step (the coordination's
+        admit script does): the session's hash and the field only a paused step has (decisions
+        may outlive a taken step in the same hash)."""
+        return _key(tenant_id, session_id), "body"
+
     @translated
     async def get(self, tenant_id: str, session_id: str) -> PausedTurn | None:
         fields = text_map(await self._redis.hgetall(_key(tenant_id, session_id)))

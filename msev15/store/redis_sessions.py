@@ -181,6 +181,13 @@ class RedisSessions:
             return None
         return text(mode) if mode else "agent"
 
+    def hold_probe(self, tenant_id: str, session_id: str) -> tuple[str, str]:
+        """What a script needs to read :meth:`mode` in its own step (the coordination's admit
+        script does, so a turn's hold check costs no round trip): the session's hash, whose
+        ``mode`` field is the mode (absent: ``agent``), and the cutoff its ``last_activity`` must
+        exceed to be live ('' without a TTL)."""
+        return self._keys(tenant_id, session_id)[0], self._cutoff()
+
     @translated
     async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
         check_mode(mode)

@@ -1,0 +1,116 @@
+"""SESSION_STORE=redis: the coordination's admit script reads, in the step that admits the turn
+(agent/redis_coordination.py), what the turn used to look up on its own: the session's mode (held
+for a person) and whether it has a paused step (waiting tool calls). These tests pin what that
+step must keep of the look-ups it replaces: a held session's message is stored for the person and
+reaches neither the model nor the queue; a session idle past its TTL, another tenant's session of
+the same id, a session handed back to the agent and HANDOFF_ENABLED=false hold nothing back; a new
+message to a session with a paused step still settles it (``superseded``) before the model, and a
+continuation still takes its step. A real redis-server, the scripted model and real orders.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from msev15.agent.coordination import COORDINATION
+from msev15.store.base import SESSIONS
+from msev15.store.context import ORDERS
+from msev15.store.pending import PENDING
+from msev15.store.redis_kit import tenant_key
+from tests.llm_server import Call, Reply, ScriptedLLM
+
+ANSWER = "Hello from the scripted model."
+
+
+async def _chat(client: TestClient, session: str, message: str, **extra: Any) -> dict[str, Any]:
+    resp = await client.post("/api/v1/chat", json={"session_id": session, "message": message, **extra})
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def _queue_length(url: str, tenant: str, session: str) -> int:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return int(await client.llen(tenant_key(tenant, "queue", session)))
+    finally:
+        await client.aclose()
+
+
+async def _redis_service(service: Any, llm: ScriptedLLM, redis_url: str, **extra: Any) -> TestClient:
+    client: TestClient = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0,
+                                       session_store="redis", redis_url=redis_url, **extra)
+    return client
+
+
+async def test_a_held_session_is_refused_at_admission_and_leaves_no_queue_entry(
+        service: Any, llm: ScriptedLLM, redis_url: str) -> None:
+    client = await _redis_service(service, llm, redis_url)
+    assert client.app[COORDINATION].reads_hold  # the admit script reads the mode: no look-up of its own
+    assert (await _chat(client, "s1", "Hi"))["message"] == ANSWER
+    assert await client.app[SESSIONS].set_mode("default", "s1", "human")
+
+    body = await _chat(client, "s1", "Is anyone there?", if_busy="reject")
+    assert (body["status"], body["message"], body["mode"], body["message_count"]) == ("with_human", None, "human", 3)
+    assert len(llm.requests) == 1  # never sent to the model
+    assert await _queue_length(redis_url, "default", "s1") == 0  # nor left in the session's queue
+
+    # Handed back: the agent answers again, and the session is not busy (reject passes).
+    assert await client.app[SESSIONS].set_mode("default", "s1", "agent", expect="human")
+    assert (await _chat(client, "s1", "Thanks", if_busy="reject"))["message"] == ANSWER
+    assert len(llm.requests) == 2
+
+
+async def test_a_hold_is_per_tenant_and_per_live_session(service: Any, llm: ScriptedLLM, redis_url: str) -> None:
+    client = await _redis_service(service, llm, redis_url, session_ttl_seconds=3600)
+    sessions = client.app[SESSIONS]
+    await _chat(client, "s1", "Hi", tenant_id="acme")
+    assert await sessions.set_mode("acme", "s1", "waiting_for_human")
+
+    # Another tenant's session of the same id is the agent's.
+    assert (await _chat(client, "s1", "Hi", tenant_id="globex"))["message"] == ANSWER
+    assert (await _chat(client, "s1", "Hello?", tenant_id="acme"))["status"] == "with_human"
+    assert len(llm.requests) == 2
+
+    # A session idle past its TTL has no mode (the store's own read says so); its hold is gone too.
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        await raw.hset(tenant_key("acme", "sess", "s1"), "last_activity", "1000")
+    finally:
+        await raw.aclose()
+    assert await sessions.mode("acme", "s1") is None
+    assert (await _chat(client, "s1", "Back again", tenant_id="acme"))["message"] == ANSWER
+    assert len(llm.requests) == 3
+
+
+async def test_with_handoff_disabled_a_stored_mode_holds_nothing_back_on_redis(
+        service: Any, llm: ScriptedLLM, redis_url: str) -> None:
+    client = await _redis_service(service, llm, redis_url, handoff_enabled=False)
+    await _chat(client, "s1", "Hi")
+    assert await client.app[SESSIONS].set_mode("default", "s1", "human")
+    assert (await _chat(client, "s1", "Hi again"))["message"] == ANSWER
+
+
+async def test_a_new_message_still_settles_a_paused_step_first(service: Any, llm: ScriptedLLM,
+                                                                 redis_url: str) -> None:
+    client = await _redis_service(service, llm, redis_url, openai_api_key="k",
+                                  tool_approval=("update_order_status",))
+    order = await client.app[ORDERS].create("t1", "CUST-1", "SKU-1", 1, 10, "1 Main Street, Springfield")
+    cancel = Call("update_order_status", {"order_id": order["order_id"], "status": "cancelled"}, "c-upd")
+    llm.push(Reply("", tool_calls=[cancel]), Reply("Fine, I will leave it."))
+    assert (await _chat(client, "s1", "Cancel it", tenant_id="t1"))["status"] == "waiting"
+    assert await client.app[PENDING].get("t1", "s1") is not None
+
+    # The session has a paused step: its next message's turn must settle it before the model.
+    body = await _chat(client, "s1", "Actually, keep it", tenant_id="t1")
+    assert body["message"] == "Fine, I will leave it."
+    assert "superseded" in json.dumps(llm.requests[-1]) and llm.rejected == []
+    assert await client.app[PENDING].get("t1", "s1") is None
+    assert (await client.app[ORDERS].get("t1", order["order_id"]))["status"] == "pending"
+
+    # And with no paused step left, the next turn runs as any other.
+    assert (await _chat(client, "s1", "Thanks", tenant_id="t1"))["message"] == ANSWER
