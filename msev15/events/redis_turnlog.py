@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from msev15.common.tasks import close_within
 from msev15.events.redis_writethrough import SharedTurnRecord, TurnWriter
 from msev15.events.turnlog import STOPPED, TurnLog, TurnRecord, TurnStatus, TurnView, completed_status
 from msev15.events.types import (
@@ -165,8 +166,8 @@ class RedisTurnLog(TurnLog):
     async def close(self) -> None:
         await self.flush(2.0)
         await self.writer.stop()
-        await self._redis.aclose()
-        await self._blocking.aclose()
+        await close_within(self._redis.aclose(), "the turn log's Redis client")
+        await close_within(self._blocking.aclose(), "the turn log's blocking Redis client")
 
     # --- any instance's side -------------------------------------------------------------
 

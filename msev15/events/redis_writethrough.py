@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 
+from msev15.common.tasks import stop_task
 from msev15.events.turnlog import STOPPED, TurnRecord, completed_status
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
 
@@ -153,9 +154,7 @@ class TurnWriter:
         self._task = asyncio.create_task(self._loop(), name="events:redis-turnlog-writer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)
 
     def queue(self, kind: str, record: SharedTurnRecord, event: TurnEvent | None = None) -> None:
         if event is None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from msev15.common.tasks import close_within, stop_task
 from msev15.store.redis_kit import connect, script_batch, tenant_key, text, translated
 from msev15.store.session_events import MAX_EVENTS_PER_SESSION, Entry
 
@@ -168,11 +169,6 @@ class RedisSessionEvents:
         return int(value) if value else 0
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-        await self._redis.aclose()
-        await self._blocking.aclose()
+        await stop_task(self._writer)
+        await close_within(self._redis.aclose(), "the session stream's Redis client")
+        await close_within(self._blocking.aclose(), "the session stream's blocking Redis client")
