@@ -11,7 +11,7 @@ _TS = {"type": "string", "format": "date-time", "example": "2026-02-19T10:30:00Z
 _PATTERN = {"type": "string", "minLength": 1, "maxLength": m.MAX_PATTERN_CHARS,
             "description": "An fnmatch pattern over tool names (built-in, MCP and client tools)."}
 _PATTERNS = {"type": "array", "maxItems": m.MAX_PATTERNS, "items": _PATTERN}
-_VERSION = {"type": "integer", "minimum": 1}
+_VERSION = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
 
 _SERVER = {
     "type": "object", "required": ["name", "url"], "additionalProperties": False,
@@ -22,7 +22,9 @@ _SERVER = {
                 "description": "The server's Streamable HTTP endpoint (http or https)."},
         "headers": {"type": "object", "maxProperties": m.MAX_HEADERS,
                     "additionalProperties": {"type": "string", "maxLength": m.MAX_HEADER_VALUE_CHARS},
-                    "description": f"Sent on every request. A value `env:{m.SECRET_PREFIX}NAME` is read from the "
+                    "description": "Sent on every request; names are HTTP header tokens (not ones the "
+                                   "transport sets itself), values on one line. "
+                                   f"A value `env:{m.SECRET_PREFIX}NAME` is read from the "
                                    "service's environment when connecting (the secret stays out of the store); "
                                    "an inline value is stored as given and shown as `***` in every response."},
         "tools": {**_PATTERNS, "description": "The server's tools offered to the model (absent: all of them)."},

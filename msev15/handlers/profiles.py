@@ -157,7 +157,8 @@ async def put_profile(request: web.Request) -> web.Response:
     tags: [profiles]
     parameters:
       - {in: query, name: tenant_id, required: false, schema: {$ref: "#/components/schemas/Id"}}
-      - {in: header, name: If-Match, required: false, schema: {type: string, example: '"3"'}}
+      - {in: header, name: If-Match, required: false, schema: {type: string, example: '"3"',
+         pattern: '^ *([*]|(W/)?"[0-9]{1,18}"( *, *(W/)?"[0-9]{1,18}")*) *$'}}
     requestBody:
       required: true
       content: {application/json: {schema: {$ref: "#/components/schemas/AgentProfile"}}}
@@ -231,7 +232,7 @@ async def get_version(request: web.Request) -> web.Response:
     summary: Get a profile version
     tags: [profiles]
     parameters:
-      - {in: path, name: n, required: true, schema: {type: integer, minimum: 1}}
+      - {in: path, name: n, required: true, schema: {type: integer, minimum: 1, maximum: 999999999999999999}}
       - {in: query, name: tenant_id, required: false, schema: {$ref: "#/components/schemas/Id"}}
     responses:
       "200":

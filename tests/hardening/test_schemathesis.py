@@ -11,7 +11,8 @@ cost well under a minute. The checks are named, not left to the library's defaul
 - ``positive_data_acceptance`` — schema-valid input is not refused as invalid;
 - ``negative_data_rejection`` — schema-invalid input is refused.
 
-One reasoned exclusion: ``positive_data_acceptance`` on the two protocol POSTs (AG-UI, AI SDK).
+Two reasoned exclusions of ``positive_data_acceptance``: the tenant profile PUT (see
+``_profile_body``) and the two protocol POSTs (AG-UI, AI SDK).
 Their ``messages`` must contain a ``user`` message whose text is not blank; OpenAPI 3.0 has no
 ``contains``, so a schema-valid array of only assistant messages is rightly refused. The rule is
 in the schema's description, and the refusals have their own tests (tests/test_agui.py,
@@ -63,7 +64,11 @@ TERMINAL = ("done", "error")
 
 # The headers every request of a running service carries (its API key under AUTH_MODE=api_key).
 _CREDENTIALS: dict[str, dict[str, str]] = {}
-_CONFIG = {"max-stream-events": 10_000, "request-timeout": REQUEST_TIMEOUT}
+# A valid conditional PUT of a tenant profile whose If-Match names a version that is not current
+# is answered 412 (a precondition, like 409 a conflict with the state): not a refusal of the data.
+_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx"]
+_CONFIG = {"max-stream-events": 10_000, "request-timeout": REQUEST_TIMEOUT,
+           "checks": {"positive_data_acceptance": {"expected-statuses": _ACCEPTED}}}
 
 
 @pytest.fixture(scope="module", params=["none", "api_key"])
@@ -135,6 +140,14 @@ def _protocol_body(operation: Any) -> bool:
     return bool(operation.method.upper() == "POST" and operation.path in _PROTOCOL_STREAMS)
 
 
+def _profile_body(operation: Any) -> bool:
+    """A tenant profile: header names must be HTTP tokens, tool patterns valid fnmatch patterns
+    and server names unique, which OpenAPI 3.0 cannot say (no propertyNames). The rules are in
+    the schema's descriptions; every one is tested (tests/test_profile_model.py,
+    tests/test_profiles_api.py)."""
+    return bool(operation.method.upper() == "PUT" and operation.path == "/api/v1/agent-profile")
+
+
 # The agent-to-agent endpoints speak JSON-RPC: a bad call is a protocol error in the protocol's own
 # body (A2A answers it in a 200, MCP's transport with its JSON-RPC error), never the service's
 # envelope. Their good and bad calls are tested with the protocols' own clients instead
@@ -148,7 +161,8 @@ def _takes_input(operation: Any) -> bool:
 
 def _run(operation: Any, mode: GenerationMode, live: LiveService, check: Any) -> str | None:
     """Generate and send ``MAX_EXAMPLES`` cases; the first failure report, or None."""
-    checks = [c for c in CHECKS if not (c is positive_data_acceptance and _protocol_body(operation))]
+    checks = [c for c in CHECKS
+              if not (c is positive_data_acceptance and (_protocol_body(operation) or _profile_body(operation)))]
     headers = _CREDENTIALS[live.url]
 
     @settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
