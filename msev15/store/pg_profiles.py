@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from typing import Any
 
 from msev15.store.pg_kit import Conn, Database, OnDemand, translated
-from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, VersionConflict, stored_copy
+from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, RecordCache, VersionConflict, stored_copy
 
 _CACHED_RECORDS = 1024
 _SELECT = "SELECT tenant_id, version, profile, updated_at, updated_by FROM profile_versions WHERE tenant_id = $1"
@@ -27,7 +26,7 @@ class PostgresProfiles:
     def __init__(self, url: str, *, max_versions: int = MAX_VERSIONS, shared: Database | None = None) -> None:
         self._pool = OnDemand(url, shared=shared)  # shared: the service's pool (the CLI opens its own)
         self.max_versions = max_versions
-        self._records: OrderedDict[tuple[str, int], ProfileRecord] = OrderedDict()
+        self._records = RecordCache(_CACHED_RECORDS)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -43,9 +42,8 @@ class PostgresProfiles:
 
     @translated
     async def version(self, tenant_id: str, n: int) -> ProfileRecord | None:
-        cached = self._records.get((tenant_id, n))
+        cached = self._records.get(tenant_id, n)
         if cached is not None:
-            self._records.move_to_end((tenant_id, n))
             return cached
         async with (await self._pool.get()).connection() as conn:
             row = await conn.fetchrow(_SELECT + " AND version = $2", tenant_id, n)
@@ -58,14 +56,7 @@ class PostgresProfiles:
         return [self._remember(row) for row in rows]
 
     def _remember(self, row: Any) -> ProfileRecord:
-        key = (str(row[0]), int(row[1]))
-        record = self._records.get(key)
-        if record is None:
-            record = ProfileRecord(key[0], key[1], json.loads(row[2]), float(row[3]), str(row[4]))
-            self._records[key] = record
-            while len(self._records) > _CACHED_RECORDS:
-                self._records.popitem(last=False)
-        return record
+        return self._records.remember(str(row[0]), int(row[1]), row[2], row[3], str(row[4]))
 
     # --- writes -------------------------------------------------------------------------------
 

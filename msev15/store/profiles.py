@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +54,31 @@ class ProfileRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parsed", parse_profile(self.profile))
+
+
+class RecordCache:
+    """The shared stores' cache of records by version (a version never changes once written),
+    bounded, least recently used out first. Never a cache of which version is current."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._records: OrderedDict[tuple[str, int], ProfileRecord] = OrderedDict()
+
+    def get(self, tenant_id: str, n: int) -> ProfileRecord | None:
+        record = self._records.get((tenant_id, n))
+        if record is not None:
+            self._records.move_to_end((tenant_id, n))
+        return record
+
+    def remember(self, tenant_id: str, n: int, profile: str, at: float | str, by: str) -> ProfileRecord:
+        """The record of ``(tenant, n)``, parsed from its stored JSON the first time only."""
+        record = self._records.get((tenant_id, n))
+        if record is None:
+            record = ProfileRecord(tenant_id, n, json.loads(profile), float(at), by)
+            self._records[tenant_id, n] = record
+            while len(self._records) > self.size:
+                self._records.popitem(last=False)
+        return record
 
 
 class VersionConflict(Exception):

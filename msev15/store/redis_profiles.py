@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, VersionConflict, stored_copy
+from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, RecordCache, VersionConflict, stored_copy
 from msev15.store.redis_kit import connect, tenant_key, text, translated
 
 _CACHED_RECORDS = 1024
@@ -56,7 +55,7 @@ class RedisProfiles:
         self.max_versions = max_versions
         self._write = self._redis.register_script(_WRITE)
         self._delete = self._redis.register_script(_DELETE)
-        self._records: OrderedDict[tuple[str, int], ProfileRecord] = OrderedDict()
+        self._records = RecordCache(_CACHED_RECORDS)
 
     @staticmethod
     def _keys(tenant_id: str) -> list[str]:
@@ -73,9 +72,8 @@ class RedisProfiles:
 
     @translated
     async def version(self, tenant_id: str, n: int) -> ProfileRecord | None:
-        cached = self._records.get((tenant_id, n))
+        cached = self._records.get(tenant_id, n)
         if cached is not None:
-            self._records.move_to_end((tenant_id, n))
             return cached
         fields = await self._redis.hmget(self._keys(tenant_id)[1], [f"p:{n}", f"a:{n}", f"b:{n}"])
         profile, at, by = fields
@@ -92,13 +90,7 @@ class RedisProfiles:
                 for n in numbers]
 
     def _remember(self, tenant_id: str, n: int, profile: str, at: str, by: str) -> ProfileRecord:
-        record = self._records.get((tenant_id, n))
-        if record is None:
-            record = ProfileRecord(tenant_id, n, json.loads(profile), float(at), by)
-            self._records[tenant_id, n] = record
-            while len(self._records) > _CACHED_RECORDS:
-                self._records.popitem(last=False)
-        return record
+        return self._records.remember(tenant_id, n, profile, at, by)
 
     async def _run_write(self, tenant_id: str, profile: str, by: str, if_version: int | None, copy_of: int) -> int:
         args: list[Any] = ["" if if_version is None else if_version, profile, repr(time.time()), by, copy_of,

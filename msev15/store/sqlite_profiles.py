@@ -22,13 +22,12 @@ import functools
 import json
 import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from msev15.store.base import StoreUnavailable
-from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, VersionConflict, stored_copy
+from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, RecordCache, VersionConflict, stored_copy
 from msev15.store.sqlite_kit import SqliteFile
 
 _SCHEMA = (
@@ -51,7 +50,7 @@ class SqliteProfiles:
         # The loop's own connection for the per-turn read: never behind the writers' lock, and no
         # busy wait (timeout 0): a busy read is retried in a thread instead.
         self._reader = sqlite3.connect(self.path, timeout=0, check_same_thread=False, isolation_level=None)
-        self._records: OrderedDict[tuple[str, int], ProfileRecord] = OrderedDict()
+        self._records = RecordCache(_CACHED_RECORDS)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -69,9 +68,8 @@ class SqliteProfiles:
         return await self.version(tenant_id, n) if n else None
 
     async def version(self, tenant_id: str, n: int) -> ProfileRecord | None:
-        cached = self._records.get((tenant_id, n))
+        cached = self._records.get(tenant_id, n)
         if cached is not None:
-            self._records.move_to_end((tenant_id, n))
             return cached
         rows = await self._call(self._select, tenant_id, n)
         return self._remember(rows[0]) if rows else None
@@ -87,14 +85,7 @@ class SqliteProfiles:
         return self._db.execute(sql + " ORDER BY version DESC", (tenant_id,)).fetchall()
 
     def _remember(self, row: tuple[Any, ...]) -> ProfileRecord:
-        key = (str(row[0]), int(row[1]))
-        record = self._records.get(key)
-        if record is None:
-            record = ProfileRecord(key[0], key[1], json.loads(row[2]), float(row[3]), str(row[4]))
-            self._records[key] = record
-            while len(self._records) > _CACHED_RECORDS:
-                self._records.popitem(last=False)
-        return record
+        return self._records.remember(str(row[0]), int(row[1]), row[2], row[3], str(row[4]))
 
     # --- writes -------------------------------------------------------------------------------
 
