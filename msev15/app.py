@@ -46,7 +46,7 @@ from msev15.config import SETTINGS, Settings
 from msev15.events.completed_turns import completed_turns_ctx
 from msev15.events.context import events_ctx
 from msev15.events.metrics import METRICS, ServiceMetrics
-from msev15.handlers import setup_cors, setup_routes
+from msev15.handlers import expect, setup_cors, setup_routes
 from msev15.handlers.auth import auth_ctx, auth_middleware
 from msev15.handlers.errors import add_extra_headers
 from msev15.handlers.front import front_middleware
@@ -131,5 +131,6 @@ async def create_app(settings: Settings, **overrides: Any) -> web.Application:
     app.on_response_prepare.append(add_extra_headers)
     setup_routes(app)
     setup_cors(app, settings)
+    expect.install(app)  # after the last route: CORS adds preflight routes
     app.on_startup.append(_tune_gc)  # last: after every other start-up step
     return app
