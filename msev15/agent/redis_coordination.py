@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from msev15.agent.coordination import NoHost, SessionHeld, TurnHost
 from msev15.agent.runner import TurnRefused
+from msev15.common.tasks import close_within, stop_task
 from msev15.events.redis_turnlog import RedisTurnLog, RemoteTurnRecord, instance_key
 from msev15.events.turnlog import TurnRecord, TurnView
 from msev15.events.types import TurnRequested
@@ -147,13 +148,11 @@ class RedisCoordination:
                        asyncio.create_task(self._listen(), name="agent:coordination-listener")]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(stop_task(task) for task in self._tasks))
         with contextlib.suppress(Exception):
             await self._redis.delete(instance_key(self.instance_id))
-        await self._redis.aclose()
-        await self._listener_client.aclose()
+        await close_within(self._redis.aclose(), "coordination's Redis client")
+        await close_within(self._listener_client.aclose(), "coordination's listener Redis client")
 
     # --- liveness and messages ----------------------------------------------------------
 

@@ -17,6 +17,7 @@ import time
 import redis.asyncio as aioredis
 
 from msev15.common.roles import DEFAULT_ROLE, check_role
+from msev15.common.tasks import close_within
 from msev15.common.tenancy import check_tenant
 from msev15.store.apikeys import PREFIX, ApiKey, digest, key_id
 from msev15.store.redis_kit import PREFIX as KEY_PREFIX
@@ -87,4 +88,4 @@ class RedisApiKeyStore:
         return True
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_within(self._redis.aclose(), "the API keys' Redis client")

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, cast
 
+from msev15.common.tasks import close_within
 from msev15.store.feedback import MAX_PER_TENANT, CompletedTurn, Feedback, Rating, keep_seconds
 from msev15.store.redis_kit import connect, tenant_key, text, translated
 
@@ -113,4 +114,4 @@ class RedisFeedback:
                            args=[session_id + SEP])
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_within(self._redis.aclose(), "the feedback's Redis client")

@@ -11,6 +11,7 @@ before committing, the case fencing exists for, cannot.
 
 from __future__ import annotations
 
+from msev15.common.tasks import close_within
 from msev15.store.redis_kit import connect, tenant_key, text, translated
 
 
@@ -24,4 +25,4 @@ class RedisFence:
         return head is not None and text(head) == token
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_within(self._redis.aclose(), "the fence's Redis client")

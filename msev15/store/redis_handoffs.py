@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from msev15.common.tasks import close_within
 from msev15.store.handoffs import ENDED_RETENTION_SECONDS, ClaimOutcome, HandoffRecord, Status
 from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, text_map, translated
 
@@ -232,4 +233,4 @@ class RedisHandoffs:
             await pipe.execute()
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_within(self._redis.aclose(), "the handoffs' Redis client")

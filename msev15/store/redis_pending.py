@@ -23,6 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from msev15.common.tasks import close_within
 from msev15.store.base import StoreUnavailable
 from msev15.store.pending import AlreadyDecided, PausedTurn, PendingNotFound
 from msev15.store.redis_deadline import RedisClock, deadline_check
@@ -164,4 +165,4 @@ class RedisPendingCalls:
         return found
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_within(self._redis.aclose(), "the pending calls' Redis client")

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from msev15.common.tasks import close_within
 from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, RecordCache, VersionConflict, stored_copy
 from msev15.store.redis_kit import connect, tenant_key, text, translated
 
@@ -116,4 +117,4 @@ class RedisProfiles:
         return bool(await self._delete(keys=self._keys(tenant_id)[:1]))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_within(self._redis.aclose(), "the profiles' Redis client")

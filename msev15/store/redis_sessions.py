@@ -51,6 +51,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from msev15.common.tasks import close_within
 from msev15.store import redis_session_scripts as scripts
 from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
 from msev15.store.redis_deadline import RedisClock
@@ -311,4 +312,4 @@ class RedisSessions:
         return "healthy"
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_within(self._redis.aclose(), "the sessions' Redis client")

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from msev15.common.tasks import close_within
 from msev15.store.redis_kit import connect
 
 # KEYS: the key's log; ARGV: window seconds, limit, a unique member.
@@ -72,4 +73,4 @@ class SlidingWindows:
         return None if wait < 0 else wait
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_within(self._redis.aclose(), "the shared limit's Redis client")
