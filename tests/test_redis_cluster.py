@@ -2,10 +2,8 @@
 
 Every multi-key script and transaction keeps its keys in one hash slot (checked with CLUSTER
 KEYSLOT for several tenants and sessions, key builder by key builder); the turn log's and the
-turn log's write-through tests run on the cluster (imported from their module, with this
-module's fixtures). Two whole app instances on the cluster are not run here: their teardown hung
-intermittently (about 1 run in 20) somewhere in closing the app's cluster clients, an open bug;
-the stores' contract suites run on the cluster instead. The global
+session queue's own tests run on the cluster (imported from their modules, with this module's
+fixtures); and two instances share sessions, queues, streams and cancels through it. The global
 keys (session accounting, instance heartbeats, the pending-call deadlines, the API key index) are
 single-key commands or scripts on their own slot. One cluster serves the whole run, emptied
 before each test."""
@@ -18,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
 
 from msev15.events.redis_turnlog import RedisTurnLog
 from msev15.events.redis_turnlog import _keys as turn_keys
@@ -30,6 +29,14 @@ from msev15.store.redis_sessions import TENANT_COUNTS, TOTAL, RedisSessions
 from tests.conftest import make_settings
 from tests.llm_server import ScriptedLLM
 from tests.redis_cluster import RedisCluster
+from tests.test_redis_instances import (  # noqa: F401  (collected here, run on the cluster)
+    test_a_stream_started_on_a_resumes_on_b,
+    test_cancel_and_if_busy_work_from_the_other_instance,
+    test_chat_on_a_then_history_list_and_delete_on_b,
+    test_session_cancel_from_b_counts_turns_on_a,
+    test_the_per_tenant_rate_limit_is_shared_across_instances,
+    test_turns_from_both_instances_run_one_at_a_time_in_arrival_order,
+)
 from tests.test_redis_writethrough import (  # noqa: F401
     test_a_reader_sees_an_event_only_once_redis_has_it,
     test_a_retried_write_adds_each_event_once,
@@ -58,6 +65,22 @@ async def owner(redis_url: str) -> AsyncIterator[RedisTurnLog]:
     log.start()
     yield log
     await log.close()
+
+
+@pytest.fixture
+def pair(aiohttp_client: Any, tmp_path: Path, redis_url: str, llm: ScriptedLLM) -> Any:
+    async def start(**overrides: Any) -> tuple[TestClient, TestClient]:
+        from msev15.app import create_app
+
+        clients = []
+        for name in ("a", "b"):
+            settings = make_settings(tmp_path / name, session_store="redis", redis_url=redis_url,
+                                     llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0,
+                                     **overrides)
+            clients.append(await aiohttp_client(await create_app(settings)))
+        return clients[0], clients[1]
+
+    return start
 
 
 def _script_keys(tenant: str, session: str) -> dict[str, list[str]]:
