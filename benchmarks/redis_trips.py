@@ -10,6 +10,7 @@ instance heartbeat, every REDIS_LEASE_SECONDS / 4) is a small and stated share o
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -101,3 +102,38 @@ async def measure(service_port: int, counter: TripCounter, redis_url: str, path:
     by_name = {name: (after[name] - before.get(name, 0)) / TURNS for name in after
                if name != "info" and after[name] != before.get(name, 0)}
     return (after_trips - before_trips) / TURNS, sum(by_name.values()), by_name
+
+
+CLIENT_CALLS = 2000
+
+
+async def client_cost(url: str) -> dict[str, float]:
+    """CPU microseconds the Python client (redis-py asyncio, hiredis parser, as the service uses
+    it) spends per round trip, measured in this process, one call at a time: a GET, a cached
+    script (EVALSHA) and a pipeline of three commands. With the round trips per turn it gives the
+    floor of what the Redis path adds to a turn's CPU on the service's side, whatever the turn
+    does around them."""
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        await client.set("bench:cost", "1")
+        script = client.register_script("return redis.call('GET', KEYS[1])")
+
+        async def pipeline() -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for _ in range(3):
+                    pipe.get("bench:cost")
+                await pipe.execute()
+
+        calls = {"get": lambda: client.get("bench:cost"), "evalsha": lambda: script(keys=["bench:cost"]),
+                 "pipeline3": pipeline}
+        out: dict[str, float] = {}
+        for name, call in calls.items():
+            await call()  # connect; load the script
+            started = time.process_time()
+            for _ in range(CLIENT_CALLS):
+                await call()
+            out[name] = (time.process_time() - started) / CLIENT_CALLS * 1e6
+        await client.delete("bench:cost")
+        return out
+    finally:
+        await client.aclose()

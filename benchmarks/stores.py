@@ -28,7 +28,7 @@ from typing import Any
 from benchmarks.collect import Collector
 from benchmarks.config import BenchConfig
 from benchmarks.load import CHAT, STREAM, STREAM_DONE, Expect, chat_factory, closed_loop
-from benchmarks.redis_trips import TripCounter, measure, redis_cpu_seconds
+from benchmarks.redis_trips import TripCounter, client_cost, measure, redis_cpu_seconds
 from benchmarks.servers import ServerProcess
 from benchmarks.stats import LoadResult
 from tests.pg_server import PgCluster, start_cluster
@@ -102,12 +102,14 @@ async def _load_counted(ports: list[int], path: str, tag: str, seconds: float,
     return sum(r.rate for r in results), sum(r.completed for r in results)
 
 
-async def _load_with_redis_cpu(port: int, path: str, tag: str, seconds: float, cfg: BenchConfig,
-                               url: str) -> tuple[float, float]:
-    """(requests per second, Redis CPU seconds per completed request) of one load phase."""
-    before = await redis_cpu_seconds(url)
-    rate, completed = await _load_counted([port], path, tag, seconds, cfg)
-    return rate, (await redis_cpu_seconds(url) - before) / max(1, completed)
+async def _load_with_cpu(svc: ServerProcess, path: str, tag: str, seconds: float, cfg: BenchConfig,
+                         url: str) -> tuple[float, float, float]:
+    """(requests per second, Redis CPU seconds and the service's CPU seconds per completed
+    request) of one load phase."""
+    before, used = await redis_cpu_seconds(url), svc.usage()
+    rate, completed = await _load_counted([svc.port], path, tag, seconds, cfg)
+    service = (svc.usage().cpu - used.cpu) / max(1, completed)
+    return rate, (await redis_cpu_seconds(url) - before) / max(1, completed), service
 
 
 async def _round_trips(url: str, tokens: list[str], cores: frozenset[int]) -> dict[str, dict[str, Any]]:
@@ -140,6 +142,7 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
         try:
             rates: dict[str, dict[str, float]] = {}
             cpu: dict[str, float] = {}  # Redis CPU seconds per turn, in the redis store's phases
+            service_cpu: dict[str, dict[str, float]] = {}  # the service's CPU seconds per turn
             for store in ("memory", "sqlite", "redis", "postgres"):
                 args = ["--app", "service", *tokens, "--session-store", store, "--redis-url", url]
                 if store == "postgres":
@@ -150,14 +153,16 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
                 svc = await ServerProcess.start(f"service-{store}", *args, cores=cores)
                 try:
                     await _load([svc.port], CHAT, f"warm-{store}", 1.0, cfg)
-                    chat, chat_cpu = await _load_with_redis_cpu(svc.port, CHAT, f"c-{store}", seconds, cfg, url)
-                    stream, stream_cpu = await _load_with_redis_cpu(svc.port, STREAM, f"s-{store}", seconds, cfg, url)
+                    chat, chat_cpu, chat_own = await _load_with_cpu(svc, CHAT, f"c-{store}", seconds, cfg, url)
+                    stream, stream_cpu, stream_own = await _load_with_cpu(svc, STREAM, f"s-{store}", seconds, cfg, url)
                     rates[store] = {"chat": chat, "stream": stream}
+                    service_cpu[store] = {"chat": chat_own, "stream": stream_own}
                     if store == "redis":
                         cpu = {"chat": chat_cpu, "stream": stream_cpu}
                 finally:
                     await svc.stop()
             trips = await _round_trips(url, tokens, cores)
+            client = await client_cost(url)
             args = ["--app", "service", *tokens, "--session-store", "redis", "--redis-url", url]
             first = await ServerProcess.start("service-redis-a", *args, cores=cores)
             second = await ServerProcess.start("service-redis-b", *args, cores=cores)
@@ -178,7 +183,9 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
     memory = rates["memory"]
     collector.scenarios["9_stores"] = {"rates": rates, "one_instance_chat": one, "two_instances_chat": two,
                                        "server_cores": sorted(cores), "connections": CONNECTIONS,
-                                       "redis_per_turn": trips, "redis_cpu_seconds_per_turn": cpu, "notes": notes}
+                                       "redis_per_turn": trips, "redis_cpu_seconds_per_turn": cpu,
+                                       "service_cpu_seconds_per_turn": service_cpu,
+                                       "redis_client_cpu_us_per_call": client, "notes": notes}
     collector.report("9.sqlite_chat", "chat req/s, SESSION_STORE=sqlite / memory",
                      rates["sqlite"]["chat"] / memory["chat"], "x")
     collector.report("9.sqlite_stream", "completed streams/s, SESSION_STORE=sqlite / memory",
@@ -202,5 +209,21 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
                          figures["round_trips"], "")
         collector.report(f"9.redis_commands_{kind}", f"Redis commands per {kind} turn, those inside scripts included",
                          figures["commands"], "")
+    # What the service itself spends per turn, and the floor the Python Redis client sets: a turn
+    # of the redis store costs at least the memory store's turn plus its round trips at the cheapest
+    # client call measured (a script), so the rate ratio cannot exceed memory / (memory + trips x call).
+    for store, own in service_cpu.items():
+        for kind in ("chat", "stream"):
+            collector.report(f"9.service_cpu_{store}_{kind}", f"service CPU per {kind} turn, SESSION_STORE={store}",
+                             own[kind] * 1e6, "us")
+    for name, micros in client.items():
+        collector.report(f"9.redis_client_{name}", f"redis-py CPU per {name} call (asyncio, hiredis), one at a time",
+                         micros, "us")
+    for kind in ("chat", "stream"):
+        base = service_cpu["memory"][kind] * 1e6
+        collector.report(f"9.redis_ceiling_{kind}",
+                         f"highest {kind} ratio redis / memory the client allows: memory CPU / "
+                         f"(memory CPU + round trips x evalsha CPU)",
+                         base / (base + trips[kind]["round_trips"] * client["evalsha"]), "x")
     collector.report("9.scale_out", f"chat req/s, two instances / one on one Redis ({len(cores)} server core(s))",
                      two / one, "x")

@@ -261,3 +261,12 @@ def test_seeding_rejects_an_odd_message_count() -> None:
 
     with pytest.raises(ValueError, match="even number"):
         seed_sessions(SessionStore(3600), 3, 5)
+
+
+async def test_the_redis_client_cost_is_measured_per_kind_of_call(redis: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import redis_trips
+
+    monkeypatch.setattr(redis_trips, "CLIENT_CALLS", 20)
+    cost = await redis_trips.client_cost(redis.url)
+    assert set(cost) == {"get", "evalsha", "pipeline3"}
+    assert all(micros > 0 for micros in cost.values()), cost
