@@ -121,6 +121,26 @@ async def test_the_offline_assistant_hands_off_when_asked_for_a_person(service) 
     assert (await _history(client, "s1"))["mode"] == "waiting_for_human"
 
 
+async def test_a_held_stream_is_numbered_and_named_like_any_turn(service) -> None:
+    """The held message's frames carry ids and the X-Turn-ID header: EventSource keeps its
+    lastEventId, and the turn's status and resume routes answer for it like any turn's."""
+    client = await service()
+    await _stream(client, "s1", "I want to talk to a person")
+    resp = await client.post("/api/v1/chat/stream", json={"session_id": "s1", "message": "Hello?"})
+    assert resp.status == 200
+    turn_id = resp.headers["X-Turn-ID"]
+    text = await resp.text()
+    assert [line for line in text.splitlines() if line.startswith("id: ")] == [f"id: {turn_id}:1", f"id: {turn_id}:2"]
+    handoff, done = sse_events(text)
+    assert handoff["type"] == "handoff" and handoff["mode"] == "waiting_for_human"
+    assert done["type"] == "done" and done["status"] == "with_human"
+    status = await (await client.get(f"/api/v1/sessions/s1/turns/{turn_id}")).json()
+    assert status["status"] == "completed" and status["turn_id"] == turn_id
+    # Resumed after the first frame: the rest, once.
+    resumed = await client.get(f"/api/v1/sessions/s1/turns/{turn_id}/events", headers={"Last-Event-ID": f"{turn_id}:1"})
+    assert [e["type"] for e in sse_events(await resumed.text())] == ["done"]
+
+
 async def test_with_handoff_disabled_the_tool_is_not_offered(service, llm: ScriptedLLM) -> None:
     client = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0,
                            handoff_enabled=False)
