@@ -18,6 +18,7 @@ from aiohttp import web
 
 from msev15.app import create_app
 from msev15.config import Settings
+from msev15.server.connections import CONNECTIONS, ConnectionLimits, GuardedRunner
 
 START_TIMEOUT = 20.0
 _T = TypeVar("_T")
@@ -53,7 +54,10 @@ class LiveService:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self.app = await create_app(self._settings, **self._overrides)
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        # The runner msev15 serve uses: parser errors and connection limits answer as in production.
+        limits = ConnectionLimits(self._settings.http_header_timeout_seconds, self._settings.http_max_connections)
+        runner = GuardedRunner(self.app, limits, self.app[CONNECTIONS], access_log=None, shutdown_timeout=2.0,
+                               keepalive_timeout=self._settings.keepalive_seconds)
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
