@@ -77,3 +77,32 @@ async def test_cancel_on_b_stops_the_task_running_on_a(pair: Pair, llm: Scripted
     assert cancelled.status.state == pb.TASK_STATE_CANCELED
     rest = [kept(event) async for event in stream]
     assert states(rest)[-1] == pb.TASK_STATE_CANCELED
+
+
+async def test_list_tasks_on_either_instance_shows_the_tenants_tasks_of_both(pair: Pair, llm: ScriptedLLM,
+                                                                            clients: Any) -> None:
+    """The tenant's task index in Redis: newest first, whichever instance ran each task, with
+    the status each ended with, the filters, paging and answers; another tenant sees none."""
+    a, b = await pair()
+    llm.push(Reply("first answer"), Reply("second answer"), Reply("third answer"))
+    on_a, on_b = await clients(base_url(a)), await clients(base_url(b))
+    ids = []
+    for client, text, context in ((on_a, "One", "ctx-1"), (on_a, "Two", "ctx-2"), (on_b, "Three", "ctx-1")):
+        events = [kept(event) async for event in client.send_message(user_message(text, context, tenant_id="acme"))]
+        assert states(events)[-1] == pb.TASK_STATE_COMPLETED
+        ids.append(events[0].task.id)
+    newest_first = ids[::-1]
+    for client in (on_a, on_b):
+        listed = await client.list_tasks(pb.ListTasksRequest(tenant="acme"))
+        assert [t.id for t in listed.tasks] == newest_first and listed.total_size == 3
+        assert all(t.status.state == pb.TASK_STATE_COMPLETED for t in listed.tasks)
+        assert not any(t.artifacts for t in listed.tasks)
+    in_1 = await on_b.list_tasks(pb.ListTasksRequest(tenant="acme", context_id="ctx-1", include_artifacts=True))
+    assert [t.id for t in in_1.tasks] == [ids[2], ids[0]]
+    assert [t.artifacts[0].parts[0].text for t in in_1.tasks] == ["third answer", "first answer"]
+    waiting = await on_b.list_tasks(pb.ListTasksRequest(tenant="acme", status=pb.TASK_STATE_INPUT_REQUIRED))
+    assert not waiting.tasks and waiting.total_size == 0
+    page = await on_b.list_tasks(pb.ListTasksRequest(tenant="acme", page_size=2))
+    rest = await on_b.list_tasks(pb.ListTasksRequest(tenant="acme", page_size=2, page_token=page.next_page_token))
+    assert [t.id for t in page.tasks] + [t.id for t in rest.tasks] == newest_first and not rest.next_page_token
+    assert not (await on_b.list_tasks(pb.ListTasksRequest())).tasks  # the default tenant has none

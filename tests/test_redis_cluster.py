@@ -93,6 +93,7 @@ def _script_keys(tenant: str, session: str) -> dict[str, list[str]]:
         "sessions get/context (MULTI)": list(sessions._keys(tenant, session)[:2]),
         "sessions SETTLE (global slot)": [TENANT_COUNTS, TOTAL],
         "turn log EVENTS / MARK_LOST": list(turn_keys(tenant, turn)),
+        "turn log OPEN (with the tenant's task index)": [turn_keys(tenant, turn)[0], tenant_key(tenant, "tasks")],
         "session stream APPEND": redis_session_events._keys(tenant, session),
         "handoffs REQUEST / CLAIM": RedisHandoffs._keys(tenant, session),
         "feedback RATE / FORGET": [tenant_key(tenant, "feedback"), tenant_key(tenant, "feedback", "time")],

@@ -46,6 +46,7 @@ log = logging.getLogger("events.redis")
 STREAM_MAXLEN = 20_000
 RUNNING_TTL_SECONDS = 86_400
 READ_BLOCK_MS = 1000
+TASK_INDEX_CAP = 1000  # the newest turns per tenant that ListTasks finds on every instance
 TURN_LOST_MESSAGE = "The instance running this turn stopped before it finished. Please retry."
 
 _KINDS: dict[str, type[TurnEvent]] = {k.__name__: k for k in (Token, ToolCalled, ToolFinished, InputRequired,
@@ -116,6 +117,7 @@ class RedisTurnLog(TurnLog):
                                  lambda record: _keys(record.tenant_id, record.turn_id), encode_event,
                                  super().append)
         self.writer.adopt = self._adopt_end
+        self.writer.index_of = lambda record: (tenant_key(record.tenant_id, "tasks"), TASK_INDEX_CAP)
 
     # --- the owner's side: write-through (events/redis_writethrough.py) -------------------
 
@@ -194,6 +196,32 @@ class RedisTurnLog(TurnLog):
             record = RemoteTurnRecord(self, turn_id, text_map(await self._redis.hgetall(meta_key)))
         return record
 
+    @translated
+    async def tasks(self, tenant_id: str) -> list[TurnView]:
+        """This tenant's turns on every instance, newest first: the tenant's task index (written
+        when a turn opens, the newest TASK_INDEX_CAP kept), each turn run elsewhere read in one
+        pipeline with its last event; turns this instance opened while Redis failed come last."""
+        local = self.retained(tenant_id)
+        here = {record.turn_id: record for record in local}
+        newest: Any = await self._redis.zrevrange(tenant_key(tenant_id, "tasks"), 0, TASK_INDEX_CAP - 1)
+        ids = [text(i) for i in newest]
+        remote = [turn_id for turn_id in ids if turn_id not in here]
+        found: dict[str, TurnView] = {}
+        if remote:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for turn_id in remote:
+                    meta_key, stream = _keys(tenant_id, turn_id)
+                    pipe.hgetall(meta_key)
+                    pipe.xrevrange(stream, "+", "-", count=1)
+                replies = await pipe.execute()
+            for turn_id, raw, last in zip(remote, replies[::2], replies[1::2], strict=True):
+                meta = text_map(raw)
+                if meta and meta.get("tenant_id") == tenant_id:  # an expired turn is passed over
+                    found[turn_id] = RemoteTurnRecord.listed(self, turn_id, meta, last)
+        views: list[TurnView] = [view for turn_id in ids if (view := here.get(turn_id) or found.get(turn_id))]
+        listed = set(ids)
+        return views + [record for record in reversed(local) if record.turn_id not in listed]
+
     async def owner_alive(self, owner: str) -> bool:
         return bool(await self._redis.exists(instance_key(owner)))
 
@@ -227,6 +255,17 @@ class RemoteTurnRecord(TurnView):
         self.finished_at: float | None = None
         # from the meta hash (written with the terminal event), or the terminal event itself
         self.profile_version: int | None = int(meta["profile_version"]) if "profile_version" in meta else None
+        self._partial = False  # holds its last event only (listed): catch_up reads from the start
+
+    @classmethod
+    def listed(cls, log_: RedisTurnLog, turn_id: str, meta: dict[str, str], last: Any) -> RemoteTurnRecord:
+        """The turn as a list shows it: identity and status from its hash, and its last event when
+        that ends it (the task's final status); ``catch_up`` reads the rest."""
+        record = cls(log_, turn_id, meta)
+        if last and isinstance(decode_event(text(last[0][1]["e"]), record), TurnCompleted | TurnFailed):
+            record._take(last)
+            record._partial = True
+        return record
 
     @property
     def last_seq(self) -> int:
@@ -248,6 +287,9 @@ class RemoteTurnRecord(TurnView):
 
     @translated
     async def catch_up(self) -> None:
+        if self._partial:
+            self._partial = False
+            self.events, self._last_id, self.finished_at = [], "0-0", None
         if self.finished_at is None:
             _, stream = _keys(self.tenant_id, self.turn_id)
             start = "-" if self._last_id == "0-0" else f"({self._last_id}"

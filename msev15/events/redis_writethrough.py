@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -43,13 +44,21 @@ log = logging.getLogger("events.redis")
 WRITE_ATTEMPTS = 8
 MAX_BATCH = 500
 
-# KEYS: meta. ARGV: tenant, session, request id, owner, running TTL. Creates the turn's hash once:
-# a retried open never resets a turn that has moved on.
+# KEYS: meta[, the tenant's task index]. ARGV: tenant, session, request id, owner, running TTL[,
+# turn id, opened at (ms), index cap]. Creates the turn's hash once: a retried open never resets a
+# turn that has moved on. The index (a sorted set of the tenant's turn ids by opening time, the
+# newest ``cap`` kept, expiring with the last turn's running TTL) lets any instance list the
+# tenant's turns (A2A ListTasks); an id whose hash expired is passed over when read.
 OPEN_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'tenant_id', ARGV[1], 'session_id', ARGV[2], 'request_id', ARGV[3],
            'owner', ARGV[4], 'status', 'queued', 'last_seq', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+if #KEYS > 1 then
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[6])
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[8]) + 1))
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
 return 1
 """
 
@@ -100,14 +109,16 @@ return 1
 
 class SharedTurnRecord(TurnRecord):
     """A turn run here: ``events`` holds what is in Redis (what readers may see), ``unsent`` the
-    rest, in order. ``fenced`` once another instance declared the turn lost."""
+    rest, in order. ``fenced`` once another instance declared the turn lost. ``opened_at`` (wall
+    clock) orders the tenant's task index."""
 
-    __slots__ = ("unsent", "fenced")
+    __slots__ = ("unsent", "fenced", "opened_at")
 
     def __init__(self, turn: TurnRequested) -> None:
         super().__init__(turn)
         self.unsent: list[TurnEvent] = []
         self.fenced = False
+        self.opened_at = time.time()
 
     @property
     def next_seq(self) -> int:
@@ -149,6 +160,8 @@ class TurnWriter:
         self.write_failures = 0
         self.round_trips = 0
         self.adopt: Callable[[SharedTurnRecord], Any] | None = None
+        # the tenant's task index and its cap, for a turn (see OPEN_SCRIPT); None: no index
+        self.index_of: Callable[[SharedTurnRecord], tuple[str, int]] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="events:redis-turnlog-writer")
@@ -233,8 +246,14 @@ class TurnWriter:
                     continue
                 meta, stream = self._keys_of(record)
                 if kind == "open":
-                    pipe.evalsha(self._shas["open"], 1, meta, record.tenant_id, record.session_id,
-                                 record.request_id, self.instance_id, self._running_ttl)
+                    if self.index_of is None:
+                        pipe.evalsha(self._shas["open"], 1, meta, record.tenant_id, record.session_id,
+                                     record.request_id, self.instance_id, self._running_ttl)
+                    else:
+                        index, cap = self.index_of(record)
+                        pipe.evalsha(self._shas["open"], 2, meta, index, record.tenant_id, record.session_id,
+                                     record.request_id, self.instance_id, self._running_ttl, record.turn_id,
+                                     int(record.opened_at * 1000), cap)
                 elif kind == "start":
                     pipe.evalsha(self._shas["start"], 1, meta)
                 else:

@@ -189,9 +189,14 @@ class TurnLog:
         return record
 
     def retained(self, tenant_id: str) -> list[TurnRecord]:
-        """This tenant's turns kept here, in the order they were opened (A2A's ListTasks)."""
+        """This tenant's turns kept here, in the order they were opened."""
         self._expire()
         return [record for record in self._turns.values() if record.tenant_id == tenant_id]
+
+    async def tasks(self, tenant_id: str) -> list[TurnView]:
+        """This tenant's turns, newest first (A2A's ListTasks); a shared log lists those of every
+        instance. A view may hold only its last event until ``catch_up``."""
+        return list(reversed(self.retained(tenant_id)))
 
     async def find_task(self, tenant_id: str, turn_id: str) -> TurnView | None:
         """The turn by its id alone (an A2A task id names no session) if it is this tenant's;

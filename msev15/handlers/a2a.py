@@ -278,18 +278,21 @@ async def list_tasks(call: Call) -> web.StreamResponse:
     if not token.isdigit() or len(token) > 9:
         raise a2a_errors.InvalidParamsError("pageToken must be a token from a previous ListTasks answer")
     start = int(token)
-    # Newest first. The turns this instance holds: a shared log finds a turn by id on any instance,
-    # but keeps no per-tenant index to list other instances' turns by.
-    records = list(reversed(call.request.app[TURNS].retained(_tenant(call))))
+    # Newest first; with a shared log, the turns of every instance (a listed view holds the event
+    # that ended it, enough for its status; the page's answers are read only when asked for).
+    views = await call.request.app[TURNS].tasks(_tenant(call))
     if req.context_id:
-        records = [r for r in records if r.session_id == req.context_id]
-    tasks = [task_of(r, include_artifacts=req.include_artifacts) for r in records]
+        views = [v for v in views if v.session_id == req.context_id]
     if req.status:
-        tasks = [t for t in tasks if t.status.state == req.status]
-    page = tasks[start:start + size]
-    more = start + size < len(tasks)
+        views = [v for v in views if task_of(v, include_artifacts=False).status.state == req.status]
+    chosen = views[start:start + size]
+    if req.include_artifacts:
+        for view in chosen:
+            await view.catch_up()
+    page = [task_of(v, include_artifacts=req.include_artifacts) for v in chosen]
+    more = start + size < len(views)
     result = MessageToDict(pb.ListTasksResponse(tasks=page, next_page_token=str(start + size) if more else "",
-                                                page_size=size, total_size=len(tasks)),
+                                                page_size=size, total_size=len(views)),
                            always_print_fields_with_no_presence=True)
     if call.legacy:
         result["tasks"] = [legacy.task_json(t) for t in page]
