@@ -71,8 +71,10 @@ async def test_the_model_hands_off_and_the_customer_waits_for_a_person(service, 
     assert (body["status"], body["message"], body["mode"], body["message_count"]) == (
         "with_human", None, "waiting_for_human", 3)
     events = await _stream(client, "s1", "Still waiting")
+    turn_id = events[-1]["turn_id"]
     assert events == [{"type": "handoff", "mode": "waiting_for_human", "session_id": "s1"},
-                      {"type": "done", "session_id": "s1", "message_count": 4, "status": "with_human"}]
+                      {"type": "done", "session_id": "s1", "message_count": 4, "turn_id": turn_id,
+                       "profile_version": 0, "status": "with_human"}]
     assert len(llm.requests) == 1
     history = await _history(client, "s1")
     assert [(m["role"], m["content"]) for m in history["messages"][2:]] == [
@@ -132,13 +134,15 @@ async def test_a_held_stream_is_numbered_and_named_like_any_turn(service) -> Non
     text = await resp.text()
     assert [line for line in text.splitlines() if line.startswith("id: ")] == [f"id: {turn_id}:1", f"id: {turn_id}:2"]
     handoff, done = sse_events(text)
-    assert handoff["type"] == "handoff" and handoff["mode"] == "waiting_for_human"
-    assert done["type"] == "done" and done["status"] == "with_human"
+    assert handoff == {"type": "handoff", "mode": "waiting_for_human", "session_id": "s1"}
+    assert done["type"] == "done" and done["status"] == "with_human" and done["turn_id"] == turn_id
     status = await (await client.get(f"/api/v1/sessions/s1/turns/{turn_id}")).json()
     assert status["status"] == "completed" and status["turn_id"] == turn_id
-    # Resumed after the first frame: the rest, once.
+    # Replayed, the same frames under the same ids; resumed after the first, the rest once.
+    replayed = await client.get(f"/api/v1/sessions/s1/turns/{turn_id}/events")
+    assert await replayed.text() == text
     resumed = await client.get(f"/api/v1/sessions/s1/turns/{turn_id}/events", headers={"Last-Event-ID": f"{turn_id}:1"})
-    assert [e["type"] for e in sse_events(await resumed.text())] == ["done"]
+    assert sse_events(await resumed.text()) == [done]
 
 
 async def test_with_handoff_disabled_the_tool_is_not_offered(service, llm: ScriptedLLM) -> None:

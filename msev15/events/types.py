@@ -139,6 +139,8 @@ def to_wire(event: TurnEvent) -> dict[str, Any]:
         case InputRequired():
             return {"type": "input_required", "kind": event.kind, "call_id": event.call_id, "name": event.name,
                     "arguments": event.arguments, "turn_id": event.turn_id, "session_id": event.session_id}
+        case Handoff(reason="", summary=""):  # a message to a session a person holds: nobody asked now
+            return {"type": "handoff", "mode": event.mode, "session_id": event.session_id}
         case Handoff():
             return {"type": "handoff", "mode": event.mode, "reason": event.reason, "summary": event.summary,
                     "session_id": event.session_id}

@@ -228,7 +228,7 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     chat_req, tools = await _chat_request(request)
     record = await _start_turn(request, chat_req, tools, stream=True)
     if isinstance(record, HeldRecord):  # a person has the session: stored, no turn
-        return await held_stream(request, chat_req, record)
+        return await held_stream(request, record)
     async with open_stream(request, record) as resp:
         await relay(record, resp, SseTranslator(record))
     return resp

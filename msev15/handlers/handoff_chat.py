@@ -16,7 +16,6 @@ session and turns skip the look-up.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from msev15.config import SETTINGS
 from msev15.events.turnlog import TURNS, TurnRecord
 from msev15.events.types import Handoff, TurnCompleted, TurnRequested
 from msev15.handlers.errors import utc_now_iso
-from msev15.handlers.streams import TURN_ID_HEADER
+from msev15.handlers.streams import TURN_ID_HEADER, frame
 from msev15.handlers.validation import ChatRequest
 from msev15.store.base import SESSIONS
 from msev15.store.session_events import SESSION_EVENTS
@@ -95,19 +94,13 @@ def held_json(chat: ChatRequest, held: Held) -> dict[str, Any]:
             "timestamp": utc_now_iso(), "message_count": held.message_count, "tenant_id": chat.tenant_id}
 
 
-async def held_stream(request: web.Request, chat: ChatRequest, record: HeldRecord) -> web.StreamResponse:
-    """The held message's answer as a stream: one ``handoff`` frame with the mode and ``done``,
-    numbered like the record's events (the turn log holds the same record) and with the
-    ``X-Turn-ID`` header like any turn's, so a client reads the turn's status or resumes it the
-    usual way."""
-    frames = ({"type": "handoff", "mode": record.held.mode, "session_id": chat.session_id},
-              {"type": "done", "session_id": chat.session_id, "message_count": record.held.message_count,
-               "status": WITH_HUMAN})
+async def held_stream(request: web.Request, record: HeldRecord) -> web.StreamResponse:
+    """The held message's answer as a stream: the record's ``handoff`` (the mode) and ``done``
+    frames, numbered and with the ``X-Turn-ID`` header like any turn's, and the same frames a
+    resume of the turn replays (the turn log holds the same record)."""
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        TURN_ID_HEADER: record.turn_id})
     await resp.prepare(request)
-    await resp.write(b"".join(b"id: %s:%d\ndata: %s\n\n" % (record.turn_id.encode(), seq,
-                                                            json.dumps(f, ensure_ascii=False).encode())
-                              for seq, f in enumerate(frames, 1)))
+    await resp.write(b"".join(frame(record.turn_id, seq, event) for seq, event in enumerate(record.events, 1)))
     await resp.write_eof()
     return resp
