@@ -60,7 +60,8 @@ def test_patterns(pattern: object, problem: str | None) -> None:
 
 @pytest.mark.parametrize(("data", "field"), [
     ([], "profile"), ("x", "profile"),
-    ({"instructions": 1}, "instructions"), ({"greeting": "x" * 4001}, "greeting"),
+    ({"instructions": 1}, "instructions"), ({"instructions": ""}, "instructions"),
+    ({"instructions": " \n\t"}, "instructions"), ({"greeting": "x" * 4001}, "greeting"),
     ({"tools": []}, "tools"), ({"tools": {"allow": "a"}}, "tools.allow"),
     ({"tools": {"allow": ["a"] * 201}}, "tools.allow"),
     ({"approval": {"a": 1}}, "approval"),

@@ -37,8 +37,8 @@ PROFILE_SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "A tenant's agent. Every field is optional: what is absent comes from the service's "
                        "settings, so an empty profile is the default agent.",
         "properties": {
-            "instructions": {"type": "string", "maxLength": m.MAX_INSTRUCTIONS_CHARS,
-                             "description": "Replaces the system prompt."},
+            "instructions": {"type": "string", "minLength": 1, "maxLength": m.MAX_INSTRUCTIONS_CHARS,
+                             "pattern": r"\S", "description": "Replaces the system prompt (not blank)."},
             "tools": {"type": "object", "additionalProperties": False,
                       "properties": {"allow": {**_PATTERNS, "description": "Only these tools (absent: all)."},
                                      "deny": {**_PATTERNS, "description": "Never these (a call is refused)."}}},

@@ -47,8 +47,10 @@ def _etag(version: int) -> dict[str, str]:
 
 
 def _no_profile(version: int | None = None) -> ApiError:
-    which = f"version {version} of a profile" if version is not None else "profile"
-    return ApiError(404, "no_profile", f"This tenant has no {which}; its agent uses the service's defaults.")
+    if version is not None:  # the tenant may well have a profile: just not that version
+        return ApiError(404, "no_profile", f"This tenant's profile has no version {version}; "
+                                           "GET /api/v1/agent-profile/versions lists those it has.")
+    return ApiError(404, "no_profile", "This tenant has no profile; its agent uses the service's defaults.")
 
 
 def _shown(record: ProfileRecord) -> dict[str, Any]:

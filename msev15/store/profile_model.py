@@ -307,7 +307,8 @@ def parse_profile(data: object) -> AgentProfile:
     if size > MAX_PROFILE_BYTES:
         check.add("profile", f"must be at most {MAX_PROFILE_BYTES:,} bytes as JSON")
         raise ProfileInvalid(check.problems)
-    instructions = check.text(top.get("instructions"), "instructions", MAX_INSTRUCTIONS_CHARS)
+    # blank would send the model an empty system message: omit the field for the service's prompt
+    instructions = check.text(top.get("instructions"), "instructions", MAX_INSTRUCTIONS_CHARS, empty=False)
     greeting = check.text(top.get("greeting"), "greeting", MAX_GREETING_CHARS)
     allow: tuple[str, ...] | None = None
     deny: tuple[str, ...] | None = None
