@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
+from msev15.agent.context import RUNNER
 from tests.conftest import assert_envelope
 from tests.instances import two_apps
+from tests.llm_server import Reply, ScriptedLLM
 
 DEADLINE = 20.0  # seconds for an expected event: a bound on a hang, not a timing assertion
 
@@ -113,6 +116,33 @@ async def test_deleting_the_session_ends_its_stream(service) -> None:
     assert (await stream.next())[1] == {"type": "session_deleted"}
     async with asyncio.timeout(DEADLINE):
         assert (await stream.resp.content.read()).strip() == b""  # nothing more: the server ended it
+
+
+async def test_at_shutdown_the_stream_ends_once_the_turns_in_flight_have(service, llm: ScriptedLLM) -> None:
+    """The stream carries a draining turn to its end, then ends: it does not wait out a ping
+    interval (an hour here: the follower's deadline would fail first)."""
+    client = await service(sse_ping_seconds=3600, llm_provider="openai", openai_base_url=f"{llm.url}/v1",
+                           llm_max_retries=0)
+    follower = await _follow(client, "s1")
+    gate = asyncio.Event()
+    llm.push(Reply("Almost there, one moment", gate=gate, gate_after=3))
+    chat = asyncio.create_task(client.post("/api/v1/chat/stream", json={"session_id": "s1", "message": "Hi"}))
+    await follower.until("token")
+    client.app[RUNNER].begin_shutdown(60)
+    gate.set()
+    done = await follower.until("done")
+    with pytest.raises(EOFError):
+        await follower.next()
+    answered = await chat
+    assert answered.status == 200 and '"type": "done"' in await answered.text() and done["message_count"] == 2
+
+
+async def test_at_shutdown_an_idle_stream_ends_at_once(service) -> None:
+    client = await service(sse_ping_seconds=3600)
+    follower = await _follow(client, "s1")
+    client.app[RUNNER].begin_shutdown(60)
+    with pytest.raises(EOFError):
+        await follower.next()
 
 
 async def test_a_bad_last_event_id_is_refused(service) -> None:

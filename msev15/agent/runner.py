@@ -120,6 +120,7 @@ class AgentRunner:
         self._idle.set()
         self._cut_timer: asyncio.TimerHandle | None = None
         self.accepting = True
+        self._stopping = asyncio.Event()  # set when shutdown begins (begin_shutdown)
         self._coordination = coordination
         self.completed = 0
         self.cut_turns = 0  # turns ended by the shutdown deadline
@@ -307,6 +308,7 @@ class AgentRunner:
         if not self.accepting:
             return
         self.accepting = False
+        self._stopping.set()
         self._cut_timer = asyncio.get_running_loop().call_later(timeout, self._cut)
 
     def _cut(self) -> None:
@@ -314,6 +316,12 @@ class AgentRunner:
         self.cut_turns += len(self._open)
         for record in list(self._open.values()):
             self.stop(record, "shutting_down", hard=True)
+
+    async def drained(self) -> None:
+        """Once shutdown has begun and every accepted turn has ended (what a stream that follows
+        turns waits for before it ends)."""
+        await self._stopping.wait()
+        await self._idle.wait()
 
     async def wait_idle(self) -> None:
         """Until every accepted turn has ended."""

@@ -7,12 +7,15 @@ operator writes (``human_message``), what the customer writes while a person hol
 an operator's console follows a conversation. Send ``Last-Event-ID`` to continue after an id,
 exactly once and in order, while the events are retained (STREAM_RETENTION_SECONDS). The stream
 stays open (``: ping`` comments keep proxies from closing it) until the client leaves, the
-session is deleted (a last ``session_deleted`` event) or the service shuts down.
+session is deleted (a last ``session_deleted`` event) or the service shuts down (once the turns it
+accepted have ended, their events included).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 from aiohttp import web
 
@@ -69,20 +72,36 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
+    # At shutdown the stream goes on while accepted turns drain, then ends with what they wrote
+    # (a client reconnects elsewhere with Last-Event-ID); it does not wait out a ping interval.
+    drained = asyncio.ensure_future(runner.drained())
     try:
         await resp.write(b": open\n\n")
-        while runner.accepting:
-            entries = await log.read(tenant_id, session_id, after, ping)
+        while True:
+            reading = asyncio.ensure_future(log.read(tenant_id, session_id, after, ping))
+            await asyncio.wait((reading, drained), return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                entries = await log.read(tenant_id, session_id, after, 0)  # the last of them
+            else:
+                entries = reading.result()
+            if entries:
+                after = entries[-1][0]
+                await resp.write(_frames(entries))
+                if any(event.get("type") == "session_deleted" for _, event in entries):
+                    break
+            if drained.done():
+                break
             if not entries:
                 await resp.write(b": ping\n\n")
-                continue
-            chunk = b"".join(b"id: %d\ndata: %s\n\n" % (seq, json.dumps(event, ensure_ascii=False).encode(
-                "utf-8", "backslashreplace")) for seq, event in entries)
-            after = entries[-1][0]
-            await resp.write(chunk)
-            if any(event.get("type") == "session_deleted" for _, event in entries):
-                break
     except ConnectionResetError:
         return resp  # the client left
+    finally:
+        drained.cancel()
     await resp.write_eof()
     return resp
+
+
+def _frames(entries: list[tuple[int, dict[str, Any]]]) -> bytes:
+    return b"".join(b"id: %d\ndata: %s\n\n" % (seq, json.dumps(event, ensure_ascii=False).encode(
+        "utf-8", "backslashreplace")) for seq, event in entries)
