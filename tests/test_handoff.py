@@ -145,6 +145,21 @@ async def test_a_held_stream_is_numbered_and_named_like_any_turn(service) -> Non
     assert sse_events(await resumed.text()) == [done]
 
 
+async def test_a_held_message_reports_the_tenants_profile_version(service) -> None:
+    """profile_version in the /chat reply, the stream's done and the turn status, as for a run turn."""
+    client = await service()
+    put = await client.put("/api/v1/agent-profile?tenant_id=acme", json={"greeting": "Hello from Acme"})
+    assert put.status == 200 and (await put.json())["version"] == 1
+    body = {"session_id": "s1", "tenant_id": "acme"}
+    await client.post("/api/v1/chat", json={**body, "message": "I want to talk to a person"})
+    held = await (await client.post("/api/v1/chat", json={**body, "message": "Hello?"})).json()
+    assert held["status"] == "with_human" and held["profile_version"] == 1 and held["turn_id"]
+    status = await (await client.get(f"/api/v1/sessions/s1/turns/{held['turn_id']}?tenant_id=acme")).json()
+    assert status["profile_version"] == 1
+    resp = await client.post("/api/v1/chat/stream", json={**body, "message": "Still there?"})
+    assert sse_events(await resp.text())[-1]["profile_version"] == 1
+
+
 async def test_with_handoff_disabled_the_tool_is_not_offered(service, llm: ScriptedLLM) -> None:
     client = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0,
                            handoff_enabled=False)

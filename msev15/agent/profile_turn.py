@@ -121,6 +121,10 @@ class TurnProfiles:
         """The tools the tenant's turns run now: what settles waiting calls outside a turn uses."""
         return (await self.for_turn(tenant_id)).registry
 
+    async def version(self, tenant_id: str) -> int:
+        """The tenant's current profile version (0: the service's defaults), without applying it."""
+        return 0 if self.store is None else await self.store.current_version(tenant_id)
+
     async def for_turn(self, tenant_id: str) -> TurnSetup:
         if self.store is None:
             return self.default

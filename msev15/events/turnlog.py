@@ -122,6 +122,8 @@ class TurnRecord(TurnView):
             self.status, self.message_count, self.finished_at = completed_status(event), event.message_count, now
         elif isinstance(event, TurnFailed):
             self.status, self.error, self.finished_at = STOPPED.get(event.error, "failed"), event.error, now
+        if isinstance(event, TurnCompleted) and self.profile_version is None:  # a held message's (no run)
+            self.profile_version = event.profile_version
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():

@@ -165,7 +165,7 @@ async def chat(request: web.Request) -> web.Response:
     chat_req, tools = await _chat_request(request)
     record = await _start_turn(request, chat_req, tools, stream=False)
     if isinstance(record, HeldRecord):  # a person has the session: stored, no turn
-        return json_response(held_json(chat_req, record.held))
+        return json_response(held_json(chat_req, record))
     event = await _outcome_unless_gone(request, record)
     if isinstance(event, TurnFailed):
         wait = event.retry_after  # the model's own Retry-After (a 429 upstream)

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from msev15.agent.context import TURN_PROFILES
 from msev15.agent.handoff import WITH_HUMAN
 from msev15.common.ids import new_id
 from msev15.config import SETTINGS
@@ -50,13 +51,15 @@ class HeldRecord(TurnRecord):
 
     __slots__ = ("held",)
 
-    def __init__(self, turn: TurnRequested, held: Held) -> None:
+    def __init__(self, turn: TurnRequested, held: Held, profile_version: int) -> None:
         super().__init__(turn)
         self.held = held
+        self.profile_version = profile_version  # the tenant's current version: what would have answered
         now = time.monotonic()
         ids = (turn.turn_id, turn.tenant_id, turn.session_id, turn.request_id)
         self.append(Handoff(*ids, held.mode), now)
-        self.append(TurnCompleted(*ids, "", held.message_count, status=WITH_HUMAN), now)
+        self.append(TurnCompleted(*ids, "", held.message_count, status=WITH_HUMAN,
+                                  profile_version=profile_version), now)
 
 
 def hold_applies(app: web.Application, turn: TurnRequested) -> bool:
@@ -78,20 +81,23 @@ async def hold_for_person(app: web.Application, turn: TurnRequested) -> HeldReco
 async def keep_for_person(app: web.Application, turn: TurnRequested, mode: str) -> HeldRecord:
     """Store the turn's message for the operator of a session held in ``mode``: no turn runs."""
     sessions = app[SESSIONS]
+    version = await app[TURN_PROFILES].version(turn.tenant_id)  # reported like a run turn's
     now, message_id = time.time(), new_id()
     count = await sessions.commit_messages(turn.tenant_id, turn.session_id,
                                            [Message("user", turn.message, now, {"message_id": message_id})], now)
     await app[SESSION_EVENTS].append(turn.tenant_id, turn.session_id, {
         "type": "customer_message", "message_id": message_id, "content": turn.message})
-    record = HeldRecord(turn, Held(mode, count))
+    record = HeldRecord(turn, Held(mode, count), version)
     # In the turn log before the reply names it: a shared log has written it when this returns.
     await app[TURNS].ended(turn, record.events).outcome()
     return record
 
 
-def held_json(chat: ChatRequest, held: Held) -> dict[str, Any]:
+def held_json(chat: ChatRequest, record: HeldRecord) -> dict[str, Any]:
+    held = record.held
     return {"session_id": chat.session_id, "message": None, "status": WITH_HUMAN, "mode": held.mode,
-            "timestamp": utc_now_iso(), "message_count": held.message_count, "tenant_id": chat.tenant_id}
+            "timestamp": utc_now_iso(), "message_count": held.message_count, "tenant_id": chat.tenant_id,
+            "turn_id": record.turn_id, "profile_version": record.profile_version}
 
 
 async def held_stream(request: web.Request, record: HeldRecord) -> web.StreamResponse:

@@ -177,8 +177,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "ToolResultEvent": _event("tool_result", {"name": {"type": "string"}, "call_id": {"type": "string"},
                                               "ok": {"type": "boolean"}}),
     "DoneEvent": _event("done", {"message_count": {"type": "integer"}},
-                        {"turn_id": {"type": "string", "description": "Absent only when no turn ran (a person "
-                                                                      "holds the session)."},
+                        {"turn_id": {"type": "string", "description": "The turn's id (status, resume)."},
                          "usage": {"type": "object", "additionalProperties": {"type": "integer"}},
                          "profile_version": _PROFILE_VERSION,
                          "status": {"type": "string", "enum": ["with_human"],
