@@ -148,13 +148,36 @@ async def test_the_shipped_suite_passes_with_the_offline_assistant(tmp_path: Pat
     assert results["failed"] == 0 and results["passed"] >= 15
 
 
+@pytest.mark.subprocess
+async def test_the_readmes_example_scenario_passes(tmp_path: Path) -> None:
+    """The scenario the README shows (section "Conversation tests") runs green as documented."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("```yaml\nname: a cancellation waits for approval, then runs\n") + len("```yaml\n")
+    example = _write(tmp_path, "example.yaml", readme[start:readme.index("```", start)])
+    env = {"LLM_PROVIDER": "offline", "ORDER_DB_PATH": str(tmp_path / "orders.db"), "ORDER_DB_SEED": "true",
+           "SESSION_STORE": "memory", "LOG_LEVEL": "WARNING", "LOG_TO_FILE": "false", "SMTP_SERVER": "",
+           "AUTH_MODE": "none", "MCP_SERVER_URL": "", "ESCALATION_MCP_URL": "",
+           "TOOL_APPROVAL": "update_order_status"}
+    code, out, err = await _eval(str(example), cwd=tmp_path, env=env)
+    assert code == 0, out + err
+    assert "PASS  3/3" in out, out
+
+
 DECIDING = """\
 name: a decision reaches the continuation
 turns:
   - user: "Cancel order ORD-ZZZZZZZZ"
     expect: {status: waiting, pending: [update_order_status]}
   - decide: {approve: false, reason: "not now"}
-    expect: {status: completed, reply_contains: ["not now"]}
+    expect: {status: completed, reply_contains: ["not now"], no_tool_calls: [update_order_status]}
+"""
+APPROVING = """\
+name: an approved call counts as made in the continuation
+turns:
+  - user: "Cancel order ORD-ZZZZZZZZ"
+    expect: {status: waiting, pending: [update_order_status]}
+  - decide: {approve: true}
+    expect: {tool_calls: [{name: update_order_status, arguments: {order_id: ORD-ZZZZZZZZ}}]}
 """
 NOTHING_TO_DECIDE = """\
 name: a decision with nothing pending
@@ -169,11 +192,15 @@ async def test_a_decide_step_answers_the_waiting_calls_and_checks_the_continuati
     server = await aiohttp_server(await create_app(make_settings(tmp_path, tool_approval=("update_order_status",))))
     url = str(server.make_url("/"))
     deciding = _write(tmp_path, "deciding.yaml", DECIDING)
+    approving = _write(tmp_path, "approving.yaml", APPROVING)
     nothing = _write(tmp_path, "nothing.yaml", NOTHING_TO_DECIDE)
     report = tmp_path / "report.json"
-    code, out, err = await _eval(str(deciding), str(nothing), "--url", url, "--report", str(report), cwd=tmp_path)
+    code, out, err = await _eval(str(deciding), str(approving), str(nothing), "--url", url, "--report", str(report),
+                                 cwd=tmp_path)
     assert code == 1, (out, err)
     results = {s["name"]: s for s in json.loads(report.read_text())["scenarios"]}
-    assert results["a decision reaches the continuation"]["passed"] == 1
+    reached = results["a decision reaches the continuation"]
+    assert reached["passed"] == 1, reached["failures"]
+    assert results["an approved call counts as made in the continuation"]["passed"] == 1, results
     [failure] = results["a decision with nothing pending"]["failures"]
     assert (failure["turn"], failure["expectation"], failure["got"]) == (2, "decide", "no pending calls")

@@ -26,6 +26,7 @@ class TurnResult:
     waiting: list[dict[str, Any]] = field(default_factory=list)  # their input_required events
     error: str | None = None  # the error event's (or the refusal's) code and message
     turn_id: str | None = None
+    results: list[str] = field(default_factory=list)  # call ids of the tool results, in order
 
 
 class EvalClient:
@@ -75,8 +76,16 @@ class EvalClient:
             return TurnResult(error=f"{type(exc).__name__}: {exc}")
         if turn_id is None:
             return TurnResult(error="the decisions started no continuation turn")
-        return await self._read(self._http.get(f"{base}/turns/{quote(turn_id, safe='')}/events", params=query,
-                                               headers={"Accept": "text/event-stream"}))
+        result = await self._read(self._http.get(f"{base}/turns/{quote(turn_id, safe='')}/events", params=query,
+                                                 headers={"Accept": "text/event-stream"}))
+        # An approved call runs in the continuation: its stream has the result, not a second
+        # tool_call, so it counts as a call made, with the arguments it waited with.
+        called = set(result.results) if decision.get("approve") is True else set()
+        for call in waiting:
+            if call.get("kind") == "approval" and call.get("call_id") in called \
+                    and (str(call.get("name")), call.get("arguments")) not in result.tool_calls:
+                result.tool_calls.append((str(call.get("name")), call.get("arguments")))
+        return result
 
     async def _read(self, request: Any) -> TurnResult:
         """A turn's stream, read to its terminal event."""
@@ -111,6 +120,8 @@ def _take(result: TurnResult, event: dict[str, Any]) -> None:
         result.reply += str(event.get("content", ""))
     elif kind == "tool_call":
         result.tool_calls.append((str(event.get("name")), event.get("arguments")))
+    elif kind == "tool_result":
+        result.results.append(str(event.get("call_id")))
     elif kind == "input_required":  # a call that waits: its name, id, kind and arguments
         result.waiting.append(event)
         result.pending.append(str(event.get("name")))
