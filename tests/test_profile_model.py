@@ -87,6 +87,10 @@ def test_patterns(pattern: object, problem: str | None) -> None:
      "mcp_servers[0].headers.X"),
     ({"mcp_servers": [{"name": "a", "url": "http://h", "headers": {"X": "env:MSEV15_TENANT_SECRET_"}}]},
      "mcp_servers[0].headers.X"),
+    ({"mcp_servers": [{"name": "a", "url": "http://h", "headers": {"X": "env:MSEV15_TENANT_SECRET_A-B"}}]},
+     "mcp_servers[0].headers.X"),
+    ({"mcp_servers": [{"name": "a", "url": "http://h", "headers": {"X": "env:msev15_tenant_secret_A"}}]},
+     "mcp_servers[0].headers.X"),
     ({"mcp_servers": [{"name": "a", "url": "http://h", "headers": {"X": MASK}}]}, "mcp_servers[0].headers.X"),
     ({"mcp_servers": [{"name": "a", "url": "http://h", "headers": {"X": "1", "x": "2"}}]},
      "mcp_servers[0].headers.x"),
@@ -138,6 +142,9 @@ def test_resolve_headers_reads_env_references_when_connecting() -> None:
         "Authorization": "env:MSEV15_TENANT_SECRET_CRM", "X-Client": "acme"}}]}).mcp_servers[0]
     assert resolve_headers(spec, {"MSEV15_TENANT_SECRET_CRM": "Bearer t0k"}) == {
         "Authorization": "Bearer t0k", "X-Client": "acme"}
+    lower = parse_profile({"mcp_servers": [{"name": "crm", "url": "http://h", "headers": {
+        "Authorization": "env:MSEV15_TENANT_SECRET_acme_crm"}}]}).mcp_servers[0]  # the prefix is what counts
+    assert resolve_headers(lower, {"MSEV15_TENANT_SECRET_acme_crm": "k"}) == {"Authorization": "k"}
     with pytest.raises(SecretMissing) as caught:
         resolve_headers(spec, {"OTHER": "x"})
     assert "MSEV15_TENANT_SECRET_CRM" in str(caught.value) and "crm" in str(caught.value)

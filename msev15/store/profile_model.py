@@ -46,7 +46,7 @@ SECRET_PREFIX = "MSEV15_TENANT_SECRET_"
 MASK = "***"
 
 _SERVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-_SECRET_NAME_RE = re.compile(SECRET_PREFIX + r"[A-Z0-9_]+")
+_SECRET_NAME_RE = re.compile(SECRET_PREFIX + r"[A-Za-z0-9_]+")  # any variable name after the prefix
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 # Headers the MCP transport sets itself: a profile must not override them.
 _RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
