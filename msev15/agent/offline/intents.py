@@ -57,7 +57,8 @@ def ask(box: Toolbox, capability: str, args: dict[str, Any], what: str, x: Excha
                 args[field] = bare(answer.text, field, alone=alone)
     name = box.find(capability, args)
     if name is None:
-        return f"Sorry, {what} is not available right now: that service is not connected.", None
+        return (f"Sorry, {what} is not available right now: this assistant has no such tool (its service is "
+                "not connected, or this agent does not offer it)."), None
     fitted, missing = box.fit(name, args)
     missing += [n for n in need if n not in fitted and n not in missing and n in box.schema(name)[0]]
     if missing:
