@@ -340,7 +340,13 @@ def scale_problems(services: dict, env: dict[str, str]) -> list[str]:
             problems.append(f"{name} should wait for a healthy redis")
         if _seconds(str(api.get("stop_grace_period", "10s"))) <= float(env["SHUTDOWN_TIMEOUT_SECONDS"]):
             problems.append(f"{name}: stop_grace_period is not longer than SHUTDOWN_TIMEOUT_SECONDS")
-        published += [p.split(":")[0] for p in api.get("ports", [])]
+        if environment.get("AUTH_MODE") != "api_key":
+            problems.append(f"{name} should require API keys (AUTH_MODE=api_key)")
+        for port in api.get("ports", []):
+            *host, published_port, _target = str(port).split(":")
+            if host != ["127.0.0.1"]:
+                problems.append(f"{name} should publish on the host's loopback only, got {port}")
+            published.append(published_port)
     if len(set(published)) != 2:
         problems.append(f"the replicas need two distinct published ports, got {published}")
     return problems
@@ -362,7 +368,9 @@ def test_compose_service_has_the_spec_shape() -> None:
     (lambda c: c["services"]["api"].update(ports=["8080:9080"]), "ports"),
     (lambda c: c["services"]["api"].update(healthcheck={"disable": True}), "unexpected keys"),
     (lambda c: c["services"].pop("api-2"), "scale profile should hold"),
-    (lambda c: c["services"]["api-2"].update(ports=["9081:9080"]), "distinct published ports"),
+    (lambda c: c["services"]["api-2"].update(ports=["127.0.0.1:9081:9080"]), "distinct published ports"),
+    (lambda c: c["services"]["api-2"].update(ports=["9082:9080"]), "loopback only"),
+    (lambda c: c["services"]["api-1"]["environment"].pop("AUTH_MODE"), "api-1 should require API keys"),
     (lambda c: c["services"]["api-1"]["environment"].update(SESSION_STORE="memory"), "api-1 should use"),
     (lambda c: c["services"]["redis"].update(command=["redis-server"]), "appendonly"),
     (lambda c: c["services"]["api-2"].pop("depends_on"), "healthy redis"),
