@@ -174,6 +174,22 @@ async def test_model_failure_marks_the_turn_and_the_call(aiohttp_client, tmp_pat
     assert receiver.one("POST /api/v1/chat/stream").status == "UNSET", "the stream itself answered 200"
 
 
+async def test_a_failed_tool_call_is_an_error_span(aiohttp_client, tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """A tool that fails (no such order): its execute_tool span has status ERROR and error.type;
+    the error text stays off the span unless content capture is on."""
+    async with ScriptedLLM() as llm:
+        llm.push(Reply(tool_calls=[Call("get_order_by_id", {"order_id": "ORD-ZZZZZZZZ"})]), Reply("No such order."))
+        client = await _client(aiohttp_client, tmp_path, receiver.config(), llm_provider="openai",
+                               openai_base_url=llm.url + "/v1", openai_model="gpt-test")
+        events = await _stream(client, "Where is ORD-ZZZZZZZZ?")
+        assert next(e for e in events if e["type"] == "tool_result")["ok"] is False
+        await _flush(client)
+    tool = receiver.one("execute_tool get_order_by_id")
+    assert (tool.status, tool.attributes["error.type"]) == ("ERROR", "tool_error")
+    assert "ORD-ZZZZZZZZ" not in str(tool.attributes)  # no arguments or error text by default
+    assert receiver.one("invoke_agent CustomerServiceAgent").status != "ERROR"  # the turn itself answered
+
+
 async def test_mcp_call_joins_the_complaints_server_to_the_trace(aiohttp_client, tmp_path: Path,
                                                                  receiver: OtlpReceiver) -> None:
     server_telemetry = receiver.config("msev15-complaints")
