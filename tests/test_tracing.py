@@ -227,6 +227,41 @@ async def test_tracing_off_starts_nothing_and_sends_no_traceparent(aiohttp_clien
         assert TRACING not in client.app
 
 
+def test_tracing_off_loads_no_tracing_code(tmp_path: Path) -> None:
+    """Off costs nothing: a service built and run through a turn without an OTLP endpoint never
+    imports the tracing modules or the OpenTelemetry SDK (a fresh interpreter, so nothing else in
+    this test run has loaded them; not even the test harness, which loads the SDK for its
+    receiver), so no hook of theirs is on any path."""
+    script = f"""
+import asyncio, sys
+from msev15.app import create_app
+from msev15.config import Settings
+from aiohttp.test_utils import TestClient, TestServer
+
+async def main():
+    data = {str(tmp_path)!r}
+    app = await create_app(Settings.defaults(
+        order_db_path=data + "/orders.db", session_db_path=data + "/sessions.db",
+        api_keys_db_path=data + "/api_keys.db", email_outbox_dir=data + "/outbox", log_to_file=False,
+        mcp_server_url="", llm_provider="offline"))
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/api/v1/chat", json={{"session_id": "s1", "message": "hello"}})
+        assert resp.status == 200, await resp.text()
+    loaded = sorted(m for m in sys.modules if m in ("msev15.agent.tracing", "msev15.events.tracing",
+                    "msev15.handlers.tracing") or m.startswith("opentelemetry.sdk"))
+    print("LOADED", loaded)
+
+asyncio.run(main())
+"""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "LOADED []" in done.stdout, done.stdout
+
+
 async def test_responses_api_spans_name_the_answering_model_and_finish(aiohttp_client, tmp_path: Path,
                                                                        receiver: OtlpReceiver) -> None:
     async with ScriptedLLM() as llm:
