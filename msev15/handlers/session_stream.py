@@ -75,6 +75,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     # At shutdown the stream goes on while accepted turns drain, then ends with what they wrote
     # (a client reconnects elsewhere with Last-Event-ID); it does not wait out a ping interval.
     drained = asyncio.ensure_future(runner.drained())
+    reading: asyncio.Future[list[tuple[int, dict[str, Any]]]] | None = None
     try:
         await resp.write(b": open\n\n")
         while True:
@@ -96,8 +97,10 @@ async def session_events(request: web.Request) -> web.StreamResponse:
                 await resp.write(b": ping\n\n")
     except ConnectionResetError:
         return resp  # the client left
-    finally:
+    finally:  # the client left or the handler was cancelled: nothing waits on our behalf
         drained.cancel()
+        if reading is not None:
+            reading.cancel()
     await resp.write_eof()
     return resp
 
