@@ -330,6 +330,9 @@ def scale_problems(services: dict, env: dict[str, str]) -> list[str]:
     redis = services["redis"]
     if "--appendonly" not in redis.get("command", []) or "yes" not in redis.get("command", []):
         problems.append("redis should persist with --appendonly yes")
+    command = [str(part) for part in redis.get("command", [])]
+    if "--appendfsync" not in command or command[command.index("--appendfsync") + 1:][:1] != ["always"]:
+        problems.append("redis should fsync every write (--appendfsync always): the README promises it")
     published = []
     for name in ("api-1", "api-2"):
         api = services[name]
@@ -373,6 +376,7 @@ def test_compose_service_has_the_spec_shape() -> None:
     (lambda c: c["services"]["api-1"]["environment"].pop("AUTH_MODE"), "api-1 should require API keys"),
     (lambda c: c["services"]["api-1"]["environment"].update(SESSION_STORE="memory"), "api-1 should use"),
     (lambda c: c["services"]["redis"].update(command=["redis-server"]), "appendonly"),
+    (lambda c: c["services"]["redis"]["command"].__setitem__(-1, "everysec"), "appendfsync always"),
     (lambda c: c["services"]["api-2"].pop("depends_on"), "healthy redis"),
 ])
 def test_compose_check_catches_a_broken_variant(change, problem: str) -> None:
