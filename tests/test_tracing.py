@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import signal
@@ -128,6 +129,7 @@ async def test_streamed_turn_with_a_local_tool_is_one_trace(aiohttp_client, tmp_
     assert tool.attributes["gen_ai.tool.call.id"] == "call-1"
     assert tool.attributes["gen_ai.tool.type"] == "function"
     assert "gen_ai.tool.call.arguments" not in tool.attributes
+    assert "gen_ai.tool.call.result" not in tool.attributes, "no tool result unless asked"
 
     # Each model request carried the traceparent of its own chat span.
     sent = [h.get("traceparent") or h.get("Traceparent") for h in headers]
@@ -145,16 +147,27 @@ async def test_streamed_turn_with_a_local_tool_is_one_trace(aiohttp_client, tmp_
 
 
 async def test_content_only_when_asked(aiohttp_client, tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """With capture on, the tool's result is on its execute_tool span: the very text the model
+    was sent back for that call (a failed call's too)."""
     config = receiver.config(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")
     async with ScriptedLLM() as llm:
-        llm.push(Reply(tool_calls=[Call("get_orders_by_customer", {"customer_id": "CUST-001"})]), Reply("None yet."))
+        llm.push(Reply(tool_calls=[Call("get_orders_by_customer", {"customer_id": "CUST-001"}, id="c-ok"),
+                                   Call("get_order_by_id", {"order_id": "ORD-ZZZZZZZZ"}, id="c-bad")]),
+                 Reply("None yet."))
         client = await _client(aiohttp_client, tmp_path, config, llm_provider="openai",
                                openai_base_url=llm.url + "/v1", openai_model="gpt-test")
         await _stream(client, "Orders of CUST-001?")
         await _flush(client)
+        sent_back = {m["tool_call_id"]: m["content"] for m in llm.requests[1]["messages"] if m["role"] == "tool"}
     agent = receiver.one("invoke_agent CustomerServiceAgent")
     assert "Orders of CUST-001?" in agent.attributes["gen_ai.input.messages"]
-    assert "CUST-001" in receiver.one("execute_tool get_orders_by_customer").attributes["gen_ai.tool.call.arguments"]
+    tool = receiver.one("execute_tool get_orders_by_customer")
+    assert "CUST-001" in tool.attributes["gen_ai.tool.call.arguments"]
+    assert tool.attributes["gen_ai.tool.call.result"] == sent_back["c-ok"]
+    assert json.loads(sent_back["c-ok"])["customer_id"] == "CUST-001"
+    failed = receiver.one("execute_tool get_order_by_id")
+    assert (failed.status, failed.attributes["gen_ai.tool.call.result"]) == ("ERROR", sent_back["c-bad"])
+    assert "ORD-ZZZZZZZZ" in sent_back["c-bad"]
     assert "None yet." in receiver.named("chat gpt-test")[-1].attributes["gen_ai.output.messages"]
 
 
@@ -186,7 +199,8 @@ async def test_a_failed_tool_call_is_an_error_span(aiohttp_client, tmp_path: Pat
         await _flush(client)
     tool = receiver.one("execute_tool get_order_by_id")
     assert (tool.status, tool.attributes["error.type"]) == ("ERROR", "tool_error")
-    assert "ORD-ZZZZZZZZ" not in str(tool.attributes)  # no arguments or error text by default
+    assert "ORD-ZZZZZZZZ" not in str(tool.attributes)  # no arguments, result or error text by default
+    assert "gen_ai.tool.call.result" not in tool.attributes
     assert receiver.one("invoke_agent CustomerServiceAgent").status != "ERROR"  # the turn itself answered
 
 

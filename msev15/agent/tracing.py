@@ -67,6 +67,9 @@ class TurnSpans:
         self.parents: dict[str, otel_context.Context] = {}  # accepted, not started yet
         self.agents: dict[str, Span] = {}  # running: the invoke_agent span
         self.tools: dict[tuple[str, str], Span] = {}  # by turn id and call id
+        # Running turns' progress, kept only when content is captured: a finished call's result
+        # is in its round's ``pending`` results when its ToolFinished is published.
+        self.progress: dict[str, TurnProgress] = {}
         # The turn that handed each session to a person: the agent's next turn there links to it.
         self.handed_off: OrderedDict[tuple[str, str], trace.SpanContext] = OrderedDict()
 
@@ -92,6 +95,12 @@ class TurnSpans:
         span = self.tools.pop((event.turn_id, event.call_id), None)
         if span is None:
             return
+        if self.capture:
+            progress = self.progress.get(event.turn_id)
+            pending = progress.pending if progress is not None else None
+            result = pending[1].get(event.call_id) if pending is not None else None
+            if result is not None:
+                span.set_attribute("gen_ai.tool.call.result", result.content)
         if not event.ok:
             _fail(span, "tool_error", event.error if self.capture else None)
         span.end()
@@ -141,12 +150,15 @@ class TracedExecution(TurnExecution):
             if spans.capture:
                 span.set_attribute("gen_ai.input.messages", json.dumps([{"role": "user", "content": turn.message}]))
             spans.agents[turn.turn_id] = span
+            if spans.capture:
+                spans.progress[turn.turn_id] = progress
             spans.logs.remember(turn.turn_id, span.get_span_context())
             try:
                 await super().run(turn, record, progress)
             finally:
                 span.set_attribute("msev15.profile_version", record.profile_version or 0)
                 del spans.agents[turn.turn_id]
+                spans.progress.pop(turn.turn_id, None)
                 for key in [k for k in spans.tools if k[0] == turn.turn_id]:
                     spans.tools.pop(key).end()  # a cut turn's tools never finished
 
