@@ -227,6 +227,28 @@ async def test_mcp_call_joins_the_complaints_server_to_the_trace(aiohttp_client,
     assert server_span.attributes["gen_ai.tool.name"] == "register_complaint"
 
 
+async def test_a_failed_mcp_tool_call_is_an_error_on_both_spans(aiohttp_client, tmp_path: Path,
+                                                                 receiver: OtlpReceiver) -> None:
+    """The complaints server refuses the call (no such complaint): the execute_tool span and the
+    MCP tools/call CLIENT span both have status ERROR and error.type, the server's text off them."""
+    async with running_complaints_server(tmp_path / "complaints.db") as server, ScriptedLLM() as llm:
+        llm.push(Reply(tool_calls=[Call("get_complaint", {"complaint_id": "CMP-0A0B0C0D"}, id="c-get")]),
+                 Reply("I could not find that complaint."))
+        client = await _client(aiohttp_client, tmp_path, receiver.config(), mcp_server_url=server.url,
+                               llm_provider="openai", openai_base_url=llm.url + "/v1", openai_model="gpt-test")
+        assert await client.app[MCP]["complaints"].wait_connected(10)
+        events = await _stream(client, "Where is my complaint CMP-0A0B0C0D?")
+        assert next(e for e in events if e["type"] == "tool_result")["ok"] is False
+        assert events[-1]["type"] == "done"
+        await _flush(client)
+    tool = receiver.one("execute_tool get_complaint")
+    call = receiver.one("tools/call get_complaint")
+    assert call.kind == "CLIENT" and call.attributes["mcp.method.name"] == "tools/call"
+    assert (tool.status, tool.attributes["error.type"]) == ("ERROR", "tool_error")
+    assert (call.status, call.attributes["error.type"]) == ("ERROR", "ToolError")
+    assert "CMP-0A0B0C0D" not in str(tool.attributes) + str(call.attributes)  # no content by default
+
+
 async def test_tracing_off_starts_nothing_and_sends_no_traceparent(aiohttp_client, tmp_path: Path) -> None:
     assert TelemetryConfig.from_env({"OTEL_SERVICE_NAME": "x"}, "msev15") is None
     assert TelemetryConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
