@@ -313,6 +313,28 @@ async def test_responses_api_spans_name_the_answering_model_and_finish(aiohttp_c
     assert all(c.attributes["gen_ai.usage.input_tokens"] > 0 for c in chats)
 
 
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_azure_model_calls_name_the_azure_provider(aiohttp_client, tmp_path: Path, receiver: OtlpReceiver,
+                                                         api: str) -> None:
+    """Through the Azure URL shapes (deployments, or the v1 Responses URL), each chat span names
+    the provider ``azure.ai.openai`` and the request carries that span's traceparent."""
+    async with ScriptedLLM() as llm:
+        llm.push(Reply(tool_calls=[Call("get_orders_by_customer", {"customer_id": "CUST-001"})]), Reply("None yet."))
+        client = await _client(aiohttp_client, tmp_path, receiver.config(), llm_provider="azure", llm_api=api,
+                               azure_openai_endpoint=llm.url, azure_openai_api_key="azure-key-abcdef",
+                               azure_openai_responses_deployment_name="gpt-4o-dep", llm_max_retries=0)
+        assert (await _stream(client, "Orders of CUST-001?"))[-1]["type"] == "done"
+        await _flush(client)
+        paths, headers = list(llm.paths), list(llm.headers)
+    assert all(p.startswith("/openai/") for p in paths) and len(paths) == 2, paths
+    chats = [s for s in receiver.spans if s.attributes.get("gen_ai.operation.name") == "chat"]
+    assert len(chats) == 2
+    assert [c.attributes["gen_ai.provider.name"] for c in chats] == ["azure.ai.openai"] * 2
+    assert [c.name for c in chats] == ["chat gpt-4o-dep"] * 2
+    # (no caller's traceparent: the trace is new, so its flags may also say the id is random)
+    assert [h["traceparent"].split("-")[1:3] for h in headers] == [[c.trace_id, c.span_id] for c in chats]
+
+
 def test_endpoint_and_standard_variables() -> None:
     config = TelemetryConfig.from_env({
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/", "OTEL_SERVICE_NAME": "cs-agent",
