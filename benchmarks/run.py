@@ -36,11 +36,12 @@ from benchmarks.scale import concurrency, sessions
 from benchmarks.servers import ServerProcess
 from benchmarks.stores import stores
 from benchmarks.system import CpuPlan, pin, plan_cpus, raise_nofile
+from benchmarks.tracing_off import tracing_off
 from benchmarks.traffic import chat_and_health, startup, streaming
 from benchmarks.turnlog import measure as turnlog_memory
 
 SCENARIOS = ("chat", "streaming", "concurrency", "sessions", "startup", "relay", "defaults", "fairness", "noisy",
-             "turnlog", "stores", "profiles", "profile_chat", "mcp_isolation")
+             "turnlog", "stores", "profiles", "profile_chat", "mcp_isolation", "tracing_off")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -110,6 +111,7 @@ async def _run(cfg: BenchConfig, selected: set[str], command: str) -> dict[str, 
         ("profiles", lambda: _profiles(collector)),
         ("profile_chat", lambda: profile_chat(cfg, plan.server, collector)),
         ("mcp_isolation", lambda: mcp_isolation(cfg, plan.server, collector)),
+        ("tracing_off", lambda: tracing_off(cfg, plan, collector)),
     ]
     for name, step in steps:
         if not selected & set(name.split("/")):

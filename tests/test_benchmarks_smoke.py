@@ -270,3 +270,17 @@ async def test_the_redis_client_cost_is_measured_per_kind_of_call(redis: Any, mo
     cost = await redis_trips.client_cost(redis.url)
     assert set(cost) == {"get", "evalsha", "pipeline3"}
     assert all(micros > 0 for micros in cost.values()), cost
+
+
+async def test_the_tracing_off_checks_are_counted_per_turn_and_timed() -> None:
+    """Scenario 15's in-process parts: a chat turn through the real openai client makes one model
+    request and formats its log lines; each check gets a CPU figure per call."""
+    from benchmarks.tracing_off import HOOKS, count_hooks, time_hooks
+
+    per_turn = await count_hooks(3, TOKENS)
+    assert per_turn["model"] == 1.0 and per_turn["mcp"] == 0.0, per_turn
+    assert per_turn["log"] >= 1.0, per_turn  # the turn's completion line, at least
+    costs = await time_hooks(3, 1_000)
+    assert set(costs) == set(HOOKS)
+    assert all(math.isfinite(c["ns_per_call"]) and c["min_ns"] <= c["ns_per_call"] <= c["max_ns"]
+               for c in costs.values()), costs
