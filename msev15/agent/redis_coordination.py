@@ -42,6 +42,7 @@ from msev15.events.turnlog import TurnRecord, TurnView
 from msev15.events.types import TurnRequested
 from msev15.store.base import FencedOut
 from msev15.store.redis_kit import connect, tenant_key, text, translated
+from msev15.store.redis_wire import Script, wire
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -113,7 +114,8 @@ class RedisCoordination:
         self.lease_seconds = lease_seconds
         self._redis: aioredis.Redis = connect(url)
         self._listener_client: aioredis.Redis = connect(url, socket_timeout=None)
-        self._admit = self._redis.register_script(_ADMIT)
+        self._hot = wire(url, self._redis)  # the admit, on every turn's path (store/redis_wire.py)
+        self._admit = Script(_ADMIT)
         self._drop_head = self._redis.register_script(_DROP_HEAD)
         self._waiters: dict[str, asyncio.Event] = {}
         self._admitting: set[str] = set()  # entries whose admit script may not have run yet
@@ -152,6 +154,7 @@ class RedisCoordination:
         with contextlib.suppress(Exception):
             await self._redis.delete(instance_key(self.instance_id))
         await close_within(self._redis.aclose(), "coordination's Redis client")
+        await close_within(self._hot.aclose(), "coordination's hot-path Redis client")
         await close_within(self._listener_client.aclose(), "coordination's listener Redis client")
 
     # --- liveness and messages ----------------------------------------------------------
@@ -230,9 +233,9 @@ class RedisCoordination:
             keys.append(paused)
         self._admitting.add(entry)
         try:
-            ahead = await self._admit(keys=keys, args=args)
+            ahead = await self._hot.run(self._admit, keys, args)
             if ahead == ["BUSY"] and await self._sweep(queue):
-                ahead = await self._admit(keys=keys, args=args)
+                ahead = await self._hot.run(self._admit, keys, args)
         finally:
             self._admitting.discard(entry)
         if ahead and text(ahead[0]) == "HELD":

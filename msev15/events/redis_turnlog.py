@@ -40,6 +40,7 @@ from msev15.events.types import (
     TurnRequested,
 )
 from msev15.store.redis_kit import connect, tenant_key, text, text_map, translated
+from msev15.store.redis_wire import wire
 
 log = logging.getLogger("events.redis")
 
@@ -113,7 +114,8 @@ class RedisTurnLog(TurnLog):
         self._redis = connect(url)
         self._blocking = connect(url, socket_timeout=READ_BLOCK_MS / 1000 + 5)
         self._mark_lost = self._redis.register_script(_MARK_LOST)
-        self.writer = TurnWriter(self._redis, instance_id, retention_seconds, RUNNING_TTL_SECONDS, STREAM_MAXLEN,
+        self._hot = wire(url, self._redis)  # the writer's batches, on every turn's path (store/redis_wire.py)
+        self.writer = TurnWriter(self._hot, instance_id, retention_seconds, RUNNING_TTL_SECONDS, STREAM_MAXLEN,
                                  lambda record: _keys(record.tenant_id, record.turn_id), encode_event,
                                  super().append)
         self.writer.adopt = self._adopt_end
@@ -168,6 +170,7 @@ class RedisTurnLog(TurnLog):
     async def close(self) -> None:
         await self.flush(2.0)
         await self.writer.stop()
+        await close_within(self._hot.aclose(), "the turn log's hot-path Redis client")
         await close_within(self._redis.aclose(), "the turn log's Redis client")
         await close_within(self._blocking.aclose(), "the turn log's blocking Redis client")
 

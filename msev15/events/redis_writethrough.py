@@ -35,9 +35,10 @@ import redis.exceptions
 from msev15.common.tasks import stop_task
 from msev15.events.turnlog import STOPPED, TurnRecord, completed_status
 from msev15.events.types import TurnCompleted, TurnEvent, TurnFailed, TurnRequested
+from msev15.store.redis_wire import Script
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from msev15.store.redis_wire import Arg, HotPath
 
 log = logging.getLogger("events.redis")
 
@@ -138,7 +139,7 @@ class TurnWriter:
     ``adopt(record)`` is awaited when the turn was fenced, to release what Redis holds.
     """
 
-    def __init__(self, client: aioredis.Redis, instance_id: str, retention_seconds: float, running_ttl: int,
+    def __init__(self, client: HotPath, instance_id: str, retention_seconds: float, running_ttl: int,
                  stream_maxlen: int, keys_of: Callable[[TurnRecord], tuple[str, str]],
                  encode: Callable[[TurnEvent], str], release: Callable[[TurnRecord, TurnEvent], object]) -> None:
         self._redis = client
@@ -149,9 +150,8 @@ class TurnWriter:
         self._keys_of = keys_of
         self._encode = encode
         self._release = release
-        self._sources = {"open": OPEN_SCRIPT, "start": START_SCRIPT, "events": EVENTS_SCRIPT,
-                         "release": RELEASE_SCRIPT}
-        self._shas = dict.fromkeys(self._sources, "")
+        self._scripts = {name: Script(source) for name, source in (
+            ("open", OPEN_SCRIPT), ("start", START_SCRIPT), ("events", EVENTS_SCRIPT), ("release", RELEASE_SCRIPT))}
         self._pending: deque[Write] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -236,37 +236,33 @@ class TurnWriter:
                     self._take(record, event)
 
     async def _send(self, batch: list[Write]) -> list[Any]:
-        if not all(self._shas.values()):
-            await self._load_scripts()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for kind, record, events in batch:
-                if kind == "release":
-                    queue, entry, channel = record
-                    pipe.evalsha(self._shas["release"], 1, queue, entry, channel)
-                    continue
-                meta, stream = self._keys_of(record)
-                if kind == "open":
-                    if self.index_of is None:
-                        pipe.evalsha(self._shas["open"], 1, meta, record.tenant_id, record.session_id,
-                                     record.request_id, self.instance_id, self._running_ttl)
-                    else:
-                        index, cap = self.index_of(record)
-                        pipe.evalsha(self._shas["open"], 2, meta, index, record.tenant_id, record.session_id,
-                                     record.request_id, self.instance_id, self._running_ttl, record.turn_id,
-                                     int(record.opened_at * 1000), cap)
-                elif kind == "start":
-                    pipe.evalsha(self._shas["start"], 1, meta)
+        commands: list[list[Arg]] = []
+        for kind, record, events in batch:
+            if kind == "release":
+                queue, entry, channel = record
+                commands.append(self._scripts["release"].command([queue], [entry, channel]))
+                continue
+            meta, stream = self._keys_of(record)
+            if kind == "open":
+                args: list[Arg] = [record.tenant_id, record.session_id, record.request_id, self.instance_id,
+                                   self._running_ttl]
+                if self.index_of is None:
+                    commands.append(self._scripts["open"].command([meta], args))
                 else:
-                    pipe.evalsha(self._shas["events"], 2, meta, stream, events[0][0], *self._end_fields(events),
-                                 self._retention, self._running_ttl, self._maxlen,
-                                 *(self._encode(event) for _, event in events))
-            self.round_trips += 1
-            results: list[Any] = await pipe.execute(raise_on_error=False)
+                    index, cap = self.index_of(record)
+                    commands.append(self._scripts["open"].command(
+                        [meta, index], [*args, record.turn_id, int(record.opened_at * 1000), cap]))
+            elif kind == "start":
+                commands.append(self._scripts["start"].command([meta], []))
+            else:
+                commands.append(self._scripts["events"].command(
+                    [meta, stream], [events[0][0], *self._end_fields(events), self._retention, self._running_ttl,
+                                     self._maxlen, *(self._encode(event) for _, event in events)]))
+        self.round_trips += 1
+        results = await self._redis.batch(commands)
         for result in results:
-            if isinstance(result, redis.exceptions.NoScriptError):
-                raise result  # Redis restarted and forgot the scripts: load them, send again (idempotent)
             if isinstance(result, Exception):
-                raise result
+                raise result  # NoScriptError: Redis restarted and forgot the scripts (see _write)
         return results
 
     @staticmethod
@@ -279,8 +275,8 @@ class TurnWriter:
         return "", "", "", ""
 
     async def _load_scripts(self) -> None:
-        for name, source in self._sources.items():
-            self._shas[name] = await self._redis.script_load(source)
+        for script in self._scripts.values():
+            await self._redis.load(script)
 
     async def _settle(self, record: SharedTurnRecord, events: list[tuple[int, TurnEvent]], result: Any) -> None:
         if int(result) >= 0:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from msev15.store.redis_kit import COMMAND_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from msev15.store.redis_wire import HotPath
 
 GRACE_SECONDS = 1.5
 DEADLINE_SECONDS = COMMAND_TIMEOUT_SECONDS - GRACE_SECONDS
@@ -50,14 +50,14 @@ end
 class RedisClock:
     """Redis's clock as seen from this instance (see the module's docstring)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: HotPath) -> None:
         self._redis = client
         self._base: tuple[float, float] | None = None  # (Redis seconds, monotonic seconds) at the sample
         self._error = 0.0
 
     async def _sample(self) -> None:
         sent = time.monotonic()
-        seconds, micros = await self._redis.time()
+        seconds, micros = (int(v) for v in await self._redis.call("TIME"))
         got = time.monotonic()
         self._base = (seconds + micros / 1_000_000, (sent + got) / 2)
         self._error = (got - sent) / 2

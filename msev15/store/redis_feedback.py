@@ -18,6 +18,7 @@ from typing import Any, cast
 from msev15.common.tasks import close_within
 from msev15.store.feedback import MAX_PER_TENANT, CompletedTurn, Feedback, Rating, keep_seconds
 from msev15.store.redis_kit import connect, tenant_key, text, translated
+from msev15.store.redis_wire import Command, raise_errors, wire
 
 SEP = "\x1f"
 
@@ -52,6 +53,7 @@ PAGE = 200
 class RedisFeedback:
     def __init__(self, url: str, *, session_ttl_seconds: float = 0, max_per_tenant: int = MAX_PER_TENANT) -> None:
         self._redis = connect(url)
+        self._hot = wire(url, self._redis)  # remember, after every turn (store/redis_wire.py)
         self.keep = int(keep_seconds(session_ttl_seconds))
         self.max_per_tenant = max_per_tenant
         self._rate = self._redis.register_script(RATE_SCRIPT)
@@ -59,12 +61,12 @@ class RedisFeedback:
 
     @translated
     async def remember(self, turns: Iterable[CompletedTurn]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for turn in turns:
-                key = tenant_key(turn.tenant_id, "fbturns", turn.session_id)
-                pipe.sadd(key, turn.turn_id)
-                pipe.expire(key, self.keep)
-            await pipe.execute()
+        commands: list[Command] = []
+        for turn in turns:
+            key = tenant_key(turn.tenant_id, "fbturns", turn.session_id)
+            commands += [("SADD", key, turn.turn_id), ("EXPIRE", key, self.keep)]
+        if commands:
+            raise_errors(await self._hot.batch(commands))
 
     @translated
     async def known(self, tenant_id: str, session_id: str, turn_id: str) -> bool:
@@ -114,4 +116,5 @@ class RedisFeedback:
                            args=[session_id + SEP])
 
     async def close(self) -> None:
+        await close_within(self._hot.aclose(), "the feedback's hot-path Redis client")
         await close_within(self._redis.aclose(), "the feedback's Redis client")

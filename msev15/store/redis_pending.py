@@ -28,6 +28,7 @@ from msev15.store.base import StoreUnavailable
 from msev15.store.pending import AlreadyDecided, PausedTurn, PendingNotFound
 from msev15.store.redis_deadline import RedisClock, deadline_check
 from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, text_map, translated
+from msev15.store.redis_wire import PyWire
 
 DUE = f"{PREFIX}:{{#pending}}:due"
 DECIDED = f"{PREFIX}:{{#pending}}:decided"  # steps whose every call is decided, scored by the last decision
@@ -85,7 +86,7 @@ class RedisPendingCalls:
         self._decide = client.register_script(_DECIDE)
         self._take = client.register_script(_TAKE)
         self._pause = client.register_script(_PAUSE)
-        self._clock = RedisClock(client)  # a pause is refused past its deadline
+        self._clock = RedisClock(PyWire(client))  # a pause is refused past its deadline
 
     @classmethod
     def open(cls, url: str) -> RedisPendingCalls:

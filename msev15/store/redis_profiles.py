@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from msev15.common.tasks import close_within
 from msev15.store.profiles import MAX_VERSIONS, ProfileRecord, RecordCache, VersionConflict, stored_copy
 from msev15.store.redis_kit import connect, tenant_key, text, translated
+from msev15.store.redis_wire import wire
 
 _CACHED_RECORDS = 1024
 
@@ -53,6 +54,7 @@ return 1
 class RedisProfiles:
     def __init__(self, url: str, *, max_versions: int = MAX_VERSIONS) -> None:
         self._redis: aioredis.Redis = connect(url)
+        self._hot = wire(url, self._redis)  # the current version, read on every turn (store/redis_wire.py)
         self.max_versions = max_versions
         self._write = self._redis.register_script(_WRITE)
         self._delete = self._redis.register_script(_DELETE)
@@ -64,7 +66,7 @@ class RedisProfiles:
 
     @translated
     async def current_version(self, tenant_id: str) -> int:
-        raw = await self._redis.hget(tenant_key(tenant_id, "profile"), "current")
+        raw = await self._hot.call("HGET", tenant_key(tenant_id, "profile"), "current")
         return int(raw) if raw else 0
 
     async def current(self, tenant_id: str) -> ProfileRecord | None:
@@ -117,4 +119,5 @@ class RedisProfiles:
         return bool(await self._delete(keys=self._keys(tenant_id)[:1]))
 
     async def close(self) -> None:
+        await close_within(self._hot.aclose(), "the profiles' hot-path Redis client")
         await close_within(self._redis.aclose(), "the profiles' Redis client")

@@ -23,7 +23,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from msev15.common.tasks import close_within, stop_task
-from msev15.store.redis_kit import connect, script_batch, tenant_key, text, translated
+from msev15.store.redis_kit import connect, tenant_key, text, translated
+from msev15.store.redis_wire import Script, run_each, wire
 from msev15.store.session_events import MAX_EVENTS_PER_SESSION, Entry
 
 log = logging.getLogger("store.session_events")
@@ -77,7 +78,8 @@ class RedisSessionEvents:
         self.retention = max(1, int(retention_seconds))
         self._redis: aioredis.Redis = connect(url)
         self._blocking: aioredis.Redis = connect(url, socket_timeout=MAX_READ_BLOCK_SECONDS + 5)
-        self._script = self._redis.register_script(_WRITE)
+        self._hot = wire(url, self._redis)  # the writes, one per turn (store/redis_wire.py)
+        self._script = Script(_WRITE)
         # A forget is queued too, to come after what was published before it.
         self._queue: asyncio.Queue[Queued] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -94,7 +96,7 @@ class RedisSessionEvents:
                 event = batch[i][2]
                 args += [batch[i][4], "" if event is None else json.dumps(event, ensure_ascii=False)]
             calls.append((_keys(tenant_id, session_id), args))
-        replies = await script_batch(self._redis, self._script, calls)
+        replies = await run_each(self._hot, self._script, calls)
         ids = [0] * len(batch)
         for reply, positions in zip(replies, by_session.values(), strict=True):
             for i, seq in zip(positions, reply, strict=True):
@@ -170,5 +172,6 @@ class RedisSessionEvents:
 
     async def close(self) -> None:
         await stop_task(self._writer)
+        await close_within(self._hot.aclose(), "the session stream's hot-path Redis client")
         await close_within(self._redis.aclose(), "the session stream's Redis client")
         await close_within(self._blocking.aclose(), "the session stream's blocking Redis client")

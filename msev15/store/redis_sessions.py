@@ -56,6 +56,7 @@ from msev15.store import redis_session_scripts as scripts
 from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
 from msev15.store.redis_deadline import RedisClock
 from msev15.store.redis_kit import PREFIX, connect, script_batch, tenant_key, text, translated
+from msev15.store.redis_wire import HotPath, PyWire, Script, wire
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
 
 # The global accounting, in one hash slot of its own (ids start with a letter or digit, so no
@@ -80,20 +81,22 @@ class RedisSessions:
 
     def __init__(self, client: aioredis.Redis, *, ttl_seconds: float = 0, max_messages: int = 1000,
                  max_sessions: int = 250_000, max_sessions_per_tenant: int = 0, max_bytes: int = 0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, hot: HotPath | None = None) -> None:
         self._redis = client
+        # a turn's reads and writes (context, commit, settle): store/redis_wire.py
+        self._hot = hot if hot is not None else PyWire(client)
         self.ttl = ttl_seconds
         self.max_messages = max_messages
         self.max_sessions = max_sessions
         self.max_sessions_per_tenant = max_sessions_per_tenant or max_sessions
         self.max_bytes = max_bytes  # 0: no byte budget
         self._clock = clock
-        self._commit = client.register_script(scripts.COMMIT)
+        self._commit = Script(scripts.COMMIT)
         self._delete = client.register_script(scripts.DELETE)
         self._evict = client.register_script(scripts.EVICT)
-        self._settle_script = client.register_script(scripts.SETTLE)
+        self._settle_script = Script(scripts.SETTLE)
         self._set_mode = client.register_script(scripts.SET_MODE)
-        self._clock_of_redis = RedisClock(client)  # commits are refused past their deadline
+        self._clock_of_redis = RedisClock(self._hot)  # commits are refused past their deadline
         self.evicted = 0  # sessions this instance dropped by a session cap
         self._held = 0  # sessions in all, as last read from Redis (for metrics: no I/O)
         self._pruned: set[str] = set()  # tenants whose sessions this instance expired, for gone()
@@ -103,8 +106,10 @@ class RedisSessions:
                    max_sessions_per_tenant: int = 0, max_bytes: int = 0,
                    clock: Callable[[], float] = time.time) -> RedisSessions:
         """A store on ``url``; nothing is connected yet (a Redis that is down never fails start-up)."""
-        return cls(connect(url), ttl_seconds=ttl_seconds, max_messages=max_messages, max_sessions=max_sessions,
-                   max_sessions_per_tenant=max_sessions_per_tenant, max_bytes=max_bytes, clock=clock)
+        client = connect(url)
+        return cls(client, ttl_seconds=ttl_seconds, max_messages=max_messages, max_sessions=max_sessions,
+                   max_sessions_per_tenant=max_sessions_per_tenant, max_bytes=max_bytes, clock=clock,
+                   hot=wire(url, client))
 
     def _cutoff(self) -> str:
         """Index scores at or below this are idle past the TTL ('' without a TTL)."""
@@ -135,10 +140,8 @@ class RedisSessions:
     @translated
     async def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
         meta_key, msgs_key, _ = self._keys(tenant_id, session_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hget(meta_key, "last_activity")
-            pipe.lrange(msgs_key, -limit, -1)
-            last, raw = await pipe.execute()
+        last, raw = await self._hot.batch([("HGET", meta_key, "last_activity"), ("LRANGE", msgs_key, -limit, -1)],
+                                          transaction=True)
         if last is None or not self._alive(float(last)):
             return []
         tail = [_decode(item) for item in raw]
@@ -165,7 +168,7 @@ class RedisSessions:
             self.max_bytes, self.max_sessions_per_tenant, tenant_key(tenant_id, ""), self._cutoff(),
             sum(m.visible for m in turn), sum(sizes), await self._clock_of_redis.deadline(),
             *(_encode(m, n) for m, n in zip(turn, sizes, strict=True))]
-        visible, joined, evicted, expired = (int(v) for v in await self._commit(keys=keys, args=args))
+        visible, joined, evicted, expired = (int(v) for v in await self._hot.run(self._commit, keys, args))
         if visible == -2:  # Redis ran it past its deadline (a stall): nothing written, the turn fails
             raise StoreUnavailable("Redis ran the commit past its deadline; nothing was written")
         if visible < 0:
@@ -203,7 +206,7 @@ class RedisSessions:
             args: list[str | int] = [self.max_sessions, committer]
             for tenant, change in changes:
                 args += [tenant, change]
-            reply = await self._settle_script(keys=[TENANT_COUNTS, TOTAL], args=args)
+            reply = await self._hot.run(self._settle_script, [TENANT_COUNTS, TOTAL], args)
             self._held = int(reply[0])
             changes = []
             for tenant, claimed in Counter(text(t) for t in reply[1:]).items():
@@ -312,4 +315,5 @@ class RedisSessions:
         return "healthy"
 
     async def close(self) -> None:
+        await close_within(self._hot.aclose(), "the sessions' hot-path Redis client")
         await close_within(self._redis.aclose(), "the sessions' Redis client")
