@@ -655,3 +655,28 @@ async def test_sqlite_sessions_made_before_modes_are_with_the_agent(tmp_path: Pa
         assert await reopened.set_mode("t", "s", "human")
     finally:
         await reopened.close()
+
+
+def test_redis_keeps_decoded_messages_within_its_bound() -> None:
+    from msev15.store.redis_sessions import _Decoded
+
+    decoded = _Decoded(max_chars=400)
+    raws = [json.dumps(["user", f"message {n} " + "x" * 50, float(n), None, 60]) for n in range(20)]
+    first = [decoded(raw) for raw in raws]
+    assert first == [Message("user", f"message {n} " + "x" * 50, float(n), None) for n in range(20)]
+    assert len(decoded) == 400 // len(raws[0])  # the oldest went first
+    assert decoded(raws[-1]) is first[-1]  # held: not decoded again
+    assert decoded(raws[0]) == first[0] and decoded(raws[0]) is not first[0]  # dropped, decoded anew
+
+
+async def test_redis_reads_what_another_instance_committed_after_its_own_reads(redis_url: str) -> None:
+    """Each instance keeps its own decodings; a read always follows the stored list."""
+    one, two = await RedisSessions.open(redis_url), await RedisSessions.open(redis_url)
+    try:
+        await one.commit_turn("t", "s", "first", 1.0, [], "answer one")
+        assert [m["content"] for m in await two.context("t", "s", 10)] == ["first", "answer one"]
+        await two.commit_turn("t", "s", "second", 2.0, [], "answer two")
+        assert [m["content"] for m in await one.context("t", "s", 3)] == ["answer one", "second", "answer two"]
+    finally:
+        await one.close()
+        await two.close()
