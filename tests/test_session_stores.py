@@ -680,3 +680,49 @@ async def test_redis_reads_what_another_instance_committed_after_its_own_reads(r
     finally:
         await one.close()
         await two.close()
+
+
+async def test_redis_context_from_its_held_tail_matches_a_fresh_read(redis_url: str) -> None:
+    """The tail an instance holds between its turns (sent again only when the list changed) is
+    what a store that holds nothing reads: through trims by count and by bytes, other instances'
+    turns, deletes and idle restarts, in a fixed pseudo-random order."""
+    import random
+
+    now = [1000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    caps = {"max_messages": 9, "max_bytes": 400, "ttl_seconds": 50.0, "clock": clock}
+    one, two = await RedisSessions.open(redis_url, **caps), await RedisSessions.open(redis_url, **caps)
+    rng = random.Random(27)
+    hits = 0
+    try:
+        for step in range(300):
+            now[0] += rng.choice((0.5, 1.0, 1.0, 1.0, 60.0))  # now and then idle past the TTL
+            session = rng.choice(("a", "b"))
+            writer = one if rng.random() < 0.8 else two
+            action = rng.random()
+            if action < 0.05:
+                await writer.delete("t", session)
+            else:
+                steps = [] if rng.random() < 0.7 else [
+                    {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": f"c{step}", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": f"c{step}", "content": "x" * rng.randint(1, 90)}]
+                await writer.commit_turn("t", session, f"q{step} " + "y" * rng.randint(0, 80), now[0] - 0.1,
+                                         steps, f"a{step} " + "z" * rng.randint(0, 80))
+            if rng.random() < 0.4:  # not read after every write: commits build on held tails
+                continue
+            limit = rng.choice((4, 6, 6, 6))
+            held = one._tails.revision(("t", session), limit)
+            fresh = await RedisSessions.open(redis_url, **caps)
+            try:
+                assert await one.context("t", session, limit) == await fresh.context("t", session, limit), step
+            finally:
+                await fresh.close()
+            hits += bool(held) and one._tails.revision(("t", session), limit) == held
+        assert hits > 20  # the held tails were used, not just dropped
+    finally:
+        await one.close()
+        await two.close()

@@ -64,8 +64,10 @@ COMMIT = _HELPERS + """
 -- ARGV: 1 session_id, 2 now, 3 started_at, 4 max_messages, 5 ttl_ms, 6 fence, 7 max_bytes (0: none),
 --       8 the tenant's session cap, 9 the tenant's key prefix, 10 expiry cutoff ('' without a TTL),
 --       11 visible messages in the turn, 12 bytes of the turn, 13 deadline on Redis's clock ('' none),
---       14.. the turn's messages
--- Returns {visible count, 1 if the session joined the index, sessions evicted, expired dropped};
+--       14 this commit's revision (unique), 15.. the turn's messages
+-- Returns {visible count, 1 if the session joined the index, sessions evicted, expired dropped,
+-- the revision the turn was appended to ('' for none: a new, restarted or older session), the
+-- list's length after it};
 -- {-1, 0, 0, 0} when the fence no longer heads the queue, {-2, 0, 0, 0} past the deadline (its
 -- client has given up: store/redis_deadline.py); nothing is written then.
 """ + deadline_check(13, "{-2, 0, 0, 0}") + """
@@ -82,6 +84,7 @@ if cutoff ~= '' then
   end
   expired = expired + prune(KEYS[3], prefix, cutoff)
 end
+local previous = redis.call('HGET', KEYS[1], 'rev') or ''
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'created_at', ARGV[3], 'visible_count', 0, 'bytes', 0)
@@ -90,10 +93,10 @@ elseif redis.call('HEXISTS', KEYS[1], 'bytes') == 0 then
   for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do total = total + size(cjson.decode(item)) end
   redis.call('HSET', KEYS[1], 'bytes', total)
 end
-for i = 14, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 15, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 local visible_count = redis.call('HINCRBY', KEYS[1], 'visible_count', tonumber(ARGV[11]))
 local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', tonumber(ARGV[12]))
-redis.call('HSET', KEYS[1], 'last_activity', ARGV[2])
+redis.call('HSET', KEYS[1], 'last_activity', ARGV[2], 'rev', ARGV[14])
 local length = redis.call('LLEN', KEYS[2])
 
 local function cut_front(cut)  -- drop the oldest `cut` messages
@@ -161,7 +164,7 @@ if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-return {visible_count, joined, evicted, expired}
+return {visible_count, joined, evicted, expired, previous, length}
 """
 
 EVICT = _HELPERS + """
@@ -221,6 +224,17 @@ while total > max and #reply <= 64 do
   reply[#reply + 1] = tenant
 end
 return reply
+"""
+
+CONTEXT = """
+-- KEYS: the session's hash, its message list. ARGV: how many of the newest messages, the revision
+-- the reader holds them for ('' none).
+-- Returns {} for an unknown session; {last_activity, revision} when the reader's revision is
+-- current (its copy is the list's tail); else {last_activity, revision or '', the messages}.
+local meta = redis.call('HMGET', KEYS[1], 'last_activity', 'rev')
+if not meta[1] then return {} end
+if ARGV[2] ~= '' and meta[2] == ARGV[2] then return {meta[1], meta[2]} end
+return {meta[1], meta[2] or '', redis.call('LRANGE', KEYS[2], -tonumber(ARGV[1]), -1)}
 """
 
 SET_MODE = """

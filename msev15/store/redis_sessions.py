@@ -43,7 +43,9 @@ appears in the history.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -66,6 +68,7 @@ TOTAL = f"{PREFIX}:{{#sessions}}:total"
 STATUS_TIMEOUT_SECONDS = 1.0  # readiness answers within probe timeouts even while Redis stalls
 SETTLE_ROUNDS = 8  # bounded: settle, evict what was claimed, settle the corrections, ...
 DECODED_MAX_CHARS = 4 << 20  # the stored JSON of recently read messages kept decoded (about 2x in memory)
+TAILS_MAX_CHARS = 8 << 20  # the stored JSON of the session tails kept for context reads
 
 
 def _encode(message: Message, size: int) -> str:
@@ -108,6 +111,63 @@ class _Decoded:
         return len(self._held)
 
 
+class _Tails:
+    """Each session's context tail as this instance last read or wrote it, with the list's revision
+    then (a commit writes a unique one). A context read sends the revision, and Redis sends the
+    messages only when the list has changed since (another instance's turn, a person's message):
+    the turns an instance runs one after another on a session read their tail without moving or
+    decoding it. Bounded by the stored JSON it stands for; the least recently used go first."""
+
+    def __init__(self, max_chars: int = TAILS_MAX_CHARS) -> None:
+        self.max_chars = max_chars
+        # (tenant, session) -> (revision, limit, messages, their JSON's sizes)
+        self._held: OrderedDict[tuple[str, str], tuple[str, int, list[Message], list[int]]] = OrderedDict()
+        self._chars = 0
+        self._limit = 0  # of the last read: the tail a new session's first commit leaves
+
+    def revision(self, key: tuple[str, str], limit: int) -> str:
+        self._limit = limit
+        held = self._held.get(key)
+        return held[0] if held is not None and held[1] == limit else ""
+
+    def messages(self, key: tuple[str, str]) -> list[Message]:
+        self._held.move_to_end(key)
+        return self._held[key][2]
+
+    def put(self, key: tuple[str, str], revision: str, limit: int, messages: list[Message],
+            sizes: list[int]) -> None:
+        self.drop(key)
+        if not revision:
+            return
+        self._held[key] = (revision, limit, messages, sizes)
+        self._chars += sum(sizes)
+        while self._chars > self.max_chars:
+            self._chars -= sum(self._held.popitem(last=False)[1][3])
+
+    def extend(self, key: tuple[str, str], previous: str, revision: str, turn: list[Message], sizes: list[int],
+               length: int) -> None:
+        """A commit appended ``turn`` to the list at ``previous``, leaving ``length`` messages. The
+        held tail stays exact when it was the tail at ``previous``, or when the list is this turn."""
+        held = self._held.get(key)
+        if held is not None and previous and held[0] == previous:
+            limit = held[1]
+            keep = min(limit, length)
+            self.put(key, revision, limit, (held[2] + turn)[-keep:], (held[3] + sizes)[-keep:])
+        elif length == len(turn) and self._limit:  # the list is this turn (a new or restarted session)
+            limit = held[1] if held is not None else self._limit
+            self.put(key, revision, limit, turn[-limit:], sizes[-limit:])
+        else:
+            self.drop(key)
+
+    def drop(self, key: tuple[str, str]) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            self._chars -= sum(held[3])
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
 class RedisSessions:
     kind = "redis"
 
@@ -133,6 +193,10 @@ class RedisSessions:
         self._held = 0  # sessions in all, as last read from Redis (for metrics: no I/O)
         self._pruned: set[str] = set()  # tenants whose sessions this instance expired, for gone()
         self._decode = _Decoded()
+        self._tails = _Tails()
+        self._context = Script(scripts.CONTEXT)
+        self._revision_prefix = os.urandom(6).hex()  # commit revisions: unique across instances
+        self._revisions = itertools.count(1)
 
     @classmethod
     async def open(cls, url: str, *, ttl_seconds: float = 0, max_messages: int = 1000, max_sessions: int = 250_000,
@@ -173,12 +237,17 @@ class RedisSessions:
     @translated
     async def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
         meta_key, msgs_key, _ = self._keys(tenant_id, session_id)
-        last, raw = await self._hot.batch([("HGET", meta_key, "last_activity"), ("LRANGE", msgs_key, -limit, -1)],
-                                          transaction=True)
-        if last is None or not self._alive(float(last)):
+        key = (tenant_id, session_id)
+        reply = await self._hot.run(self._context, [meta_key, msgs_key], [limit, self._tails.revision(key, limit)])
+        if not reply or not self._alive(float(reply[0])):
+            self._tails.drop(key)
             return []
-        decode = self._decode
-        tail = [decode(item) for item in raw]
+        if len(reply) == 2:  # the tail held here is current
+            tail = self._tails.messages(key)
+        else:
+            decode = self._decode
+            tail = [decode(item) for item in reply[2]]
+            self._tails.put(key, reply[1], limit, tail, [len(item) for item in reply[2]])
         start = next((i for i, m in enumerate(tail) if m.role != "tool"), len(tail))
         return [m.to_model() for m in tail[start:]]
 
@@ -197,15 +266,21 @@ class RedisSessions:
                       now: float) -> int:
         keys = [*self._keys(tenant_id, session_id), tenant_key(tenant_id, "queue", session_id)]
         sizes = [message_bytes(m) for m in turn]
+        revision = f"{self._revision_prefix}.{next(self._revisions)}"
         args: list[str | int] = [
             session_id, repr(now), repr(started_at), self.max_messages, int(self.ttl * 1000), FENCE.get() or "",
             self.max_bytes, self.max_sessions_per_tenant, tenant_key(tenant_id, ""), self._cutoff(),
-            sum(m.visible for m in turn), sum(sizes), await self._clock_of_redis.deadline()]
+            sum(m.visible for m in turn), sum(sizes), await self._clock_of_redis.deadline(), revision]
+        stored: list[int] = []
         for message, size in zip(turn, sizes, strict=True):
             raw = _encode(message, size)
             args.append(raw)
+            stored.append(len(raw))
             self._decode.remember(raw, message)
-        visible, joined, evicted, expired = (int(v) for v in await self._hot.run(self._commit, keys, args))
+        reply = await self._hot.run(self._commit, keys, args)
+        visible, joined, evicted, expired = (int(v) for v in reply[:4])
+        if visible >= 0:
+            self._tails.extend((tenant_id, session_id), reply[4], revision, turn, stored, int(reply[5]))
         if visible == -2:  # Redis ran it past its deadline (a stall): nothing written, the turn fails
             raise StoreUnavailable("Redis ran the commit past its deadline; nothing was written")
         if visible < 0:
