@@ -693,8 +693,10 @@ async def test_redis_context_from_its_held_tail_matches_a_fresh_read(redis_url: 
     def clock() -> float:
         return now[0]
 
-    caps = {"max_messages": 9, "max_bytes": 400, "ttl_seconds": 50.0, "clock": clock}
-    one, two = await RedisSessions.open(redis_url, **caps), await RedisSessions.open(redis_url, **caps)
+    def store() -> Awaitable[RedisSessions]:
+        return RedisSessions.open(redis_url, max_messages=9, max_bytes=400, ttl_seconds=50.0, clock=clock)
+
+    one, two = await store(), await store()
     rng = random.Random(27)
     hits = 0
     try:
@@ -706,7 +708,7 @@ async def test_redis_context_from_its_held_tail_matches_a_fresh_read(redis_url: 
             if action < 0.05:
                 await writer.delete("t", session)
             else:
-                steps = [] if rng.random() < 0.7 else [
+                steps: list[dict[str, Any]] = [] if rng.random() < 0.7 else [
                     {"role": "assistant", "content": None, "tool_calls": [
                         {"id": f"c{step}", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
                     {"role": "tool", "tool_call_id": f"c{step}", "content": "x" * rng.randint(1, 90)}]
@@ -716,7 +718,7 @@ async def test_redis_context_from_its_held_tail_matches_a_fresh_read(redis_url: 
                 continue
             limit = rng.choice((4, 6, 6, 6))
             held = one._tails.revision(("t", session), limit)
-            fresh = await RedisSessions.open(redis_url, **caps)
+            fresh = await store()
             try:
                 assert await one.context("t", session, limit) == await fresh.context("t", session, limit), step
             finally:
