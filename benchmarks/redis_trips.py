@@ -1,9 +1,10 @@
 """Redis round trips and commands per turn, for a plain (JSON) and a streamed turn.
 
 The service reaches Redis through a counting TCP proxy in this process: every read of a client's
-bytes on its way to Redis is one request write, i.e. one round trip (redis-py sends a pipeline in
-one write). Commands are counted on the server, from ``INFO commandstats`` before and after. The
-turns run one after another on one connection, each in a new session, so background work (the
+bytes on its way to Redis is one request write, i.e. one round trip (a pipeline goes in one write;
+the hot path's client also writes what all of a turn's stores send in one loop turn at once).
+Commands are counted on the server, from ``INFO commandstats`` before and after. The turns run
+one after another on one connection, each in a new session, so background work (the
 instance heartbeat, every REDIS_LEASE_SECONDS / 4) is a small and stated share of the figures.
 """
 
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from benchmarks.httpwire import json_post
 from benchmarks.load import STREAM, STREAM_DONE, Expect, closed_loop
+from msev15.store.redis_wire import Script, Wire
 
 TURNS = 40
 
@@ -108,15 +112,18 @@ CLIENT_CALLS = 2000
 
 
 async def client_cost(url: str) -> dict[str, float]:
-    """CPU microseconds the Python client (redis-py asyncio, hiredis parser, as the service uses
-    it) spends per round trip, measured in this process, one call at a time: a GET, a cached
-    script (EVALSHA) and a pipeline of three commands. With the round trips per turn it gives the
-    floor of what the Redis path adds to a turn's CPU on the service's side, whatever the turn
-    does around them."""
+    """CPU microseconds a Python client spends per round trip, measured in this process, one call
+    at a time: a GET, a cached script (EVALSHA) and a pipeline of three commands, through redis-py
+    (asyncio, hiredis parser: what the service uses off the hot path) and through the hot path's
+    own client (store/redis_wire.py: ``wire_*``). With the round trips per turn the hot path's
+    figure gives the floor of what the Redis path adds to a turn's CPU on the service's side,
+    whatever the turn does around them."""
     client = aioredis.Redis.from_url(url, decode_responses=True)
+    hot = Wire(url)
     try:
         await client.set("bench:cost", "1")
         script = client.register_script("return redis.call('GET', KEYS[1])")
+        lean = Script("return redis.call('GET', KEYS[1])")
 
         async def pipeline() -> None:
             async with client.pipeline(transaction=False) as pipe:
@@ -124,8 +131,11 @@ async def client_cost(url: str) -> dict[str, float]:
                     pipe.get("bench:cost")
                 await pipe.execute()
 
-        calls = {"get": lambda: client.get("bench:cost"), "evalsha": lambda: script(keys=["bench:cost"]),
-                 "pipeline3": pipeline}
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "get": lambda: client.get("bench:cost"), "evalsha": lambda: script(keys=["bench:cost"]),
+            "pipeline3": pipeline, "wire_get": lambda: hot.call("GET", "bench:cost"),
+            "wire_evalsha": lambda: hot.run(lean, ["bench:cost"], []),
+            "wire_pipeline3": lambda: hot.batch([("GET", "bench:cost")] * 3)}
         out: dict[str, float] = {}
         for name, call in calls.items():
             await call()  # connect; load the script
@@ -136,4 +146,5 @@ async def client_cost(url: str) -> dict[str, float]:
         await client.delete("bench:cost")
         return out
     finally:
+        await hot.aclose()
         await client.aclose()
