@@ -256,13 +256,15 @@ class Topology:
     # --- one lifecycle --------------------------------------------------------------------
 
     def _bind_probes(self) -> None:
-        """Sessions (pending calls) and coordination in one Redis: the admit script reads the
-        session's mode (whether it has a paused step), so a turn's hold-for-a-person check (its
-        pending-calls look-up) is not a round trip of its own."""
+        """Sessions (pending calls, profiles) and coordination in one Redis: the admit script reads
+        the session's mode (whether it has a paused step, the tenant's profile version), so a
+        turn's hold-for-a-person check (its pending-calls look-up, its profile look-up) is not a
+        round trip of its own."""
         if not self.shared:
             return
         from msev15.agent.redis_coordination import RedisCoordination
         from msev15.store.redis_pending import RedisPendingCalls
+        from msev15.store.redis_profiles import RedisProfiles
         from msev15.store.redis_sessions import RedisSessions
 
         if not isinstance(self.coordination, RedisCoordination):
@@ -271,6 +273,8 @@ class Topology:
             self.coordination.hold_probe = self._sessions.hold_probe
         if isinstance(self._pending, RedisPendingCalls):
             self.coordination.paused_probe = self._pending.paused_probe
+        if isinstance(self._profiles, RedisProfiles):
+            self.coordination.profile_probe = self._profiles.head_key
 
     async def open(self) -> None:
         """Open the parts; when one fails, what did open is closed again before the error propagates."""
@@ -279,10 +283,10 @@ class Topology:
                 self.database = await connect_database(self.settings.database_url)  # down: not ready
             self._sessions = await self.open_sessions()
             self._pending = await self.open_pending()
-            self._bind_probes()
             self._feedback = await self.open_feedback()
             self._handoffs = self._open_handoffs()
             self._profiles = profile_store(self.settings, self.database)
+            self._bind_probes()
             self._orders = await self.open_orders()
         except BaseException:
             await self.close()

@@ -114,3 +114,64 @@ async def test_a_new_message_still_settles_a_paused_step_first(service: Any, llm
 
     # And with no paused step left, the next turn runs as any other.
     assert (await _chat(client, "s1", "Thanks", tenant_id="t1"))["message"] == ANSWER
+
+
+class _Monitor:
+    """MONITOR on a raw connection: every command Redis runs, scripts' own marked ``[0 lua]``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.lines: list[str] = []
+
+    async def __aenter__(self) -> _Monitor:
+        import asyncio
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        self._reader, self._writer = await asyncio.open_connection(parts.hostname, parts.port)
+        self._writer.write(b"MONITOR\r\n")
+        assert (await self._reader.readline()).startswith(b"+OK")
+        return self
+
+    async def commands(self, marker: str) -> list[str]:
+        """The commands seen until one names ``marker`` (sent by the test to mark the end)."""
+        while True:
+            line = (await self._reader.readline()).decode()
+            if marker in line:
+                return self.lines
+            self.lines.append(line)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._writer.close()
+
+
+async def test_a_turn_takes_its_profile_version_from_the_admit_step(service: Any, llm: ScriptedLLM,
+                                                                    redis_url: str) -> None:
+    """The admit script reads the tenant's current profile version: the turn applies the profile
+    that version names (a change another instance made just before it included) and sends no
+    look-up of its own."""
+    from msev15.store.profiles import PROFILES
+    from msev15.store.redis_profiles import RedisProfiles
+
+    client = await _redis_service(service, llm, redis_url)
+    assert (await _chat(client, "p1", "Hi"))["profile_version"] == 0
+    other = RedisProfiles(redis_url)  # another instance's profile store
+    try:
+        assert await other.put("default", {"instructions": "Answer as Ada."}, "ops") == 1
+        async with _Monitor(redis_url) as monitor:
+            body = await _chat(client, "p1", "Who are you?")
+            marker = aioredis.Redis.from_url(redis_url)
+            await marker.get("end-of-turn-marker")
+            await marker.aclose()
+            seen = await monitor.commands("end-of-turn-marker")
+        assert body["profile_version"] == 1
+        assert llm.requests[-1]["messages"][0] == {"role": "system", "content": "Answer as Ada."}
+        head = tenant_key("default", "profile")
+        reads = [line for line in seen if f'"HGET" "{head}"' in line]
+        assert reads and all("lua]" in line for line in reads), reads  # only inside the admit script
+        assert await other.put("default", {"instructions": "Answer as Grace."}, "ops") == 2
+        assert (await _chat(client, "p1", "And now?"))["profile_version"] == 2
+        assert llm.requests[-1]["messages"][0]["content"] == "Answer as Grace."
+        assert client.app[PROFILES] is not other
+    finally:
+        await other.close()

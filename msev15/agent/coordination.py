@@ -80,6 +80,11 @@ class Coordination(Protocol):
         paused step (see Waiting.resume); False when unknown."""
         ...
 
+    def profile_version(self, turn: TurnRequested) -> int | None:
+        """When the turn starts: the tenant's current profile version if the admission read it a
+        moment ago (see TurnProfiles.for_turn); None when unknown."""
+        ...
+
     async def withdraw(self, turn: TurnRequested) -> None:
         """An admitted turn that the local runner then refused."""
         ...
@@ -118,6 +123,9 @@ class LocalCoordination:
 
     def unpaused(self, turn: TurnRequested) -> bool:
         return False
+
+    def profile_version(self, turn: TurnRequested) -> int | None:
+        return None
 
     async def withdraw(self, turn: TurnRequested) -> None:
         return None

@@ -110,7 +110,8 @@ class TurnExecution:
                     raise TurnStopped(progress.stop_reason)
                 # The tenant's profile as it is now: this turn keeps it to its end (a continuation
                 # after approvals is a new turn and reads it again).
-                setup = await self.profiles.for_turn(turn.tenant_id)
+                known = self.coordination.profile_version(turn) if self.coordination is not None else None
+                setup = await self.profiles.for_turn(turn.tenant_id, known)
                 record.profile_version = setup.version
                 if self.coordination is not None:  # across instances: wait for the session, take its fence
                     FENCE.set(await self.coordination.acquire(turn))

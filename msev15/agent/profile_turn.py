@@ -125,10 +125,15 @@ class TurnProfiles:
         """The tenant's current profile version (0: the service's defaults), without applying it."""
         return 0 if self.store is None else await self.store.current_version(tenant_id)
 
-    async def for_turn(self, tenant_id: str) -> TurnSetup:
+    async def for_turn(self, tenant_id: str, version: int | None = None) -> TurnSetup:
+        """The tenant's profile applied; ``version``: its current version when the caller knows it
+        already (read with the turn's admission, see Coordination.profile_version), else it is read."""
         if self.store is None:
             return self.default
-        record = await self.store.current(tenant_id)
+        if version is None:
+            record = await self.store.current(tenant_id)
+        else:  # a version is never changed once written, so the store may serve it from its cache
+            record = await self.store.version(tenant_id, version) if version else None
         if record is None:
             return self.default
         key = (tenant_id, record.version)

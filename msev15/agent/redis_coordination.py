@@ -60,14 +60,17 @@ RECHECK_SECONDS = 1.0
 MAX_HEADS = 10_000
 _FINAL = ("completed", "waiting", "failed", "cancelled", "interrupted")  # a turn that has ended
 
-# KEYS: the session's queue [, the session's hash] [, the session's paused-step hash]; ARGV: entry,
-# if_busy policy, queue TTL, the session cutoff ('' without a TTL; '-': no hold check, and no
-# session hash among the KEYS), the paused-step hash's field that only a paused step has. With the
-# session's hash, returns {'HELD', mode} and admits nothing when a person holds the live session
-# (its mode is set and not 'agent'; see store/redis_sessions.py): the hold check and the admission
-# are one step. Returns {'BUSY'} when a reject finds the session busy; else, after appending this
-# one, {'HEAD'} when it heads the queue ({'FREE'}: heads it, and the session has no paused step:
-# see RedisCoordination.unpaused) or {'QUEUED'}, followed (for interrupt) by the entries ahead.
+# KEYS: the session's queue [, the session's hash] [, the session's paused-step hash] [, the
+# tenant's profile hash]; ARGV: entry, if_busy policy, queue TTL, the session cutoff ('' without a
+# TTL; '-': no hold check, and no session hash among the KEYS), the paused-step hash's field that
+# only a paused step has ('': no paused-step hash among the KEYS), '1' when the profile hash is the
+# last key. With the session's hash, returns {'HELD', mode} and admits nothing when a person holds
+# the live session (its mode is set and not 'agent'; see store/redis_sessions.py): the hold check
+# and the admission are one step. Returns {'BUSY'} when a reject finds the session busy; else,
+# after appending this one, {'HEAD'} when it heads the queue ({'FREE'}: heads it, and the session
+# has no paused step: see RedisCoordination.unpaused) or {'QUEUED'}, then the tenant's current
+# profile version ('' without the profile hash: see RedisCoordination.profile_version), then (for
+# interrupt) the entries ahead.
 _ADMIT = """
 local k = 2
 if ARGV[4] ~= '-' then
@@ -82,11 +85,12 @@ local ahead = redis.call('LRANGE', KEYS[1], 0, -1)
 if ARGV[2] == 'reject' and #ahead > 0 then return {'BUSY'} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-local out = {'QUEUED'}
+local out = {'QUEUED', ''}
 if #ahead == 0 then
   out[1] = 'HEAD'
-  if KEYS[k] and redis.call('HEXISTS', KEYS[k], ARGV[5]) == 0 then out[1] = 'FREE' end
+  if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[k], ARGV[5]) == 0 then out[1] = 'FREE' end
 end
+if ARGV[6] == '1' then out[2] = redis.call('HGET', KEYS[#KEYS], 'current') or '0' end
 if ARGV[2] == 'interrupt' then
   for _, entry in ipairs(ahead) do out[#out + 1] = entry end
 end
@@ -129,6 +133,10 @@ class RedisCoordination:
         # Set by the topology when the pending calls are in this Redis: (the session's paused-step
         # hash, the field only a paused step has), so the admit script tells a session without one.
         self.paused_probe: HoldProbe | None = None
+        # Set by the topology when the tenants' profiles are in this Redis: a tenant's profile hash
+        # (its 'current' field is the version), so the admit script reads it (see profile_version).
+        self.profile_probe: Callable[[str], str] | None = None
+        self._versions: dict[str, tuple[float, int]] = {}  # turn id -> (admitted at, profile version)
 
     @property
     def reads_hold(self) -> bool:
@@ -143,6 +151,15 @@ class RedisCoordination:
             return False
         self._unpaused.discard(turn.turn_id)
         return True
+
+    def profile_version(self, turn: TurnRequested) -> int | None:
+        """The tenant's current profile version as the admit script read it (once), when the turn
+        asks within RECHECK_SECONDS of its admission (a turn starts a moment after it is admitted;
+        one the local scheduler held longer reads it again); None: unknown, read it."""
+        admitted = self._versions.pop(turn.turn_id, None)
+        if admitted is None or time.monotonic() - admitted[0] >= RECHECK_SECONDS:
+            return None
+        return admitted[1]
 
     def start(self, host: TurnHost) -> None:
         self.runner = host
@@ -224,13 +241,16 @@ class RedisCoordination:
         queue = tenant_key(turn.tenant_id, "queue", turn.session_id)
         entry = _entry(turn, self.instance_id)
         keys: list[str] = [queue]
-        args: list[str | int] = [entry, turn.if_busy, QUEUE_TTL_SECONDS, "-", ""]
+        args: list[str | int] = [entry, turn.if_busy, QUEUE_TTL_SECONDS, "-", "", ""]
         if hold and self.hold_probe is not None:
             meta, args[3] = self.hold_probe(turn.tenant_id, turn.session_id)
             keys.append(meta)
         if self.paused_probe is not None and turn.resumes is None:
             paused, args[4] = self.paused_probe(turn.tenant_id, turn.session_id)
             keys.append(paused)
+        if self.profile_probe is not None:
+            keys.append(self.profile_probe(turn.tenant_id))
+            args[5] = "1"
         self._admitting.add(entry)
         try:
             ahead = await self._hot.run(self._admit, keys, args)
@@ -247,7 +267,11 @@ class RedisCoordination:
             if len(self._heads) >= MAX_HEADS:  # turns stopped before they ran never took theirs
                 self._heads.clear()
             self._heads[entry] = (time.monotonic(), text(ahead[0]) == "FREE")
-        for entry in map(text, ahead[1:]):  # if_busy=interrupt: stop what was ahead, wherever it runs
+        if ahead[1] != "":
+            if len(self._versions) >= MAX_HEADS:
+                self._versions.clear()
+            self._versions[turn.turn_id] = (time.monotonic(), int(ahead[1]))
+        for entry in map(text, ahead[2:]):  # if_busy=interrupt: stop what was ahead, wherever it runs
             turn_id, _, owner = entry.partition("|")
             if owner != self.instance_id:
                 await self._redis.publish(CONTROL_CHANNEL, json.dumps({"turn_id": turn_id, "reason": "interrupted"}))

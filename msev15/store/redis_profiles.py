@@ -61,6 +61,11 @@ class RedisProfiles:
         self._records = RecordCache(_CACHED_RECORDS)
 
     @staticmethod
+    def head_key(tenant_id: str) -> str:
+        """The tenant's profile hash, whose ``current`` field is its current version (absent: 0)."""
+        return tenant_key(tenant_id, "profile")
+
+    @staticmethod
     def _keys(tenant_id: str) -> list[str]:
         return [tenant_key(tenant_id, "profile"), tenant_key(tenant_id, "profile", "versions")]
 
