@@ -137,22 +137,27 @@ def _pack(commands: Sequence[Command]) -> bytes:
 class _Expected:
     """The replies one write waits for, and who waits."""
 
-    __slots__ = ("future", "count", "replies", "timer")
+    __slots__ = ("future", "count", "replies", "deadline")
 
-    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+    def __init__(self, future: asyncio.Future[list[Any]], count: int, deadline: float) -> None:
         self.future = future
         self.count = count
         self.replies: list[Any] = []
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline  # on the loop's clock
 
 
 class _Connection(asyncio.Protocol):
+    """Replies come back in the order their commands went out, so only the oldest unanswered
+    write can be late first: one watchdog timer, armed for it, stands for a timer per command
+    (which cost a heap push and a cancel on every call)."""
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._reader = hiredis.Reader(encoding="utf-8")
         self._waiting: deque[_Expected] = deque()
         self._out: list[bytes] = []
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -165,6 +170,23 @@ class _Connection(asyncio.Protocol):
         if not self._out:
             asyncio.get_running_loop().call_soon(self._flush)
         self._out.append(data)
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_at(expected.deadline, self._watch)
+
+    def _watch(self) -> None:
+        """The watchdog: fail the oldest write if its reply is late (and drop the connection:
+        every later reply would be behind the missing one), else wait for the oldest's deadline."""
+        self._watchdog = None
+        if not self._waiting or self.closed:
+            return
+        head = self._waiting[0]
+        loop = asyncio.get_running_loop()
+        if head.deadline > loop.time():
+            self._watchdog = loop.call_at(head.deadline, self._watch)
+            return
+        if not head.future.done():
+            head.future.set_exception(redis.exceptions.TimeoutError("Redis did not answer in time"))
+        self.abort(redis.exceptions.ConnectionError("dropped after a command timed out"))
 
     def _flush(self) -> None:
         data = b"".join(self._out)
@@ -180,8 +202,6 @@ class _Connection(asyncio.Protocol):
                 head.replies.append(_error(reply) if isinstance(reply, hiredis.ReplyError) else reply)
                 if len(head.replies) == head.count:
                     self._waiting.popleft()
-                    if head.timer is not None:
-                        head.timer.cancel()
                     if not head.future.done():
                         head.future.set_result(head.replies)
         except (hiredis.ProtocolError, UnicodeDecodeError, IndexError) as exc:  # nothing to trust after this
@@ -189,10 +209,16 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._fail(redis.exceptions.ConnectionError("Redis closed the connection"))
 
     def abort(self, exc: Exception) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._fail(exc)
         if self.transport is not None:
             self.transport.abort()
@@ -200,8 +226,6 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         while self._waiting:
             expected = self._waiting.popleft()
-            if expected.timer is not None:
-                expected.timer.cancel()
             if not expected.future.done():
                 expected.future.set_exception(exc)
 
@@ -257,19 +281,10 @@ class Wire:
             return conn
 
     async def _send(self, conn: _Connection, commands: Sequence[Command]) -> list[Any]:
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        expected = _Expected(future, len(commands))
-        expected.timer = future.get_loop().call_later(self._timeout, self._expire, conn, expected)
-        conn.send(_pack(commands), expected)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        conn.send(_pack(commands), _Expected(future, len(commands), loop.time() + self._timeout))
         return await future
-
-    @staticmethod
-    def _expire(conn: _Connection, expected: _Expected) -> None:
-        """A reply later than the timeout: fail it, and drop the connection (every later reply on
-        it would be behind the missing one)."""
-        if not expected.future.done():
-            expected.future.set_exception(redis.exceptions.TimeoutError("Redis did not answer in time"))
-        conn.abort(redis.exceptions.ConnectionError("dropped after a command timed out"))
 
     async def call(self, *command: Arg) -> Any:
         reply = (await self._send(await self._connection(), [command]))[0]
