@@ -167,10 +167,12 @@ async def test_a_closed_client_sends_nothing(hot: Wire) -> None:
         await hot.call("PING")
 
 
-async def test_a_cluster_or_a_socket_url_keeps_the_store_s_redis_py_client(redis_cluster: RedisCluster) -> None:
+async def test_a_cluster_socket_tls_or_optioned_url_keeps_the_store_s_redis_py_client(redis_cluster: RedisCluster) -> None:
     plain = aioredis.Redis()
     assert isinstance(wire("redis://127.0.0.1:1/0", plain), Wire)
     assert isinstance(wire("unix:///tmp/redis.sock", plain), PyWire)
+    assert isinstance(wire("rediss://127.0.0.1:1/0", plain), PyWire)  # TLS: redis-py applies its options
+    assert isinstance(wire("redis://127.0.0.1:1/0?socket_keepalive=true", plain), PyWire)
     await plain.aclose()
     client = connect(redis_cluster.url)
     hot = wire(redis_cluster.url, client)

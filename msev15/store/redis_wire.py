@@ -17,15 +17,15 @@ does, so a half-open socket never stalls the next call), an error reply its redi
 :class:`~redis.exceptions.ResponseError`). ``translated`` turns the failures into
 ``StoreUnavailable``. The next call reconnects.
 
-A Redis Cluster URL (``redis+cluster://``) and ``unix://`` get :class:`PyWire` instead: the same
-three calls over a redis-py client, which routes each command by its keys' slot.
+A Redis Cluster URL (``redis+cluster://``), ``unix://``, ``rediss://`` and a URL with options in
+its query get :class:`PyWire` instead: the same calls over the store's redis-py client (which
+routes each command of a cluster by its keys' slot, and applies TLS and connection options).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import ssl
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -97,12 +97,14 @@ _SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Wire]] =
 
 
 def wire(url: str, client: aioredis.Redis) -> HotPath:
-    """The hot path's client for ``url``: for ``redis://`` and ``rediss://``, the one
-    :class:`Wire` every store of this event loop shares for that URL (one connection, so the
-    commands of all of a turn's stores written in one loop turn share a write; each store's
-    ``aclose`` gives up its share); for anything else (a cluster, a unix socket) ``client``, the
-    store's own redis-py client on ``url``, behind a :class:`PyWire`."""
-    if urlsplit(url).scheme not in ("redis", "rediss"):
+    """The hot path's client for ``url``: for a plain ``redis://host:port/db`` URL (credentials
+    allowed, no query), the one :class:`Wire` every store of this event loop shares for it (one
+    connection, so the commands of all of a turn's stores written in one loop turn share a write;
+    each store's ``aclose`` gives up its share); for anything else (a cluster, a unix socket, TLS
+    or connection options in the query, which redis-py knows how to apply) ``client``, the store's
+    own redis-py client on ``url``, behind a :class:`PyWire`."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.query:
         return PyWire(client)
     try:
         loop = asyncio.get_running_loop()
@@ -237,7 +239,6 @@ class Wire:
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 6379
-        self._ssl = ssl.create_default_context() if parts.scheme == "rediss" else None
         self._setup: list[Command] = []
         if parts.password is not None:
             user = unquote(parts.username) if parts.username else None
@@ -265,7 +266,7 @@ class Wire:
             loop = asyncio.get_running_loop()
             try:
                 _, made = await asyncio.wait_for(
-                    loop.create_connection(_Connection, self._host, self._port, ssl=self._ssl),
+                    loop.create_connection(_Connection, self._host, self._port),
                     CONNECT_TIMEOUT_SECONDS)
             except TimeoutError as exc:
                 raise redis.exceptions.TimeoutError("Redis did not accept a connection in time") from exc
