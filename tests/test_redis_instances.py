@@ -229,3 +229,48 @@ async def test_the_per_tenant_rate_limit_is_shared_across_instances(pair: Any, l
     assert statuses == [200, 200, 200, 429]
     other = await b.post("/api/v1/chat", json={"session_id": "x", "message": "hi", "tenant_id": "calm"})
     assert other.status == 200  # another tenant's window is its own
+
+
+async def test_a_release_wakes_waiters_only_when_a_turn_waits(pair: Any, llm: ScriptedLLM,
+                                                              redis: RedisServer) -> None:
+    """A turn's release publishes on the wake channel only when its session's queue still holds a
+    turn (one waiting on either instance); with nobody queued it publishes nothing, so no
+    instance's listener handles a message per turn of the fleet."""
+    import redis.asyncio as aioredis
+
+    from msev15.agent.redis_coordination import WAKE_CHANNEL
+    from msev15.store.redis_kit import tenant_key
+
+    a, b = await pair()
+    listener = aioredis.Redis.from_url(redis.url, decode_responses=True)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(WAKE_CHANNEL)
+    assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"
+
+    async def wakes_until_marker() -> list[str]:
+        await listener.publish(WAKE_CHANNEL, "marker")  # published after every release before it
+        seen = []
+        while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)) is not None:
+            if message["data"] == "marker":
+                return seen
+            seen.append(message["data"])
+        raise AssertionError("the marker never arrived")
+
+    try:
+        llm.push(Reply("alone"))
+        assert (await a.post("/api/v1/chat", json={"session_id": "quiet", "message": "hi"})).status == 200
+        assert await wakes_until_marker() == []
+        gate = asyncio.Event()
+        llm.push(Reply("first", gate=gate, gate_after=1), Reply("second"))
+        first = await a.post("/api/v1/chat/stream", json={"session_id": "busy", "message": "one"})
+        await eventually(lambda: llm.streams_started == 1, "the first turn to reach the model")
+        second = asyncio.create_task(b.post("/api/v1/chat", json={"session_id": "busy", "message": "two"}))
+        queue = tenant_key("default", "queue", "busy")
+        await eventually(lambda: len(b.app[TURNS]._turns) >= 1, "the second turn to be queued on b")
+        gate.set()
+        assert [d for _, d in await frames(first)][-1]["message_count"] == 2
+        assert (await (await second).json())["message_count"] == 4
+        assert await wakes_until_marker() == [queue]  # the first release woke b's waiter; the second, nobody
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()

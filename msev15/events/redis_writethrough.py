@@ -101,9 +101,12 @@ return last
 
 # KEYS: a session's turn queue. ARGV: the entry, the wake channel. A turn's release, sent in the
 # same pipeline as its terminal event: the session is free by the time a client sees the end.
+# Waiters are woken only when the queue still holds entries: a turn waits only while its own entry
+# is queued, so an empty queue has no waiter (and every instance's listener would otherwise parse
+# a message for every turn of the fleet).
 RELEASE_SCRIPT = """
 redis.call('LREM', KEYS[1], 1, ARGV[1])
-redis.call('PUBLISH', ARGV[2], KEYS[1])
+if redis.call('LLEN', KEYS[1]) > 0 then redis.call('PUBLISH', ARGV[2], KEYS[1]) end
 return 1
 """
 
