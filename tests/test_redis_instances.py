@@ -249,7 +249,7 @@ async def test_a_release_wakes_waiters_only_when_a_turn_waits(pair: Any, llm: Sc
 
     async def wakes_until_marker() -> list[str]:
         await listener.publish(WAKE_CHANNEL, "marker")  # published after every release before it
-        seen = []
+        seen: list[str] = []
         while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)) is not None:
             if message["data"] == "marker":
                 return seen

@@ -167,7 +167,8 @@ async def test_a_closed_client_sends_nothing(hot: Wire) -> None:
         await hot.call("PING")
 
 
-async def test_a_cluster_socket_tls_or_optioned_url_keeps_the_store_s_redis_py_client(redis_cluster: RedisCluster) -> None:
+async def test_a_cluster_socket_tls_or_optioned_url_keeps_the_store_s_redis_py_client(
+        redis_cluster: RedisCluster) -> None:
     plain = aioredis.Redis()
     assert isinstance(wire("redis://127.0.0.1:1/0", plain), Wire)
     assert isinstance(wire("unix:///tmp/redis.sock", plain), PyWire)
