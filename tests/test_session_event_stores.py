@@ -85,3 +85,30 @@ async def test_forget_in_a_burst_comes_after_what_was_published_before_it(log: S
     assert [n for _, n in await _all(log, "t1", "stays")] == list(range(5))
     await log.forget("t1", "stays")
     assert await _all(log, "t1", "stays") == []
+
+
+async def test_redis_an_unwatched_turn_still_renews_the_session_s_keys(redis_url: str) -> None:
+    """Nobody watching: a turn's events are neither encoded nor sent, yet they renew the stream's
+    retention and the id counter's life as a write would, so ids never restart under a reader
+    that comes back while the session is in use."""
+    import redis.asyncio as aioredis
+
+    from msev15.store.redis_session_events import COUNTER_TTL_SECONDS, _keys
+
+    store = RedisSessionEvents(redis_url, 300)
+    store.start()
+    direct = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert await store.append("t1", "s", {"type": "note", "n": 1}) == 1
+        stream, counter, flag = _keys("t1", "s")
+        await direct.delete(flag)  # the reader left
+        await direct.expire(stream, 5)
+        await direct.expire(counter, 5)
+        store.publish("t1", "s", {"type": "token", "n": 2})
+        assert await store.append("t1", "other", {"type": "note", "n": 0}) == 1  # queued after the token
+        assert 5 < await direct.ttl(stream) <= 300 and 300 < await direct.ttl(counter) <= COUNTER_TTL_SECONDS
+        assert await direct.xlen(stream) == 1  # the token was not kept
+        assert await store.append("t1", "s", {"type": "note", "n": 3}) == 2  # ids go on
+    finally:
+        await direct.aclose()
+        await store.close()

@@ -10,7 +10,9 @@ restart under a reader that comes back. ``publish`` queues for one writer task p
 which keeps this instance's events in publish order; readers block in XREAD on their own client.
 The writer sends everything queued since its last write in one pipeline, one script per session
 (a streamed turn's tokens cost one round trip per batch, not one each); a turn's events are kept
-only while a reader watches the session (a flag each read sets), what people write always.
+only while a reader watches the session (a flag each read sets), what people write always. The
+writer asks first which of a batch's sessions are watched, so a turn nobody watches costs that
+one small round trip and no encoding.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import redis.asyncio as aioredis
 
 from msev15.common.tasks import close_within, stop_task
 from msev15.store.redis_kit import connect, tenant_key, text, translated
-from msev15.store.redis_wire import Script, run_each, wire
+from msev15.store.redis_wire import Command, Script, raise_errors, run_each, wire
 from msev15.store.session_events import MAX_EVENTS_PER_SESSION, Entry
 
 log = logging.getLogger("store.session_events")
@@ -85,22 +87,41 @@ class RedisSessionEvents:
         self._writer: asyncio.Task[None] | None = None
 
     async def _write(self, batch: list[Queued]) -> list[int]:
-        """Apply ``batch`` (in order per session) in one round trip; each item's id (0: none)."""
+        """Apply ``batch`` (in order per session); each item's id (0: none). A turn's events
+        (``IF_WATCHED``) are encoded and sent only for sessions a reader watches: one round trip
+        asks which of the batch's sessions are (and renews their keys' expiry, as a write would),
+        so the usual case, nobody watching, encodes nothing; an event published before that
+        question is answered is kept whenever a reader was watching by then (the rule the script
+        applied)."""
         by_session: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(batch):
             by_session.setdefault((item[0], item[1]), []).append(i)
-        calls = []
-        for (tenant_id, session_id), positions in by_session.items():
+        asked = [key for key, positions in by_session.items() if any(batch[i][4] == IF_WATCHED for i in positions)]
+        watched: set[tuple[str, str]] = set()
+        if asked:
+            commands: list[Command] = []
+            for tenant_id, session_id in asked:
+                stream, counter, flag = _keys(tenant_id, session_id)
+                commands += [("EXISTS", flag), ("EXPIRE", stream, self.retention),
+                             ("EXPIRE", counter, COUNTER_TTL_SECONDS)]
+            replies = raise_errors(await self._hot.batch(commands))
+            watched = {key for key, found in zip(asked, replies[::3], strict=True) if int(found)}
+        calls, sent = [], []
+        for key, positions in by_session.items():
+            kept = [i for i in positions if batch[i][4] != IF_WATCHED or key in watched]
+            if not kept:
+                continue
             args: list[str | int] = [MAX_EVENTS_PER_SESSION, self.retention, COUNTER_TTL_SECONDS]
-            for i in positions:
+            for i in kept:
                 event = batch[i][2]
                 args += [batch[i][4], "" if event is None else json.dumps(event, ensure_ascii=False)]
-            calls.append((_keys(tenant_id, session_id), args))
-        replies = await run_each(self._hot, self._script, calls)
+            calls.append((_keys(*key), args))
+            sent.append(kept)
         ids = [0] * len(batch)
-        for reply, positions in zip(replies, by_session.values(), strict=True):
-            for i, seq in zip(positions, reply, strict=True):
-                ids[i] = int(seq)
+        if calls:
+            for reply, kept in zip(await run_each(self._hot, self._script, calls), sent, strict=True):
+                for i, seq in zip(kept, reply, strict=True):
+                    ids[i] = int(seq)
         return ids
 
     async def _drain(self) -> None:
