@@ -71,6 +71,15 @@ class HotPath(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def run_script(hot: HotPath, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    """``script`` by its SHA; loaded and sent once more when Redis answers ``NOSCRIPT``."""
+    try:
+        return await hot.call(*script.command(keys, args))
+    except redis.exceptions.NoScriptError:
+        await hot.load(script)
+        return await hot.call(*script.command(keys, args))
+
+
 async def run_each(hot: HotPath, script: Script,
                    calls: Sequence[tuple[Sequence[str], Sequence[Arg]]]) -> list[Any]:
     """Run ``script`` once per ``(keys, args)`` in one round trip. Calls Redis answered
@@ -304,11 +313,7 @@ class Wire:
         return [_error(r) if isinstance(r, hiredis.ReplyError) else r for r in result]
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        try:
-            return await self.call(*script.command(keys, args))
-        except redis.exceptions.NoScriptError:
-            await self.load(script)
-            return await self.call(*script.command(keys, args))
+        return await run_script(self, script, keys, args)
 
     async def load(self, script: Script) -> None:
         await self.call("SCRIPT", "LOAD", script.source)
@@ -340,11 +345,7 @@ class PyWire:
             return list(await pipe.execute(raise_on_error=False))
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        try:
-            return await self.call(*script.command(keys, args))
-        except redis.exceptions.NoScriptError:
-            await self.load(script)
-            return await self.call(*script.command(keys, args))
+        return await run_script(self, script, keys, args)
 
     async def load(self, script: Script) -> None:
         await self._redis.script_load(script.source)  # on every node of a cluster
