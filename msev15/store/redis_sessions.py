@@ -125,14 +125,15 @@ class _Tails:
         self._chars = 0
         self._limit = 0  # of the last read: the tail a new session's first commit leaves
 
-    def revision(self, key: tuple[str, str], limit: int) -> str:
+    def known(self, key: tuple[str, str], limit: int) -> tuple[str, list[Message]]:
+        """The revision held for the session's last ``limit`` messages ('' none) and those messages
+        (taken now: other sessions' tails may push this one out while its read is in flight)."""
         self._limit = limit
         held = self._held.get(key)
-        return held[0] if held is not None and held[1] == limit else ""
-
-    def messages(self, key: tuple[str, str]) -> list[Message]:
+        if held is None or held[1] != limit:
+            return "", []
         self._held.move_to_end(key)
-        return self._held[key][2]
+        return held[0], held[2]
 
     def put(self, key: tuple[str, str], revision: str, limit: int, messages: list[Message],
             sizes: list[int]) -> None:
@@ -238,12 +239,13 @@ class RedisSessions:
     async def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
         meta_key, msgs_key, _ = self._keys(tenant_id, session_id)
         key = (tenant_id, session_id)
-        reply = await self._hot.run(self._context, [meta_key, msgs_key], [limit, self._tails.revision(key, limit)])
+        revision, held = self._tails.known(key, limit)
+        reply = await self._hot.run(self._context, [meta_key, msgs_key], [limit, revision])
         if not reply or not self._alive(float(reply[0])):
             self._tails.drop(key)
             return []
         if len(reply) == 2:  # the tail held here is current
-            tail = self._tails.messages(key)
+            tail = held
         else:
             decode = self._decode
             tail = [decode(item) for item in reply[2]]
