@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.exceptions import AuthenticationError
 
 from msev15.store.base import StoreUnavailable
 from msev15.store.redis_kit import connect, translated
@@ -225,3 +226,21 @@ async def test_the_stores_of_one_loop_share_one_client_per_url(redis_url: str) -
     assert third is not first and await third.call("GET", "shared") == "1"
     await third.aclose()
     await plain.aclose()
+
+
+async def test_an_error_reply_is_the_exception_redis_py_raises_for_it(redis: RedisServer) -> None:
+    """NOAUTH (a server that now asks for a password) is redis-py's AuthenticationError, a
+    connection failure: StoreUnavailable, not a bare error reply."""
+    hot = Wire(redis.url)
+    admin = aioredis.Redis.from_url(redis.url, decode_responses=True)
+    try:
+        await admin.config_set("requirepass", "now-required")
+        with pytest.raises(AuthenticationError):  # (the fixture's name hides the redis module here)
+            await hot.call("GET", "x")
+        with pytest.raises(StoreUnavailable):
+            await translated(hot.call)("GET", "x")
+        replies = await hot.batch([("GET", "x")])
+        assert isinstance(replies[0], AuthenticationError)
+    finally:
+        await admin.aclose()
+        await hot.aclose()

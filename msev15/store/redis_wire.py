@@ -12,8 +12,9 @@ simply queue for them), a command or a batch written in one write, and scripts s
 It keeps redis-py's failure contract, so everything above it is unchanged: a lost or refused
 connection raises :class:`redis.exceptions.ConnectionError`, a reply later than the command
 timeout :class:`redis.exceptions.TimeoutError` (and the connection is dropped, as redis-py
-does, so a half-open socket never stalls the next call), an error reply its redis-py exception
-(``NOSCRIPT`` :class:`~redis.exceptions.NoScriptError`, ``LOADING``, ``READONLY``, else
+does, so a half-open socket never stalls the next call), an error reply the exception redis-py
+raises for it (read with redis-py's own table: ``NOSCRIPT`` :class:`~redis.exceptions.NoScriptError`,
+``NOAUTH`` :class:`~redis.exceptions.AuthenticationError`, ..., else
 :class:`~redis.exceptions.ResponseError`). ``translated`` turns the failures into
 ``StoreUnavailable``. The next call reconnects.
 
@@ -35,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis._parsers.base import BaseParser
 
 from msev15.store.redis_kit import COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS
 
@@ -129,13 +131,10 @@ def wire(url: str, client: aioredis.Redis) -> HotPath:
 
 
 def _error(reply: hiredis.ReplyError) -> redis.exceptions.RedisError:
-    message = str(reply)
-    for prefix, kind in (("NOSCRIPT", redis.exceptions.NoScriptError),
-                         ("LOADING", redis.exceptions.BusyLoadingError),
-                         ("READONLY", redis.exceptions.ReadOnlyError)):
-        if message.startswith(prefix):
-            return kind(message)
-    return redis.exceptions.ResponseError(message)
+    """An error reply as the exception redis-py raises for it (its own table: ``NOSCRIPT``,
+    ``LOADING``, ``READONLY``, ``NOAUTH``, ``OOM``, ...), so callers see one contract."""
+    error: redis.exceptions.RedisError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    return error
 
 
 def _pack(commands: Sequence[Command]) -> bytes:
