@@ -151,6 +151,19 @@ async def test_if_match_makes_a_write_conditional(service: Any) -> None:
     assert (await _get(client))[1]["version"] == 5
 
 
+async def test_an_invalid_profile_is_400_whatever_if_match_says(service: Any) -> None:
+    """The body is judged first: a stale or unmatched If-Match with an invalid profile is 400 with
+    the problems (schemathesis: invalid input must be refused as invalid), never 412."""
+    client = await service()
+    assert await _put(client, PROFILE) == (200, {"version": 1})
+    bad = {"approval": ["ok_*", "x" * 201]}
+    for header in ('"7"', '"7", "8"', "*"):
+        status, body = await _put(client, bad, **{"If-Match": header})
+        assert status == 400 and body["problems"][0]["field"] == "approval[1]", (header, body)
+    assert (await _put(client, PROFILE, **{"If-Match": '"7", "8"'}))[0] == 412  # a valid body: the precondition
+    assert (await _get(client))[1]["version"] == 1
+
+
 async def test_of_racing_conditional_writes_exactly_one_wins(service: Any) -> None:
     client = await service()
     await _put(client, PROFILE)

@@ -26,7 +26,7 @@ from msev15.handlers.errors import ApiError, iso
 from msev15.handlers.jsonbody import json_response
 from msev15.handlers.tenancy import request_tenant
 from msev15.handlers.validation import invalid, json_object
-from msev15.store.profile_model import ProfileInvalid, masked
+from msev15.store.profile_model import ProfileInvalid, masked, parse_profile
 from msev15.store.profiles import PROFILES, ProfileRecord, ProfileStore, VersionConflict
 
 log = logging.getLogger("api.profiles")
@@ -177,6 +177,7 @@ async def put_profile(request: web.Request) -> web.Response:
     body = await json_object(request)
     by = _caller(request)
     try:
+        parse_profile(body)  # an invalid profile is 400 whatever If-Match says (the store checks it again)
         n = await store.put(tenant_id, body, by, if_version=await _if_version(request, store, tenant_id))
     except VersionConflict as exc:
         raise version_conflict(exc) from None
