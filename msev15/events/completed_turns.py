@@ -32,6 +32,7 @@ class CompletedTurns:
         self._store = store
         self._pending: list[TurnCompleted] = []
         self._full = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         bus.on(TurnCompleted, self._completed)
 
@@ -55,20 +56,29 @@ class CompletedTurns:
             log.warning("could not index %d completed turns for feedback: %s", len(batch), exc)
 
     async def _run(self) -> None:
+        """Write a batch when one is full or every FLUSH_SECONDS; end after the write that follows
+        ``close``. Stopped by a flag, not by cancellation: on Python 3.11 a cancel that lands while
+        ``asyncio.timeout`` expires can be turned into the TimeoutError this loop waits for, and
+        the task then waited for ever (an app's shutdown hung on it)."""
+        loop = asyncio.get_running_loop()
         while True:
+            tick = loop.call_later(FLUSH_SECONDS, self._full.set)
             try:
-                async with asyncio.timeout(FLUSH_SECONDS):
-                    await self._full.wait()
-            except TimeoutError:
-                pass
+                await self._full.wait()
+            finally:
+                tick.cancel()
             self._full.clear()
             while self._pending:
                 await self._write(self._batch())
+            if self._stopping:
+                return
 
     async def close(self) -> None:
-        """Stop; write what is still noted first (the runner stopped before: nothing comes after)."""
+        """Stop; write what is still noted first (the runner stopped before: nothing comes after).
+        Each write is bounded by the store's own timeouts (a failure is logged)."""
+        self._stopping = True
+        self._full.set()
         if self._task is not None:
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         while self._pending:
             await self._write(self._batch())
