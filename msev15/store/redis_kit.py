@@ -13,13 +13,12 @@ for readiness), and redis-py reconnects on the next call.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.commands.core import AsyncScript
 
 from msev15.store.base import StoreUnavailable
 
@@ -56,24 +55,6 @@ def connect(url: str, *, socket_timeout: float | None = COMMAND_TIMEOUT_SECONDS)
         return cast(aioredis.Redis, cluster)
     return aioredis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                    health_check_interval=15, decode_responses=True)
-
-
-async def script_batch(client: aioredis.Redis, script: AsyncScript,
-                       calls: Sequence[tuple[Sequence[str], Sequence[str | int | float]]]) -> list[Any]:
-    """Run ``script`` once per ``(keys, args)`` in one pipeline (one round trip). A pipeline does not
-    load a script Redis lacks (a restarted server, or any node of a cluster): on NOSCRIPT it is
-    loaded (on every node of a cluster) and the batch sent once more."""
-    for attempt in (1, 2):
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                return list(await pipe.execute())
-        except redis.exceptions.NoScriptError:
-            if attempt == 2:
-                raise
-            await client.script_load(script.script)
-    raise AssertionError("unreachable")
 
 
 def tenant_key(tenant_id: str, *parts: str) -> str:

@@ -57,8 +57,8 @@ from msev15.common.tasks import close_within
 from msev15.store import redis_session_scripts as scripts
 from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
 from msev15.store.redis_deadline import RedisClock
-from msev15.store.redis_kit import PREFIX, connect, script_batch, tenant_key, text, translated
-from msev15.store.redis_wire import HotPath, PyWire, Script, wire
+from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, translated
+from msev15.store.redis_wire import HotPath, PyWire, Script, run_each, wire
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
 
 # The global accounting, in one hash slot of its own (ids start with a letter or digit, so no
@@ -186,7 +186,7 @@ class RedisSessions:
         self._clock = clock
         self._commit = Script(scripts.COMMIT)
         self._delete = client.register_script(scripts.DELETE)
-        self._evict = client.register_script(scripts.EVICT)
+        self._evict = Script(scripts.EVICT)
         self._settle_script = Script(scripts.SETTLE)
         self._set_mode = client.register_script(scripts.SET_MODE)
         self._clock_of_redis = RedisClock(self._hot)  # commits are refused past their deadline
@@ -324,9 +324,9 @@ class RedisSessions:
             self._held = int(reply[0])
             changes = []
             for tenant, claimed in Counter(text(t) for t in reply[1:]).items():
-                evicted, expired, holds = (int(v) for v in await self._evict(
-                    keys=[tenant_key(tenant, "index")],
-                    args=[tenant_key(tenant, ""), self._cutoff(), claimed, spare if tenant == committer else ""]))
+                evicted, expired, holds = (int(v) for v in await self._hot.run(
+                    self._evict, [tenant_key(tenant, "index")],
+                    [tenant_key(tenant, ""), self._cutoff(), claimed, spare if tenant == committer else ""]))
                 self.evicted += evicted
                 if evicted + expired < claimed:  # counted more than it held (see the docstring): resync
                     changes.append((tenant, f"={holds}"))
@@ -383,7 +383,7 @@ class RedisSessions:
         tenants = [text(t) async for t, _ in self._redis.zscan_iter(TENANT_COUNTS, count=500)]
         while tenants:
             cutoff = self._cutoff()
-            replies = await script_batch(self._redis, self._evict, [
+            replies = await run_each(self._hot, self._evict, [
                 ([tenant_key(tenant, "index")], [tenant_key(tenant, ""), cutoff, 0, ""]) for tenant in tenants])
             expired = [(tenant, int(reply[1])) for tenant, reply in zip(tenants, replies, strict=True)
                        if int(reply[1])]
