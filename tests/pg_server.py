@@ -134,7 +134,7 @@ class PgCluster:
 async def _migrate(url: str) -> None:
     from msev15.store.pg_kit import open_database
 
-    database = await open_database(url, min_size=1, max_size=1)
+    database = await open_database(url, max_size=1)
     await database.close()
 
 

@@ -44,7 +44,7 @@ from tests.pg_server import PgCluster, free_port
 async def test_concurrent_migrators_apply_the_schema_once(pg_cluster: PgCluster) -> None:
     """Eight instances start at once on one fresh database: all succeed, each version is applied once."""
     url = pg_cluster.create_database("migrate", empty=True)
-    databases = await asyncio.gather(*(open_database(url, min_size=1, max_size=1) for _ in range(8)))
+    databases = await asyncio.gather(*(open_database(url, max_size=1) for _ in range(8)))
     try:
         async with databases[0].connection() as conn:
             rows = await conn.fetch("SELECT version, name FROM msev15_migrations ORDER BY version")

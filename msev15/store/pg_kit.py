@@ -1,14 +1,16 @@
 """What every PostgreSQL-backed part shares: the pool, the schema migrations, and one translation
 of failures.
 
-- **One pool per instance** (``asyncpg.create_pool``), owned by the topology: :func:`open_database`
-  opens it and applies the migrations; :meth:`Database.close` closes it on shutdown.
+- **One set of connections per instance** (:class:`~msev15.store.pg_lender.Lender`, lean where
+  ``asyncpg.Pool`` cost more per borrow than a statement), owned by the topology:
+  :func:`open_database` opens it and applies the migrations; :meth:`Database.close` closes it on
+  shutdown.
 - **Versioned migrations** (:data:`msev15.store.pg_schema.MIGRATIONS`) recorded in
   ``msev15_migrations``; they run under ``pg_advisory_lock``, one transaction each, so several
   instances starting at once take turns and each version is applied exactly once. A database with a
   version newer than this release knows is refused.
-- **Not ready, not dead, at start-up.** :func:`connect_database` (the service's) makes the pool
-  without connecting; when PostgreSQL does not answer, the service starts not ready and the first
+- **Not ready, not dead, at start-up.** :func:`connect_database` (the service's) makes the
+  lender without connecting; when PostgreSQL does not answer, the service starts not ready and the first
   call that reaches it (a readiness probe, a request) applies the migrations, then runs what
   waited for them (:meth:`Database.after_migration`). A schema newer than this program is still
   refused at start-up.
@@ -28,9 +30,9 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from msev15.store.base import StoreStatus, StoreUnavailable
+from msev15.store.pg_lender import Lender, connector
 from msev15.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("store.postgres")
@@ -53,8 +55,8 @@ _FAILURES: tuple[type[BaseException], ...] = (
 _START_FAILURES: tuple[type[BaseException], ...] = (*_FAILURES, asyncpg.PostgresError)
 _OR_UNAVAILABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *_FAILURES)
 
-Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
-"""A connection lent by the pool (what every store method receives)."""
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+"""A connection lent by the instance's :class:`Lender` (what every store method receives)."""
 
 
 class DatabaseError(Exception):
@@ -95,10 +97,10 @@ def translated(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corouti
 
 
 class Database:
-    """The instance's pool. ``connection()`` and ``transaction()`` hand out a pooled connection and
-    translate failures; ``status()`` is readiness (one bounded ``SELECT 1``)."""
+    """The instance's connections. ``connection()`` and ``transaction()`` lend one and translate
+    failures; ``status()`` is readiness (one bounded ``SELECT 1``)."""
 
-    def __init__(self, pool: asyncpg.Pool, url: str, *, migrated: bool = True) -> None:
+    def __init__(self, pool: Lender, url: str, *, migrated: bool = True) -> None:
         self.pool = pool
         self.url = url
         self._migrated = migrated
@@ -126,7 +128,7 @@ class Database:
             if self._failed != failed and self._failure is not None:  # one failed while this call waited
                 raise StoreUnavailable(self._failure)
             try:
-                async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+                async with Lent(self.pool) as conn:
                     version = await migrate(conn)
             except DatabaseError as exc:
                 log.error("%s", exc)
@@ -146,27 +148,11 @@ class Database:
             except Exception as exc:
                 log.warning("a step waiting for the database failed: %s", exc)
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Conn]:
-        """A pooled connection. Any failure to get one (refused, the database not accepting
-        connections, shutting down, the pool exhausted past the timeout) is StoreUnavailable."""
-        if not self._migrated:
-            await self._migrate()
-        try:
-            conn = await self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS)
-        except _START_FAILURES as exc:
-            raise unavailable(exc) from exc
-        try:
-            yield conn
-        except StoreUnavailable:
-            raise
-        except _FAILURES as exc:
-            raise unavailable(exc) from exc
-        finally:
-            try:
-                await self.pool.release(conn, timeout=ACQUIRE_TIMEOUT_SECONDS)
-            except Exception as exc:  # a broken connection: the pool replaces it
-                log.debug("releasing a PostgreSQL connection failed: %s", exc)
+    def connection(self) -> Lent:
+        """A lent connection (``async with``). Any failure to get one (refused, the database not
+        accepting connections, shutting down, none free within the timeout) is StoreUnavailable,
+        as is a connection failure inside the block."""
+        return Lent(self.pool, self)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
@@ -184,22 +170,43 @@ class Database:
         return "healthy"
 
     async def close(self) -> None:
+        await self.pool.close(COMMAND_TIMEOUT_SECONDS)
+
+
+class Lent:
+    """``async with``: a connection from ``lender`` for the block (a class rather than a generator
+    context manager: every statement of every store comes through here). With ``database``, its
+    migrations are applied first when they are not yet, and connection failures are
+    StoreUnavailable. The connection goes back for reuse only when the block ended normally or with
+    an error PostgreSQL answered; after a cancellation, a timeout or a lost connection it is closed
+    (see :mod:`msev15.store.pg_lender`)."""
+
+    __slots__ = ("_lender", "_database", "_conn")
+
+    def __init__(self, lender: Lender, database: Database | None = None) -> None:
+        self._lender = lender
+        self._database = database
+        self._conn: Conn | None = None
+
+    async def __aenter__(self) -> Conn:
+        database = self._database
+        if database is not None and not database._migrated:
+            await database._migrate()
         try:
-            await asyncio.wait_for(self.pool.close(), COMMAND_TIMEOUT_SECONDS)
-        except _FAILURES:
-            self.pool.terminate()
+            self._conn = await self._lender.acquire(ACQUIRE_TIMEOUT_SECONDS)
+        except _START_FAILURES as exc:
+            if database is None:
+                raise
+            raise unavailable(exc) from exc
+        return self._conn
 
-
-async def _init(conn: asyncpg.Connection) -> None:
-    # Every statement a store runs names its columns; nothing depends on the session's time zone.
-    await conn.execute("SET TIME ZONE 'UTC'")
-
-
-async def _reset(conn: asyncpg.Connection) -> None:
-    """What a released connection needs: nothing beyond what the pool always does (roll back an
-    open transaction). The default reset would send ``pg_advisory_unlock_all()``, one round trip
-    per release, several per turn; no store keeps session state (advisory locks are
-    transaction-scoped, the migration lock is released where it is taken)."""
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        self._lender.release(conn, reusable=kind is None or (issubclass(kind, Exception)
+                                                             and not issubclass(kind, _FAILURES)))
+        if self._database is not None and isinstance(exc, _FAILURES):
+            raise unavailable(exc) from exc
 
 
 async def migrate(conn: Conn) -> int:
@@ -226,38 +233,35 @@ async def migrate(conn: Conn) -> int:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 
 
-async def open_database(url: str, *, min_size: int = 1, max_size: int = 10) -> Database:
+def lender(url: str, *, max_size: int = 10) -> Lender:
+    """The connections to ``url`` (none opened yet): at most ``max_size``, each in UTC with every
+    statement bounded by COMMAND_TIMEOUT_SECONDS."""
+    return Lender(connector(url, connect_timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=COMMAND_TIMEOUT_SECONDS),
+                  max_size=max_size)
+
+
+async def open_database(url: str, *, max_size: int = 10) -> Database:
     """Connect (bounded) and migrate. Raises :class:`DatabaseError` when PostgreSQL cannot be used."""
+    pool = lender(url, max_size=max_size)
     try:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init, reset=_reset,
-                                         timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=COMMAND_TIMEOUT_SECONDS,
-                                         max_inactive_connection_lifetime=60)
-    except _START_FAILURES as exc:
-        raise DatabaseError(f"cannot connect to {masked(url)}: {exc}") from exc
-    try:
-        async with pool.acquire() as conn:
+        async with Lent(pool) as conn:
             await migrate(conn)
     except BaseException as exc:
         pool.terminate()
         if isinstance(exc, DatabaseError):
             raise
         if isinstance(exc, _START_FAILURES):
-            raise DatabaseError(f"cannot migrate {masked(url)}: {exc}") from exc
+            raise DatabaseError(f"cannot connect to or migrate {masked(url)}: {exc}") from exc
         raise
     return Database(pool, url)
 
 
 async def connect_database(url: str, *, max_size: int = 10) -> Database:
-    """The service's pool: made without connecting, then migrated when PostgreSQL answers. When it
-    does not (down, refused, starting), the pool is returned all the same and the service starts
-    not ready (see :meth:`Database.status`); the next call that reaches PostgreSQL migrates. A
-    schema newer than this program raises :class:`DatabaseError`, as does a URL asyncpg rejects."""
-    try:
-        pool = await asyncpg.create_pool(url, min_size=0, max_size=max_size, init=_init, reset=_reset,
-                                         timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=COMMAND_TIMEOUT_SECONDS,
-                                         max_inactive_connection_lifetime=60)
-    except _START_FAILURES as exc:
-        raise DatabaseError(f"cannot connect to {masked(url)}: {exc}") from exc
+    """The service's connections: none opened, then the schema migrated when PostgreSQL answers.
+    When it does not (down, refused, starting), the database is returned all the same and the
+    service starts not ready (see :meth:`Database.status`); the next call that reaches PostgreSQL
+    migrates. A schema newer than this program raises :class:`DatabaseError`."""
+    pool = lender(url, max_size=max_size)
     database = Database(pool, url, migrated=False)
     try:
         await database._migrate()
@@ -284,10 +288,12 @@ class OnDemand:
         self._opening = asyncio.Lock()
 
     async def get(self) -> Database:
+        if self._db is not None:  # every call after the first (no lock on a turn's path)
+            return self._db
         async with self._opening:
             if self._db is None:
                 try:
-                    self._db = await open_database(self.url, min_size=0, max_size=self.max_size)
+                    self._db = await open_database(self.url, max_size=self.max_size)
                 except DatabaseError as exc:
                     raise StoreUnavailable(str(exc)) from exc
             return self._db
