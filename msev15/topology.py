@@ -276,6 +276,25 @@ class Topology:
         if isinstance(self._profiles, RedisProfiles):
             self.coordination.profile_probe = self._profiles.head_key
 
+    def _bind_look(self) -> None:
+        """One instance with stores in PostgreSQL: its coordination reads the session's mode,
+        whether it has a paused step and the tenant's profile version in one statement as it admits
+        a turn (store/pg_admission.py), for those of the three that live in that database."""
+        if self.shared or self.database is None or not isinstance(self.coordination, LocalCoordination):
+            return
+        from msev15.store.pg_admission import PostgresAdmissionLook
+        from msev15.store.pg_pending import PostgresPendingCalls
+        from msev15.store.pg_profiles import PostgresProfiles
+        from msev15.store.pg_sessions import PostgresSessions
+
+        sessions = self._sessions if isinstance(self._sessions, PostgresSessions) else None
+        pending = isinstance(self._pending, PostgresPendingCalls)
+        profiles = isinstance(self._profiles, PostgresProfiles)
+        if sessions is None and not pending and not profiles:
+            return
+        cutoff = None if sessions is None else sessions.cutoff
+        self.coordination.look = PostgresAdmissionLook(self.database, cutoff=cutoff, pending=pending, profiles=profiles)
+
     async def open(self) -> None:
         """Open the parts; when one fails, what did open is closed again before the error propagates."""
         try:
@@ -287,6 +306,7 @@ class Topology:
             self._handoffs = self._open_handoffs()
             self._profiles = profile_store(self.settings, self.database)
             self._bind_probes()
+            self._bind_look()
             self._orders = await self.open_orders()
         except BaseException:
             await self.close()

@@ -1,21 +1,31 @@
 """One turn at a time per session, across instances; cancel and ``if_busy`` from any instance.
 
 In one process the fair scheduler already runs a session's turns one at a time, so
-:class:`LocalCoordination` only forwards cancels to the runner. With SESSION_STORE=redis,
+:class:`LocalCoordination` only forwards cancels to the runner, and, when the session's mode, its
+paused step and the tenant's profile live in one database (SESSION_STORE=postgres without Redis),
+reads all three in one look as it admits a turn (:class:`AdmissionLook`), as the Redis admit
+script does. With SESSION_STORE=redis,
 :class:`msev15.agent.redis_coordination.RedisCoordination` does it across instances (imported
 only then, so a single process never loads the Redis client).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
 from msev15.events.turnlog import TurnRecord, TurnView
 from msev15.events.types import TurnRequested
+from msev15.store.base import Looked
 
 SessionKey = tuple[str, str]  # (tenant_id, session_id)
+
+_V = TypeVar("_V")
+
+RECHECK_SECONDS = 1.0  # what an admission read is trusted for when its turn starts (as with Redis's)
+MAX_KEPT = 10_000  # admissions whose turn never started (stopped first) are forgotten past this
 
 
 class TurnHost(Protocol):
@@ -108,27 +118,91 @@ class Coordination(Protocol):
     async def close(self) -> None: ...
 
 
+class AdmissionLook(Protocol):
+    """One read, at admission, of what a turn would otherwise look up one by one as it starts."""
+
+    reads_hold: bool  # it reads the session's mode
+    reads_paused: bool  # it reads whether the session has a paused step
+
+    async def look(self, tenant_id: str, session_id: str, *, hold: bool, paused: bool) -> Looked: ...
+
+
 class LocalCoordination:
+    """One instance. With a :attr:`look` (set by the topology), :meth:`admit` reads the session's
+    mode, its paused step and the tenant's profile version in one statement, and the turn starts
+    without looking them up again:
+
+    - a held session refuses the turn (SessionHeld), as the caller's own mode look-up would;
+    - the profile version is the turn's when it starts within RECHECK_SECONDS of its admission;
+    - "no paused step" is trusted only when no other turn of the session was open or being
+      admitted on this instance from before the read until after it: only a running turn of the
+      session pauses a step, and every later one queues behind this turn.
+    """
+
     across_instances = False
-    reads_hold = False  # the caller reads the mode from the session store
 
     def __init__(self) -> None:
         self.runner: TurnHost = NoHost()
+        self.look: AdmissionLook | None = None
+        self._admitting: dict[SessionKey, int] = {}  # sessions with an admission read in flight
+        self._contended: set[SessionKey] = set()  # of those, sessions where two overlapped
+        self._versions: dict[str, tuple[float, int]] = {}  # turn id -> (admitted at, profile version)
+        self._unpaused: dict[str, float] = {}  # turn id -> admitted at
+
+    @property
+    def reads_hold(self) -> bool:
+        """True when the look reads the mode; else the caller reads it from the session store."""
+        return self.look is not None and self.look.reads_hold
 
     def start(self, host: TurnHost) -> None:
         self.runner = host
 
     async def admit(self, turn: TurnRequested, hold: bool = False) -> None:
-        return None
+        look = self.look
+        if look is None:
+            return
+        key = (turn.tenant_id, turn.session_id)
+        alone = key not in self._admitting and not self.runner.open_turns_of(key)
+        if not alone:
+            self._contended.add(key)
+        self._admitting[key] = self._admitting.get(key, 0) + 1
+        try:
+            found = await look.look(turn.tenant_id, turn.session_id, hold=hold and look.reads_hold,
+                                    paused=turn.resumes is None and look.reads_paused)
+        finally:
+            left = self._admitting[key] - 1
+            if left:
+                self._admitting[key] = left
+            else:
+                del self._admitting[key]
+            alone = alone and key not in self._contended
+            if not left:
+                self._contended.discard(key)
+        if hold and found.mode is not None and found.mode != "agent":
+            raise SessionHeld(found.mode)
+        now = time.monotonic()
+        if found.profile_version is not None:
+            _keep(self._versions, turn.turn_id, (now, found.profile_version))
+        if alone and found.paused is False and not self.runner.open_turns_of(key):
+            _keep(self._unpaused, turn.turn_id, now)
 
     def unpaused(self, turn: TurnRequested) -> bool:
-        return False
+        """True (once) when the admission found the session without a paused step and nothing
+        else of the session in flight (see the class), and the turn starts within RECHECK_SECONDS."""
+        admitted = self._unpaused.pop(turn.turn_id, None)
+        return admitted is not None and time.monotonic() - admitted < RECHECK_SECONDS
 
     def profile_version(self, turn: TurnRequested) -> int | None:
-        return None
+        """The tenant's profile version as the admission read it (once), when the turn starts
+        within RECHECK_SECONDS of it; None: unknown, read it."""
+        admitted = self._versions.pop(turn.turn_id, None)
+        if admitted is None or time.monotonic() - admitted[0] >= RECHECK_SECONDS:
+            return None
+        return admitted[1]
 
     async def withdraw(self, turn: TurnRequested) -> None:
-        return None
+        self._versions.pop(turn.turn_id, None)
+        self._unpaused.pop(turn.turn_id, None)
 
     async def acquire(self, turn: TurnRequested) -> str | None:
         return None
@@ -152,3 +226,9 @@ class LocalCoordination:
 
 # Filled by the topology (msev15.topology): local in one process, Redis across instances.
 COORDINATION: web.AppKey[Coordination] = web.AppKey("msev15.coordination")
+
+
+def _keep(kept: dict[str, _V], turn_id: str, value: _V) -> None:
+    if len(kept) >= MAX_KEPT:  # turns stopped before they started never took theirs
+        kept.clear()
+    kept[turn_id] = value

@@ -87,6 +87,8 @@ class TurnExecution:
         # Across instances: wait for the session and take its fence. In one process the scheduler
         # already runs a session's turns one at a time: nothing to ask (and nothing on the hot path).
         self.coordination: Coordination | None = coordination if coordination.across_instances else None
+        # What the admission read for the turn (profile version, no paused step), across instances or not.
+        self.admission = coordination
         self.system_prompt = system_prompt
         # Each tenant's profile (issue 25), resolved once per turn; without a store, the defaults.
         self.profiles = profiles if profiles is not None else TurnProfiles(None, registry, system_prompt)
@@ -110,13 +112,13 @@ class TurnExecution:
                     raise TurnStopped(progress.stop_reason)
                 # The tenant's profile as it is now: this turn keeps it to its end (a continuation
                 # after approvals is a new turn and reads it again).
-                known = self.coordination.profile_version(turn) if self.coordination is not None else None
+                known = self.admission.profile_version(turn)
                 setup = await self.profiles.for_turn(turn.tenant_id, known)
                 record.profile_version = setup.version
                 if self.coordination is not None:  # across instances: wait for the session, take its fence
                     FENCE.set(await self.coordination.acquire(turn))
                 emit = partial(self.host.emit, record)
-                unpaused = self.coordination is not None and self.coordination.unpaused(turn)
+                unpaused = self.admission.unpaused(turn)
                 resumed = await self.waiting.resume(turn, progress, emit, setup.registry, unpaused=unpaused)
                 if resumed is not None:  # a continuation: the paused turn's message and start
                     user_text, started_at = resumed.user_message, resumed.started_at

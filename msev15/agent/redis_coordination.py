@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from msev15.agent.coordination import NoHost, SessionHeld, TurnHost
+from msev15.agent.coordination import MAX_KEPT, RECHECK_SECONDS, NoHost, SessionHeld, TurnHost
 from msev15.agent.runner import TurnRefused
 from msev15.common.tasks import close_within, stop_task
 from msev15.events.redis_turnlog import RedisTurnLog, RemoteTurnRecord, instance_key
@@ -56,8 +56,7 @@ HoldProbe = Callable[[str, str], tuple[str, str]]
 CONTROL_CHANNEL = "msev15:control"
 WAKE_CHANNEL = "msev15:wake"
 QUEUE_TTL_SECONDS = 86_400
-RECHECK_SECONDS = 1.0
-MAX_HEADS = 10_000
+MAX_HEADS = MAX_KEPT
 _FINAL = ("completed", "waiting", "failed", "cancelled", "interrupted")  # a turn that has ended
 
 # KEYS: the session's queue [, the session's hash] [, the session's paused-step hash] [, the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
@@ -32,6 +33,17 @@ class FencedOut(StoreUnavailable):
 # Set by the runner around a turn that holds its session through cross-instance coordination:
 # the token a shared store checks before it commits the turn (see store/redis_sessions.py).
 FENCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("msev15_session_fence", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Looked:
+    """What a turn's admission read in one look (``AdmissionLook`` in agent/coordination.py): the
+    session's mode (None: no live session, or not asked), whether it has a paused step (None: not
+    asked), the tenant's profile version (None: not known to the look)."""
+
+    mode: str | None
+    paused: bool | None
+    profile_version: int | None
 
 
 def storable(value: Any) -> Any:

@@ -93,7 +93,7 @@ class PostgresSessions:
     async def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
         """One statement (every turn asks it first): the live session's last ``limit`` messages."""
         async with self.db.connection() as conn:
-            rows = list(await conn.fetch(CONTEXT, tenant_id, session_id, limit, self._cutoff()))
+            rows = list(await conn.fetch(CONTEXT, tenant_id, session_id, limit, self.cutoff()))
         rows.reverse()
         # A tool result must follow its call: skip results cut off from their assistant message.
         start = next((i for i, r in enumerate(rows) if r[0] != "tool"), len(rows))
@@ -179,7 +179,7 @@ class PostgresSessions:
     async def set_mode(self, tenant_id: str, session_id: str, mode: str, expect: str | None = None) -> bool:
         check_mode(mode)
         guard = "" if expect is None else " AND mode = $5"
-        args: list[Any] = [mode, tenant_id, session_id, self._cutoff()]
+        args: list[Any] = [mode, tenant_id, session_id, self.cutoff()]
         if expect is not None:
             args.append(expect)
         async with self.db.connection() as conn:
@@ -192,7 +192,7 @@ class PostgresSessions:
         """Newest activity first; walks the (tenant, last_activity, touched) index from the nearer end."""
         columns = "session_id, created_at, last_activity, visible_count, mode"
         live = "tenant = $1 AND last_activity > $2"
-        cutoff = self._cutoff()
+        cutoff = self.cutoff()
         async with self.db.transaction() as conn:
             total = int(await conn.fetchval(f"SELECT COUNT(*) FROM sessions WHERE {live}", tenant_id, cutoff))
             if offset >= total:
@@ -235,7 +235,7 @@ class PostgresSessions:
             async with self.db.transaction() as conn:
                 victims = [(str(t), str(s)) for t, s in await conn.fetch(
                     "SELECT tenant, session_id FROM sessions WHERE last_activity <= $1 "
-                    "ORDER BY last_activity, touched LIMIT $2 FOR UPDATE SKIP LOCKED", self._cutoff(), EXPIRE_BATCH)]
+                    "ORDER BY last_activity, touched LIMIT $2 FOR UPDATE SKIP LOCKED", self.cutoff(), EXPIRE_BATCH)]
                 await self._drop(conn, victims)
             self._gone.extend(victims)  # committed (rows locked: no other instance reports them)
             dropped += len(victims)
@@ -266,8 +266,10 @@ class PostgresSessions:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _cutoff(self) -> float:
+    def cutoff(self) -> float:
+        """Sessions whose last activity is at or before this are gone (past their TTL)."""
         return self._cutoff_at(self._clock())
+
 
     def _cutoff_at(self, now: float) -> float:
         return now - self.ttl if self.ttl != math.inf else -math.inf
