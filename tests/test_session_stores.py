@@ -682,10 +682,12 @@ async def test_redis_reads_what_another_instance_committed_after_its_own_reads(r
         await two.close()
 
 
-async def test_redis_context_from_its_held_tail_matches_a_fresh_read(redis_url: str) -> None:
-    """The tail an instance holds between its turns (sent again only when the list changed) is
-    what a store that holds nothing reads: through trims by count and by bytes, other instances'
-    turns, deletes and idle restarts, in a fixed pseudo-random order."""
+SharedStore = RedisSessions | PostgresSessions
+
+
+async def _held_tails_match_fresh_reads(store: Callable[[Callable[[], float]], Awaitable[SharedStore]]) -> None:
+    """300 pseudo-random steps on two instances' stores; each context read of the first is
+    compared with one of a store that holds nothing."""
     import random
 
     now = [1000.0]
@@ -693,10 +695,7 @@ async def test_redis_context_from_its_held_tail_matches_a_fresh_read(redis_url: 
     def clock() -> float:
         return now[0]
 
-    def store() -> Awaitable[RedisSessions]:
-        return RedisSessions.open(redis_url, max_messages=9, max_bytes=400, ttl_seconds=50.0, clock=clock)
-
-    one, two = await store(), await store()
+    one, two = await store(clock), await store(clock)
     rng = random.Random(27)
     hits = 0
     try:
@@ -717,17 +716,45 @@ async def test_redis_context_from_its_held_tail_matches_a_fresh_read(redis_url: 
             if rng.random() < 0.4:  # not read after every write: commits build on held tails
                 continue
             limit = rng.choice((4, 6, 6, 6))
-            held = one._tails.known(("t", session), limit)[0]
-            fresh = await store()
+            held = one.tails.known(("t", session), limit)[0]
+            fresh = await store(clock)
             try:
                 assert await one.context("t", session, limit) == await fresh.context("t", session, limit), step
             finally:
                 await fresh.close()
-            hits += bool(held) and one._tails.known(("t", session), limit)[0] == held
+            hits += bool(held) and one.tails.known(("t", session), limit)[0] == held
         assert hits > 20  # the held tails were used, not just dropped
     finally:
         await one.close()
         await two.close()
+
+
+async def test_redis_context_from_its_held_tail_matches_a_fresh_read(redis_url: str) -> None:
+    """The tail an instance holds between its turns (sent again only when the list changed) is
+    what a store that holds nothing reads: through trims by count and by bytes, other instances'
+    turns, deletes and idle restarts, in a fixed pseudo-random order."""
+
+    def store(clock: Callable[[], float]) -> Awaitable[RedisSessions]:
+        return RedisSessions.open(redis_url, max_messages=9, max_bytes=400, ttl_seconds=50.0, clock=clock)
+
+    await _held_tails_match_fresh_reads(store)
+
+
+async def test_postgres_context_from_its_held_tail_matches_a_fresh_read(pg_cluster: PgCluster) -> None:
+    """The same for PostgreSQL: each store on a pool of its own (an instance), one database."""
+    url = pg_cluster.create_database("tails")
+    databases: list[Database] = []
+
+    async def store(clock: Callable[[], float]) -> PostgresSessions:
+        databases.append(await open_database(url, max_size=2))
+        return await PostgresSessions.open(databases[-1], max_messages=9, max_bytes=400, ttl_seconds=50.0,
+                                           clock=clock)
+
+    try:
+        await _held_tails_match_fresh_reads(store)
+    finally:
+        for database in databases:
+            await database.close()
 
 
 async def test_redis_a_held_tail_pushed_out_while_its_read_is_in_flight_is_still_answered(redis_url: str) -> None:
@@ -741,7 +768,7 @@ async def test_redis_a_held_tail_pushed_out_while_its_read_is_in_flight_is_still
             assert len(await one.context("t", session, 10)) == 2
         for session in changed:  # another instance's turn: one's copies of these are stale
             await two.commit_turn("t", session, f"again {session}", 2.0, [], f"then {session}")
-        one._tails.max_chars = 1  # from the next put on, every tail but the newest goes
+        one.tails.max_chars = 1  # from the next put on, every tail but the newest goes
         reads = await asyncio.gather(*(one.context("t", s, 10) for s in changed + held))
         fresh = await RedisSessions.open(redis_url)
         try:

@@ -119,5 +119,11 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "ALTER TABLE handoffs ADD COLUMN lease_owner TEXT, ADD COLUMN lease_until DOUBLE PRECISION",
         "CREATE INDEX handoffs_unsettled ON handoffs (lease_until) WHERE lease_owner IS NOT NULL",
     )),
+    # Version 9: a session's revision before its last commit (store/pg_sessions.py): an append sets
+    # ``prev_touched = touched, touched = nextval(...)`` and returns both, so the instance that made
+    # it knows whether the tail it held was the list's tail just before (store/tails.py).
+    (9, "session revisions", (
+        "ALTER TABLE sessions ADD COLUMN prev_touched BIGINT",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -11,24 +11,26 @@ from __future__ import annotations
 
 SESSION = ("SELECT created_at, last_activity, visible_count, first_seq, next_seq, bytes, mode FROM sessions "
            "WHERE tenant = $1 AND session_id = $2")
-CONTEXT = ("SELECT m.role, m.content, m.ts, m.extra FROM sessions s CROSS JOIN LATERAL ("
-           "SELECT role, content, ts, extra, seq FROM messages WHERE tenant = s.tenant AND session_id = s.session_id "
-           "ORDER BY seq DESC LIMIT $3) m WHERE s.tenant = $1 AND s.session_id = $2 AND s.last_activity > $4 "
-           "ORDER BY m.seq DESC")
+# The live session's revision (``touched``), and its last $3 messages unless $5 is that revision
+# (the tail the reader holds is current): no row, no live session; one row with no message, current.
+CONTEXT = ("SELECT s.touched, m.role, m.content, m.ts, m.extra, m.bytes FROM sessions s LEFT JOIN LATERAL ("
+           "SELECT role, content, ts, extra, bytes, seq FROM messages WHERE tenant = s.tenant "
+           "AND session_id = s.session_id AND s.touched <> $5 ORDER BY seq DESC LIMIT $3) m ON true "
+           "WHERE s.tenant = $1 AND s.session_id = $2 AND s.last_activity > $4 ORDER BY m.seq DESC")
 # The append to a live session: one statement, the row and the messages together.
 APPEND_TO = """
 WITH s AS (
-    UPDATE sessions SET last_activity = $3, touched = nextval('session_touched'),
+    UPDATE sessions SET last_activity = $3, prev_touched = touched, touched = nextval('session_touched'),
         visible_count = visible_count + $4, next_seq = next_seq + $5, bytes = bytes + $6
     WHERE tenant = $1 AND session_id = $2 AND last_activity > $7{within}
-    RETURNING next_seq - $5 AS start, first_seq, visible_count, bytes
+    RETURNING next_seq - $5 AS start, first_seq, visible_count, bytes, prev_touched, touched
 ), m AS (
     INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra, bytes, visible)
     SELECT $1, $2, s.start + (m.i - 1)::int, m.role, m.content, m.ts, m.extra, m.bytes, m.visible
     FROM s, unnest($8::text[], $9::text[], $10::float8[], $11::text[], $12::int[], $13::bool[])
         WITH ORDINALITY AS m(role, content, ts, extra, bytes, visible, i)
 )
-SELECT start, first_seq, visible_count, bytes FROM s"""
+SELECT start, first_seq, visible_count, bytes, prev_touched, touched FROM s"""
 APPEND = APPEND_TO.format(within="")
 # The usual turn: a live session that stays within its caps. One statement, atomic on its own, so
 # no BEGIN/COMMIT: one round trip. Anything else (a new or expired session, a cap crossed) matches
@@ -36,15 +38,16 @@ APPEND = APPEND_TO.format(within="")
 # Its last column says, when no row was appended, whether the session exists at all (a new one
 # skips straight to the insert).
 APPEND_WITHIN = (APPEND_TO.format(within=" AND next_seq + $5 - first_seq <= $14 AND ($15 = 0 OR bytes + $6 <= $15)")
-                  .replace("SELECT start, first_seq, visible_count, bytes FROM s",
-                           "SELECT start, first_seq, visible_count, bytes, true FROM s UNION ALL "
-                           "SELECT NULL, NULL, NULL, NULL, EXISTS (SELECT 1 FROM sessions WHERE tenant = $1 "
-                           "AND session_id = $2) WHERE NOT EXISTS (SELECT 1 FROM s)"))
+                  .replace("SELECT start, first_seq, visible_count, bytes, prev_touched, touched FROM s",
+                           "SELECT start, first_seq, visible_count, bytes, true, prev_touched, touched FROM s "
+                           "UNION ALL SELECT NULL, NULL, NULL, NULL, EXISTS (SELECT 1 FROM sessions WHERE tenant = $1 "
+                           "AND session_id = $2), NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM s)"))
 INSERT = """
 WITH s AS (
     INSERT INTO sessions (tenant, session_id, created_at, last_activity, touched, visible_count, first_seq,
                           next_seq, bytes)
     VALUES ($1, $2, $3, $4, nextval('session_touched'), $5, 0, $6, $7)
+    RETURNING touched
 ), m AS (
     INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra, bytes, visible)
     SELECT $1, $2, (m.i - 1)::int, m.role, m.content, m.ts, m.extra, m.bytes, m.visible
@@ -57,4 +60,4 @@ WITH s AS (
 ), g AS (
     UPDATE session_meta SET value = value + 1 WHERE name = 'sessions' RETURNING value
 )
-SELECT g.value, t.sessions FROM g, t"""
+SELECT g.value, t.sessions, s.touched FROM g, t, s"""

@@ -34,6 +34,7 @@ from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
 from msev15.store.pg_kit import Conn, Database, translated
 from msev15.store.pg_session_sql import APPEND, APPEND_WITHIN, CONTEXT, INSERT, SESSION
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
+from msev15.store.tails import HeldTails
 
 EXPIRE_BATCH = 500
 RETRIES = 3
@@ -45,6 +46,7 @@ class Fence(Protocol):
 
 
 Rows = tuple[list[str], list[str | None], list[float], list[str | None], list[int], list[bool]]
+TailRead = tuple[str, list[Message], list[asyncpg.Record]]  # the revision held, its tail, the rows read
 
 
 class PostgresSessions:
@@ -64,6 +66,7 @@ class PostgresSessions:
         self.evicted = 0  # sessions this instance dropped by a session cap
         self._held = 0  # the 'sessions' counter as last read or written (metrics: no I/O)
         self._gone: list[tuple[str, str]] = []  # expired by this instance's sweeps, until gone() takes them
+        self.tails = HeldTails()  # each session's context tail as this instance last read or wrote it
 
     @classmethod
     async def open(cls, db: Database, *, ttl_seconds: float, clock: Callable[[], float] = time.time,
@@ -91,13 +94,34 @@ class PostgresSessions:
 
     @translated
     async def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
-        """One statement (every turn asks it first): the live session's last ``limit`` messages."""
+        """One statement (every turn asks it first): the live session's last ``limit`` messages,
+        sent only when the tail this instance holds is not current (store/tails.py)."""
         async with self.db.connection() as conn:
-            rows = list(await conn.fetch(CONTEXT, tenant_id, session_id, limit, self.cutoff()))
-        rows.reverse()
+            return self.tail_of(tenant_id, session_id, limit, await self.read_tail(conn, tenant_id, session_id, limit))
+
+    async def read_tail(self, conn: Conn, tenant_id: str, session_id: str, limit: int) -> TailRead:
+        """The context statement's answer for a held revision (see :meth:`tail_of`)."""
+        revision, held = self.tails.known((tenant_id, session_id), limit)
+        rows = await conn.fetch(CONTEXT, tenant_id, session_id, limit, self.cutoff(), int(revision or 0))
+        return revision, held, rows
+
+    def tail_of(self, tenant_id: str, session_id: str, limit: int, read: TailRead) -> list[dict[str, Any]]:
+        """The context (model messages) from a context statement's answer: the held tail when it
+        was current, else the rows sent (then held in its place); nothing for a session gone."""
+        revision, held, rows = read
+        key = (tenant_id, session_id)
+        if not rows:
+            self.tails.drop(key)
+            return []
+        current = str(rows[0][0])
+        if rows[0][1] is None and current == revision:  # the tail held here is current
+            tail = held
+        else:
+            tail = [_message(r[1:5]) for r in reversed(rows) if r[1] is not None]
+            self.tails.put(key, current, limit, tail, [int(r[5]) for r in reversed(rows) if r[1] is not None])
         # A tool result must follow its call: skip results cut off from their assistant message.
-        start = next((i for i, r in enumerate(rows) if r[0] != "tool"), len(rows))
-        return [_message(r).to_model() for r in rows[start:]]
+        start = next((i for i, m in enumerate(tail) if m.role != "tool"), len(tail))
+        return [m.to_model() for m in tail[start:]]
 
     async def commit_turn(self, tenant_id: str, session_id: str, user_text: str, started_at: float,
                           steps: Iterable[dict[str, Any]], answer: str) -> int:
@@ -118,29 +142,47 @@ class PostgresSessions:
         token = FENCE.get()
         if token is not None and self.fence is not None and not await self.fence.holds(tenant_id, session_id, token):
             raise FencedOut("this turn no longer holds its session")
-        async with self.db.connection() as conn:
-            found = await conn.fetchrow(APPEND_WITHIN, tenant_id, session_id, now, sum(rows[5]), len(turn),
-                                        sum(rows[4]), self._cutoff_at(now), *rows, self.max_messages, self.max_bytes)
+        key = (tenant_id, session_id)
+        try:
+            async with self.db.connection() as conn:
+                found = await conn.fetchrow(APPEND_WITHIN, tenant_id, session_id, now, sum(rows[5]), len(turn),
+                                            sum(rows[4]), self._cutoff_at(now), *rows, self.max_messages,
+                                            self.max_bytes)
+        except BaseException:
+            self.tails.drop(key)  # it may or may not have been written
+            raise
         assert found is not None  # the statement returns one row either way
         if found[0] is not None:
-            return int(found[2])
+            start, first, visible = int(found[0]), int(found[1]), int(found[2])
+            self.tails.extend(key, str(found[5] or ""), str(found[6]), turn, rows[4], start + len(turn) - first)
+            return visible
         fresh = not found[4]  # no such session: no append to try, nothing expired to drop
         for attempt in range(RETRIES):
             try:
                 async with self.db.transaction() as conn:
-                    return await self._append(conn, tenant_id, session_id, build, started_at, fresh)
+                    appended = await self._append(conn, tenant_id, session_id, build, started_at, fresh)
             except (asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError):
                 # two instances created the session at once, or two evictions crossed: again, afresh
                 if attempt == RETRIES - 1:
+                    self.tails.drop(key)
                     raise
                 fresh = False
+            except BaseException:
+                self.tails.drop(key)
+                raise
+            else:
+                visible, previous, revision, messages, sizes, length = appended
+                self.tails.extend(key, previous, revision, messages, sizes, length)
+                return visible
         raise AssertionError("unreachable")
 
     async def _append(self, conn: Conn, tenant_id: str, session_id: str,
-                      build: Callable[[float], list[Message]], started_at: float, fresh: bool) -> int:
+                      build: Callable[[float], list[Message]], started_at: float,
+                      fresh: bool) -> tuple[int, str, str, list[Message], list[int], int]:
         """The whole commit in the caller's transaction; ``fresh``: the session did not exist a
         moment ago (if another instance creates it meanwhile, the insert fails and the caller
-        retries with ``fresh`` False)."""
+        retries with ``fresh`` False). Its visible count, then for the held tails the revisions
+        before and after, the messages and their sizes, and the messages the session holds now."""
         now = self._clock()
         turn = build(now)
         rows = _rows(turn)  # before anything is written: a malformed step changes nothing
@@ -158,16 +200,18 @@ class PostgresSessions:
             self._held = int(counts[0])
             await self._admit(conn, tenant_id, session_id, int(counts[1]))
             first, end, visible, size = 0, n, shown, added
+            previous, revision = "", str(counts[2])
         else:
-            start, first, visible, size = found
+            start, first, visible, size = found[:4]
             end = start + n
+            previous, revision = str(found[4] or ""), str(found[5])
         if end - first > self.max_messages:
             first, visible, size = await self._cut(conn, key, await self._turn_start(conn, key, end), visible, size)
         if self.max_bytes and size > self.max_bytes:
             cut = await self._bytes_cut(conn, key, size - self.max_bytes)
             if cut is not None:
                 first, visible, size = await self._cut(conn, key, cut, visible, size)
-        return int(visible)
+        return int(visible), previous, revision, turn, rows[4], end - first
 
     @translated
     async def mode(self, tenant_id: str, session_id: str) -> str | None:
@@ -284,6 +328,8 @@ class PostgresSessions:
     async def _drop(self, conn: Conn, keys: list[tuple[str, str]]) -> None:
         if not keys:
             return
+        for key in keys:  # whether or not this transaction commits, nothing held is needed for them
+            self.tails.drop(key)
         tenants, sids = [k[0] for k in keys], [k[1] for k in keys]
         gone = await conn.fetch(
             "DELETE FROM sessions s USING unnest($1::text[], $2::text[]) AS k(tenant, session_id) "
@@ -364,7 +410,7 @@ def _rows(turn: list[Message]) -> Rows:
             [message_bytes(m) for m in turn], [m.visible for m in turn])
 
 
-def _message(row: asyncpg.Record) -> Message:
+def _message(row: asyncpg.Record | tuple[Any, ...]) -> Message:
     role, content, ts, extra = row
     return Message(role, content, ts, None if extra is None else json.loads(extra))
 

@@ -60,6 +60,7 @@ from msev15.store.redis_deadline import RedisClock
 from msev15.store.redis_kit import PREFIX, connect, tenant_key, text, translated
 from msev15.store.redis_wire import HotPath, PyWire, Script, run_each, wire
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
+from msev15.store.tails import HeldTails
 
 # The global accounting, in one hash slot of its own (ids start with a letter or digit, so no
 # tenant's hash tag is "#sessions"): sessions per tenant, and sessions in all.
@@ -68,7 +69,6 @@ TOTAL = f"{PREFIX}:{{#sessions}}:total"
 STATUS_TIMEOUT_SECONDS = 1.0  # readiness answers within probe timeouts even while Redis stalls
 SETTLE_ROUNDS = 8  # bounded: settle, evict what was claimed, settle the corrections, ...
 DECODED_MAX_CHARS = 4 << 20  # the stored JSON of recently read messages kept decoded (about 2x in memory)
-TAILS_MAX_CHARS = 8 << 20  # the stored JSON of the session tails kept for context reads
 
 
 def _encode(message: Message, size: int) -> str:
@@ -111,64 +111,6 @@ class _Decoded:
         return len(self._held)
 
 
-class _Tails:
-    """Each session's context tail as this instance last read or wrote it, with the list's revision
-    then (a commit writes a unique one). A context read sends the revision, and Redis sends the
-    messages only when the list has changed since (another instance's turn, a person's message):
-    the turns an instance runs one after another on a session read their tail without moving or
-    decoding it. Bounded by the stored JSON it stands for; the least recently used go first."""
-
-    def __init__(self, max_chars: int = TAILS_MAX_CHARS) -> None:
-        self.max_chars = max_chars
-        # (tenant, session) -> (revision, limit, messages, their JSON's sizes)
-        self._held: OrderedDict[tuple[str, str], tuple[str, int, list[Message], list[int]]] = OrderedDict()
-        self._chars = 0
-        self._limit = 0  # of the last read: the tail a new session's first commit leaves
-
-    def known(self, key: tuple[str, str], limit: int) -> tuple[str, list[Message]]:
-        """The revision held for the session's last ``limit`` messages ('' none) and those messages
-        (taken now: other sessions' tails may push this one out while its read is in flight)."""
-        self._limit = limit
-        held = self._held.get(key)
-        if held is None or held[1] != limit:
-            return "", []
-        self._held.move_to_end(key)
-        return held[0], held[2]
-
-    def put(self, key: tuple[str, str], revision: str, limit: int, messages: list[Message],
-            sizes: list[int]) -> None:
-        self.drop(key)
-        if not revision:
-            return
-        self._held[key] = (revision, limit, messages, sizes)
-        self._chars += sum(sizes)
-        while self._chars > self.max_chars:
-            self._chars -= sum(self._held.popitem(last=False)[1][3])
-
-    def extend(self, key: tuple[str, str], previous: str, revision: str, turn: list[Message], sizes: list[int],
-               length: int) -> None:
-        """A commit appended ``turn`` to the list at ``previous``, leaving ``length`` messages. The
-        held tail stays exact when it was the tail at ``previous``, or when the list is this turn."""
-        held = self._held.get(key)
-        if held is not None and previous and held[0] == previous:
-            limit = held[1]
-            keep = min(limit, length)
-            self.put(key, revision, limit, (held[2] + turn)[-keep:], (held[3] + sizes)[-keep:])
-        elif length == len(turn) and self._limit:  # the list is this turn (a new or restarted session)
-            limit = held[1] if held is not None else self._limit
-            self.put(key, revision, limit, turn[-limit:], sizes[-limit:])
-        else:
-            self.drop(key)
-
-    def drop(self, key: tuple[str, str]) -> None:
-        held = self._held.pop(key, None)
-        if held is not None:
-            self._chars -= sum(held[3])
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-
 class RedisSessions:
     kind = "redis"
 
@@ -194,7 +136,7 @@ class RedisSessions:
         self._held = 0  # sessions in all, as last read from Redis (for metrics: no I/O)
         self._pruned: set[str] = set()  # tenants whose sessions this instance expired, for gone()
         self._decode = _Decoded()
-        self._tails = _Tails()
+        self.tails = HeldTails()
         self._context = Script(scripts.CONTEXT)
         self._revision_prefix = os.urandom(6).hex()  # commit revisions: unique across instances
         self._revisions = itertools.count(1)
@@ -239,17 +181,17 @@ class RedisSessions:
     async def context(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
         meta_key, msgs_key, _ = self._keys(tenant_id, session_id)
         key = (tenant_id, session_id)
-        revision, held = self._tails.known(key, limit)
+        revision, held = self.tails.known(key, limit)
         reply = await self._hot.run(self._context, [meta_key, msgs_key], [limit, revision])
         if not reply or not self._alive(float(reply[0])):
-            self._tails.drop(key)
+            self.tails.drop(key)
             return []
         if len(reply) == 2:  # the tail held here is current
             tail = held
         else:
             decode = self._decode
             tail = [decode(item) for item in reply[2]]
-            self._tails.put(key, reply[1], limit, tail, [len(item) for item in reply[2]])
+            self.tails.put(key, reply[1], limit, tail, [len(item) for item in reply[2]])
         start = next((i for i, m in enumerate(tail) if m.role != "tool"), len(tail))
         return [m.to_model() for m in tail[start:]]
 
@@ -282,7 +224,7 @@ class RedisSessions:
         reply = await self._hot.run(self._commit, keys, args)
         visible, joined, evicted, expired = (int(v) for v in reply[:4])
         if visible >= 0:
-            self._tails.extend((tenant_id, session_id), reply[4], revision, turn, stored, int(reply[5]))
+            self.tails.extend((tenant_id, session_id), reply[4], revision, turn, stored, int(reply[5]))
         if visible == -2:  # Redis ran it past its deadline (a stall): nothing written, the turn fails
             raise StoreUnavailable("Redis ran the commit past its deadline; nothing was written")
         if visible < 0:
