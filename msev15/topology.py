@@ -278,8 +278,9 @@ class Topology:
 
     def _bind_look(self) -> None:
         """One instance with stores in PostgreSQL: its coordination reads the session's mode,
-        whether it has a paused step and the tenant's profile version in one statement as it admits
-        a turn (store/pg_admission.py), for those of the three that live in that database."""
+        whether it has a paused step, the tenant's profile version and the session's context in
+        one statement as it admits a turn (store/pg_admission.py), for those that live in that
+        database."""
         if self.shared or self.database is None or not isinstance(self.coordination, LocalCoordination):
             return
         from msev15.store.pg_admission import PostgresAdmissionLook
@@ -292,8 +293,9 @@ class Topology:
         profiles = isinstance(self._profiles, PostgresProfiles)
         if sessions is None and not pending and not profiles:
             return
-        cutoff = None if sessions is None else sessions.cutoff
-        self.coordination.look = PostgresAdmissionLook(self.database, cutoff=cutoff, pending=pending, profiles=profiles)
+        self.coordination.look = PostgresAdmissionLook(self.database, sessions=sessions, pending=pending,
+                                                       profiles=profiles,
+                                                       context_limit=self.settings.session_max_context_messages)
 
     async def open(self) -> None:
         """Open the parts; when one fails, what did open is closed again before the error propagates."""

@@ -30,6 +30,7 @@ from msev15.store.pending import PENDING
 from msev15.store.pg_admission import PostgresAdmissionLook
 from msev15.store.pg_kit import open_database
 from msev15.store.pg_profiles import PostgresProfiles
+from msev15.store.pg_sessions import PostgresSessions
 from tests.llm_server import Call, Reply, ScriptedLLM
 from tests.pg_server import PgCluster
 
@@ -163,11 +164,10 @@ class _StatementLog:
                 re.findall(r"LOG:  (?:statement|execute [^:]*): (.*?)(?=\n\d{4}-\d\d-\d\d |\Z)", section, re.S)]
 
 
-async def test_a_turn_sends_the_look_the_context_and_the_commit(service: Any, llm: ScriptedLLM,
-                                                                pg_cluster: PgCluster) -> None:
-    """A turn on a live session sends three statements: the admission's look (mode, paused step,
-    profile version in one), the context read and the commit. A profile another process wrote
-    just before applies to the next turn, which reads that version's record once."""
+async def test_a_turn_sends_the_look_and_the_commit(service: Any, llm: ScriptedLLM, pg_cluster: PgCluster) -> None:
+    """A turn on a live session sends two statements: the admission's look (mode, paused step,
+    profile version and context in one) and the commit. A profile another process wrote just
+    before applies to the next turn, which reads that version's record once."""
     url = pg_cluster.create_database("trips")
     log = _StatementLog(pg_cluster, url)
     client = await _pg_service(service, llm, url)
@@ -183,15 +183,31 @@ async def test_a_turn_sends_the_look_the_context_and_the_commit(service: Any, ll
     assert (await _chat(client, "p1", "And now?"))["profile_version"] == 1
     await log.mark("end")
     assert [r["messages"][0]["content"] for r in llm.requests[-2:]] == ["Answer as Ada."] * 2
+    assert [m["content"] for m in llm.requests[-1]["messages"][1:]] == [
+        "Hi", ANSWER, "Who are you?", ANSWER, "And now?"]  # the context the look read
 
     tables = re.compile(r"\b(sessions|messages|pending_turns|profile_heads|profile_versions)\b")
     changed = [s for s in log.between("changed", "steady") if tables.search(s)]
     steady = [s for s in log.between("steady", "end") if tables.search(s)]
-    assert len(changed) == 4 and "FROM profile_versions" in changed[1], changed  # the new version's record
-    assert len(steady) == 3, steady
-    look, context, commit = steady
-    assert all(t in look for t in ("FROM sessions", "pending_turns", "profile_heads")), look
-    assert "FROM messages" in context and "UPDATE sessions" in commit
+    assert len(changed) == 3 and "FROM profile_versions" in changed[1], changed  # the new version's record
+    assert len(steady) == 2, steady
+    look, commit = steady
+    assert all(t in look for t in ("sessions", "pending_turns", "profile_heads", "FROM messages")), look
+    assert "UPDATE sessions" in commit
+
+
+async def test_turns_on_two_instances_read_each_others_messages(service: Any, llm: ScriptedLLM,
+                                                                pg_cluster: PgCluster) -> None:
+    """Two instances on one database, one session's turns alternating between them: each turn's
+    context (read with its admission, from the tail its instance holds when that is current) has
+    every message before it."""
+    url = pg_cluster.create_database("two")
+    one, two = await _pg_service(service, llm, url), await _pg_service(service, llm, url)
+    said: list[str] = []
+    for n in range(6):
+        await _chat(one if n % 2 == 0 else two, "s1", f"message {n}")
+        assert [m["content"] for m in llm.requests[-1]["messages"][1:]] == [*said, f"message {n}"], n
+        said += [f"message {n}", ANSWER]
 
 
 async def test_admissions_overlapping_on_one_session_trust_no_absence_of_a_paused_step(pg_cluster: PgCluster) -> None:
@@ -200,7 +216,9 @@ async def test_admissions_overlapping_on_one_session_trust_no_absence_of_a_pause
     database = await open_database(pg_cluster.create_database("overlap"))
     try:
         coordination = LocalCoordination()
-        coordination.look = PostgresAdmissionLook(database, cutoff=lambda: 0.0, pending=True, profiles=True)
+        sessions = await PostgresSessions.open(database, ttl_seconds=3600)
+        coordination.look = PostgresAdmissionLook(database, sessions=sessions, pending=True, profiles=True,
+                                                  context_limit=10)
 
         def turn(session: str) -> TurnRequested:
             return TurnRequested(new_id(), "t1", session, "r", "hi", False, "enqueue", None, ())
@@ -211,5 +229,8 @@ async def test_admissions_overlapping_on_one_session_trust_no_absence_of_a_pause
         assert (coordination.unpaused(first), coordination.unpaused(second)) == (False, False)
         assert coordination.unpaused(alone) and not coordination.unpaused(alone)
         assert coordination.profile_version(first) == 0 and coordination.profile_version(first) is None
+        # the context is kept on the same terms: an empty one for the new session admitted alone
+        assert (coordination.context(first), coordination.context(second)) == (None, None)
+        assert coordination.context(alone) == [] and coordination.context(alone) is None
     finally:
         await database.close()

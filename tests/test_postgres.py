@@ -320,3 +320,37 @@ async def test_callers_waiting_on_a_failed_start_up_migration_fail_with_it() -> 
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_session_look_ups_use_the_primary_key_in_every_cached_plan(pg_cluster: PgCluster) -> None:
+    """asyncpg prepares every statement; after a few runs PostgreSQL may cache a generic plan,
+    made without the parameters' values. Planned while ``sessions`` is empty (a new database),
+    a look-up written ``last_activity > cutoff`` took sessions_by_tenant_activity, so every turn
+    walked all of its tenant's sessions until an ANALYZE replaced the plan. Each statement that
+    finds a session by its key must plan to the primary key with no parameter known."""
+    from msev15.store.pg_admission import PostgresAdmissionLook
+    from msev15.store.pg_session_sql import APPEND, APPEND_WITHIN, CONTEXT, SET_MODE
+
+    database = await open_database(pg_cluster.create_database("plans"))
+    try:
+        sessions = await PostgresSessions.open(database, ttl_seconds=3600)
+        look = PostgresAdmissionLook(database, sessions=sessions, pending=True, profiles=True, context_limit=20)
+        statements = {"context": CONTEXT, "append": APPEND, "append_within": APPEND_WITHIN,
+                      "look": look._statement(True, True, False),
+                      "look_with_context": look._statement(True, True, True),
+                      "set_mode": SET_MODE.format(guard=""), "set_mode_if": SET_MODE.format(guard=" AND mode = $5")}
+        async with database.connection() as conn:
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            for name, sql in statements.items():
+                prepared = await conn.prepare(sql)
+                types = [t.name for t in prepared.get_parameters()]
+                await conn.execute(f"PREPARE probe ({', '.join(types)}) AS {sql}")
+                try:
+                    args = ", ".join("NULL" for _ in types)
+                    plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE probe ({args})"))
+                finally:
+                    await conn.execute("DEALLOCATE probe")
+                assert "sessions_pkey" in plan and "sessions_by_tenant_activity" not in plan, (name, plan)
+            await conn.execute("RESET plan_cache_mode")
+    finally:
+        await database.close()

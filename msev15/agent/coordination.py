@@ -12,7 +12,7 @@ only then, so a single process never loads the Redis client).
 from __future__ import annotations
 
 import time
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -95,6 +95,11 @@ class Coordination(Protocol):
         moment ago (see TurnProfiles.for_turn); None when unknown."""
         ...
 
+    def context(self, turn: TurnRequested) -> list[dict[str, Any]] | None:
+        """When the turn reads its history: the session's context if the admission read it and
+        nothing of the session can have changed since; None: read it."""
+        ...
+
     async def withdraw(self, turn: TurnRequested) -> None:
         """An admitted turn that the local runner then refused."""
         ...
@@ -123,8 +128,10 @@ class AdmissionLook(Protocol):
 
     reads_hold: bool  # it reads the session's mode
     reads_paused: bool  # it reads whether the session has a paused step
+    reads_context: bool  # it reads the session's context when asked
 
-    async def look(self, tenant_id: str, session_id: str, *, hold: bool, paused: bool) -> Looked: ...
+    async def look(self, tenant_id: str, session_id: str, *, hold: bool, paused: bool,
+                   context: bool = False) -> Looked: ...
 
 
 class LocalCoordination:
@@ -136,7 +143,11 @@ class LocalCoordination:
     - the profile version is the turn's when it starts within RECHECK_SECONDS of its admission;
     - "no paused step" is trusted only when no other turn of the session was open or being
       admitted on this instance from before the read until after it: only a running turn of the
-      session pauses a step, and every later one queues behind this turn.
+      session pauses a step, and every later one queues behind this turn;
+    - on the same terms, and when the look read it (SESSION_STORE=postgres), the session's
+      context: no turn runs on the session before this one, and with no paused step none is
+      settled (written) as it starts. The turn uses it when it starts within RECHECK_SECONDS; the
+      commit is the store's as always.
     """
 
     across_instances = False
@@ -148,6 +159,7 @@ class LocalCoordination:
         self._contended: set[SessionKey] = set()  # of those, sessions where two overlapped
         self._versions: dict[str, tuple[float, int]] = {}  # turn id -> (admitted at, profile version)
         self._unpaused: dict[str, float] = {}  # turn id -> admitted at
+        self._contexts: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # turn id -> (admitted at, context)
 
     @property
     def reads_hold(self) -> bool:
@@ -168,7 +180,8 @@ class LocalCoordination:
         self._admitting[key] = self._admitting.get(key, 0) + 1
         try:
             found = await look.look(turn.tenant_id, turn.session_id, hold=hold and look.reads_hold,
-                                    paused=turn.resumes is None and look.reads_paused)
+                                    paused=turn.resumes is None and look.reads_paused,
+                                    context=alone and turn.resumes is None and look.reads_context)
         finally:
             left = self._admitting[key] - 1
             if left:
@@ -185,6 +198,8 @@ class LocalCoordination:
             _keep(self._versions, turn.turn_id, (now, found.profile_version))
         if alone and found.paused is False and not self.runner.open_turns_of(key):
             _keep(self._unpaused, turn.turn_id, now)
+            if found.context is not None:
+                _keep(self._contexts, turn.turn_id, (now, found.context))
 
     def unpaused(self, turn: TurnRequested) -> bool:
         """True (once) when the admission found the session without a paused step and nothing
@@ -200,9 +215,18 @@ class LocalCoordination:
             return None
         return admitted[1]
 
+    def context(self, turn: TurnRequested) -> list[dict[str, Any]] | None:
+        """The session's context as the admission read it (once), when that was trusted (see the
+        class) and the turn reads it within RECHECK_SECONDS; None: read it."""
+        admitted = self._contexts.pop(turn.turn_id, None)
+        if admitted is None or time.monotonic() - admitted[0] >= RECHECK_SECONDS:
+            return None
+        return admitted[1]
+
     async def withdraw(self, turn: TurnRequested) -> None:
         self._versions.pop(turn.turn_id, None)
         self._unpaused.pop(turn.turn_id, None)
+        self._contexts.pop(turn.turn_id, None)
 
     async def acquire(self, turn: TurnRequested) -> str | None:
         return None

@@ -232,7 +232,9 @@ class TurnExecution:
     async def _history(self, turn: TurnRequested, user_text: str, system_prompt: str) -> list[dict[str, Any]]:
         """The session's context: the last SESSION_MAX_CONTEXT_MESSAGES, then the newest whole
         turns that fit LLM_CONTEXT_MAX_CHARS beside the system prompt and the new message."""
-        history = await self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages)
+        history = self.admission.context(turn)  # read with the admission a moment ago, when still exact
+        if history is None:
+            history = await self.sessions.context(turn.tenant_id, turn.session_id, self.context_messages)
         room = self.context_max_chars - len(system_prompt) - len(user_text)
         return fit_context(history, max(0, room))
 

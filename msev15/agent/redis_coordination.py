@@ -32,7 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from msev15.agent.coordination import MAX_KEPT, RECHECK_SECONDS, NoHost, SessionHeld, TurnHost
 from msev15.agent.runner import TurnRefused
@@ -159,6 +159,9 @@ class RedisCoordination:
         if admitted is None or time.monotonic() - admitted[0] >= RECHECK_SECONDS:
             return None
         return admitted[1]
+
+    def context(self, turn: TurnRequested) -> list[dict[str, Any]] | None:
+        return None  # the turn reads it (the session store holds its tail)
 
     def start(self, host: TurnHost) -> None:
         self.runner = host

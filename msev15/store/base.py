@@ -39,11 +39,13 @@ FENCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("msev15_sessi
 class Looked:
     """What a turn's admission read in one look (``AdmissionLook`` in agent/coordination.py): the
     session's mode (None: no live session, or not asked), whether it has a paused step (None: not
-    asked), the tenant's profile version (None: not known to the look)."""
+    asked), the tenant's profile version (None: not known to the look), the session's context as
+    the model reads it (None: not asked)."""
 
     mode: str | None
     paused: bool | None
     profile_version: int | None
+    context: list[dict[str, Any]] | None = None
 
 
 def storable(value: Any) -> Any:

@@ -9,6 +9,13 @@ content, ts, extra, bytes, visible); the capped form adds $14 max messages and $
 
 from __future__ import annotations
 
+# A session found by its key is live when its last activity is after the TTL cutoff. Point
+# look-ups write that as ``last_activity - cutoff > 0`` (the same for every cutoff, -inf included),
+# which no index matches: written ``last_activity > cutoff``, the generic plan PostgreSQL caches for
+# a prepared statement (asyncpg prepares every one) could take sessions_by_tenant_activity instead
+# of the primary key. It does, planned while the table is small (a new database): every look-up
+# then walked all of the tenant's sessions until autovacuum's first ANALYZE replaced the plan.
+
 SESSION = ("SELECT created_at, last_activity, visible_count, first_seq, next_seq, bytes, mode FROM sessions "
            "WHERE tenant = $1 AND session_id = $2")
 # The live session's revision (``touched``), and its last $3 messages unless $5 is that revision
@@ -16,13 +23,13 @@ SESSION = ("SELECT created_at, last_activity, visible_count, first_seq, next_seq
 CONTEXT = ("SELECT s.touched, m.role, m.content, m.ts, m.extra, m.bytes FROM sessions s LEFT JOIN LATERAL ("
            "SELECT role, content, ts, extra, bytes, seq FROM messages WHERE tenant = s.tenant "
            "AND session_id = s.session_id AND s.touched <> $5 ORDER BY seq DESC LIMIT $3) m ON true "
-           "WHERE s.tenant = $1 AND s.session_id = $2 AND s.last_activity > $4 ORDER BY m.seq DESC")
+           "WHERE s.tenant = $1 AND s.session_id = $2 AND s.last_activity - $4 > 0 ORDER BY m.seq DESC")
 # The append to a live session: one statement, the row and the messages together.
 APPEND_TO = """
 WITH s AS (
     UPDATE sessions SET last_activity = $3, prev_touched = touched, touched = nextval('session_touched'),
         visible_count = visible_count + $4, next_seq = next_seq + $5, bytes = bytes + $6
-    WHERE tenant = $1 AND session_id = $2 AND last_activity > $7{within}
+    WHERE tenant = $1 AND session_id = $2 AND last_activity - $7 > 0{within}
     RETURNING next_seq - $5 AS start, first_seq, visible_count, bytes, prev_touched, touched
 ), m AS (
     INSERT INTO messages (tenant, session_id, seq, role, content, ts, extra, bytes, visible)
@@ -61,3 +68,6 @@ WITH s AS (
     UPDATE session_meta SET value = value + 1 WHERE name = 'sessions' RETURNING value
 )
 SELECT g.value, t.sessions, s.touched FROM g, t, s"""
+# A session's mode, changed only while it is live ({guard}: and only from an expected mode, $5).
+SET_MODE = ("UPDATE sessions SET mode = $1 WHERE tenant = $2 AND session_id = $3 AND last_activity - $4 > 0{guard} "
+            "RETURNING 1")

@@ -32,7 +32,7 @@ import asyncpg
 
 from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
 from msev15.store.pg_kit import Conn, Database, translated
-from msev15.store.pg_session_sql import APPEND, APPEND_WITHIN, CONTEXT, INSERT, SESSION
+from msev15.store.pg_session_sql import APPEND, APPEND_WITHIN, CONTEXT, INSERT, SESSION, SET_MODE
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
 from msev15.store.tails import HeldTails
 
@@ -46,7 +46,7 @@ class Fence(Protocol):
 
 
 Rows = tuple[list[str], list[str | None], list[float], list[str | None], list[int], list[bool]]
-TailRead = tuple[str, list[Message], list[asyncpg.Record]]  # the revision held, its tail, the rows read
+TailRead = tuple[str, list[Message], list[Any]]  # the revision held, its tail, the rows read (CONTEXT's columns)
 
 
 class PostgresSessions:
@@ -227,8 +227,7 @@ class PostgresSessions:
         if expect is not None:
             args.append(expect)
         async with self.db.connection() as conn:
-            found = await conn.fetchval(f"UPDATE sessions SET mode = $1 WHERE tenant = $2 AND session_id = $3 "
-                                        f"AND last_activity > $4{guard} RETURNING 1", *args)
+            found = await conn.fetchval(SET_MODE.format(guard=guard), *args)
         return found is not None
 
     @translated
