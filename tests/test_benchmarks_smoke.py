@@ -272,6 +272,30 @@ async def test_the_redis_client_cost_is_measured_per_kind_of_call(redis: Any, mo
     assert all(micros > 0 for micros in cost.values()), cost
 
 
+async def test_postgres_cpu_counts_its_backends_those_that_exited_too(pg_cluster: Any) -> None:
+    """Scenario 9's PostgreSQL CPU: a backend's work shows while it lives, and stays counted once
+    it has exited (the postmaster reaped it)."""
+    import asyncio
+
+    import asyncpg
+    import psutil
+
+    from benchmarks.stores import _pg_cpu_seconds
+
+    before = _pg_cpu_seconds(pg_cluster)
+    conn = await asyncpg.connect(pg_cluster.url())
+    backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    await conn.fetchval("SELECT count(*) FROM generate_series(1, 2000000)")
+    during = _pg_cpu_seconds(pg_cluster)
+    await conn.close()
+    deadline = asyncio.get_running_loop().time() + 10
+    while psutil.pid_exists(backend) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    assert not psutil.pid_exists(backend)
+    after = _pg_cpu_seconds(pg_cluster)
+    assert during > before and after >= during, (before, during, after)
+
+
 async def test_the_tracing_off_checks_are_counted_per_turn_and_timed() -> None:
     """Scenario 15's in-process parts: a chat turn through the real openai client makes one model
     request and formats its log lines; each check gets a CPU figure per call."""
