@@ -1,10 +1,10 @@
 """One turn at a time per session, across instances; cancel and ``if_busy`` from any instance.
 
 In one process the fair scheduler already runs a session's turns one at a time, so
-:class:`LocalCoordination` only forwards cancels to the runner, and, when the session's mode, its
-paused step and the tenant's profile live in one database (SESSION_STORE=postgres without Redis),
-reads all three in one look as it admits a turn (:class:`AdmissionLook`), as the Redis admit
-script does. With SESSION_STORE=redis,
+:class:`LocalCoordination` only forwards cancels to the runner, and, when the sessions, the paused
+steps and the tenants' profiles live in one database (SESSION_STORE=postgres without Redis), reads
+the session's mode, its paused step, the profile version and the context in one look as it admits
+a turn (:class:`AdmissionLook`), as the Redis admit script does. With SESSION_STORE=redis,
 :class:`msev15.agent.redis_coordination.RedisCoordination` does it across instances (imported
 only then, so a single process never loads the Redis client).
 """
@@ -136,8 +136,8 @@ class AdmissionLook(Protocol):
 
 class LocalCoordination:
     """One instance. With a :attr:`look` (set by the topology), :meth:`admit` reads the session's
-    mode, its paused step and the tenant's profile version in one statement, and the turn starts
-    without looking them up again:
+    mode, its paused step, the tenant's profile version and the session's context in one statement,
+    and the turn starts without looking them up again:
 
     - a held session refuses the turn (SessionHeld), as the caller's own mode look-up would;
     - the profile version is the turn's when it starts within RECHECK_SECONDS of its admission;

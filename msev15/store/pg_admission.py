@@ -1,5 +1,5 @@
 """The admission look of one instance on PostgreSQL (SESSION_STORE=postgres, no REDIS_URL): one
-statement, as a turn is admitted, for what the turn would otherwise ask in three round trips
+statement, as a turn is admitted, for what the turn would otherwise ask in four round trips
 before its model call (see :class:`~msev15.agent.coordination.LocalCoordination`):
 
 - the session's mode (is a person holding it?), from ``sessions`` as

@@ -13,6 +13,10 @@ and the same layout as the SQLite store (schema in :mod:`msev15.store.pg_schema`
 - **Bounded, per tenant, in the turn's transaction**, from counters kept in step with the tables
   (``session_meta``, ``session_tenants``, ``sessions.bytes``), as the SQLite store does. Commits on
   one session serialize on its row (``FOR UPDATE``); a deadlock between evictions is retried.
+- **Context tails held** between turns (:class:`~msev15.store.tails.HeldTails`): a context read
+  sends the tail's revision (``touched``, unique per commit), and the messages come back only when
+  the session changed since; an append returns the revision before it (``prev_touched``), so the
+  instance that made it extends its tail without reading it again.
 - **Fenced** with ``REDIS_URL``: a turn coordinated through Redis commits only while it still
   heads its session's queue (checked just before the commit: :mod:`msev15.store.redis_fence`).
 - **Unavailable, not broken**: connection failures raise
@@ -312,7 +316,6 @@ class PostgresSessions:
     def cutoff(self) -> float:
         """Sessions whose last activity is at or before this are gone (past their TTL)."""
         return self._cutoff_at(self._clock())
-
 
     def _cutoff_at(self, now: float) -> float:
         return now - self.ttl if self.ttl != math.inf else -math.inf
