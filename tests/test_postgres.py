@@ -322,13 +322,15 @@ async def test_callers_waiting_on_a_failed_start_up_migration_fail_with_it() -> 
         await server.wait_closed()
 
 
-async def test_session_look_ups_use_the_primary_key_in_every_cached_plan(pg_cluster: PgCluster) -> None:
+async def test_look_ups_by_key_use_the_key_in_every_cached_plan(pg_cluster: PgCluster) -> None:
     """asyncpg prepares every statement; after a few runs PostgreSQL may cache a generic plan,
     made without the parameters' values. Planned while ``sessions`` is empty (a new database),
     a look-up written ``last_activity > cutoff`` took sessions_by_tenant_activity, so every turn
-    walked all of its tenant's sessions until an ANALYZE replaced the plan. Each statement that
-    finds a session by its key must plan to the primary key with no parameter known."""
+    walked all of its tenant's sessions until an ANALYZE replaced the plan; an order by its id
+    took an index on (tenant_id, ...) the same way. Each statement that finds a session or an
+    order by its key must plan to that key with no parameter known."""
     from msev15.store.pg_admission import PostgresAdmissionLook
+    from msev15.store.pg_orders import _GET, _SET_STATUS
     from msev15.store.pg_session_sql import APPEND, APPEND_WITHIN, CONTEXT, SET_MODE
 
     database = await open_database(pg_cluster.create_database("plans"))
@@ -342,15 +344,22 @@ async def test_session_look_ups_use_the_primary_key_in_every_cached_plan(pg_clus
         async with database.connection() as conn:
             await conn.execute("SET plan_cache_mode = force_generic_plan")
             for name, sql in statements.items():
-                prepared = await conn.prepare(sql)
-                types = [t.name for t in prepared.get_parameters()]
-                await conn.execute(f"PREPARE probe ({', '.join(types)}) AS {sql}")
-                try:
-                    args = ", ".join("NULL" for _ in types)
-                    plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE probe ({args})"))
-                finally:
-                    await conn.execute("DEALLOCATE probe")
+                plan = await _generic_plan(conn, sql)
                 assert "sessions_pkey" in plan and "sessions_by_tenant_activity" not in plan, (name, plan)
+            for name, sql in {"order": _GET, "order_status": _SET_STATUS}.items():  # an order by its id, likewise
+                plan = await _generic_plan(conn, sql)
+                assert "orders_order_id_key" in plan, (name, plan)
             await conn.execute("RESET plan_cache_mode")
     finally:
         await database.close()
+
+
+async def _generic_plan(conn: Any, sql: str) -> str:
+    """EXPLAIN of ``sql`` prepared with the session's plan_cache_mode, no parameter known."""
+    types = [t.name for t in (await conn.prepare(sql)).get_parameters()]
+    await conn.execute(f"PREPARE probe ({', '.join(types)}) AS {sql}")
+    try:
+        args = ", ".join("NULL" for _ in types)
+        return "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE probe ({args})"))
+    finally:
+        await conn.execute("DEALLOCATE probe")

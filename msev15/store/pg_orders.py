@@ -63,6 +63,14 @@ _COLUMNS = ("order_id, customer_id, product_sku, quantity, price_cents, shipping
 _INSERT = ("INSERT INTO orders (order_id, tenant_id, customer_id, product_sku, quantity, "
            "price_cents, shipping_address, status, notes, created_at, updated_at)")
 _NEWEST_FIRST = "ORDER BY created_at DESC, seq DESC"
+# An order by its id, in its tenant. The tenant test is written ``(tenant_id = $n) IS TRUE`` (the
+# same for a NOT NULL column), which no index matches: written ``tenant_id = $n``, the generic plan
+# PostgreSQL caches for a prepared statement (asyncpg prepares each one), planned while the table
+# is small, took an index on (tenant_id, ...) over the unique order_id, and every look-up then
+# walked all of the tenant's orders until an ANALYZE replaced the plan.
+_GET = f"SELECT {_COLUMNS} FROM orders WHERE order_id = $2 AND (tenant_id = $1) IS TRUE"
+_SET_STATUS = (f"UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $4 AND (tenant_id = $3) IS TRUE "
+               f"AND status = $5 RETURNING {_COLUMNS}")
 # The column types of _INSERT, for the VALUES list of the seed (its parameters carry no type).
 _SEED_TYPES = ("text", "text", "text", "text", "int", "bigint", "text", "text", "text", "text", "text")
 
@@ -115,9 +123,7 @@ class PostgresOrders:
                 return {**current, "previous_status": previous}
             if new not in TRANSITIONS[previous]:
                 raise InvalidTransition(transition_message(oid, previous, new))
-            rows = await self._fetch(
-                f"UPDATE orders SET status = $1, updated_at = $2 WHERE tenant_id = $3 AND order_id = $4 "
-                f"AND status = $5 RETURNING {_COLUMNS}", (new, now_iso(), tenant, oid, previous), write=True)
+            rows = await self._fetch(_SET_STATUS, (new, now_iso(), tenant, oid, previous), write=True)
             if rows:
                 return {**order_from_row(rows[0]), "previous_status": previous}
         raise OrderError(f"order {oid} is being changed by someone else right now; please try again")
@@ -209,7 +215,7 @@ class PostgresOrders:
         raise AssertionError("unreachable")
 
     async def _get(self, tenant: str, oid: str) -> Order:
-        rows = await self._fetch(f"SELECT {_COLUMNS} FROM orders WHERE tenant_id = $1 AND order_id = $2", (tenant, oid))
+        rows = await self._fetch(_GET, (tenant, oid))
         if not rows:
             raise OrderNotFound(f"no order {oid} found")
         return order_from_row(rows[0])
