@@ -164,3 +164,35 @@ async def test_a_call_that_hangs_times_out_as_a_tool_error_and_counts(two_server
             assert breaker is not None and breaker.failures == 1
         finally:
             await pool.close()
+
+
+async def test_reconnecting_leaves_the_process_wide_random_state_alone() -> None:
+    """The reconnect backoff's jitter has a generator of its own. Drawing from the module-level
+    one in the background changed its state under whoever relies on it (Hypothesis checks that
+    nothing moves it while a strategy draws: the schemathesis run failed on it)."""
+    import random
+
+    from msev15.agent.mcp_client import McpConnection
+
+    accepted = 0
+
+    async def refuse(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    before = random.getstate()
+    connection = McpConnection("gone", f"http://127.0.0.1:{port}/mcp", backoff_initial=0.001, backoff_max=0.005)
+    try:
+        connection.start()
+        deadline = asyncio.get_running_loop().time() + 10
+        while accepted < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert accepted >= 3  # it failed, backed off and tried again, more than once
+        assert random.getstate() == before
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()

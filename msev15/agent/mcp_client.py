@@ -48,6 +48,9 @@ from msev15.common.ids import new_id
 from msev15.mcpkit.meta import IDEMPOTENCY_META_KEY, TENANT_META_KEY
 
 log = logging.getLogger("agent.mcp")
+# Its own generator: the process-wide one's state belongs to whoever seeds it (tests, Hypothesis),
+# and a reconnect loop drawing from it in the background changes it under them.
+_JITTER = random.Random()
 
 McpStatus = Literal["connected", "connecting", "unavailable"]
 CONNECTED: McpStatus = "connected"
@@ -204,7 +207,7 @@ class McpConnection:
             else:
                 self._set_unavailable(error)
             delay = min(self.backoff_max, self.backoff_initial * 2 ** min(failures, 32))
-            delay *= random.uniform(0.5, 1.0)  # jitter: many agents must not reconnect in step
+            delay *= _JITTER.uniform(0.5, 1.0)  # jitter: many agents must not reconnect in step
             failures += 1
             log.debug("MCP server %s: next attempt in %.2fs", self.name, delay)
             await asyncio.sleep(delay)
