@@ -62,6 +62,14 @@ def service(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Any]:
     return start
 
 
+async def chat_ok(client: TestClient, session: str, message: str, **extra: Any) -> dict[str, Any]:
+    """POST /api/v1/chat for ``session``; its JSON reply, failing the test unless it is a 200."""
+    resp = await client.post("/api/v1/chat", json={"session_id": session, "message": message, **extra})
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
 def sse_events(text: str) -> list[dict[str, Any]]:
     """The JSON objects of an SSE body's ``data:`` lines (comments skipped).
 

@@ -31,17 +31,11 @@ from msev15.store.pg_admission import PostgresAdmissionLook
 from msev15.store.pg_kit import open_database
 from msev15.store.pg_profiles import PostgresProfiles
 from msev15.store.pg_sessions import PostgresSessions
+from tests.conftest import chat_ok
 from tests.llm_server import Call, Reply, ScriptedLLM
 from tests.pg_server import PgCluster
 
 ANSWER = "Hello from the scripted model."
-
-
-async def _chat(client: TestClient, session: str, message: str, **extra: Any) -> dict[str, Any]:
-    resp = await client.post("/api/v1/chat", json={"session_id": session, "message": message, **extra})
-    assert resp.status == 200, await resp.text()
-    body: dict[str, Any] = await resp.json()
-    return body
 
 
 async def _pg_service(service: Any, llm: ScriptedLLM, url: str, **extra: Any) -> TestClient:
@@ -53,15 +47,15 @@ async def _pg_service(service: Any, llm: ScriptedLLM, url: str, **extra: Any) ->
 
 async def test_a_held_session_is_refused_at_admission(service: Any, llm: ScriptedLLM, pg_cluster: PgCluster) -> None:
     client = await _pg_service(service, llm, pg_cluster.create_database("hold"))
-    assert (await _chat(client, "s1", "Hi"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Hi"))["message"] == ANSWER
     assert await client.app[SESSIONS].set_mode("default", "s1", "human")
 
-    body = await _chat(client, "s1", "Is anyone there?", if_busy="reject")
+    body = await chat_ok(client, "s1", "Is anyone there?", if_busy="reject")
     assert (body["status"], body["message"], body["mode"], body["message_count"]) == ("with_human", None, "human", 3)
     assert len(llm.requests) == 1  # never sent to the model
 
     assert await client.app[SESSIONS].set_mode("default", "s1", "agent", expect="human")
-    assert (await _chat(client, "s1", "Thanks", if_busy="reject"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Thanks", if_busy="reject"))["message"] == ANSWER
     assert len(llm.requests) == 2
 
 
@@ -70,11 +64,11 @@ async def test_a_hold_is_per_tenant_and_per_live_session(service: Any, llm: Scri
     url = pg_cluster.create_database("tenants")
     client = await _pg_service(service, llm, url, session_ttl_seconds=3600)
     sessions = client.app[SESSIONS]
-    await _chat(client, "s1", "Hi", tenant_id="acme")
+    await chat_ok(client, "s1", "Hi", tenant_id="acme")
     assert await sessions.set_mode("acme", "s1", "waiting_for_human")
 
-    assert (await _chat(client, "s1", "Hi", tenant_id="globex"))["message"] == ANSWER
-    assert (await _chat(client, "s1", "Hello?", tenant_id="acme"))["status"] == "with_human"
+    assert (await chat_ok(client, "s1", "Hi", tenant_id="globex"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Hello?", tenant_id="acme"))["status"] == "with_human"
     assert len(llm.requests) == 2
 
     # Idle past its TTL: the store's own read has no mode for it, and neither has the look.
@@ -84,7 +78,7 @@ async def test_a_hold_is_per_tenant_and_per_live_session(service: Any, llm: Scri
     finally:
         await conn.close()
     assert await sessions.mode("acme", "s1") is None
-    assert (await _chat(client, "s1", "Back again", tenant_id="acme"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Back again", tenant_id="acme"))["message"] == ANSWER
     assert len(llm.requests) == 3
 
 
@@ -93,9 +87,9 @@ async def test_with_handoff_disabled_a_stored_mode_holds_nothing_back(service: A
     client: TestClient = await service(llm_provider="openai", openai_base_url=f"{llm.url}/v1", llm_max_retries=0,
                                        session_store="postgres", database_url=pg_cluster.create_database("off"),
                                        handoff_enabled=False)
-    await _chat(client, "s1", "Hi")
+    await chat_ok(client, "s1", "Hi")
     assert await client.app[SESSIONS].set_mode("default", "s1", "human")
-    assert (await _chat(client, "s1", "Hi again"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Hi again"))["message"] == ANSWER
 
 
 async def _paused_service(service: Any, llm: ScriptedLLM, pg_cluster: PgCluster, name: str) -> tuple[TestClient, Call]:
@@ -109,14 +103,14 @@ async def test_a_new_message_still_settles_a_paused_step_first(service: Any, llm
                                                                  pg_cluster: PgCluster) -> None:
     client, cancel = await _paused_service(service, llm, pg_cluster, "paused")
     llm.push(Reply("", tool_calls=[cancel]), Reply("Fine, I will leave it."))
-    assert (await _chat(client, "s1", "Cancel it", tenant_id="t1"))["status"] == "waiting"
+    assert (await chat_ok(client, "s1", "Cancel it", tenant_id="t1"))["status"] == "waiting"
     assert await client.app[PENDING].get("t1", "s1") is not None
 
-    body = await _chat(client, "s1", "Actually, keep it", tenant_id="t1")
+    body = await chat_ok(client, "s1", "Actually, keep it", tenant_id="t1")
     assert body["message"] == "Fine, I will leave it."
     assert "superseded" in json.dumps(llm.requests[-1]) and llm.rejected == []
     assert await client.app[PENDING].get("t1", "s1") is None
-    assert (await _chat(client, "s1", "Thanks", tenant_id="t1"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Thanks", tenant_id="t1"))["message"] == ANSWER
 
 
 async def test_a_step_paused_by_a_turn_running_at_admission_is_settled_too(service: Any, llm: ScriptedLLM,
@@ -126,11 +120,11 @@ async def test_a_step_paused_by_a_turn_running_at_admission_is_settled_too(servi
     client, cancel = await _paused_service(service, llm, pg_cluster, "running")
     gate = asyncio.Event()
     llm.push(Reply("", tool_calls=[cancel], gate=gate), Reply("Fine, I will leave it."))
-    first = asyncio.create_task(_chat(client, "s1", "Cancel it", tenant_id="t1"))
+    first = asyncio.create_task(chat_ok(client, "s1", "Cancel it", tenant_id="t1"))
     runner = client.app[RUNNER]
     while not runner.open_turns_of(("t1", "s1")) or not llm.requests:  # the first turn waits on the model
         await asyncio.sleep(0.01)
-    second = asyncio.create_task(_chat(client, "s1", "Actually, keep it", tenant_id="t1"))
+    second = asyncio.create_task(chat_ok(client, "s1", "Actually, keep it", tenant_id="t1"))
     while len(runner.open_turns_of(("t1", "s1"))) < 2:  # the second is admitted and queued behind it
         await asyncio.sleep(0.01)
     gate.set()
@@ -171,16 +165,16 @@ async def test_a_turn_sends_the_look_and_the_commit(service: Any, llm: ScriptedL
     url = pg_cluster.create_database("trips")
     log = _StatementLog(pg_cluster, url)
     client = await _pg_service(service, llm, url)
-    assert (await _chat(client, "p1", "Hi"))["profile_version"] == 0
+    assert (await chat_ok(client, "p1", "Hi"))["profile_version"] == 0
     other = PostgresProfiles(url)  # another process's profile store (msev15 profile, another pool)
     try:
         assert await other.put("default", {"instructions": "Answer as Ada."}, "ops") == 1
     finally:
         await other.close()
     await log.mark("changed")
-    assert (await _chat(client, "p1", "Who are you?"))["profile_version"] == 1
+    assert (await chat_ok(client, "p1", "Who are you?"))["profile_version"] == 1
     await log.mark("steady")
-    assert (await _chat(client, "p1", "And now?"))["profile_version"] == 1
+    assert (await chat_ok(client, "p1", "And now?"))["profile_version"] == 1
     await log.mark("end")
     assert [r["messages"][0]["content"] for r in llm.requests[-2:]] == ["Answer as Ada."] * 2
     assert [m["content"] for m in llm.requests[-1]["messages"][1:]] == [
@@ -205,7 +199,7 @@ async def test_turns_on_two_instances_read_each_others_messages(service: Any, ll
     one, two = await _pg_service(service, llm, url), await _pg_service(service, llm, url)
     said: list[str] = []
     for n in range(6):
-        await _chat(one if n % 2 == 0 else two, "s1", f"message {n}")
+        await chat_ok(one if n % 2 == 0 else two, "s1", f"message {n}")
         assert [m["content"] for m in llm.requests[-1]["messages"][1:]] == [*said, f"message {n}"], n
         said += [f"message {n}", ANSWER]
 

@@ -21,16 +21,10 @@ from msev15.store.base import SESSIONS
 from msev15.store.context import ORDERS
 from msev15.store.pending import PENDING
 from msev15.store.redis_kit import tenant_key
+from tests.conftest import chat_ok
 from tests.llm_server import Call, Reply, ScriptedLLM
 
 ANSWER = "Hello from the scripted model."
-
-
-async def _chat(client: TestClient, session: str, message: str, **extra: Any) -> dict[str, Any]:
-    resp = await client.post("/api/v1/chat", json={"session_id": session, "message": message, **extra})
-    assert resp.status == 200, await resp.text()
-    body: dict[str, Any] = await resp.json()
-    return body
 
 
 async def _queue_length(url: str, tenant: str, session: str) -> int:
@@ -51,29 +45,29 @@ async def test_a_held_session_is_refused_at_admission_and_leaves_no_queue_entry(
         service: Any, llm: ScriptedLLM, redis_url: str) -> None:
     client = await _redis_service(service, llm, redis_url)
     assert client.app[COORDINATION].reads_hold  # the admit script reads the mode: no look-up of its own
-    assert (await _chat(client, "s1", "Hi"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Hi"))["message"] == ANSWER
     assert await client.app[SESSIONS].set_mode("default", "s1", "human")
 
-    body = await _chat(client, "s1", "Is anyone there?", if_busy="reject")
+    body = await chat_ok(client, "s1", "Is anyone there?", if_busy="reject")
     assert (body["status"], body["message"], body["mode"], body["message_count"]) == ("with_human", None, "human", 3)
     assert len(llm.requests) == 1  # never sent to the model
     assert await _queue_length(redis_url, "default", "s1") == 0  # nor left in the session's queue
 
     # Handed back: the agent answers again, and the session is not busy (reject passes).
     assert await client.app[SESSIONS].set_mode("default", "s1", "agent", expect="human")
-    assert (await _chat(client, "s1", "Thanks", if_busy="reject"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Thanks", if_busy="reject"))["message"] == ANSWER
     assert len(llm.requests) == 2
 
 
 async def test_a_hold_is_per_tenant_and_per_live_session(service: Any, llm: ScriptedLLM, redis_url: str) -> None:
     client = await _redis_service(service, llm, redis_url, session_ttl_seconds=3600)
     sessions = client.app[SESSIONS]
-    await _chat(client, "s1", "Hi", tenant_id="acme")
+    await chat_ok(client, "s1", "Hi", tenant_id="acme")
     assert await sessions.set_mode("acme", "s1", "waiting_for_human")
 
     # Another tenant's session of the same id is the agent's.
-    assert (await _chat(client, "s1", "Hi", tenant_id="globex"))["message"] == ANSWER
-    assert (await _chat(client, "s1", "Hello?", tenant_id="acme"))["status"] == "with_human"
+    assert (await chat_ok(client, "s1", "Hi", tenant_id="globex"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Hello?", tenant_id="acme"))["status"] == "with_human"
     assert len(llm.requests) == 2
 
     # A session idle past its TTL has no mode (the store's own read says so); its hold is gone too.
@@ -83,16 +77,16 @@ async def test_a_hold_is_per_tenant_and_per_live_session(service: Any, llm: Scri
     finally:
         await raw.aclose()
     assert await sessions.mode("acme", "s1") is None
-    assert (await _chat(client, "s1", "Back again", tenant_id="acme"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Back again", tenant_id="acme"))["message"] == ANSWER
     assert len(llm.requests) == 3
 
 
 async def test_with_handoff_disabled_a_stored_mode_holds_nothing_back_on_redis(
         service: Any, llm: ScriptedLLM, redis_url: str) -> None:
     client = await _redis_service(service, llm, redis_url, handoff_enabled=False)
-    await _chat(client, "s1", "Hi")
+    await chat_ok(client, "s1", "Hi")
     assert await client.app[SESSIONS].set_mode("default", "s1", "human")
-    assert (await _chat(client, "s1", "Hi again"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Hi again"))["message"] == ANSWER
 
 
 async def test_a_new_message_still_settles_a_paused_step_first(service: Any, llm: ScriptedLLM,
@@ -102,18 +96,18 @@ async def test_a_new_message_still_settles_a_paused_step_first(service: Any, llm
     order = await client.app[ORDERS].create("t1", "CUST-1", "SKU-1", 1, 10, "1 Main Street, Springfield")
     cancel = Call("update_order_status", {"order_id": order["order_id"], "status": "cancelled"}, "c-upd")
     llm.push(Reply("", tool_calls=[cancel]), Reply("Fine, I will leave it."))
-    assert (await _chat(client, "s1", "Cancel it", tenant_id="t1"))["status"] == "waiting"
+    assert (await chat_ok(client, "s1", "Cancel it", tenant_id="t1"))["status"] == "waiting"
     assert await client.app[PENDING].get("t1", "s1") is not None
 
     # The session has a paused step: its next message's turn must settle it before the model.
-    body = await _chat(client, "s1", "Actually, keep it", tenant_id="t1")
+    body = await chat_ok(client, "s1", "Actually, keep it", tenant_id="t1")
     assert body["message"] == "Fine, I will leave it."
     assert "superseded" in json.dumps(llm.requests[-1]) and llm.rejected == []
     assert await client.app[PENDING].get("t1", "s1") is None
     assert (await client.app[ORDERS].get("t1", order["order_id"]))["status"] == "pending"
 
     # And with no paused step left, the next turn runs as any other.
-    assert (await _chat(client, "s1", "Thanks", tenant_id="t1"))["message"] == ANSWER
+    assert (await chat_ok(client, "s1", "Thanks", tenant_id="t1"))["message"] == ANSWER
 
 
 class _Monitor:
@@ -154,12 +148,12 @@ async def test_a_turn_takes_its_profile_version_from_the_admit_step(service: Any
     from msev15.store.redis_profiles import RedisProfiles
 
     client = await _redis_service(service, llm, redis_url)
-    assert (await _chat(client, "p1", "Hi"))["profile_version"] == 0
+    assert (await chat_ok(client, "p1", "Hi"))["profile_version"] == 0
     other = RedisProfiles(redis_url)  # another instance's profile store
     try:
         assert await other.put("default", {"instructions": "Answer as Ada."}, "ops") == 1
         async with _Monitor(redis_url) as monitor:
-            body = await _chat(client, "p1", "Who are you?")
+            body = await chat_ok(client, "p1", "Who are you?")
             marker = aioredis.Redis.from_url(redis_url)
             await marker.get("end-of-turn-marker")
             await marker.aclose()
@@ -170,7 +164,7 @@ async def test_a_turn_takes_its_profile_version_from_the_admit_step(service: Any
         reads = [line for line in seen if f'"HGET" "{head}"' in line]
         assert reads and all("lua]" in line for line in reads), reads  # only inside the admit script
         assert await other.put("default", {"instructions": "Answer as Grace."}, "ops") == 2
-        assert (await _chat(client, "p1", "And now?"))["profile_version"] == 2
+        assert (await chat_ok(client, "p1", "And now?"))["profile_version"] == 2
         assert llm.requests[-1]["messages"][0]["content"] == "Answer as Grace."
         assert client.app[PROFILES] is not other
     finally:
