@@ -236,3 +236,35 @@ async def test_close_terminates_what_is_not_returned_in_time(url: str) -> None:
     assert lent.is_closed()
     pool.release(lent)  # returned late: nothing to do, nothing raised
     assert pool.stats() == {"open": 0, "idle": 0, "lent": 0, "waiting": 0}
+
+
+async def test_a_connection_handed_over_as_close_begins_is_closed_with_the_rest(url: str) -> None:
+    """Handed to a waiter that is cancelled after close() began: it counts as returned, so close
+    ends once it is closed instead of waiting out its timeout (the wait below is only a hang guard)."""
+    pool = lender(url, max_size=1)
+    held = await pool.acquire(5)
+    waiter = asyncio.create_task(pool.acquire(5))
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(pool.close(60))  # runs first: it waits for the lent connection
+    pool.release(held)  # handed to the waiter...
+    waiter.cancel()  # ...which is cancelled before it runs
+    await asyncio.wait_for(closing, 10)
+    assert held.is_closed()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+
+async def test_a_borrower_cancelled_as_close_fails_it_sees_its_cancellation(url: str) -> None:
+    """close() fails the waiters with LenderClosed; one cancelled in the same moment must end
+    cancelled (asyncio.timeout and task groups rely on it), not with LenderClosed."""
+    pool = lender(url, max_size=1)
+    held = await pool.acquire(5)
+    waiter = asyncio.create_task(pool.acquire(5))
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(pool.close(5))
+    await asyncio.sleep(0)  # close() has failed the waiter; the waiter has not run yet
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    pool.release(held)
+    await closing

@@ -10,7 +10,9 @@ alone was the largest cost of the ``postgres`` store on the service's side. What
 
 - **Bounded**: at most ``max_size`` connections, opened on demand (none at construction: the
   service starts not ready when PostgreSQL is down). A borrower beyond that waits, first come
-  first served, for a returned connection, up to its timeout (``TimeoutError``).
+  first served, up to its timeout (``TimeoutError``), for a returned connection or for a slot
+  that frees (a connection closed): the slot goes to the first waiter, who opens a connection
+  in it ahead of callers that came later.
 - **A returned connection is reused only when it is known to be clean**: the block that used it
   ended normally, or with an error PostgreSQL answered (a constraint, a deadlock: the connection is
   idle again and its transaction rolled back). After anything else (a cancellation or command
@@ -20,8 +22,9 @@ alone was the largest cost of the ``postgres`` store on the service's side. What
   pool's reset query cost one.
 - **Failures reach the borrower**: a failed connect raises to the borrower that tried, and the next
   waiter tries again (so callers behind an unreachable server fail in turn, each within its own
-  timeout, rather than waiting out the others'). A connection PostgreSQL dropped while idle is
-  noticed when it is next taken and replaced.
+  timeout, rather than waiting out the others'). A connection PostgreSQL closed while it was
+  idle is replaced when it is next taken; one that died without a word (no FIN reached us) fails
+  its next statement (503 ``store_unavailable`` for its caller) and is replaced after that.
 - **Idle connections close** after ``idle_seconds`` without use (checked by one timer).
 - ``close()`` refuses new borrowers, closes idle connections and waits (bounded) for the lent ones.
 
@@ -88,7 +91,6 @@ class Lender:
             return
         self._lent.discard(conn)
         if self._closed:
-            self._opened -= 1
             self._close_later(conn)
         elif not reusable or conn.is_closed() or conn.is_in_transaction():
             self._discard(conn)
@@ -106,46 +108,43 @@ class Lender:
             if not conn.is_closed():
                 self._lent.add(conn)
                 return conn
-            self._opened -= 1  # dropped by the server while idle
+            self._opened -= 1  # dropped by the server while idle (no one waits while one is idle)
         return None
 
     async def _acquire_slowly(self) -> asyncpg.Connection:
         loop = asyncio.get_running_loop()
-        while True:
-            conn = self._take()
-            if conn is not None:
-                return conn
-            if self._opened < self.max_size:
-                return await self._open()
-            waiter: asyncio.Future[asyncpg.Connection | None] = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                handed = await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():  # handed over as the caller gave up
-                    given = waiter.result()
-                    if given is not None:
-                        self._lent.discard(given)
-                        self._give(given)
-                    else:
-                        self._wake()
+        conn = self._take()
+        if conn is not None:
+            return conn
+        if self._opened < self.max_size:
+            self._opened += 1
+            return await self._open_in_slot()
+        waiter: asyncio.Future[asyncpg.Connection | None] = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            handed = await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                given = waiter.result()  # handed over as the caller gave up: pass it on
+                if given is not None:
+                    self.release(given)
                 else:
-                    waiter.cancel()
-                raise
-            if handed is not None:
-                return handed
-            # None: a slot was freed (a connection closed or failed to open): open one if still free
+                    self._pass_slot()
+            else:
+                waiter.cancel()
+            raise
+        if handed is not None:
+            return handed
+        return await self._open_in_slot()  # None: a slot, counted already, is this caller's to open
 
-    async def _open(self) -> asyncpg.Connection:
-        self._opened += 1
+    async def _open_in_slot(self) -> asyncpg.Connection:
+        """Open a connection in a slot counted in ``_opened`` for this caller."""
         try:
             conn = await self._connect()
         except BaseException:
-            self._opened -= 1
-            self._wake()  # the next waiter tries for itself
+            self._pass_slot()  # the next waiter tries for itself
             raise
         if self._closed:
-            self._opened -= 1
             conn.terminate()
             raise LenderClosed("the connection lender is closed")
         self._lent.add(conn)
@@ -174,8 +173,19 @@ class Lender:
 
     def _slot_freed(self) -> None:
         if not self._closed:
-            self._opened -= 1
-            self._wake()
+            self._pass_slot()
+
+    def _pass_slot(self) -> None:
+        """A slot counted in ``_opened`` is free: it goes, still counted, to the first waiter (who
+        opens a connection in it, ahead of later callers), else it is uncounted."""
+        if self._closed:
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._opened -= 1
 
     def _close_later(self, conn: asyncpg.Connection, then: Callable[[], None] | None = None) -> None:
         task = asyncio.get_running_loop().create_task(_close_quietly(conn))
@@ -187,14 +197,6 @@ class Lender:
                 then()
 
         task.add_done_callback(closed)
-
-    def _wake(self) -> None:
-        """A slot is free: the first waiter opens a connection in it."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     def _sweep(self) -> None:
         """Close the connections idle for longer than ``idle_seconds`` (the oldest are first)."""
@@ -222,7 +224,6 @@ class Lender:
             self._sweeper = None
         self._fail_waiters()
         idle, self._idle = [c for c, _ in self._idle], collections.deque()
-        self._opened -= len(idle)
         for conn in idle:
             self._close_later(conn)
         try:
@@ -234,6 +235,7 @@ class Lender:
                     await asyncio.gather(*self._closing, return_exceptions=True)
         except TimeoutError:
             self.terminate()
+        self._opened = 0  # all closed (after close, nothing is counted any more)
 
     def terminate(self) -> None:
         """Close every connection at once (no goodbye to the server)."""
