@@ -31,6 +31,7 @@ from msev15.store.pg_admission import PostgresAdmissionLook
 from msev15.store.pg_kit import open_database
 from msev15.store.pg_profiles import PostgresProfiles
 from msev15.store.pg_sessions import PostgresSessions
+from msev15.store.sessions import Message
 from tests.conftest import chat_ok
 from tests.llm_server import Call, Reply, ScriptedLLM
 from tests.pg_server import PgCluster
@@ -228,3 +229,59 @@ async def test_admissions_overlapping_on_one_session_trust_no_absence_of_a_pause
         assert coordination.context(alone) == [] and coordination.context(alone) is None
     finally:
         await database.close()
+
+
+async def test_a_context_read_at_admission_is_not_used_after_a_write_to_its_session(pg_cluster: PgCluster) -> None:
+    """Between a turn's admission and its start, other writers than its session's turns may
+    change the session: a delete, a person's message, an expiry. The turn must then read its
+    context itself rather than use the admission's."""
+    database = await open_database(pg_cluster.create_database("marks"))
+    try:
+        sessions = await PostgresSessions.open(database, ttl_seconds=3600)
+        coordination = LocalCoordination()
+        coordination.look = PostgresAdmissionLook(database, sessions=sessions, pending=True, profiles=True,
+                                                  context_limit=10)
+
+        async def admitted(session: str) -> TurnRequested:
+            turn = TurnRequested(new_id(), "t1", session, "r", "hi", False, "enqueue", None, ())
+            await coordination.admit(turn, hold=True)
+            return turn
+
+        for session in ("kept", "deleted", "noted", "expired"):
+            await sessions.commit_turn("t1", session, f"question in {session}", 1.0, [], "an answer")
+        kept = await admitted("kept")
+        assert [m["content"] for m in coordination.context(kept) or []] == ["question in kept", "an answer"]
+
+        deleted = await admitted("deleted")
+        assert await sessions.delete("t1", "deleted") == 2
+        assert coordination.context(deleted) is None  # read again: the session is gone
+
+        noted = await admitted("noted")
+        await sessions.commit_messages("t1", "noted", [Message("assistant", "a person's note", 2.0)], 2.0)
+        assert coordination.context(noted) is None
+        assert [m["content"] for m in await sessions.context("t1", "noted", 10)][-1] == "a person's note"
+
+        expired = await admitted("expired")
+        sessions.ttl = 1e-9  # everything is idle past its TTL now: the sweep drops it
+        assert await sessions.expire() >= 1
+        assert coordination.context(expired) is None
+    finally:
+        await database.close()
+
+
+def test_admission_reads_kept_for_turns_are_dropped_once_no_turn_could_use_them() -> None:
+    """A turn stopped while it queued never takes what its admission read: kept entries older
+    than RECHECK_SECONDS go as new ones come, and there are never more than MAX_KEPT."""
+    from collections import OrderedDict
+
+    from msev15.agent import coordination as module
+
+    kept: OrderedDict[str, tuple[float, int]] = OrderedDict()
+    module._keep(kept, "stopped", (100.0, 1))
+    module._keep(kept, "recent", (100.0 + module.RECHECK_SECONDS / 2, 2))
+    assert list(kept) == ["stopped", "recent"]
+    module._keep(kept, "new", (100.0 + module.RECHECK_SECONDS + 0.1, 3))
+    assert list(kept) == ["recent", "new"]
+    for n in range(module.MAX_KEPT + 5):
+        module._keep(kept, f"t{n}", (200.0, n))
+    assert len(kept) == module.MAX_KEPT and f"t{module.MAX_KEPT + 4}" in kept

@@ -12,6 +12,8 @@ only then, so a single process never loads the Redis client).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -22,7 +24,7 @@ from msev15.store.base import Looked
 
 SessionKey = tuple[str, str]  # (tenant_id, session_id)
 
-_V = TypeVar("_V")
+_V = TypeVar("_V", bound=tuple[Any, ...])
 
 RECHECK_SECONDS = 1.0  # what an admission read is trusted for when its turn starts (as with Redis's)
 MAX_KEPT = 10_000  # admissions whose turn never started (stopped first) are forgotten past this
@@ -97,7 +99,7 @@ class Coordination(Protocol):
 
     def context(self, turn: TurnRequested) -> list[dict[str, Any]] | None:
         """When the turn reads its history: the session's context if the admission read it and
-        nothing of the session can have changed since; None: read it."""
+        this instance knows nothing of the session has changed since; None: read it."""
         ...
 
     async def withdraw(self, turn: TurnRequested) -> None:
@@ -146,8 +148,10 @@ class LocalCoordination:
       session pauses a step, and every later one queues behind this turn;
     - on the same terms, and when the look read it (SESSION_STORE=postgres), the session's
       context: no turn runs on the session before this one, and with no paused step none is
-      settled (written) as it starts. The turn uses it when it starts within RECHECK_SECONDS; the
-      commit is the store's as always.
+      settled (written) as it starts. Other writers (a delete, an expiry or eviction, a person's
+      message) are caught by the store's write marks: the turn uses the context only when this
+      instance has written nothing to the session since the read began, and it starts within
+      RECHECK_SECONDS. Otherwise it reads the context itself, as without a look.
     """
 
     across_instances = False
@@ -157,9 +161,11 @@ class LocalCoordination:
         self.look: AdmissionLook | None = None
         self._admitting: dict[SessionKey, int] = {}  # sessions with an admission read in flight
         self._contended: set[SessionKey] = set()  # of those, sessions where two overlapped
-        self._versions: dict[str, tuple[float, int]] = {}  # turn id -> (admitted at, profile version)
-        self._unpaused: dict[str, float] = {}  # turn id -> admitted at
-        self._contexts: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # turn id -> (admitted at, context)
+        # What each admission read, by turn id, oldest first; the turn takes its own as it starts.
+        self._versions: OrderedDict[str, tuple[float, int]] = OrderedDict()  # (admitted at, profile version)
+        self._unpaused: OrderedDict[str, tuple[float]] = OrderedDict()  # (admitted at,)
+        # (admitted at, context, whether it is still the session's)
+        self._contexts: OrderedDict[str, tuple[float, list[dict[str, Any]], Callable[[], bool] | None]] = OrderedDict()
 
     @property
     def reads_hold(self) -> bool:
@@ -197,15 +203,15 @@ class LocalCoordination:
         if found.profile_version is not None:
             _keep(self._versions, turn.turn_id, (now, found.profile_version))
         if alone and found.paused is False and not self.runner.open_turns_of(key):
-            _keep(self._unpaused, turn.turn_id, now)
+            _keep(self._unpaused, turn.turn_id, (now,))
             if found.context is not None:
-                _keep(self._contexts, turn.turn_id, (now, found.context))
+                _keep(self._contexts, turn.turn_id, (now, found.context, found.current))
 
     def unpaused(self, turn: TurnRequested) -> bool:
         """True (once) when the admission found the session without a paused step and nothing
         else of the session in flight (see the class), and the turn starts within RECHECK_SECONDS."""
         admitted = self._unpaused.pop(turn.turn_id, None)
-        return admitted is not None and time.monotonic() - admitted < RECHECK_SECONDS
+        return admitted is not None and time.monotonic() - admitted[0] < RECHECK_SECONDS
 
     def profile_version(self, turn: TurnRequested) -> int | None:
         """The tenant's profile version as the admission read it (once), when the turn starts
@@ -220,6 +226,9 @@ class LocalCoordination:
         class) and the turn reads it within RECHECK_SECONDS; None: read it."""
         admitted = self._contexts.pop(turn.turn_id, None)
         if admitted is None or time.monotonic() - admitted[0] >= RECHECK_SECONDS:
+            return None
+        current = admitted[2]
+        if current is None or not current():  # a write to the session since (a delete, a person's message)
             return None
         return admitted[1]
 
@@ -252,7 +261,11 @@ class LocalCoordination:
 COORDINATION: web.AppKey[Coordination] = web.AppKey("msev15.coordination")
 
 
-def _keep(kept: dict[str, _V], turn_id: str, value: _V) -> None:
-    if len(kept) >= MAX_KEPT:  # turns stopped before they started never took theirs
-        kept.clear()
+def _keep(kept: OrderedDict[str, _V], turn_id: str, value: _V) -> None:
+    """Keep ``value`` (its first item: when it was read) for the turn. Entries older than
+    RECHECK_SECONDS go first: no turn would use them any more (a turn stopped while it queued
+    never takes its own); past MAX_KEPT, the oldest go too."""
+    cutoff = value[0] - RECHECK_SECONDS
+    while kept and (len(kept) >= MAX_KEPT or next(iter(kept.values()))[0] <= cutoff):
+        kept.popitem(last=False)
     kept[turn_id] = value

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
@@ -51,6 +52,7 @@ log = logging.getLogger("agent.mcp")
 # Its own generator: the process-wide one's state belongs to whoever seeds it (tests, Hypothesis),
 # and a reconnect loop drawing from it in the background changes it under them.
 _JITTER = random.Random()
+os.register_at_fork(after_in_child=_JITTER.seed)  # a forked worker must not jitter in step with its parent
 
 McpStatus = Literal["connected", "connecting", "unavailable"]
 CONNECTED: McpStatus = "connected"

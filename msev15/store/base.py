@@ -11,7 +11,7 @@ messages, :class:`~msev15.store.sessions.Page`); changing them changes nothing s
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -46,6 +46,9 @@ class Looked:
     paused: bool | None
     profile_version: int | None
     context: list[dict[str, Any]] | None = None
+    # With a context: whether it is still the session's (this instance wrote nothing to the
+    # session since the read began); None: no way to tell, so it holds only for this moment.
+    current: Callable[[], bool] | None = None
 
 
 def storable(value: Any) -> Any:

@@ -10,8 +10,10 @@ before its model call (see :class:`~msev15.agent.coordination.LocalCoordination`
   :meth:`~msev15.store.pg_profiles.PostgresProfiles.current_version` reads it (no row: 0);
 - when asked, the session's context as
   :meth:`~msev15.store.pg_sessions.PostgresSessions.context` reads it (its messages only when
-  the tail this instance holds is not current), which the turn uses when nothing of its session
-  could have changed before it starts (the coordination decides).
+  the tail this instance holds is not current), with a check that this instance has written
+  nothing to the session since the read began; the turn uses the context only when that still
+  holds as it starts, and no other turn of its session could have run first (the coordination
+  decides).
 
 Each part is read only when its store is this database's (the topology says which), so an answer
 never stands in for a store that lives elsewhere.
@@ -19,6 +21,8 @@ never stands in for a store that lives elsewhere.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from msev15.store.base import Looked
@@ -85,18 +89,22 @@ class PostgresAdmissionLook:
             if not context:
                 row = await conn.fetchrow(self._statement(hold, paused, False), *args)
                 assert row is not None  # a SELECT without FROM has its one row
-                return _looked(row, None)
+                return _looked(row)
             assert sessions is not None
-            revision, held = sessions.tails.known((tenant_id, session_id), self.context_limit)
+            key = (tenant_id, session_id)
+            mark = sessions.marks.mark(key)  # before the read: a write from now on shows
+            revision, held = sessions.tails.known(key, self.context_limit)
             rows = await conn.fetch(self._statement(hold, paused, True), *args, int(revision or 0),
                                     self.context_limit)
         first = rows[0]  # the outer join keeps one row whatever is found
         tail = [] if first[3] is None else [r[3:] for r in rows]
         messages = sessions.tail_of(tenant_id, session_id, self.context_limit, (revision, held, tail))
-        return _looked(first, messages) if hold else _looked((None, *first[1:3]), messages)
+        current = functools.partial(sessions.marks.unchanged, key, mark)
+        return _looked(first if hold else (None, *first[1:3]), messages, current)
 
 
-def _looked(row: Any, context: list[dict[str, Any]] | None) -> Looked:
+def _looked(row: Any, context: list[dict[str, Any]] | None = None,
+            current: Callable[[], bool] | None = None) -> Looked:
     mode, has_paused, version = row[0], row[1], row[2]
     return Looked(None if mode is None else str(mode), None if has_paused is None else bool(has_paused),
-                  None if version is None else int(version), context)
+                  None if version is None else int(version), context, current)

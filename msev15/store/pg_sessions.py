@@ -38,7 +38,7 @@ from msev15.store.base import FENCE, FencedOut, StoreStatus, StoreUnavailable
 from msev15.store.pg_kit import Conn, Database, translated
 from msev15.store.pg_session_sql import APPEND, APPEND_WITHIN, CONTEXT, INSERT, SESSION, SET_MODE
 from msev15.store.sessions import Message, Page, Session, check_mode, message_bytes, turn_messages
-from msev15.store.tails import HeldTails
+from msev15.store.tails import HeldTails, WriteMarks
 
 EXPIRE_BATCH = 500
 RETRIES = 3
@@ -71,6 +71,7 @@ class PostgresSessions:
         self._held = 0  # the 'sessions' counter as last read or written (metrics: no I/O)
         self._gone: list[tuple[str, str]] = []  # expired by this instance's sweeps, until gone() takes them
         self.tails = HeldTails()  # each session's context tail as this instance last read or wrote it
+        self.marks = WriteMarks()  # whether this instance wrote a session since a read of it began
 
     @classmethod
     async def open(cls, db: Database, *, ttl_seconds: float, clock: Callable[[], float] = time.time,
@@ -140,6 +141,11 @@ class PostgresSessions:
     @translated
     async def _commit(self, tenant_id: str, session_id: str, build: Callable[[float], list[Message]],
                       started_at: float) -> int:
+        with self.marks.writing((tenant_id, session_id)):
+            return await self._commit_marked(tenant_id, session_id, build, started_at)
+
+    async def _commit_marked(self, tenant_id: str, session_id: str, build: Callable[[float], list[Message]],
+                             started_at: float) -> int:
         now = self._clock()
         turn = build(now)
         rows = _rows(turn)  # before anything is written: a malformed step changes nothing
@@ -163,8 +169,9 @@ class PostgresSessions:
         fresh = not found[4]  # no such session: no append to try, nothing expired to drop
         for attempt in range(RETRIES):
             try:
-                async with self.db.transaction() as conn:
-                    appended = await self._append(conn, tenant_id, session_id, build, started_at, fresh)
+                with self.marks.dropping():  # a new session may evict others, a restarted one drops itself
+                    async with self.db.transaction() as conn:
+                        appended = await self._append(conn, tenant_id, session_id, build, started_at, fresh)
             except (asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError):
                 # two instances created the session at once, or two evictions crossed: again, afresh
                 if attempt == RETRIES - 1:
@@ -264,11 +271,12 @@ class PostgresSessions:
 
     @translated
     async def delete(self, tenant_id: str, session_id: str) -> int | None:
-        async with self.db.transaction() as conn:
-            row = await self._live(conn, tenant_id, session_id, lock=True)
-            if row is None:
-                return None
-            await self._drop(conn, [(tenant_id, session_id)])
+        with self.marks.dropping():
+            async with self.db.transaction() as conn:
+                row = await self._live(conn, tenant_id, session_id, lock=True)
+                if row is None:
+                    return None
+                await self._drop(conn, [(tenant_id, session_id)])
         return int(row[2])
 
     @translated
@@ -279,11 +287,13 @@ class PostgresSessions:
             return 0
         dropped = 0
         while True:
-            async with self.db.transaction() as conn:
-                victims = [(str(t), str(s)) for t, s in await conn.fetch(
-                    "SELECT tenant, session_id FROM sessions WHERE last_activity <= $1 "
-                    "ORDER BY last_activity, touched LIMIT $2 FOR UPDATE SKIP LOCKED", self.cutoff(), EXPIRE_BATCH)]
-                await self._drop(conn, victims)
+            with self.marks.dropping():
+                async with self.db.transaction() as conn:
+                    victims = [(str(t), str(s)) for t, s in await conn.fetch(
+                        "SELECT tenant, session_id FROM sessions WHERE last_activity <= $1 "
+                        "ORDER BY last_activity, touched LIMIT $2 FOR UPDATE SKIP LOCKED", self.cutoff(),
+                        EXPIRE_BATCH)]
+                    await self._drop(conn, victims)
             self._gone.extend(victims)  # committed (rows locked: no other instance reports them)
             dropped += len(victims)
             if len(victims) < EXPIRE_BATCH:
@@ -330,6 +340,7 @@ class PostgresSessions:
     async def _drop(self, conn: Conn, keys: list[tuple[str, str]]) -> None:
         if not keys:
             return
+        self.marks.dropped()
         for key in keys:  # whether or not this transaction commits, nothing held is needed for them
             self.tails.drop(key)
         tenants, sids = [k[0] for k in keys], [k[1] for k in keys]

@@ -1,11 +1,14 @@
 """Session tails held between turns, for the shared session stores (Redis, PostgreSQL): what
 an instance last read or wrote of each session's newest messages, with the revision of the list
-it was read at. See :class:`HeldTails`.
+it was read at (:class:`HeldTails`); and :class:`WriteMarks`, which tells whether this instance
+wrote a session since a read of it began.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from msev15.store.sessions import Message
 
@@ -68,3 +71,51 @@ class HeldTails:
 
     def __len__(self) -> int:
         return len(self._held)
+
+
+class WriteMarks:
+    """Whether a session may have been written since a read of it began, without asking the store.
+
+    Writes to a session bump its bucket's count as they start and again as they end; drops of
+    sessions (deletes, expiry, evictions: their keys are known only inside their transaction)
+    bump one count as the first starts and again as their transaction ends. A reader takes
+    :meth:`mark` before it reads; :meth:`unchanged` with that mark then says that no write to the
+    session started since, nor was in flight when the read began (its end would have bumped it).
+    Buckets are shared by keys: another session's write can only make a read look stale (it is
+    then done again), never the other way round. This instance's writes only: other instances'
+    are the revision check's concern."""
+
+    BUCKETS = 4096
+
+    def __init__(self) -> None:
+        self._marks = [0] * self.BUCKETS
+        self._drops = 0
+
+    def mark(self, key: tuple[str, str]) -> tuple[int, int]:
+        return self._marks[hash(key) % self.BUCKETS], self._drops
+
+    def unchanged(self, key: tuple[str, str], mark: tuple[int, int]) -> bool:
+        return self.mark(key) == mark
+
+    @contextmanager
+    def writing(self, key: tuple[str, str]) -> Iterator[None]:
+        bucket = hash(key) % self.BUCKETS
+        self._marks[bucket] += 1
+        try:
+            yield
+        finally:
+            self._marks[bucket] += 1
+
+    def dropped(self) -> None:
+        """Sessions are being dropped (called as the drop starts, inside its transaction)."""
+        self._drops += 1
+
+    @contextmanager
+    def dropping(self) -> Iterator[None]:
+        """Around a transaction that may drop sessions: bumped again at its end if it did."""
+        before = self._drops
+        try:
+            yield
+        finally:
+            if self._drops != before:
+                self._drops += 1
