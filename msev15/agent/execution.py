@@ -87,7 +87,7 @@ class TurnExecution:
         # Across instances: wait for the session and take its fence. In one process the scheduler
         # already runs a session's turns one at a time: nothing to ask (and nothing on the hot path).
         self.coordination: Coordination | None = coordination if coordination.across_instances else None
-        # What the admission read for the turn (profile version, no paused step), across instances or not.
+        # What the admission read for the turn (profile version, no paused step, context), local or not.
         self.admission = coordination
         self.system_prompt = system_prompt
         # Each tenant's profile (issue 25), resolved once per turn; without a store, the defaults.
