@@ -25,18 +25,21 @@ from msev15.agent.coordination import COORDINATION, LocalCoordination
 from msev15.common.ids import new_id
 from msev15.events.types import TurnRequested
 from msev15.store.base import SESSIONS
-from msev15.store.context import ORDERS
 from msev15.store.pending import PENDING
 from msev15.store.pg_admission import PostgresAdmissionLook
 from msev15.store.pg_kit import open_database
 from msev15.store.pg_profiles import PostgresProfiles
 from msev15.store.pg_sessions import PostgresSessions
 from msev15.store.sessions import Message
+from tests.admission_cases import (
+    ANSWER,
+    approval_call,
+    hold_is_per_tenant_and_per_live_session,
+    new_message_settles_a_paused_step_first,
+)
 from tests.conftest import chat_ok
-from tests.llm_server import Call, Reply, ScriptedLLM
+from tests.llm_server import Reply, ScriptedLLM
 from tests.pg_server import PgCluster
-
-ANSWER = "Hello from the scripted model."
 
 
 async def _pg_service(service: Any, llm: ScriptedLLM, url: str, **extra: Any) -> TestClient:
@@ -64,23 +67,16 @@ async def test_a_hold_is_per_tenant_and_per_live_session(service: Any, llm: Scri
                                                          pg_cluster: PgCluster) -> None:
     url = pg_cluster.create_database("tenants")
     client = await _pg_service(service, llm, url, session_ttl_seconds=3600)
-    sessions = client.app[SESSIONS]
-    await chat_ok(client, "s1", "Hi", tenant_id="acme")
-    assert await sessions.set_mode("acme", "s1", "waiting_for_human")
 
-    assert (await chat_ok(client, "s1", "Hi", tenant_id="globex"))["message"] == ANSWER
-    assert (await chat_ok(client, "s1", "Hello?", tenant_id="acme"))["status"] == "with_human"
-    assert len(llm.requests) == 2
+    async def idle(tenant: str, session: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("UPDATE sessions SET last_activity = 1000 WHERE tenant = $1 AND session_id = $2",
+                               tenant, session)
+        finally:
+            await conn.close()
 
-    # Idle past its TTL: the store's own read has no mode for it, and neither has the look.
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("UPDATE sessions SET last_activity = 1000 WHERE tenant = 'acme' AND session_id = 's1'")
-    finally:
-        await conn.close()
-    assert await sessions.mode("acme", "s1") is None
-    assert (await chat_ok(client, "s1", "Back again", tenant_id="acme"))["message"] == ANSWER
-    assert len(llm.requests) == 3
+    await hold_is_per_tenant_and_per_live_session(client, llm, idle)
 
 
 async def test_with_handoff_disabled_a_stored_mode_holds_nothing_back(service: Any, llm: ScriptedLLM,
@@ -93,32 +89,22 @@ async def test_with_handoff_disabled_a_stored_mode_holds_nothing_back(service: A
     assert (await chat_ok(client, "s1", "Hi again"))["message"] == ANSWER
 
 
-async def _paused_service(service: Any, llm: ScriptedLLM, pg_cluster: PgCluster, name: str) -> tuple[TestClient, Call]:
-    client = await _pg_service(service, llm, pg_cluster.create_database(name), openai_api_key="k",
-                               tool_approval=("update_order_status",))
-    order = await client.app[ORDERS].create("t1", "CUST-1", "SKU-1", 1, 10, "1 Main Street, Springfield")
-    return client, Call("update_order_status", {"order_id": order["order_id"], "status": "cancelled"}, "c-upd")
+async def _paused_service(service: Any, llm: ScriptedLLM, pg_cluster: PgCluster, name: str) -> TestClient:
+    return await _pg_service(service, llm, pg_cluster.create_database(name), openai_api_key="k",
+                             tool_approval=("update_order_status",))
 
 
 async def test_a_new_message_still_settles_a_paused_step_first(service: Any, llm: ScriptedLLM,
                                                                  pg_cluster: PgCluster) -> None:
-    client, cancel = await _paused_service(service, llm, pg_cluster, "paused")
-    llm.push(Reply("", tool_calls=[cancel]), Reply("Fine, I will leave it."))
-    assert (await chat_ok(client, "s1", "Cancel it", tenant_id="t1"))["status"] == "waiting"
-    assert await client.app[PENDING].get("t1", "s1") is not None
-
-    body = await chat_ok(client, "s1", "Actually, keep it", tenant_id="t1")
-    assert body["message"] == "Fine, I will leave it."
-    assert "superseded" in json.dumps(llm.requests[-1]) and llm.rejected == []
-    assert await client.app[PENDING].get("t1", "s1") is None
-    assert (await chat_ok(client, "s1", "Thanks", tenant_id="t1"))["message"] == ANSWER
+    await new_message_settles_a_paused_step_first(await _paused_service(service, llm, pg_cluster, "paused"), llm)
 
 
 async def test_a_step_paused_by_a_turn_running_at_admission_is_settled_too(service: Any, llm: ScriptedLLM,
                                                                             pg_cluster: PgCluster) -> None:
     """The second message is admitted while the first turn still runs (no paused step yet): its
     turn must not trust the look's "no paused step", because the first turn pauses one after."""
-    client, cancel = await _paused_service(service, llm, pg_cluster, "running")
+    client = await _paused_service(service, llm, pg_cluster, "running")
+    cancel, _ = await approval_call(client)
     gate = asyncio.Event()
     llm.push(Reply("", tool_calls=[cancel], gate=gate), Reply("Fine, I will leave it."))
     first = asyncio.create_task(chat_ok(client, "s1", "Cancel it", tenant_id="t1"))

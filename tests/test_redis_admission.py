@@ -10,7 +10,6 @@ continuation still takes its step. A real redis-server, the scripted model and r
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,13 +17,14 @@ from aiohttp.test_utils import TestClient
 
 from msev15.agent.coordination import COORDINATION
 from msev15.store.base import SESSIONS
-from msev15.store.context import ORDERS
-from msev15.store.pending import PENDING
 from msev15.store.redis_kit import tenant_key
+from tests.admission_cases import (
+    ANSWER,
+    hold_is_per_tenant_and_per_live_session,
+    new_message_settles_a_paused_step_first,
+)
 from tests.conftest import chat_ok
-from tests.llm_server import Call, Reply, ScriptedLLM
-
-ANSWER = "Hello from the scripted model."
+from tests.llm_server import ScriptedLLM
 
 
 async def _queue_length(url: str, tenant: str, session: str) -> int:
@@ -61,24 +61,15 @@ async def test_a_held_session_is_refused_at_admission_and_leaves_no_queue_entry(
 
 async def test_a_hold_is_per_tenant_and_per_live_session(service: Any, llm: ScriptedLLM, redis_url: str) -> None:
     client = await _redis_service(service, llm, redis_url, session_ttl_seconds=3600)
-    sessions = client.app[SESSIONS]
-    await chat_ok(client, "s1", "Hi", tenant_id="acme")
-    assert await sessions.set_mode("acme", "s1", "waiting_for_human")
 
-    # Another tenant's session of the same id is the agent's.
-    assert (await chat_ok(client, "s1", "Hi", tenant_id="globex"))["message"] == ANSWER
-    assert (await chat_ok(client, "s1", "Hello?", tenant_id="acme"))["status"] == "with_human"
-    assert len(llm.requests) == 2
+    async def idle(tenant: str, session: str) -> None:
+        raw = aioredis.Redis.from_url(redis_url)
+        try:
+            await raw.hset(tenant_key(tenant, "sess", session), "last_activity", "1000")
+        finally:
+            await raw.aclose()
 
-    # A session idle past its TTL has no mode (the store's own read says so); its hold is gone too.
-    raw = aioredis.Redis.from_url(redis_url)
-    try:
-        await raw.hset(tenant_key("acme", "sess", "s1"), "last_activity", "1000")
-    finally:
-        await raw.aclose()
-    assert await sessions.mode("acme", "s1") is None
-    assert (await chat_ok(client, "s1", "Back again", tenant_id="acme"))["message"] == ANSWER
-    assert len(llm.requests) == 3
+    await hold_is_per_tenant_and_per_live_session(client, llm, idle)
 
 
 async def test_with_handoff_disabled_a_stored_mode_holds_nothing_back_on_redis(
@@ -93,21 +84,7 @@ async def test_a_new_message_still_settles_a_paused_step_first(service: Any, llm
                                                                  redis_url: str) -> None:
     client = await _redis_service(service, llm, redis_url, openai_api_key="k",
                                   tool_approval=("update_order_status",))
-    order = await client.app[ORDERS].create("t1", "CUST-1", "SKU-1", 1, 10, "1 Main Street, Springfield")
-    cancel = Call("update_order_status", {"order_id": order["order_id"], "status": "cancelled"}, "c-upd")
-    llm.push(Reply("", tool_calls=[cancel]), Reply("Fine, I will leave it."))
-    assert (await chat_ok(client, "s1", "Cancel it", tenant_id="t1"))["status"] == "waiting"
-    assert await client.app[PENDING].get("t1", "s1") is not None
-
-    # The session has a paused step: its next message's turn must settle it before the model.
-    body = await chat_ok(client, "s1", "Actually, keep it", tenant_id="t1")
-    assert body["message"] == "Fine, I will leave it."
-    assert "superseded" in json.dumps(llm.requests[-1]) and llm.rejected == []
-    assert await client.app[PENDING].get("t1", "s1") is None
-    assert (await client.app[ORDERS].get("t1", order["order_id"]))["status"] == "pending"
-
-    # And with no paused step left, the next turn runs as any other.
-    assert (await chat_ok(client, "s1", "Thanks", tenant_id="t1"))["message"] == ANSWER
+    await new_message_settles_a_paused_step_first(client, llm)
 
 
 class _Monitor:
